@@ -1,0 +1,46 @@
+# Makefile for aimroute (PGXS).
+#
+# The version lives in aimroute.control (default_version); the install script
+# aimroute--$(EXTVERSION).sql is concatenated from schema/*.sql in name order.
+
+EXTENSION = aimroute
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = aimroute
+OBJS = \
+	src/aimroute.o \
+	src/country.o \
+	src/postal.o \
+	src/postal_loader.o \
+	src/postgis.o
+
+SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql) data/aimroute_postal_codes.tsv.gz
+DOCS = README.md
+
+SHLIB_LINK = -lz
+PG_CPPFLAGS = -I$(srcdir)/src -DAIMROUTE_VERSION=\"$(EXTVERSION)\"
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+
+REGRESS = normalize reference settings loader
+REGRESS_OPTS = --inputdir=$(srcdir) --outputdir=$(srcdir)/results --load-extension=plpgsql
+
+EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_FILES) $(EXTENSION).control
+	{ printf '%s\n' "-- aimroute $(EXTVERSION): generated from schema/*.sql by make; do not edit." \
+	    '\echo Use "CREATE EXTENSION aimroute CASCADE" to load this file. \quit'; \
+	  for f in $(SCHEMA_FILES); do printf '\n-- source: %s\n' "$$f"; cat "$$f"; done; } > $@
+
+# Source formatting is checked with the committed .clang-format.
+C_SOURCES = $(wildcard src/*.c src/*.h)
+.PHONY: format format-check
+format:
+	clang-format -i $(filter-out src/iso3166_table.h,$(C_SOURCES))
+format-check:
+	clang-format --dry-run --Werror $(filter-out src/iso3166_table.h,$(C_SOURCES))

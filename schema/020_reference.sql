@@ -1,0 +1,327 @@
+--
+-- Reference data: postal codes, brands, dealers and what they hold.
+--
+-- Every country stored here is an ISO 3166-1 alpha-2 code and every postal
+-- code is normalized by aimroute.normalize_postal_code(), so that a lead's
+-- postal code meets the reference rows whatever way it was typed.
+--
+
+CREATE TABLE aimroute.postal_codes (
+    country      text NOT NULL,
+    postal_code  text NOT NULL,
+    place_name   text,
+    state_code   text,
+    state_name   text,
+    county       text,
+    county_code  text,
+    centroid     geography(Point, 4326),
+    PRIMARY KEY (country, postal_code),
+    CONSTRAINT postal_codes_country_normalized
+        CHECK (country = aimroute.normalize_country(country))
+);
+CREATE INDEX postal_codes_state_county_idx
+    ON aimroute.postal_codes (country, state_code, county);
+COMMENT ON TABLE aimroute.postal_codes IS
+    'Postal codes with their centre points, state and county; filled by aimroute.load_postal_codes().';
+COMMENT ON COLUMN aimroute.postal_codes.country IS 'ISO 3166-1 alpha-2 code.';
+COMMENT ON COLUMN aimroute.postal_codes.postal_code IS 'Normalized postal code: US five-digit ZIP, Canadian FSA (K1A) or full code.';
+COMMENT ON COLUMN aimroute.postal_codes.state_code IS 'State or province code (MI, ON); what state territories match.';
+COMMENT ON COLUMN aimroute.postal_codes.county IS 'County name; county territories match state_code/county (MI/Mackinac).';
+COMMENT ON COLUMN aimroute.postal_codes.centroid IS 'Centre point of the postal code; NULL when the source had no coordinates.';
+
+CREATE TABLE aimroute.postal_code_loads (
+    load_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    path           text NOT NULL,
+    format         text NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at    timestamptz,
+    rows_loaded    bigint,
+    rows_flawed    bigint,
+    rows_rejected  bigint
+);
+COMMENT ON TABLE aimroute.postal_code_loads IS
+    'One row per call of aimroute.load_postal_codes(), with its counts.';
+COMMENT ON COLUMN aimroute.postal_code_loads.rows_loaded IS 'Rows stored, flawed rows included.';
+COMMENT ON COLUMN aimroute.postal_code_loads.rows_flawed IS 'Rows stored with a flaw (no coordinates, no state code).';
+COMMENT ON COLUMN aimroute.postal_code_loads.rows_rejected IS 'Lines that could not be stored.';
+
+CREATE TABLE aimroute.postal_code_load_issues (
+    load_id      bigint NOT NULL REFERENCES aimroute.postal_code_loads ON DELETE CASCADE,
+    line_number  bigint NOT NULL,
+    postal_code  text,
+    rejected     boolean NOT NULL,
+    problem      text NOT NULL,
+    raw_line     text NOT NULL,
+    PRIMARY KEY (load_id, line_number)
+);
+COMMENT ON TABLE aimroute.postal_code_load_issues IS
+    'Every line of a postal-code file that was rejected or loaded with a flaw, and why.';
+COMMENT ON COLUMN aimroute.postal_code_load_issues.rejected IS 'true: the line was not loaded; false: loaded with the flaw described.';
+COMMENT ON COLUMN aimroute.postal_code_load_issues.raw_line IS 'The line as read (first 500 bytes), tabs kept.';
+
+CREATE TABLE aimroute.brands (
+    brand_code  text PRIMARY KEY
+        CONSTRAINT brands_brand_code_trimmed CHECK (brand_code <> '' AND brand_code = btrim(brand_code)),
+    name        text NOT NULL
+);
+COMMENT ON TABLE aimroute.brands IS 'The OEM''s brands.';
+
+CREATE TABLE aimroute.dealers (
+    dealer_number     text PRIMARY KEY
+        CONSTRAINT dealers_dealer_number_trimmed CHECK (dealer_number <> '' AND dealer_number = btrim(dealer_number)),
+    name              text NOT NULL,
+    country           text NOT NULL,
+    postal_code       text,
+    state_code        text,
+    county            text,
+    location          geography(Point, 4326),
+    active_for_sales  boolean NOT NULL DEFAULT true,
+    dealer_group      text,
+    timezone          text,
+    CONSTRAINT dealers_country_normalized
+        CHECK (country = aimroute.normalize_country(country))
+);
+CREATE INDEX dealers_location_idx ON aimroute.dealers USING gist (location);
+CREATE INDEX dealers_dealer_group_idx ON aimroute.dealers (dealer_group) WHERE dealer_group IS NOT NULL;
+COMMENT ON TABLE aimroute.dealers IS 'The dealer network.';
+COMMENT ON COLUMN aimroute.dealers.country IS 'ISO 3166-1 alpha-2 code; alpha-3 codes and English names are accepted on input.';
+COMMENT ON COLUMN aimroute.dealers.postal_code IS 'Normalized on input; state_code, county and location default to the postal code''s.';
+COMMENT ON COLUMN aimroute.dealers.location IS 'Where the dealer is; radius and distance are measured from here. Defaults to the postal code''s centre point.';
+COMMENT ON COLUMN aimroute.dealers.active_for_sales IS 'Only active dealers receive leads (the default dealer excepted).';
+COMMENT ON COLUMN aimroute.dealers.timezone IS 'The dealer''s time zone (a pg_timezone_names name), NULL for the OEM''s.';
+
+--
+-- dealers_normalize: countries and postal codes in stored form, and state,
+-- county and location taken from the postal code when not given (or when
+-- the postal code changes and they were not changed with it).
+--
+CREATE FUNCTION aimroute.dealers_normalize() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    country_in text := NEW.country;
+    pc aimroute.postal_codes;
+    moved boolean;
+BEGIN
+    NEW.dealer_number := btrim(NEW.dealer_number);
+    NEW.country := aimroute.normalize_country(NEW.country);
+    IF NEW.country IS NULL THEN
+        RAISE EXCEPTION 'unknown country "%" for dealer %', country_in, NEW.dealer_number
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
+    END IF;
+    NEW.postal_code := aimroute.normalize_postal_code(NEW.country, NEW.postal_code);
+    NEW.state_code := nullif(upper(btrim(NEW.state_code)), '');
+
+    moved := TG_OP = 'INSERT'
+             OR NEW.country IS DISTINCT FROM OLD.country
+             OR NEW.postal_code IS DISTINCT FROM OLD.postal_code;
+    IF moved THEN
+        SELECT * INTO pc FROM aimroute.postal_codes p
+         WHERE p.country = NEW.country AND p.postal_code = NEW.postal_code;
+        IF TG_OP = 'INSERT' THEN
+            NEW.state_code := coalesce(NEW.state_code, pc.state_code);
+            NEW.county := coalesce(NEW.county, pc.county);
+            NEW.location := coalesce(NEW.location, pc.centroid);
+        ELSE
+            IF NEW.state_code IS NOT DISTINCT FROM OLD.state_code THEN
+                NEW.state_code := coalesce(pc.state_code, NEW.state_code);
+            END IF;
+            IF NEW.county IS NOT DISTINCT FROM OLD.county THEN
+                NEW.county := coalesce(pc.county, NEW.county);
+            END IF;
+            IF NEW.location IS NOT DISTINCT FROM OLD.location THEN
+                NEW.location := coalesce(pc.centroid, NEW.location);
+            END IF;
+        END IF;
+    END IF;
+
+    IF NEW.timezone IS NOT NULL THEN
+        BEGIN
+            PERFORM now() AT TIME ZONE NEW.timezone;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            RAISE EXCEPTION 'invalid time zone "%" for dealer %', NEW.timezone, NEW.dealer_number
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use a name from pg_timezone_names, such as America/Chicago, or NULL for the OEM''s time zone.';
+        END;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER dealers_normalize BEFORE INSERT OR UPDATE ON aimroute.dealers
+    FOR EACH ROW EXECUTE FUNCTION aimroute.dealers_normalize();
+
+CREATE TABLE aimroute.dealer_brands (
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    brand_code     text NOT NULL REFERENCES aimroute.brands ON UPDATE CASCADE,
+    PRIMARY KEY (dealer_number, brand_code)
+);
+CREATE INDEX dealer_brands_brand_idx ON aimroute.dealer_brands (brand_code);
+COMMENT ON TABLE aimroute.dealer_brands IS 'The brands each dealer sells; only dealers selling a lead''s brand receive it.';
+
+CREATE TABLE aimroute.territories (
+    territory_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    brand_code     text,
+    kind           text NOT NULL
+        CONSTRAINT territories_kind_check CHECK (kind IN ('postal', 'county', 'state', 'country')),
+    country        text NOT NULL,
+    code           text NOT NULL,
+    CONSTRAINT territories_country_normalized
+        CHECK (country = aimroute.normalize_country(country)),
+    CONSTRAINT territories_brand_sold_by_dealer
+        FOREIGN KEY (dealer_number, brand_code) REFERENCES aimroute.dealer_brands
+        ON UPDATE CASCADE,
+    CONSTRAINT territories_unique
+        UNIQUE NULLS NOT DISTINCT (dealer_number, brand_code, kind, country, code)
+);
+-- One dealer per postal code and brand scope (NULL = all brands).  The
+-- trigger below names the holder; this index is the backstop for races.
+CREATE UNIQUE INDEX territories_one_postal_holder
+    ON aimroute.territories (country, code, brand_code) NULLS NOT DISTINCT
+    WHERE kind = 'postal';
+CREATE INDEX territories_lookup_idx ON aimroute.territories (country, kind, code);
+CREATE INDEX territories_dealer_idx ON aimroute.territories (dealer_number);
+COMMENT ON TABLE aimroute.territories IS
+    'Areas of responsibility. brand_code NULL: a Territories-page assignment (every brand the dealer sells); otherwise a Brand Territory (that brand only).';
+COMMENT ON COLUMN aimroute.territories.kind IS 'postal, county, state or country.';
+COMMENT ON COLUMN aimroute.territories.code IS 'postal: a normalized postal code; county: state code and county joined by a slash (MI/Mackinac); state: a state code (MO); country: the country code.';
+
+--
+-- territories_normalize: stored form of each kind's code, the
+-- one-holder-per-postal-code rule with an error that names the holder, and
+-- notices for codes the postal-code table does not know.
+--
+CREATE FUNCTION aimroute.territories_normalize() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    country_in text := NEW.country;
+    holder text;
+    county_state text;
+    county_name text;
+    known_county text;
+BEGIN
+    NEW.kind := lower(btrim(NEW.kind));
+    IF NEW.kind IS NULL OR NEW.kind NOT IN ('postal', 'county', 'state', 'country') THEN
+        RAISE EXCEPTION 'invalid territory kind "%"', NEW.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A territory''s kind is one of postal, county, state or country.';
+    END IF;
+    NEW.country := aimroute.normalize_country(NEW.country);
+    IF NEW.country IS NULL THEN
+        RAISE EXCEPTION 'unknown country "%" for a territory of dealer %', country_in, NEW.dealer_number
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
+    END IF;
+
+    IF NEW.kind = 'country' THEN
+        IF nullif(btrim(NEW.code), '') IS NULL THEN
+            NEW.code := NEW.country;
+        ELSIF aimroute.normalize_country(NEW.code) IS DISTINCT FROM NEW.country THEN
+            RAISE EXCEPTION 'country territory code "%" does not match its country %', NEW.code, NEW.country
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For a country territory, leave code empty or repeat the country code.';
+        ELSE
+            NEW.code := NEW.country;
+        END IF;
+
+    ELSIF NEW.kind = 'state' THEN
+        NEW.code := upper(btrim(NEW.code));
+        IF NEW.code IS NULL OR NEW.code = '' THEN
+            RAISE EXCEPTION 'a state territory needs a state code'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use the state or province code as in aimroute.postal_codes.state_code, such as MO or ON.';
+        END IF;
+        IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
+                        WHERE p.country = NEW.country AND p.state_code = NEW.code) THEN
+            RAISE NOTICE 'no postal code of % has state code %: the territory of dealer % matches no lead yet',
+                NEW.country, NEW.code, NEW.dealer_number;
+        END IF;
+
+    ELSIF NEW.kind = 'county' THEN
+        county_state := upper(btrim(split_part(NEW.code, '/', 1)));
+        county_name := btrim(substr(NEW.code, length(split_part(NEW.code, '/', 1)) + 2));
+        IF position('/' IN coalesce(NEW.code, '')) = 0 OR county_state = '' OR county_name = '' THEN
+            RAISE EXCEPTION 'invalid county territory code "%"', NEW.code
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write the state code and the county name joined by a slash, as in MI/Mackinac.';
+        END IF;
+        SELECT p.county INTO known_county FROM aimroute.postal_codes p
+         WHERE p.country = NEW.country AND p.state_code = county_state
+           AND lower(p.county) = lower(county_name)
+         LIMIT 1;
+        IF known_county IS NULL THEN
+            RAISE NOTICE 'no postal code of % lies in county %/%: the territory of dealer % matches no lead yet',
+                NEW.country, county_state, county_name, NEW.dealer_number;
+        END IF;
+        NEW.code := county_state || '/' || coalesce(known_county, county_name);
+
+    ELSE -- postal
+        NEW.code := aimroute.normalize_postal_code(NEW.country, NEW.code);
+        IF NEW.code IS NULL OR NOT aimroute.postal_code_is_valid(NEW.country, NEW.code) THEN
+            RAISE EXCEPTION 'invalid % postal code "%" for a territory of dealer %',
+                NEW.country, coalesce(NEW.code, ''), NEW.dealer_number
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE NEW.country
+                                 WHEN 'US' THEN 'A US territory postal code is a five-digit ZIP code, such as 49757.'
+                                 WHEN 'CA' THEN 'A Canadian territory postal code is an FSA (P0S) or a full code (K1A 0B1).'
+                                 ELSE 'A postal code cannot be blank.' END;
+        END IF;
+        SELECT t.dealer_number INTO holder FROM aimroute.territories t
+         WHERE t.kind = 'postal' AND t.country = NEW.country AND t.code = NEW.code
+           AND t.brand_code IS NOT DISTINCT FROM NEW.brand_code
+           AND t.territory_id IS DISTINCT FROM NEW.territory_id;
+        IF holder IS NOT NULL THEN
+            RAISE EXCEPTION 'postal code % % is already held by dealer % for %',
+                NEW.country, NEW.code, holder,
+                coalesce('brand ' || NEW.brand_code, 'all brands')
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A postal code can be held by one dealer per brand scope; dealer %s cannot take it as well.', NEW.dealer_number),
+                      HINT = format('Remove it from dealer %s first, or assign it to dealer %s for a single brand (brand_code).', holder, NEW.dealer_number);
+        END IF;
+        IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
+                        WHERE p.country = NEW.country AND p.postal_code = NEW.code) THEN
+            RAISE NOTICE 'postal code % % is not in aimroute.postal_codes: leads from it will match this territory but have no centre point',
+                NEW.country, NEW.code;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER territories_normalize BEFORE INSERT OR UPDATE ON aimroute.territories
+    FOR EACH ROW EXECUTE FUNCTION aimroute.territories_normalize();
+
+CREATE TABLE aimroute.product_assignments (
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    product_code   text NOT NULL
+        CONSTRAINT product_assignments_product_code_trimmed CHECK (product_code <> '' AND product_code = btrim(product_code)),
+    PRIMARY KEY (dealer_number, product_code)
+);
+CREATE INDEX product_assignments_product_idx ON aimroute.product_assignments (product_code);
+COMMENT ON TABLE aimroute.product_assignments IS
+    'Products each dealer may receive leads for, when settings.product_routing_enabled.';
+
+CREATE TABLE aimroute.inventory (
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    product_code   text NOT NULL
+        CONSTRAINT inventory_product_code_trimmed CHECK (product_code <> '' AND product_code = btrim(product_code)),
+    quantity       integer NOT NULL DEFAULT 0
+        CONSTRAINT inventory_quantity_not_negative CHECK (quantity >= 0),
+    PRIMARY KEY (dealer_number, product_code)
+);
+CREATE INDEX inventory_in_stock_idx ON aimroute.inventory (product_code) WHERE quantity > 0;
+COMMENT ON TABLE aimroute.inventory IS
+    'Units in stock per dealer and product; inventory routing sends a lead to the closest dealer with the product in stock.';
+
+SELECT pg_catalog.pg_extension_config_dump('aimroute.postal_codes', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.postal_code_loads', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.postal_code_load_issues', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.brands', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.dealers', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_brands', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.territories', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.product_assignments', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.inventory', '');

@@ -1,0 +1,232 @@
+--
+-- aimroute.settings: one row of typed settings.
+--
+-- Each setting has a default and a CHECK constraint.  A BEFORE trigger
+-- checks the same rules first so that a bad value is refused with an error
+-- that names the setting and its allowed values (a CHECK violation can only
+-- name the constraint); the CHECKs stay as the declarative rule that \d and
+-- BI tools show and that holds even with triggers disabled.
+--
+
+CREATE FUNCTION aimroute.countries_normalized(countries text[]) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(bool_and(c IS NOT NULL AND aimroute.normalize_country(c) = c), true)
+      FROM unnest(countries) AS c
+$$;
+COMMENT ON FUNCTION aimroute.countries_normalized(text[]) IS
+    'Whether every element is an ISO 3166-1 alpha-2 code as aimroute stores it.';
+
+CREATE TABLE aimroute.settings (
+    singleton                  boolean PRIMARY KEY DEFAULT true
+        CONSTRAINT settings_one_row CHECK (singleton),
+    radius_enabled             boolean NOT NULL DEFAULT true,
+    radius_miles               numeric NOT NULL DEFAULT 1500
+        CONSTRAINT settings_radius_miles_check CHECK (radius_miles > 0 AND radius_miles <= 12451),
+    radius_countries           text[] NOT NULL DEFAULT '{US,CA}'
+        CONSTRAINT settings_radius_countries_check CHECK (aimroute.countries_normalized(radius_countries)),
+    default_dealer_number      text REFERENCES aimroute.dealers ON UPDATE CASCADE,
+    product_routing_enabled    boolean NOT NULL DEFAULT false,
+    inventory_routing_enabled  boolean NOT NULL DEFAULT false,
+    reroute_enabled            boolean NOT NULL DEFAULT false,
+    reroute_max_dealers        integer NOT NULL DEFAULT 3
+        CONSTRAINT settings_reroute_max_dealers_check CHECK (reroute_max_dealers BETWEEN 1 AND 100),
+    reroute_after              interval NOT NULL DEFAULT '24 hours'
+        CONSTRAINT settings_reroute_after_check CHECK (reroute_after >= '1 minute' AND reroute_after <= '90 days'),
+    reroute_skip_days          integer[] NOT NULL DEFAULT '{}'
+        CONSTRAINT settings_reroute_skip_days_check
+        CHECK (reroute_skip_days <@ '{1,2,3,4,5,6,7}' AND array_position(reroute_skip_days, NULL) IS NULL
+               AND NOT reroute_skip_days @> '{1,2,3,4,5,6,7}'),
+    timezone                   text NOT NULL DEFAULT 'UTC'
+        CONSTRAINT settings_timezone_check CHECK (timezone <> ''),
+    dedupe_window              interval NOT NULL DEFAULT '60 seconds'
+        CONSTRAINT settings_dedupe_window_check CHECK (dedupe_window >= '0' AND dedupe_window <= '7 days'),
+    smtp_url                   text NOT NULL DEFAULT 'smtp://127.0.0.1:25'
+        CONSTRAINT settings_smtp_url_check CHECK (smtp_url ~ '^smtps?://[^/[:space:]]+'),
+    smtp_from                  text NOT NULL DEFAULT 'leads@aimroute.invalid'
+        CONSTRAINT settings_smtp_from_check CHECK (smtp_from ~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$'),
+    smtp_username              text,
+    smtp_password              text,
+    push_gateway_url           text
+        CONSTRAINT settings_push_gateway_url_check CHECK (push_gateway_url ~ '^https?://[^/[:space:]]+'),
+    delivery_retry_schedule    interval[] NOT NULL DEFAULT '{20 seconds,20 minutes,20 hours}'
+        CONSTRAINT settings_delivery_retry_schedule_check
+        CHECK (cardinality(delivery_retry_schedule) BETWEEN 1 AND 20
+               AND array_position(delivery_retry_schedule, NULL) IS NULL
+               AND '0'::interval < ALL (delivery_retry_schedule)),
+    daily_recap_hour           integer NOT NULL DEFAULT 7
+        CONSTRAINT settings_daily_recap_hour_check CHECK (daily_recap_hour BETWEEN 0 AND 23),
+    oem_name                   text NOT NULL DEFAULT 'aimroute'
+        CONSTRAINT settings_oem_name_check CHECK (btrim(oem_name) <> '')
+);
+COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
+COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
+COMMENT ON COLUMN aimroute.settings.radius_miles IS 'Largest distance, in statute miles, for radius and inventory routing (default 1500).';
+COMMENT ON COLUMN aimroute.settings.radius_countries IS 'Countries where radius routing applies (default {US,CA}); adding one enables international radius.';
+COMMENT ON COLUMN aimroute.settings.default_dealer_number IS 'The default (corporate) dealer: receives every lead no other rule places.';
+COMMENT ON COLUMN aimroute.settings.product_routing_enabled IS 'Territory and radius routing consider only dealers assigned the lead''s product (default false).';
+COMMENT ON COLUMN aimroute.settings.inventory_routing_enabled IS 'Route to the closest dealer with the product in stock first (default false).';
+COMMENT ON COLUMN aimroute.settings.reroute_enabled IS 'Re-route leads not viewed in time (default false).';
+COMMENT ON COLUMN aimroute.settings.reroute_max_dealers IS 'Re-routes before a lead goes to the default dealer (default 3).';
+COMMENT ON COLUMN aimroute.settings.reroute_after IS 'How long a dealer may hold an unviewed lead (default 24 hours).';
+COMMENT ON COLUMN aimroute.settings.reroute_skip_days IS 'ISO weekdays (1 = Monday) on which no re-route deadline falls (default none).';
+COMMENT ON COLUMN aimroute.settings.timezone IS 'The OEM''s time zone, for skip days and the daily recap (default UTC).';
+COMMENT ON COLUMN aimroute.settings.dedupe_window IS 'A staged row identical to one staged this recently is a duplicate (default 60 seconds).';
+COMMENT ON COLUMN aimroute.settings.smtp_url IS 'SMTP server for email delivery (default smtp://127.0.0.1:25).';
+COMMENT ON COLUMN aimroute.settings.smtp_from IS 'Sender address of lead emails.';
+COMMENT ON COLUMN aimroute.settings.push_gateway_url IS 'HTTP endpoint of the mobile push gateway; NULL: no push.';
+COMMENT ON COLUMN aimroute.settings.delivery_retry_schedule IS 'Waits before each retry of a failed delivery (default 20 seconds, 20 minutes, 20 hours).';
+COMMENT ON COLUMN aimroute.settings.daily_recap_hour IS 'Local hour (settings.timezone) of the daily delivery-failure recap (default 7).';
+COMMENT ON COLUMN aimroute.settings.oem_name IS 'The OEM''s name, the provider in ADF messages.';
+
+--
+-- settings_validate: refuses a bad value with an error naming the setting
+-- and the allowed values, and puts radius_countries in stored form.
+--
+CREATE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    existing aimroute.settings;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    IF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        PERFORM aimroute.settings_error('radius_miles', NEW.radius_miles::text,
+            'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)');
+    END IF;
+    IF NEW.radius_countries IS NULL THEN
+        PERFORM aimroute.settings_error('radius_countries', NULL,
+            'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere');
+    END IF;
+    FOREACH c IN ARRAY NEW.radius_countries LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            PERFORM aimroute.settings_error('radius_countries', NEW.radius_countries::text,
+                format('an array of ISO 3166-1 country codes, such as {US,CA}; "%s" is not one', c));
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    NEW.radius_countries := normalized;
+    IF NEW.default_dealer_number IS NOT NULL
+       AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        PERFORM aimroute.settings_error('default_dealer_number', NEW.default_dealer_number,
+            'the dealer_number of a row of aimroute.dealers; insert the default dealer first');
+    END IF;
+    IF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        PERFORM aimroute.settings_error('reroute_max_dealers', NEW.reroute_max_dealers::text,
+            'a whole number from 1 to 100');
+    END IF;
+    IF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        PERFORM aimroute.settings_error('reroute_after', NEW.reroute_after::text,
+            'an interval from 1 minute to 90 days, such as ''24 hours''');
+    END IF;
+    IF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+       OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+       OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        PERFORM aimroute.settings_error('reroute_skip_days', NEW.reroute_skip_days::text,
+            'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped');
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE NEW.timezone;
+    EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed THEN
+        PERFORM aimroute.settings_error('timezone', NEW.timezone,
+            'a time zone name from pg_timezone_names, such as America/Chicago or UTC');
+    END;
+    IF NEW.timezone IS NULL OR NEW.timezone = '' THEN
+        PERFORM aimroute.settings_error('timezone', NEW.timezone,
+            'a time zone name from pg_timezone_names, such as America/Chicago or UTC');
+    END IF;
+    IF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        PERFORM aimroute.settings_error('dedupe_window', NEW.dedupe_window::text,
+            'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''');
+    END IF;
+    IF NEW.smtp_url IS NULL OR NEW.smtp_url !~ '^smtps?://[^/[:space:]]+' THEN
+        PERFORM aimroute.settings_error('smtp_url', NEW.smtp_url,
+            'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25');
+    END IF;
+    IF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        PERFORM aimroute.settings_error('smtp_from', NEW.smtp_from,
+            'an email address, such as leads@example.com');
+    END IF;
+    IF NEW.push_gateway_url !~ '^https?://[^/[:space:]]+' THEN
+        PERFORM aimroute.settings_error('push_gateway_url', NEW.push_gateway_url,
+            'an http:// or https:// URL, or NULL for no mobile push');
+    END IF;
+    IF NEW.delivery_retry_schedule IS NULL
+       OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+       OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+       OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        PERFORM aimroute.settings_error('delivery_retry_schedule', NEW.delivery_retry_schedule::text,
+            'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}');
+    END IF;
+    IF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        PERFORM aimroute.settings_error('daily_recap_hour', NEW.daily_recap_hour::text,
+            'an hour of the day from 0 to 23, in settings.timezone');
+    END IF;
+    IF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        PERFORM aimroute.settings_error('oem_name', NEW.oem_name, 'a name that is not blank');
+    END IF;
+    IF NEW.singleton IS DISTINCT FROM true THEN
+        PERFORM aimroute.settings_error('singleton', NEW.singleton::text,
+            'true: aimroute.settings has exactly one row');
+    END IF;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' THEN
+        SELECT * INTO existing FROM aimroute.settings;
+        IF FOUND THEN
+            UPDATE aimroute.settings s SET
+                radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+                radius_countries = NEW.radius_countries,
+                default_dealer_number = NEW.default_dealer_number,
+                product_routing_enabled = NEW.product_routing_enabled,
+                inventory_routing_enabled = NEW.inventory_routing_enabled,
+                reroute_enabled = NEW.reroute_enabled,
+                reroute_max_dealers = NEW.reroute_max_dealers,
+                reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+                timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+                smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+                smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+                push_gateway_url = NEW.push_gateway_url,
+                delivery_retry_schedule = NEW.delivery_retry_schedule,
+                daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name
+             WHERE s.singleton;
+            RETURN NULL;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION aimroute.settings_error(setting text, value text, allowed text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'invalid value for setting "%": %', setting, coalesce(value, 'NULL')
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = format('%s must be %s.', setting, allowed);
+END
+$$;
+COMMENT ON FUNCTION aimroute.settings_error(text, text, text) IS
+    'Raises the error for a bad setting value: names the setting and its allowed values.';
+
+CREATE TRIGGER settings_validate BEFORE INSERT OR UPDATE ON aimroute.settings
+    FOR EACH ROW EXECUTE FUNCTION aimroute.settings_validate();
+CREATE TRIGGER settings_keep_row BEFORE DELETE ON aimroute.settings
+    FOR EACH ROW EXECUTE FUNCTION aimroute.settings_validate();
+CREATE TRIGGER settings_keep_row_truncate BEFORE TRUNCATE ON aimroute.settings
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.settings_validate();
+
+INSERT INTO aimroute.settings DEFAULT VALUES;
+SELECT pg_catalog.pg_extension_config_dump('aimroute.settings', '');

@@ -1,0 +1,26 @@
+/*
+ * aimroute.c
+ *		Entry points of the aimroute extension.
+ *
+ * Each concern lives in its own file (country.c, postal.c, postal_loader.c,
+ * postgis.c); this file holds the module magic and the library's version.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(aimroute_library_version);
+
+/*
+ * aimroute_library_version is the SQL function aimroute.library_version():
+ * the version of the loaded shared library, to compare with the installed
+ * extension's version after an upgrade.
+ */
+Datum
+aimroute_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(AIMROUTE_VERSION));
+}

@@ -1,0 +1,69 @@
+/*
+ * postgis.c
+ *		Finding PostGIS's objects from C.
+ *
+ * PostGIS may live in any schema, and a user's search_path need not name it,
+ * so SQL that aimroute builds at run time qualifies PostGIS functions and
+ * types with the schema found here.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "postgis.h"
+
+/*
+ * PostgisSchema returns the quoted name of the schema PostGIS is installed
+ * in, ready to prefix a function or type name.  The answer is cached for the
+ * extension's OID, so a dropped and re-created PostGIS is found again.
+ */
+const char *
+PostgisSchema(void)
+{
+	static Oid	cached_ext = InvalidOid;
+	static char *cached_schema = NULL;
+	Oid			ext = get_extension_oid("postgis", true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			nsp = InvalidOid;
+	char	   *name;
+
+	if (!OidIsValid(ext))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"postgis\" is not installed"),
+				 errhint("Run CREATE EXTENSION aimroute CASCADE, which installs PostGIS too.")));
+	if (ext == cached_ext)
+		return cached_schema;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	name = OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
+	if (name == NULL)
+		elog(ERROR, "could not find the schema of extension \"postgis\"");
+
+	if (cached_schema != NULL)
+		pfree(cached_schema);
+	cached_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(name));
+	cached_ext = ext;
+	return cached_schema;
+}
