@@ -100,6 +100,8 @@ static void LoadGeonamesLine(LoaderState *state, int64 line_number, char *line);
 static char *TrimField(char *s);
 static bool ParseCoordinate(const char *s, double limit, double *value);
 static const char *CanadianProvinceCode(const char *geonames_code);
+static const char *ImplausiblePoint(const char *country, const char *state_code,
+									double lat, double lon);
 static void AddColumn(LoaderState *state, enum LoaderColumn col, Datum value,
 					  bool isnull, Oid type);
 static void FlushBatch(LoaderState *state);
@@ -342,6 +344,38 @@ CanadianProvinceCode(const char *geonames_code)
 }
 
 /*
+ * ImplausiblePoint says why a point cannot be the centre of a postal code of
+ * country, or returns NULL when it may be.  It catches the placeholders and
+ * typing slips seen in real files, not every wrong point: 0,0; a longitude
+ * east of Greenwich for a US state, DC, Puerto Rico or the Virgin Islands (a
+ * lost minus sign; the Aleutians lie beyond 140 E); a Canadian point outside
+ * Canada.  Military (AA, AE, AP) and Pacific (AS, FM, GU, MH, MP, PW) ZIP
+ * codes lie abroad by right.
+ */
+static const char *
+ImplausiblePoint(const char *country, const char *state_code, double lat,
+				 double lon)
+{
+	static const char *const abroad[] = {
+		"AA", "AE", "AP", "AS", "FM", "GU", "MH", "MP", "PW"
+	};
+
+	if (lat == 0.0 && lon == 0.0)
+		return "are a placeholder (0, 0 is in the Gulf of Guinea)";
+	if (strcmp(country, "US") == 0 && lon > 0.0 && lon < 140.0)
+	{
+		for (int i = 0; i < (int) lengthof(abroad); i++)
+			if (strcmp(state_code, abroad[i]) == 0)
+				return NULL;
+		return "lie east of Greenwich, outside the United States: the longitude's minus sign looks lost";
+	}
+	if (strcmp(country, "CA") == 0 &&
+		(lat < 41.6 || lat > 83.2 || lon < -141.1 || lon > -52.6))
+		return "lie outside Canada (latitude 41.6 to 83.2, longitude -141.1 to -52.6)";
+	return NULL;
+}
+
+/*
  * AddColumn appends one value to a column of the current batch.
  */
 static void
@@ -490,9 +524,23 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 	initStringInfo(&flaws);
 	if (!has_lat)
 		appendStringInfoString(&flaws, "no coordinates: loaded without a centre point, so radius routing cannot use it");
+	else
+	{
+		const char *implausible = ImplausiblePoint(country, state_code, lat, lon);
+
+		if (implausible != NULL)
+		{
+			appendStringInfo(&flaws, "coordinates %s, %s %s: loaded without a centre point, so radius routing cannot use it",
+							 fields[9], fields[10], implausible);
+			has_lat = has_lon = false;
+		}
+	}
 	if (state_code[0] == '\0')
 		appendStringInfo(&flaws, "%sno state code (state name \"%s\"): state and county territories cannot match it",
 						 flaws.len > 0 ? "; " : "", fields[3]);
+	else if (strcmp(country, "US") == 0 && fields[5][0] == '\0')
+		appendStringInfo(&flaws, "%sno county: county territories cannot match it",
+						 flaws.len > 0 ? "; " : "");
 	if (flaws.len > 0)
 		ReportIssue(state, line_number, false, raw, flaws.data);
 
