@@ -24,7 +24,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DAIMROUTE_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
 REGRESS = normalize reference settings loader
-REGRESS_OPTS = --inputdir=$(srcdir) --outputdir=$(srcdir)/results --load-extension=plpgsql
+REGRESS_OPTS = --inputdir=$(srcdir) --load-extension=plpgsql
 
 EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out
 

@@ -92,8 +92,9 @@ COMMENT ON COLUMN aimroute.dealers.timezone IS 'The dealer''s time zone (a pg_ti
 
 --
 -- dealers_normalize: countries and postal codes in stored form, and state,
--- county and location taken from the postal code when not given (or when
--- the postal code changes and they were not changed with it).
+-- county and location taken from the postal code when not given.  A new
+-- postal code moves the dealer: state, county and location follow it unless
+-- the same UPDATE sets them.
 --
 CREATE FUNCTION aimroute.dealers_normalize() RETURNS trigger
     LANGUAGE plpgsql
@@ -121,8 +122,11 @@ BEGIN
         SELECT * INTO pc FROM aimroute.postal_codes p
          WHERE p.country = NEW.country AND p.postal_code = NEW.postal_code;
         IF TG_OP = 'INSERT' THEN
+            -- A county is only taken along with its own state.
+            IF NEW.state_code IS NULL OR NEW.state_code = pc.state_code THEN
+                NEW.county := coalesce(NEW.county, pc.county);
+            END IF;
             NEW.state_code := coalesce(NEW.state_code, pc.state_code);
-            NEW.county := coalesce(NEW.county, pc.county);
             NEW.location := coalesce(NEW.location, pc.centroid);
         ELSE
             IF NEW.state_code IS NOT DISTINCT FROM OLD.state_code THEN
@@ -199,6 +203,7 @@ CREATE FUNCTION aimroute.territories_normalize() RETURNS trigger
 AS $$
 DECLARE
     country_in text := NEW.country;
+    code_in text := NEW.code;
     holder text;
     county_state text;
     county_name text;
@@ -263,7 +268,7 @@ BEGIN
         NEW.code := aimroute.normalize_postal_code(NEW.country, NEW.code);
         IF NEW.code IS NULL OR NOT aimroute.postal_code_is_valid(NEW.country, NEW.code) THEN
             RAISE EXCEPTION 'invalid % postal code "%" for a territory of dealer %',
-                NEW.country, coalesce(NEW.code, ''), NEW.dealer_number
+                NEW.country, coalesce(code_in, ''), NEW.dealer_number
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = CASE NEW.country
                                  WHEN 'US' THEN 'A US territory postal code is a five-digit ZIP code, such as 49757.'

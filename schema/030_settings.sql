@@ -91,7 +91,10 @@ AS $$
 DECLARE
     c text;
     normalized text[] := '{}';
-    existing aimroute.settings;
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
 BEGIN
     IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
         RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
@@ -99,127 +102,123 @@ BEGIN
                   HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
     END IF;
 
-    IF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        PERFORM aimroute.settings_error('radius_miles', NEW.radius_miles::text,
-            'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)');
-    END IF;
-    IF NEW.radius_countries IS NULL THEN
-        PERFORM aimroute.settings_error('radius_countries', NULL,
-            'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere');
-    END IF;
-    FOREACH c IN ARRAY NEW.radius_countries LOOP
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
         IF aimroute.normalize_country(c) IS NULL THEN
-            PERFORM aimroute.settings_error('radius_countries', NEW.radius_countries::text,
-                format('an array of ISO 3166-1 country codes, such as {US,CA}; "%s" is not one', c));
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
         END IF;
         IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
             normalized := normalized || aimroute.normalize_country(c);
         END IF;
     END LOOP;
-    NEW.radius_countries := normalized;
-    IF NEW.default_dealer_number IS NOT NULL
-       AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        PERFORM aimroute.settings_error('default_dealer_number', NEW.default_dealer_number,
-            'the dealer_number of a row of aimroute.dealers; insert the default dealer first');
-    END IF;
-    IF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        PERFORM aimroute.settings_error('reroute_max_dealers', NEW.reroute_max_dealers::text,
-            'a whole number from 1 to 100');
-    END IF;
-    IF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        PERFORM aimroute.settings_error('reroute_after', NEW.reroute_after::text,
-            'an interval from 1 minute to 90 days, such as ''24 hours''');
-    END IF;
-    IF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-       OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-       OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        PERFORM aimroute.settings_error('reroute_skip_days', NEW.reroute_skip_days::text,
-            'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped');
-    END IF;
-    BEGIN
-        PERFORM now() AT TIME ZONE NEW.timezone;
-    EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed THEN
-        PERFORM aimroute.settings_error('timezone', NEW.timezone,
-            'a time zone name from pg_timezone_names, such as America/Chicago or UTC');
-    END;
-    IF NEW.timezone IS NULL OR NEW.timezone = '' THEN
-        PERFORM aimroute.settings_error('timezone', NEW.timezone,
-            'a time zone name from pg_timezone_names, such as America/Chicago or UTC');
-    END IF;
-    IF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        PERFORM aimroute.settings_error('dedupe_window', NEW.dedupe_window::text,
-            'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''');
-    END IF;
-    IF NEW.smtp_url IS NULL OR NEW.smtp_url !~ '^smtps?://[^/[:space:]]+' THEN
-        PERFORM aimroute.settings_error('smtp_url', NEW.smtp_url,
-            'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25');
-    END IF;
-    IF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        PERFORM aimroute.settings_error('smtp_from', NEW.smtp_from,
-            'an email address, such as leads@example.com');
-    END IF;
-    IF NEW.push_gateway_url !~ '^https?://[^/[:space:]]+' THEN
-        PERFORM aimroute.settings_error('push_gateway_url', NEW.push_gateway_url,
-            'an http:// or https:// URL, or NULL for no mobile push');
-    END IF;
-    IF NEW.delivery_retry_schedule IS NULL
-       OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-       OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-       OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        PERFORM aimroute.settings_error('delivery_retry_schedule', NEW.delivery_retry_schedule::text,
-            'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}');
-    END IF;
-    IF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        PERFORM aimroute.settings_error('daily_recap_hour', NEW.daily_recap_hour::text,
-            'an hour of the day from 0 to 23, in settings.timezone');
-    END IF;
-    IF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        PERFORM aimroute.settings_error('oem_name', NEW.oem_name, 'a name that is not blank');
-    END IF;
-    IF NEW.singleton IS DISTINCT FROM true THEN
-        PERFORM aimroute.settings_error('singleton', NEW.singleton::text,
-            'true: aimroute.settings has exactly one row');
+    IF NEW.timezone IS NOT NULL THEN
+        BEGIN
+            PERFORM now() AT TIME ZONE NEW.timezone;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            tz_ok := false;
+        END;
     END IF;
 
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NEW.smtp_url !~ '^smtps?://[^/[:space:]]+' THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.push_gateway_url !~ '^https?://[^/[:space:]]+' THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
     -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' THEN
-        SELECT * INTO existing FROM aimroute.settings;
-        IF FOUND THEN
-            UPDATE aimroute.settings s SET
-                radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-                radius_countries = NEW.radius_countries,
-                default_dealer_number = NEW.default_dealer_number,
-                product_routing_enabled = NEW.product_routing_enabled,
-                inventory_routing_enabled = NEW.inventory_routing_enabled,
-                reroute_enabled = NEW.reroute_enabled,
-                reroute_max_dealers = NEW.reroute_max_dealers,
-                reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-                timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-                smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-                smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-                push_gateway_url = NEW.push_gateway_url,
-                delivery_retry_schedule = NEW.delivery_retry_schedule,
-                daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name
-             WHERE s.singleton;
-            RETURN NULL;
-        END IF;
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name
+         WHERE s.singleton;
+        RETURN NULL;
     END IF;
     RETURN NEW;
 END
 $$;
-
-CREATE FUNCTION aimroute.settings_error(setting text, value text, allowed text) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RAISE EXCEPTION 'invalid value for setting "%": %', setting, coalesce(value, 'NULL')
-        USING ERRCODE = 'invalid_parameter_value',
-              HINT = format('%s must be %s.', setting, allowed);
-END
-$$;
-COMMENT ON FUNCTION aimroute.settings_error(text, text, text) IS
-    'Raises the error for a bad setting value: names the setting and its allowed values.';
 
 CREATE TRIGGER settings_validate BEFORE INSERT OR UPDATE ON aimroute.settings
     FOR EACH ROW EXECUTE FUNCTION aimroute.settings_validate();

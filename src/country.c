@@ -19,9 +19,9 @@
 
 #define COUNTRY_MAX_NAME 80
 
-static int	CompareAlpha2(const void *key, const void *entry);
-static int	CompareAlpha3(const void *key, const void *entry);
-static int	CompareName(const void *key, const void *entry);
+static int CompareAlpha2(const void *key, const void *entry);
+static int CompareAlpha3(const void *key, const void *entry);
+static int CompareName(const void *key, const void *entry);
 
 PG_FUNCTION_INFO_V1(aimroute_normalize_country);
 
@@ -61,10 +61,10 @@ CompareName(const void *key, const void *entry)
 const char *
 CountryNormalize(const char *raw, int len)
 {
-	char		key[COUNTRY_MAX_NAME + 1];
-	int			start = 0;
-	int			end = len;
-	int			n;
+	char key[COUNTRY_MAX_NAME + 1];
+	int start = 0;
+	int end = len;
+	int n;
 
 	while (start < end && scanner_isspace(raw[start]))
 		start++;
@@ -86,16 +86,16 @@ CountryNormalize(const char *raw, int len)
 	{
 		const struct IsoCountry *c;
 
-		c = bsearch(key, iso_countries, lengthof(iso_countries),
-					sizeof(iso_countries[0]), CompareAlpha2);
+		c = bsearch(key, iso_countries, lengthof(iso_countries), sizeof(iso_countries[0]),
+					CompareAlpha2);
 		return c ? c->alpha2 : NULL;
 	}
 	if (n == 3)
 	{
 		const short *i;
 
-		i = bsearch(key, iso_by_alpha3, lengthof(iso_by_alpha3),
-					sizeof(iso_by_alpha3[0]), CompareAlpha3);
+		i = bsearch(key, iso_by_alpha3, lengthof(iso_by_alpha3), sizeof(iso_by_alpha3[0]),
+					CompareAlpha3);
 		if (i)
 			return iso_countries[*i].alpha2;
 	}
@@ -115,7 +115,7 @@ CountryNormalize(const char *raw, int len)
 Datum
 aimroute_normalize_country(PG_FUNCTION_ARGS)
 {
-	text	   *raw = PG_GETARG_TEXT_PP(0);
+	text *raw = PG_GETARG_TEXT_PP(0);
 	const char *alpha2;
 
 	alpha2 = CountryNormalize(VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw));

@@ -8,4 +8,4 @@
 
 extern const char *CountryNormalize(const char *raw, int len);
 
-#endif							/* AIMROUTE_COUNTRY_H */
+#endif /* AIMROUTE_COUNTRY_H */

@@ -52,11 +52,11 @@ AllDigits(const char *s, int n)
 char *
 PostalNormalizeLexical(const char *country, const char *raw, int len)
 {
-	int			start = 0;
-	int			end = len;
-	char	   *out;
-	int			n = 0;
-	bool		canada = country != NULL && strcmp(country, "CA") == 0;
+	int start = 0;
+	int end = len;
+	char *out;
+	int n = 0;
+	bool canada = country != NULL && strcmp(country, "CA") == 0;
 
 	while (start < end && scanner_isspace(raw[start]))
 		start++;
@@ -68,7 +68,7 @@ PostalNormalizeLexical(const char *country, const char *raw, int len)
 	out = palloc(end - start + 1);
 	for (int i = start; i < end; i++)
 	{
-		char		c = raw[i];
+		char c = raw[i];
 
 		if (canada && (c == ' ' || c == '-'))
 			continue;
@@ -76,15 +76,13 @@ PostalNormalizeLexical(const char *country, const char *raw, int len)
 	}
 	out[n] = '\0';
 
-	if (country != NULL && strcmp(country, "US") == 0 && n >= 9 &&
-		AllDigits(out, 5))
+	if (country != NULL && strcmp(country, "US") == 0 && n >= 9 && AllDigits(out, 5))
 	{
 		/* ZIP+4: 12345-6789, 12345 6789 or 123456789 */
 		const char *plus4 = out + 5;
-		int			rest = n - 5;
+		int rest = n - 5;
 
-		if ((rest == 5 && (plus4[0] == '-' || plus4[0] == ' ') &&
-			 AllDigits(plus4 + 1, 4)) ||
+		if ((rest == 5 && (plus4[0] == '-' || plus4[0] == ' ') && AllDigits(plus4 + 1, 4)) ||
 			(rest == 4 && AllDigits(plus4, 4)))
 			out[5] = '\0';
 	}
@@ -99,7 +97,7 @@ PostalNormalizeLexical(const char *country, const char *raw, int len)
 bool
 PostalIsWellFormed(const char *country, const char *code)
 {
-	size_t		n = strlen(code);
+	size_t n = strlen(code);
 
 	if (country == NULL || n == 0)
 		return false;
@@ -111,8 +109,8 @@ PostalIsWellFormed(const char *country, const char *code)
 			return false;
 		for (size_t i = 0; i < n; i++)
 		{
-			bool		want_letter = (i % 2 == 0);
-			char		c = code[i];
+			bool want_letter = (i % 2 == 0);
+			char c = code[i];
 
 			if (want_letter ? !(c >= 'A' && c <= 'Z') : !(c >= '0' && c <= '9'))
 				return false;
@@ -130,22 +128,21 @@ static bool
 PostalCodeKnown(const char *country, const char *code)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	bool		found;
+	Datum values[2];
+	bool found;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (plan == NULL)
 	{
-		Oid			types[2] = {TEXTOID, TEXTOID};
-		SPIPlanPtr	p;
+		Oid types[2] = { TEXTOID, TEXTOID };
+		SPIPlanPtr p;
 
 		p = SPI_prepare("SELECT 1 FROM aimroute.postal_codes"
 						" WHERE country = $1 AND postal_code = $2",
 						2, types);
 		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(p);
 		plan = p;
 	}
@@ -166,10 +163,10 @@ PostalCodeKnown(const char *country, const char *code)
 char *
 PostalResolve(const char *country, const char *raw, int len)
 {
-	char	   *code = PostalNormalizeLexical(country, raw, len);
+	char *code = PostalNormalizeLexical(country, raw, len);
 
-	if (code != NULL && country != NULL && strcmp(country, "CA") == 0 &&
-		strlen(code) > 3 && !PostalCodeKnown(country, code))
+	if (code != NULL && country != NULL && strcmp(country, "CA") == 0 && strlen(code) > 3 &&
+		!PostalCodeKnown(country, code))
 		code[3] = '\0';
 	return code;
 }
@@ -182,14 +179,14 @@ Datum
 aimroute_normalize_postal_code(PG_FUNCTION_ARGS)
 {
 	const char *country = NULL;
-	text	   *raw;
-	char	   *code;
+	text *raw;
+	char *code;
 
 	if (PG_ARGISNULL(1))
 		PG_RETURN_NULL();
 	if (!PG_ARGISNULL(0))
 	{
-		text	   *c = PG_GETARG_TEXT_PP(0);
+		text *c = PG_GETARG_TEXT_PP(0);
 
 		country = CountryNormalize(VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
 	}
@@ -208,13 +205,12 @@ aimroute_normalize_postal_code(PG_FUNCTION_ARGS)
 Datum
 aimroute_postal_code_is_valid(PG_FUNCTION_ARGS)
 {
-	text	   *c = PG_GETARG_TEXT_PP(0);
-	text	   *raw = PG_GETARG_TEXT_PP(1);
+	text *c = PG_GETARG_TEXT_PP(0);
+	text *raw = PG_GETARG_TEXT_PP(1);
 	const char *country;
-	char	   *code;
+	char *code;
 
 	country = CountryNormalize(VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
-	code = PostalNormalizeLexical(country, VARDATA_ANY(raw),
-								  VARSIZE_ANY_EXHDR(raw));
+	code = PostalNormalizeLexical(country, VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw));
 	PG_RETURN_BOOL(code != NULL && PostalIsWellFormed(country, code));
 }

@@ -10,4 +10,4 @@ extern char *PostalNormalizeLexical(const char *country, const char *raw, int le
 extern bool PostalIsWellFormed(const char *country, const char *code);
 extern char *PostalResolve(const char *country, const char *raw, int len);
 
-#endif							/* AIMROUTE_POSTAL_H */
+#endif /* AIMROUTE_POSTAL_H */

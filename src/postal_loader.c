@@ -69,41 +69,41 @@ enum LoaderColumn
 
 typedef struct LoaderState
 {
-	int64		load_id;
+	int64 load_id;
 	const char *path;
-	SPIPlanPtr	insert_plan;
-	SPIPlanPtr	issue_plan;
+	SPIPlanPtr insert_plan;
+	SPIPlanPtr issue_plan;
 	MemoryContext batch_context;
 	ArrayBuildState *columns[LOADER_COLUMNS];
-	int			batch_rows;
-	HTAB	   *seen;			/* "CC code" -> first line number */
-	int64		loaded;
-	int64		flawed;
-	int64		rejected;
-	StringInfoData examples;	/* first problems, for the WARNING */
-	int			example_count;
+	int batch_rows;
+	HTAB *seen; /* "CC code" -> first line number */
+	int64 loaded;
+	int64 flawed;
+	int64 rejected;
+	StringInfoData examples; /* first problems, for the WARNING */
+	int example_count;
 } LoaderState;
 
 typedef struct SeenEntry
 {
-	char		key[LOADER_MAX_CODE + 4];
-	int64		line_number;
+	char key[LOADER_MAX_CODE + 4];
+	int64 line_number;
 } SeenEntry;
 
 static void CheckReadPermission(void);
 static int64 StartLoad(const char *path, const char *format);
 static void FinishLoad(LoaderState *state);
 static void PrepareLoaderPlans(LoaderState *state);
-static void ReportIssue(LoaderState *state, int64 line_number, bool rejected,
-						const char *raw, const char *problem);
+static void ReportIssue(LoaderState *state, int64 line_number, bool rejected, const char *raw,
+						const char *problem);
 static void LoadGeonamesLine(LoaderState *state, int64 line_number, char *line);
 static char *TrimField(char *s);
 static bool ParseCoordinate(const char *s, double limit, double *value);
 static const char *CanadianProvinceCode(const char *geonames_code);
-static const char *ImplausiblePoint(const char *country, const char *state_code,
-									double lat, double lon);
-static void AddColumn(LoaderState *state, enum LoaderColumn col, Datum value,
-					  bool isnull, Oid type);
+static const char *ImplausiblePoint(const char *country, const char *state_code, double lat,
+									double lon);
+static void AddColumn(LoaderState *state, enum LoaderColumn col, Datum value, bool isnull,
+					  Oid type);
 static void FlushBatch(LoaderState *state);
 static bool ReadLine(gzFile file, StringInfo line, bool *too_long);
 
@@ -118,11 +118,11 @@ PG_FUNCTION_INFO_V1(aimroute_bundled_postal_codes_path);
 Datum
 aimroute_bundled_postal_codes_path(PG_FUNCTION_ARGS)
 {
-	char		sharepath[MAXPGPATH];
+	char sharepath[MAXPGPATH];
 
 	get_share_path(my_exec_path, sharepath);
-	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s/extension/%s", sharepath,
-											  "aimroute_postal_codes.tsv.gz")));
+	PG_RETURN_TEXT_P(
+		cstring_to_text(psprintf("%s/extension/%s", sharepath, "aimroute_postal_codes.tsv.gz")));
 }
 
 /*
@@ -133,11 +133,12 @@ static void
 CheckReadPermission(void)
 {
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to load postal codes from a server file"),
-				 errdetail("Only superusers and roles with privileges of the \"pg_read_server_files\" role may read files on the server."),
-				 errhint("GRANT pg_read_server_files TO the loading role, or have a superuser run the load.")));
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						errmsg("permission denied to load postal codes from a server file"),
+						errdetail("Only superusers and roles with privileges of the "
+								  "\"pg_read_server_files\" role may read files on the server."),
+						errhint("GRANT pg_read_server_files TO the loading role, or have a "
+								"superuser run the load.")));
 }
 
 /*
@@ -147,18 +148,18 @@ CheckReadPermission(void)
 static int64
 StartLoad(const char *path, const char *format)
 {
-	Datum		values[2] = {CStringGetTextDatum(path), CStringGetTextDatum(format)};
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	bool		isnull;
-	int64		load_id;
+	Datum values[2] = { CStringGetTextDatum(path), CStringGetTextDatum(format) };
+	Oid types[2] = { TEXTOID, TEXTOID };
+	bool isnull;
+	int64 load_id;
 
 	if (SPI_execute_with_args("INSERT INTO aimroute.postal_code_loads (path, format)"
 							  " VALUES ($1, $2) RETURNING load_id",
 							  2, types, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "could not record the postal-code load");
-	load_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull));
+	load_id =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return load_id;
 }
 
@@ -168,8 +169,8 @@ StartLoad(const char *path, const char *format)
 static void
 FinishLoad(LoaderState *state)
 {
-	Datum		values[4];
-	Oid			types[4] = {INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum values[4];
+	Oid types[4] = { INT8OID, INT8OID, INT8OID, INT8OID };
 
 	values[0] = Int64GetDatum(state->load_id);
 	values[1] = Int64GetDatum(state->loaded);
@@ -190,14 +191,12 @@ FinishLoad(LoaderState *state)
 static void
 PrepareLoaderPlans(LoaderState *state)
 {
-	Oid			insert_types[LOADER_COLUMNS] = {
-		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID
-	};
-	Oid			issue_types[6] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID,
-	BOOLOID};
+	Oid insert_types[LOADER_COLUMNS] = { TEXTARRAYOID, TEXTARRAYOID,   TEXTARRAYOID,
+										 TEXTARRAYOID, TEXTARRAYOID,   TEXTARRAYOID,
+										 TEXTARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID };
+	Oid issue_types[6] = { INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID };
 	const char *gis = PostgisSchema();
-	char	   *sql;
+	char *sql;
 
 	sql = psprintf("INSERT INTO aimroute.postal_codes AS p"
 				   " (country, postal_code, place_name, state_code, state_name,"
@@ -233,13 +232,13 @@ PrepareLoaderPlans(LoaderState *state)
  * for the closing WARNING.
  */
 static void
-ReportIssue(LoaderState *state, int64 line_number, bool rejected,
-			const char *raw, const char *problem)
+ReportIssue(LoaderState *state, int64 line_number, bool rejected, const char *raw,
+			const char *problem)
 {
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	char	   *keep;
-	char	   *code = NULL;
+	Datum values[6];
+	char nulls[6] = { ' ', ' ', ' ', ' ', ' ', ' ' };
+	char *keep;
+	char *code = NULL;
 	const char *tab1;
 	const char *tab2;
 
@@ -275,9 +274,8 @@ ReportIssue(LoaderState *state, int64 line_number, bool rejected,
 	if (state->example_count < LOADER_MAX_EXAMPLES)
 	{
 		appendStringInfo(&state->examples, "%sline " INT64_FORMAT " (%s): %s.",
-						 state->example_count > 0 ? "\n" : "",
-						 line_number, rejected ? "rejected" : "loaded with flaw",
-						 problem);
+						 state->example_count > 0 ? "\n" : "", line_number,
+						 rejected ? "rejected" : "loaded with flaw", problem);
 		state->example_count++;
 	}
 }
@@ -288,7 +286,7 @@ ReportIssue(LoaderState *state, int64 line_number, bool rejected,
 static char *
 TrimField(char *s)
 {
-	char	   *end;
+	char *end;
 
 	while (*s != '\0' && scanner_isspace(*s))
 		s++;
@@ -305,8 +303,8 @@ TrimField(char *s)
 static bool
 ParseCoordinate(const char *s, double limit, double *value)
 {
-	char	   *end;
-	double		v;
+	char *end;
+	double v;
 
 	errno = 0;
 	v = strtod(s, &end);
@@ -328,12 +326,10 @@ ParseCoordinate(const char *s, double limit, double *value)
 static const char *
 CanadianProvinceCode(const char *geonames_code)
 {
-	static const char *const provinces[] = {
-		NULL, "AB", "BC", "MB", "NB", "NL", NULL, "NS", "ON", "PE", "QC",
-		"SK", "YT", "NT", "NU"
-	};
-	char	   *end;
-	long		n;
+	static const char *const provinces[] = { NULL, "AB", "BC", "MB", "NB", "NL", NULL, "NS",
+											 "ON", "PE", "QC", "SK", "YT", "NT", "NU" };
+	char *end;
+	long n;
 
 	if (!isdigit((unsigned char) geonames_code[0]))
 		return NULL;
@@ -353,12 +349,9 @@ CanadianProvinceCode(const char *geonames_code)
  * codes lie abroad by right.
  */
 static const char *
-ImplausiblePoint(const char *country, const char *state_code, double lat,
-				 double lon)
+ImplausiblePoint(const char *country, const char *state_code, double lat, double lon)
 {
-	static const char *const abroad[] = {
-		"AA", "AE", "AP", "AS", "FM", "GU", "MH", "MP", "PW"
-	};
+	static const char *const abroad[] = { "AA", "AE", "AP", "AS", "FM", "GU", "MH", "MP", "PW" };
 
 	if (lat == 0.0 && lon == 0.0)
 		return "are a placeholder (0, 0 is in the Gulf of Guinea)";
@@ -367,10 +360,10 @@ ImplausiblePoint(const char *country, const char *state_code, double lat,
 		for (int i = 0; i < (int) lengthof(abroad); i++)
 			if (strcmp(state_code, abroad[i]) == 0)
 				return NULL;
-		return "lie east of Greenwich, outside the United States: the longitude's minus sign looks lost";
+		return "lie east of Greenwich, outside the United States (the longitude's minus sign "
+			   "looks lost)";
 	}
-	if (strcmp(country, "CA") == 0 &&
-		(lat < 41.6 || lat > 83.2 || lon < -141.1 || lon > -52.6))
+	if (strcmp(country, "CA") == 0 && (lat < 41.6 || lat > 83.2 || lon < -141.1 || lon > -52.6))
 		return "lie outside Canada (latitude 41.6 to 83.2, longitude -141.1 to -52.6)";
 	return NULL;
 }
@@ -379,11 +372,10 @@ ImplausiblePoint(const char *country, const char *state_code, double lat,
  * AddColumn appends one value to a column of the current batch.
  */
 static void
-AddColumn(LoaderState *state, enum LoaderColumn col, Datum value, bool isnull,
-		  Oid type)
+AddColumn(LoaderState *state, enum LoaderColumn col, Datum value, bool isnull, Oid type)
 {
-	state->columns[col] = accumArrayResult(state->columns[col], value, isnull,
-										   type, state->batch_context);
+	state->columns[col] =
+		accumArrayResult(state->columns[col], value, isnull, type, state->batch_context);
 }
 
 /*
@@ -392,7 +384,7 @@ AddColumn(LoaderState *state, enum LoaderColumn col, Datum value, bool isnull,
 static void
 FlushBatch(LoaderState *state)
 {
-	Datum		values[LOADER_COLUMNS];
+	Datum values[LOADER_COLUMNS];
 
 	if (state->batch_rows == 0)
 		return;
@@ -414,26 +406,24 @@ FlushBatch(LoaderState *state)
 static void
 LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 {
-	char	   *raw = pstrdup(line);
-	char	   *fields[GEONAMES_FIELDS];
-	int			nfields = 0;
-	char	   *p = line;
+	char *raw = pstrdup(line);
+	char *fields[GEONAMES_FIELDS];
+	int nfields = 0;
+	char *p = line;
 	const char *country;
-	char	   *code;
-	char	   *state_code;
-	double		lat = 0,
-				lon = 0;
-	bool		has_lat,
-				has_lon;
-	SeenEntry  *seen;
-	bool		found;
-	char		key[LOADER_MAX_CODE + 4];
+	char *code;
+	char *state_code;
+	double lat = 0, lon = 0;
+	bool has_lat, has_lon;
+	SeenEntry *seen;
+	bool found;
+	char key[LOADER_MAX_CODE + 4];
 	StringInfoData flaws;
 
 	/* Split on tabs, trimming each field. */
 	for (;;)
 	{
-		char	   *tab = strchr(p, '\t');
+		char *tab = strchr(p, '\t');
 
 		if (tab != NULL)
 			*tab = '\0';
@@ -449,9 +439,9 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 		fields[nfields++] = "";
 	if (nfields != GEONAMES_FIELDS)
 	{
-		ReportIssue(state, line_number, true, raw,
-					psprintf("expected %d tab-separated fields, found %d",
-							 GEONAMES_FIELDS, nfields));
+		ReportIssue(
+			state, line_number, true, raw,
+			psprintf("expected %d tab-separated fields, found %d", GEONAMES_FIELDS, nfields));
 		return;
 	}
 
@@ -472,8 +462,7 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 	if (strlen(code) > LOADER_MAX_CODE || !PostalIsWellFormed(country, code))
 	{
 		ReportIssue(state, line_number, true, raw,
-					psprintf("\"%s\" is not a valid %s postal code", fields[1],
-							 country));
+					psprintf("\"%s\" is not a valid %s postal code", fields[1], country));
 		return;
 	}
 
@@ -483,23 +472,20 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 	{
 		ReportIssue(state, line_number, true, raw,
 					psprintf("%s is empty but %s is \"%s\": the columns look shifted",
-							 has_lat ? "longitude" : "latitude",
-							 has_lat ? "latitude" : "longitude",
+							 has_lat ? "longitude" : "latitude", has_lat ? "latitude" : "longitude",
 							 has_lat ? fields[9] : fields[10]));
 		return;
 	}
 	if (has_lat && !ParseCoordinate(fields[9], 90.0, &lat))
 	{
 		ReportIssue(state, line_number, true, raw,
-					psprintf("latitude \"%s\" is not a number between -90 and 90",
-							 fields[9]));
+					psprintf("latitude \"%s\" is not a number between -90 and 90", fields[9]));
 		return;
 	}
 	if (has_lon && !ParseCoordinate(fields[10], 180.0, &lon))
 	{
 		ReportIssue(state, line_number, true, raw,
-					psprintf("longitude \"%s\" is not a number between -180 and 180",
-							 fields[10]));
+					psprintf("longitude \"%s\" is not a number between -180 and 180", fields[10]));
 		return;
 	}
 
@@ -508,8 +494,8 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 	if (found)
 	{
 		ReportIssue(state, line_number, true, raw,
-					psprintf("postal code %s %s repeats line " INT64_FORMAT,
-							 country, code, seen->line_number));
+					psprintf("postal code %s %s repeats line " INT64_FORMAT, country, code,
+							 seen->line_number));
 		return;
 	}
 	seen->line_number = line_number;
@@ -523,21 +509,27 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 	/* Flaws: loaded, but reported. */
 	initStringInfo(&flaws);
 	if (!has_lat)
-		appendStringInfoString(&flaws, "no coordinates: loaded without a centre point, so radius routing cannot use it");
+		appendStringInfoString(
+			&flaws,
+			"no coordinates: loaded without a centre point, so radius routing cannot use it");
 	else
 	{
 		const char *implausible = ImplausiblePoint(country, state_code, lat, lon);
 
 		if (implausible != NULL)
 		{
-			appendStringInfo(&flaws, "coordinates %s, %s %s: loaded without a centre point, so radius routing cannot use it",
+			appendStringInfo(&flaws,
+							 "coordinates %s, %s %s: loaded without a centre point, so radius "
+							 "routing cannot use it",
 							 fields[9], fields[10], implausible);
 			has_lat = has_lon = false;
 		}
 	}
 	if (state_code[0] == '\0')
-		appendStringInfo(&flaws, "%sno state code (state name \"%s\"): state and county territories cannot match it",
-						 flaws.len > 0 ? "; " : "", fields[3]);
+		appendStringInfo(
+			&flaws,
+			"%sno state code (state name \"%s\"): state and county territories cannot match it",
+			flaws.len > 0 ? "; " : "", fields[3]);
 	else if (strcmp(country, "US") == 0 && fields[5][0] == '\0')
 		appendStringInfo(&flaws, "%sno county: county territories cannot match it",
 						 flaws.len > 0 ? "; " : "");
@@ -546,16 +538,13 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 
 	AddColumn(state, COL_COUNTRY, CStringGetTextDatum(country), false, TEXTOID);
 	AddColumn(state, COL_POSTAL_CODE, CStringGetTextDatum(code), false, TEXTOID);
-	AddColumn(state, COL_PLACE_NAME, CStringGetTextDatum(fields[2]),
-			  fields[2][0] == '\0', TEXTOID);
-	AddColumn(state, COL_STATE_CODE, CStringGetTextDatum(state_code),
-			  state_code[0] == '\0', TEXTOID);
-	AddColumn(state, COL_STATE_NAME, CStringGetTextDatum(fields[3]),
-			  fields[3][0] == '\0', TEXTOID);
-	AddColumn(state, COL_COUNTY, CStringGetTextDatum(fields[5]),
-			  fields[5][0] == '\0', TEXTOID);
-	AddColumn(state, COL_COUNTY_CODE, CStringGetTextDatum(fields[6]),
-			  fields[6][0] == '\0', TEXTOID);
+	AddColumn(state, COL_PLACE_NAME, CStringGetTextDatum(fields[2]), fields[2][0] == '\0', TEXTOID);
+	AddColumn(state, COL_STATE_CODE, CStringGetTextDatum(state_code), state_code[0] == '\0',
+			  TEXTOID);
+	AddColumn(state, COL_STATE_NAME, CStringGetTextDatum(fields[3]), fields[3][0] == '\0', TEXTOID);
+	AddColumn(state, COL_COUNTY, CStringGetTextDatum(fields[5]), fields[5][0] == '\0', TEXTOID);
+	AddColumn(state, COL_COUNTY_CODE, CStringGetTextDatum(fields[6]), fields[6][0] == '\0',
+			  TEXTOID);
 	AddColumn(state, COL_LATITUDE, Float8GetDatum(lat), !has_lat, FLOAT8OID);
 	AddColumn(state, COL_LONGITUDE, Float8GetDatum(lon), !has_lon, FLOAT8OID);
 	if (++state->batch_rows >= LOADER_BATCH_ROWS)
@@ -570,15 +559,15 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 static bool
 ReadLine(gzFile file, StringInfo line, bool *too_long)
 {
-	char		buf[8192];
-	bool		any = false;
+	char buf[8192];
+	bool any = false;
 
 	resetStringInfo(line);
 	*too_long = false;
 	while (gzgets(file, buf, sizeof(buf)) != NULL)
 	{
-		size_t		n = strlen(buf);
-		bool		complete = n > 0 && buf[n - 1] == '\n';
+		size_t n = strlen(buf);
+		bool complete = n > 0 && buf[n - 1] == '\n';
 
 		any = true;
 		if (complete)
@@ -603,44 +592,45 @@ ReadLine(gzFile file, StringInfo line, bool *too_long)
 Datum
 aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 {
-	char	   *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	LoaderState state;
-	HASHCTL		hctl;
+	HASHCTL hctl;
 	StringInfoData line;
 	MemoryContext line_context;
 	MemoryContext oldcontext;
-	gzFile		file;
-	int64		line_number = 0;
+	gzFile file;
+	int64 line_number = 0;
 	volatile gzFile cleanup;
+	const char *shown;
 
 	CheckReadPermission();
 	if (pg_strcasecmp(format, "geonames") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unsupported postal-code file format \"%s\"", format),
-				 errhint("The supported format is 'geonames' (GeoNames' tab-separated postal-code layout).")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("unsupported postal-code file format \"%s\"", format),
+						errhint("The supported format is 'geonames' (GeoNames' tab-separated "
+								"postal-code layout).")));
 
 	file = gzopen(path, "rb");
 	if (file == NULL)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open postal-code file \"%s\": %m", path),
-				 errhint("The path is read by the server process; a relative path is relative to the data directory.")));
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not open postal-code file \"%s\": %m", path),
+						errhint("The path is read by the server process; a relative path is "
+								"relative to the data directory.")));
 	cleanup = file;
+	/* Once open, messages name the file; postal_code_loads keeps the path. */
+	shown = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 
 	PG_TRY();
 	{
-		bool		too_long;
+		bool too_long;
 
 		memset(&state, 0, sizeof(state));
 		state.path = path;
 		initStringInfo(&state.examples);
-		state.batch_context = AllocSetContextCreate(CurrentMemoryContext,
-													"aimroute postal batch",
+		state.batch_context = AllocSetContextCreate(CurrentMemoryContext, "aimroute postal batch",
 													ALLOCSET_DEFAULT_SIZES);
-		line_context = AllocSetContextCreate(CurrentMemoryContext,
-											 "aimroute postal line",
+		line_context = AllocSetContextCreate(CurrentMemoryContext, "aimroute postal line",
 											 ALLOCSET_DEFAULT_SIZES);
 		hctl.keysize = LOADER_MAX_CODE + 4;
 		hctl.entrysize = sizeof(SeenEntry);
@@ -665,28 +655,33 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 			else if (!pg_verifymbstr(line.data, line.len, true) ||
 					 memchr(line.data, '\0', line.len) != NULL)
 				ReportIssue(&state, line_number, true, "",
-							psprintf("not valid %s text",
-									 GetDatabaseEncodingName()));
+							psprintf("not valid %s text", GetDatabaseEncodingName()));
 			else if (line.len > 0)
 				LoadGeonamesLine(&state, line_number, line.data);
 			MemoryContextSwitchTo(oldcontext);
 			MemoryContextReset(line_context);
 		}
 		{
-			int			zerr;
+			int zerr;
 			const char *msg = gzerror(file, &zerr);
 
+			/* zlib puts the path in front of its message: it is ours to show. */
+			if (strncmp(msg, path, strlen(path)) == 0 && strncmp(msg + strlen(path), ": ", 2) == 0)
+				msg += strlen(path) + 2;
 			if (zerr == Z_ERRNO)
 				ereport(ERROR,
 						(errcode_for_file_access(),
-						 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %m",
-								path, line_number)));
+						 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT
+								": %m",
+								shown, line_number)));
 			if (zerr != Z_OK)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_CORRUPTED),
-						 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %s",
-								path, line_number, msg),
-						 errhint("Check that the file is complete; a truncated .gz file cannot be read to its end.")));
+						 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT
+								": %s",
+								shown, line_number, msg),
+						 errhint("Check that the file is complete; a truncated .gz file cannot be "
+								 "read to its end.")));
 		}
 		FlushBatch(&state);
 		FinishLoad(&state);
@@ -701,15 +696,16 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 	if (state.flawed + state.rejected > 0)
 		ereport(WARNING,
 				(errcode(ERRCODE_WARNING),
-				 errmsg("postal-code file \"%s\": " INT64_FORMAT " rows loaded (" INT64_FORMAT " of them with flaws), " INT64_FORMAT " rows rejected",
-						path, state.loaded, state.flawed, state.rejected),
+				 errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded (" INT64_FORMAT
+						" with flaws), " INT64_FORMAT " rejected",
+						shown, state.loaded, state.flawed, state.rejected),
 				 errdetail("%s", state.examples.data),
-				 errhint("Every problem is listed in aimroute.postal_code_load_issues WHERE load_id = " INT64_FORMAT ".",
+				 errhint("Every problem is listed in aimroute.postal_code_load_issues WHERE "
+						 "load_id = " INT64_FORMAT ".",
 						 state.load_id)));
 	else
 		ereport(NOTICE,
-				(errmsg("postal-code file \"%s\": " INT64_FORMAT " rows loaded",
-						path, state.loaded)));
+				(errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded", shown, state.loaded)));
 
 	PG_RETURN_INT64(state.loaded);
 }

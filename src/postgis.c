@@ -29,15 +29,15 @@
 const char *
 PostgisSchema(void)
 {
-	static Oid	cached_ext = InvalidOid;
+	static Oid cached_ext = InvalidOid;
 	static char *cached_schema = NULL;
-	Oid			ext = get_extension_oid("postgis", true);
-	Relation	rel;
+	Oid ext = get_extension_oid("postgis", true);
+	Relation rel;
 	ScanKeyData key;
 	SysScanDesc scan;
-	HeapTuple	tuple;
-	Oid			nsp = InvalidOid;
-	char	   *name;
+	HeapTuple tuple;
+	Oid nsp = InvalidOid;
+	char *name;
 
 	if (!OidIsValid(ext))
 		ereport(ERROR,
@@ -48,8 +48,7 @@ PostgisSchema(void)
 		return cached_schema;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(ext));
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(ext));
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
 	if (HeapTupleIsValid(tuple))

@@ -7,4 +7,4 @@
 
 extern const char *PostgisSchema(void);
 
-#endif							/* AIMROUTE_POSTGIS_H */
+#endif /* AIMROUTE_POSTGIS_H */

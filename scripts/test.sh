@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# scripts/test.sh: every test layer of aimroute, on a fresh machine or not.
+#
+# Installs what is missing, checks formatting, builds with -Werror, installs,
+# starts a throw-away cluster inside the checkout (tmp_check/cluster, as an
+# unprivileged user), and runs:
+#   1. pg_regress  (sql/ + expected/)        the SQL surface, outputs and errors
+#   2. pgTAP       (test/*.sql, pg_prove)    invariants and rules, on real data
+#   3. Perl TAP    (t/*.pl, prove)           fresh clusters, restarts, dumps
+# Exits non-zero when any layer fails.  Run as root or with sudo.
+#
+# Environment: AIMROUTE_TEST_PORT (default 54331), AIMROUTE_USER (see lib.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PORT=${AIMROUTE_TEST_PORT:-54331}
+CHECK_DIR=$AIMROUTE_ROOT/tmp_check
+CLUSTER_DIR=$CHECK_DIR/cluster
+PGXS_SRC=$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")
+passed=0
+failed=0
+failures=()
+
+# layer NAME CMD...: run one test layer and count its outcome.
+layer() {
+	local name=$1
+	shift
+	say "Test layer: $name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+	fi
+}
+
+run_pg_regress() {
+	if make -C "$AIMROUTE_ROOT" -s PG_CONFIG="$PG_CONFIG" installcheck; then
+		return 0
+	fi
+	[ -f "$AIMROUTE_ROOT/regression.diffs" ] && cat "$AIMROUTE_ROOT/regression.diffs"
+	return 1
+}
+
+run_pgtap() {
+	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS aimroute_tap" -c "CREATE DATABASE aimroute_tap"
+	psql -X -q -v ON_ERROR_STOP=1 -d aimroute_tap \
+		-c "CREATE EXTENSION pgtap" \
+		-c "CREATE EXTENSION aimroute CASCADE" \
+		-c "SET client_min_messages = error" \
+		-c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())" >/dev/null
+	pg_prove -d aimroute_tap "$AIMROUTE_ROOT"/test/*.sql
+}
+
+run_perl_tap() {
+	rm -rf "$CHECK_DIR/tap"
+	owned_dir "$CHECK_DIR/tap"
+	(cd "$AIMROUTE_ROOT" && as_run_user env \
+		PATH="$PG_BINDIR:$PATH" \
+		TESTDIR="$CHECK_DIR/tap" \
+		PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" \
+		PGHOST= PGPORT= PGUSER= \
+		prove -I "$PGXS_SRC/test/perl" -I "$AIMROUTE_ROOT/t" "$AIMROUTE_ROOT"/t/*.pl)
+}
+
+install_packages
+layer "C formatting (clang-format)" make -C "$AIMROUTE_ROOT" -s format-check
+build_and_install
+pick_run_user
+make_reachable "$AIMROUTE_ROOT"
+
+owned_dir "$CHECK_DIR"
+cluster_stop "$CLUSTER_DIR"
+rm -rf "$CLUSTER_DIR"
+cluster_start "$CLUSTER_DIR" "$PORT"
+trap 'cluster_stop "$CLUSTER_DIR"' EXIT
+
+layer "pg_regress (sql/, expected/)" run_pg_regress
+layer "pgTAP (test/*.sql)" run_pgtap
+layer "Perl TAP (t/*.pl)" run_perl_tap
+
+echo
+if [ "$failed" -gt 0 ]; then
+	printf 'failed layers: %s\n' "${failures[@]}"
+fi
+echo "test layers: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,88 @@
+--
+-- settings: one row, defaults, and an error naming the setting and its
+-- allowed values for every bad value.
+--
+SET search_path = aimroute, public;
+\x on
+SELECT * FROM settings;
+\x off
+
+-- Every setting refuses a bad value with a hint of what it accepts.
+\set VERBOSITY default
+UPDATE settings SET radius_miles = 0;
+UPDATE settings SET radius_miles = 20000;
+UPDATE settings SET radius_countries = '{US,Atlantis}';
+UPDATE settings SET radius_countries = '{US,NULL}';
+UPDATE settings SET radius_countries = NULL;
+UPDATE settings SET default_dealer_number = 'NO-SUCH-DEALER';
+UPDATE settings SET reroute_max_dealers = 0;
+UPDATE settings SET reroute_max_dealers = 101;
+UPDATE settings SET reroute_after = '30 seconds';
+UPDATE settings SET reroute_after = '91 days';
+UPDATE settings SET reroute_after = NULL;
+UPDATE settings SET reroute_skip_days = '{0}';
+UPDATE settings SET reroute_skip_days = '{8}';
+UPDATE settings SET reroute_skip_days = '{1,2,3,4,5,6,7}';
+UPDATE settings SET reroute_skip_days = '{6,NULL}';
+UPDATE settings SET timezone = 'Mars/Olympus';
+UPDATE settings SET timezone = '';
+UPDATE settings SET dedupe_window = '-1 second';
+UPDATE settings SET dedupe_window = '8 days';
+UPDATE settings SET smtp_url = 'http://127.0.0.1:25';
+UPDATE settings SET smtp_url = 'smtp://';
+UPDATE settings SET smtp_from = 'not an address';
+UPDATE settings SET push_gateway_url = 'ftp://push.example';
+UPDATE settings SET delivery_retry_schedule = '{}';
+UPDATE settings SET delivery_retry_schedule = '{20 seconds,-1 minute}';
+UPDATE settings SET delivery_retry_schedule = '{20 seconds,NULL}';
+UPDATE settings SET daily_recap_hour = 24;
+UPDATE settings SET daily_recap_hour = -1;
+UPDATE settings SET oem_name = '  ';
+UPDATE settings SET singleton = false;
+UPDATE settings SET radius_enabled = NULL;
+UPDATE settings SET reroute_enabled = NULL;
+
+-- Good values are taken; countries are stored as alpha-2, once each.
+UPDATE settings SET radius_countries = '{usa,Canada,MEX,US}', radius_miles = 250.5,
+       reroute_skip_days = '{6,7}', timezone = 'America/Chicago',
+       default_dealer_number = 'HQ', push_gateway_url = 'http://127.0.0.1:8080/push',
+       delivery_retry_schedule = '{1 minute,1 hour}', dedupe_window = '0';
+SELECT radius_countries, radius_miles, reroute_skip_days, timezone, default_dealer_number,
+       push_gateway_url, delivery_retry_schedule, dedupe_window
+  FROM settings;
+-- The default dealer cannot be deleted while it is the default.
+DELETE FROM dealers WHERE dealer_number = 'HQ';
+
+-- Exactly one row.
+DELETE FROM settings;
+TRUNCATE settings;
+SELECT count(*) AS rows FROM settings;
+-- A second INSERT (a dump being restored) updates the one row.
+INSERT INTO settings (radius_miles, timezone) VALUES (42, 'UTC');
+SELECT count(*) AS rows, min(radius_miles) AS radius_miles, min(timezone) AS timezone FROM settings;
+INSERT INTO settings (radius_miles) VALUES (-1);
+
+-- The CHECK constraints hold on their own, without the trigger.
+ALTER TABLE settings DISABLE TRIGGER settings_validate;
+\set VERBOSITY terse
+UPDATE settings SET radius_miles = 0;
+UPDATE settings SET radius_countries = '{usa}';
+UPDATE settings SET reroute_max_dealers = 0;
+UPDATE settings SET reroute_after = '1 second';
+UPDATE settings SET reroute_skip_days = '{1,2,3,4,5,6,7}';
+UPDATE settings SET timezone = '';
+UPDATE settings SET dedupe_window = '-1 second';
+UPDATE settings SET smtp_url = 'http://x';
+UPDATE settings SET smtp_from = 'x';
+UPDATE settings SET push_gateway_url = 'ftp://x';
+UPDATE settings SET delivery_retry_schedule = '{}';
+UPDATE settings SET daily_recap_hour = 24;
+UPDATE settings SET oem_name = ' ';
+UPDATE settings SET singleton = false;
+UPDATE settings SET default_dealer_number = 'NO-SUCH-DEALER';
+\set VERBOSITY default
+ALTER TABLE settings ENABLE TRIGGER settings_validate;
+UPDATE settings SET radius_miles = 1500, radius_countries = '{US,CA}', reroute_skip_days = '{}',
+       timezone = 'UTC', push_gateway_url = NULL,
+       delivery_retry_schedule = '{20 seconds,20 minutes,20 hours}', dedupe_window = '60 seconds';
+RESET search_path;
