@@ -82,5 +82,5 @@ echo
 if [ "$failed" -gt 0 ]; then
 	printf 'failed layers: %s\n' "${failures[@]}"
 fi
-echo "test layers: $passed passed, $failed failed"
+echo "layers: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
