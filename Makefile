@@ -10,9 +10,11 @@ MODULE_big = aimroute
 OBJS = \
 	src/aimroute.o \
 	src/country.o \
+	src/leads.o \
 	src/postal.o \
 	src/postal_loader.o \
-	src/postgis.o
+	src/postgis.o \
+	src/routing.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

@@ -121,6 +121,13 @@ BEGIN
     IF moved THEN
         SELECT * INTO pc FROM aimroute.postal_codes p
          WHERE p.country = NEW.country AND p.postal_code = NEW.postal_code;
+        IF NOT FOUND AND NEW.postal_code IS NOT NULL THEN
+            RAISE NOTICE 'postal code % % of dealer % is not in aimroute.postal_codes: state, county and location are not filled from it',
+                NEW.country, NEW.postal_code, NEW.dealer_number;
+        ELSIF FOUND AND pc.centroid IS NULL AND NEW.location IS NULL THEN
+            RAISE NOTICE 'postal code % % of dealer % has no centre point: give the dealer a location, or it cannot be measured from',
+                NEW.country, NEW.postal_code, NEW.dealer_number;
+        END IF;
         IF TG_OP = 'INSERT' THEN
             -- A county is only taken along with its own state.
             IF NEW.state_code IS NULL OR NEW.state_code = pc.state_code THEN

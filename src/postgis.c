@@ -13,11 +13,13 @@
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "postgis.h"
 
@@ -26,11 +28,13 @@
  * in, ready to prefix a function or type name.  The answer is cached for the
  * extension's OID, so a dropped and re-created PostGIS is found again.
  */
+static Oid cached_ext = InvalidOid;
+static Oid cached_namespace = InvalidOid;
+static char *cached_schema = NULL;
+
 const char *
 PostgisSchema(void)
 {
-	static Oid cached_ext = InvalidOid;
-	static char *cached_schema = NULL;
 	Oid ext = get_extension_oid("postgis", true);
 	Relation rel;
 	ScanKeyData key;
@@ -60,9 +64,26 @@ PostgisSchema(void)
 	if (name == NULL)
 		elog(ERROR, "could not find the schema of extension \"postgis\"");
 
+	cached_namespace = nsp;
 	if (cached_schema != NULL)
 		pfree(cached_schema);
 	cached_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(name));
 	cached_ext = ext;
 	return cached_schema;
+}
+
+/*
+ * PostgisGeographyType returns the OID of PostGIS's geography type.
+ */
+Oid
+PostgisGeographyType(void)
+{
+	Oid typid;
+
+	(void) PostgisSchema();
+	typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("geography"),
+							ObjectIdGetDatum(cached_namespace));
+	if (!OidIsValid(typid))
+		elog(ERROR, "type geography not found in the schema of extension \"postgis\"");
+	return typid;
 }

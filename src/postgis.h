@@ -6,5 +6,6 @@
 #define AIMROUTE_POSTGIS_H
 
 extern const char *PostgisSchema(void);
+extern Oid PostgisGeographyType(void);
 
 #endif /* AIMROUTE_POSTGIS_H */

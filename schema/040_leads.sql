@@ -1,0 +1,286 @@
+--
+-- Leads and routing.
+--
+-- A C trigger (src/leads.c) routes each lead in the inserting transaction;
+-- the decision itself is src/routing.c, shared by the trigger, the dealer
+-- locator, simulation, reassignment and re-routing, so that all of them
+-- agree.  The explanation of a decision is kept in the lead row itself
+-- (routing_log), which costs no extra insert on the hot path.
+--
+
+CREATE TYPE aimroute.match_type AS ENUM (
+    'Territory', 'Radius', 'Drive Distance', 'Default', 'Reassigned',
+    'Pre-assigned', 'Dealer Group', 'Inventory', 'Re-Route'
+);
+COMMENT ON TYPE aimroute.match_type IS 'How a lead''s dealer was chosen.';
+
+CREATE TYPE aimroute.routing_step AS (
+    step            integer,
+    rule            text,
+    message         text,
+    dealer_number   text,
+    distance_miles  double precision
+);
+COMMENT ON TYPE aimroute.routing_step IS 'One line of a routing explanation; see aimroute.explain_lead().';
+
+CREATE TYPE aimroute.routing_decision AS (
+    dealer_number   text,
+    match_type      aimroute.match_type,
+    distance_miles  double precision,
+    steps           aimroute.routing_step[]
+);
+
+CREATE TABLE aimroute.leads (
+    lead_id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at          timestamptz NOT NULL DEFAULT now(),
+    source               text NOT NULL DEFAULT 'api',
+    brand_code           text,
+    product_code         text,
+    first_name           text,
+    last_name            text,
+    email                text,
+    phone                text,
+    address              text,
+    city                 text,
+    state_code           text,
+    country              text,
+    postal_code          text,
+    dealer_number        text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE,
+    dealer_group         text,
+    send_to_dealer       boolean NOT NULL DEFAULT true,
+    comment              text,
+    match_type           aimroute.match_type NOT NULL,
+    distance_miles       double precision,
+    routed_at            timestamptz NOT NULL,
+    viewed_at            timestamptz,
+    reroute_count        integer NOT NULL DEFAULT 0,
+    reroute_due_at       timestamptz,
+    country_input        text,
+    postal_code_input    text,
+    dealer_number_input  text,
+    routing_log          aimroute.routing_step[] NOT NULL DEFAULT '{}'
+);
+CREATE INDEX leads_dealer_idx ON aimroute.leads (dealer_number) WHERE viewed_at IS NULL;
+CREATE INDEX leads_received_at_idx ON aimroute.leads (received_at);
+COMMENT ON TABLE aimroute.leads IS
+    'Sales leads. Inserting one routes it: dealer_number, match_type, distance_miles and routed_at are filled in the same transaction.';
+COMMENT ON COLUMN aimroute.leads.dealer_number IS
+    'On input, an optional pre-assigned dealer; after routing, the dealer holding the lead.';
+COMMENT ON COLUMN aimroute.leads.country IS 'ISO 3166-1 alpha-2 code after routing; NULL when the input named no known country (see country_input).';
+COMMENT ON COLUMN aimroute.leads.postal_code IS 'Normalized postal code (see postal_code_input for the code as received).';
+COMMENT ON COLUMN aimroute.leads.match_type IS 'Which rule chose the dealer.';
+COMMENT ON COLUMN aimroute.leads.distance_miles IS 'Miles from the postal code''s centre to the dealer, as the crow flies (WGS84); NULL when unknown.';
+COMMENT ON COLUMN aimroute.leads.country_input IS 'The country as received.';
+COMMENT ON COLUMN aimroute.leads.postal_code_input IS 'The postal code as received.';
+COMMENT ON COLUMN aimroute.leads.dealer_number_input IS 'The pre-assigned dealer number as received, if any.';
+COMMENT ON COLUMN aimroute.leads.routing_log IS 'Why the lead went where it went; read it with aimroute.explain_lead(lead_id).';
+
+CREATE TABLE aimroute.lead_history (
+    history_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lead_id      bigint NOT NULL REFERENCES aimroute.leads ON DELETE CASCADE,
+    at           timestamptz NOT NULL DEFAULT now(),
+    event        text NOT NULL,
+    from_dealer  text,
+    to_dealer    text,
+    match_type   aimroute.match_type,
+    actor        text NOT NULL DEFAULT session_user,
+    reason       text
+);
+CREATE INDEX lead_history_lead_idx ON aimroute.lead_history (lead_id, at);
+COMMENT ON TABLE aimroute.lead_history IS
+    'Every change of a lead''s dealer after its first routing: reassignment, re-route, a dealer leaving, the default after the re-route limit.';
+
+SELECT pg_catalog.pg_extension_config_dump('aimroute.leads', '');
+SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_history', '');
+
+--
+-- The routing decision (C).
+--
+CREATE FUNCTION aimroute.route(
+    country text, postal_code text, brand_code text,
+    product_code text DEFAULT NULL, dealer_number text DEFAULT NULL,
+    dealer_group text DEFAULT NULL, excluded text[] DEFAULT '{}',
+    state_code text DEFAULT NULL)
+RETURNS aimroute.routing_decision
+    AS 'MODULE_PATHNAME', 'aimroute_route'
+    LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.route(text, text, text, text, text, text, text[], text) IS
+    'The routing decision for these inputs under the current configuration, with its explanation; changes nothing.';
+
+CREATE FUNCTION aimroute.route_lead_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'aimroute_route_lead_trigger'
+    LANGUAGE C;
+CREATE TRIGGER route_lead BEFORE INSERT ON aimroute.leads
+    FOR EACH ROW EXECUTE FUNCTION aimroute.route_lead_trigger();
+
+CREATE FUNCTION aimroute.locate_dealers(
+    country text, postal_code text, brand_code text,
+    product_code text DEFAULT NULL, max_results integer DEFAULT 10)
+RETURNS TABLE (rank integer, dealer_number text, name text,
+               distance_miles double precision, match_type aimroute.match_type)
+    AS 'MODULE_PATHNAME', 'aimroute_locate_dealers'
+    LANGUAGE C STABLE PARALLEL SAFE ROWS 10;
+COMMENT ON FUNCTION aimroute.locate_dealers(text, text, text, text, integer) IS
+    'Find a Dealer: rank 1 is the dealer a lead with these inputs would get; ranks 2.. the order re-routing would follow.';
+
+--
+-- explain_lead: the routing log of a lead, one row per step, in order.
+--
+CREATE FUNCTION aimroute.explain_lead(lead_id bigint)
+RETURNS TABLE (step integer, rule text, message text, dealer_number text,
+               distance_miles double precision)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.step, s.rule, s.message, s.dealer_number, s.distance_miles
+      FROM aimroute.leads l,
+           unnest(l.routing_log) WITH ORDINALITY AS s(step, rule, message, dealer_number, distance_miles, n)
+     WHERE l.lead_id = explain_lead.lead_id
+     ORDER BY s.n
+$$;
+COMMENT ON FUNCTION aimroute.explain_lead(bigint) IS
+    'Why a lead went to its dealer: the steps taken, the candidates considered with their distances, the rule that decided.';
+
+--
+-- lead_history is written by one trigger for every change of dealer, so
+-- that no path (the functions below, the re-route worker, a direct UPDATE)
+-- can move a lead without a trace.  Callers describe the change in the
+-- transaction-local settings aimroute_ctx.event and aimroute_ctx.reason.
+--
+CREATE FUNCTION aimroute.leads_record_history() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO aimroute.lead_history (lead_id, event, from_dealer, to_dealer, match_type, reason)
+    VALUES (NEW.lead_id,
+            coalesce(nullif(current_setting('aimroute_ctx.event', true), ''), 'Updated'),
+            OLD.dealer_number, NEW.dealer_number, NEW.match_type,
+            coalesce(nullif(current_setting('aimroute_ctx.reason', true), ''),
+                     'dealer_number changed by a direct UPDATE of aimroute.leads'));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER leads_record_history AFTER UPDATE OF dealer_number ON aimroute.leads
+    FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.leads_record_history();
+
+-- move_lead: give a lead a new dealer and say why (internal).
+CREATE FUNCTION aimroute.move_lead(p_lead_id bigint, p_dealer text, p_match aimroute.match_type,
+                                   p_distance double precision, p_event text, p_reason text,
+                                   p_log aimroute.routing_step[] DEFAULT '{}')
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('aimroute_ctx.event', p_event, true);
+    PERFORM set_config('aimroute_ctx.reason', coalesce(p_reason, ''), true);
+    UPDATE aimroute.leads
+       SET dealer_number = p_dealer, match_type = p_match, distance_miles = p_distance,
+           routed_at = now(), routing_log = routing_log || p_log
+     WHERE lead_id = p_lead_id;
+    PERFORM set_config('aimroute_ctx.event', '', true);
+    PERFORM set_config('aimroute_ctx.reason', '', true);
+END
+$$;
+
+--
+-- reassign: a person moves a lead to another dealer (match type Reassigned).
+--
+CREATE FUNCTION aimroute.reassign(lead_id bigint, dealer_number text, reason text)
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lead aimroute.leads;
+    target aimroute.dealers;
+    dist double precision;
+BEGIN
+    SELECT * INTO lead FROM aimroute.leads l WHERE l.lead_id = reassign.lead_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'lead % does not exist', reassign.lead_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT * INTO target FROM aimroute.dealers d WHERE d.dealer_number = reassign.dealer_number;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dealer "%" does not exist', reassign.dealer_number
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Reassign to a dealer_number of aimroute.dealers.';
+    END IF;
+    IF lead.dealer_number = target.dealer_number THEN
+        RAISE NOTICE 'lead % is already with dealer %: nothing to do', lead.lead_id, target.dealer_number;
+        RETURN;
+    END IF;
+    IF NOT target.active_for_sales THEN
+        RAISE WARNING 'dealer % is not active for sales; the lead is reassigned as asked', target.dealer_number;
+    END IF;
+    SELECT r.distance_miles INTO dist
+      FROM aimroute.route(lead.country, lead.postal_code, lead.brand_code, NULL, target.dealer_number) r;
+    PERFORM aimroute.move_lead(lead.lead_id, target.dealer_number, 'Reassigned', dist, 'Reassigned',
+        coalesce(reason, 'no reason given'),
+        ARRAY[ROW(0, 'Reassigned',
+                  format('reassigned from dealer %s to dealer %s by %s: %s', lead.dealer_number,
+                         target.dealer_number, session_user, coalesce(reason, 'no reason given')),
+                  target.dealer_number, dist)::aimroute.routing_step]);
+END
+$$;
+COMMENT ON FUNCTION aimroute.reassign(bigint, text, text) IS
+    'Moves a lead to another dealer by hand (match type Reassigned), recorded in lead_history.';
+
+--
+-- reassign_dealer_leads: a dealer leaves the network; its open leads go to
+-- the next best dealer by the routing rules.
+--
+CREATE FUNCTION aimroute.reassign_dealer_leads(dealer_number text, reason text)
+RETURNS TABLE (to_dealer_number text, match_type aimroute.match_type, leads bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lead aimroute.leads;
+    d aimroute.routing_decision;
+BEGIN
+    IF NOT EXISTS (SELECT FROM aimroute.dealers x WHERE x.dealer_number = reassign_dealer_leads.dealer_number) THEN
+        RAISE EXCEPTION 'dealer "%" does not exist', reassign_dealer_leads.dealer_number
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS aimroute_moves (to_dealer text, match aimroute.match_type) ON COMMIT DROP;
+    TRUNCATE aimroute_moves;
+    FOR lead IN SELECT * FROM aimroute.leads l
+                 WHERE l.dealer_number = reassign_dealer_leads.dealer_number AND l.viewed_at IS NULL
+                 ORDER BY l.lead_id FOR UPDATE
+    LOOP
+        d := aimroute.route(lead.country, lead.postal_code, lead.brand_code, lead.product_code,
+                            NULL, lead.dealer_group, ARRAY[lead.dealer_number], lead.state_code);
+        PERFORM aimroute.move_lead(lead.lead_id, d.dealer_number, d.match_type, d.distance_miles,
+            'Dealer left', coalesce(reason, 'no reason given'), d.steps);
+        INSERT INTO aimroute_moves VALUES (d.dealer_number, d.match_type);
+    END LOOP;
+    RETURN QUERY SELECT m.to_dealer, m.match, count(*) FROM aimroute_moves m GROUP BY 1, 2 ORDER BY 3 DESC, 1;
+END
+$$;
+COMMENT ON FUNCTION aimroute.reassign_dealer_leads(text, text) IS
+    'Moves every open (unviewed) lead of a dealer to the next best dealer by the routing rules; returns how many went where.';
+
+--
+-- simulate_routing: the stored leads routed again under the current
+-- configuration, changing nothing.
+--
+CREATE FUNCTION aimroute.simulate_routing("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (lead_id bigint, dealer_number text, match_type aimroute.match_type,
+               simulated_dealer_number text, simulated_match_type aimroute.match_type)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.lead_id, l.dealer_number, l.match_type, d.dealer_number, d.match_type
+      FROM aimroute.leads l,
+           LATERAL aimroute.route(coalesce(l.country, l.country_input), coalesce(l.postal_code_input, l.postal_code),
+                                  l.brand_code, l.product_code, l.dealer_number_input,
+                                  l.dealer_group, '{}', l.state_code) d
+     WHERE l.received_at >= simulate_routing."from" AND l.received_at < simulate_routing."to"
+     ORDER BY l.lead_id
+$$;
+COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) IS
+    'Routes the leads received in [from, to) again under the current configuration without changing them: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do.';

@@ -1,0 +1,1034 @@
+/*
+ * routing.c
+ *		The routing decision: which dealer a lead goes to, and why.
+ *
+ * RouteLead applies the rules in order (SPEC section 2):
+ *
+ *	1. Pre-assigned: the lead names an existing, active dealer selling its
+ *	   brand.
+ *	2. Dealer Group: the closest dealer of the lead's group in its country.
+ *	3. Inventory: the closest dealer in the country, within the radius, with
+ *	   the lead's product in stock (when inventory routing is on).
+ *	4. Territory: the closest dealer holding a territory that contains the
+ *	   lead (postal code, county, state or country; all-brands territories
+ *	   and the lead's brand's Brand Territories).
+ *	5. Radius: the closest dealer in the same country within the radius
+ *	   (when on, and the country is in radius_countries).
+ *	6. Default: the default dealer.
+ *
+ * Only active dealers selling the lead's brand are candidates (the default
+ * dealer excepted), and with product routing on, steps 4 and 5 consider only
+ * dealers assigned the lead's product.  Distances are WGS84 spheroid metres
+ * as PostGIS's ST_Distance(geography, geography) gives them; ties go to the
+ * lower dealer number (byte order).
+ *
+ * Nearest-dealer searches walk the GiST index in KNN order, which is exact
+ * on the sphere, and compute the spheroid distance of each row.  The
+ * spheroid and sphere distances of one pair differ by less than 0.6%, so
+ * once a row's sphere distance, less a 1% margin, exceeds the best spheroid
+ * distance found, no later row can beat it and the walk stops: the answer is
+ * exact without measuring every dealer.
+ *
+ * Every step appends lines to the explanation (RouteStep), including why a
+ * step did not apply.  Bad lead data never raises: it leads to the default
+ * dealer with the reason logged.  The one error is a missing default dealer.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/typcache.h"
+
+#include "country.h"
+#include "postal.h"
+#include "postgis.h"
+#include "routing.h"
+
+#define METERS_PER_MILE 1609.344
+#define SPHERE_MARGIN	0.01 /* bound on |spheroid / sphere - 1|, with room */
+#define LOG_CANDIDATES	5	 /* candidates named in the explanation per step */
+#define FETCH_ROWS		16
+
+const char *const MatchKindLabels[] = {
+	"Territory",	"Radius",		"Drive Distance", "Default",  "Reassigned",
+	"Pre-assigned", "Dealer Group", "Inventory",	  "Re-Route",
+};
+
+/* The plans, prepared once per backend and kept. */
+enum RoutingPlan
+{
+	PLAN_SETTINGS,
+	PLAN_POSTAL,
+	PLAN_BRAND,
+	PLAN_DEALER,
+	PLAN_GROUP_NEAR,
+	PLAN_GROUP_ANY,
+	PLAN_INVENTORY,
+	PLAN_TERRITORY,
+	PLAN_RADIUS,
+	PLAN_COUNT
+};
+
+typedef struct RoutingSettings
+{
+	bool radius_enabled;
+	double radius_m;
+	char **radius_countries;
+	int nradius_countries;
+	char *default_dealer;
+	bool product_routing;
+	bool inventory_routing;
+} RoutingSettings;
+
+/* Where the lead is, as far as its inputs tell. */
+typedef struct LeadPlace
+{
+	const char *country;
+	char *postal_code;
+	bool postal_known;
+	char *place_name;
+	char *state_code;
+	char *county_code; /* "MI/Mackinac" */
+	Datum centroid;
+	bool has_centroid;
+} LeadPlace;
+
+/* The state of one routing: inputs, the explanation so far, the answer. */
+typedef struct Routing
+{
+	const RouteRequest *request;
+	RouteResult *result;
+	MemoryContext result_context;
+	RoutingSettings settings;
+	LeadPlace place;
+	Datum excluded;				/* text[] */
+	const char *product_filter; /* NULL: no product filter */
+	int nsteps;
+} Routing;
+
+static SPIPlanPtr plans[PLAN_COUNT];
+static char *plans_postgis_schema = NULL;
+
+static void PreparePlans(void);
+static SPIPlanPtr PlanFor(enum RoutingPlan which);
+static char *Keep(Routing *r, const char *s);
+static void AddStep(Routing *r, const char *rule, const char *dealer, double distance_m,
+					const char *fmt, ...) pg_attribute_printf(5, 6);
+static void Decide(Routing *r, MatchKind match, const char *dealer, double distance_m);
+static char *GetText(int col, bool *isnull);
+static double GetFloat(int col);
+static void LoadSettings(Routing *r);
+static void LocateLead(Routing *r);
+static bool CheckBrand(Routing *r);
+static bool TryPreassigned(Routing *r);
+static bool TryDealerGroup(Routing *r);
+static bool TryInventory(Routing *r);
+static bool TryTerritory(Routing *r);
+static bool TryRadius(Routing *r);
+static void UseDefault(Routing *r);
+static bool IsExcluded(Routing *r, const char *dealer);
+static bool Better(double d1, const char *n1, double d2, const char *n2);
+static bool NearestByIndex(Routing *r, enum RoutingPlan which, Datum *values, const char *nulls,
+						   double limit_m, const char *rule, char **best, double *best_m);
+static char *MilesText(double m);
+
+/*
+ * PreparePlans prepares every query of the routing decision, qualifying
+ * PostGIS's functions with its schema.
+ */
+static void
+PreparePlans(void)
+{
+	const char *gis = PostgisSchema();
+	Oid geog = PostgisGeographyType();
+	char *candidate_filter;
+	struct
+	{
+		enum RoutingPlan which;
+		char *sql;
+		int nargs;
+		Oid types[8];
+	} defs[PLAN_COUNT];
+	int n = 0;
+
+	/* An active dealer selling the brand ($b), not excluded ($x), with the product ($p). */
+#define FILTER(b, x, p)                                                                            \
+	psprintf(" d.active_for_sales"                                                                 \
+			 " AND EXISTS (SELECT 1 FROM aimroute.dealer_brands b"                                 \
+			 "  WHERE b.dealer_number = d.dealer_number AND b.brand_code = $%d)"                   \
+			 " AND d.dealer_number <> ALL ($%d)"                                                   \
+			 " AND ($%d::text IS NULL OR EXISTS (SELECT 1 FROM aimroute.product_assignments pa"    \
+			 "  WHERE pa.dealer_number = d.dealer_number AND pa.product_code = $%d))",             \
+			 b, x, p, p)
+
+	defs[n++] = (typeof(defs[0])){
+		PLAN_SETTINGS,
+		"SELECT radius_enabled, radius_miles::float8, radius_countries, default_dealer_number,"
+		" product_routing_enabled, inventory_routing_enabled FROM aimroute.settings",
+		0,
+		{ 0 }
+	};
+	defs[n++] =
+		(typeof(defs[0])){ PLAN_POSTAL,
+						   "SELECT place_name, state_code, county, centroid"
+						   " FROM aimroute.postal_codes WHERE country = $1 AND postal_code = $2",
+						   2,
+						   { TEXTOID, TEXTOID } };
+	defs[n++] = (typeof(defs[0])){
+		PLAN_BRAND, "SELECT name FROM aimroute.brands WHERE brand_code = $1", 1, { TEXTOID }
+	};
+	defs[n++] = (typeof(defs[0])){
+		PLAN_DEALER,
+		psprintf("SELECT d.active_for_sales,"
+				 " EXISTS (SELECT 1 FROM aimroute.dealer_brands b"
+				 "  WHERE b.dealer_number = d.dealer_number AND b.brand_code = $2),"
+				 " %s.st_distance(d.location, $3)"
+				 " FROM aimroute.dealers d WHERE d.dealer_number = $1",
+				 gis),
+		3,
+		{ TEXTOID, TEXTOID, geog }
+	};
+
+	candidate_filter = FILTER(4, 5, 6);
+	defs[n++] = (typeof(defs[0])){
+		PLAN_GROUP_NEAR,
+		psprintf(
+			"SELECT d.dealer_number, d.location OPERATOR(%s.<->) $1, %s.st_distance(d.location, $1)"
+			" FROM aimroute.dealers d"
+			" WHERE d.dealer_group = $2 AND d.country = $3 AND d.location IS NOT NULL AND %s"
+			" ORDER BY d.location OPERATOR(%s.<->) $1",
+			gis, gis, candidate_filter, gis),
+		6,
+		{ geog, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
+	};
+	defs[n++] = (typeof(defs[0])){
+		PLAN_GROUP_ANY,
+		psprintf("SELECT d.dealer_number FROM aimroute.dealers d"
+				 " WHERE d.dealer_group = $2 AND d.country = $3 AND $1::text IS NULL AND %s"
+				 " ORDER BY d.dealer_number COLLATE \"C\" LIMIT 1",
+				 candidate_filter),
+		6,
+		{ TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
+	};
+	defs[n++] = (typeof(defs[0])){
+		PLAN_INVENTORY,
+		psprintf(
+			"SELECT d.dealer_number, d.location OPERATOR(%s.<->) $1, %s.st_distance(d.location, $1)"
+			" FROM aimroute.dealers d"
+			" WHERE d.country = $2 AND d.location IS NOT NULL"
+			" AND EXISTS (SELECT 1 FROM aimroute.inventory i WHERE i.dealer_number = "
+			"d.dealer_number"
+			"  AND i.product_code = $6 AND i.quantity > 0) AND %s"
+			" ORDER BY d.location OPERATOR(%s.<->) $1",
+			gis, gis, FILTER(3, 4, 5), gis),
+		6,
+		{ geog, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID }
+	};
+	defs[n++] = (typeof(defs[0])){
+		PLAN_TERRITORY,
+		psprintf("SELECT d.dealer_number, %s.st_distance(d.location, $1),"
+				 " string_agg(t.kind || ' ' || t.code"
+				 "  || coalesce(' (brand ' || t.brand_code || ')', ''), ', '"
+				 "  ORDER BY CASE t.kind WHEN 'postal' THEN 1 WHEN 'county' THEN 2"
+				 "  WHEN 'state' THEN 3 ELSE 4 END, t.brand_code NULLS LAST)"
+				 " FROM aimroute.territories t JOIN aimroute.dealers d ON d.dealer_number = "
+				 "t.dealer_number"
+				 " WHERE t.country = $2"
+				 " AND ((t.kind = 'postal' AND t.code = $3) OR (t.kind = 'county' AND t.code = $4)"
+				 "  OR (t.kind = 'state' AND t.code = $5) OR t.kind = 'country')"
+				 " AND (t.brand_code IS NULL OR t.brand_code = $6) AND %s"
+				 " GROUP BY d.dealer_number, d.location",
+				 gis, FILTER(6, 7, 8)),
+		8,
+		{ geog, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
+	};
+	defs[n++] = (typeof(defs[0])){
+		PLAN_RADIUS,
+		psprintf(
+			"SELECT d.dealer_number, d.location OPERATOR(%s.<->) $1, %s.st_distance(d.location, $1)"
+			" FROM aimroute.dealers d"
+			" WHERE d.country = $2 AND d.location IS NOT NULL AND %s"
+			" ORDER BY d.location OPERATOR(%s.<->) $1",
+			gis, gis, FILTER(3, 4, 5), gis),
+		5,
+		{ geog, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
+	};
+#undef FILTER
+
+	for (int i = 0; i < n; i++)
+	{
+		SPIPlanPtr plan = SPI_prepare(defs[i].sql, defs[i].nargs, defs[i].types);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare routing query %d: %s", (int) defs[i].which,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		if (plans[defs[i].which] != NULL)
+			SPI_freeplan(plans[defs[i].which]);
+		plans[defs[i].which] = plan;
+	}
+	if (plans_postgis_schema != NULL)
+		pfree(plans_postgis_schema);
+	plans_postgis_schema = MemoryContextStrdup(TopMemoryContext, gis);
+}
+
+/*
+ * PlanFor returns a kept plan, preparing the set first when PostGIS has
+ * moved or nothing is prepared yet.
+ */
+static SPIPlanPtr
+PlanFor(enum RoutingPlan which)
+{
+	if (plans_postgis_schema == NULL || strcmp(plans_postgis_schema, PostgisSchema()) != 0)
+		PreparePlans();
+	return plans[which];
+}
+
+/*
+ * Keep copies a string into the result's memory context.
+ */
+static char *
+Keep(Routing *r, const char *s)
+{
+	return s ? MemoryContextStrdup(r->result_context, s) : NULL;
+}
+
+/*
+ * AddStep appends one line to the explanation.
+ */
+static void
+AddStep(Routing *r, const char *rule, const char *dealer, double distance_m, const char *fmt, ...)
+{
+	MemoryContext old = MemoryContextSwitchTo(r->result_context);
+	RouteStep *step = palloc(sizeof(RouteStep));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list args;
+		int needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	step->step = ++r->nsteps;
+	step->rule = rule;
+	step->message = buf.data;
+	step->dealer_number = dealer ? pstrdup(dealer) : NULL;
+	step->distance_m = distance_m;
+	r->result->steps = lappend(r->result->steps, step);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Decide records the answer and the line that says so.
+ */
+static void
+Decide(Routing *r, MatchKind match, const char *dealer, double distance_m)
+{
+	r->result->dealer_number = Keep(r, dealer);
+	r->result->match = match;
+	r->result->distance_m = distance_m;
+}
+
+/*
+ * GetText reads a text column of the current SPI row (1-based), or NULL.
+ */
+static char *
+GetText(int col, bool *isnull)
+{
+	bool null;
+	Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &null);
+
+	if (isnull)
+		*isnull = null;
+	return null ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * GetFloat reads a float8 column of the current SPI row, NaN when NULL.
+ */
+static double
+GetFloat(int col)
+{
+	bool null;
+	Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &null);
+
+	return null ? NAN : DatumGetFloat8(d);
+}
+
+/*
+ * MilesText formats a distance in metres as miles for messages.
+ */
+static char *
+MilesText(double m)
+{
+	if (isnan(m))
+		return "unknown distance";
+	return psprintf("%.1f miles", m / METERS_PER_MILE);
+}
+
+/*
+ * LoadSettings reads the one row of aimroute.settings.
+ */
+static void
+LoadSettings(Routing *r)
+{
+	HeapTuple row;
+	TupleDesc desc;
+	bool isnull;
+	Datum d;
+
+	if (SPI_execute_plan(PlanFor(PLAN_SETTINGS), NULL, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("aimroute.settings has no row"),
+						errhint("Reinstall the extension: the settings row is created by CREATE "
+								"EXTENSION.")));
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	r->settings.radius_enabled = DatumGetBool(SPI_getbinval(row, desc, 1, &isnull));
+	r->settings.radius_m = DatumGetFloat8(SPI_getbinval(row, desc, 2, &isnull)) * METERS_PER_MILE;
+	d = SPI_getbinval(row, desc, 3, &isnull);
+	r->settings.nradius_countries = 0;
+	if (!isnull)
+	{
+		Datum *elems;
+		bool *nulls;
+		int n;
+
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+						  &n);
+		r->settings.radius_countries = palloc(sizeof(char *) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			if (!nulls[i])
+				r->settings.radius_countries[r->settings.nradius_countries++] =
+					TextDatumGetCString(elems[i]);
+	}
+	r->settings.default_dealer = GetText(4, NULL);
+	r->settings.product_routing = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	r->settings.inventory_routing = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+}
+
+/*
+ * LocateLead normalizes the lead's country and postal code and finds its
+ * centre point, state and county, explaining what it could not find.
+ */
+static void
+LocateLead(Routing *r)
+{
+	const RouteRequest *q = r->request;
+	LeadPlace *p = &r->place;
+
+	p->country = q->country ? CountryNormalize(q->country, strlen(q->country)) : NULL;
+	r->result->country = Keep(r, p->country);
+	if (p->country == NULL)
+	{
+		AddStep(r, "Input", NULL, NAN,
+				q->country && q->country[0] ? "country \"%s\" is not an ISO 3166-1 country: no "
+											  "postal code lookup, no dealer in its country"
+											: "no country%s: no postal code lookup, no dealer "
+											  "in its country",
+				q->country ? q->country : "");
+		return;
+	}
+
+	p->postal_code =
+		q->postal_code ? PostalResolve(p->country, q->postal_code, strlen(q->postal_code)) : NULL;
+	r->result->postal_code = Keep(r, p->postal_code);
+	if (p->postal_code != NULL)
+	{
+		Datum values[2] = { CStringGetTextDatum(p->country), CStringGetTextDatum(p->postal_code) };
+
+		if (SPI_execute_plan(PlanFor(PLAN_POSTAL), values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "postal code lookup failed");
+		if (SPI_processed == 1)
+		{
+			bool null;
+			Datum c;
+
+			p->postal_known = true;
+			p->place_name = GetText(1, NULL);
+			p->state_code = GetText(2, NULL);
+			{
+				char *county = GetText(3, NULL);
+
+				if (county && p->state_code)
+					p->county_code = psprintf("%s/%s", p->state_code, county);
+			}
+			c = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &null);
+			if (!null)
+			{
+				MemoryContext old = MemoryContextSwitchTo(r->result_context);
+
+				p->centroid = datumCopy(c, false, -1);
+				p->has_centroid = true;
+				MemoryContextSwitchTo(old);
+			}
+		}
+	}
+
+	if (p->postal_code == NULL)
+		AddStep(r, "Input", NULL, NAN,
+				"no postal code (blank) for %s: no centre point, no county appended", p->country);
+	else if (!p->postal_known)
+		AddStep(r, "Input", NULL, NAN,
+				"postal code %s not found for %s: no centre point, no county appended",
+				p->postal_code, p->country);
+	else
+		AddStep(r, "Input", NULL, NAN, "postal code %s %s: %s, state %s, county %s%s", p->country,
+				p->postal_code, p->place_name ? p->place_name : "(no place name)",
+				p->state_code ? p->state_code : "unknown",
+				p->county_code ? p->county_code : "unknown",
+				p->has_centroid ? "" : "; no centre point in aimroute.postal_codes");
+
+	/* With no state from the postal code, the lead's own state code serves. */
+	if (p->state_code == NULL && q->state_code != NULL)
+	{
+		char *given = PostalNormalizeLexical(NULL, q->state_code, strlen(q->state_code));
+
+		if (given != NULL)
+		{
+			p->state_code = given;
+			AddStep(r, "Input", NULL, NAN,
+					"state %s taken from the lead's state_code for state territories", given);
+		}
+	}
+}
+
+/*
+ * CheckBrand explains the lead's brand; returns false when no dealer can
+ * sell it (no brand, or an unknown one).
+ */
+static bool
+CheckBrand(Routing *r)
+{
+	const char *brand = r->request->brand_code;
+	Datum value;
+
+	if (brand == NULL || brand[0] == '\0')
+	{
+		AddStep(r, "Input", NULL, NAN, "no brand: no dealer can be chosen for it");
+		return false;
+	}
+	value = CStringGetTextDatum(brand);
+	if (SPI_execute_plan(PlanFor(PLAN_BRAND), &value, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "brand lookup failed");
+	if (SPI_processed == 0)
+	{
+		AddStep(r, "Input", NULL, NAN, "brand %s is not in aimroute.brands: no dealer sells it",
+				brand);
+		return false;
+	}
+	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s", brand, GetText(1, NULL),
+			r->product_filter ? "; product routing: only dealers assigned product " : "",
+			r->product_filter ? r->product_filter : "");
+	return true;
+}
+
+/*
+ * IsExcluded tells whether a dealer may not receive the lead.
+ */
+static bool
+IsExcluded(Routing *r, const char *dealer)
+{
+	for (int i = 0; i < r->request->nexcluded; i++)
+		if (strcmp(r->request->excluded[i], dealer) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Better orders two candidates: the closer first (unknown distances last),
+ * then the lower dealer number.
+ */
+static bool
+Better(double d1, const char *n1, double d2, const char *n2)
+{
+	if (n2 == NULL)
+		return true;
+	if (isnan(d1) != isnan(d2))
+		return !isnan(d1);
+	if (!isnan(d1) && d1 != d2)
+		return d1 < d2;
+	return strcmp(n1, n2) < 0;
+}
+
+/*
+ * TryPreassigned takes the dealer the lead arrived with, when it exists, is
+ * active and sells the brand.
+ */
+static bool
+TryPreassigned(Routing *r)
+{
+	const char *dealer = r->request->dealer_number;
+	Datum values[3];
+	char nulls[3] = { ' ', ' ', ' ' };
+	bool active;
+	bool sells;
+	double m;
+
+	if (dealer == NULL || dealer[0] == '\0')
+		return false;
+	values[0] = CStringGetTextDatum(dealer);
+	values[1] = CStringGetTextDatum(r->request->brand_code ? r->request->brand_code : "");
+	values[2] = r->place.centroid;
+	if (!r->place.has_centroid)
+		nulls[2] = 'n';
+	if (SPI_execute_plan(PlanFor(PLAN_DEALER), values, nulls, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "dealer lookup failed");
+	if (SPI_processed == 0)
+	{
+		AddStep(r, "Pre-assigned", NULL, NAN,
+				"pre-assigned dealer \"%s\" does not exist: routed by the rules instead", dealer);
+		return false;
+	}
+	active =
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){ 0 }));
+	sells =
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){ 0 }));
+	m = GetFloat(3);
+	if (IsExcluded(r, dealer))
+	{
+		AddStep(r, "Pre-assigned", dealer, m,
+				"pre-assigned dealer %s already held the lead: routed by the rules instead",
+				dealer);
+		return false;
+	}
+	if (!active || !sells)
+	{
+		AddStep(r, "Pre-assigned", dealer, m,
+				"pre-assigned dealer %s %s: routed by the rules instead", dealer,
+				!active ? "is not active for sales" : "does not sell the lead's brand");
+		return false;
+	}
+	AddStep(r, "Pre-assigned", dealer, m,
+			"chosen: the lead arrived pre-assigned to dealer %s; every other step skipped", dealer);
+	Decide(r, MATCH_PREASSIGNED, dealer, m);
+	return true;
+}
+
+/*
+ * NearestByIndex walks a KNN-ordered query (columns: dealer_number, sphere
+ * metres, spheroid metres) and finds the closest dealer on the spheroid
+ * within limit_m, naming the first candidates in the explanation.
+ */
+static bool
+NearestByIndex(Routing *r, enum RoutingPlan which, Datum *values, const char *nulls, double limit_m,
+			   const char *rule, char **best, double *best_m)
+{
+	Portal portal = SPI_cursor_open(NULL, PlanFor(which), values, nulls, true);
+	int considered = 0;
+	int beyond = 0;
+	bool done = false;
+
+	*best = NULL;
+	*best_m = NAN;
+	while (!done)
+	{
+		SPI_cursor_fetch(portal, true, FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple row = SPI_tuptable->vals[i];
+			TupleDesc desc = SPI_tuptable->tupdesc;
+			bool null;
+			char *dealer = TextDatumGetCString(SPI_getbinval(row, desc, 1, &null));
+			double sphere = DatumGetFloat8(SPI_getbinval(row, desc, 2, &null));
+			double spheroid = DatumGetFloat8(SPI_getbinval(row, desc, 3, &null));
+			double bound = *best ? Min(*best_m, limit_m) : limit_m;
+
+			if (sphere * (1.0 - SPHERE_MARGIN) > bound)
+			{
+				done = true;
+				break;
+			}
+			if (spheroid > limit_m)
+			{
+				beyond++;
+				continue;
+			}
+			considered++;
+			if (considered <= LOG_CANDIDATES)
+				AddStep(r, rule, dealer, spheroid, "candidate at %s", MilesText(spheroid));
+			if (Better(spheroid, dealer, *best_m, *best))
+			{
+				*best = Keep(r, dealer);
+				*best_m = spheroid;
+			}
+		}
+	}
+	SPI_cursor_close(portal);
+	if (considered > LOG_CANDIDATES)
+		AddStep(r, rule, NULL, NAN, "%d more candidates no closer", considered - LOG_CANDIDATES);
+	(void) beyond;
+	return *best != NULL;
+}
+
+/*
+ * TryDealerGroup takes the closest dealer of the lead's group in its
+ * country.
+ */
+static bool
+TryDealerGroup(Routing *r)
+{
+	const char *group = r->request->dealer_group;
+	Datum values[6];
+	char nulls[6] = { ' ', ' ', ' ', ' ', ' ', ' ' };
+	char *best = NULL;
+	double best_m = NAN;
+
+	if (group == NULL || group[0] == '\0')
+		return false;
+	if (r->place.country == NULL)
+	{
+		AddStep(r, "Dealer Group", NULL, NAN,
+				"dealer group %s: no country, so no dealer of the group can be chosen", group);
+		return false;
+	}
+	values[0] = r->place.centroid;
+	values[1] = CStringGetTextDatum(group);
+	values[2] = CStringGetTextDatum(r->place.country);
+	values[3] = CStringGetTextDatum(r->request->brand_code);
+	values[4] = r->excluded;
+	values[5] = r->product_filter ? CStringGetTextDatum(r->product_filter) : (Datum) 0;
+	if (r->product_filter == NULL)
+		nulls[5] = 'n';
+	if (r->place.has_centroid)
+		NearestByIndex(r, PLAN_GROUP_NEAR, values, nulls, INFINITY, "Dealer Group", &best, &best_m);
+	else
+	{
+		nulls[0] = 'n';
+		if (SPI_execute_plan(PlanFor(PLAN_GROUP_ANY), values, nulls, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "dealer group lookup failed");
+		if (SPI_processed == 1)
+		{
+			best = Keep(r, GetText(1, NULL));
+			AddStep(r, "Dealer Group", best, NAN,
+					"candidate: no centre point to measure from, so the lowest dealer number of "
+					"the group");
+		}
+	}
+	if (best == NULL)
+	{
+		AddStep(r, "Dealer Group", NULL, NAN, "no active dealer of group %s in %s sells brand %s%s",
+				group, r->place.country, r->request->brand_code,
+				r->request->nexcluded > 0 ? " and has not held the lead" : "");
+		return false;
+	}
+	AddStep(r, "Dealer Group", best, best_m, "chosen: the closest dealer of group %s in %s", group,
+			r->place.country);
+	Decide(r, MATCH_DEALER_GROUP, best, best_m);
+	return true;
+}
+
+/*
+ * TryInventory takes the closest dealer within the radius with the lead's
+ * product in stock.
+ */
+static bool
+TryInventory(Routing *r)
+{
+	const char *product = r->request->product_code;
+	Datum values[6];
+	char nulls[6] = { ' ', ' ', ' ', ' ', ' ', ' ' };
+	char *best;
+	double best_m;
+
+	if (!r->settings.inventory_routing)
+		return false;
+	if (product == NULL || product[0] == '\0')
+	{
+		AddStep(r, "Inventory", NULL, NAN, "inventory routing is on, but the lead has no product");
+		return false;
+	}
+	if (!r->place.has_centroid)
+	{
+		AddStep(r, "Inventory", NULL, NAN,
+				"inventory routing is on, but the lead has no centre point to measure from");
+		return false;
+	}
+	values[0] = r->place.centroid;
+	values[1] = CStringGetTextDatum(r->place.country);
+	values[2] = CStringGetTextDatum(r->request->brand_code);
+	values[3] = r->excluded;
+	values[4] = (Datum) 0;
+	nulls[4] = 'n'; /* the stock itself is the product filter */
+	values[5] = CStringGetTextDatum(product);
+	if (!NearestByIndex(r, PLAN_INVENTORY, values, nulls, r->settings.radius_m, "Inventory", &best,
+						&best_m))
+	{
+		AddStep(r, "Inventory", NULL, NAN, "no dealer of %s within %s has product %s in stock",
+				r->place.country, MilesText(r->settings.radius_m), product);
+		return false;
+	}
+	AddStep(r, "Inventory", best, best_m,
+			"chosen: the closest dealer within %s with product %s in stock",
+			MilesText(r->settings.radius_m), product);
+	Decide(r, MATCH_INVENTORY, best, best_m);
+	return true;
+}
+
+/*
+ * TryTerritory takes the closest dealer holding a territory that contains
+ * the lead.
+ */
+static bool
+TryTerritory(Routing *r)
+{
+	LeadPlace *p = &r->place;
+	Datum values[8];
+	char nulls[8] = { ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ' };
+	char *best = NULL;
+	double best_m = NAN;
+	uint64 n;
+
+	values[0] = p->centroid;
+	if (!p->has_centroid)
+		nulls[0] = 'n';
+	values[1] = CStringGetTextDatum(p->country);
+	values[2] = p->postal_code ? CStringGetTextDatum(p->postal_code) : (Datum) 0;
+	if (p->postal_code == NULL)
+		nulls[2] = 'n';
+	values[3] = p->county_code ? CStringGetTextDatum(p->county_code) : (Datum) 0;
+	if (p->county_code == NULL)
+		nulls[3] = 'n';
+	values[4] = p->state_code ? CStringGetTextDatum(p->state_code) : (Datum) 0;
+	if (p->state_code == NULL)
+		nulls[4] = 'n';
+	values[5] = CStringGetTextDatum(r->request->brand_code);
+	values[6] = r->excluded;
+	values[7] = r->product_filter ? CStringGetTextDatum(r->product_filter) : (Datum) 0;
+	if (r->product_filter == NULL)
+		nulls[7] = 'n';
+	if (SPI_execute_plan(PlanFor(PLAN_TERRITORY), values, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "territory lookup failed");
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple row = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		bool null;
+		char *dealer = TextDatumGetCString(SPI_getbinval(row, desc, 1, &null));
+		Datum dm = SPI_getbinval(row, desc, 2, &null);
+		double m = null ? NAN : DatumGetFloat8(dm);
+		char *held = TextDatumGetCString(SPI_getbinval(row, desc, 3, &null));
+
+		if (i < LOG_CANDIDATES)
+			AddStep(r, "Territory", dealer, m, "candidate: holds %s", held);
+		if (Better(m, dealer, best_m, best))
+		{
+			best = Keep(r, dealer);
+			best_m = m;
+		}
+	}
+	if (n > LOG_CANDIDATES)
+		AddStep(r, "Territory", NULL, NAN, "%d more territory holders", (int) (n - LOG_CANDIDATES));
+	if (best == NULL)
+	{
+		AddStep(r, "Territory", NULL, NAN,
+				"no active dealer selling brand %s holds a territory containing %s%s%s%s%s%s",
+				r->request->brand_code, p->country, p->postal_code ? " postal code " : "",
+				p->postal_code ? p->postal_code : "", p->county_code ? ", county " : "",
+				p->county_code ? p->county_code : "",
+				p->state_code ? psprintf(", state %s", p->state_code) : "");
+		return false;
+	}
+	AddStep(r, "Territory", best, best_m,
+			n == 1 ? "chosen: the only territory holder"
+				   : (isnan(best_m) ? "chosen: no distance to compare, so the lowest dealer number"
+									: "chosen: the closest territory holder"));
+	Decide(r, MATCH_TERRITORY, best, best_m);
+	return true;
+}
+
+/*
+ * TryRadius takes the closest dealer of the lead's country within the
+ * radius.
+ */
+static bool
+TryRadius(Routing *r)
+{
+	Datum values[5];
+	char nulls[5] = { ' ', ' ', ' ', ' ', ' ' };
+	char *best;
+	double best_m;
+	bool listed = false;
+
+	if (!r->settings.radius_enabled)
+	{
+		AddStep(r, "Radius", NULL, NAN, "radius routing is off (settings.radius_enabled)");
+		return false;
+	}
+	for (int i = 0; i < r->settings.nradius_countries; i++)
+		if (strcmp(r->settings.radius_countries[i], r->place.country) == 0)
+			listed = true;
+	if (!listed)
+	{
+		AddStep(r, "Radius", NULL, NAN,
+				"radius routing does not apply in %s: it is not in settings.radius_countries",
+				r->place.country);
+		return false;
+	}
+	if (!r->place.has_centroid)
+	{
+		AddStep(r, "Radius", NULL, NAN, "no centre point for the lead's postal code: no radius");
+		return false;
+	}
+	values[0] = r->place.centroid;
+	values[1] = CStringGetTextDatum(r->place.country);
+	values[2] = CStringGetTextDatum(r->request->brand_code);
+	values[3] = r->excluded;
+	values[4] = r->product_filter ? CStringGetTextDatum(r->product_filter) : (Datum) 0;
+	if (r->product_filter == NULL)
+		nulls[4] = 'n';
+	if (!NearestByIndex(r, PLAN_RADIUS, values, nulls, r->settings.radius_m, "Radius", &best,
+						&best_m))
+	{
+		AddStep(r, "Radius", NULL, NAN, "no active dealer of %s within %s sells brand %s%s",
+				r->place.country, MilesText(r->settings.radius_m), r->request->brand_code,
+				r->product_filter ? psprintf(" with product %s", r->product_filter) : "");
+		return false;
+	}
+	AddStep(r, "Radius", best, best_m, "chosen: the closest dealer of %s within %s",
+			r->place.country, MilesText(r->settings.radius_m));
+	Decide(r, MATCH_RADIUS, best, best_m);
+	return true;
+}
+
+/*
+ * UseDefault gives the lead to the default dealer.
+ */
+static void
+UseDefault(Routing *r)
+{
+	const char *dealer = r->settings.default_dealer;
+	Datum values[3];
+	char nulls[3] = { ' ', ' ', ' ' };
+	double m = NAN;
+
+	if (dealer == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no default dealer is configured"),
+				 errdetail("A lead that no rule places goes to the default dealer."),
+				 errhint("UPDATE aimroute.settings SET default_dealer_number = '...' (a dealer of "
+						 "aimroute.dealers).")));
+	values[0] = CStringGetTextDatum(dealer);
+	values[1] = CStringGetTextDatum("");
+	values[2] = r->place.centroid;
+	if (!r->place.has_centroid)
+		nulls[2] = 'n';
+	if (SPI_execute_plan(PlanFor(PLAN_DEALER), values, nulls, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		m = GetFloat(3);
+	AddStep(r, "Default", dealer, m, "chosen: no rule placed the lead, so the default dealer %s",
+			dealer);
+	Decide(r, MATCH_DEFAULT, dealer, m);
+}
+
+/*
+ * RouteLead decides where a lead goes.  The result and its explanation are
+ * allocated in the caller's memory context.
+ */
+void
+RouteLead(const RouteRequest *request, RouteResult *result)
+{
+	Routing r;
+	Datum *excluded;
+	bool brand_ok;
+
+	memset(&r, 0, sizeof(r));
+	memset(result, 0, sizeof(*result));
+	result->distance_m = NAN;
+	r.request = request;
+	r.result = result;
+	r.result_context = CurrentMemoryContext;
+
+	excluded = palloc(sizeof(Datum) * Max(request->nexcluded, 1));
+	for (int i = 0; i < request->nexcluded; i++)
+		excluded[i] = CStringGetTextDatum(request->excluded[i]);
+	r.excluded = PointerGetDatum(
+		construct_array(excluded, request->nexcluded, TEXTOID, -1, false, TYPALIGN_INT));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	LoadSettings(&r);
+	if (r.settings.product_routing && request->product_code && request->product_code[0])
+		r.product_filter = request->product_code;
+	LocateLead(&r);
+	brand_ok = CheckBrand(&r);
+	if (r.settings.product_routing && r.product_filter == NULL && brand_ok)
+		AddStep(&r, "Input", NULL, NAN,
+				"product routing is on, but the lead has no product: no product filter");
+
+	if (brand_ok && TryPreassigned(&r))
+		;
+	else if (!brand_ok || r.place.country == NULL)
+	{
+		if (request->dealer_number && request->dealer_number[0] && !brand_ok)
+			AddStep(&r, "Pre-assigned", NULL, NAN,
+					"pre-assigned dealer \"%s\" cannot take a lead without a known brand",
+					request->dealer_number);
+		UseDefault(&r);
+	}
+	else if (TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r))
+		;
+	else
+		UseDefault(&r);
+
+	SPI_finish();
+}
+
+/*
+ * RouteStepsToArray builds an aimroute.routing_step[] datum of steps;
+ * array_type is the array type's OID.
+ */
+Datum
+RouteStepsToArray(List *steps, Oid array_type)
+{
+	Oid elem_type = get_element_type(array_type);
+	TupleDesc desc = lookup_rowtype_tupdesc_copy(elem_type, -1);
+	int n = list_length(steps);
+	Datum *elems = palloc(sizeof(Datum) * Max(n, 1));
+	ListCell *lc;
+	int i = 0;
+	int16 typlen;
+	bool typbyval;
+	char typalign;
+
+	BlessTupleDesc(desc);
+	foreach (lc, steps)
+	{
+		RouteStep *s = lfirst(lc);
+		Datum values[5];
+		bool nulls[5] = { false, false, false, false, false };
+
+		values[0] = Int32GetDatum(s->step);
+		values[1] = CStringGetTextDatum(s->rule);
+		values[2] = CStringGetTextDatum(s->message);
+		values[3] = s->dealer_number ? CStringGetTextDatum(s->dealer_number) : (Datum) 0;
+		nulls[3] = s->dealer_number == NULL;
+		values[4] = Float8GetDatum(s->distance_m / METERS_PER_MILE);
+		nulls[4] = isnan(s->distance_m);
+		elems[i++] = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	}
+	get_typlenbyvalalign(elem_type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, n, elem_type, typlen, typbyval, typalign));
+}

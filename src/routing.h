@@ -1,0 +1,63 @@
+/*
+ * routing.h
+ *		The routing decision: which dealer a lead goes to, and why.
+ */
+#ifndef AIMROUTE_ROUTING_H
+#define AIMROUTE_ROUTING_H
+
+#include "nodes/pg_list.h"
+
+/* Labels of aimroute.match_type, in the enum's order. */
+typedef enum MatchKind
+{
+	MATCH_TERRITORY,
+	MATCH_RADIUS,
+	MATCH_DRIVE_DISTANCE,
+	MATCH_DEFAULT,
+	MATCH_REASSIGNED,
+	MATCH_PREASSIGNED,
+	MATCH_DEALER_GROUP,
+	MATCH_INVENTORY,
+	MATCH_REROUTE
+} MatchKind;
+
+extern const char *const MatchKindLabels[];
+
+/* What a lead brings to routing; any field may be NULL. */
+typedef struct RouteRequest
+{
+	const char *country;	 /* as received */
+	const char *postal_code; /* as received */
+	const char *state_code;	 /* as received, used when the postal code is unknown */
+	const char *brand_code;
+	const char *product_code;
+	const char *dealer_number; /* pre-assigned */
+	const char *dealer_group;
+	char **excluded; /* dealers that may not receive it */
+	int nexcluded;
+} RouteRequest;
+
+/* One line of the explanation. */
+typedef struct RouteStep
+{
+	int step;
+	const char *rule;
+	char *message;
+	char *dealer_number; /* NULL when none */
+	double distance_m;	 /* NaN when unknown */
+} RouteStep;
+
+typedef struct RouteResult
+{
+	char *country;	   /* alpha-2, or NULL when unknown */
+	char *postal_code; /* normalized, or NULL when blank */
+	char *dealer_number;
+	MatchKind match;
+	double distance_m; /* NaN when unknown */
+	List *steps;	   /* of RouteStep * */
+} RouteResult;
+
+extern void RouteLead(const RouteRequest *request, RouteResult *result);
+extern Datum RouteStepsToArray(List *steps, Oid array_type);
+
+#endif /* AIMROUTE_ROUTING_H */
