@@ -25,7 +25,7 @@ SHLIB_LINK = -lz
 PG_CPPFLAGS = -I$(srcdir)/src -DAIMROUTE_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
-REGRESS = normalize reference settings loader
+REGRESS = normalize reference settings loader routing staging
 REGRESS_OPTS = --inputdir=$(srcdir) --load-extension=plpgsql
 
 EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out
