@@ -145,12 +145,6 @@ BEGIN
           AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
         bad := 'default_dealer_number';
         allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.default_dealer_number IS NULL AND TG_OP = 'UPDATE'
-          AND OLD.default_dealer_number IS NOT NULL
-          AND to_regclass('aimroute.leads') IS NOT NULL
-          AND EXISTS (SELECT FROM aimroute.leads) THEN
-        bad := 'default_dealer_number';
-        allowed := 'set once leads exist: every lead no rule places goes to the default dealer; name another dealer instead of NULL';
     ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
         bad := 'reroute_max_dealers';
         allowed := 'a whole number from 1 to 100';

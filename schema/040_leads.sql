@@ -91,6 +91,45 @@ COMMENT ON TABLE aimroute.lead_history IS
     'Every change of a lead''s dealer after its first routing: reassignment, re-route, a dealer leaving, the default after the re-route limit.';
 
 SELECT pg_catalog.pg_extension_config_dump('aimroute.leads', '');
+
+--
+-- Once leads exist, the default dealer cannot be unset: a lead that no rule
+-- places needs it, so the mistake is refused when it is made rather than at
+-- a later INSERT.
+--
+CREATE FUNCTION aimroute.settings_keep_default_dealer() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.default_dealer_number IS NULL AND OLD.default_dealer_number IS NOT NULL
+       AND EXISTS (SELECT FROM aimroute.leads) THEN
+        RAISE EXCEPTION 'invalid value for setting "default_dealer_number": NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'default_dealer_number must stay set once leads exist: every lead no rule places goes to the default dealer. Name another dealer instead.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER settings_keep_default_dealer BEFORE UPDATE OF default_dealer_number ON aimroute.settings
+    FOR EACH ROW EXECUTE FUNCTION aimroute.settings_keep_default_dealer();
+
+--
+-- dealer_distance_miles: miles from a postal code's centre to a dealer, as
+-- routing measures them (PostGIS is found through the search_path the
+-- extension was installed with).
+--
+CREATE FUNCTION aimroute.dealer_distance_miles(country text, postal_code text, dealer_number text)
+RETURNS double precision
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT ST_Distance(p.centroid, d.location) / 1609.344
+      FROM aimroute.postal_codes p, aimroute.dealers d
+     WHERE p.country = dealer_distance_miles.country
+       AND p.postal_code = dealer_distance_miles.postal_code
+       AND d.dealer_number = dealer_distance_miles.dealer_number
+$$;
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_history', '');
 
 --
@@ -165,7 +204,9 @@ CREATE TRIGGER leads_record_history AFTER UPDATE OF dealer_number ON aimroute.le
     FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
     EXECUTE FUNCTION aimroute.leads_record_history();
 
--- move_lead: give a lead a new dealer and say why (internal).
+-- move_lead: give a lead a new dealer and say why (internal).  The
+-- explanation gains a line naming the event, then the new decision's lines,
+-- numbered on from the lead's existing steps.
 CREATE FUNCTION aimroute.move_lead(p_lead_id bigint, p_dealer text, p_match aimroute.match_type,
                                    p_distance double precision, p_event text, p_reason text,
                                    p_log aimroute.routing_step[] DEFAULT '{}')
@@ -173,12 +214,26 @@ RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    old_log aimroute.routing_step[];
+    old_dealer text;
+    added aimroute.routing_step[];
 BEGIN
+    SELECT routing_log, dealer_number INTO old_log, old_dealer
+      FROM aimroute.leads WHERE lead_id = p_lead_id;
+    SELECT array_agg(ROW(coalesce(cardinality(old_log), 0) + n, s.rule, s.message,
+                         s.dealer_number, s.distance_miles)::aimroute.routing_step ORDER BY n)
+      INTO added
+      FROM unnest(ARRAY[ROW(0, p_event,
+                            format('moved from dealer %s to dealer %s by %s: %s', old_dealer,
+                                   p_dealer, session_user, coalesce(p_reason, 'no reason given')),
+                            p_dealer, p_distance)::aimroute.routing_step] || p_log)
+           WITH ORDINALITY AS s(step, rule, message, dealer_number, distance_miles, n);
     PERFORM set_config('aimroute_ctx.event', p_event, true);
     PERFORM set_config('aimroute_ctx.reason', coalesce(p_reason, ''), true);
     UPDATE aimroute.leads
        SET dealer_number = p_dealer, match_type = p_match, distance_miles = p_distance,
-           routed_at = now(), routing_log = routing_log || p_log
+           routed_at = now(), routing_log = routing_log || added
      WHERE lead_id = p_lead_id;
     PERFORM set_config('aimroute_ctx.event', '', true);
     PERFORM set_config('aimroute_ctx.reason', '', true);
@@ -216,14 +271,9 @@ BEGIN
     IF NOT target.active_for_sales THEN
         RAISE WARNING 'dealer % is not active for sales; the lead is reassigned as asked', target.dealer_number;
     END IF;
-    SELECT r.distance_miles INTO dist
-      FROM aimroute.route(lead.country, lead.postal_code, lead.brand_code, NULL, target.dealer_number) r;
+    dist := aimroute.dealer_distance_miles(lead.country, lead.postal_code, target.dealer_number);
     PERFORM aimroute.move_lead(lead.lead_id, target.dealer_number, 'Reassigned', dist, 'Reassigned',
-        coalesce(reason, 'no reason given'),
-        ARRAY[ROW(0, 'Reassigned',
-                  format('reassigned from dealer %s to dealer %s by %s: %s', lead.dealer_number,
-                         target.dealer_number, session_user, coalesce(reason, 'no reason given')),
-                  target.dealer_number, dist)::aimroute.routing_step]);
+                               coalesce(reason, 'no reason given'));
 END
 $$;
 COMMENT ON FUNCTION aimroute.reassign(bigint, text, text) IS
@@ -245,6 +295,12 @@ BEGIN
     IF NOT EXISTS (SELECT FROM aimroute.dealers x WHERE x.dealer_number = reassign_dealer_leads.dealer_number) THEN
         RAISE EXCEPTION 'dealer "%" does not exist', reassign_dealer_leads.dealer_number
             USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF EXISTS (SELECT FROM aimroute.settings s
+                WHERE s.default_dealer_number = reassign_dealer_leads.dealer_number) THEN
+        RAISE EXCEPTION 'dealer % is the default dealer: its leads have nowhere else to go', reassign_dealer_leads.dealer_number
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Name another default dealer first (UPDATE aimroute.settings SET default_dealer_number = ...), then move its leads.';
     END IF;
     CREATE TEMP TABLE IF NOT EXISTS aimroute_moves (to_dealer text, match aimroute.match_type) ON COMMIT DROP;
     TRUNCATE aimroute_moves;

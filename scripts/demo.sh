@@ -33,6 +33,12 @@ say "Loading the demo dealer network"
 say "The demo network"
 "${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/show.sql"
 
+say "Routing a batch of demo leads"
+"${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/leads.sql"
+
+say "Where the leads went, and why"
+"${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/show_routing.sql"
+
 cat <<DONE
 
 aimroute is running: psql -h $PGHOST -p $PGPORT -U aimroute aimroute

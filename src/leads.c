@@ -323,6 +323,18 @@ aimroute_locate_dealers(PG_FUNCTION_ARGS)
 		char *name = NULL;
 
 		RouteLead(&request, &result);
+
+		/* The default dealer may already be listed, as a candidate of a rule. */
+		if (result.match == MATCH_DEFAULT)
+		{
+			bool listed = false;
+
+			for (int i = 0; i < request.nexcluded; i++)
+				if (strcmp(request.excluded[i], result.dealer_number) == 0)
+					listed = true;
+			if (listed)
+				break;
+		}
 		name = DealerName(result.dealer_number);
 
 		values[0] = Int32GetDatum(rank);

@@ -706,9 +706,8 @@ TryDealerGroup(Routing *r)
 	values[2] = CStringGetTextDatum(r->place.country);
 	values[3] = CStringGetTextDatum(r->request->brand_code);
 	values[4] = r->excluded;
-	values[5] = r->product_filter ? CStringGetTextDatum(r->product_filter) : (Datum) 0;
-	if (r->product_filter == NULL)
-		nulls[5] = 'n';
+	values[5] = (Datum) 0; /* the product filter is for territory and radius only */
+	nulls[5] = 'n';
 	if (r->place.has_centroid)
 		NearestByIndex(r, PLAN_GROUP_NEAR, values, nulls, INFINITY, "Dealer Group", &best, &best_m);
 	else
