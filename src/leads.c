@@ -236,7 +236,7 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 		false);
 	SET(c.distance_miles, Float8GetDatum(result.distance_m / METERS_PER_MILE),
 		isnan(result.distance_m));
-	SET(c.routed_at, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+	SET(c.routed_at, TimestampTzGetDatum(GetCurrentTimestamp()), false);
 	SET(c.country, result.country ? CStringGetTextDatum(result.country) : (Datum) 0,
 		result.country == NULL);
 	SET(c.postal_code, result.postal_code ? CStringGetTextDatum(result.postal_code) : (Datum) 0,
