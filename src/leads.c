@@ -25,26 +25,42 @@
 
 #define METERS_PER_MILE 1609.344
 
-/* Columns of aimroute.leads the trigger reads and writes, by name. */
+/* Columns of aimroute.leads the trigger reads and writes. */
+typedef enum LeadColumn
+{
+	LC_COUNTRY,
+	LC_POSTAL_CODE,
+	LC_STATE_CODE,
+	LC_BRAND_CODE,
+	LC_PRODUCT_CODE,
+	LC_DEALER_NUMBER,
+	LC_DEALER_GROUP,
+	LC_MATCH_TYPE,
+	LC_DISTANCE_MILES,
+	LC_ROUTED_AT,
+	LC_COUNTRY_INPUT,
+	LC_POSTAL_CODE_INPUT,
+	LC_DEALER_NUMBER_INPUT,
+	LC_ROUTING_LOG,
+	LC_COUNT
+} LeadColumn;
+
+static const char *const lead_column_names[LC_COUNT] = {
+	"country",		 "postal_code",		  "state_code",			 "brand_code",	   "product_code",
+	"dealer_number", "dealer_group",	  "match_type",			 "distance_miles", "routed_at",
+	"country_input", "postal_code_input", "dealer_number_input", "routing_log",
+};
+
+/* Where those columns are, and the aimroute.match_type value of each match. */
 typedef struct LeadColumns
 {
-	int country;
-	int postal_code;
-	int state_code;
-	int brand_code;
-	int product_code;
-	int dealer_number;
-	int dealer_group;
-	int match_type;
-	int distance_miles;
-	int routed_at;
-	int country_input;
-	int postal_code_input;
-	int dealer_number_input;
-	int routing_log;
+	int attnum[LC_COUNT];
+	Oid match_type_oid;
+	Datum match_values[MATCH_REROUTE + 1];
 } LeadColumns;
 
 static int ColumnNumber(TupleDesc desc, const char *name);
+static void LeadColumnsFor(TupleDesc desc, LeadColumns *c);
 static char *GetTextColumn(HeapTuple tuple, TupleDesc desc, int attnum);
 static Datum MatchTypeDatum(Oid enum_type, MatchKind match);
 static void ReadExcluded(ArrayType *array, RouteRequest *request);
@@ -67,6 +83,51 @@ ColumnNumber(TupleDesc desc, const char *name)
 	if (attnum <= 0)
 		elog(ERROR, "aimroute.leads has no column \"%s\"", name);
 	return attnum;
+}
+
+/*
+ * LeadColumnsFor finds the columns the trigger uses.  They are looked up by
+ * name once per backend and kept; each row checks the kept numbers still
+ * name the same columns (an ALTER TABLE may have moved them), which costs a
+ * few string compares instead of a search of the tuple descriptor.
+ */
+static void
+LeadColumnsFor(TupleDesc desc, LeadColumns *c)
+{
+	static LeadColumns cached;
+	static bool valid = false;
+	bool ok = valid;
+
+	for (int i = 0; ok && i < LC_COUNT; i++)
+	{
+		Form_pg_attribute att;
+
+		if (cached.attnum[i] > desc->natts)
+		{
+			ok = false;
+			break;
+		}
+		att = TupleDescAttr(desc, cached.attnum[i] - 1);
+		ok = !att->attisdropped && strcmp(NameStr(att->attname), lead_column_names[i]) == 0;
+	}
+	if (ok &&
+		TupleDescAttr(desc, cached.attnum[LC_MATCH_TYPE] - 1)->atttypid != cached.match_type_oid)
+		ok = false;
+	if (!ok)
+	{
+		Oid input;
+		Oid ioparam;
+
+		for (int i = 0; i < LC_COUNT; i++)
+			cached.attnum[i] = ColumnNumber(desc, lead_column_names[i]);
+		cached.match_type_oid = TupleDescAttr(desc, cached.attnum[LC_MATCH_TYPE] - 1)->atttypid;
+		getTypeInputInfo(cached.match_type_oid, &input, &ioparam);
+		for (int m = 0; m <= MATCH_REROUTE; m++)
+			cached.match_values[m] =
+				OidInputFunctionCall(input, (char *) MatchKindLabels[m], ioparam, -1);
+		valid = true;
+	}
+	*c = cached;
 }
 
 /*
@@ -197,29 +258,16 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 
 	desc = trigdata->tg_relation->rd_att;
 	tuple = trigdata->tg_trigtuple;
-	c.country = ColumnNumber(desc, "country");
-	c.postal_code = ColumnNumber(desc, "postal_code");
-	c.state_code = ColumnNumber(desc, "state_code");
-	c.brand_code = ColumnNumber(desc, "brand_code");
-	c.product_code = ColumnNumber(desc, "product_code");
-	c.dealer_number = ColumnNumber(desc, "dealer_number");
-	c.dealer_group = ColumnNumber(desc, "dealer_group");
-	c.match_type = ColumnNumber(desc, "match_type");
-	c.distance_miles = ColumnNumber(desc, "distance_miles");
-	c.routed_at = ColumnNumber(desc, "routed_at");
-	c.country_input = ColumnNumber(desc, "country_input");
-	c.postal_code_input = ColumnNumber(desc, "postal_code_input");
-	c.dealer_number_input = ColumnNumber(desc, "dealer_number_input");
-	c.routing_log = ColumnNumber(desc, "routing_log");
+	LeadColumnsFor(desc, &c);
 
 	memset(&request, 0, sizeof(request));
-	request.country = GetTextColumn(tuple, desc, c.country);
-	request.postal_code = GetTextColumn(tuple, desc, c.postal_code);
-	request.state_code = GetTextColumn(tuple, desc, c.state_code);
-	request.brand_code = GetTextColumn(tuple, desc, c.brand_code);
-	request.product_code = GetTextColumn(tuple, desc, c.product_code);
-	request.dealer_number = GetTextColumn(tuple, desc, c.dealer_number);
-	request.dealer_group = GetTextColumn(tuple, desc, c.dealer_group);
+	request.country = GetTextColumn(tuple, desc, c.attnum[LC_COUNTRY]);
+	request.postal_code = GetTextColumn(tuple, desc, c.attnum[LC_POSTAL_CODE]);
+	request.state_code = GetTextColumn(tuple, desc, c.attnum[LC_STATE_CODE]);
+	request.brand_code = GetTextColumn(tuple, desc, c.attnum[LC_BRAND_CODE]);
+	request.product_code = GetTextColumn(tuple, desc, c.attnum[LC_PRODUCT_CODE]);
+	request.dealer_number = GetTextColumn(tuple, desc, c.attnum[LC_DEALER_NUMBER]);
+	request.dealer_group = GetTextColumn(tuple, desc, c.attnum[LC_DEALER_GROUP]);
 
 	RouteLead(&request, &result);
 
@@ -231,26 +279,29 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 		nulls[n] = (isnull);                                                                       \
 		n++;                                                                                       \
 	} while (0)
-	SET(c.dealer_number, CStringGetTextDatum(result.dealer_number), false);
-	SET(c.match_type, MatchTypeDatum(TupleDescAttr(desc, c.match_type - 1)->atttypid, result.match),
-		false);
-	SET(c.distance_miles, Float8GetDatum(result.distance_m / METERS_PER_MILE),
+	SET(c.attnum[LC_DEALER_NUMBER], CStringGetTextDatum(result.dealer_number), false);
+	SET(c.attnum[LC_MATCH_TYPE], c.match_values[result.match], false);
+	SET(c.attnum[LC_DISTANCE_MILES], Float8GetDatum(result.distance_m / METERS_PER_MILE),
 		isnan(result.distance_m));
-	SET(c.routed_at, TimestampTzGetDatum(GetCurrentTimestamp()), false);
-	SET(c.country, result.country ? CStringGetTextDatum(result.country) : (Datum) 0,
+	SET(c.attnum[LC_ROUTED_AT], TimestampTzGetDatum(GetCurrentTimestamp()), false);
+	SET(c.attnum[LC_COUNTRY], result.country ? CStringGetTextDatum(result.country) : (Datum) 0,
 		result.country == NULL);
-	SET(c.postal_code, result.postal_code ? CStringGetTextDatum(result.postal_code) : (Datum) 0,
+	SET(c.attnum[LC_POSTAL_CODE],
+		result.postal_code ? CStringGetTextDatum(result.postal_code) : (Datum) 0,
 		result.postal_code == NULL);
-	SET(c.country_input, request.country ? CStringGetTextDatum(request.country) : (Datum) 0,
+	SET(c.attnum[LC_COUNTRY_INPUT],
+		request.country ? CStringGetTextDatum(request.country) : (Datum) 0,
 		request.country == NULL);
-	SET(c.postal_code_input,
+	SET(c.attnum[LC_POSTAL_CODE_INPUT],
 		request.postal_code ? CStringGetTextDatum(request.postal_code) : (Datum) 0,
 		request.postal_code == NULL);
-	SET(c.dealer_number_input,
+	SET(c.attnum[LC_DEALER_NUMBER_INPUT],
 		request.dealer_number ? CStringGetTextDatum(request.dealer_number) : (Datum) 0,
 		request.dealer_number == NULL);
-	SET(c.routing_log,
-		RouteStepsToArray(result.steps, TupleDescAttr(desc, c.routing_log - 1)->atttypid), false);
+	SET(c.attnum[LC_ROUTING_LOG],
+		RouteStepsToArray(result.steps,
+						  TupleDescAttr(desc, c.attnum[LC_ROUTING_LOG] - 1)->atttypid),
+		false);
 #undef SET
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, attnums, values, nulls));

@@ -119,6 +119,7 @@ static SPIPlanPtr plans[PLAN_COUNT];
 static char *plans_postgis_schema = NULL;
 
 static void PreparePlans(void);
+static void EnsurePlans(void);
 static SPIPlanPtr PlanFor(enum RoutingPlan which);
 static char *Keep(Routing *r, const char *s);
 static void AddStep(Routing *r, const char *rule, const char *dealer, double distance_m,
@@ -282,14 +283,24 @@ PreparePlans(void)
 }
 
 /*
- * PlanFor returns a kept plan, preparing the set first when PostGIS has
- * moved or nothing is prepared yet.
+ * EnsurePlans prepares the plans when nothing is prepared yet or PostGIS
+ * was re-created in another schema; once per routing, not per query, as
+ * finding PostGIS's schema reads pg_extension.
+ */
+static void
+EnsurePlans(void)
+{
+	if (plans_postgis_schema == NULL || strcmp(plans_postgis_schema, PostgisSchema()) != 0)
+		PreparePlans();
+}
+
+/*
+ * PlanFor returns a kept plan; EnsurePlans has run for this routing.
  */
 static SPIPlanPtr
 PlanFor(enum RoutingPlan which)
 {
-	if (plans_postgis_schema == NULL || strcmp(plans_postgis_schema, PostgisSchema()) != 0)
-		PreparePlans();
+	Assert(plans[which] != NULL);
 	return plans[which];
 }
 
@@ -968,6 +979,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	EnsurePlans();
 	LoadSettings(&r);
 	if (r.settings.product_routing && request->product_code && request->product_code[0])
 		r.product_filter = request->product_code;
