@@ -337,3 +337,6 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_brands', '');
 SELECT pg_catalog.pg_extension_config_dump('aimroute.territories', '');
 SELECT pg_catalog.pg_extension_config_dump('aimroute.product_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('aimroute.inventory', '');
+-- Identity sequences too, or a restored database would hand out used ids.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.postal_code_loads', 'load_id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.territories', 'territory_id')::regclass, '');

@@ -131,6 +131,9 @@ AS $$
        AND d.dealer_number = dealer_distance_miles.dealer_number
 $$;
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_history', '');
+-- Identity sequences too, or a restored database would hand out used ids.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.leads', 'lead_id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_history', 'history_id')::regclass, '');
 
 --
 -- The routing decision (C).

@@ -58,6 +58,8 @@ $node->safe_psql(
 	INSERT INTO aimroute.territories (dealer_number, brand_code, kind, country, code)
 	  VALUES ('D100', 'LKB', 'county', 'US', 'MI/Mackinac');
 	UPDATE aimroute.settings SET default_dealer_number = 'HQ', radius_miles = 750;
+	INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
+	  VALUES ('LKB', 'US', '49757', 'a@example.com'), ('LKB', 'US', '49781', 'b@example.com');
 });
 $node->stop('immediate');
 $node->start;
@@ -80,6 +82,16 @@ is( $node->safe_psql(
 		"SELECT (SELECT count(*) FROM aimroute.settings), (SELECT radius_miles || '|' || default_dealer_number FROM aimroute.settings), (SELECT count(*) FROM aimroute.territories), (SELECT count(*) > 44000 FROM aimroute.postal_codes)"),
 	'1|750|HQ|1|t',
 	'the restore has one settings row with the dumped values, and the network');
+
+is( $node->safe_psql(
+		'restored', q{
+	INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
+	  VALUES ('LKB', 'US', '49757', 'c@example.com');
+	INSERT INTO aimroute.territories (dealer_number, kind, country, code) VALUES ('D100', 'state', 'US', 'MI');
+	SELECT count(*) || '|' || count(DISTINCT lead_id) FROM aimroute.leads;
+}),
+	'3|3',
+	'after the restore, new leads and territories get fresh ids (identity sequences are dumped)');
 
 # DROP EXTENSION removes everything; CREATE again starts clean.
 $node->safe_psql('app', 'DROP EXTENSION aimroute');
