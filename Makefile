@@ -14,7 +14,8 @@ OBJS = \
 	src/postal.o \
 	src/postal_loader.o \
 	src/postgis.o \
-	src/routing.o
+	src/routing.o \
+	src/routing_cache.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

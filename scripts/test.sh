@@ -45,6 +45,7 @@ run_pgtap() {
 	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS aimroute_tap" -c "CREATE DATABASE aimroute_tap"
 	psql -X -q -v ON_ERROR_STOP=1 -d aimroute_tap \
 		-c "CREATE EXTENSION pgtap" \
+		-c "CREATE EXTENSION dblink" \
 		-c "CREATE EXTENSION aimroute CASCADE" \
 		-c "SET client_min_messages = error" \
 		-c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())" >/dev/null

@@ -9,10 +9,25 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "routing_cache.h"
 
 PG_MODULE_MAGIC;
 
+void _PG_init(void);
+
 PG_FUNCTION_INFO_V1(aimroute_library_version);
+
+/*
+ * _PG_init defines the extension's settings when the library is loaded.
+ */
+void
+_PG_init(void)
+{
+	RoutingCacheDefineGucs();
+	MarkGUCPrefixReserved("aimroute");
+}
 
 /*
  * aimroute_library_version is the SQL function aimroute.library_version():

@@ -52,10 +52,10 @@
 #include "postal.h"
 #include "postgis.h"
 #include "routing.h"
+#include "routing_cache.h"
 
 #define METERS_PER_MILE 1609.344
-#define SPHERE_MARGIN	0.01 /* bound on |spheroid / sphere - 1|, with room */
-#define LOG_CANDIDATES	5	 /* candidates named in the explanation per step */
+#define LOG_CANDIDATES	5 /* candidates named in the explanation per step */
 #define FETCH_ROWS		16
 
 const char *const MatchKindLabels[] = {
@@ -78,17 +78,6 @@ enum RoutingPlan
 	PLAN_COUNT
 };
 
-typedef struct RoutingSettings
-{
-	bool radius_enabled;
-	double radius_m;
-	char **radius_countries;
-	int nradius_countries;
-	char *default_dealer;
-	bool product_routing;
-	bool inventory_routing;
-} RoutingSettings;
-
 /* Where the lead is, as far as its inputs tell. */
 typedef struct LeadPlace
 {
@@ -100,6 +89,7 @@ typedef struct LeadPlace
 	char *county_code; /* "MI/Mackinac" */
 	Datum centroid;
 	bool has_centroid;
+	double xyz[3]; /* the centroid on the unit sphere (in-memory path) */
 } LeadPlace;
 
 /* The state of one routing: inputs, the explanation so far, the answer. */
@@ -108,8 +98,12 @@ typedef struct Routing
 	const RouteRequest *request;
 	RouteResult *result;
 	MemoryContext result_context;
+	RoutingCache *cache; /* NULL: route by SQL queries */
 	RoutingSettings settings;
 	LeadPlace place;
+	int brand;			 /* in-memory path: the brand's index */
+	int *excluded_index; /* in-memory path: the excluded dealers' indexes */
+	int nexcluded_index;
 	Datum excluded;				/* text[] */
 	const char *product_filter; /* NULL: no product filter */
 	int nsteps;
@@ -138,6 +132,13 @@ static bool TryRadius(Routing *r);
 static void UseDefault(Routing *r);
 static bool IsExcluded(Routing *r, const char *dealer);
 static bool Better(double d1, const char *n1, double d2, const char *n2);
+static void FindPlaceCached(Routing *r);
+static void CacheFilter(Routing *r, CandidateFilter *f, const char *product, const char *stock,
+						const char *group);
+static bool NearestCached(Routing *r, const CandidateFilter *f, double limit_m, const char *rule,
+						  char **best, double *best_m);
+static bool TerritoryCached(Routing *r);
+static bool TerritoryDecide(Routing *r, char *best, double best_m, uint64 n);
 static bool NearestByIndex(Routing *r, enum RoutingPlan which, Datum *values, const char *nulls,
 						   double limit_m, const char *rule, char **best, double *best_m);
 static char *MilesText(double m);
@@ -206,7 +207,7 @@ PreparePlans(void)
 			"SELECT d.dealer_number, d.location OPERATOR(%s.<->) $1, %s.st_distance(d.location, $1)"
 			" FROM aimroute.dealers d"
 			" WHERE d.dealer_group = $2 AND d.country = $3 AND d.location IS NOT NULL AND %s"
-			" ORDER BY d.location OPERATOR(%s.<->) $1",
+			" ORDER BY d.location OPERATOR(%s.<->) $1, d.dealer_number COLLATE \"C\"",
 			gis, gis, candidate_filter, gis),
 		6,
 		{ geog, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
@@ -229,7 +230,7 @@ PreparePlans(void)
 			" AND EXISTS (SELECT 1 FROM aimroute.inventory i WHERE i.dealer_number = "
 			"d.dealer_number"
 			"  AND i.product_code = $6 AND i.quantity > 0) AND %s"
-			" ORDER BY d.location OPERATOR(%s.<->) $1",
+			" ORDER BY d.location OPERATOR(%s.<->) $1, d.dealer_number COLLATE \"C\"",
 			gis, gis, FILTER(3, 4, 5), gis),
 		6,
 		{ geog, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID }
@@ -247,7 +248,8 @@ PreparePlans(void)
 				 " AND ((t.kind = 'postal' AND t.code = $3) OR (t.kind = 'county' AND t.code = $4)"
 				 "  OR (t.kind = 'state' AND t.code = $5) OR t.kind = 'country')"
 				 " AND (t.brand_code IS NULL OR t.brand_code = $6) AND %s"
-				 " GROUP BY d.dealer_number, d.location",
+				 " GROUP BY d.dealer_number, d.location"
+				 " ORDER BY 2 NULLS LAST, d.dealer_number COLLATE \"C\"",
 				 gis, FILTER(6, 7, 8)),
 		8,
 		{ geog, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
@@ -258,7 +260,7 @@ PreparePlans(void)
 			"SELECT d.dealer_number, d.location OPERATOR(%s.<->) $1, %s.st_distance(d.location, $1)"
 			" FROM aimroute.dealers d"
 			" WHERE d.country = $2 AND d.location IS NOT NULL AND %s"
-			" ORDER BY d.location OPERATOR(%s.<->) $1",
+			" ORDER BY d.location OPERATOR(%s.<->) $1, d.dealer_number COLLATE \"C\"",
 			gis, gis, FILTER(3, 4, 5), gis),
 		5,
 		{ geog, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID }
@@ -458,10 +460,14 @@ LocateLead(Routing *r)
 		return;
 	}
 
-	p->postal_code =
-		q->postal_code ? PostalResolve(p->country, q->postal_code, strlen(q->postal_code)) : NULL;
+	if (r->cache != NULL)
+		FindPlaceCached(r);
+	else
+		p->postal_code = q->postal_code
+							 ? PostalResolve(p->country, q->postal_code, strlen(q->postal_code))
+							 : NULL;
 	r->result->postal_code = Keep(r, p->postal_code);
-	if (p->postal_code != NULL)
+	if (p->postal_code != NULL && r->cache == NULL)
 	{
 		Datum values[2] = { CStringGetTextDatum(p->country), CStringGetTextDatum(p->postal_code) };
 
@@ -522,6 +528,39 @@ LocateLead(Routing *r)
 }
 
 /*
+ * FindPlaceCached finds the lead's postal code in the in-memory copy.
+ */
+static void
+FindPlaceCached(Routing *r)
+{
+	const RouteRequest *q = r->request;
+	LeadPlace *p = &r->place;
+	char *lexical;
+	CachedPlace *place;
+
+	if (q->postal_code == NULL)
+		return;
+	lexical = PostalNormalizeLexical(p->country, q->postal_code, strlen(q->postal_code));
+	if (lexical == NULL)
+		return;
+	place = RoutingCachePlace(r->cache, p->country, lexical);
+	p->postal_code = pstrdup(place->code);
+	if (!place->known)
+		return;
+	p->postal_known = true;
+	p->place_name = place->place_name;
+	p->state_code = place->state_code;
+	if (place->county && place->state_code)
+		p->county_code = psprintf("%s/%s", place->state_code, place->county);
+	if (place->has_centroid)
+	{
+		p->has_centroid = true;
+		p->centroid = place->centroid;
+		memcpy(p->xyz, place->xyz, sizeof(p->xyz));
+	}
+}
+
+/*
  * CheckBrand explains the lead's brand; returns false when no dealer can
  * sell it (no brand, or an unknown one).
  */
@@ -529,23 +568,35 @@ static bool
 CheckBrand(Routing *r)
 {
 	const char *brand = r->request->brand_code;
-	Datum value;
+	const char *name = NULL;
 
 	if (brand == NULL || brand[0] == '\0')
 	{
 		AddStep(r, "Input", NULL, NAN, "no brand: no dealer can be chosen for it");
 		return false;
 	}
-	value = CStringGetTextDatum(brand);
-	if (SPI_execute_plan(PlanFor(PLAN_BRAND), &value, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "brand lookup failed");
-	if (SPI_processed == 0)
+	if (r->cache != NULL)
+	{
+		r->brand = RoutingCacheBrand(r->cache, brand);
+		if (r->brand >= 0)
+			name = r->cache->brand_names[r->brand];
+	}
+	else
+	{
+		Datum value = CStringGetTextDatum(brand);
+
+		if (SPI_execute_plan(PlanFor(PLAN_BRAND), &value, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "brand lookup failed");
+		if (SPI_processed == 1)
+			name = GetText(1, NULL);
+	}
+	if (name == NULL)
 	{
 		AddStep(r, "Input", NULL, NAN, "brand %s is not in aimroute.brands: no dealer sells it",
 				brand);
 		return false;
 	}
-	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s", brand, GetText(1, NULL),
+	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s", brand, name,
 			r->product_filter ? "; product routing: only dealers assigned product " : "",
 			r->product_filter ? r->product_filter : "");
 	return true;
@@ -593,26 +644,47 @@ TryPreassigned(Routing *r)
 	bool sells;
 	double m;
 
+	bool exists;
+
 	if (dealer == NULL || dealer[0] == '\0')
 		return false;
-	values[0] = CStringGetTextDatum(dealer);
-	values[1] = CStringGetTextDatum(r->request->brand_code ? r->request->brand_code : "");
-	values[2] = r->place.centroid;
-	if (!r->place.has_centroid)
-		nulls[2] = 'n';
-	if (SPI_execute_plan(PlanFor(PLAN_DEALER), values, nulls, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "dealer lookup failed");
-	if (SPI_processed == 0)
+	if (r->cache != NULL)
+	{
+		int di = RoutingCacheDealer(r->cache, dealer);
+
+		exists = di >= 0;
+		if (exists)
+		{
+			active = r->cache->dealers[di].active;
+			sells = RoutingCacheSells(&r->cache->dealers[di], r->brand);
+			m = r->place.has_centroid ? RoutingCacheDistance(r->cache, di, r->place.centroid) : NAN;
+		}
+	}
+	else
+	{
+		values[0] = CStringGetTextDatum(dealer);
+		values[1] = CStringGetTextDatum(r->request->brand_code ? r->request->brand_code : "");
+		values[2] = r->place.centroid;
+		if (!r->place.has_centroid)
+			nulls[2] = 'n';
+		if (SPI_execute_plan(PlanFor(PLAN_DEALER), values, nulls, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "dealer lookup failed");
+		exists = SPI_processed == 1;
+		if (exists)
+		{
+			active = DatumGetBool(
+				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){ 0 }));
+			sells = DatumGetBool(
+				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){ 0 }));
+			m = GetFloat(3);
+		}
+	}
+	if (!exists)
 	{
 		AddStep(r, "Pre-assigned", NULL, NAN,
 				"pre-assigned dealer \"%s\" does not exist: routed by the rules instead", dealer);
 		return false;
 	}
-	active =
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){ 0 }));
-	sells =
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){ 0 }));
-	m = GetFloat(3);
 	if (IsExcluded(r, dealer))
 	{
 		AddStep(r, "Pre-assigned", dealer, m,
@@ -692,6 +764,76 @@ NearestByIndex(Routing *r, enum RoutingPlan which, Datum *values, const char *nu
 }
 
 /*
+ * CacheFilter fills the in-memory candidate condition: an active dealer of
+ * the lead's country selling its brand, not excluded, and, when given,
+ * assigned a product, with a product in stock, of a group.
+ */
+static void
+CacheFilter(Routing *r, CandidateFilter *f, const char *product, const char *stock,
+			const char *group)
+{
+	int p;
+
+	memset(f, 0, sizeof(*f));
+	f->country = r->place.country;
+	f->brand = r->brand;
+	f->excluded = r->excluded_index;
+	f->nexcluded = r->nexcluded_index;
+	f->product = FILTER_ANY;
+	f->stock = FILTER_ANY;
+	if (product != NULL)
+	{
+		p = RoutingCacheProduct(r->cache, product);
+		f->product = p >= 0 ? p : FILTER_NOTHING;
+	}
+	if (stock != NULL)
+	{
+		p = RoutingCacheProduct(r->cache, stock);
+		f->stock = p >= 0 ? p : FILTER_NOTHING;
+	}
+	f->group = group;
+}
+
+/*
+ * NearestCached is NearestByIndex on the in-memory copy: the same walk in
+ * sphere order, the same stop rule and the same explanation.
+ */
+static bool
+NearestCached(Routing *r, const CandidateFilter *f, double limit_m, const char *rule, char **best,
+			  double *best_m)
+{
+	Candidate *cand;
+	int n = RoutingCacheNearest(r->cache, f, r->place.xyz, r->place.centroid, limit_m, &cand);
+	int considered = 0;
+
+	*best = NULL;
+	*best_m = NAN;
+	for (int i = 0; i < n; i++)
+	{
+		const char *dealer = r->cache->dealers[cand[i].dealer].number;
+		double bound = *best ? Min(*best_m, limit_m) : limit_m;
+		double spheroid;
+
+		if (cand[i].sphere_m * (1.0 - SPHERE_MARGIN) > bound)
+			break;
+		spheroid = RoutingCacheDistance(r->cache, cand[i].dealer, r->place.centroid);
+		if (spheroid > limit_m)
+			continue;
+		considered++;
+		if (considered <= LOG_CANDIDATES)
+			AddStep(r, rule, dealer, spheroid, "candidate at %s", MilesText(spheroid));
+		if (Better(spheroid, dealer, *best_m, *best))
+		{
+			*best = Keep(r, dealer);
+			*best_m = spheroid;
+		}
+	}
+	if (considered > LOG_CANDIDATES)
+		AddStep(r, rule, NULL, NAN, "%d more candidates no closer", considered - LOG_CANDIDATES);
+	return *best != NULL;
+}
+
+/*
  * TryDealerGroup takes the closest dealer of the lead's group in its
  * country.
  */
@@ -719,7 +861,27 @@ TryDealerGroup(Routing *r)
 	values[4] = r->excluded;
 	values[5] = (Datum) 0; /* the product filter is for territory and radius only */
 	nulls[5] = 'n';
-	if (r->place.has_centroid)
+	if (r->cache != NULL)
+	{
+		CandidateFilter f;
+
+		CacheFilter(r, &f, NULL, NULL, group);
+		if (r->place.has_centroid)
+			NearestCached(r, &f, INFINITY, "Dealer Group", &best, &best_m);
+		else
+		{
+			int di = RoutingCacheFirstOfGroup(r->cache, &f);
+
+			if (di >= 0)
+			{
+				best = Keep(r, r->cache->dealers[di].number);
+				AddStep(r, "Dealer Group", best, NAN,
+						"candidate: no centre point to measure from, so the lowest dealer number "
+						"of the group");
+			}
+		}
+	}
+	else if (r->place.has_centroid)
 		NearestByIndex(r, PLAN_GROUP_NEAR, values, nulls, INFINITY, "Dealer Group", &best, &best_m);
 	else
 	{
@@ -759,6 +921,7 @@ TryInventory(Routing *r)
 	char nulls[6] = { ' ', ' ', ' ', ' ', ' ', ' ' };
 	char *best;
 	double best_m;
+	bool found;
 
 	if (!r->settings.inventory_routing)
 		return false;
@@ -780,8 +943,17 @@ TryInventory(Routing *r)
 	values[4] = (Datum) 0;
 	nulls[4] = 'n'; /* the stock itself is the product filter */
 	values[5] = CStringGetTextDatum(product);
-	if (!NearestByIndex(r, PLAN_INVENTORY, values, nulls, r->settings.radius_m, "Inventory", &best,
-						&best_m))
+	if (r->cache != NULL)
+	{
+		CandidateFilter f;
+
+		CacheFilter(r, &f, NULL, product, NULL);
+		found = NearestCached(r, &f, r->settings.radius_m, "Inventory", &best, &best_m);
+	}
+	else
+		found = NearestByIndex(r, PLAN_INVENTORY, values, nulls, r->settings.radius_m, "Inventory",
+							   &best, &best_m);
+	if (!found)
 	{
 		AddStep(r, "Inventory", NULL, NAN, "no dealer of %s within %s has product %s in stock",
 				r->place.country, MilesText(r->settings.radius_m), product);
@@ -808,6 +980,8 @@ TryTerritory(Routing *r)
 	double best_m = NAN;
 	uint64 n;
 
+	if (r->cache != NULL)
+		return TerritoryCached(r);
 	values[0] = p->centroid;
 	if (!p->has_centroid)
 		nulls[0] = 'n';
@@ -849,6 +1023,17 @@ TryTerritory(Routing *r)
 	}
 	if (n > LOG_CANDIDATES)
 		AddStep(r, "Territory", NULL, NAN, "%d more territory holders", (int) (n - LOG_CANDIDATES));
+	return TerritoryDecide(r, best, best_m, n);
+}
+
+/*
+ * TerritoryDecide explains the territory step's outcome.
+ */
+static bool
+TerritoryDecide(Routing *r, char *best, double best_m, uint64 n)
+{
+	LeadPlace *p = &r->place;
+
 	if (best == NULL)
 	{
 		AddStep(r, "Territory", NULL, NAN,
@@ -868,6 +1053,133 @@ TryTerritory(Routing *r)
 }
 
 /*
+ * CompareHolders orders territory holders by distance (none last), then
+ * dealer number: Better's order.
+ */
+static int
+CompareHolders(const void *a, const void *b)
+{
+	const Candidate *x = a;
+	const Candidate *y = b;
+
+	if (isnan(x->sphere_m) != isnan(y->sphere_m))
+		return isnan(x->sphere_m) ? 1 : -1;
+	if (!isnan(x->sphere_m) && x->sphere_m != y->sphere_m)
+		return x->sphere_m < y->sphere_m ? -1 : 1;
+	return x->dealer - y->dealer;
+}
+
+/*
+ * HeldText says which territories a dealer holds around the lead, in the
+ * order of the SQL path: by kind, Brand Territories before all-brands ones.
+ */
+static char *
+HeldText(RoutingCache *c, CachedTerritory **ts, int nt, int dealer)
+{
+	static const char *const kinds[] = { "", "postal", "county", "state", "country" };
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int kind = 1; kind <= 4; kind++)
+		for (int pass = 0; pass < 2; pass++)
+			for (int i = 0; i < nt; i++)
+			{
+				CachedTerritory *t = ts[i];
+
+				if (t->dealer != dealer || t->kind != kind || (t->brand == -1) != (pass == 1))
+					continue;
+				appendStringInfo(&buf, "%s%s %s", buf.len > 0 ? ", " : "", kinds[kind],
+								 kind == 4 ? t->country : t->code);
+				if (t->brand != -1)
+					appendStringInfo(&buf, " (brand %s)", c->brand_codes[t->brand]);
+			}
+	return buf.data;
+}
+
+/*
+ * TerritoryCached is the territory step on the in-memory copy: every
+ * holder is a candidate, the closest on the spheroid wins.  Holders are
+ * measured closest first on the sphere until none left can win.
+ */
+static bool
+TerritoryCached(Routing *r)
+{
+	LeadPlace *p = &r->place;
+	CachedTerritory **ts;
+	int nt = RoutingCacheTerritories(r->cache, p->country, p->postal_code, p->county_code,
+									 p->state_code, r->brand, &ts);
+	Candidate *holders = palloc(sizeof(Candidate) * Max(nt, 1));
+	CandidateFilter f;
+	int n = 0;
+	int measured;
+	double closest[LOG_CANDIDATES];
+	int nclosest = 0;
+	char *best = NULL;
+	double best_m = NAN;
+
+	CacheFilter(r, &f, r->product_filter, NULL, NULL);
+	f.country = NULL; /* a territory may hold a lead of another country's dealer */
+	for (int i = 0; i < nt; i++)
+	{
+		int dealer = ts[i]->dealer;
+		bool seen = false;
+
+		for (int j = 0; j < n && !seen; j++)
+			seen = holders[j].dealer == dealer;
+		if (seen || !RoutingCacheAccepts(r->cache, &f, dealer))
+			continue;
+		holders[n].dealer = dealer;
+		holders[n].sphere_m = p->has_centroid && r->cache->dealers[dealer].has_location
+								  ? SphereMeters(p->xyz, r->cache->dealers[dealer].xyz)
+								  : NAN;
+		n++;
+	}
+	qsort(holders, n, sizeof(Candidate), CompareHolders);
+
+	/*
+	 * Measure holders closest first on the sphere until none left can be
+	 * among the LOG_CANDIDATES closest on the spheroid, the ones explained
+	 * (the first of them wins).  closest[] holds the smallest distances
+	 * measured so far, in order.
+	 */
+	for (measured = 0; measured < n; measured++)
+	{
+		Candidate *h = &holders[measured];
+
+		if (nclosest == LOG_CANDIDATES &&
+			(isnan(h->sphere_m) || h->sphere_m * (1.0 - SPHERE_MARGIN) > closest[nclosest - 1]))
+			break;
+		if (!isnan(h->sphere_m))
+		{
+			double m = RoutingCacheDistance(r->cache, h->dealer, p->centroid);
+			int at = -1;
+
+			if (nclosest < LOG_CANDIDATES)
+				at = nclosest++;
+			else if (m < closest[LOG_CANDIDATES - 1])
+				at = LOG_CANDIDATES - 1;
+			for (; at > 0 && closest[at - 1] > m; at--)
+				closest[at] = closest[at - 1];
+			if (at >= 0)
+				closest[at] = m;
+			h->sphere_m = m; /* from here on, the spheroid distance */
+		}
+	}
+	qsort(holders, measured, sizeof(Candidate), CompareHolders);
+	for (int i = 0; i < measured && i < LOG_CANDIDATES; i++)
+		AddStep(r, "Territory", r->cache->dealers[holders[i].dealer].number, holders[i].sphere_m,
+				"candidate: holds %s", HeldText(r->cache, ts, nt, holders[i].dealer));
+	if (n > 0)
+	{
+		best = Keep(r, r->cache->dealers[holders[0].dealer].number);
+		best_m = holders[0].sphere_m;
+	}
+	if (n > LOG_CANDIDATES)
+		AddStep(r, "Territory", NULL, NAN, "%d more territory holders", n - LOG_CANDIDATES);
+	return TerritoryDecide(r, best, best_m, n);
+}
+
+/*
  * TryRadius takes the closest dealer of the lead's country within the
  * radius.
  */
@@ -879,6 +1191,7 @@ TryRadius(Routing *r)
 	char *best;
 	double best_m;
 	bool listed = false;
+	bool found;
 
 	if (!r->settings.radius_enabled)
 	{
@@ -907,8 +1220,17 @@ TryRadius(Routing *r)
 	values[4] = r->product_filter ? CStringGetTextDatum(r->product_filter) : (Datum) 0;
 	if (r->product_filter == NULL)
 		nulls[4] = 'n';
-	if (!NearestByIndex(r, PLAN_RADIUS, values, nulls, r->settings.radius_m, "Radius", &best,
-						&best_m))
+	if (r->cache != NULL)
+	{
+		CandidateFilter f;
+
+		CacheFilter(r, &f, r->product_filter, NULL, NULL);
+		found = NearestCached(r, &f, r->settings.radius_m, "Radius", &best, &best_m);
+	}
+	else
+		found = NearestByIndex(r, PLAN_RADIUS, values, nulls, r->settings.radius_m, "Radius", &best,
+							   &best_m);
+	if (!found)
 	{
 		AddStep(r, "Radius", NULL, NAN, "no active dealer of %s within %s sells brand %s%s",
 				r->place.country, MilesText(r->settings.radius_m), r->request->brand_code,
@@ -939,14 +1261,24 @@ UseDefault(Routing *r)
 				 errdetail("A lead that no rule places goes to the default dealer."),
 				 errhint("UPDATE aimroute.settings SET default_dealer_number = '...' (a dealer of "
 						 "aimroute.dealers).")));
-	values[0] = CStringGetTextDatum(dealer);
-	values[1] = CStringGetTextDatum("");
-	values[2] = r->place.centroid;
-	if (!r->place.has_centroid)
-		nulls[2] = 'n';
-	if (SPI_execute_plan(PlanFor(PLAN_DEALER), values, nulls, true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-		m = GetFloat(3);
+	if (r->cache != NULL)
+	{
+		int di = RoutingCacheDealer(r->cache, dealer);
+
+		if (di >= 0 && r->place.has_centroid)
+			m = RoutingCacheDistance(r->cache, di, r->place.centroid);
+	}
+	else
+	{
+		values[0] = CStringGetTextDatum(dealer);
+		values[1] = CStringGetTextDatum("");
+		values[2] = r->place.centroid;
+		if (!r->place.has_centroid)
+			nulls[2] = 'n';
+		if (SPI_execute_plan(PlanFor(PLAN_DEALER), values, nulls, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+			m = GetFloat(3);
+	}
 	AddStep(r, "Default", dealer, m, "chosen: no rule placed the lead, so the default dealer %s",
 			dealer);
 	Decide(r, MATCH_DEFAULT, dealer, m);
@@ -979,8 +1311,24 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	EnsurePlans();
-	LoadSettings(&r);
+	r.cache = RoutingCacheCurrent();
+	if (r.cache != NULL)
+	{
+		r.settings = r.cache->settings;
+		r.excluded_index = palloc(sizeof(int) * Max(request->nexcluded, 1));
+		for (int i = 0; i < request->nexcluded; i++)
+		{
+			int di = RoutingCacheDealer(r.cache, request->excluded[i]);
+
+			if (di >= 0)
+				r.excluded_index[r.nexcluded_index++] = di;
+		}
+	}
+	else
+	{
+		EnsurePlans();
+		LoadSettings(&r);
+	}
 	if (r.settings.product_routing && request->product_code && request->product_code[0])
 		r.product_filter = request->product_code;
 	LocateLead(&r);

@@ -9,7 +9,7 @@
 --
 -- Every check is a set difference: a failure lists the offending leads.
 BEGIN;
-SELECT plan(18);
+SELECT plan(20);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -226,6 +226,29 @@ RETURNS TABLE (lead_id bigint, listed text) LANGUAGE sql AS $$
         OR bool_or(x.match_type = 'Radius' AND x.prev_match = 'Radius' AND x.distance_miles < x.prev_distance)
 $$;
 
+-- Both code paths: the in-memory copy (aimroute.routing_cache = on, the
+-- default) and SQL queries (off) give the same answer, explanation included.
+CREATE FUNCTION pg_temp.path_mismatches(batch text)
+RETURNS TABLE (lead_id bigint, in_memory text, by_queries text) LANGUAGE plpgsql AS $$
+DECLARE
+    l record;
+BEGIN
+    FOR l IN SELECT * FROM aimroute.leads WHERE comment = batch ORDER BY 1 LOOP
+        PERFORM set_config('aimroute.routing_cache', 'on', true);
+        SELECT row(r.*)::text INTO in_memory
+          FROM aimroute.route(l.country, l.postal_code, l.brand_code, l.product_code, NULL, NULL, NULL, l.state_code) r;
+        PERFORM set_config('aimroute.routing_cache', 'off', true);
+        SELECT row(r.*)::text INTO by_queries
+          FROM aimroute.route(l.country, l.postal_code, l.brand_code, l.product_code, NULL, NULL, NULL, l.state_code) r;
+        PERFORM set_config('aimroute.routing_cache', 'on', true);
+        IF in_memory IS DISTINCT FROM by_queries THEN
+            lead_id := l.lead_id;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Coverage: the batch exercises every rule that can apply to it.
 SELECT is((SELECT array_agg(DISTINCT match_type::text ORDER BY match_type::text) FROM leads WHERE comment = 'prop1'),
           ARRAY['Default', 'Radius', 'Territory'],
@@ -245,6 +268,8 @@ SELECT is_empty($$SELECT * FROM pg_temp.oracle_mismatches('prop1')$$,
                 '(e) batch 1: every lead''s dealer and match type are what the rules, written in SQL, give');
 SELECT is_empty($$SELECT * FROM pg_temp.locator_list_problems('prop1')$$,
                 '(f) batch 1: locate_dealers lists distinct dealers, ranks 1..n, radius ranks by distance, the default dealer last');
+SELECT is_empty($$SELECT * FROM pg_temp.path_mismatches('prop1')$$,
+                '(g) batch 1: the in-memory path and the SQL path give the same answer and explanation');
 
 ------------------------------------------------------------------------------
 -- Change territories and settings in the same transaction; route again.
@@ -292,6 +317,8 @@ SELECT is_empty($$SELECT * FROM pg_temp.oracle_mismatches('prop2')$$,
                 '(e) batch 2: every lead''s dealer and match type are what the rules, written in SQL, give');
 SELECT is_empty($$SELECT * FROM pg_temp.locator_list_problems('prop2')$$,
                 '(f) batch 2: locate_dealers lists distinct dealers, ranks 1..n, radius ranks by distance, the default dealer last');
+SELECT is_empty($$SELECT * FROM pg_temp.path_mismatches('prop2')$$,
+                '(g) batch 2: the in-memory path and the SQL path give the same answer and explanation');
 
 -- Batch 1 routed again under the new configuration (simulate_routing):
 -- the new rules, not the old ones, and the stored leads unchanged.

@@ -1,0 +1,58 @@
+--
+-- The configuration version: what lets each backend keep the routing
+-- configuration in memory and still route exactly by the tables.
+--
+-- Every statement that changes a table routing reads (postal codes, brands,
+-- dealers, dealer brands, territories, product assignments, inventory,
+-- settings) sets config_version.version to a new number from a sequence, in
+-- its own transaction.  Routing reads the version under the same snapshot
+-- as the lead's statement and rebuilds its in-memory copy when the number
+-- differs from the copy's (src/routing_cache.c).  The number is never reused,
+-- so two snapshots that see the same number see the same configuration, in
+-- this session or another, committed or rolled back.  docs/performance.md
+-- explains the trade-off: configuration writers serialize on this row.
+--
+CREATE SEQUENCE aimroute.config_version_seq;
+COMMENT ON SEQUENCE aimroute.config_version_seq IS
+    'Numbers for aimroute.config_version; never reused, so a number names one state of the configuration.';
+
+CREATE TABLE aimroute.config_version (
+    one      boolean PRIMARY KEY DEFAULT true CONSTRAINT config_version_one_row CHECK (one),
+    version  bigint NOT NULL
+);
+COMMENT ON TABLE aimroute.config_version IS
+    'One row: the number of the routing configuration''s current state. Changed by triggers on every table routing reads; do not change it by hand.';
+INSERT INTO aimroute.config_version (version) VALUES (nextval('aimroute.config_version_seq'));
+
+CREATE FUNCTION aimroute.bump_config_version() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.config_version SET version = nextval('aimroute.config_version_seq');
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.bump_config_version() IS
+    'Statement trigger: gives the routing configuration a new version number, so that every backend''s in-memory copy is rebuilt.';
+
+--
+-- The triggers fire ALWAYS, also under session_replication_role = replica
+-- (as in a logical replication apply worker): a change that skipped them
+-- would leave backends routing by a stale copy.
+--
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['postal_codes', 'brands', 'dealers', 'dealer_brands', 'territories',
+                             'product_assignments', 'inventory', 'settings']
+    LOOP
+        EXECUTE format('CREATE TRIGGER bump_config_version'
+                       ' AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.%I'
+                       ' FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version()', t);
+        EXECUTE format('ALTER TABLE aimroute.%I ENABLE ALWAYS TRIGGER bump_config_version', t);
+    END LOOP;
+END
+$$;

@@ -1,0 +1,1312 @@
+/*
+ * routing_cache.c
+ *		The routing configuration in each backend's memory.
+ *
+ * Routing a lead by SQL queries costs several index scans and executor
+ * start-ups per lead, many times the INSERT it rides on.  Instead, each
+ * backend keeps a copy of what routing reads -- settings, brands, dealers
+ * with their brands, products and stock, territories -- with a 3-d tree per
+ * country and brand over the active dealers' positions on the unit sphere.
+ * Postal codes are copied as leads look them up.
+ *
+ * The copy is never stale: every statement that changes one of those tables
+ * gives aimroute.config_version a new, never reused number (a statement
+ * trigger, schema/035_config_version.sql).  Each routing reads that number
+ * under the lead's own snapshot and rebuilds the copy when it differs, so a
+ * routing sees exactly the configuration its snapshot sees: a change made
+ * earlier in the same transaction, one rolled back, one committed by
+ * another session.
+ *
+ * Distances stay PostGIS's: the tree orders dealers on the sphere, and the
+ * few dealers close enough to win are measured with PostGIS's own
+ * st_distance(geography, geography), called through fmgr, so the answer is
+ * the one the SQL path (and ST_Distance) gives, bit for bit.  The spheroid
+ * distance of a pair differs from the sphere distance by less than
+ * SPHERE_MARGIN, which bounds the search.
+ *
+ * aimroute.routing_cache = off routes by SQL queries instead (routing.c);
+ * the tests route every lead both ways and compare.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "postal.h"
+#include "postgis.h"
+#include "routing_cache.h"
+
+#define EARTH_MEAN_RADIUS_M 6371008.7714 /* WGS84 mean radius */
+#define MAX_PLACES			200000		 /* postal codes kept before starting over */
+
+bool aimroute_routing_cache = true;
+
+static RoutingCache *current = NULL;
+static MemoryContext building = NULL; /* a build that failed half way, to free */
+static SPIPlanPtr version_plan = NULL;
+static SPIPlanPtr place_plan = NULL;
+static char *place_plan_schema = NULL;
+
+static SPIPlanPtr KeptPlan(const char *sql, int nargs, Oid *types);
+static RoutingCache *Build(Oid relid, int64 version);
+static void LoadSettings(RoutingCache *c);
+static void LoadBrands(RoutingCache *c);
+static void LoadProducts(RoutingCache *c);
+static void LoadDealers(RoutingCache *c, const char *gis);
+static void LoadDealerLinks(RoutingCache *c);
+static int CompareInts(const void *a, const void *b);
+static void LoadTerritories(RoutingCache *c);
+static void BuildGroups(RoutingCache *c);
+static void BuildTrees(RoutingCache *c);
+static void KdBuild(KdTree *t, int lo, int hi);
+static void KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
+					  const CandidateFilter *f, int *best, double *best_d2);
+static void KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCache *c,
+					const CandidateFilter *f, List **found);
+static int Find(char **sorted, int n, const char *key);
+static bool Contains(const int *sorted, int n, int value);
+static int ReadQuery(const char *sql, bool read_only, long count);
+static char *Text(HeapTuple row, TupleDesc desc, int col);
+static double ChordFor(double sphere_m);
+static int CompareCandidates(const void *a, const void *b);
+static HTAB *NewPlaceTable(MemoryContext context);
+
+/*
+ * RoutingCacheDefineGucs defines aimroute.routing_cache.
+ */
+void
+RoutingCacheDefineGucs(void)
+{
+	DefineCustomBoolVariable(
+		"aimroute.routing_cache", "Routes leads with the configuration kept in memory.",
+		"Off routes every lead by SQL queries: the same answers, several times slower. Each "
+		"backend's copy is rebuilt whenever the configuration changes.",
+		&aimroute_routing_cache, true, PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+/*
+ * KeptPlan prepares and keeps a query.
+ */
+static SPIPlanPtr
+KeptPlan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * RoutingCacheCurrent returns the copy of the configuration the current
+ * snapshot sees, rebuilding it when the configuration changed; NULL when
+ * aimroute.routing_cache is off.  The caller is connected to SPI.
+ */
+RoutingCache *
+RoutingCacheCurrent(void)
+{
+	bool isnull;
+	Oid relid;
+	int64 version;
+
+	if (!aimroute_routing_cache)
+		return NULL;
+	if (version_plan == NULL)
+		version_plan = KeptPlan("SELECT tableoid, version FROM aimroute.config_version", 0, NULL);
+	if (SPI_execute_plan(version_plan, NULL, NULL, true, 2) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("aimroute.config_version must hold exactly one row"),
+				 errhint("Reinstall the extension: the row is created by CREATE EXTENSION.")));
+	relid =
+		DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	version =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (current != NULL && current->version == version && current->version_relid == relid)
+		return current;
+
+	if (current != NULL)
+	{
+		MemoryContextDelete(current->context);
+		current = NULL;
+	}
+	current = Build(relid, version);
+	return current;
+}
+
+/*
+ * Build reads the configuration into a new memory context.  An error half
+ * way leaves no copy; the next routing frees what was built and tries again.
+ */
+static RoutingCache *
+Build(Oid relid, int64 version)
+{
+	MemoryContext context;
+	MemoryContext old;
+	RoutingCache *c;
+	const char *gis = PostgisSchema();
+	Oid fn;
+	char *signature;
+
+	if (building != NULL)
+		MemoryContextDelete(building);
+	context =
+		AllocSetContextCreate(TopMemoryContext, "aimroute routing cache", ALLOCSET_DEFAULT_SIZES);
+	building = context;
+	old = MemoryContextSwitchTo(context);
+
+	c = palloc0(sizeof(RoutingCache));
+	c->context = context;
+	c->version_relid = relid;
+	c->version = version;
+
+	LoadSettings(c);
+	LoadBrands(c);
+	LoadProducts(c);
+	LoadDealers(c, gis);
+	LoadDealerLinks(c);
+	LoadTerritories(c);
+	BuildGroups(c);
+	BuildTrees(c);
+
+	signature = psprintf("%s.st_distance(%s.geography, %s.geography, boolean)", gis, gis, gis);
+	fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(signature)));
+	fmgr_info_cxt(fn, &c->distance, context);
+
+	c->places = NewPlaceTable(context);
+
+	MemoryContextSwitchTo(old);
+	building = NULL;
+	return c;
+}
+
+/*
+ * ReadQuery runs a read-only query for Build.  SPI leaves its own memory
+ * context current after each call; the copy is built in the caller's.
+ */
+static int
+ReadQuery(const char *sql, bool read_only, long count)
+{
+	MemoryContext context = CurrentMemoryContext;
+	int rc = SPI_execute(sql, read_only, count);
+
+	MemoryContextSwitchTo(context);
+	return rc;
+}
+
+/*
+ * Text returns a text column as a C string in the current context, or NULL.
+ */
+static char *
+Text(HeapTuple row, TupleDesc desc, int col)
+{
+	bool isnull;
+	Datum d = SPI_getbinval(row, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * LoadSettings copies what routing needs of aimroute.settings.
+ */
+static void
+LoadSettings(RoutingCache *c)
+{
+	RoutingSettings *s = &c->settings;
+	HeapTuple row;
+	TupleDesc desc;
+	bool isnull;
+	Datum d;
+
+	if (ReadQuery("SELECT radius_enabled, radius_miles::float8, radius_countries,"
+				  " default_dealer_number, product_routing_enabled, inventory_routing_enabled"
+				  " FROM aimroute.settings",
+				  true, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("aimroute.settings has no row"),
+						errhint("Reinstall the extension: the settings row is created by CREATE "
+								"EXTENSION.")));
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	s->radius_enabled = DatumGetBool(SPI_getbinval(row, desc, 1, &isnull));
+	s->radius_m = DatumGetFloat8(SPI_getbinval(row, desc, 2, &isnull)) * 1609.344;
+	d = SPI_getbinval(row, desc, 3, &isnull);
+	if (!isnull)
+	{
+		Datum *elems;
+		bool *nulls;
+		int n;
+
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+						  &n);
+		s->radius_countries = palloc(sizeof(char *) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			if (!nulls[i])
+				s->radius_countries[s->nradius_countries++] = TextDatumGetCString(elems[i]);
+	}
+	s->default_dealer = Text(row, desc, 4);
+	s->product_routing = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	s->inventory_routing = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+}
+
+/*
+ * LoadBrands copies aimroute.brands, sorted by code in byte order.
+ */
+static void
+LoadBrands(RoutingCache *c)
+{
+	if (ReadQuery("SELECT brand_code, name FROM aimroute.brands ORDER BY brand_code COLLATE \"C\"",
+				  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read aimroute.brands");
+	c->nbrands = SPI_processed;
+	c->brand_codes = palloc(sizeof(char *) * Max(c->nbrands, 1));
+	c->brand_names = palloc(sizeof(char *) * Max(c->nbrands, 1));
+	for (int i = 0; i < c->nbrands; i++)
+	{
+		c->brand_codes[i] = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		c->brand_names[i] = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+}
+
+/*
+ * LoadProducts lists every product code of assignments and stock, sorted.
+ */
+static void
+LoadProducts(RoutingCache *c)
+{
+	if (ReadQuery("SELECT code FROM (SELECT product_code FROM aimroute.product_assignments"
+				  " UNION SELECT product_code FROM aimroute.inventory WHERE quantity > 0) p(code)"
+				  " ORDER BY code COLLATE \"C\"",
+				  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the product codes");
+	c->nproducts = SPI_processed;
+	c->product_codes = palloc(sizeof(char *) * Max(c->nproducts, 1));
+	c->assigned = palloc0(sizeof(int *) * Max(c->nproducts, 1));
+	c->nassigned = palloc0(sizeof(int) * Max(c->nproducts, 1));
+	c->stocked = palloc0(sizeof(int *) * Max(c->nproducts, 1));
+	c->nstocked = palloc0(sizeof(int) * Max(c->nproducts, 1));
+	for (int i = 0; i < c->nproducts; i++)
+		c->product_codes[i] = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * LoadDealers copies aimroute.dealers, sorted by number in byte order (the
+ * tie-break order of routing), with each location as a unit vector.
+ */
+static void
+LoadDealers(RoutingCache *c, const char *gis)
+{
+	char *sql = psprintf("SELECT dealer_number, country, dealer_group, active_for_sales, location,"
+						 " %s.st_y(location::%s.geometry), %s.st_x(location::%s.geometry)"
+						 " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"",
+						 gis, gis, gis, gis);
+
+	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read aimroute.dealers");
+	c->ndealers = SPI_processed;
+	c->dealers = palloc0(sizeof(CachedDealer) * Max(c->ndealers, 1));
+	for (int i = 0; i < c->ndealers; i++)
+	{
+		HeapTuple row = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		CachedDealer *d = &c->dealers[i];
+		bool null_location;
+		bool null_lat;
+		bool null_lon;
+		Datum location = SPI_getbinval(row, desc, 5, &null_location);
+		Datum lat = SPI_getbinval(row, desc, 6, &null_lat);
+		Datum lon = SPI_getbinval(row, desc, 7, &null_lon);
+		bool isnull;
+
+		d->number = Text(row, desc, 1);
+		d->country = Text(row, desc, 2);
+		d->group = Text(row, desc, 3);
+		d->active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
+		if (!null_location && !null_lat && !null_lon)
+		{
+			d->has_location = true;
+			d->location = datumCopy(location, false, -1);
+			UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), d->xyz);
+		}
+	}
+}
+
+/*
+ * LoadDealerLinks gives each dealer its brands, product assignments and
+ * stock, and each product its dealers.
+ */
+static void
+LoadDealerLinks(RoutingCache *c)
+{
+	static const char *const queries[3] = {
+		"SELECT dealer_number, brand_code FROM aimroute.dealer_brands",
+		"SELECT dealer_number, product_code FROM aimroute.product_assignments",
+		"SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0",
+	};
+
+	for (int q = 0; q < 3; q++)
+	{
+		int *count;
+		int *target;
+
+		if (ReadQuery(queries[q], true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read \"%s\"", queries[q]);
+		count = palloc0(sizeof(int) * Max(c->ndealers, 1));
+		target = palloc(sizeof(int) * 2 * Max(SPI_processed, 1));
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			char *dealer = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			char *code = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			int di = RoutingCacheDealer(c, dealer);
+			int ci = q == 0 ? RoutingCacheBrand(c, code) : RoutingCacheProduct(c, code);
+
+			target[2 * i] = di;
+			target[2 * i + 1] = ci;
+			if (di >= 0 && ci >= 0)
+				count[di]++;
+		}
+		for (int d = 0; d < c->ndealers; d++)
+		{
+			int *arr = palloc(sizeof(int) * Max(count[d], 1));
+
+			if (q == 0)
+				c->dealers[d].brands = arr;
+			else if (q == 1)
+				c->dealers[d].products = arr;
+			else
+				c->dealers[d].stock = arr;
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			int di = target[2 * i];
+			int ci = target[2 * i + 1];
+			CachedDealer *d;
+
+			if (di < 0 || ci < 0)
+				continue;
+			d = &c->dealers[di];
+			if (q == 0)
+				d->brands[d->nbrands++] = ci;
+			else if (q == 1)
+			{
+				d->products[d->nproducts++] = ci;
+				c->nassigned[ci]++;
+			}
+			else
+			{
+				d->stock[d->nstock++] = ci;
+				c->nstocked[ci]++;
+			}
+		}
+	}
+
+	/* Sort each dealer's lists, and list each product's dealers in dealer order. */
+	for (int p = 0; p < c->nproducts; p++)
+	{
+		c->assigned[p] = palloc(sizeof(int) * Max(c->nassigned[p], 1));
+		c->stocked[p] = palloc(sizeof(int) * Max(c->nstocked[p], 1));
+		c->nassigned[p] = 0;
+		c->nstocked[p] = 0;
+	}
+	for (int di = 0; di < c->ndealers; di++)
+	{
+		CachedDealer *d = &c->dealers[di];
+
+		qsort(d->brands, d->nbrands, sizeof(int), CompareInts);
+		qsort(d->products, d->nproducts, sizeof(int), CompareInts);
+		qsort(d->stock, d->nstock, sizeof(int), CompareInts);
+		for (int i = 0; i < d->nproducts; i++)
+			c->assigned[d->products[i]][c->nassigned[d->products[i]]++] = di;
+		for (int i = 0; i < d->nstock; i++)
+			c->stocked[d->stock[i]][c->nstocked[d->stock[i]]++] = di;
+	}
+}
+
+/*
+ * CompareInts orders ints for qsort.
+ */
+static int
+CompareInts(const void *a, const void *b)
+{
+	int x = *(const int *) a;
+	int y = *(const int *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * CompareTerritories orders territories by country, kind and code.
+ */
+static int
+CompareTerritories(const void *a, const void *b)
+{
+	const CachedTerritory *x = a;
+	const CachedTerritory *y = b;
+	int cmp = strcmp(x->country, y->country);
+
+	if (cmp == 0)
+		cmp = (int) x->kind - (int) y->kind;
+	if (cmp == 0)
+		cmp = strcmp(x->code, y->code);
+	if (cmp == 0)
+		cmp = x->dealer - y->dealer;
+	return cmp;
+}
+
+/*
+ * KindOrder encodes a territory kind so that it sorts in the order of the
+ * explanation: postal, county, state, country.
+ */
+static char
+KindOrder(const char *kind)
+{
+	if (strcmp(kind, "postal") == 0)
+		return 1;
+	if (strcmp(kind, "county") == 0)
+		return 2;
+	if (strcmp(kind, "state") == 0)
+		return 3;
+	return 4;
+}
+
+/*
+ * LoadTerritories copies aimroute.territories, sorted for lookup.
+ */
+static void
+LoadTerritories(RoutingCache *c)
+{
+	int n = 0;
+
+	if (ReadQuery("SELECT country, kind, code, brand_code, dealer_number FROM aimroute.territories",
+				  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read aimroute.territories");
+	c->territories = palloc(sizeof(CachedTerritory) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple row = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		CachedTerritory *t = &c->territories[n];
+		char *brand = Text(row, desc, 4);
+
+		t->country = Text(row, desc, 1);
+		t->kind = KindOrder(Text(row, desc, 2));
+		t->code = t->kind == 4 ? "" : Text(row, desc, 3);
+		t->dealer = RoutingCacheDealer(c, Text(row, desc, 5));
+		t->brand = brand ? RoutingCacheBrand(c, brand) : -1;
+		/* A brand no longer in aimroute.brands can match no lead. */
+		if (t->dealer < 0 || (brand != NULL && t->brand < 0))
+			continue;
+		n++;
+	}
+	c->nterritories = n;
+	qsort(c->territories, n, sizeof(CachedTerritory), CompareTerritories);
+}
+
+/*
+ * CompareGroupMembers orders group members by country, group and dealer.
+ */
+static int
+CompareGroupMembers(const void *a, const void *b)
+{
+	const GroupMember *x = a;
+	const GroupMember *y = b;
+	int cmp = strcmp(x->country, y->country);
+
+	if (cmp == 0)
+		cmp = strcmp(x->group, y->group);
+	if (cmp == 0)
+		cmp = x->dealer - y->dealer;
+	return cmp;
+}
+
+/*
+ * BuildGroups lists the members of each dealer group per country.
+ */
+static void
+BuildGroups(RoutingCache *c)
+{
+	c->groups = palloc(sizeof(GroupMember) * Max(c->ndealers, 1));
+	for (int i = 0; i < c->ndealers; i++)
+		if (c->dealers[i].group != NULL)
+			c->groups[c->ngroups++] =
+				(GroupMember){ c->dealers[i].country, c->dealers[i].group, i };
+	qsort(c->groups, c->ngroups, sizeof(GroupMember), CompareGroupMembers);
+}
+
+/*
+ * CompareTreeEntries orders (country, brand, dealer) triples.
+ */
+typedef struct TreeEntry
+{
+	const char *country;
+	int brand;
+	int dealer;
+} TreeEntry;
+
+static int
+CompareTreeEntries(const void *a, const void *b)
+{
+	const TreeEntry *x = a;
+	const TreeEntry *y = b;
+	int cmp = strcmp(x->country, y->country);
+
+	if (cmp == 0)
+		cmp = x->brand - y->brand;
+	if (cmp == 0)
+		cmp = x->dealer - y->dealer;
+	return cmp;
+}
+
+/*
+ * BuildTrees builds a 3-d tree per country and brand over the active
+ * dealers with a location: the only dealers a nearest-dealer search may
+ * return.
+ */
+static void
+BuildTrees(RoutingCache *c)
+{
+	int n = 0;
+	TreeEntry *entries;
+	int start;
+
+	for (int i = 0; i < c->ndealers; i++)
+		if (c->dealers[i].active && c->dealers[i].has_location)
+			n += c->dealers[i].nbrands;
+	entries = palloc(sizeof(TreeEntry) * Max(n, 1));
+	n = 0;
+	for (int i = 0; i < c->ndealers; i++)
+	{
+		CachedDealer *d = &c->dealers[i];
+
+		if (!d->active || !d->has_location)
+			continue;
+		for (int b = 0; b < d->nbrands; b++)
+			entries[n++] = (TreeEntry){ d->country, d->brands[b], i };
+	}
+	qsort(entries, n, sizeof(TreeEntry), CompareTreeEntries);
+
+	c->trees = palloc(sizeof(BrandTree) * Max(n, 1));
+	for (start = 0; start < n;)
+	{
+		int end = start;
+		BrandTree *bt = &c->trees[c->ntrees++];
+
+		while (end < n && entries[end].brand == entries[start].brand &&
+			   strcmp(entries[end].country, entries[start].country) == 0)
+			end++;
+		bt->country = entries[start].country;
+		bt->brand = entries[start].brand;
+		bt->tree.n = end - start;
+		bt->tree.dealer = palloc(sizeof(int) * bt->tree.n);
+		bt->tree.pt = palloc(sizeof(double[3]) * bt->tree.n);
+		bt->tree.dim = palloc(bt->tree.n);
+		for (int i = 0; i < bt->tree.n; i++)
+		{
+			bt->tree.dealer[i] = entries[start + i].dealer;
+			memcpy(bt->tree.pt[i], c->dealers[entries[start + i].dealer].xyz, sizeof(double[3]));
+		}
+		KdBuild(&bt->tree, 0, bt->tree.n);
+		start = end;
+	}
+}
+
+/*
+ * KdSwap exchanges two nodes of a tree under construction.
+ */
+static void
+KdSwap(KdTree *t, int i, int j)
+{
+	int dealer = t->dealer[i];
+	double pt[3];
+
+	memcpy(pt, t->pt[i], sizeof(pt));
+	t->dealer[i] = t->dealer[j];
+	memcpy(t->pt[i], t->pt[j], sizeof(pt));
+	t->dealer[j] = dealer;
+	memcpy(t->pt[j], pt, sizeof(pt));
+}
+
+/*
+ * KdBuild arranges t's nodes lo..hi-1 as a balanced tree: the median along
+ * the widest axis at the middle, smaller values before it, larger after.
+ */
+static void
+KdBuild(KdTree *t, int lo, int hi)
+{
+	int mid = lo + (hi - lo) / 2;
+	double min[3] = { INFINITY, INFINITY, INFINITY };
+	double max[3] = { -INFINITY, -INFINITY, -INFINITY };
+	int axis = 0;
+	int left = lo;
+	int right = hi - 1;
+
+	if (hi - lo <= 0)
+		return;
+	for (int i = lo; i < hi; i++)
+		for (int k = 0; k < 3; k++)
+		{
+			min[k] = Min(min[k], t->pt[i][k]);
+			max[k] = Max(max[k], t->pt[i][k]);
+		}
+	for (int k = 1; k < 3; k++)
+		if (max[k] - min[k] > max[axis] - min[axis])
+			axis = k;
+
+	/* Quickselect the median along the axis. */
+	while (left < right)
+	{
+		double pivot = t->pt[left + (right - left) / 2][axis];
+		int i = left;
+		int j = right;
+
+		while (i <= j)
+		{
+			while (t->pt[i][axis] < pivot)
+				i++;
+			while (t->pt[j][axis] > pivot)
+				j--;
+			if (i <= j)
+				KdSwap(t, i++, j--);
+		}
+		if (mid <= j)
+			right = j;
+		else if (mid >= i)
+			left = i;
+		else
+			break;
+	}
+	t->dim[mid] = (unsigned char) axis;
+	KdBuild(t, lo, mid);
+	KdBuild(t, mid + 1, hi);
+}
+
+/*
+ * Distance2 is the squared chord between two unit vectors.
+ */
+static inline double
+Distance2(const double a[3], const double b[3])
+{
+	double dx = a[0] - b[0];
+	double dy = a[1] - b[1];
+	double dz = a[2] - b[2];
+
+	return dx * dx + dy * dy + dz * dz;
+}
+
+/*
+ * KdNearest finds the accepted node closest to q (by chord).
+ */
+static void
+KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
+		  const CandidateFilter *f, int *best, double *best_d2)
+{
+	while (lo < hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+		double diff = q[t->dim[mid]] - t->pt[mid][t->dim[mid]];
+		double d2 = Distance2(q, t->pt[mid]);
+
+		if (d2 < *best_d2 && RoutingCacheAccepts(c, f, t->dealer[mid]))
+		{
+			*best = t->dealer[mid];
+			*best_d2 = d2;
+		}
+		/* The near side first, then the far side if it can hold a closer node. */
+		if (diff < 0)
+		{
+			KdNearest(t, lo, mid, q, c, f, best, best_d2);
+			if (diff * diff >= *best_d2)
+				return;
+			lo = mid + 1;
+		}
+		else
+		{
+			KdNearest(t, mid + 1, hi, q, c, f, best, best_d2);
+			if (diff * diff >= *best_d2)
+				return;
+			hi = mid;
+		}
+	}
+}
+
+/*
+ * KdRange lists the accepted nodes within squared chord r2 of q.
+ */
+static void
+KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCache *c,
+		const CandidateFilter *f, List **found)
+{
+	while (lo < hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+		double diff = q[t->dim[mid]] - t->pt[mid][t->dim[mid]];
+
+		if (Distance2(q, t->pt[mid]) <= r2 && RoutingCacheAccepts(c, f, t->dealer[mid]))
+			*found = lappend_int(*found, t->dealer[mid]);
+		if (diff <= 0 || diff * diff <= r2)
+			KdRange(t, lo, mid, q, r2, c, f, found);
+		if (diff >= 0 || diff * diff <= r2)
+			lo = mid + 1;
+		else
+			return;
+	}
+}
+
+/*
+ * UnitVector places latitude and longitude (degrees) on the unit sphere.
+ */
+void
+UnitVector(double lat, double lon, double xyz[3])
+{
+	double phi = lat * M_PI / 180.0;
+	double lambda = lon * M_PI / 180.0;
+
+	xyz[0] = cos(phi) * cos(lambda);
+	xyz[1] = cos(phi) * sin(lambda);
+	xyz[2] = sin(phi);
+}
+
+/*
+ * SphereMeters is the great-circle distance between two unit vectors on the
+ * mean-radius sphere.
+ */
+double
+SphereMeters(const double a[3], const double b[3])
+{
+	double half_chord = sqrt(Distance2(a, b)) / 2.0;
+
+	return 2.0 * EARTH_MEAN_RADIUS_M * asin(Min(half_chord, 1.0));
+}
+
+/*
+ * ChordFor is the chord of a great-circle distance, a little generous so
+ * that rounding never loses a node the sphere distance would keep.
+ */
+static double
+ChordFor(double sphere_m)
+{
+	double half_angle = sphere_m / (2.0 * EARTH_MEAN_RADIUS_M);
+
+	if (half_angle >= M_PI / 2.0)
+		return 2.0 + 1e-9;
+	return 2.0 * sin(half_angle) * (1.0 + 1e-9) + 1e-12;
+}
+
+/*
+ * Find looks a string up in a sorted array; -1 when absent.
+ */
+static int
+Find(char **sorted, int n, const char *key)
+{
+	int lo = 0;
+	int hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(sorted[mid], key);
+
+		if (cmp == 0)
+			return mid;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/*
+ * Contains tells whether a sorted int array holds value.
+ */
+static bool
+Contains(const int *sorted, int n, int value)
+{
+	int lo = 0;
+	int hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+
+		if (sorted[mid] == value)
+			return true;
+		if (sorted[mid] < value)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
+}
+
+/*
+ * RoutingCacheDealer returns a dealer's index, -1 when there is none.
+ */
+int
+RoutingCacheDealer(RoutingCache *c, const char *number)
+{
+	int lo = 0;
+	int hi = c->ndealers - 1;
+
+	while (lo <= hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(c->dealers[mid].number, number);
+
+		if (cmp == 0)
+			return mid;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/*
+ * RoutingCacheBrand returns a brand's index, -1 when there is none.
+ */
+int
+RoutingCacheBrand(RoutingCache *c, const char *code)
+{
+	return code ? Find(c->brand_codes, c->nbrands, code) : -1;
+}
+
+/*
+ * RoutingCacheProduct returns a product's index, -1 when no dealer is
+ * assigned it or has it in stock.
+ */
+int
+RoutingCacheProduct(RoutingCache *c, const char *code)
+{
+	return code ? Find(c->product_codes, c->nproducts, code) : -1;
+}
+
+/*
+ * RoutingCacheSells tells whether a dealer sells a brand.
+ */
+bool
+RoutingCacheSells(const CachedDealer *d, int brand)
+{
+	return brand >= 0 && Contains(d->brands, d->nbrands, brand);
+}
+
+/*
+ * RoutingCacheAccepts tells whether a dealer passes a filter: the one the
+ * SQL path writes as the candidate condition of each rule.
+ */
+bool
+RoutingCacheAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
+{
+	const CachedDealer *d = &c->dealers[dealer];
+
+	if (!d->active || !RoutingCacheSells(d, f->brand))
+		return false;
+	if (f->country && strcmp(d->country, f->country) != 0)
+		return false;
+	for (int i = 0; i < f->nexcluded; i++)
+		if (f->excluded[i] == dealer)
+			return false;
+	if (f->product != FILTER_ANY &&
+		(f->product < 0 || !Contains(d->products, d->nproducts, f->product)))
+		return false;
+	if (f->stock != FILTER_ANY && (f->stock < 0 || !Contains(d->stock, d->nstock, f->stock)))
+		return false;
+	if (f->group && (d->group == NULL || strcmp(d->group, f->group) != 0))
+		return false;
+	return true;
+}
+
+/*
+ * RoutingCacheDistance measures a dealer's distance to a centre point with
+ * PostGIS; NaN when either has no position.
+ */
+double
+RoutingCacheDistance(RoutingCache *c, int dealer, Datum centroid)
+{
+	const CachedDealer *d = &c->dealers[dealer];
+	LOCAL_FCINFO(fcinfo, 3);
+	Datum result;
+
+	if (!d->has_location || centroid == (Datum) 0)
+		return NAN;
+	InitFunctionCallInfoData(*fcinfo, &c->distance, 3, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = d->location;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = centroid;
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = BoolGetDatum(true);
+	fcinfo->args[2].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+	return fcinfo->isnull ? NAN : DatumGetFloat8(result);
+}
+
+/*
+ * CompareCandidates orders candidates by sphere distance, then dealer
+ * number.
+ */
+static int
+CompareCandidates(const void *a, const void *b)
+{
+	const Candidate *x = a;
+	const Candidate *y = b;
+
+	if (x->sphere_m != y->sphere_m)
+		return x->sphere_m < y->sphere_m ? -1 : 1;
+	return x->dealer - y->dealer;
+}
+
+/*
+ * RoutingCacheNearest lists, closest first on the sphere, every dealer
+ * passing the filter that can be the closest one on the spheroid within
+ * limit_m: those whose sphere distance, less the margin, is within the
+ * spheroid distance of the sphere-closest one (or within the limit, when
+ * that one is beyond it).  The caller measures them in order and stops
+ * as routing.c's index walk does.
+ */
+int
+RoutingCacheNearest(RoutingCache *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
+					double limit_m, Candidate **out)
+{
+	const KdTree *tree = NULL;
+	const int *list = NULL;
+	int nlist = 0;
+	List *found = NIL;
+	int nearest = -1;
+	double nearest_sphere = INFINITY;
+	double nearest_m;
+	double bound;
+	Candidate *cand;
+	int n = 0;
+	ListCell *lc;
+
+	*out = NULL;
+	for (int lo = 0, hi = c->ntrees - 1; lo <= hi;)
+	{
+		int mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(c->trees[mid].country, f->country);
+
+		if (cmp == 0)
+			cmp = c->trees[mid].brand - f->brand;
+		if (cmp == 0)
+		{
+			tree = &c->trees[mid].tree;
+			break;
+		}
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	if (tree == NULL || f->product == FILTER_NOTHING || f->stock == FILTER_NOTHING)
+		return 0;
+
+	/*
+	 * A small list of dealers that can pass the filter is scanned whole; a
+	 * large one is searched through the tree with the filter.
+	 */
+	if (f->group != NULL)
+	{
+		int lo = 0;
+		int hi = c->ngroups;
+
+		while (lo < hi)
+		{
+			int mid = lo + (hi - lo) / 2;
+			int cmp = strcmp(c->groups[mid].country, f->country);
+
+			if (cmp == 0)
+				cmp = strcmp(c->groups[mid].group, f->group);
+			if (cmp < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (int i = lo; i < c->ngroups && strcmp(c->groups[i].country, f->country) == 0 &&
+						 strcmp(c->groups[i].group, f->group) == 0;
+			 i++)
+			if (c->dealers[c->groups[i].dealer].has_location &&
+				RoutingCacheAccepts(c, f, c->groups[i].dealer))
+				found = lappend_int(found, c->groups[i].dealer);
+		list = (const int *) 1; /* scanned */
+	}
+	else if (f->stock >= 0 && c->nstocked[f->stock] < tree->n / 4)
+	{
+		list = c->stocked[f->stock];
+		nlist = c->nstocked[f->stock];
+	}
+	else if (f->product >= 0 && c->nassigned[f->product] < tree->n / 4)
+	{
+		list = c->assigned[f->product];
+		nlist = c->nassigned[f->product];
+	}
+	if (list != NULL)
+	{
+		for (int i = 0; i < nlist; i++)
+			if (c->dealers[list[i]].has_location && RoutingCacheAccepts(c, f, list[i]))
+				found = lappend_int(found, list[i]);
+		foreach (lc, found)
+		{
+			double s = SphereMeters(xyz, c->dealers[lfirst_int(lc)].xyz);
+
+			if (nearest < 0 || s < nearest_sphere ||
+				(s == nearest_sphere && lfirst_int(lc) < nearest))
+			{
+				nearest = lfirst_int(lc);
+				nearest_sphere = s;
+			}
+		}
+	}
+	else
+	{
+		double best_d2 = INFINITY;
+
+		KdNearest(tree, 0, tree->n, xyz, c, f, &nearest, &best_d2);
+		if (nearest >= 0)
+			nearest_sphere = SphereMeters(xyz, c->dealers[nearest].xyz);
+	}
+	if (nearest < 0 || nearest_sphere * (1.0 - SPHERE_MARGIN) > limit_m)
+		return 0;
+
+	nearest_m = RoutingCacheDistance(c, nearest, centroid);
+	bound = (!isnan(nearest_m) && nearest_m <= limit_m) ? nearest_m : limit_m;
+	if (list == NULL)
+	{
+		double chord = ChordFor(bound / (1.0 - SPHERE_MARGIN));
+
+		KdRange(tree, 0, tree->n, xyz, chord * chord, c, f, &found);
+	}
+
+	cand = palloc(sizeof(Candidate) * Max(list_length(found), 1));
+	foreach (lc, found)
+	{
+		double s = SphereMeters(xyz, c->dealers[lfirst_int(lc)].xyz);
+
+		if (s * (1.0 - SPHERE_MARGIN) <= bound)
+			cand[n++] = (Candidate){ lfirst_int(lc), s };
+	}
+	list_free(found);
+	qsort(cand, n, sizeof(Candidate), CompareCandidates);
+	*out = cand;
+	return n;
+}
+
+/*
+ * RoutingCacheFirstOfGroup returns the lowest-numbered dealer of a group
+ * that passes the filter, -1 when none does.
+ */
+int
+RoutingCacheFirstOfGroup(RoutingCache *c, const CandidateFilter *f)
+{
+	for (int i = 0; i < c->ngroups; i++)
+		if (strcmp(c->groups[i].country, f->country) == 0 &&
+			strcmp(c->groups[i].group, f->group) == 0 &&
+			RoutingCacheAccepts(c, f, c->groups[i].dealer))
+			return c->groups[i].dealer;
+	return -1;
+}
+
+/*
+ * TerritoryRange finds the territories of one country, kind and code.
+ */
+static void
+TerritoryRange(RoutingCache *c, const char *country, char kind, const char *code, int *first,
+			   int *last)
+{
+	CachedTerritory key = { country, code, kind, 0, -1 };
+	int lo = 0;
+	int hi = c->nterritories;
+
+	while (lo < hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+
+		if (CompareTerritories(&c->territories[mid], &key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first = lo;
+	while (lo < c->nterritories && strcmp(c->territories[lo].country, country) == 0 &&
+		   c->territories[lo].kind == kind && strcmp(c->territories[lo].code, code) == 0)
+		lo++;
+	*last = lo;
+}
+
+/*
+ * RoutingCacheTerritories lists the territories containing a lead for a
+ * brand: its postal code, county, state and country (any argument may be
+ * NULL), in that order.
+ */
+int
+RoutingCacheTerritories(RoutingCache *c, const char *country, const char *postal,
+						const char *county, const char *state, int brand, CachedTerritory ***out)
+{
+	const char *codes[4] = { postal, county, state, "" };
+	int n = 0;
+	int cap = 16;
+	CachedTerritory **found = palloc(sizeof(CachedTerritory *) * cap);
+
+	for (int k = 0; k < 4; k++)
+	{
+		int first;
+		int last;
+
+		if (codes[k] == NULL)
+			continue;
+		TerritoryRange(c, country, (char) (k + 1), codes[k], &first, &last);
+		for (int i = first; i < last; i++)
+		{
+			CachedTerritory *t = &c->territories[i];
+
+			if (t->brand != -1 && t->brand != brand)
+				continue;
+			if (n == cap)
+				found = repalloc(found, sizeof(CachedTerritory *) * (cap *= 2));
+			found[n++] = t;
+		}
+	}
+	*out = found;
+	return n;
+}
+
+/*
+ * NewPlaceTable starts an empty table of looked-up postal codes.
+ */
+static HTAB *
+NewPlaceTable(MemoryContext context)
+{
+	HASHCTL ctl;
+
+	ctl.keysize = sizeof(((CachedPlace *) NULL)->key);
+	ctl.entrysize = sizeof(CachedPlace);
+	ctl.hcxt = context;
+	return hash_create("aimroute postal codes", 1024, &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/*
+ * LookUpPlace reads one postal code of aimroute.postal_codes into place,
+ * allocating in the current memory context; false when it is not there.
+ */
+static bool
+LookUpPlace(const char *country, const char *code, CachedPlace *place)
+{
+	const char *gis = PostgisSchema();
+	Datum values[2] = { CStringGetTextDatum(country), CStringGetTextDatum(code) };
+	HeapTuple row;
+	TupleDesc desc;
+	bool null_centroid;
+	bool null_lat;
+	bool null_lon;
+	Datum centroid;
+	Datum lat;
+	Datum lon;
+	MemoryContext context = CurrentMemoryContext;
+	int rc;
+
+	if (place_plan == NULL || strcmp(place_plan_schema, gis) != 0)
+	{
+		Oid types[2] = { TEXTOID, TEXTOID };
+		char *sql = psprintf("SELECT place_name, state_code, county, centroid,"
+							 " %s.st_y(centroid::%s.geometry), %s.st_x(centroid::%s.geometry)"
+							 " FROM aimroute.postal_codes WHERE country = $1 AND postal_code = $2",
+							 gis, gis, gis, gis);
+		SPIPlanPtr plan = KeptPlan(sql, 2, types);
+
+		if (place_plan != NULL)
+			SPI_freeplan(place_plan);
+		place_plan = plan;
+		if (place_plan_schema != NULL)
+			pfree(place_plan_schema);
+		place_plan_schema = MemoryContextStrdup(TopMemoryContext, gis);
+	}
+	rc = SPI_execute_plan(place_plan, values, NULL, true, 1);
+	MemoryContextSwitchTo(context);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "postal code lookup failed");
+	if (SPI_processed != 1)
+		return false;
+
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	place->known = true;
+	place->place_name = Text(row, desc, 1);
+	place->state_code = Text(row, desc, 2);
+	place->county = Text(row, desc, 3);
+	centroid = SPI_getbinval(row, desc, 4, &null_centroid);
+	lat = SPI_getbinval(row, desc, 5, &null_lat);
+	lon = SPI_getbinval(row, desc, 6, &null_lon);
+	if (!null_centroid && !null_lat && !null_lon)
+	{
+		place->has_centroid = true;
+		place->centroid = datumCopy(centroid, false, -1);
+		UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), place->xyz);
+	}
+	return true;
+}
+
+/*
+ * RoutingCachePlace finds a postal code (normalized lexically) of a
+ * country, with the Canadian fallback to the FSA when the full code is not
+ * known, as PostalResolve does.  The answer is kept for the next lead; a
+ * code too long for the table's key is looked up every time, in the
+ * caller's memory context.
+ */
+CachedPlace *
+RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
+{
+	char key[sizeof(((CachedPlace *) NULL)->key)];
+	CachedPlace *place;
+	bool keep = strlen(country) + 1 + strlen(lexical) < sizeof(key);
+	MemoryContext old = CurrentMemoryContext;
+	bool found;
+
+	if (keep)
+	{
+		snprintf(key, sizeof(key), "%s:%s", country, lexical);
+		place = hash_search(c->places, key, HASH_FIND, NULL);
+		if (place != NULL)
+			return place;
+		if (hash_get_num_entries(c->places) >= MAX_PLACES)
+		{
+			hash_destroy(c->places);
+			c->places = NewPlaceTable(c->context);
+		}
+		place = hash_search(c->places, key, HASH_ENTER, &found);
+		memset((char *) place + sizeof(key), 0, sizeof(CachedPlace) - sizeof(key));
+		MemoryContextSwitchTo(c->context);
+	}
+	else
+		place = palloc0(sizeof(CachedPlace));
+
+	PG_TRY();
+	{
+		place->code = pstrdup(lexical);
+		if (!LookUpPlace(country, lexical, place) && strcmp(country, "CA") == 0 &&
+			strlen(lexical) > 3)
+		{
+			place->code[3] = '\0';
+			LookUpPlace(country, place->code, place);
+		}
+	}
+	PG_CATCH();
+	{
+		/* Leave no half-filled entry behind. */
+		MemoryContextSwitchTo(old);
+		if (keep)
+			hash_search(c->places, key, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return place;
+}

@@ -1,0 +1,163 @@
+/*
+ * routing_cache.h
+ *		The routing configuration held in each backend's memory: dealers,
+ *		brands, territories, products, stock and settings, with a spatial
+ *		index per country and brand, rebuilt whenever the configuration's
+ *		version changes.
+ */
+#ifndef AIMROUTE_ROUTING_CACHE_H
+#define AIMROUTE_ROUTING_CACHE_H
+
+#include "fmgr.h"
+#include "utils/hsearch.h"
+
+/* Bound on |spheroid / sphere - 1| for WGS84 against the mean sphere, with room. */
+#define SPHERE_MARGIN 0.01
+
+extern bool aimroute_routing_cache;
+
+/* What routing needs of aimroute.settings. */
+typedef struct RoutingSettings
+{
+	bool radius_enabled;
+	double radius_m;
+	char **radius_countries;
+	int nradius_countries;
+	char *default_dealer;
+	bool product_routing;
+	bool inventory_routing;
+} RoutingSettings;
+
+typedef struct CachedDealer
+{
+	char *number;
+	char *country;
+	char *group; /* NULL: none */
+	bool active;
+	bool has_location;
+	double xyz[3];	/* unit vector */
+	Datum location; /* geography */
+	int *brands;	/* sorted brand indexes */
+	int nbrands;
+	int *products; /* sorted product indexes of its assignments */
+	int nproducts;
+	int *stock; /* sorted product indexes with quantity > 0 */
+	int nstock;
+} CachedDealer;
+
+/* A 3-d tree over unit vectors, stored as an implicit balanced tree. */
+typedef struct KdTree
+{
+	int n;
+	int *dealer;		/* dealer index of each node */
+	double (*pt)[3];	/* its point */
+	unsigned char *dim; /* its split axis */
+} KdTree;
+
+/* The active dealers of one country that sell one brand. */
+typedef struct BrandTree
+{
+	const char *country;
+	int brand;
+	KdTree tree;
+} BrandTree;
+
+typedef struct CachedTerritory
+{
+	const char *country;
+	const char *code; /* "" for kind country: any code of the country */
+	char kind;		  /* 'p'ostal, 'c'ounty, 's'tate, 'n'ation */
+	int brand;		  /* -1: every brand the dealer sells */
+	int dealer;
+} CachedTerritory;
+
+/* A dealer group's member in a country. */
+typedef struct GroupMember
+{
+	const char *country;
+	const char *group;
+	int dealer;
+} GroupMember;
+
+typedef struct RoutingCache
+{
+	MemoryContext context;
+	Oid version_relid;
+	int64 version;
+	RoutingSettings settings;
+	CachedDealer *dealers; /* sorted by number: a lower index is a lower number */
+	int ndealers;
+	char **brand_codes; /* sorted */
+	char **brand_names;
+	int nbrands;
+	char **product_codes; /* sorted */
+	int **assigned;		  /* per product: dealers assigned it */
+	int *nassigned;
+	int **stocked; /* per product: dealers with it in stock */
+	int *nstocked;
+	int nproducts;
+	BrandTree *trees; /* sorted by country, brand */
+	int ntrees;
+	CachedTerritory *territories; /* sorted by country, kind, code */
+	int nterritories;
+	GroupMember *groups; /* sorted by country, group, dealer */
+	int ngroups;
+	HTAB *places;	   /* postal codes looked up so far */
+	FmgrInfo distance; /* PostGIS st_distance(geography, geography, boolean) */
+} RoutingCache;
+
+/* Where a lead's postal code is, as aimroute.postal_codes says. */
+typedef struct CachedPlace
+{
+	char key[40]; /* country, ':', the code as normalized lexically */
+	char *code;	  /* the stored code (a Canadian code may fall back to its FSA) */
+	bool known;	  /* found in aimroute.postal_codes */
+	char *place_name;
+	char *state_code;
+	char *county;
+	bool has_centroid;
+	Datum centroid;
+	double xyz[3];
+} CachedPlace;
+
+/* Product and stock filters: a product index, or one of these. */
+#define FILTER_ANY	   (-1) /* no filter */
+#define FILTER_NOTHING (-2) /* a product no dealer has: nobody passes */
+
+/* Which dealers a nearest-dealer search may return. */
+typedef struct CandidateFilter
+{
+	const char *country;
+	int brand;
+	const int *excluded; /* dealer indexes */
+	int nexcluded;
+	int product;	   /* the dealer must be assigned it */
+	int stock;		   /* the dealer must have it in stock */
+	const char *group; /* NULL: any */
+} CandidateFilter;
+
+typedef struct Candidate
+{
+	int dealer;
+	double sphere_m; /* NaN without a location */
+} Candidate;
+
+extern void RoutingCacheDefineGucs(void);
+extern RoutingCache *RoutingCacheCurrent(void);
+extern int RoutingCacheDealer(RoutingCache *c, const char *number);
+extern int RoutingCacheBrand(RoutingCache *c, const char *code);
+extern int RoutingCacheProduct(RoutingCache *c, const char *code);
+extern bool RoutingCacheSells(const CachedDealer *d, int brand);
+extern bool RoutingCacheAccepts(RoutingCache *c, const CandidateFilter *f, int dealer);
+extern CachedPlace *RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical);
+extern double RoutingCacheDistance(RoutingCache *c, int dealer, Datum centroid);
+extern int RoutingCacheNearest(RoutingCache *c, const CandidateFilter *f, const double xyz[3],
+							   Datum centroid, double limit_m, Candidate **out);
+extern int RoutingCacheFirstOfGroup(RoutingCache *c, const CandidateFilter *f);
+extern int RoutingCacheTerritories(RoutingCache *c, const char *country, const char *postal,
+								   const char *county, const char *state, int brand,
+								   CachedTerritory ***out);
+extern double SphereMeters(const double a[3], const double b[3]);
+extern void UnitVector(double lat, double lon, double xyz[3]);
+
+#endif /* AIMROUTE_ROUTING_CACHE_H */

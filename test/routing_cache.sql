@@ -1,0 +1,127 @@
+-- test/routing_cache.sql: each backend routes with an in-memory copy of
+-- the configuration (src/routing_cache.c).  The copy must never route
+-- differently from the tables: after a change committed by another
+-- session, inside a transaction that changes the configuration itself,
+-- after a rollback to a savepoint, and not before another session commits.
+-- A REPEATABLE READ transaction keeps routing by its snapshot.
+--
+-- The other sessions are dblink connections to this database: "w" writes
+-- and commits, "rr" reads in REPEATABLE READ.  What "w" commits is removed
+-- at the end.
+BEGIN;
+SELECT plan(16);
+SET LOCAL search_path = aimroute, public;
+SET LOCAL client_min_messages = warning;
+
+SELECT dblink_connect('w', format('dbname=%s port=%s host=%s', current_database(),
+                                  current_setting('port'),
+                                  split_part(current_setting('unix_socket_directories'), ',', 1)));
+SELECT dblink_connect('rr', format('dbname=%s port=%s host=%s', current_database(),
+                                   current_setting('port'),
+                                   split_part(current_setting('unix_socket_directories'), ',', 1)));
+
+-- Committed by "w": brand RC1, dealers in Chicago and Milwaukee, and a
+-- default dealer in New York (which sells nothing).
+SELECT dblink_exec('w', $$
+    INSERT INTO aimroute.brands VALUES ('RC1', 'Cache test brand');
+    INSERT INTO aimroute.dealers (dealer_number, name, country, postal_code) VALUES
+      ('RC-CHI', 'Chicago', 'US', '60601'),
+      ('RC-MKE', 'Milwaukee', 'US', '53202'),
+      ('RC-HQ', 'Cache test HQ', 'US', '10001');
+    INSERT INTO aimroute.dealer_brands VALUES ('RC-CHI', 'RC1'), ('RC-MKE', 'RC1');
+$$);
+SELECT dblink_exec('w', $$
+    CREATE TEMP TABLE saved_settings AS SELECT * FROM aimroute.settings;
+    UPDATE aimroute.settings SET default_dealer_number = 'RC-HQ', radius_enabled = true,
+           radius_miles = 1500, radius_countries = '{US,CA}', product_routing_enabled = false,
+           inventory_routing_enabled = false
+$$);
+
+CREATE FUNCTION pg_temp.routed(conn text DEFAULT NULL) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    answer text;
+BEGIN
+    IF conn IS NULL THEN
+        SELECT r.dealer_number || ' ' || r.match_type INTO answer
+          FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r;
+    ELSE
+        SELECT x.answer INTO answer
+          FROM dblink(conn, $q$SELECT r.dealer_number || ' ' || r.match_type
+                                 FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
+               AS x(answer text);
+    END IF;
+    RETURN answer;
+END
+$$;
+
+SELECT is(pg_temp.routed(), 'RC-CHI Radius', 'a Chicago lead goes to the Chicago dealer (the copy is built)');
+
+-- Another session commits a change: the next statement here sees it.
+SELECT dblink_exec('w', $$UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number = 'RC-CHI'$$);
+SELECT is(pg_temp.routed(), 'RC-MKE Radius', 'another session deactivates the Chicago dealer: Milwaukee takes the lead');
+
+SELECT dblink_exec('w', $$
+    UPDATE aimroute.dealers SET active_for_sales = true WHERE dealer_number = 'RC-CHI';
+    INSERT INTO aimroute.territories (dealer_number, brand_code, kind, country, code)
+    VALUES ('RC-MKE', NULL, 'postal', 'US', '60601');
+$$);
+SELECT is(pg_temp.routed(), 'RC-MKE Territory', 'another session gives Milwaukee ZIP 60601: Territory');
+
+-- Not before it commits.
+SELECT dblink_exec('w', 'BEGIN');
+SELECT dblink_exec('w', $$DELETE FROM aimroute.territories WHERE dealer_number = 'RC-MKE'$$);
+SELECT is(pg_temp.routed(), 'RC-MKE Territory', 'an uncommitted change of another session does not count');
+SELECT dblink_exec('w', 'ROLLBACK');
+SELECT is(pg_temp.routed(), 'RC-MKE Territory', 'nor after it is rolled back');
+
+-- This transaction's own changes count at once, and stop counting when
+-- rolled back to a savepoint.
+SAVEPOINT own_change;
+DELETE FROM territories WHERE dealer_number = 'RC-MKE';
+SELECT is(pg_temp.routed(), 'RC-CHI Radius', 'the same transaction deletes the territory: Radius again');
+UPDATE settings SET radius_enabled = false;
+SELECT is(pg_temp.routed(), 'RC-HQ Default', 'the same transaction turns radius routing off: Default');
+ROLLBACK TO SAVEPOINT own_change;
+SELECT is(pg_temp.routed(), 'RC-MKE Territory', 'rolled back to the savepoint: the territory holds again');
+SELECT is(pg_temp.routed('w'), 'RC-MKE Territory', 'the other session never saw this transaction''s changes');
+
+-- REPEATABLE READ: the snapshot decides, whatever commits meanwhile.
+SELECT dblink_exec('rr', 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+SELECT is(pg_temp.routed('rr'), 'RC-MKE Territory', 'REPEATABLE READ: routed by its snapshot');
+SELECT dblink_exec('w', $$DELETE FROM aimroute.territories WHERE dealer_number = 'RC-MKE'$$);
+SELECT is(pg_temp.routed(), 'RC-CHI Radius', 'another session removes the territory: Radius here');
+SELECT is(pg_temp.routed('rr'), 'RC-MKE Territory', 'REPEATABLE READ: still its snapshot''s territory');
+SELECT dblink_exec('rr', 'COMMIT');
+SELECT is(pg_temp.routed('rr'), 'RC-CHI Radius', 'after COMMIT: the current configuration');
+
+-- A settings change by another session, and a moved dealer.
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1$$);
+SELECT is(pg_temp.routed(), 'RC-CHI Radius', 'radius cut to 1 mile: the Chicago dealer, at the ZIP''s centre, still within it');
+SELECT dblink_exec('w', $$UPDATE aimroute.dealers SET location = 'SRID=4326;POINT(-87.9065 43.0389)' WHERE dealer_number = 'RC-CHI'$$);
+SELECT is(pg_temp.routed(), 'RC-HQ Default', 'the Chicago dealer moves to Milwaukee: nobody within 1 mile, Default');
+
+-- The copy and the SQL path agree on the whole answer, explanation included.
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1500$$);
+SELECT is((SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r),
+          (SELECT x.answer FROM dblink('w', $q$SET aimroute.routing_cache = off;
+                                            SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
+                               AS x(answer text)),
+          'routing_cache on here and off in another session: the same dealer, distance and explanation');
+
+-- Remove what "w" committed.
+SELECT dblink_exec('w', $$
+    UPDATE aimroute.settings s
+       SET default_dealer_number = v.default_dealer_number, radius_enabled = v.radius_enabled,
+           radius_miles = v.radius_miles, radius_countries = v.radius_countries,
+           product_routing_enabled = v.product_routing_enabled,
+           inventory_routing_enabled = v.inventory_routing_enabled
+      FROM saved_settings v;
+    DELETE FROM aimroute.territories WHERE dealer_number LIKE 'RC-%';
+    DELETE FROM aimroute.dealers WHERE dealer_number LIKE 'RC-%';
+    DELETE FROM aimroute.brands WHERE brand_code = 'RC1';
+$$);
+SELECT dblink_disconnect('w');
+SELECT dblink_disconnect('rr');
+
+SELECT * FROM finish();
+ROLLBACK;
