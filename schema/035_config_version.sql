@@ -56,3 +56,11 @@ BEGIN
     END LOOP;
 END
 $$;
+
+CREATE FUNCTION aimroute.routing_cache_info(
+    OUT enabled boolean, OUT version bigint, OUT built_at timestamptz, OUT build_ms float8,
+    OUT dealers integer, OUT territories integer, OUT postal_codes bigint, OUT memory_bytes bigint)
+    AS 'MODULE_PATHNAME', 'aimroute_routing_cache_info'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION aimroute.routing_cache_info() IS
+    'This session''s in-memory copy of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is false (and the rest NULL) when aimroute.routing_cache is off.';

@@ -46,6 +46,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/typcache.h"
 
 #include "country.h"
@@ -110,6 +111,7 @@ typedef struct Routing
 } Routing;
 
 static SPIPlanPtr plans[PLAN_COUNT];
+static MemoryContext scratch = NULL; /* the in-memory path's working memory */
 static char *plans_postgis_schema = NULL;
 
 static void PreparePlans(void);
@@ -1308,12 +1310,18 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	r.excluded = PointerGetDatum(
 		construct_array(excluded, request->nexcluded, TEXTOID, -1, false, TYPALIGN_INT));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
+	/*
+	 * The in-memory path works in a scratch context, reset by the next
+	 * routing; the SQL path in SPI's, freed by SPI_finish.
+	 */
 	r.cache = RoutingCacheCurrent();
 	if (r.cache != NULL)
 	{
+		if (scratch == NULL)
+			scratch =
+				AllocSetContextCreate(TopMemoryContext, "aimroute routing", ALLOCSET_DEFAULT_SIZES);
+		MemoryContextReset(scratch);
+		MemoryContextSwitchTo(scratch);
 		r.settings = r.cache->settings;
 		r.excluded_index = palloc(sizeof(int) * Max(request->nexcluded, 1));
 		for (int i = 0; i < request->nexcluded; i++)
@@ -1326,6 +1334,8 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	}
 	else
 	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 		EnsurePlans();
 		LoadSettings(&r);
 	}
@@ -1352,7 +1362,10 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	else
 		UseDefault(&r);
 
-	SPI_finish();
+	if (r.cache != NULL)
+		MemoryContextSwitchTo(r.result_context);
+	else
+		SPI_finish();
 }
 
 /*
@@ -1362,17 +1375,25 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 Datum
 RouteStepsToArray(List *steps, Oid array_type)
 {
-	Oid elem_type = get_element_type(array_type);
-	TupleDesc desc = lookup_rowtype_tupdesc_copy(elem_type, -1);
+	static Oid known_array_type = InvalidOid;
+	static Oid elem_type;
+	static int16 typlen;
+	static bool typbyval;
+	static char typalign;
+	TupleDesc desc;
 	int n = list_length(steps);
 	Datum *elems = palloc(sizeof(Datum) * Max(n, 1));
 	ListCell *lc;
 	int i = 0;
-	int16 typlen;
-	bool typbyval;
-	char typalign;
 
-	BlessTupleDesc(desc);
+	if (array_type != known_array_type)
+	{
+		elem_type = get_element_type(array_type);
+		get_typlenbyvalalign(elem_type, &typlen, &typbyval, &typalign);
+		known_array_type = array_type;
+	}
+	/* The type cache's descriptor, current even after an ALTER TYPE. */
+	desc = lookup_rowtype_tupdesc(elem_type, -1);
 	foreach (lc, steps)
 	{
 		RouteStep *s = lfirst(lc);
@@ -1388,6 +1409,6 @@ RouteStepsToArray(List *steps, Oid array_type)
 		nulls[4] = isnan(s->distance_m);
 		elems[i++] = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 	}
-	get_typlenbyvalalign(elem_type, &typlen, &typbyval, &typalign);
+	ReleaseTupleDesc(desc);
 	return PointerGetDatum(construct_array(elems, n, elem_type, typlen, typbyval, typalign));
 }

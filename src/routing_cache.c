@@ -31,9 +31,18 @@
 
 #include <math.h>
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -47,9 +56,10 @@
 
 bool aimroute_routing_cache = true;
 
+PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
+
 static RoutingCache *current = NULL;
 static MemoryContext building = NULL; /* a build that failed half way, to free */
-static SPIPlanPtr version_plan = NULL;
 static SPIPlanPtr place_plan = NULL;
 static char *place_plan_schema = NULL;
 
@@ -105,30 +115,63 @@ KeptPlan(const char *sql, int nargs, Oid *types)
 }
 
 /*
- * RoutingCacheCurrent returns the copy of the configuration the current
- * snapshot sees, rebuilding it when the configuration changed; NULL when
- * aimroute.routing_cache is off.  The caller is connected to SPI.
+ * ReadVersion reads aimroute.config_version under the active snapshot, the
+ * one routing's queries use.  It reads the heap directly: this runs for
+ * every lead, and a one-row scan costs less than executing a query.  The
+ * number is not confidential, so no privilege is checked.
  */
-RoutingCache *
-RoutingCacheCurrent(void)
+static void
+ReadVersion(Oid *relid, int64 *version)
 {
-	bool isnull;
-	Oid relid;
-	int64 version;
+	Oid namespace = get_namespace_oid("aimroute", false);
+	Relation rel;
+	TableScanDesc scan;
+	HeapTuple tuple;
+	int attnum;
+	int rows = 0;
 
-	if (!aimroute_routing_cache)
-		return NULL;
-	if (version_plan == NULL)
-		version_plan = KeptPlan("SELECT tableoid, version FROM aimroute.config_version", 0, NULL);
-	if (SPI_execute_plan(version_plan, NULL, NULL, true, 2) != SPI_OK_SELECT || SPI_processed != 1)
+	*relid = get_relname_relid("config_version", namespace);
+	if (!OidIsValid(*relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE), errmsg("aimroute.config_version does not exist"),
+				 errhint("Reinstall the extension: the table is created by CREATE EXTENSION.")));
+	rel = table_open(*relid, AccessShareLock);
+	attnum = SPI_fnumber(RelationGetDescr(rel), "version");
+	scan = table_beginscan(
+		rel, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool isnull;
+		Datum d = heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
+
+		if (attnum > 0 && !isnull)
+			*version = DatumGetInt64(d);
+		rows++;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (rows != 1 || attnum <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("aimroute.config_version must hold exactly one row"),
 				 errhint("Reinstall the extension: the row is created by CREATE EXTENSION.")));
-	relid =
-		DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	version =
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+}
+
+/*
+ * RoutingCacheCurrent returns the copy of the configuration the active
+ * snapshot sees, rebuilding it when the configuration changed; NULL when
+ * aimroute.routing_cache is off.
+ */
+RoutingCache *
+RoutingCacheCurrent(void)
+{
+	Oid relid;
+	int64 version = 0;
+	TimestampTz started;
+
+	if (!aimroute_routing_cache)
+		return NULL;
+	ReadVersion(&relid, &version);
 	if (current != NULL && current->version == version && current->version_relid == relid)
 		return current;
 
@@ -137,8 +180,48 @@ RoutingCacheCurrent(void)
 		MemoryContextDelete(current->context);
 		current = NULL;
 	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	started = GetCurrentTimestamp();
 	current = Build(relid, version);
+	current->built_at = GetCurrentTimestamp();
+	current->build_ms = (double) (current->built_at - started) / 1000.0;
+	SPI_finish();
 	return current;
+}
+
+/*
+ * aimroute_routing_cache_info is the SQL function
+ * aimroute.routing_cache_info(): this session's copy of the configuration,
+ * brought up to date first.
+ */
+Datum
+aimroute_routing_cache_info(PG_FUNCTION_ARGS)
+{
+	TupleDesc desc;
+	Datum values[8];
+	bool nulls[8] = { false, false, false, false, false, false, false, false };
+	RoutingCache *c;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "aimroute.routing_cache_info must return a composite type");
+	desc = BlessTupleDesc(desc);
+	c = RoutingCacheCurrent();
+	values[0] = BoolGetDatum(c != NULL);
+	if (c == NULL)
+		for (int i = 1; i < 8; i++)
+			nulls[i] = true;
+	else
+	{
+		values[1] = Int64GetDatum(c->version);
+		values[2] = TimestampTzGetDatum(c->built_at);
+		values[3] = Float8GetDatum(c->build_ms);
+		values[4] = Int32GetDatum(c->ndealers);
+		values[5] = Int32GetDatum(c->nterritories);
+		values[6] = Int64GetDatum(hash_get_num_entries(c->places));
+		values[7] = Int64GetDatum(MemoryContextMemAllocated(c->context, true));
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 /*
@@ -1283,13 +1366,16 @@ RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
 		}
 		place = hash_search(c->places, key, HASH_ENTER, &found);
 		memset((char *) place + sizeof(key), 0, sizeof(CachedPlace) - sizeof(key));
-		MemoryContextSwitchTo(c->context);
 	}
 	else
 		place = palloc0(sizeof(CachedPlace));
 
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	PG_TRY();
 	{
+		/* What the place holds lives as long as the place. */
+		MemoryContextSwitchTo(keep ? c->context : old);
 		place->code = pstrdup(lexical);
 		if (!LookUpPlace(country, lexical, place) && strcmp(country, "CA") == 0 &&
 			strlen(lexical) > 3)
@@ -1307,6 +1393,7 @@ RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	SPI_finish();
 	MemoryContextSwitchTo(old);
 	return place;
 }

@@ -8,6 +8,7 @@
 #ifndef AIMROUTE_ROUTING_CACHE_H
 #define AIMROUTE_ROUTING_CACHE_H
 
+#include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "utils/hsearch.h"
 
@@ -102,7 +103,9 @@ typedef struct RoutingCache
 	int nterritories;
 	GroupMember *groups; /* sorted by country, group, dealer */
 	int ngroups;
-	HTAB *places;	   /* postal codes looked up so far */
+	HTAB *places; /* postal codes looked up so far */
+	TimestampTz built_at;
+	double build_ms;
 	FmgrInfo distance; /* PostGIS st_distance(geography, geography, boolean) */
 } RoutingCache;
 

@@ -9,7 +9,7 @@
 -- and commits, "rr" reads in REPEATABLE READ.  What "w" commits is removed
 -- at the end.
 BEGIN;
-SELECT plan(16);
+SELECT plan(20);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -19,6 +19,10 @@ SELECT dblink_connect('w', format('dbname=%s port=%s host=%s', current_database(
 SELECT dblink_connect('rr', format('dbname=%s port=%s host=%s', current_database(),
                                    current_setting('port'),
                                    split_part(current_setting('unix_socket_directories'), ',', 1)));
+
+-- Should this test ever leave "w" waiting for a lock this transaction
+-- holds, fail instead of hanging.
+SELECT dblink_exec('w', 'SET lock_timeout = ''20s''');
 
 -- Committed by "w": brand RC1, dealers in Chicago and Milwaukee, and a
 -- default dealer in New York (which sells nothing).
@@ -107,6 +111,25 @@ SELECT is((SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL,
                                             SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
                                AS x(answer text)),
           'routing_cache on here and off in another session: the same dealer, distance and explanation');
+
+-- routing_cache_info() tells what the session holds and when it changed.
+SELECT ok((SELECT enabled AND dealers >= 3 AND postal_codes >= 1 AND memory_bytes > 0 AND build_ms >= 0
+             FROM routing_cache_info()),
+          'routing_cache_info: the copy holds the dealers and the postal code looked up');
+CREATE TEMP TABLE info_before AS SELECT * FROM routing_cache_info();
+SELECT is((SELECT version FROM routing_cache_info()), (SELECT version FROM info_before),
+          'routing_cache_info: no change, the same version');
+-- (In a savepoint: the change holds the config_version row until rolled
+-- back, and "w" has to write again below.)
+SAVEPOINT rename;
+UPDATE dealers SET name = name || ' (renamed)' WHERE dealer_number = 'RC-MKE';
+SELECT cmp_ok((SELECT version FROM routing_cache_info()), '>', (SELECT version FROM info_before),
+              'routing_cache_info: an UPDATE of dealers gives a new version');
+ROLLBACK TO SAVEPOINT rename;
+SET LOCAL aimroute.routing_cache = off;
+SELECT is((SELECT row(i.*)::text FROM routing_cache_info() i), '(f,,,,,,,)',
+          'routing_cache_info with aimroute.routing_cache = off: not enabled, nothing else');
+RESET aimroute.routing_cache;
 
 -- Remove what "w" committed.
 SELECT dblink_exec('w', $$
