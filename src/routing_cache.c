@@ -31,16 +31,22 @@
 
 #include <math.h>
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/stratnum.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/datum.h"
@@ -60,10 +66,7 @@ PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
 
 static RoutingCache *current = NULL;
 static MemoryContext building = NULL; /* a build that failed half way, to free */
-static SPIPlanPtr place_plan = NULL;
-static char *place_plan_schema = NULL;
 
-static SPIPlanPtr KeptPlan(const char *sql, int nargs, Oid *types);
 static RoutingCache *Build(Oid relid, int64 version);
 static void LoadSettings(RoutingCache *c);
 static void LoadBrands(RoutingCache *c);
@@ -86,6 +89,8 @@ static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
 static HTAB *NewPlaceTable(MemoryContext context);
+static void PostgisFunction(const char *signature, FmgrInfo *fn, MemoryContext context);
+static void FindPostalCodes(RoutingCache *c);
 
 /*
  * RoutingCacheDefineGucs defines aimroute.routing_cache.
@@ -98,20 +103,6 @@ RoutingCacheDefineGucs(void)
 		"Off routes every lead by SQL queries: the same answers, several times slower. Each "
 		"backend's copy is rebuilt whenever the configuration changes.",
 		&aimroute_routing_cache, true, PGC_USERSET, 0, NULL, NULL, NULL);
-}
-
-/*
- * KeptPlan prepares and keeps a query.
- */
-static SPIPlanPtr
-KeptPlan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
 }
 
 /*
@@ -235,8 +226,6 @@ Build(Oid relid, int64 version)
 	MemoryContext old;
 	RoutingCache *c;
 	const char *gis = PostgisSchema();
-	Oid fn;
-	char *signature;
 
 	if (building != NULL)
 		MemoryContextDelete(building);
@@ -259,15 +248,55 @@ Build(Oid relid, int64 version)
 	BuildGroups(c);
 	BuildTrees(c);
 
-	signature = psprintf("%s.st_distance(%s.geography, %s.geography, boolean)", gis, gis, gis);
-	fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(signature)));
-	fmgr_info_cxt(fn, &c->distance, context);
+	PostgisFunction(psprintf("%s.st_distance(%s.geography, %s.geography, boolean)", gis, gis, gis),
+					&c->distance, context);
+	PostgisFunction(psprintf("%s.geometry(%s.geography)", gis, gis), &c->to_geometry, context);
+	PostgisFunction(psprintf("%s.st_x(%s.geometry)", gis, gis), &c->st_x, context);
+	PostgisFunction(psprintf("%s.st_y(%s.geometry)", gis, gis), &c->st_y, context);
+	FindPostalCodes(c);
 
 	c->places = NewPlaceTable(context);
 
 	MemoryContextSwitchTo(old);
 	building = NULL;
 	return c;
+}
+
+/*
+ * PostgisFunction prepares a call of a PostGIS function by signature.
+ */
+static void
+PostgisFunction(const char *signature, FmgrInfo *fn, MemoryContext context)
+{
+	Oid oid = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(signature)));
+
+	fmgr_info_cxt(oid, fn, context);
+}
+
+/*
+ * FindPostalCodes finds aimroute.postal_codes, its primary key and the
+ * columns LookUpPlace reads.
+ */
+static void
+FindPostalCodes(RoutingCache *c)
+{
+	static const char *const columns[4] = { "place_name", "state_code", "county", "centroid" };
+	Relation rel;
+
+	c->postal_relid = get_relname_relid("postal_codes", get_namespace_oid("aimroute", false));
+	if (!OidIsValid(c->postal_relid))
+		elog(ERROR, "aimroute.postal_codes does not exist");
+	rel = table_open(c->postal_relid, AccessShareLock);
+	c->postal_index = RelationGetPrimaryKeyIndex(rel);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(c->postal_index))
+		elog(ERROR, "aimroute.postal_codes has no primary key");
+	for (int i = 0; i < 4; i++)
+	{
+		c->postal_att[i] = get_attnum(c->postal_relid, columns[i]);
+		if (c->postal_att[i] == InvalidAttrNumber)
+			elog(ERROR, "aimroute.postal_codes has no column \"%s\"", columns[i]);
+	}
 }
 
 /*
@@ -1277,64 +1306,74 @@ NewPlaceTable(MemoryContext context)
 }
 
 /*
- * LookUpPlace reads one postal code of aimroute.postal_codes into place,
- * allocating in the current memory context; false when it is not there.
+ * CallNullable calls a one-argument function; false when it returns NULL.
  */
 static bool
-LookUpPlace(const char *country, const char *code, CachedPlace *place)
+CallNullable(FmgrInfo *fn, Datum arg, Datum *result)
 {
-	const char *gis = PostgisSchema();
-	Datum values[2] = { CStringGetTextDatum(country), CStringGetTextDatum(code) };
-	HeapTuple row;
-	TupleDesc desc;
-	bool null_centroid;
-	bool null_lat;
-	bool null_lon;
-	Datum centroid;
-	Datum lat;
-	Datum lon;
-	MemoryContext context = CurrentMemoryContext;
-	int rc;
+	LOCAL_FCINFO(fcinfo, 1);
 
-	if (place_plan == NULL || strcmp(place_plan_schema, gis) != 0)
+	InitFunctionCallInfoData(*fcinfo, fn, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = arg;
+	fcinfo->args[0].isnull = false;
+	*result = FunctionCallInvoke(fcinfo);
+	return !fcinfo->isnull;
+}
+
+/*
+ * LookUpPlace reads one postal code of aimroute.postal_codes into place,
+ * allocating in the current memory context; false when it is not there.
+ * It probes the primary key directly under the active snapshot: a postal
+ * code not seen before is routine on the INSERT path, and an index probe
+ * costs a fraction of executing a query.
+ */
+static bool
+LookUpPlace(RoutingCache *c, const char *country, const char *code, CachedPlace *place)
+{
+	Relation heap = table_open(c->postal_relid, AccessShareLock);
+	Relation index = index_open(c->postal_index, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	IndexScanDesc scan;
+	ScanKeyData keys[2];
+	bool found;
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(country));
+	keys[0].sk_collation = index->rd_indcollation[0];
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(code));
+	keys[1].sk_collation = index->rd_indcollation[1];
+	scan = index_beginscan(
+		heap, index, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
 	{
-		Oid types[2] = { TEXTOID, TEXTOID };
-		char *sql = psprintf("SELECT place_name, state_code, county, centroid,"
-							 " %s.st_y(centroid::%s.geometry), %s.st_x(centroid::%s.geometry)"
-							 " FROM aimroute.postal_codes WHERE country = $1 AND postal_code = $2",
-							 gis, gis, gis, gis);
-		SPIPlanPtr plan = KeptPlan(sql, 2, types);
+		bool isnull;
+		Datum d;
+		Datum geometry;
+		Datum lat;
+		Datum lon;
 
-		if (place_plan != NULL)
-			SPI_freeplan(place_plan);
-		place_plan = plan;
-		if (place_plan_schema != NULL)
-			pfree(place_plan_schema);
-		place_plan_schema = MemoryContextStrdup(TopMemoryContext, gis);
+		place->known = true;
+		d = slot_getattr(slot, c->postal_att[0], &isnull);
+		place->place_name = isnull ? NULL : TextDatumGetCString(d);
+		d = slot_getattr(slot, c->postal_att[1], &isnull);
+		place->state_code = isnull ? NULL : TextDatumGetCString(d);
+		d = slot_getattr(slot, c->postal_att[2], &isnull);
+		place->county = isnull ? NULL : TextDatumGetCString(d);
+		d = slot_getattr(slot, c->postal_att[3], &isnull);
+		if (!isnull && CallNullable(&c->to_geometry, d, &geometry) &&
+			CallNullable(&c->st_y, geometry, &lat) && CallNullable(&c->st_x, geometry, &lon))
+		{
+			place->has_centroid = true;
+			place->centroid = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+			UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), place->xyz);
+		}
 	}
-	rc = SPI_execute_plan(place_plan, values, NULL, true, 1);
-	MemoryContextSwitchTo(context);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "postal code lookup failed");
-	if (SPI_processed != 1)
-		return false;
-
-	row = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	place->known = true;
-	place->place_name = Text(row, desc, 1);
-	place->state_code = Text(row, desc, 2);
-	place->county = Text(row, desc, 3);
-	centroid = SPI_getbinval(row, desc, 4, &null_centroid);
-	lat = SPI_getbinval(row, desc, 5, &null_lat);
-	lon = SPI_getbinval(row, desc, 6, &null_lon);
-	if (!null_centroid && !null_lat && !null_lon)
-	{
-		place->has_centroid = true;
-		place->centroid = datumCopy(centroid, false, -1);
-		UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), place->xyz);
-	}
-	return true;
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return found;
 }
 
 /*
@@ -1370,18 +1409,16 @@ RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
 	else
 		place = palloc0(sizeof(CachedPlace));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	PG_TRY();
 	{
 		/* What the place holds lives as long as the place. */
 		MemoryContextSwitchTo(keep ? c->context : old);
 		place->code = pstrdup(lexical);
-		if (!LookUpPlace(country, lexical, place) && strcmp(country, "CA") == 0 &&
+		if (!LookUpPlace(c, country, lexical, place) && strcmp(country, "CA") == 0 &&
 			strlen(lexical) > 3)
 		{
 			place->code[3] = '\0';
-			LookUpPlace(country, place->code, place);
+			LookUpPlace(c, country, place->code, place);
 		}
 	}
 	PG_CATCH();
@@ -1393,7 +1430,6 @@ RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	SPI_finish();
 	MemoryContextSwitchTo(old);
 	return place;
 }

@@ -106,7 +106,13 @@ typedef struct RoutingCache
 	HTAB *places; /* postal codes looked up so far */
 	TimestampTz built_at;
 	double build_ms;
-	FmgrInfo distance; /* PostGIS st_distance(geography, geography, boolean) */
+	FmgrInfo distance;		  /* PostGIS st_distance(geography, geography, boolean) */
+	FmgrInfo to_geometry;	  /* PostGIS geometry(geography) */
+	FmgrInfo st_x;			  /* PostGIS st_x(geometry) */
+	FmgrInfo st_y;			  /* PostGIS st_y(geometry) */
+	Oid postal_relid;		  /* aimroute.postal_codes */
+	Oid postal_index;		  /* its primary key (country, postal_code) */
+	AttrNumber postal_att[4]; /* place_name, state_code, county, centroid */
 } RoutingCache;
 
 /* Where a lead's postal code is, as aimroute.postal_codes says. */
