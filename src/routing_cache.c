@@ -11,11 +11,11 @@
  *
  * The copy is never stale: every statement that changes one of those tables
  * gives aimroute.config_version a new, never reused number (a statement
- * trigger, schema/035_config_version.sql).  Each routing reads that number
- * under the lead's own snapshot and rebuilds the copy when it differs, so a
- * routing sees exactly the configuration its snapshot sees: a change made
- * earlier in the same transaction, one rolled back, one committed by
- * another session.
+ * trigger, schema/035_config_version.sql).  Routing reads that number
+ * under the lead's own snapshot (once per snapshot: the rows of one COPY
+ * share it) and rebuilds the copy when it differs, so a routing sees
+ * exactly the configuration its snapshot sees: a change made earlier in the
+ * same transaction, one rolled back, one committed by another session.
  *
  * Distances stay PostGIS's: the tree orders dealers on the sphere, and the
  * few dealers close enough to win are measured with PostGIS's own
@@ -37,6 +37,7 @@
 #include "access/table.h"
 #include "access/stratnum.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -47,6 +48,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "storage/proc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/datum.h"
@@ -59,6 +61,7 @@
 
 #define EARTH_MEAN_RADIUS_M 6371008.7714 /* WGS84 mean radius */
 #define MAX_PLACES			200000		 /* postal codes kept before starting over */
+#define ARENA_BLOCK			(64 * 1024)	 /* see Keep */
 
 bool aimroute_routing_cache = true;
 
@@ -66,6 +69,7 @@ PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
 
 static RoutingCache *current = NULL;
 static MemoryContext building = NULL; /* a build that failed half way, to free */
+static MemoryContext scratch = NULL;  /* what a build needs only while it runs */
 
 static RoutingCache *Build(Oid relid, int64 version);
 static void LoadSettings(RoutingCache *c);
@@ -86,6 +90,8 @@ static int Find(char **sorted, int n, const char *key);
 static bool Contains(const int *sorted, int n, int value);
 static int ReadQuery(const char *sql, bool read_only, long count);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
+static void *Keep(RoutingCache *c, Size size);
+static char *KeepText(RoutingCache *c, HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
 static HTAB *NewPlaceTable(MemoryContext context);
@@ -149,6 +155,96 @@ ReadVersion(Oid *relid, int64 *version)
 }
 
 /*
+ * The snapshot the configuration version was last read under.  Another
+ * MVCC snapshot of the same transaction, subtransaction and command with
+ * the same xmin, xmax and in-progress transactions sees the same rows, so
+ * routing under it needs no new read: the rows of one COPY, INSERT ...
+ * SELECT or process_staging check the version once.
+ */
+static struct
+{
+	bool valid;
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	CommandId curcid;
+	TransactionId xmin;
+	TransactionId xmax;
+	bool suboverflowed;
+	uint32 xcnt;
+	int32 subxcnt;
+	TransactionId *xip;
+	TransactionId *subxip;
+	int xip_size;
+	int subxip_size;
+} checked;
+
+/*
+ * RoutingSnapshot is the snapshot routing reads under, or NULL when it is
+ * not one that can be recognized again.
+ */
+static Snapshot
+RoutingSnapshot(void)
+{
+	Snapshot snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
+
+	return snapshot != NULL && snapshot->snapshot_type == SNAPSHOT_MVCC ? snapshot : NULL;
+}
+
+/*
+ * SameAsChecked tells whether a snapshot sees what the one the version was
+ * last read under saw.
+ */
+static bool
+SameAsChecked(Snapshot s)
+{
+	return s != NULL && checked.valid && checked.lxid == MyProc->lxid &&
+		   checked.subxid == GetCurrentSubTransactionId() && checked.curcid == s->curcid &&
+		   checked.xmin == s->xmin && checked.xmax == s->xmax &&
+		   checked.suboverflowed == s->suboverflowed && checked.xcnt == s->xcnt &&
+		   checked.subxcnt == s->subxcnt &&
+		   memcmp(checked.xip, s->xip, sizeof(TransactionId) * s->xcnt) == 0 &&
+		   memcmp(checked.subxip, s->subxip, sizeof(TransactionId) * Max(s->subxcnt, 0)) == 0;
+}
+
+/*
+ * RememberChecked notes the snapshot the version was just read under.
+ */
+static void
+RememberChecked(Snapshot s)
+{
+	checked.valid = false;
+	if (s == NULL || s->subxcnt < 0)
+		return;
+	if (checked.xip_size < (int) s->xcnt || checked.xip == NULL)
+	{
+		if (checked.xip)
+			pfree(checked.xip);
+		checked.xip_size = Max((int) s->xcnt, 16);
+		checked.xip =
+			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * checked.xip_size);
+	}
+	if (checked.subxip_size < s->subxcnt || checked.subxip == NULL)
+	{
+		if (checked.subxip)
+			pfree(checked.subxip);
+		checked.subxip_size = Max(s->subxcnt, 16);
+		checked.subxip =
+			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * checked.subxip_size);
+	}
+	checked.lxid = MyProc->lxid;
+	checked.subxid = GetCurrentSubTransactionId();
+	checked.curcid = s->curcid;
+	checked.xmin = s->xmin;
+	checked.xmax = s->xmax;
+	checked.suboverflowed = s->suboverflowed;
+	checked.xcnt = s->xcnt;
+	checked.subxcnt = s->subxcnt;
+	memcpy(checked.xip, s->xip, sizeof(TransactionId) * s->xcnt);
+	memcpy(checked.subxip, s->subxip, sizeof(TransactionId) * s->subxcnt);
+	checked.valid = true;
+}
+
+/*
  * RoutingCacheCurrent returns the copy of the configuration the active
  * snapshot sees, rebuilding it when the configuration changed; NULL when
  * aimroute.routing_cache is off.
@@ -159,12 +255,20 @@ RoutingCacheCurrent(void)
 	Oid relid;
 	int64 version = 0;
 	TimestampTz started;
+	Snapshot snapshot;
 
 	if (!aimroute_routing_cache)
 		return NULL;
+	snapshot = RoutingSnapshot();
+	if (current != NULL && SameAsChecked(snapshot))
+		return current;
+	checked.valid = false;
 	ReadVersion(&relid, &version);
 	if (current != NULL && current->version == version && current->version_relid == relid)
+	{
+		RememberChecked(snapshot);
 		return current;
+	}
 
 	if (current != NULL)
 	{
@@ -178,6 +282,7 @@ RoutingCacheCurrent(void)
 	current->built_at = GetCurrentTimestamp();
 	current->build_ms = (double) (current->built_at - started) / 1000.0;
 	SPI_finish();
+	RememberChecked(snapshot);
 	return current;
 }
 
@@ -232,6 +337,8 @@ Build(Oid relid, int64 version)
 	context =
 		AllocSetContextCreate(TopMemoryContext, "aimroute routing cache", ALLOCSET_DEFAULT_SIZES);
 	building = context;
+	scratch =
+		AllocSetContextCreate(context, "aimroute routing cache build", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(context);
 
 	c = palloc0(sizeof(RoutingCache));
@@ -258,6 +365,8 @@ Build(Oid relid, int64 version)
 	c->places = NewPlaceTable(context);
 
 	MemoryContextSwitchTo(old);
+	MemoryContextDelete(scratch);
+	scratch = NULL;
 	building = NULL;
 	return c;
 }
@@ -323,6 +432,54 @@ Text(HeapTuple row, TupleDesc desc, int col)
 	Datum d = SPI_getbinval(row, desc, col, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * Keep allocates size bytes that live as long as the copy.  The copy's many
+ * small pieces -- dealer numbers, locations, per-dealer lists -- are carved
+ * out of large blocks one after the other, without a chunk header each.
+ */
+static void *
+Keep(RoutingCache *c, Size size)
+{
+	void *p;
+
+	size = MAXALIGN(Max(size, 1));
+	if (size > c->arena_left)
+	{
+		Size block = Max(size, ARENA_BLOCK);
+
+		c->arena = MemoryContextAlloc(c->context, block);
+		c->arena_left = block;
+	}
+	p = c->arena;
+	c->arena += size;
+	c->arena_left -= size;
+	return p;
+}
+
+/*
+ * KeepText returns a text column as a C string kept with the copy, or NULL.
+ */
+static char *
+KeepText(RoutingCache *c, HeapTuple row, TupleDesc desc, int col)
+{
+	bool isnull;
+	Datum d = SPI_getbinval(row, desc, col, &isnull);
+	text *t;
+	int len;
+	char *s;
+
+	if (isnull)
+		return NULL;
+	t = DatumGetTextPP(d);
+	len = VARSIZE_ANY_EXHDR(t);
+	s = Keep(c, len + 1);
+	memcpy(s, VARDATA_ANY(t), len);
+	s[len] = '\0';
+	if ((Pointer) t != DatumGetPointer(d))
+		pfree(t);
+	return s;
 }
 
 /*
@@ -438,17 +595,20 @@ LoadDealers(RoutingCache *c, const char *gis)
 		Datum lon = SPI_getbinval(row, desc, 7, &null_lon);
 		bool isnull;
 
-		d->number = Text(row, desc, 1);
-		d->country = Text(row, desc, 2);
-		d->group = Text(row, desc, 3);
+		d->number = KeepText(c, row, desc, 1);
+		d->country = KeepText(c, row, desc, 2);
+		d->group = KeepText(c, row, desc, 3);
 		d->active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
 		if (!null_location && !null_lat && !null_lon)
 		{
+			Size size = VARSIZE_ANY(DatumGetPointer(location));
+
 			d->has_location = true;
-			d->location = datumCopy(location, false, -1);
+			d->location = PointerGetDatum(memcpy(Keep(c, size), DatumGetPointer(location), size));
 			UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), d->xyz);
 		}
 	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
@@ -463,6 +623,7 @@ LoadDealerLinks(RoutingCache *c)
 		"SELECT dealer_number, product_code FROM aimroute.product_assignments",
 		"SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0",
 	};
+	MemoryContext old = MemoryContextSwitchTo(scratch);
 
 	for (int q = 0; q < 3; q++)
 	{
@@ -487,7 +648,7 @@ LoadDealerLinks(RoutingCache *c)
 		}
 		for (int d = 0; d < c->ndealers; d++)
 		{
-			int *arr = palloc(sizeof(int) * Max(count[d], 1));
+			int *arr = Keep(c, sizeof(int) * count[d]);
 
 			if (q == 0)
 				c->dealers[d].brands = arr;
@@ -518,13 +679,16 @@ LoadDealerLinks(RoutingCache *c)
 				c->nstocked[ci]++;
 			}
 		}
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextReset(scratch);
 	}
+	MemoryContextSwitchTo(old);
 
 	/* Sort each dealer's lists, and list each product's dealers in dealer order. */
 	for (int p = 0; p < c->nproducts; p++)
 	{
-		c->assigned[p] = palloc(sizeof(int) * Max(c->nassigned[p], 1));
-		c->stocked[p] = palloc(sizeof(int) * Max(c->nstocked[p], 1));
+		c->assigned[p] = Keep(c, sizeof(int) * c->nassigned[p]);
+		c->stocked[p] = Keep(c, sizeof(int) * c->nstocked[p]);
 		c->nassigned[p] = 0;
 		c->nstocked[p] = 0;
 	}
@@ -606,18 +770,23 @@ LoadTerritories(RoutingCache *c)
 		HeapTuple row = SPI_tuptable->vals[i];
 		TupleDesc desc = SPI_tuptable->tupdesc;
 		CachedTerritory *t = &c->territories[n];
+		MemoryContext old = MemoryContextSwitchTo(scratch);
 		char *brand = Text(row, desc, 4);
+		bool branded = brand != NULL;
 
-		t->country = Text(row, desc, 1);
 		t->kind = KindOrder(Text(row, desc, 2));
-		t->code = t->kind == 4 ? "" : Text(row, desc, 3);
 		t->dealer = RoutingCacheDealer(c, Text(row, desc, 5));
-		t->brand = brand ? RoutingCacheBrand(c, brand) : -1;
+		t->brand = branded ? RoutingCacheBrand(c, brand) : -1;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(scratch);
 		/* A brand no longer in aimroute.brands can match no lead. */
-		if (t->dealer < 0 || (brand != NULL && t->brand < 0))
+		if (t->dealer < 0 || (branded && t->brand < 0))
 			continue;
+		t->country = KeepText(c, row, desc, 1);
+		t->code = t->kind == 4 ? "" : KeepText(c, row, desc, 3);
 		n++;
 	}
+	SPI_freetuptable(SPI_tuptable);
 	c->nterritories = n;
 	qsort(c->territories, n, sizeof(CachedTerritory), CompareTerritories);
 }
@@ -692,7 +861,7 @@ BuildTrees(RoutingCache *c)
 	for (int i = 0; i < c->ndealers; i++)
 		if (c->dealers[i].active && c->dealers[i].has_location)
 			n += c->dealers[i].nbrands;
-	entries = palloc(sizeof(TreeEntry) * Max(n, 1));
+	entries = MemoryContextAlloc(scratch, sizeof(TreeEntry) * Max(n, 1));
 	n = 0;
 	for (int i = 0; i < c->ndealers; i++)
 	{
@@ -728,6 +897,7 @@ BuildTrees(RoutingCache *c)
 		KdBuild(&bt->tree, 0, bt->tree.n);
 		start = end;
 	}
+	pfree(entries);
 }
 
 /*

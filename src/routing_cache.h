@@ -104,6 +104,8 @@ typedef struct RoutingCache
 	GroupMember *groups; /* sorted by country, group, dealer */
 	int ngroups;
 	HTAB *places; /* postal codes looked up so far */
+	char *arena;  /* where Keep carves the next piece */
+	Size arena_left;
 	TimestampTz built_at;
 	double build_ms;
 	FmgrInfo distance;		  /* PostGIS st_distance(geography, geography, boolean) */

@@ -9,7 +9,7 @@
 -- and commits, "rr" reads in REPEATABLE READ.  What "w" commits is removed
 -- at the end.
 BEGIN;
-SELECT plan(20);
+SELECT plan(22);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -88,6 +88,38 @@ SELECT is(pg_temp.routed(), 'RC-HQ Default', 'the same transaction turns radius 
 ROLLBACK TO SAVEPOINT own_change;
 SELECT is(pg_temp.routed(), 'RC-MKE Territory', 'rolled back to the savepoint: the territory holds again');
 SELECT is(pg_temp.routed('w'), 'RC-MKE Territory', 'the other session never saw this transaction''s changes');
+
+-- Rows routed under one snapshot share one check of the configuration
+-- version; a change made just before the statement still counts for all.
+SAVEPOINT many_rows;
+DELETE FROM territories WHERE dealer_number = 'RC-MKE';
+WITH routed AS (
+    INSERT INTO leads (brand_code, country, postal_code, email)
+    SELECT 'RC1', 'US', '60601', format('rc%s@example.com', g) FROM generate_series(1, 3) g
+    RETURNING dealer_number || ' ' || match_type AS answer)
+SELECT is((SELECT string_agg(answer, ', ') FROM routed), 'RC-CHI Radius, RC-CHI Radius, RC-CHI Radius',
+          'one INSERT of three rows after the territory is deleted: all three by Radius');
+ROLLBACK TO SAVEPOINT many_rows;
+
+-- Within one statement, a function that changes the configuration between
+-- routings, and undoes it in an exception block, sees each state in turn.
+CREATE FUNCTION pg_temp.change_and_undo() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    before_change text := pg_temp.routed();
+    changed text;
+BEGIN
+    BEGIN
+        DELETE FROM aimroute.territories WHERE dealer_number = 'RC-MKE';
+        changed := pg_temp.routed();
+        RAISE EXCEPTION 'undo';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    RETURN concat_ws(' / ', before_change, changed, pg_temp.routed());
+END
+$$;
+SELECT is(pg_temp.change_and_undo(), 'RC-MKE Territory / RC-CHI Radius / RC-MKE Territory',
+          'one statement: territory, deleted in a subtransaction (Radius), rolled back (territory)');
 
 -- REPEATABLE READ: the snapshot decides, whatever commits meanwhile.
 SELECT dblink_exec('rr', 'BEGIN ISOLATION LEVEL REPEATABLE READ');
