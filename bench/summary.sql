@@ -1,0 +1,132 @@
+--
+-- bench/summary.sql: the figures derived from the measurements (stored in
+-- bench.results with them), the summary table and the verdict on each
+-- target of SPEC section 7.  Run by bench/run.sh after the last size.
+--
+-- Costs are per lead, in microseconds: for the pgbench runs clients / tps
+-- after the warm-up, which includes the client round trip and the commit of
+-- each lead's transaction.  "1st lead ms" is the first routing of a new
+-- session, left out of the other figures.  "routing in COPY" is the routing cost alone: the time per
+-- row of the routed COPY less that of the COPY with routing off, both in one
+-- backend and one transaction.
+--
+-- Growth is judged against a logarithm through the smallest size:
+-- cost(n) / cost(n0) <= ln(n) / ln(n0), n0 the smallest dealer count (a
+-- cost of c * ln(n) meets it exactly; any constant part only helps).
+--
+
+CREATE TEMP VIEW pivot AS
+SELECT size, routed, bare, plpgsql, knn, copy_routed, copy_bare, staging,
+       1e6 / copy_routed - 1e6 / copy_bare AS copy_routing,
+       l10_p50, l10_p99, l1_p50, l1_p99, first_ms, cache_mb, differ, checked
+  FROM (SELECT size,
+               max(value) FILTER (WHERE measure = 'routed_insert_us') AS routed,
+               max(value) FILTER (WHERE measure = 'bare_insert_us') AS bare,
+               max(value) FILTER (WHERE measure = 'plpgsql_insert_us') AS plpgsql,
+               max(value) FILTER (WHERE measure = 'knn_us') AS knn,
+               max(value) FILTER (WHERE measure = 'copy_routed') AS copy_routed,
+               max(value) FILTER (WHERE measure = 'copy_bare') AS copy_bare,
+               max(value) FILTER (WHERE measure = 'staging') AS staging,
+               max(value) FILTER (WHERE measure = 'locate10_p50') AS l10_p50,
+               max(value) FILTER (WHERE measure = 'locate10_p99') AS l10_p99,
+               max(value) FILTER (WHERE measure = 'locate1_p50') AS l1_p50,
+               max(value) FILTER (WHERE measure = 'locate1_p99') AS l1_p99,
+               max(value) FILTER (WHERE measure = 'first_route_ms') AS first_ms,
+               max(value) FILTER (WHERE measure = 'cache_memory_mb') AS cache_mb,
+               max(value) FILTER (WHERE measure = 'agreement_disagreements') AS differ,
+               max(value) FILTER (WHERE measure = 'agreement_checked') AS checked
+          FROM bench.results
+         GROUP BY size) AS r;
+
+CREATE TEMP VIEW growth AS
+SELECT p.size,
+       p.routed / first_value(p.routed) OVER w AS routed_growth,
+       p.copy_routing / first_value(p.copy_routing) OVER w AS copy_growth,
+       p.l10_p50 / first_value(p.l10_p50) OVER w AS locate_growth,
+       ln(p.size) / ln(first_value(p.size) OVER w) AS log_bound
+  FROM pivot p
+WINDOW w AS (ORDER BY p.size);
+
+INSERT INTO bench.results (size, measure, value, unit)
+SELECT p.size, m.measure, m.value, m.unit
+  FROM pivot p JOIN growth g USING (size),
+       LATERAL (VALUES ('copy_routing_us', p.copy_routing, 'us'),
+                       ('routed_vs_bare', p.routed / p.bare, 'ratio'),
+                       ('plpgsql_vs_routed', p.plpgsql / p.routed, 'ratio'),
+                       ('routed_vs_knn', p.routed / p.knn, 'ratio'),
+                       ('routed_growth', g.routed_growth, 'ratio'),
+                       ('copy_routing_growth', g.copy_growth, 'ratio'),
+                       ('locate10_p50_growth', g.locate_growth, 'ratio'),
+                       ('log_growth_bound', g.log_bound, 'ratio')) AS m(measure, value, unit)
+ON CONFLICT (size, measure) DO UPDATE SET value = excluded.value;
+
+\pset footer off
+\pset null '-'
+\echo 'Median over the rounds.  Costs in µs per lead (pgbench: clients / tps); bulk import in rows/s;'
+\echo 'locate = locate_dealers() per call, max_results 10 (and 1); 1st lead = first routing of a new session;'
+\echo 'copy MB = memory of a session''s copy of the configuration (routing_cache_info()).'
+\echo 'ok/MISS: against the SPEC target, which applies at 10,000 dealers (growth: at every size).'
+SELECT p.size AS dealers,
+       round(p.routed::numeric, 1) AS "routed µs",
+       round(p.bare::numeric, 1) AS "bare µs",
+       format('%s %s', round((p.routed / p.bare)::numeric, 2),
+              CASE WHEN p.size <> 10000 THEN '' WHEN p.routed / p.bare <= 1.5 THEN 'ok' ELSE 'MISS' END)
+           AS "routed/bare ≤1.5",
+       round(p.plpgsql::numeric, 1) AS "PL/pgSQL µs",
+       format('%s %s', round((p.plpgsql / p.routed)::numeric, 1),
+              CASE WHEN p.size <> 10000 THEN '' WHEN p.plpgsql / p.routed >= 50 THEN 'ok' ELSE 'MISS' END)
+           AS "PL/pgSQL/routed ≥50",
+       round(p.knn::numeric, 1) AS "KNN µs",
+       round((p.routed / p.knn)::numeric, 2) AS "routed/KNN",
+       round(p.copy_routed) AS "COPY routed/s",
+       round(p.copy_bare) AS "COPY bare/s",
+       round(p.staging) AS "staging/s",
+       round(p.copy_routing::numeric, 1) AS "routing in COPY µs",
+       round(p.l10_p50::numeric) AS "locate p50",
+       format('%s %s', round(p.l10_p99::numeric),
+              CASE WHEN p.size <> 10000 THEN '' WHEN p.l10_p99 < 1000 THEN 'ok' ELSE 'MISS' END)
+           AS "locate p99 <1000",
+       format('%s/%s', round(p.l1_p50::numeric), round(p.l1_p99::numeric)) AS "locate(1) p50/p99",
+       round(p.first_ms::numeric) AS "1st lead ms",
+       round(p.cache_mb::numeric, 1) AS "copy MB",
+       format('%s ≤ %s %s', round(g.routed_growth::numeric, 2), round(g.log_bound::numeric, 2),
+              CASE WHEN g.routed_growth <= g.log_bound THEN 'ok' ELSE 'MISS' END) AS "INSERT growth",
+       format('%s ≤ %s %s', round(g.copy_growth::numeric, 2), round(g.log_bound::numeric, 2),
+              CASE WHEN g.copy_growth <= g.log_bound THEN 'ok' ELSE 'MISS' END) AS "COPY routing growth",
+       format('%s/%s', p.differ, p.checked) AS "C≠PL/pgSQL"
+  FROM pivot p JOIN growth g USING (size)
+ ORDER BY p.size;
+
+\echo 'Targets (SPEC section 7; the first three on the 10,000-dealer network):'
+SELECT t.target AS "target", coalesce(t.value, 'not measured (10000 is not in BENCH_SIZES)') AS "measured",
+       CASE WHEN t.value IS NULL THEN '-' WHEN t.met THEN 'met' ELSE 'NOT MET' END AS "verdict"
+  FROM (SELECT 1 AS n, 'routed INSERT at most 1.5x a bare INSERT' AS target,
+               CASE WHEN p.size IS NOT NULL THEN format('%sx', round((p.routed / p.bare)::numeric, 2)) END AS value,
+               p.routed / p.bare <= 1.5 AS met
+          FROM (VALUES (10000)) AS s(size) LEFT JOIN pivot p USING (size)
+        UNION ALL
+        SELECT 2, 'at least 50x faster than the PL/pgSQL baseline',
+               CASE WHEN p.size IS NOT NULL THEN format('%sx', round((p.plpgsql / p.routed)::numeric, 1)) END,
+               p.plpgsql / p.routed >= 50
+          FROM (VALUES (10000)) AS s(size) LEFT JOIN pivot p USING (size)
+        UNION ALL
+        SELECT 3, 'locate_dealers() p99 under 1 ms',
+               CASE WHEN p.size IS NOT NULL THEN format('%s µs', round(p.l10_p99::numeric)) END,
+               p.l10_p99 < 1000
+          FROM (VALUES (10000)) AS s(size) LEFT JOIN pivot p USING (size)
+        UNION ALL
+        SELECT 3 + x.k, format('%s grows no faster than log(dealers)', x.what),
+               string_agg(format('%s: %sx (bound %sx)', g.size, round(x.growth::numeric, 2),
+                                 round(g.log_bound::numeric, 2)), ', ' ORDER BY g.size),
+               bool_and(x.growth <= g.log_bound)
+          FROM growth g,
+               LATERAL (VALUES (1, 'routed INSERT cost', g.routed_growth),
+                               (2, 'routing cost in COPY', g.copy_growth),
+                               (3, 'locate_dealers() p50', g.locate_growth)) AS x(k, what, growth)
+         WHERE g.log_bound > 1
+         GROUP BY x.k, x.what
+        UNION ALL
+        SELECT 7, 'PL/pgSQL baseline agrees with C routing on dealer_number',
+               format('%s of %s leads differ', sum(p.differ), sum(p.checked)), sum(p.differ) = 0
+          FROM pivot p) AS t
+ ORDER BY t.n;
