@@ -14,6 +14,7 @@ OBJS = \
 	src/postal.o \
 	src/postal_loader.o \
 	src/postgis.o \
+	src/reroute.o \
 	src/routing.o \
 	src/routing_cache.o
 

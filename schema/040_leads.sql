@@ -73,6 +73,7 @@ COMMENT ON COLUMN aimroute.leads.distance_miles IS 'Miles from the postal code''
 COMMENT ON COLUMN aimroute.leads.country_input IS 'The country as received.';
 COMMENT ON COLUMN aimroute.leads.postal_code_input IS 'The postal code as received.';
 COMMENT ON COLUMN aimroute.leads.dealer_number_input IS 'The pre-assigned dealer number as received, if any.';
+COMMENT ON COLUMN aimroute.leads.reroute_due_at IS 'When the dealer''s hold on the unviewed lead ends (settings.reroute_*; see aimroute.reroute_deadline); NULL when re-routing is off, for the default dealer and for leads not sent to their dealer.';
 COMMENT ON COLUMN aimroute.leads.routing_log IS 'Why the lead went where it went; read it with aimroute.explain_lead(lead_id).';
 
 CREATE TABLE aimroute.lead_history (
@@ -236,7 +237,9 @@ BEGIN
     PERFORM set_config('aimroute_ctx.reason', coalesce(p_reason, ''), true);
     UPDATE aimroute.leads
        SET dealer_number = p_dealer, match_type = p_match, distance_miles = p_distance,
-           routed_at = now(), routing_log = routing_log || added
+           routed_at = now(), routing_log = routing_log || added,
+           reroute_due_at = CASE WHEN p_match <> 'Default' AND send_to_dealer
+                                 THEN aimroute.reroute_due_at(now()) END
      WHERE lead_id = p_lead_id;
     PERFORM set_config('aimroute_ctx.event', '', true);
     PERFORM set_config('aimroute_ctx.reason', '', true);

@@ -42,13 +42,28 @@ typedef enum LeadColumn
 	LC_POSTAL_CODE_INPUT,
 	LC_DEALER_NUMBER_INPUT,
 	LC_ROUTING_LOG,
+	LC_SEND_TO_DEALER,
+	LC_REROUTE_DUE_AT,
 	LC_COUNT
 } LeadColumn;
 
 static const char *const lead_column_names[LC_COUNT] = {
-	"country",		 "postal_code",		  "state_code",			 "brand_code",	   "product_code",
-	"dealer_number", "dealer_group",	  "match_type",			 "distance_miles", "routed_at",
-	"country_input", "postal_code_input", "dealer_number_input", "routing_log",
+	"country",
+	"postal_code",
+	"state_code",
+	"brand_code",
+	"product_code",
+	"dealer_number",
+	"dealer_group",
+	"match_type",
+	"distance_miles",
+	"routed_at",
+	"country_input",
+	"postal_code_input",
+	"dealer_number_input",
+	"routing_log",
+	"send_to_dealer",
+	"reroute_due_at",
 };
 
 /* Where those columns are, and the aimroute.match_type value of each match. */
@@ -247,9 +262,12 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	LeadColumns c;
 	RouteRequest request;
 	RouteResult result;
-	int attnums[11];
-	Datum values[11];
-	bool nulls[11];
+	int attnums[12];
+	Datum values[12];
+	bool nulls[12];
+	TimestampTz routed_at;
+	bool send;
+	bool isnull;
 	int n = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -283,7 +301,8 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	SET(c.attnum[LC_MATCH_TYPE], c.match_values[result.match], false);
 	SET(c.attnum[LC_DISTANCE_MILES], Float8GetDatum(result.distance_m / METERS_PER_MILE),
 		isnan(result.distance_m));
-	SET(c.attnum[LC_ROUTED_AT], TimestampTzGetDatum(GetCurrentTimestamp()), false);
+	routed_at = GetCurrentTimestamp();
+	SET(c.attnum[LC_ROUTED_AT], TimestampTzGetDatum(routed_at), false);
 	SET(c.attnum[LC_COUNTRY], result.country ? CStringGetTextDatum(result.country) : (Datum) 0,
 		result.country == NULL);
 	SET(c.attnum[LC_POSTAL_CODE],
@@ -302,6 +321,18 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 		RouteStepsToArray(result.steps,
 						  TupleDescAttr(desc, c.attnum[LC_ROUTING_LOG] - 1)->atttypid),
 		false);
+
+	/*
+	 * The dealer has until reroute_due_at to view the lead.  Not the
+	 * default dealer, the end of the line, and not a lead that is not sent
+	 * to its dealer, which the dealer cannot view.
+	 */
+	send = DatumGetBool(heap_getattr(tuple, c.attnum[LC_SEND_TO_DEALER], desc, &isnull));
+	if (result.reroute.enabled && result.match != MATCH_DEFAULT && (isnull || send))
+		SET(c.attnum[LC_REROUTE_DUE_AT],
+			TimestampTzGetDatum(RerouteDeadline(&result.reroute, routed_at)), false);
+	else
+		SET(c.attnum[LC_REROUTE_DUE_AT], (Datum) 0, true);
 #undef SET
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, attnums, values, nulls));

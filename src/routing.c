@@ -177,7 +177,8 @@ PreparePlans(void)
 	defs[n++] = (typeof(defs[0])){
 		PLAN_SETTINGS,
 		"SELECT radius_enabled, radius_miles::float8, radius_countries, default_dealer_number,"
-		" product_routing_enabled, inventory_routing_enabled FROM aimroute.settings",
+		" product_routing_enabled, inventory_routing_enabled, " REROUTE_SETTINGS_COLUMNS
+		" FROM aimroute.settings",
 		0,
 		{ 0 }
 	};
@@ -437,6 +438,7 @@ LoadSettings(Routing *r)
 	r->settings.default_dealer = GetText(4, NULL);
 	r->settings.product_routing = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
 	r->settings.inventory_routing = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+	ReadRerouteSettings(row, desc, 7, &r->settings.reroute);
 }
 
 /*
@@ -1362,6 +1364,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	else
 		UseDefault(&r);
 
+	result->reroute = r.settings.reroute;
 	if (r.cache != NULL)
 		MemoryContextSwitchTo(r.result_context);
 	else

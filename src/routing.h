@@ -7,6 +7,8 @@
 
 #include "nodes/pg_list.h"
 
+#include "reroute.h"
+
 /* Labels of aimroute.match_type, in the enum's order. */
 typedef enum MatchKind
 {
@@ -53,8 +55,9 @@ typedef struct RouteResult
 	char *postal_code; /* normalized, or NULL when blank */
 	char *dealer_number;
 	MatchKind match;
-	double distance_m; /* NaN when unknown */
-	List *steps;	   /* of RouteStep * */
+	double distance_m;		 /* NaN when unknown */
+	List *steps;			 /* of RouteStep * */
+	RerouteSettings reroute; /* the settings it was routed under */
 } RouteResult;
 
 extern void RouteLead(const RouteRequest *request, RouteResult *result);

@@ -495,8 +495,8 @@ LoadSettings(RoutingCache *c)
 	Datum d;
 
 	if (ReadQuery("SELECT radius_enabled, radius_miles::float8, radius_countries,"
-				  " default_dealer_number, product_routing_enabled, inventory_routing_enabled"
-				  " FROM aimroute.settings",
+				  " default_dealer_number, product_routing_enabled, "
+				  "inventory_routing_enabled, " REROUTE_SETTINGS_COLUMNS " FROM aimroute.settings",
 				  true, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -524,6 +524,7 @@ LoadSettings(RoutingCache *c)
 	s->default_dealer = Text(row, desc, 4);
 	s->product_routing = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
 	s->inventory_routing = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+	ReadRerouteSettings(row, desc, 7, &s->reroute);
 }
 
 /*

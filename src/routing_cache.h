@@ -12,6 +12,8 @@
 #include "fmgr.h"
 #include "utils/hsearch.h"
 
+#include "reroute.h"
+
 /* Bound on |spheroid / sphere - 1| for WGS84 against the mean sphere, with room. */
 #define SPHERE_MARGIN 0.01
 
@@ -27,6 +29,7 @@ typedef struct RoutingSettings
 	char *default_dealer;
 	bool product_routing;
 	bool inventory_routing;
+	RerouteSettings reroute;
 } RoutingSettings;
 
 typedef struct CachedDealer
