@@ -15,6 +15,7 @@ OBJS = \
 	src/postal_loader.o \
 	src/postgis.o \
 	src/reroute.o \
+	src/reroute_worker.o \
 	src/routing.o \
 	src/routing_cache.o
 

@@ -11,6 +11,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "reroute_worker.h"
 #include "routing_cache.h"
 
 PG_MODULE_MAGIC;
@@ -20,12 +21,14 @@ void _PG_init(void);
 PG_FUNCTION_INFO_V1(aimroute_library_version);
 
 /*
- * _PG_init defines the extension's settings when the library is loaded.
+ * _PG_init defines the extension's settings when the library is loaded, and
+ * registers the re-route worker when it is preloaded.
  */
 void
 _PG_init(void)
 {
 	RoutingCacheDefineGucs();
+	RerouteWorkerInit();
 	MarkGUCPrefixReserved("aimroute");
 }
 

@@ -278,6 +278,24 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	tuple = trigdata->tg_trigtuple;
 	LeadColumnsFor(desc, &c);
 
+	/*
+	 * A lead that arrives already routed -- match type, routing time and
+	 * explanation all given, as pg_restore's COPY brings them back -- keeps
+	 * its routing and its history.  An application's INSERT never writes an
+	 * explanation.
+	 */
+	if (!heap_attisnull(tuple, c.attnum[LC_MATCH_TYPE], desc) &&
+		!heap_attisnull(tuple, c.attnum[LC_ROUTED_AT], desc) &&
+		!heap_attisnull(tuple, c.attnum[LC_ROUTING_LOG], desc))
+	{
+		bool isnull;
+		Datum log = heap_getattr(tuple, c.attnum[LC_ROUTING_LOG], desc, &isnull);
+
+		if (ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(log)), ARR_DIMS(DatumGetArrayTypeP(log))) >
+			0)
+			return PointerGetDatum(tuple);
+	}
+
 	memset(&request, 0, sizeof(request));
 	request.country = GetTextColumn(tuple, desc, c.attnum[LC_COUNTRY]);
 	request.postal_code = GetTextColumn(tuple, desc, c.attnum[LC_POSTAL_CODE]);

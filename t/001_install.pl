@@ -82,6 +82,12 @@ is( $node->safe_psql(
 		"SELECT (SELECT count(*) FROM aimroute.settings), (SELECT radius_miles || '|' || default_dealer_number FROM aimroute.settings), (SELECT count(*) FROM aimroute.territories), (SELECT count(*) > 44000 FROM aimroute.postal_codes)"),
 	'1|750|HQ|1|t',
 	'the restore has one settings row with the dumped values, and the network');
+my $leads_and_notices =
+  "SELECT string_agg(format('%s %s %s %s', l.lead_id, l.dealer_number, l.routed_at, n.view_token), ';' ORDER BY l.lead_id)"
+  . " FROM aimroute.leads l JOIN aimroute.lead_notifications n USING (lead_id)";
+is($node->safe_psql('restored', $leads_and_notices),
+	$node->safe_psql('app', $leads_and_notices),
+	'restored leads keep their routing time, dealer and notices (view links still work)');
 
 is( $node->safe_psql(
 		'restored', q{

@@ -1,0 +1,275 @@
+--
+-- Re-routing (SPEC section 3): overdue unviewed leads go to the next best
+-- dealer, views end a lead's deadline.  The background worker
+-- (src/reroute_worker.c) calls reroute_overdue(); docs/rerouting.md.
+--
+
+--
+-- dealer_contacts: who at a dealer receives its leads.  The columns are
+-- the contract's; delivery (SPEC section 4) builds on them.
+--
+CREATE TABLE aimroute.dealer_contacts (
+    contact_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dealer_number    text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    name             text,
+    email            text,
+    mobile           text,
+    contact_types    text[] NOT NULL DEFAULT '{Leads: Emails To}',
+    delivery_status  text NOT NULL DEFAULT 'Active'
+        CONSTRAINT dealer_contacts_delivery_status_check
+        CHECK (delivery_status IN ('Active', 'Hard Bounce', 'Soft Bounce'))
+);
+CREATE INDEX dealer_contacts_dealer_idx ON aimroute.dealer_contacts (dealer_number);
+CREATE INDEX dealer_contacts_email_idx ON aimroute.dealer_contacts (lower(email));
+COMMENT ON TABLE aimroute.dealer_contacts IS
+    'People of a dealer who receive its leads.  Only a ''Leads: Emails To'' contact''s view of a lead counts (aimroute.mark_viewed).';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_contacts', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.dealer_contacts', 'contact_id')::regclass, '');
+
+--
+-- lead_notifications: one row per notice a dealer is owed for a lead (its
+-- first routing, each move), each with its own view-link token.  Queued
+-- here in the lead's transaction; sent by delivery (SPEC section 4).
+--
+CREATE TABLE aimroute.lead_notifications (
+    notification_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lead_id          bigint NOT NULL REFERENCES aimroute.leads ON DELETE CASCADE,
+    dealer_number    text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE,
+    event            text NOT NULL,
+    queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    view_token       text NOT NULL UNIQUE
+        DEFAULT translate(encode(pg_catalog.decode(replace(pg_catalog.gen_random_uuid()::text, '-', '')
+                                                   || replace(pg_catalog.gen_random_uuid()::text, '-', ''), 'hex'),
+                                 'base64'), '+/=', '-_'),
+    status           text NOT NULL DEFAULT 'queued'
+);
+CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id);
+CREATE INDEX lead_notifications_queued_idx ON aimroute.lead_notifications (notification_id)
+    WHERE status = 'queued';
+COMMENT ON TABLE aimroute.lead_notifications IS
+    'Notices owed to dealers, one per routing or move of a lead, each with its own unguessable view-link token.';
+COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
+    'The token of the notice''s view link (aimroute.open_view_link): 244 random bits, URL-safe.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_notifications', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_notifications', 'notification_id')::regclass, '');
+
+-- A new lead sent to its dealer owes it a notice.
+CREATE FUNCTION aimroute.leads_queue_notifications() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event)
+    SELECT n.lead_id, n.dealer_number, 'Routed' FROM new_leads n
+     WHERE n.send_to_dealer
+       -- Routed by this statement, not restored with its routing (and its
+       -- notices) by pg_restore: see aimroute_route_lead_trigger.
+       AND n.routed_at >= statement_timestamp();
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER leads_queue_notifications AFTER INSERT ON aimroute.leads
+    REFERENCING NEW TABLE AS new_leads
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.leads_queue_notifications();
+
+-- A lead that changes dealer owes the new dealer a notice.
+CREATE FUNCTION aimroute.leads_queue_move_notification() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.send_to_dealer THEN
+        INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event)
+        VALUES (NEW.lead_id, NEW.dealer_number,
+                coalesce(nullif(current_setting('aimroute_ctx.event', true), ''), 'Updated'));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER leads_queue_move_notification AFTER UPDATE OF dealer_number ON aimroute.leads
+    FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.leads_queue_move_notification();
+
+ALTER TABLE aimroute.leads ADD COLUMN viewed_by text;
+COMMENT ON COLUMN aimroute.leads.viewed_by IS
+    'Who viewed the lead: the contact''s email (mark_viewed) or ''view link <notification_id>'' (open_view_link).';
+
+-- What the worker looks for: unviewed leads with a deadline, earliest first.
+CREATE INDEX leads_reroute_due_idx ON aimroute.leads (reroute_due_at)
+    WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL;
+
+--
+-- reroute_lead: re-route one locked, overdue lead (internal).  Every
+-- dealer that held it is excluded; at the re-route limit, or when no other
+-- dealer qualifies, it goes to the default dealer, which ends its
+-- deadlines.
+--
+CREATE FUNCTION aimroute.reroute_lead(lead aimroute.leads, s aimroute.settings)
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    held text[];
+    d aimroute.routing_decision;
+    why text;
+BEGIN
+    SELECT array_agg(DISTINCT x) INTO held
+      FROM (SELECT lead.dealer_number
+            UNION ALL SELECT h.from_dealer FROM aimroute.lead_history h WHERE h.lead_id = lead.lead_id
+            UNION ALL SELECT h.to_dealer FROM aimroute.lead_history h WHERE h.lead_id = lead.lead_id) AS t(x)
+     WHERE x IS NOT NULL;
+    why := format('not viewed by dealer %s by %s', lead.dealer_number,
+                  to_char(lead.reroute_due_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI:SS')
+                  || ' ' || s.timezone);
+    IF lead.reroute_count >= s.reroute_max_dealers THEN
+        PERFORM aimroute.move_lead(lead.lead_id, s.default_dealer_number, 'Default',
+            (SELECT aimroute.st_distance(dl.location, p.centroid) / 1609.344
+               FROM aimroute.dealers dl, aimroute.postal_codes p
+              WHERE dl.dealer_number = s.default_dealer_number
+                AND p.country = lead.country AND p.postal_code = lead.postal_code),
+            'Re-Route', format('%s; re-routed %s times already (reroute_max_dealers %s): default dealer',
+                               why, lead.reroute_count, s.reroute_max_dealers));
+    ELSE
+        d := aimroute.route(lead.country, lead.postal_code, lead.brand_code, lead.product_code,
+                            NULL, lead.dealer_group, held, lead.state_code);
+        PERFORM aimroute.move_lead(lead.lead_id, d.dealer_number,
+            CASE WHEN d.match_type = 'Default' THEN 'Default' ELSE 'Re-Route' END::aimroute.match_type,
+            d.distance_miles, 'Re-Route',
+            format('%s; excluded every dealer that held it (%s)', why, array_to_string(held, ', ')),
+            d.steps);
+    END IF;
+    UPDATE aimroute.leads l SET reroute_count = l.reroute_count + 1 WHERE l.lead_id = lead.lead_id;
+END
+$$;
+
+--
+-- reroute_overdue: re-route up to max_leads overdue unviewed leads, the
+-- earliest deadline first; returns how many.  Rows another session holds
+-- are skipped (the worker, or whoever else calls this, takes them next
+-- time); a row viewed meanwhile no longer qualifies when locked.
+--
+CREATE FUNCTION aimroute.reroute_overdue(max_leads integer DEFAULT 100)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    lead aimroute.leads;
+    n integer := 0;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    FOR lead IN SELECT * FROM aimroute.leads l
+                 WHERE l.reroute_due_at <= clock_timestamp() AND l.viewed_at IS NULL
+                 ORDER BY l.reroute_due_at, l.lead_id
+                 LIMIT max_leads
+                 FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM aimroute.reroute_lead(lead, s);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION aimroute.reroute_overdue(integer) IS
+    'Re-routes up to max_leads overdue unviewed leads, earliest deadline first; what the re-route worker runs.';
+
+--
+-- mark_viewed: a dealer's contact viewed the lead.  Counts only for a
+-- 'Leads: Emails To' contact of the dealer holding the lead; anyone else
+-- is refused (false) and nothing changes.  Viewing again is harmless.
+--
+CREATE FUNCTION aimroute.mark_viewed(lead_id bigint, viewer_email text)
+RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    allowed boolean;
+BEGIN
+    -- Lock the lead first: a concurrent re-route either finished (and
+    -- the viewer is then checked against the new dealer) or waits.
+    SELECT EXISTS (SELECT FROM aimroute.dealer_contacts c
+                    WHERE c.dealer_number = l.dealer_number
+                      AND lower(c.email) = lower(btrim(viewer_email))
+                      AND 'Leads: Emails To' = ANY (c.contact_types))
+      INTO allowed
+      FROM aimroute.leads l WHERE l.lead_id = mark_viewed.lead_id
+       FOR UPDATE OF l;
+    IF NOT coalesce(allowed, false) THEN
+        RETURN false;
+    END IF;
+    UPDATE aimroute.leads l
+       SET viewed_at = clock_timestamp(), viewed_by = lower(btrim(viewer_email)), reroute_due_at = NULL
+     WHERE l.lead_id = mark_viewed.lead_id AND l.viewed_at IS NULL;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION aimroute.mark_viewed(bigint, text) IS
+    'Marks a lead viewed when viewer_email is a ''Leads: Emails To'' contact of the dealer holding it (true); otherwise changes nothing (false).';
+
+--
+-- open_view_link: the view link of a notice was opened.  Counts while the
+-- notice's dealer still holds the lead; the link of a dealer that lost it
+-- to a re-route is refused (false).
+--
+CREATE FUNCTION aimroute.open_view_link(token text)
+RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n aimroute.lead_notifications;
+    holder text;
+BEGIN
+    SELECT * INTO n FROM aimroute.lead_notifications x WHERE x.view_token = open_view_link.token;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = n.lead_id FOR UPDATE;
+    IF holder IS DISTINCT FROM n.dealer_number THEN
+        RETURN false;
+    END IF;
+    UPDATE aimroute.leads l
+       SET viewed_at = clock_timestamp(), viewed_by = format('view link %s', n.notification_id),
+           reroute_due_at = NULL
+     WHERE l.lead_id = n.lead_id AND l.viewed_at IS NULL;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION aimroute.open_view_link(text) IS
+    'The view link of a notification was opened: marks the lead viewed while that notification''s dealer holds it (true); otherwise false.';
+
+CREATE FUNCTION aimroute.reroute_worker_running() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'aimroute_reroute_worker_running'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION aimroute.reroute_worker_running() IS
+    'Whether this server runs the re-route worker (aimroute is in shared_preload_libraries); see pg_stat_activity for the worker itself.';
+
+-- Say so when re-routing is switched on and nothing will act on it.
+CREATE FUNCTION aimroute.settings_check_reroute_worker() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.reroute_enabled AND NOT aimroute.reroute_worker_running() THEN
+        RAISE NOTICE 're-routing is enabled, but the re-route worker is not running on this server'
+            USING DETAIL = 'Leads get a reroute_due_at, but nothing re-routes them when it passes.',
+                  HINT = 'Add aimroute to shared_preload_libraries, set aimroute.database to this database, and restart PostgreSQL.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER settings_check_reroute_worker AFTER UPDATE OF reroute_enabled ON aimroute.settings
+    FOR EACH ROW WHEN (NEW.reroute_enabled AND NOT OLD.reroute_enabled)
+    EXECUTE FUNCTION aimroute.settings_check_reroute_worker();
+
+DO $$
+BEGIN
+    IF NOT aimroute.reroute_worker_running() THEN
+        RAISE NOTICE 'the aimroute re-route worker is not running on this server: leads are routed, but not re-routed'
+            USING HINT = 'To re-route leads not viewed in time, add aimroute to shared_preload_libraries, set aimroute.database, and restart PostgreSQL.';
+    END IF;
+END
+$$;

@@ -1,0 +1,203 @@
+/*
+ * reroute_worker.c
+ *		The background worker that re-routes overdue unviewed leads.
+ *
+ * One worker per cluster, in the database aimroute.database, registered
+ * when the library is in shared_preload_libraries.  It starts once the
+ * server accepts writes (BgWorkerStart_RecoveryFinished), so on a hot
+ * standby it does not run at all and on a promoted standby it starts with
+ * the promotion.  Each round re-routes overdue leads in batches, one short
+ * transaction per batch (aimroute.reroute_overdue, which claims leads with
+ * FOR UPDATE SKIP LOCKED), then sleeps until the earliest deadline left,
+ * or aimroute.reroute_naptime at most, whichever comes first.  A new
+ * deadline is always at least reroute_after (one minute or more) away, so
+ * a naptime of at most a minute never wakes after a deadline that was set
+ * while the worker slept.
+ *
+ * A batch is one transaction: if the worker dies half way, nothing of the
+ * batch happened, and the next worker takes the same leads again.  An
+ * error ends the worker with exit code 1, and the postmaster starts it
+ * again after bgw_restart_time.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+
+#include "reroute_worker.h"
+
+#define BATCH_SIZE 100
+
+PGDLLEXPORT void aimroute_reroute_worker_main(Datum arg);
+
+static char *reroute_database = NULL;
+static int reroute_naptime = 60;
+static bool worker_registered = false;
+
+PG_FUNCTION_INFO_V1(aimroute_reroute_worker_running);
+
+/*
+ * RerouteWorkerInit defines the worker's settings and, when the library is
+ * being preloaded, registers the worker.
+ */
+void
+RerouteWorkerInit(void)
+{
+	BackgroundWorker worker;
+
+	DefineCustomIntVariable(
+		"aimroute.reroute_naptime", "Longest sleep of the re-route worker between checks.",
+		"It also wakes at the earliest deadline.  At most a minute, the shortest reroute_after, "
+		"so that a deadline set while it sleeps is never missed.",
+		&reroute_naptime, 60, 1, 60, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	/* The worker and its database exist only when the library is preloaded. */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	DefineCustomStringVariable("aimroute.database",
+							   "Database in which the aimroute re-route worker runs.",
+							   "The database where CREATE EXTENSION aimroute was run.",
+							   &reroute_database, "postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 10;
+	strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "aimroute_reroute_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "aimroute re-route worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "aimroute re-route worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+	worker_registered = true;
+}
+
+/*
+ * RunStatement runs one statement of the worker in a transaction of its
+ * own and returns the first column of the first row as a double, or -1 when it is
+ * NULL or there is no row.
+ */
+static double
+RunStatement(const char *activity, const char *sql)
+{
+	double value = -1;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	if (SPI_execute(sql, false, 1) < 0)
+		elog(ERROR, "re-route worker: could not run \"%s\"", sql);
+	if (SPI_processed > 0)
+	{
+		bool isnull;
+		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			value = DatumGetFloat8(d);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return value;
+}
+
+/*
+ * RunOnce re-routes every overdue lead and returns how long to sleep, in
+ * milliseconds; *missing tells whether the extension is not installed.
+ */
+static long
+RunOnce(bool *missing)
+{
+	long naptime_ms = reroute_naptime * 1000L;
+	double next;
+
+	*missing = RunStatement(
+				   "aimroute: looking for the extension",
+				   "SELECT 1::float8 FROM pg_catalog.pg_extension WHERE extname = 'aimroute'") < 0;
+	if (*missing)
+		return naptime_ms;
+
+	while (RunStatement("aimroute: re-routing overdue leads",
+						psprintf("SELECT aimroute.reroute_overdue(%d)::float8", BATCH_SIZE)) >=
+		   BATCH_SIZE)
+		CHECK_FOR_INTERRUPTS();
+
+	next = RunStatement(
+		"aimroute: finding the next deadline",
+		"SELECT greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp()))"
+		"::float8 * 1000 FROM aimroute.leads"
+		" WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL");
+	if (next < 0 || next > naptime_ms)
+		return naptime_ms;
+	/* Just after the deadline, so that it has passed when looked at. */
+	return (long) next + 1;
+}
+
+/*
+ * aimroute_reroute_worker_main is the worker's entry point.
+ */
+void
+aimroute_reroute_worker_main(Datum arg)
+{
+	bool reported_missing = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(reroute_database, NULL, 0);
+	pgstat_report_appname("aimroute re-route worker");
+	ereport(LOG, (errmsg("aimroute re-route worker started in database \"%s\"", reroute_database)));
+
+	for (;;)
+	{
+		bool missing;
+		long sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		sleep_ms = RunOnce(&missing);
+		/* Said once: the extension may simply not be created yet. */
+		if (missing && !reported_missing)
+			ereport(LOG,
+					(errmsg("aimroute re-route worker: extension aimroute is not installed in "
+							"database \"%s\"",
+							reroute_database),
+					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
+							 "database that has it.")));
+		reported_missing = missing;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * aimroute_reroute_worker_running is the SQL function
+ * aimroute.reroute_worker_running(): whether this server registered the
+ * worker (the library is in shared_preload_libraries).
+ */
+Datum
+aimroute_reroute_worker_running(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(worker_registered);
+}
