@@ -4,7 +4,7 @@
 #
 # Run as root or with sudo (it installs Debian packages and the extension);
 # the cluster itself runs as an unprivileged user.  Running it again reuses
-# the cluster and reloads the data.
+# the cluster and creates the demo database afresh.
 #
 # Environment: AIMROUTE_PORT (default 54330), AIMROUTE_CLUSTER_DIR (default
 # <checkout>/.cluster), AIMROUTE_USER (see scripts/lib.sh).
@@ -18,11 +18,15 @@ build_and_install
 pick_run_user
 make_reachable "$AIMROUTE_ROOT"
 cluster_start "$CLUSTER_DIR" "$PORT"
+preload_worker "$CLUSTER_DIR" aimroute
 
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -d aimroute)
-psql -X -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'aimroute'" | grep -q 1 ||
-	psql -X -q -d postgres -c "CREATE DATABASE aimroute"
-"${PSQL[@]}" -c "CREATE EXTENSION IF NOT EXISTS aimroute CASCADE"
+# A fresh demo database on every run, so that it always holds the extension
+# as built now (0.1.0 has no upgrade path yet) and the demo's own data.
+say "Creating the demo database aimroute (dropped first if it exists)"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+	-c "DROP DATABASE IF EXISTS aimroute WITH (FORCE)" -c "CREATE DATABASE aimroute"
+"${PSQL[@]}" -c "SET client_min_messages = warning" -c "CREATE EXTENSION aimroute CASCADE"
 
 say "Loading the shipped postal codes (US ZIP codes, Canadian FSAs)"
 "${PSQL[@]}" -c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path()) AS rows_loaded"

@@ -144,6 +144,26 @@ cluster_start() {
 	fi
 }
 
+# preload_worker DIR DATABASE: run the re-route worker in DATABASE of the
+# cluster in DIR (shared_preload_libraries, in aimroute.conf included by
+# postgresql.conf); restarts the server when it runs without it.
+preload_worker() {
+	local dir=$1 db=$2
+	cat >"$dir/data/aimroute.conf" <<-EOF
+		# Written by scripts/lib.sh: the aimroute re-route worker (docs/rerouting.md).
+		shared_preload_libraries = 'aimroute'
+		aimroute.database = '$db'
+	EOF
+	chown "$RUN_USER:" "$dir/data/aimroute.conf" 2>/dev/null || true
+	grep -q "^include_if_exists = 'aimroute.conf'" "$dir/data/postgresql.conf" ||
+		echo "include_if_exists = 'aimroute.conf'" >>"$dir/data/postgresql.conf"
+	[ "$(psql -X -d postgres -tAc "SELECT current_setting('shared_preload_libraries') || '|' || coalesce(current_setting('aimroute.database', true), '')")" = "aimroute|$db" ] &&
+		return 0
+	say "Restarting PostgreSQL with the aimroute re-route worker (database $db)"
+	as_run_user "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 restart >/dev/null ||
+		{ tail -20 "$dir/server.log" >&2; die "PostgreSQL did not restart (log: $dir/server.log)"; }
+}
+
 # cluster_stop DIR: stop the cluster in DIR if it runs.
 cluster_stop() {
 	as_run_user "$PG_BINDIR/pg_ctl" -D "$1/data" status >/dev/null 2>&1 &&
