@@ -86,3 +86,13 @@ UPDATE settings SET radius_miles = 1500, radius_countries = '{US,CA}', reroute_s
        timezone = 'UTC', push_gateway_url = NULL,
        delivery_retry_schedule = '{20 seconds,20 minutes,20 hours}', dedupe_window = '60 seconds';
 RESET search_path;
+
+-- This server does not preload aimroute: re-routing can be switched on, and
+-- a NOTICE says that nothing will act on the deadlines.
+SET client_min_messages = notice;
+SELECT aimroute.reroute_worker_running();
+BEGIN;
+UPDATE aimroute.settings SET reroute_enabled = true;
+SELECT reroute_enabled FROM aimroute.settings;
+ROLLBACK;
+RESET client_min_messages;
