@@ -138,11 +138,17 @@ RunOnce(bool *missing)
 		   BATCH_SIZE)
 		CHECK_FOR_INTERRUPTS();
 
-	next = RunStatement(
-		"aimroute: finding the next deadline",
-		"SELECT greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp()))"
-		"::float8 * 1000 FROM aimroute.leads"
-		" WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL");
+	/*
+	 * Milliseconds to the earliest deadline: 0 when it passed already, -1
+	 * (NULL) when there is none.  (Not greatest(0, ...), which turns no
+	 * deadline into 0 and the worker into a busy loop.)
+	 */
+	next =
+		RunStatement("aimroute: finding the next deadline",
+					 "SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
+					 " greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())"
+					 "::float8 * 1000) END"
+					 " FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL");
 	if (next < 0 || next > naptime_ms)
 		return naptime_ms;
 	/* Just after the deadline, so that it has passed when looked at. */

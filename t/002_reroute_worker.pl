@@ -46,6 +46,14 @@ ok($node->poll_query_until('app', "SELECT count(*) = 1 FROM ($worker_pid_sql) w"
 is($node->safe_psql('app', 'SELECT aimroute.reroute_worker_running()'),
 	't', 'reroute_worker_running() says so');
 
+# With no deadline at all, the worker sleeps for its naptime (1 s here)
+# between rounds of three short transactions; it does not spin.
+my $commits_sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'";
+my $commits_before = $node->safe_psql('app', $commits_sql);
+sleep 4;
+my $commits = $node->safe_psql('app', $commits_sql) - $commits_before;
+cmp_ok($commits, '<', 60, "no deadline: the worker idles ($commits transactions in 4 s)");
+
 # A timer fires by itself.
 $node->safe_psql(
 	'app', q{
