@@ -60,6 +60,8 @@ $node->safe_psql(
 	UPDATE aimroute.settings SET default_dealer_number = 'HQ', radius_miles = 750;
 	INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
 	  VALUES ('LKB', 'US', '49757', 'a@example.com'), ('LKB', 'US', '49781', 'b@example.com');
+	SELECT aimroute.reassign(1, 'HQ', 'a notice with a view link to keep');
+	SELECT aimroute.reassign(1, 'D100', 'and back');
 });
 $node->stop('immediate');
 $node->start;

@@ -5,7 +5,7 @@
 -- itself).  Deadlines are moved into the past by UPDATE rather than
 -- waited for.  Everything is rolled back.
 BEGIN;
-SELECT plan(31);
+SELECT plan(32);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -42,9 +42,8 @@ $$;
 INSERT INTO leads (brand_code, country, postal_code, comment) VALUES
     ('RRT', 'US', '60601', 'a'), ('RRT', 'US', '60601', 'b'), ('RRT', 'CA', 'M5V 3L9', 'c');
 SELECT is(pg_temp.state('a'), 'RRT-CHI Radius 0', 'routed to Chicago');
-SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = pg_temp.id('a') AND event = 'Routed'
-                                                     AND dealer_number = 'RRT-CHI'), 1::bigint,
-          'a notice to the first dealer is queued with the lead');
+SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = pg_temp.id('a')), 0::bigint,
+          'routing queues no notice on the INSERT path (delivery creates the first one)');
 SELECT is(reroute_overdue(), 0, 'nothing is overdue yet: reroute_overdue does nothing');
 
 -- Re-route by the rules, excluding every dealer that held the lead.
@@ -95,18 +94,21 @@ SELECT is(mark_viewed(-1, 'sales@chi.example'), false, 'an unknown lead: false')
 
 -- The view link of a notice.
 INSERT INTO leads (brand_code, country, postal_code, comment) VALUES ('RRT', 'US', '60601', 'd');
-CREATE TEMP TABLE first_notice AS
-SELECT view_token FROM lead_notifications WHERE lead_id = pg_temp.id('d');
-SELECT ok((SELECT view_token ~ '^[A-Za-z0-9_-]{40,}$' AND view_token <> (SELECT n.view_token FROM lead_notifications n
-                                                                          WHERE n.lead_id = pg_temp.id('b'))
-             FROM first_notice), 'each notice has its own long, URL-safe token');
 SELECT pg_temp.overdue('d');
-SELECT is(reroute_overdue(), 1, 'the lead re-routes before anyone opened the link');
+SELECT is(reroute_overdue(), 1, 'the lead is re-routed to Milwaukee, with a notice and its link');
+CREATE TEMP TABLE first_notice AS
+SELECT view_token FROM lead_notifications WHERE lead_id = pg_temp.id('d') AND dealer_number = 'RRT-MKE';
+SELECT reassign(pg_temp.id('d'), 'RRT-MAD', 'customer asked for Madison');
+SELECT ok((SELECT view_token ~ '^[A-Za-z0-9_-]{40,}$'
+                  AND view_token <> (SELECT n.view_token FROM lead_notifications n
+                                      WHERE n.lead_id = pg_temp.id('d') AND n.dealer_number = 'RRT-MAD')
+             FROM first_notice), 'each notice has its own long, URL-safe token');
 SELECT is(open_view_link((SELECT view_token FROM first_notice)), false,
-          'the old dealer''s link no longer counts once the lead moved');
+          'the link of a dealer that no longer holds the lead does not count');
+SELECT is((SELECT viewed_at FROM leads WHERE comment = 'd'), NULL, 'and changes nothing');
 SELECT is(open_view_link((SELECT view_token FROM lead_notifications
-                           WHERE lead_id = pg_temp.id('d') AND dealer_number = 'RRT-MKE')), true,
-          'the new dealer''s link marks the lead viewed');
+                           WHERE lead_id = pg_temp.id('d') AND dealer_number = 'RRT-MAD')), true,
+          'the holding dealer''s link marks the lead viewed');
 SELECT is(open_view_link('not-a-token'), false, 'an unknown token: false');
 
 SELECT * FROM finish();

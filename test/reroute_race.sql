@@ -3,7 +3,7 @@
 -- sessions, dblink connections "r" (re-routes) and "v" (views), work on
 -- committed data; what they commit is removed at the end.
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -80,14 +80,19 @@ SELECT is((SELECT n FROM dblink('r', $$SELECT aimroute.reroute_overdue(10)$$) AS
           '2. after the view commits, the lead is no longer due');
 SELECT is(pg_temp.state('race-2'), 'RRC-CHI viewed', '2. it stays with the dealer that viewed it');
 
--- 3. The view link of the old dealer, racing a re-route.
+-- 3. The view link of the old dealer, racing a re-route.  A first re-route
+--    (committed) gives Milwaukee a notice and its link; the second, to the
+--    default dealer, races that link.
+SELECT dblink_exec('r', $$UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() WHERE comment = 'race-3'$$);
+SELECT is((SELECT n FROM dblink('r', $$SELECT aimroute.reroute_overdue(1)$$) AS t(n integer)), 1,
+          '3. the third lead is re-routed to Milwaukee');
 SELECT dblink_exec('r', $$UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() WHERE comment = 'race-3'$$);
 SELECT dblink_exec('r', 'BEGIN');
 SELECT is((SELECT n FROM dblink('r', $$SELECT aimroute.reroute_overdue(1)$$) AS t(n integer)), 1,
-          '3. "r" re-routes the third lead, not committed yet');
+          '3. "r" re-routes it again, not committed yet');
 SELECT dblink_send_query('v', format($$SELECT aimroute.open_view_link(%L)$$,
                                      (SELECT view_token FROM lead_notifications
-                                       WHERE lead_id = pg_temp.id('race-3') AND dealer_number = 'RRC-CHI')));
+                                       WHERE lead_id = pg_temp.id('race-3') AND dealer_number = 'RRC-MKE')));
 SELECT ok(pg_temp.waits((SELECT v FROM pids)), '3. the link waits for the re-route');
 SELECT dblink_exec('r', 'COMMIT');
 SELECT is((SELECT ok FROM dblink_get_result('v') AS t(ok boolean)), false,
