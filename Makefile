@@ -37,6 +37,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS does not track header dependencies: a changed struct in a header
+# must rebuild every object, or objects disagree on its layout.
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
 $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_FILES) $(EXTENSION).control
 	{ printf '%s\n' "-- aimroute $(EXTVERSION): generated from schema/*.sql by make; do not edit." \
 	    '\echo Use "CREATE EXTENSION aimroute CASCADE" to load this file. \quit'; \
