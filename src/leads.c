@@ -285,14 +285,12 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	 * explanation.
 	 */
 	if (!heap_attisnull(tuple, c.attnum[LC_MATCH_TYPE], desc) &&
-		!heap_attisnull(tuple, c.attnum[LC_ROUTED_AT], desc) &&
-		!heap_attisnull(tuple, c.attnum[LC_ROUTING_LOG], desc))
+		!heap_attisnull(tuple, c.attnum[LC_ROUTED_AT], desc))
 	{
-		bool isnull;
 		Datum log = heap_getattr(tuple, c.attnum[LC_ROUTING_LOG], desc, &isnull);
+		ArrayType *steps = isnull ? NULL : DatumGetArrayTypeP(log);
 
-		if (ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(log)), ARR_DIMS(DatumGetArrayTypeP(log))) >
-			0)
+		if (steps != NULL && ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps)) > 0)
 			return PointerGetDatum(tuple);
 	}
 

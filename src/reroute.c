@@ -79,6 +79,8 @@ ReadRerouteSettings(HeapTuple row, TupleDesc desc, int first, RerouteSettings *s
 		s->skip_days = SkipDaysMask(DatumGetArrayTypeP(d));
 	d = heap_getattr(row, first + 3, desc, &isnull);
 	strlcpy(s->timezone, isnull ? "UTC" : TextDatumGetCString(d), sizeof(s->timezone));
+	/* pg_tzset's zones live as long as the backend: keep the pointer. */
+	s->tz = pg_tzset(s->timezone);
 }
 
 /*
@@ -136,7 +138,7 @@ IsoWeekday(const struct pg_tm *tm)
 TimestampTz
 RerouteDeadline(const RerouteSettings *s, TimestampTz from)
 {
-	pg_tz *tz = pg_tzset(s->timezone);
+	pg_tz *tz = s->tz;
 	struct pg_tm tm;
 	fsec_t fsec;
 	TimestampTz due = from;
@@ -189,5 +191,6 @@ aimroute_reroute_deadline(PG_FUNCTION_ARGS)
 	s.after = *PG_GETARG_INTERVAL_P(1);
 	s.skip_days = SkipDaysMask(PG_GETARG_ARRAYTYPE_P(2));
 	text_to_cstring_buffer(zone, s.timezone, sizeof(s.timezone));
+	s.tz = pg_tzset(s.timezone);
 	PG_RETURN_TIMESTAMPTZ(RerouteDeadline(&s, PG_GETARG_TIMESTAMPTZ(0)));
 }

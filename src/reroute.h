@@ -17,6 +17,7 @@ typedef struct RerouteSettings
 	Interval after;
 	uint8 skip_days; /* bit d set: ISO weekday d (1 = Monday) is skipped */
 	char timezone[TZ_STRLEN_MAX + 1];
+	pg_tz *tz; /* timezone, looked up once; NULL when not recognized */
 } RerouteSettings;
 
 /* The columns ReadRerouteSettings reads, in this order. */
