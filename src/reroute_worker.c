@@ -134,7 +134,7 @@ RunOnce(bool *missing)
 		return naptime_ms;
 
 	while (RunStatement("aimroute: re-routing overdue leads",
-						psprintf("SELECT aimroute.reroute_overdue(%d)::float8", BATCH_SIZE)) >=
+						"SELECT aimroute.reroute_overdue(" CppAsString2(BATCH_SIZE) ")::float8") >=
 		   BATCH_SIZE)
 		CHECK_FOR_INTERRUPTS();
 
