@@ -29,7 +29,8 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('ai
 --
 -- lead_notifications: one row per notice a dealer is owed for a lead, each
 -- with its own view-link token.  Every move of a lead (re-route,
--- reassignment, a dealer leaving) queues one in the same transaction.  The
+-- reassignment, a dealer leaving) queues one in the same transaction, from
+-- the trigger that records the move in lead_history (040_leads.sql).  The
 -- notice of a lead's first routing is not queued on the INSERT path:
 -- an AFTER INSERT trigger doing it cost more than routing itself (about
 -- 100 microseconds a lead in bench/); delivery (SPEC section 4) creates it
@@ -56,24 +57,6 @@ COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
     'The token of the notice''s view link (aimroute.open_view_link): 244 random bits, URL-safe.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_notifications', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_notifications', 'notification_id')::regclass, '');
-
--- A lead that changes dealer owes the new dealer a notice.
-CREATE FUNCTION aimroute.leads_queue_move_notification() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NEW.send_to_dealer THEN
-        INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event)
-        VALUES (NEW.lead_id, NEW.dealer_number,
-                coalesce(nullif(current_setting('aimroute_ctx.event', true), ''), 'Updated'));
-    END IF;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER leads_queue_move_notification AFTER UPDATE OF dealer_number ON aimroute.leads
-    FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
-    EXECUTE FUNCTION aimroute.leads_queue_move_notification();
 
 ALTER TABLE aimroute.leads ADD COLUMN viewed_by text;
 COMMENT ON COLUMN aimroute.leads.viewed_by IS
