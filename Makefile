@@ -10,6 +10,8 @@ MODULE_big = aimroute
 OBJS = \
 	src/aimroute.o \
 	src/country.o \
+	src/delivery.o \
+	src/delivery_worker.o \
 	src/leads.o \
 	src/postal.o \
 	src/postal_loader.o \
@@ -24,7 +26,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 DATA = $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql) data/aimroute_postal_codes.tsv.gz
 DOCS = README.md
 
-SHLIB_LINK = -lz
+SHLIB_LINK = -lz -lcurl
 PG_CPPFLAGS = -I$(srcdir)/src -DAIMROUTE_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 

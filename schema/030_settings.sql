@@ -58,7 +58,9 @@ CREATE TABLE aimroute.settings (
     daily_recap_hour           integer NOT NULL DEFAULT 7
         CONSTRAINT settings_daily_recap_hour_check CHECK (daily_recap_hour BETWEEN 0 AND 23),
     oem_name                   text NOT NULL DEFAULT 'aimroute'
-        CONSTRAINT settings_oem_name_check CHECK (btrim(oem_name) <> '')
+        CONSTRAINT settings_oem_name_check CHECK (btrim(oem_name) <> ''),
+    view_link_url              text NOT NULL DEFAULT 'https://leads.aimroute.invalid/view?token='
+        CONSTRAINT settings_view_link_url_check CHECK (view_link_url ~ '^https?://[^/[:space:]]+')
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -79,6 +81,7 @@ COMMENT ON COLUMN aimroute.settings.push_gateway_url IS 'HTTP endpoint of the mo
 COMMENT ON COLUMN aimroute.settings.delivery_retry_schedule IS 'Waits before each retry of a failed delivery (default 20 seconds, 20 minutes, 20 hours).';
 COMMENT ON COLUMN aimroute.settings.daily_recap_hour IS 'Local hour (settings.timezone) of the daily delivery-failure recap (default 7).';
 COMMENT ON COLUMN aimroute.settings.oem_name IS 'The OEM''s name, the provider in ADF messages.';
+COMMENT ON COLUMN aimroute.settings.view_link_url IS 'Start of the view link in lead emails: the notice''s token is appended, and the page behind it calls aimroute.open_view_link(token).';
 
 --
 -- settings_validate: refuses a bad value with an error naming the setting
@@ -183,6 +186,9 @@ BEGIN
     ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
         bad := 'oem_name';
         allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NEW.view_link_url !~ '^https?://[^/[:space:]]+' THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -212,7 +218,8 @@ BEGIN
             smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
             push_gateway_url = NEW.push_gateway_url,
             delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url
          WHERE s.singleton;
         RETURN NULL;
     END IF;

@@ -188,7 +188,8 @@ COMMENT ON FUNCTION aimroute.explain_lead(bigint) IS
 -- lead_history is written by one trigger for every change of dealer, so
 -- that no path (the functions below, the re-route worker, a direct UPDATE)
 -- can move a lead without a trace; the same trigger queues the new
--- dealer's notice (aimroute.lead_notifications, 060_reroute.sql).  Callers
+-- dealer's notice and its messages (aimroute.queue_lead_delivery,
+-- 070_delivery.sql).  Callers
 -- describe the change in the transaction-local settings aimroute_ctx.event
 -- and aimroute_ctx.reason.
 --
@@ -204,9 +205,8 @@ BEGIN
             coalesce(nullif(current_setting('aimroute_ctx.reason', true), ''),
                      'dealer_number changed by a direct UPDATE of aimroute.leads'));
     IF NEW.send_to_dealer THEN
-        INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event)
-        VALUES (NEW.lead_id, NEW.dealer_number,
-                coalesce(nullif(current_setting('aimroute_ctx.event', true), ''), 'Updated'));
+        PERFORM aimroute.queue_lead_delivery(NEW.lead_id, NEW.dealer_number,
+            coalesce(nullif(current_setting('aimroute_ctx.event', true), ''), 'Updated'));
     END IF;
     RETURN NULL;
 END

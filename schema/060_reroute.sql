@@ -27,14 +27,11 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_contacts', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.dealer_contacts', 'contact_id')::regclass, '');
 
 --
--- lead_notifications: one row per notice a dealer is owed for a lead, each
--- with its own view-link token.  Every move of a lead (re-route,
--- reassignment, a dealer leaving) queues one in the same transaction, from
--- the trigger that records the move in lead_history (040_leads.sql).  The
--- notice of a lead's first routing is not queued on the INSERT path:
--- an AFTER INSERT trigger doing it cost more than routing itself (about
--- 100 microseconds a lead in bench/); delivery (SPEC section 4) creates it
--- from the lead.
+-- lead_notifications: one row per time a lead is sent to a dealer (its
+-- first routing, each move, aimroute.send_lead), each with its own
+-- view-link token.  The messages of a notice -- one per recipient and
+-- method -- are rows of aimroute.outbox (070_delivery.sql), queued in the
+-- same transaction by aimroute.queue_lead_delivery().
 --
 CREATE TABLE aimroute.lead_notifications (
     notification_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -46,15 +43,20 @@ CREATE TABLE aimroute.lead_notifications (
         DEFAULT translate(encode(pg_catalog.decode(replace(pg_catalog.gen_random_uuid()::text, '-', '')
                                                    || replace(pg_catalog.gen_random_uuid()::text, '-', ''), 'hex'),
                                  'base64'), '+/=', '-_'),
-    status           text NOT NULL DEFAULT 'queued'
+    no_contacts      boolean NOT NULL DEFAULT false,
+    messages         integer NOT NULL DEFAULT 0,
+    failure_notice_at timestamptz
 );
-CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id);
-CREATE INDEX lead_notifications_queued_idx ON aimroute.lead_notifications (notification_id)
-    WHERE status = 'queued';
+CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id, notification_id);
 COMMENT ON TABLE aimroute.lead_notifications IS
-    'Notices owed to dealers, one per routing or move of a lead, each with its own unguessable view-link token.';
+    'Each time a lead is sent to a dealer (routing, a move, send_lead): its event, its unguessable view-link token, and how many messages were queued for it in aimroute.outbox.';
 COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
     'The token of the notice''s view link (aimroute.open_view_link): 244 random bits, URL-safe.';
+COMMENT ON COLUMN aimroute.lead_notifications.no_contacts IS
+    'The dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration when the notice was queued: nothing was sent.';
+COMMENT ON COLUMN aimroute.lead_notifications.messages IS 'Messages queued for this notice in aimroute.outbox.';
+COMMENT ON COLUMN aimroute.lead_notifications.failure_notice_at IS
+    'When failure notices were queued for this notice (its delivery ended in total or partial failure); NULL otherwise.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_notifications', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_notifications', 'notification_id')::regclass, '');
 

@@ -60,7 +60,7 @@ run_perl_tap() {
 		TESTDIR="$CHECK_DIR/tap" \
 		PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" \
 		PGHOST= PGPORT= PGUSER= \
-		prove -I "$PGXS_SRC/test/perl" -I "$AIMROUTE_ROOT/t" "$AIMROUTE_ROOT"/t/*.pl)
+		prove -I "$PGXS_SRC/test/perl" -I "$AIMROUTE_ROOT/t" -I "$AIMROUTE_ROOT/t/lib" "$AIMROUTE_ROOT"/t/*.pl)
 }
 
 install_packages

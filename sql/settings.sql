@@ -38,6 +38,7 @@ UPDATE settings SET delivery_retry_schedule = '{20 seconds,NULL}';
 UPDATE settings SET daily_recap_hour = 24;
 UPDATE settings SET daily_recap_hour = -1;
 UPDATE settings SET oem_name = '  ';
+UPDATE settings SET view_link_url = 'dealers.example.com/lead?token=';
 UPDATE settings SET singleton = false;
 UPDATE settings SET radius_enabled = NULL;
 UPDATE settings SET reroute_enabled = NULL;
@@ -78,6 +79,7 @@ UPDATE settings SET push_gateway_url = 'ftp://x';
 UPDATE settings SET delivery_retry_schedule = '{}';
 UPDATE settings SET daily_recap_hour = 24;
 UPDATE settings SET oem_name = ' ';
+UPDATE settings SET view_link_url = 'ftp://x';
 UPDATE settings SET singleton = false;
 UPDATE settings SET default_dealer_number = 'NO-SUCH-DEALER';
 \set VERBOSITY default

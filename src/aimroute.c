@@ -11,6 +11,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "delivery.h"
 #include "reroute_worker.h"
 #include "routing_cache.h"
 
@@ -29,6 +30,7 @@ _PG_init(void)
 {
 	RoutingCacheDefineGucs();
 	RerouteWorkerInit();
+	DeliveryWorkerInit();
 	MarkGUCPrefixReserved("aimroute");
 }
 

@@ -42,7 +42,7 @@
 
 PGDLLEXPORT void aimroute_reroute_worker_main(Datum arg);
 
-static char *reroute_database = NULL;
+char *aimroute_worker_database = NULL;
 static int reroute_naptime = 60;
 static bool worker_registered = false;
 
@@ -66,10 +66,10 @@ RerouteWorkerInit(void)
 	/* The worker and its database exist only when the library is preloaded. */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-	DefineCustomStringVariable("aimroute.database",
-							   "Database in which the aimroute re-route worker runs.",
-							   "The database where CREATE EXTENSION aimroute was run.",
-							   &reroute_database, "postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable(
+		"aimroute.database", "Database in which the aimroute re-route worker runs.",
+		"The database where CREATE EXTENSION aimroute was run.", &aimroute_worker_database,
+		"postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -166,9 +166,10 @@ aimroute_reroute_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(reroute_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(aimroute_worker_database, NULL, 0);
 	pgstat_report_appname("aimroute re-route worker");
-	ereport(LOG, (errmsg("aimroute re-route worker started in database \"%s\"", reroute_database)));
+	ereport(LOG, (errmsg("aimroute re-route worker started in database \"%s\"",
+						 aimroute_worker_database)));
 
 	for (;;)
 	{
@@ -187,7 +188,7 @@ aimroute_reroute_worker_main(Datum arg)
 			ereport(LOG,
 					(errmsg("aimroute re-route worker: extension aimroute is not installed in "
 							"database \"%s\"",
-							reroute_database),
+							aimroute_worker_database),
 					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
 							 "database that has it.")));
 		reported_missing = missing;

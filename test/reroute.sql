@@ -42,8 +42,8 @@ $$;
 INSERT INTO leads (brand_code, country, postal_code, comment) VALUES
     ('RRT', 'US', '60601', 'a'), ('RRT', 'US', '60601', 'b'), ('RRT', 'CA', 'M5V 3L9', 'c');
 SELECT is(pg_temp.state('a'), 'RRT-CHI Radius 0', 'routed to Chicago');
-SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = pg_temp.id('a')), 0::bigint,
-          'routing queues no notice on the INSERT path (delivery creates the first one)');
+SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = pg_temp.id('a') AND event = 'Routed'), 1::bigint,
+          'routing queues the first notice in the inserting transaction');
 SELECT is(reroute_overdue(), 0, 'nothing is overdue yet: reroute_overdue does nothing');
 
 -- Re-route by the rules, excluding every dealer that held the lead.

@@ -1,0 +1,1112 @@
+--
+-- Delivery (SPEC section 4): who receives a dealer's leads, the outbox the
+-- routing transaction fills, what the delivery worker claims and records,
+-- failure notices, the daily recap, and the views BI tools read.
+--
+-- The life of a message: aimroute.queue_lead_delivery() queues one row of
+-- aimroute.outbox per recipient and method, in the transaction that routes
+-- or moves the lead.  The delivery worker (src/delivery_worker.c) claims
+-- due rows with aimroute.delivery_claim() under a lease and commits, talks
+-- to the SMTP or HTTP server with no transaction open, and records each
+-- outcome with aimroute.delivery_record() in a transaction of its own.  A
+-- worker that dies between the two leaves its rows 'sending' with a lease
+-- that runs out; the next claim sends them again under the same
+-- Message-ID / Idempotency-Key.  A row recorded as delivered is never
+-- claimed again.  docs/delivery.md.
+--
+
+-- A dealer's region, for region users and region failure notices.
+ALTER TABLE aimroute.dealers ADD COLUMN region text;
+COMMENT ON COLUMN aimroute.dealers.region IS
+    'The OEM''s sales region of the dealer (free text, such as ''Great Lakes''); notification contacts and region users are scoped by it.';
+
+--
+-- Contact types.  'Leads: Emails To' contacts receive the dealer's leads and
+-- are the only ones whose view counts; 'Leads: Emails CC' contacts get a
+-- copy; the two notification types make a dealer's contact a recipient of
+-- the failure notices about that dealer's leads.
+--
+CREATE FUNCTION aimroute.contact_types() RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ARRAY['Leads: Emails To', 'Leads: Emails CC',
+                 'Dealer Lead Delivery Notification (real-time)',
+                 'Lead Delivery Notification Daily'];
+COMMENT ON FUNCTION aimroute.contact_types() IS 'The contact types aimroute.dealer_contacts accepts.';
+
+CREATE FUNCTION aimroute.email_is_valid(email text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN email ~ '^[^@[:space:]<>(),;:"\[\]]+@[^@[:space:]<>(),;:"\[\]]+\.[^@[:space:]<>(),;:"\[\].]+$';
+COMMENT ON FUNCTION aimroute.email_is_valid(text) IS
+    'Whether a text is usable as one email address (local@domain.tld, no spaces, brackets or separators).';
+
+ALTER TABLE aimroute.dealer_contacts
+    ADD CONSTRAINT dealer_contacts_contact_types_check
+        CHECK (contact_types <@ aimroute.contact_types() AND cardinality(contact_types) > 0),
+    ADD CONSTRAINT dealer_contacts_email_check CHECK (aimroute.email_is_valid(email)),
+    ADD CONSTRAINT dealer_contacts_reachable_check CHECK (email IS NOT NULL OR mobile IS NOT NULL);
+
+--
+-- dealer_contacts_validate: trims and checks a contact, with an error that
+-- says what is wrong (a CHECK violation can only name its constraint).
+--
+CREATE FUNCTION aimroute.dealer_contacts_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    NEW.email := nullif(btrim(NEW.email), '');
+    NEW.mobile := nullif(btrim(NEW.mobile), '');
+    SELECT t INTO bad FROM unnest(NEW.contact_types) AS t
+     WHERE t IS NULL OR NOT t = ANY (aimroute.contact_types()) LIMIT 1;
+    IF FOUND OR cardinality(NEW.contact_types) = 0 THEN
+        RAISE EXCEPTION 'invalid contact type %', coalesce(quote_literal(bad), 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = format('contact_types takes one or more of: %s.', array_to_string(aimroute.contact_types(), ', '));
+    END IF;
+    IF NOT aimroute.email_is_valid(NEW.email) THEN
+        RAISE EXCEPTION 'invalid email address % for a contact of dealer %', quote_literal(NEW.email), NEW.dealer_number
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Give one address, such as sales@dealer.example.com, or NULL for a contact reached by mobile push only.';
+    END IF;
+    IF NEW.email IS NULL AND NEW.mobile IS NULL THEN
+        RAISE EXCEPTION 'a contact of dealer % needs an email address or a mobile number', NEW.dealer_number
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT array_agg(DISTINCT t ORDER BY t) INTO NEW.contact_types FROM unnest(NEW.contact_types) AS t;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER dealer_contacts_validate BEFORE INSERT OR UPDATE ON aimroute.dealer_contacts
+    FOR EACH ROW EXECUTE FUNCTION aimroute.dealer_contacts_validate();
+COMMENT ON COLUMN aimroute.dealer_contacts.contact_types IS
+    'What the contact receives: ''Leads: Emails To'' (the dealer''s leads; only their views count), ''Leads: Emails CC'' (a copy), ''Dealer Lead Delivery Notification (real-time)'' and ''Lead Delivery Notification Daily'' (failure notices about this dealer''s leads).';
+COMMENT ON COLUMN aimroute.dealer_contacts.mobile IS
+    'Mobile number for push notices of new leads (through settings.push_gateway_url); NULL: no push.';
+COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
+    'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and nothing is sent to it until aimroute.set_delivery_status_active(contact_id).';
+
+--
+-- notification_contacts: OEM and region staff who receive failure notices.
+--
+CREATE TABLE aimroute.notification_contacts (
+    notification_contact_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email                    text NOT NULL
+        CONSTRAINT notification_contacts_email_check CHECK (aimroute.email_is_valid(email)),
+    contact_type             text NOT NULL
+        CONSTRAINT notification_contacts_contact_type_check
+        CHECK (contact_type IN ('Dealer Lead Delivery Notification (real-time)', 'Lead Delivery Notification Daily')),
+    region                   text,
+    name                     text
+);
+CREATE UNIQUE INDEX notification_contacts_unique_idx
+    ON aimroute.notification_contacts (lower(email), contact_type, region) NULLS NOT DISTINCT;
+COMMENT ON TABLE aimroute.notification_contacts IS
+    'OEM and region staff who are told when leads fail to reach their dealers: at once (real-time) or in a daily recap.';
+COMMENT ON COLUMN aimroute.notification_contacts.contact_type IS
+    '''Dealer Lead Delivery Notification (real-time)'': a notice per lead whose delivery failed wholly or partly; ''Lead Delivery Notification Daily'': one recap a day (settings.daily_recap_hour) of the prior day''s failing leads.';
+COMMENT ON COLUMN aimroute.notification_contacts.region IS
+    'Only leads of dealers of this region (aimroute.dealers.region); NULL: every lead.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.notification_contacts', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.notification_contacts', 'notification_contact_id')::regclass, '');
+
+CREATE FUNCTION aimroute.notification_contacts_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.email := btrim(NEW.email);
+    NEW.region := nullif(btrim(NEW.region), '');
+    IF NEW.contact_type IS NULL OR NEW.contact_type NOT IN ('Dealer Lead Delivery Notification (real-time)',
+                                                             'Lead Delivery Notification Daily') THEN
+        RAISE EXCEPTION 'invalid notification contact type %', coalesce(quote_literal(NEW.contact_type), 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = 'contact_type is ''Dealer Lead Delivery Notification (real-time)'' or ''Lead Delivery Notification Daily''.';
+    END IF;
+    IF NEW.email IS NULL OR NOT aimroute.email_is_valid(NEW.email) THEN
+        RAISE EXCEPTION 'invalid email address % for a notification contact', coalesce(quote_literal(NEW.email), 'NULL')
+            USING ERRCODE = 'check_violation', HINT = 'Give one address, such as ops@oem.example.com.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER notification_contacts_validate BEFORE INSERT OR UPDATE ON aimroute.notification_contacts
+    FOR EACH ROW EXECUTE FUNCTION aimroute.notification_contacts_validate();
+
+--
+-- crm_integrations: a dealer's CRM, which takes leads as ADF XML by email
+-- (adf_email: endpoint is the CRM's lead address) or by HTTP POST
+-- (adf_http: endpoint is the URL).
+--
+CREATE TABLE aimroute.crm_integrations (
+    integration_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dealer_number   text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    kind            text NOT NULL
+        CONSTRAINT crm_integrations_kind_check CHECK (kind IN ('adf_email', 'adf_http')),
+    endpoint        text NOT NULL,
+    active          boolean NOT NULL DEFAULT true,
+    name            text,
+    CONSTRAINT crm_integrations_endpoint_check CHECK (
+        CASE kind WHEN 'adf_email' THEN aimroute.email_is_valid(endpoint)
+                  ELSE endpoint ~ '^https?://[^/[:space:]]+[^[:space:]]*$' END)
+);
+CREATE INDEX crm_integrations_dealer_idx ON aimroute.crm_integrations (dealer_number) WHERE active;
+COMMENT ON TABLE aimroute.crm_integrations IS
+    'Dealer CRMs that receive each lead as ADF XML (docs/adf.md): adf_email sends it to the CRM''s lead address, adf_http POSTs it to a URL.';
+COMMENT ON COLUMN aimroute.crm_integrations.endpoint IS 'adf_email: the CRM''s lead email address; adf_http: the http:// or https:// URL to POST to.';
+COMMENT ON COLUMN aimroute.crm_integrations.active IS 'Only active integrations receive leads.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.crm_integrations', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.crm_integrations', 'integration_id')::regclass, '');
+
+CREATE FUNCTION aimroute.crm_integrations_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.endpoint := btrim(NEW.endpoint);
+    IF NEW.kind IS NULL OR NEW.kind NOT IN ('adf_email', 'adf_http') THEN
+        RAISE EXCEPTION 'invalid CRM integration kind %', coalesce(quote_literal(NEW.kind), 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = 'kind is ''adf_email'' (ADF XML by email) or ''adf_http'' (ADF XML by HTTP POST).';
+    ELSIF NEW.kind = 'adf_email' AND NOT coalesce(aimroute.email_is_valid(NEW.endpoint), false) THEN
+        RAISE EXCEPTION 'invalid endpoint % for an adf_email integration of dealer %',
+                        coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
+            USING ERRCODE = 'check_violation', HINT = 'An adf_email endpoint is the CRM''s lead address, such as leads@crm.example.com.';
+    ELSIF NEW.kind = 'adf_http' AND NOT coalesce(NEW.endpoint ~ '^https?://[^/[:space:]]+[^[:space:]]*$', false) THEN
+        RAISE EXCEPTION 'invalid endpoint % for an adf_http integration of dealer %',
+                        coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
+            USING ERRCODE = 'check_violation', HINT = 'An adf_http endpoint is an http:// or https:// URL, such as https://crm.example.com/adf.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER crm_integrations_validate BEFORE INSERT OR UPDATE ON aimroute.crm_integrations
+    FOR EACH ROW EXECUTE FUNCTION aimroute.crm_integrations_validate();
+
+--
+-- The outbox: one row per message, each to one recipient by one method.
+--
+CREATE TABLE aimroute.outbox (
+    message_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    notification_id  bigint REFERENCES aimroute.lead_notifications ON DELETE CASCADE,
+    lead_id          bigint,
+    dealer_number    text,
+    purpose          text NOT NULL DEFAULT 'lead'
+        CONSTRAINT outbox_purpose_check CHECK (purpose IN ('lead', 'failure notice', 'daily recap')),
+    method           text NOT NULL
+        CONSTRAINT outbox_method_check CHECK (method IN ('email', 'mobile', 'crm')),
+    role             text NOT NULL,
+    contact_id       bigint,
+    integration_id   bigint,
+    recipient        text NOT NULL,
+    subject          text,
+    body             text,
+    status           text NOT NULL DEFAULT 'queued'
+        CONSTRAINT outbox_status_check CHECK (status IN ('queued', 'sending', 'delivered', 'failed', 'cancelled')),
+    outcome          text,
+    attempts         integer NOT NULL DEFAULT 0,
+    due_at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at      timestamptz,
+    message_key      text,
+    last_response    text
+);
+CREATE INDEX outbox_due_idx ON aimroute.outbox (due_at) WHERE status IN ('queued', 'sending');
+CREATE INDEX outbox_notification_idx ON aimroute.outbox (notification_id);
+COMMENT ON TABLE aimroute.outbox IS
+    'Messages to send, one per recipient and method, queued in the transaction that routes or moves a lead; the delivery worker sends them. Read the views lead_delivery_status, delivery_attempts, delivery_issues and unsent_leads rather than this table.';
+COMMENT ON COLUMN aimroute.outbox.purpose IS '''lead'' (a lead to its dealer), ''failure notice'' or ''daily recap'' (to notification contacts).';
+COMMENT ON COLUMN aimroute.outbox.method IS '''email'' (SMTP), ''mobile'' (push gateway, HTTP) or ''crm'' (ADF XML, by email or HTTP).';
+COMMENT ON COLUMN aimroute.outbox.role IS 'To, CC, Push, adf_email, adf_http, Notice or Recap.';
+COMMENT ON COLUMN aimroute.outbox.contact_id IS 'The dealer contact (aimroute.dealer_contacts) it goes to, whose bounce status suppresses it.';
+COMMENT ON COLUMN aimroute.outbox.status IS
+    'queued (waiting for its first or next attempt), sending (claimed by the worker, under a lease until due_at), delivered, failed (bounced, suppressed or out of retries) or cancelled (the lead left the dealer first).';
+COMMENT ON COLUMN aimroute.outbox.due_at IS 'queued: when the next attempt is due; sending: when the worker''s lease runs out.';
+COMMENT ON COLUMN aimroute.outbox.message_key IS 'The Message-ID (email) or Idempotency-Key (HTTP) every attempt of this message carries, so a receiver can recognize a repeat.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.outbox', 'message_id')::regclass, '');
+
+CREATE TABLE aimroute.delivery_attempt_log (
+    attempt_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id     bigint NOT NULL REFERENCES aimroute.outbox ON DELETE CASCADE,
+    attempt        integer NOT NULL,
+    attempted_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    outcome        text NOT NULL,
+    response_code  integer,
+    response       text
+);
+CREATE INDEX delivery_attempt_log_message_idx ON aimroute.delivery_attempt_log (message_id);
+CREATE INDEX delivery_attempt_log_at_idx ON aimroute.delivery_attempt_log (attempted_at);
+COMMENT ON TABLE aimroute.delivery_attempt_log IS 'Every attempt to send a message of aimroute.outbox, and what came of it; read it through aimroute.delivery_attempts.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.delivery_attempt_log', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.delivery_attempt_log', 'attempt_id')::regclass, '');
+
+CREATE TABLE aimroute.daily_recaps (
+    day        date PRIMARY KEY,
+    queued_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    leads      integer NOT NULL DEFAULT 0,
+    messages   integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE aimroute.daily_recaps IS 'The daily recaps queued: one row per day recapped (a local date in settings.timezone), so that each day is recapped once.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.daily_recaps', '');
+
+--
+-- Queueing.  aimroute.queue_lead_delivery (C, src/delivery.c) runs one
+-- prepared statement: the notice row and its messages.  The AFTER INSERT
+-- trigger calls it for each lead routed by this transaction (a lead that
+-- pg_restore brings back, routed long ago, is not sent again).
+--
+CREATE FUNCTION aimroute.queue_lead_delivery(lead_id bigint, dealer_number text, event text)
+RETURNS bigint
+    AS 'MODULE_PATHNAME', 'aimroute_queue_lead_delivery'
+    LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) IS
+    'Queues a notice of the lead to the dealer and its messages (one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration); returns the notice''s id. Internal: routing, moves and send_lead call it.';
+
+CREATE FUNCTION aimroute.queue_delivery_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'aimroute_queue_delivery_trigger'
+    LANGUAGE C;
+CREATE TRIGGER queue_delivery AFTER INSERT ON aimroute.leads
+    FOR EACH ROW WHEN (NEW.send_to_dealer AND NEW.routed_at >= now())
+    EXECUTE FUNCTION aimroute.queue_delivery_trigger();
+
+--
+-- Rendering.  Emails are RFC 5322 text with CRLF line ends, the body in
+-- base64 so that any text goes through any server; non-ASCII header
+-- text is RFC 2047 encoded.
+--
+CREATE FUNCTION aimroute.mime_header_text(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t ~ '^[ -~]*$' THEN t
+                ELSE (SELECT string_agg('=?UTF-8?B?' || encode(convert_to(substr(t, i, 12), 'UTF8'), 'base64') || '?=',
+                                        E'\r\n ' ORDER BY i)
+                        FROM generate_series(1, length(t), 12) AS i) END
+$$;
+COMMENT ON FUNCTION aimroute.mime_header_text(text) IS
+    'Header text as RFC 2047 encoded words when it is not plain ASCII (12 characters a word, so none is cut inside a character).';
+
+CREATE FUNCTION aimroute.render_email(mail_from text, rcpt text, subject text, body text,
+                                      message_key text, sent_at timestamptz,
+                                      content_type text DEFAULT 'text/plain')
+RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat_ws(E'\r\n',
+        'Date: ' || to_char(sent_at AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS') || ' +0000',
+        'From: ' || mail_from,
+        'To: ' || rcpt,
+        'Subject: ' || aimroute.mime_header_text(regexp_replace(subject, '[\r\n\t]+', ' ', 'g')),
+        'Message-ID: ' || message_key,
+        'MIME-Version: 1.0',
+        'Content-Type: ' || content_type || '; charset=UTF-8',
+        'Content-Transfer-Encoding: base64',
+        'X-Mailer: aimroute',
+        '',
+        replace(encode(convert_to(body, 'UTF8'), 'base64'), E'\n', E'\r\n'),
+        '')
+$$;
+COMMENT ON FUNCTION aimroute.render_email(text, text, text, text, text, timestamptz, text) IS
+    'An email as sent over SMTP: headers, a blank line and the body in base64, CRLF line ends.';
+
+CREATE FUNCTION aimroute.lead_email_subject(l aimroute.leads) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('New lead %s: %s%s%s', l.lead_id,
+                  coalesce((SELECT b.name FROM aimroute.brands b WHERE b.brand_code = l.brand_code), l.brand_code, 'no brand'),
+                  ' ' || l.product_code,
+                  ' - ' || nullif(concat_ws(' ', l.first_name, l.last_name), ''))
+$$;
+
+--
+-- lead_email_text: the text of a lead to its dealer.  A 'Leads: Emails To'
+-- contact's copy has the view link; a CC copy does not (its reader cannot
+-- mark the lead viewed).
+--
+CREATE FUNCTION aimroute.lead_email_text(l aimroute.leads, dealer_name text, view_link text)
+RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat_ws(E'\n',
+        format('A new lead for %s (%s).', dealer_name, l.dealer_number),
+        '',
+        'Lead:      ' || l.lead_id,
+        'Received:  ' || to_char(l.received_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI') || ' ' || s.timezone,
+        'Brand:     ' || coalesce((SELECT b.name FROM aimroute.brands b WHERE b.brand_code = l.brand_code), l.brand_code),
+        'Product:   ' || l.product_code,
+        'Name:      ' || nullif(concat_ws(' ', l.first_name, l.last_name), ''),
+        'Email:     ' || l.email,
+        'Phone:     ' || l.phone,
+        'Address:   ' || nullif(concat_ws(', ', l.address, l.city,
+                                          concat_ws(' ', l.state_code, coalesce(l.postal_code, l.postal_code_input)),
+                                          l.country), ''),
+        'Source:    ' || l.source,
+        'Comment:   ' || l.comment,
+        '',
+        CASE WHEN view_link IS NOT NULL
+             THEN 'Open the lead (this marks it viewed): ' || view_link
+             ELSE 'You receive a copy of this lead; the dealer''s lead contacts have the link that marks it viewed.' END,
+        CASE WHEN view_link IS NOT NULL AND l.reroute_due_at IS NOT NULL
+             THEN 'Leads not viewed by ' || to_char(l.reroute_due_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI')
+                  || ' ' || s.timezone || ' go to another dealer.' END,
+        '',
+        '-- ',
+        s.oem_name || ' lead delivery (aimroute)')
+      FROM aimroute.settings s
+$$;
+
+--
+-- delivery_job: what the worker needs to send one message.
+--
+CREATE TYPE aimroute.delivery_job AS (
+    message_id    bigint,
+    attempt       integer,
+    transport     text,      -- smtp or http
+    url           text,      -- SMTP server or HTTP endpoint
+    mail_from     text,
+    recipient     text,      -- SMTP recipient (NULL for HTTP)
+    username      text,
+    password      text,
+    content_type  text,      -- HTTP Content-Type
+    message_key   text,      -- Message-ID or Idempotency-Key
+    payload       text       -- the whole email, or the HTTP body
+);
+
+--
+-- delivery_settle: after a lead message's final outcome, queue failure
+-- notices once the notice's delivery is over and failed wholly or partly
+-- (internal; the notices themselves never cause notices).
+--
+CREATE FUNCTION aimroute.delivery_settle(p_notification_id bigint)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n aimroute.lead_notifications;
+    s aimroute.settings;
+    d aimroute.dealers;
+    total integer;
+    delivered integer;
+    open_count integer;
+    failures text;
+    verdict text;
+    queued integer;
+BEGIN
+    SELECT * INTO n FROM aimroute.lead_notifications x WHERE x.notification_id = p_notification_id FOR UPDATE;
+    IF NOT FOUND OR n.failure_notice_at IS NOT NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT count(*) FILTER (WHERE o.status <> 'cancelled'),
+           count(*) FILTER (WHERE o.status = 'delivered'),
+           count(*) FILTER (WHERE o.status IN ('queued', 'sending')),
+           string_agg(format('  %s %s (%s): %s%s', o.method, o.recipient, o.role, o.outcome,
+                             ' - ' || left(o.last_response, 200)), E'\n' ORDER BY o.message_id)
+               FILTER (WHERE o.status = 'failed')
+      INTO total, delivered, open_count, failures
+      FROM aimroute.outbox o
+     WHERE o.notification_id = n.notification_id AND o.purpose = 'lead';
+    IF open_count > 0 OR total = 0 OR delivered = total THEN
+        RETURN 0;
+    END IF;
+    verdict := CASE WHEN delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END;
+    SELECT * INTO s FROM aimroute.settings;
+    SELECT * INTO d FROM aimroute.dealers x WHERE x.dealer_number = n.dealer_number;
+    INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, purpose, method, role,
+                                 contact_id, recipient, subject, body)
+    SELECT n.notification_id, n.lead_id, n.dealer_number, 'failure notice', 'email', 'Notice',
+           r.contact_id, r.email,
+           format('Lead %s not delivered to dealer %s (%s)', n.lead_id, n.dealer_number, verdict),
+           concat_ws(E'\n',
+               format('Lead %s was sent to dealer %s (%s) on %s %s, and its delivery ended in %s:',
+                      n.lead_id, n.dealer_number, d.name,
+                      to_char(n.queued_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI'), s.timezone, verdict),
+               '',
+               format('  %s of %s messages delivered; not delivered:', delivered, total),
+               failures,
+               '',
+               'What to check: SELECT * FROM aimroute.delivery_attempts WHERE lead_id = ' || n.lead_id || ';',
+               'Send it again once fixed: SELECT aimroute.send_lead(' || n.lead_id || ');',
+               '',
+               '-- ',
+               s.oem_name || ' lead delivery (aimroute)')
+      FROM (SELECT NULL::bigint AS contact_id, c.email
+              FROM aimroute.notification_contacts c
+             WHERE c.contact_type = 'Dealer Lead Delivery Notification (real-time)'
+               AND (c.region IS NULL OR c.region = d.region)
+            UNION
+            SELECT c.contact_id, c.email
+              FROM aimroute.dealer_contacts c
+             WHERE c.dealer_number = n.dealer_number AND c.email IS NOT NULL
+               AND 'Dealer Lead Delivery Notification (real-time)' = ANY (c.contact_types)) AS r;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    UPDATE aimroute.lead_notifications x SET failure_notice_at = clock_timestamp()
+     WHERE x.notification_id = n.notification_id;
+    RETURN queued;
+END
+$$;
+
+--
+-- delivery_render: what the worker sends for one claimed message
+-- (internal).  Lead emails and pushes are rendered when sent, so they show
+-- the lead as it is then.
+--
+CREATE FUNCTION aimroute.delivery_render(m aimroute.outbox, s aimroute.settings)
+RETURNS aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j aimroute.delivery_job;
+    l aimroute.leads;
+    token text;
+    dealer_name text;
+BEGIN
+    j := ROW(m.message_id, m.attempts, 'smtp', s.smtp_url, s.smtp_from, m.recipient, s.smtp_username,
+             s.smtp_password, NULL, m.message_key, NULL)::aimroute.delivery_job;
+    IF m.purpose <> 'lead' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp());
+        RETURN j;
+    END IF;
+
+    SELECT * INTO l FROM aimroute.leads x WHERE x.lead_id = m.lead_id;
+    SELECT n.view_token INTO token FROM aimroute.lead_notifications n WHERE n.notification_id = m.notification_id;
+    SELECT d.name INTO dealer_name FROM aimroute.dealers d WHERE d.dealer_number = m.dealer_number;
+    IF m.method = 'email' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient, aimroute.lead_email_subject(l),
+                         aimroute.lead_email_text(l, dealer_name,
+                             CASE WHEN m.role = 'To' THEN s.view_link_url || token END),
+                         m.message_key, clock_timestamp());
+    ELSIF m.method = 'mobile' THEN
+        j.transport := 'http'; j.url := s.push_gateway_url; j.recipient := NULL;
+        j.content_type := 'application/json';
+        j.payload := json_build_object(
+            'to', m.recipient,
+            'title', aimroute.lead_email_subject(l),
+            'body', concat_ws(', ', nullif(concat_ws(' ', l.first_name, l.last_name), ''),
+                              nullif(concat_ws(' ', l.city, l.state_code), ''), l.phone),
+            'lead_id', l.lead_id,
+            'dealer_number', l.dealer_number,
+            'url', CASE WHEN EXISTS (SELECT FROM aimroute.dealer_contacts c
+                                      WHERE c.contact_id = m.contact_id
+                                        AND 'Leads: Emails To' = ANY (c.contact_types))
+                        THEN s.view_link_url || token END,
+            'message_key', m.message_key)::text;
+    ELSIF m.role = 'adf_email' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient,
+                         format('ADF lead %s for dealer %s', l.lead_id, l.dealer_number),
+                         aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp());
+    ELSE
+        j.transport := 'http'; j.url := m.recipient; j.recipient := NULL;
+        j.content_type := 'application/xml';
+        j.payload := aimroute.lead_adf(l.lead_id);
+    END IF;
+    RETURN j;
+END
+$$;
+
+--
+-- delivery_fail: record that a claimed message failed without a send
+-- (internal).
+--
+CREATE FUNCTION aimroute.delivery_fail(m aimroute.outbox, p_outcome text, p_why text)
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.outbox o
+       SET status = CASE WHEN p_outcome = 'Cancelled' THEN 'cancelled' ELSE 'failed' END,
+           outcome = p_outcome, last_response = p_why, finished_at = clock_timestamp()
+     WHERE o.message_id = m.message_id;
+    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+    VALUES (m.message_id, m.attempts, p_outcome, p_why);
+    IF m.purpose = 'lead' AND p_outcome <> 'Cancelled' THEN
+        PERFORM aimroute.delivery_settle(m.notification_id);
+    END IF;
+END
+$$;
+
+--
+-- delivery_claim: the worker's claim of up to max_messages due messages,
+-- under a lease.  In the same transaction: a message whose lease ran out
+-- (its worker stopped before recording it) is logged as interrupted and
+-- sent again under the same key; a message to a suppressed contact is
+-- recorded as failed without sending; a lead message whose lead left the
+-- dealer is cancelled; a message that cannot be rendered fails with the
+-- error, instead of stopping the worker.
+--
+CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval)
+RETURNS SETOF aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    m aimroute.outbox;
+    j aimroute.delivery_job;
+    contact_status text;
+    holder text;
+    domain text;
+    err text;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    domain := split_part(s.smtp_from, '@', 2);
+    FOR m IN SELECT * FROM aimroute.outbox o
+              WHERE o.status IN ('queued', 'sending') AND o.due_at <= clock_timestamp()
+              ORDER BY o.due_at, o.message_id
+              LIMIT max_messages
+              FOR UPDATE SKIP LOCKED
+    LOOP
+        IF m.status = 'sending' THEN
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            VALUES (m.message_id, m.attempts, 'Interrupted',
+                    'the delivery worker stopped before recording the outcome of this attempt; sending again with the same key');
+        END IF;
+        IF m.purpose = 'lead' THEN
+            SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
+            IF holder IS DISTINCT FROM m.dealer_number THEN
+                PERFORM aimroute.delivery_fail(m, 'Cancelled',
+                    format('not sent: the lead went to dealer %s first', holder));
+                CONTINUE;
+            END IF;
+        END IF;
+        IF m.contact_id IS NOT NULL THEN
+            contact_status := NULL;
+            SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
+            IF contact_status IS DISTINCT FROM 'Active' THEN
+                PERFORM aimroute.delivery_fail(m, 'Suppressed',
+                    coalesce(format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status),
+                             format('not sent: contact %s was deleted', m.contact_id)));
+                CONTINUE;
+            END IF;
+        END IF;
+        IF m.method = 'mobile' AND s.push_gateway_url IS NULL THEN
+            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: no push gateway is configured (settings.push_gateway_url)');
+            CONTINUE;
+        END IF;
+
+        UPDATE aimroute.outbox o
+           SET status = 'sending', attempts = o.attempts + 1, due_at = clock_timestamp() + lease,
+               message_key = coalesce(o.message_key,
+                                      format('<aimroute.%s.%s@%s>', o.message_id,
+                                             to_char(o.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS'), domain))
+         WHERE o.message_id = m.message_id
+        RETURNING * INTO m;
+        BEGIN
+            j := aimroute.delivery_render(m, s);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
+            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: the message could not be rendered: ' || err);
+            CONTINUE;
+        END;
+        RETURN NEXT j;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval. Internal.';
+
+--
+-- delivery_record: the outcome of one attempt, as the worker saw it:
+-- libcurl's result code, the server's reply code (SMTP or HTTP, 0 when
+-- there was none) and its text.  Decides delivered, bounce, retry or
+-- failure; returns the outcome recorded.
+--
+CREATE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
+                                         response_code integer, response text)
+RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+    s aimroute.settings;
+    smtp boolean;
+    v_outcome text;
+    detail text := left(response, 2000);
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = delivery_record.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status <> 'sending' OR m.attempts <> delivery_record.attempt THEN
+        RETURN NULL;    -- deleted, or recorded already: nothing to do
+    END IF;
+    SELECT * INTO s FROM aimroute.settings;
+    smtp := m.method = 'email' OR m.role = 'adf_email';
+    IF smtp THEN
+        v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
+                        WHEN response_code IN (550, 551, 553) THEN 'Hard Bounce'
+                        WHEN response_code IN (452, 552) THEN 'Soft Bounce'
+                        WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
+                        ELSE 'Will retry' END;
+    ELSE
+        v_outcome := CASE WHEN curl_code = 0 AND response_code BETWEEN 200 AND 299 THEN 'Delivered'
+                        ELSE 'Will retry' END;
+    END IF;
+    IF v_outcome = 'Will retry' AND m.attempts > cardinality(s.delivery_retry_schedule) THEN
+        v_outcome := 'Failed';
+        detail := format('%s (gave up after %s attempts)', detail, m.attempts);
+    END IF;
+
+    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
+    VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
+    IF v_outcome = 'Will retry' THEN
+        UPDATE aimroute.outbox o
+           SET status = 'queued', outcome = 'Will retry', last_response = detail,
+               due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
+         WHERE o.message_id = m.message_id;
+        RETURN v_outcome;
+    END IF;
+    UPDATE aimroute.outbox o
+       SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
+           outcome = v_outcome, last_response = detail, finished_at = clock_timestamp()
+     WHERE o.message_id = m.message_id;
+    IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
+        UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
+         WHERE c.contact_id = m.contact_id AND c.delivery_status IS DISTINCT FROM 'Hard Bounce';
+    END IF;
+    IF m.purpose = 'lead' THEN
+        PERFORM aimroute.delivery_settle(m.notification_id);
+    END IF;
+    RETURN v_outcome;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text) IS
+    'Records the outcome of one delivery attempt (libcurl code, server reply code and text): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+
+--
+-- delivery_next_due: seconds until the earliest due message (0 when one
+-- is due, NULL when none is queued); the worker sleeps that long at most.
+--
+CREATE FUNCTION aimroute.delivery_next_due() RETURNS double precision
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Not greatest(0, ...) alone: it ignores a NULL, and no message would
+    -- read as one due now.
+    SELECT CASE WHEN min(o.due_at) IS NOT NULL
+                THEN greatest(0, extract(epoch FROM min(o.due_at) - clock_timestamp()))::float8 END
+      FROM aimroute.outbox o WHERE o.status IN ('queued', 'sending')
+$$;
+
+--
+-- queue_daily_recap: once a day, at or after settings.daily_recap_hour in
+-- settings.timezone, one email to each daily notification contact listing
+-- the prior day's leads whose delivery failed wholly or partly (region
+-- contacts: their region's; a dealer's contact: that dealer's).  Returns the
+-- messages queued; a day is recapped once, and a contact with nothing to
+-- report gets no email.
+--
+CREATE FUNCTION aimroute.queue_daily_recap(at timestamptz DEFAULT clock_timestamp())
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    local_now timestamp;
+    recap_day date;
+    queued integer := 0;
+    lead_count integer;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    local_now := queue_daily_recap.at AT TIME ZONE s.timezone;
+    IF extract(hour FROM local_now) < s.daily_recap_hour THEN
+        RETURN 0;
+    END IF;
+    recap_day := local_now::date - 1;
+    INSERT INTO aimroute.daily_recaps (day) VALUES (recap_day) ON CONFLICT (day) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+
+    WITH issues AS (
+        SELECT i.* FROM aimroute.delivery_issues i WHERE i.day = recap_day
+    ), recipients AS (
+        SELECT NULL::bigint AS contact_id, c.email, c.region, NULL::text AS dealer_number
+          FROM aimroute.notification_contacts c
+         WHERE c.contact_type = 'Lead Delivery Notification Daily'
+        UNION
+        SELECT c.contact_id, c.email, NULL, c.dealer_number
+          FROM aimroute.dealer_contacts c
+         WHERE c.email IS NOT NULL AND 'Lead Delivery Notification Daily' = ANY (c.contact_types)
+    ), per_recipient AS (
+        SELECT r.contact_id, r.email, r.region, r.dealer_number, count(*) AS n,
+               string_agg(format('  lead %s  dealer %s (%s)  %s  email %s, mobile %s, CRM %s',
+                                 i.lead_id, i.dealer_number, i.dealer_name, i.failure,
+                                 coalesce(i.email_status, '-'), coalesce(i.mobile_status, '-'),
+                                 coalesce(i.crm_status, '-')), E'\n' ORDER BY i.lead_id, i.notification_id) AS lines
+          FROM recipients r
+          JOIN issues i ON (r.region IS NULL OR i.region = r.region)
+                       AND (r.dealer_number IS NULL OR i.dealer_number = r.dealer_number)
+         GROUP BY 1, 2, 3, 4
+    )
+    INSERT INTO aimroute.outbox (purpose, method, role, contact_id, dealer_number, recipient, subject, body)
+    SELECT 'daily recap', 'email', 'Recap', p.contact_id, p.dealer_number, p.email,
+           format('Lead delivery failures on %s: %s lead%s%s', recap_day, p.n, CASE WHEN p.n = 1 THEN '' ELSE 's' END,
+                  coalesce(' (region ' || p.region || ')', ' (dealer ' || p.dealer_number || ')', '')),
+           concat_ws(E'\n',
+               format('Leads whose delivery failed wholly or partly on %s (%s):', recap_day, s.timezone),
+               '',
+               p.lines,
+               '',
+               format('The details: SELECT * FROM aimroute.delivery_issues WHERE day = %L;', recap_day),
+               '',
+               '-- ',
+               s.oem_name || ' lead delivery (aimroute)')
+      FROM per_recipient p;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    SELECT count(DISTINCT i.lead_id) INTO lead_count FROM aimroute.delivery_issues i WHERE i.day = recap_day;
+    UPDATE aimroute.daily_recaps r SET leads = lead_count, messages = queued WHERE r.day = recap_day;
+    RETURN queued;
+END
+$$;
+COMMENT ON FUNCTION aimroute.queue_daily_recap(timestamptz) IS
+    'Queues the daily recap of the prior day''s failing leads to every ''Lead Delivery Notification Daily'' contact, once a day at or after settings.daily_recap_hour (settings.timezone); returns the messages queued. The delivery worker calls it every round.';
+
+--
+-- The contract's functions.
+--
+
+--
+-- send_lead: send a lead to its dealer again (a new notice, with every
+-- current contact and integration).  Returns the messages queued.
+--
+CREATE FUNCTION aimroute.send_lead(lead_id bigint)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l aimroute.leads;
+    nid bigint;
+BEGIN
+    SELECT * INTO l FROM aimroute.leads x WHERE x.lead_id = send_lead.lead_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'lead % does not exist', send_lead.lead_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT l.send_to_dealer THEN
+        RAISE EXCEPTION 'lead % is not to be sent to its dealer (send_to_dealer is false)', l.lead_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('To send it all the same: UPDATE aimroute.leads SET send_to_dealer = true WHERE lead_id = %s; then call send_lead again.', l.lead_id);
+    END IF;
+    nid := aimroute.queue_lead_delivery(l.lead_id, l.dealer_number, 'Resent');
+    RETURN (SELECT n.messages FROM aimroute.lead_notifications n WHERE n.notification_id = nid);
+END
+$$;
+COMMENT ON FUNCTION aimroute.send_lead(bigint) IS
+    'Sends a lead to its dealer again: queues a new notice to every current Leads contact, mobile and active CRM integration; returns how many messages were queued.';
+
+--
+-- record_bounce: a bounce that a mail provider reported after accepting
+-- the message.  Every contact with that address gets the bounce status
+-- (a hard bounce outranks a soft one); the latest message delivered to the
+-- address in the last 30 days is recorded as bounced.  Returns the number
+-- of contacts changed.
+--
+CREATE FUNCTION aimroute.record_bounce(email text, kind text, detail text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text;
+    changed integer;
+    m aimroute.outbox;
+BEGIN
+    v_status := CASE lower(btrim(kind))
+                  WHEN 'hard' THEN 'Hard Bounce' WHEN 'hard bounce' THEN 'Hard Bounce'
+                  WHEN 'soft' THEN 'Soft Bounce' WHEN 'soft bounce' THEN 'Soft Bounce' END;
+    IF v_status IS NULL THEN
+        RAISE EXCEPTION 'invalid bounce kind %', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'kind is ''hard'' (the address does not exist) or ''soft'' (a full inbox, for example).';
+    END IF;
+    IF email IS NULL OR btrim(email) = '' THEN
+        RAISE EXCEPTION 'record_bounce needs the email address that bounced'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE aimroute.dealer_contacts c SET delivery_status = v_status
+     WHERE lower(c.email) = lower(btrim(record_bounce.email))
+       AND c.delivery_status IS DISTINCT FROM 'Hard Bounce' AND c.delivery_status IS DISTINCT FROM v_status;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+
+    SELECT * INTO m FROM aimroute.outbox o
+     WHERE lower(o.recipient) = lower(btrim(record_bounce.email)) AND o.status = 'delivered'
+       AND o.finished_at > clock_timestamp() - interval '30 days'
+     ORDER BY o.finished_at DESC LIMIT 1 FOR UPDATE;
+    IF FOUND THEN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, v_status, 'bounced after delivery: ' || coalesce(detail, 'no detail given'));
+        UPDATE aimroute.outbox o SET status = 'failed', outcome = v_status,
+               last_response = 'bounced after delivery: ' || coalesce(detail, 'no detail given')
+         WHERE o.message_id = m.message_id;
+    END IF;
+    IF changed = 0 AND NOT FOUND THEN
+        RAISE NOTICE 'no contact and no recent message has the address %', btrim(record_bounce.email);
+    END IF;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_bounce(text, text, text) IS
+    'Takes a bounce reported by a mail provider (kind ''hard'' or ''soft''): every contact with the address is suppressed, and the latest message delivered to it is recorded as bounced. Returns the contacts changed.';
+
+CREATE FUNCTION aimroute.set_delivery_status_active(contact_id bigint)
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.dealer_contacts c SET delivery_status = 'Active'
+     WHERE c.contact_id = set_delivery_status_active.contact_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'contact % does not exist', set_delivery_status_active.contact_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Look the contact up in aimroute.dealer_contacts.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
+    'Takes a contact off the suppression list: its delivery_status becomes Active, and later messages are sent to it again.';
+
+--
+-- The views.  lead_delivery_status judges each lead by its latest notice
+-- to the dealer that holds it now.
+--
+CREATE VIEW aimroute.lead_delivery_status AS
+SELECT l.lead_id,
+       l.dealer_number,
+       (n.notification_id IS NOT NULL AND o.attempted > 0) AS sent_to_dealer,
+       l.viewed_at IS NOT NULL AS viewed,
+       CASE WHEN o.email_attempted = 0 THEN NULL
+            WHEN o.email_delivered = o.email_total THEN 'Delivered'
+            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
+       CASE WHEN o.mobile_attempted = 0 THEN NULL
+            WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
+            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
+       CASE WHEN o.crm_attempted = 0 THEN NULL
+            WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
+            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
+       coalesce(n.no_contacts, false) AS no_contacts_configured,
+       coalesce(o.pending, 0) > 0 AS delivery_pending,
+       l.send_to_dealer,
+       n.notification_id,
+       n.queued_at AS sent_at,
+       o.last_attempt_at,
+       l.received_at,
+       (l.received_at AT TIME ZONE s.timezone)::date AS received_day,
+       l.source,
+       l.brand_code,
+       l.match_type,
+       d.name AS dealer_name,
+       d.region
+  FROM aimroute.leads l
+  CROSS JOIN aimroute.settings s
+  JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
+  LEFT JOIN LATERAL (
+        SELECT x.* FROM aimroute.lead_notifications x
+         WHERE x.lead_id = l.lead_id AND x.dealer_number = l.dealer_number
+         ORDER BY x.notification_id DESC LIMIT 1) n ON true
+  LEFT JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE x.outcome IS NOT NULL OR x.status = 'sending') AS attempted,
+               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
+               count(*) FILTER (WHERE x.method = 'email') AS email_total,
+               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
+               count(*) FILTER (WHERE x.method = 'email' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS email_attempted,
+               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
+               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
+               count(*) FILTER (WHERE x.method = 'mobile' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS mobile_attempted,
+               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
+               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
+               count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
+               (SELECT max(a.attempted_at) FROM aimroute.delivery_attempt_log a
+                 WHERE a.message_id = ANY (array_agg(x.message_id))) AS last_attempt_at
+          FROM aimroute.outbox x
+         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
+COMMENT ON VIEW aimroute.lead_delivery_status IS
+    'Whether each lead reached the dealer that holds it, by method, judged by the latest notice to that dealer (its first routing, a move, or send_lead). A status is NULL while no attempt was made by that method.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.lead_id IS 'The lead.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.dealer_number IS 'The dealer holding the lead now.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.sent_to_dealer IS 'An attempt was made to send the lead to this dealer (by any method).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.viewed IS 'The dealer viewed the lead (aimroute.mark_viewed or the view link).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.email_status IS 'Email to the dealer''s Leads To and CC contacts: Delivered (all of them), Partial Delivery (some), Failure (none), NULL (no attempt).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.mobile_status IS 'Mobile push to the contacts with a mobile number: Delivered, Partial Delivery, Failure, or NULL (no attempt).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.crm_status IS 'ADF to the dealer''s active CRM integrations: Delivered, Partial Delivery, Failure, or NULL (no attempt).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.no_contacts_configured IS 'When the lead was sent, the dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration, so nothing was sent.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.delivery_pending IS 'Some message still waits for its first attempt or a retry: the statuses can still change.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.send_to_dealer IS 'The lead is to be sent to its dealer (false: kept from the dealer on purpose).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.notification_id IS 'The notice the statuses are about (aimroute.lead_notifications).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.sent_at IS 'When that notice was queued.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.last_attempt_at IS 'The latest attempt to send any of its messages.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.received_at IS 'When the lead was received.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.received_day IS 'The day the lead was received, in the OEM''s time zone (settings.timezone).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.source IS 'Where the lead came from (api, import, manual, ...).';
+COMMENT ON COLUMN aimroute.lead_delivery_status.brand_code IS 'The lead''s brand.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.match_type IS 'How the dealer was chosen.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.dealer_name IS 'The dealer''s name.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.region IS 'The dealer''s region (aimroute.dealers.region).';
+
+CREATE VIEW aimroute.unsent_leads AS
+SELECT st.lead_id,
+       st.dealer_number,
+       CASE WHEN NOT st.send_to_dealer THEN 'send_to_dealer false'
+            WHEN st.notification_id IS NULL THEN 'Not queued'
+            WHEN st.no_contacts_configured THEN 'No contacts configured'
+            WHEN NOT st.delivery_pending THEN 'All contacts undeliverable'
+            WHEN st.sent_to_dealer THEN 'Retrying'
+            ELSE 'Waiting for the delivery worker' END AS reason,
+       st.received_at,
+       st.received_day,
+       st.sent_at,
+       st.last_attempt_at,
+       st.source,
+       st.brand_code,
+       st.dealer_name,
+       st.region
+  FROM aimroute.lead_delivery_status st
+ WHERE NOT st.viewed
+   AND NOT EXISTS (SELECT FROM aimroute.lead_notifications n JOIN aimroute.outbox o USING (notification_id)
+                    WHERE n.lead_id = st.lead_id AND n.dealer_number = st.dealer_number
+                      AND o.purpose = 'lead' AND o.status = 'delivered');
+COMMENT ON VIEW aimroute.unsent_leads IS
+    'Leads not viewed and never delivered to the dealer holding them (by any method), with the reason.';
+COMMENT ON COLUMN aimroute.unsent_leads.lead_id IS 'The lead.';
+COMMENT ON COLUMN aimroute.unsent_leads.dealer_number IS 'The dealer holding the lead.';
+COMMENT ON COLUMN aimroute.unsent_leads.reason IS
+    'send_to_dealer false; No contacts configured (no Leads To contact, no active CRM); All contacts undeliverable (every message bounced, was suppressed or ran out of retries); Retrying (attempts failed, more are scheduled); Waiting for the delivery worker (no attempt yet); Not queued (a lead restored or routed before delivery was set up: aimroute.send_lead sends it).';
+COMMENT ON COLUMN aimroute.unsent_leads.received_at IS 'When the lead was received.';
+COMMENT ON COLUMN aimroute.unsent_leads.received_day IS 'The day the lead was received, in the OEM''s time zone.';
+COMMENT ON COLUMN aimroute.unsent_leads.sent_at IS 'When its latest notice to this dealer was queued.';
+COMMENT ON COLUMN aimroute.unsent_leads.last_attempt_at IS 'The latest attempt to send it.';
+COMMENT ON COLUMN aimroute.unsent_leads.source IS 'Where the lead came from.';
+COMMENT ON COLUMN aimroute.unsent_leads.brand_code IS 'The lead''s brand.';
+COMMENT ON COLUMN aimroute.unsent_leads.dealer_name IS 'The dealer''s name.';
+COMMENT ON COLUMN aimroute.unsent_leads.region IS 'The dealer''s region.';
+
+CREATE VIEW aimroute.delivery_attempts AS
+SELECT a.attempt_id,
+       a.attempted_at,
+       (a.attempted_at AT TIME ZONE s.timezone)::date AS day,
+       o.lead_id,
+       o.dealer_number,
+       o.purpose,
+       o.method,
+       o.role,
+       o.recipient,
+       o.contact_id,
+       o.integration_id,
+       a.attempt,
+       a.outcome,
+       a.response_code,
+       a.response,
+       o.message_id,
+       o.notification_id,
+       o.message_key,
+       o.status AS message_status
+  FROM aimroute.delivery_attempt_log a
+  JOIN aimroute.outbox o USING (message_id)
+  CROSS JOIN aimroute.settings s;
+COMMENT ON VIEW aimroute.delivery_attempts IS
+    'Every attempt to send a message, per recipient and method, with its outcome and the server''s response: the subscribers grid.';
+COMMENT ON COLUMN aimroute.delivery_attempts.attempt_id IS 'The attempt.';
+COMMENT ON COLUMN aimroute.delivery_attempts.attempted_at IS 'When the outcome was recorded.';
+COMMENT ON COLUMN aimroute.delivery_attempts.day IS 'The day of the attempt, in the OEM''s time zone (settings.timezone).';
+COMMENT ON COLUMN aimroute.delivery_attempts.lead_id IS 'The lead (NULL for a daily recap).';
+COMMENT ON COLUMN aimroute.delivery_attempts.dealer_number IS 'The dealer the lead was sent to.';
+COMMENT ON COLUMN aimroute.delivery_attempts.purpose IS 'lead, failure notice or daily recap.';
+COMMENT ON COLUMN aimroute.delivery_attempts.method IS 'email, mobile or crm.';
+COMMENT ON COLUMN aimroute.delivery_attempts.role IS 'To, CC, Push, adf_email, adf_http, Notice or Recap.';
+COMMENT ON COLUMN aimroute.delivery_attempts.recipient IS 'The email address, mobile number or URL.';
+COMMENT ON COLUMN aimroute.delivery_attempts.contact_id IS 'The dealer contact, if the recipient is one.';
+COMMENT ON COLUMN aimroute.delivery_attempts.integration_id IS 'The CRM integration, for crm messages.';
+COMMENT ON COLUMN aimroute.delivery_attempts.attempt IS 'Which attempt of the message (1 = the first).';
+COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
+    'Delivered; Hard Bounce (550: recipient not found); Soft Bounce (452/552: inbox full); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Cancelled (the lead left the dealer first).';
+COMMENT ON COLUMN aimroute.delivery_attempts.response_code IS 'The SMTP or HTTP reply code; NULL when no server answered.';
+COMMENT ON COLUMN aimroute.delivery_attempts.response IS 'The server''s reply, or the connection error.';
+COMMENT ON COLUMN aimroute.delivery_attempts.message_id IS 'The message (aimroute.outbox).';
+COMMENT ON COLUMN aimroute.delivery_attempts.notification_id IS 'The notice it belongs to (aimroute.lead_notifications).';
+COMMENT ON COLUMN aimroute.delivery_attempts.message_key IS 'The Message-ID or Idempotency-Key it carried.';
+COMMENT ON COLUMN aimroute.delivery_attempts.message_status IS 'Where the message stands now: queued, sending, delivered, failed or cancelled.';
+
+CREATE VIEW aimroute.delivery_issues AS
+SELECT (n.queued_at AT TIME ZONE s.timezone)::date AS day,
+       n.lead_id,
+       n.dealer_number,
+       d.name AS dealer_name,
+       d.region,
+       l.brand_code,
+       l.source,
+       CASE WHEN o.delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS failure,
+       CASE WHEN o.email_total = 0 THEN NULL WHEN o.email_delivered = o.email_total THEN 'Delivered'
+            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
+       CASE WHEN o.mobile_total = 0 THEN NULL WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
+            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
+       CASE WHEN o.crm_total = 0 THEN NULL WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
+            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
+       o.total AS messages,
+       o.total - o.delivered AS failed_messages,
+       o.failed_recipients,
+       n.event,
+       n.queued_at AS sent_at,
+       n.notification_id,
+       l.dealer_number = n.dealer_number AS dealer_holds_lead
+  FROM aimroute.lead_notifications n
+  CROSS JOIN aimroute.settings s
+  JOIN aimroute.leads l ON l.lead_id = n.lead_id
+  JOIN aimroute.dealers d ON d.dealer_number = n.dealer_number
+  JOIN LATERAL (
+        SELECT count(*) AS total,
+               count(*) FILTER (WHERE x.status = 'delivered') AS delivered,
+               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
+               count(*) FILTER (WHERE x.method = 'email') AS email_total,
+               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
+               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
+               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
+               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
+               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
+               string_agg(format('%s (%s)', x.recipient, x.outcome), ', ' ORDER BY x.message_id)
+                   FILTER (WHERE x.status = 'failed') AS failed_recipients
+          FROM aimroute.outbox x
+         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true
+ WHERE o.total > 0 AND o.pending = 0 AND o.delivered < o.total;
+COMMENT ON VIEW aimroute.delivery_issues IS
+    'Leads whose delivery to a dealer ended in total or partial failure, one row per notice (a lead sent twice can fail twice), by the day it was sent. Only notices whose messages are all settled; unsent_leads shows those still retrying.';
+COMMENT ON COLUMN aimroute.delivery_issues.day IS 'The day the lead was sent, in the OEM''s time zone (settings.timezone).';
+COMMENT ON COLUMN aimroute.delivery_issues.lead_id IS 'The lead.';
+COMMENT ON COLUMN aimroute.delivery_issues.dealer_number IS 'The dealer it was sent to.';
+COMMENT ON COLUMN aimroute.delivery_issues.dealer_name IS 'The dealer''s name.';
+COMMENT ON COLUMN aimroute.delivery_issues.region IS 'The dealer''s region.';
+COMMENT ON COLUMN aimroute.delivery_issues.brand_code IS 'The lead''s brand.';
+COMMENT ON COLUMN aimroute.delivery_issues.source IS 'Where the lead came from.';
+COMMENT ON COLUMN aimroute.delivery_issues.failure IS 'Failure (no message delivered) or Partial Delivery (some).';
+COMMENT ON COLUMN aimroute.delivery_issues.email_status IS 'Email: Delivered, Partial Delivery, Failure, or NULL (none sent).';
+COMMENT ON COLUMN aimroute.delivery_issues.mobile_status IS 'Mobile push: Delivered, Partial Delivery, Failure, or NULL (none sent).';
+COMMENT ON COLUMN aimroute.delivery_issues.crm_status IS 'CRM (ADF): Delivered, Partial Delivery, Failure, or NULL (none sent).';
+COMMENT ON COLUMN aimroute.delivery_issues.messages IS 'Messages of the notice.';
+COMMENT ON COLUMN aimroute.delivery_issues.failed_messages IS 'Messages not delivered.';
+COMMENT ON COLUMN aimroute.delivery_issues.failed_recipients IS 'Each recipient not reached, with its outcome.';
+COMMENT ON COLUMN aimroute.delivery_issues.event IS 'Why the lead was sent: Routed, Re-Route, Reassigned, Dealer left or Resent.';
+COMMENT ON COLUMN aimroute.delivery_issues.sent_at IS 'When the notice was queued.';
+COMMENT ON COLUMN aimroute.delivery_issues.notification_id IS 'The notice (aimroute.lead_notifications).';
+COMMENT ON COLUMN aimroute.delivery_issues.dealer_holds_lead IS 'The dealer still holds the lead (false once it was moved on).';
+
+CREATE FUNCTION aimroute.delivery_worker_running() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'aimroute_delivery_worker_running'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION aimroute.delivery_worker_running() IS
+    'Whether this server runs the delivery worker (aimroute is in shared_preload_libraries); see pg_stat_activity for the worker itself.';
+
+DO $$
+BEGIN
+    IF NOT aimroute.delivery_worker_running() THEN
+        RAISE NOTICE 'the aimroute delivery worker is not running on this server: lead notices are queued in aimroute.outbox, but not sent'
+            USING HINT = 'To send them, add aimroute to shared_preload_libraries, set aimroute.database, and restart PostgreSQL.';
+    END IF;
+END
+$$;

@@ -1,0 +1,168 @@
+/*
+ * delivery.c
+ *		Queueing a lead's notice and its messages in the outbox.
+ *
+ * aimroute.queue_lead_delivery() and the AFTER INSERT trigger on
+ * aimroute.leads run one prepared statement, kept for the session: it
+ * inserts the notice (aimroute.lead_notifications) and one row of
+ * aimroute.outbox per recipient and method, in the caller's transaction,
+ * so that a committed lead always has its messages queued.  The delivery
+ * worker (delivery_worker.c) sends them.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "delivery.h"
+
+/*
+ * The notice, and its messages: an email per 'Leads: Emails To' or CC
+ * contact with an address, a push per such contact with a mobile number
+ * when a push gateway is set, an ADF message per active CRM integration.
+ * Nothing but the notice when the dealer has neither a To contact with an
+ * email nor an active integration ("No contacts configured").
+ */
+static const char *const queue_sql =
+	"WITH c AS ("
+	"  SELECT c.contact_id, c.email, c.mobile,"
+	"         'Leads: Emails To' = ANY (c.contact_types) AS lead_to"
+	"    FROM aimroute.dealer_contacts c"
+	"   WHERE c.dealer_number = $2"
+	"     AND c.contact_types && '{Leads: Emails To,Leads: Emails CC}'::text[]),"
+	" i AS ("
+	"  SELECT i.integration_id, i.kind, i.endpoint FROM aimroute.crm_integrations i"
+	"   WHERE i.dealer_number = $2 AND i.active),"
+	" n AS ("
+	"  INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event, no_contacts, "
+	"messages)"
+	"  SELECT $1, $2, $3, NOT q.ok, CASE WHEN q.ok THEN q.messages ELSE 0 END"
+	"    FROM (SELECT (EXISTS (SELECT FROM c WHERE c.lead_to AND c.email IS NOT NULL)"
+	"                  OR EXISTS (SELECT FROM i)) AS ok,"
+	"                 (SELECT count(c.email) + count(c.mobile) FILTER (WHERE s.push_gateway_url IS "
+	"NOT NULL)"
+	"                    FROM c) + (SELECT count(*) FROM i) AS messages"
+	"            FROM aimroute.settings s) q"
+	"  RETURNING notification_id, no_contacts),"
+	" m AS ("
+	"  INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, method, role,"
+	"                               contact_id, integration_id, recipient)"
+	"  SELECT n.notification_id, $1, $2, r.method, r.role, r.contact_id, r.integration_id, "
+	"r.recipient"
+	"    FROM n, ("
+	"      SELECT 'email', CASE WHEN c.lead_to THEN 'To' ELSE 'CC' END, c.contact_id, NULL::bigint,"
+	"             c.email FROM c WHERE c.email IS NOT NULL"
+	"      UNION ALL"
+	"      SELECT 'mobile', 'Push', c.contact_id, NULL, c.mobile FROM c, aimroute.settings s"
+	"       WHERE c.mobile IS NOT NULL AND s.push_gateway_url IS NOT NULL"
+	"      UNION ALL"
+	"      SELECT 'crm', i.kind, NULL, i.integration_id, i.endpoint FROM i"
+	"    ) AS r (method, role, contact_id, integration_id, recipient)"
+	"   WHERE NOT n.no_contacts)"
+	" SELECT notification_id FROM n";
+
+static SPIPlanPtr queue_plan = NULL;
+
+PG_FUNCTION_INFO_V1(aimroute_queue_lead_delivery);
+PG_FUNCTION_INFO_V1(aimroute_queue_delivery_trigger);
+
+/*
+ * QueueLeadDelivery queues the notice of a lead to a dealer and its
+ * messages, and returns the notice's id.  The caller is connected to SPI.
+ */
+int64
+QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
+{
+	Datum args[3];
+	bool isnull;
+	Datum id;
+
+	if (queue_plan == NULL)
+	{
+		Oid types[3] = { INT8OID, TEXTOID, TEXTOID };
+		SPIPlanPtr plan = SPI_prepare(queue_sql, 3, types);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the delivery queue statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		queue_plan = plan;
+	}
+	args[0] = Int64GetDatum(lead_id);
+	args[1] = CStringGetTextDatum(dealer_number);
+	args[2] = CStringGetTextDatum(event);
+	if (SPI_execute_plan(queue_plan, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not queue the delivery of lead " INT64_FORMAT, lead_id);
+	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	DeliveryWakeWorkerAtCommit();
+	return isnull ? 0 : DatumGetInt64(id);
+}
+
+/*
+ * aimroute_queue_lead_delivery is the SQL function
+ * aimroute.queue_lead_delivery(lead_id, dealer_number, event).
+ */
+Datum
+aimroute_queue_lead_delivery(PG_FUNCTION_ARGS)
+{
+	int64 lead_id = PG_GETARG_INT64(0);
+	char *dealer_number = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char *event = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int64 id;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	id = QueueLeadDelivery(lead_id, dealer_number, event);
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * aimroute_queue_delivery_trigger is the AFTER INSERT row trigger on
+ * aimroute.leads that queues a newly routed lead's first notice.  Its WHEN
+ * clause lets through only leads to be sent and routed by this transaction.
+ */
+Datum
+aimroute_queue_delivery_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	static int lead_attnum = 0;
+	static int dealer_attnum = 0;
+	static Oid relid = InvalidOid;
+	TupleDesc desc;
+	HeapTuple tuple;
+	bool isnull;
+	Datum lead_id;
+	Datum dealer;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		elog(ERROR, "aimroute_queue_delivery_trigger must be an AFTER INSERT row trigger");
+
+	desc = trigdata->tg_relation->rd_att;
+	tuple = trigdata->tg_trigtuple;
+	if (relid != RelationGetRelid(trigdata->tg_relation))
+	{
+		lead_attnum = SPI_fnumber(desc, "lead_id");
+		dealer_attnum = SPI_fnumber(desc, "dealer_number");
+		if (lead_attnum <= 0 || dealer_attnum <= 0)
+			elog(ERROR, "aimroute.leads has no lead_id or dealer_number column");
+		relid = RelationGetRelid(trigdata->tg_relation);
+	}
+	lead_id = heap_getattr(tuple, lead_attnum, desc, &isnull);
+	if (isnull)
+		elog(ERROR, "a lead without lead_id");
+	dealer = heap_getattr(tuple, dealer_attnum, desc, &isnull);
+	if (isnull)
+		elog(ERROR, "a lead without dealer_number");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	(void) QueueLeadDelivery(DatumGetInt64(lead_id), TextDatumGetCString(dealer), "Routed");
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,658 @@
+/*
+ * delivery_worker.c
+ *		The background worker that sends lead notices by SMTP and HTTP.
+ *
+ * One worker per cluster, in the database aimroute.database, registered
+ * with the re-route worker when the library is preloaded; like it, it
+ * starts once the server accepts writes, so a hot standby sends nothing.
+ *
+ * A round: queue the daily recap when its hour has come; then, batch by
+ * batch, claim due messages (aimroute.delivery_claim: FOR UPDATE SKIP
+ * LOCKED, a lease of aimroute.delivery_lease, rendered by SQL) and commit;
+ * send each one through libcurl with no transaction open; record each
+ * outcome (aimroute.delivery_record) in a short transaction of its own,
+ * right after its send.  A worker that dies after sending and before
+ * recording leaves the message 'sending'; when its lease runs out the next
+ * claim sends it again with the same Message-ID or Idempotency-Key.  What
+ * is recorded as delivered is never claimed again.
+ *
+ * The worker sleeps until the earliest due message, aimroute.delivery_naptime
+ * at most, or until a backend that queued messages sets its latch at commit.
+ * Outcomes are SQL's to judge (which reply is a bounce, when to retry), so
+ * this file only moves bytes and reports libcurl's code, the server's
+ * reply code and its text.
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "delivery.h"
+#include "reroute_worker.h"
+
+#define RESPONSE_MAX 1000 /* bytes of a server's reply kept */
+
+/* One message to send, as delivery_claim() rendered it. */
+typedef struct DeliveryJob
+{
+	int64 message_id;
+	int32 attempt;
+	bool smtp; /* else HTTP POST */
+	char *url;
+	char *mail_from;
+	char *recipient;
+	char *username;
+	char *password;
+	char *content_type;
+	char *message_key;
+	char *payload;
+} DeliveryJob;
+
+/* What one send came to. */
+typedef struct DeliveryOutcome
+{
+	int curl_code;
+	long response_code;
+	StringInfoData response;
+} DeliveryOutcome;
+
+/* The upload of an SMTP message: what is left to read. */
+typedef struct UploadState
+{
+	const char *data;
+	size_t left;
+} UploadState;
+
+/* Shared memory: the worker's latch, set by backends that queued messages. */
+typedef struct DeliveryShared
+{
+	Latch *latch;
+} DeliveryShared;
+
+PGDLLEXPORT void aimroute_delivery_worker_main(Datum arg);
+
+static int delivery_naptime = 10;
+static int delivery_batch_size = 50;
+static int delivery_timeout = 30;
+static int delivery_lease = 300;
+static bool worker_registered = false;
+static DeliveryShared *delivery_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_at_commit = false;
+static MemoryContext round_context = NULL;
+static CURL *smtp_handle = NULL;
+static CURL *http_handle = NULL;
+
+static void DeliveryShmemRequest(void);
+static void DeliveryShmemStartup(void);
+static void WakeAtCommit(XactEvent event, void *arg);
+static void BeginWork(const char *activity);
+static void EndWork(void);
+static char *CopyColumn(HeapTuple row, TupleDesc desc, int column);
+static List *ClaimBatch(void);
+static void Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
+static void Record(DeliveryJob *job, DeliveryOutcome *out);
+static double NextDue(bool *missing);
+static void ForgetLatch(int code, Datum arg);
+static char *PrintableText(const StringInfo s);
+
+PG_FUNCTION_INFO_V1(aimroute_delivery_worker_running);
+
+/*
+ * DeliveryWorkerInit defines the delivery worker's settings and, when the
+ * library is being preloaded, registers the worker and its shared memory.
+ */
+void
+DeliveryWorkerInit(void)
+{
+	BackgroundWorker worker;
+
+	DefineCustomIntVariable(
+		"aimroute.delivery_naptime", "Longest sleep of the delivery worker between rounds.",
+		"It also wakes when a message falls due and when a lead is queued.", &delivery_naptime, 10,
+		1, 3600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("aimroute.delivery_batch_size",
+							"Messages the delivery worker claims at a time.", NULL,
+							&delivery_batch_size, 50, 1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"aimroute.delivery_timeout", "Longest time one SMTP or HTTP send may take.",
+		"A send that takes longer fails and is retried on the schedule.", &delivery_timeout, 30, 1,
+		600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"aimroute.delivery_lease", "How long a claimed message is the delivery worker's.",
+		"When a worker stops between sending a message and recording the outcome, the message "
+		"is sent again this long after it was claimed, with the same Message-ID.",
+		&delivery_lease, 300, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = DeliveryShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = DeliveryShmemStartup;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 10;
+	strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "aimroute_delivery_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "aimroute delivery worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "aimroute delivery worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+	worker_registered = true;
+}
+
+/*
+ * DeliveryShmemRequest asks for the shared memory of the worker's latch.
+ */
+static void
+DeliveryShmemRequest(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(DeliveryShared)));
+}
+
+/*
+ * DeliveryShmemStartup creates or attaches to that shared memory.
+ */
+static void
+DeliveryShmemStartup(void)
+{
+	bool found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	delivery_shared = ShmemInitStruct("aimroute delivery", sizeof(DeliveryShared), &found);
+	if (!found)
+		delivery_shared->latch = NULL;
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * DeliveryWakeWorkerAtCommit makes the current transaction wake the
+ * delivery worker when it commits, so that what it queued goes out at
+ * once rather than at the worker's next round.
+ */
+void
+DeliveryWakeWorkerAtCommit(void)
+{
+	static bool registered = false;
+
+	if (delivery_shared == NULL)
+		return;
+	if (!registered)
+	{
+		RegisterXactCallback(WakeAtCommit, NULL);
+		registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/*
+ * WakeAtCommit sets the worker's latch when a transaction that queued
+ * messages commits.
+ */
+static void
+WakeAtCommit(XactEvent event, void *arg)
+{
+	Latch *latch;
+
+	if (!wake_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		latch = delivery_shared->latch;
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_at_commit = false;
+}
+
+/*
+ * ForgetLatch unpublishes the worker's latch when the worker exits.
+ */
+static void
+ForgetLatch(int code, Datum arg)
+{
+	delivery_shared->latch = NULL;
+}
+
+/*
+ * BeginWork starts a transaction of the worker, connected to SPI, with a
+ * snapshot.
+ */
+static void
+BeginWork(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/*
+ * EndWork commits the transaction BeginWork started.
+ */
+static void
+EndWork(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * CopyColumn copies a text column of an SPI row into the round's memory
+ * (NULL stays NULL).
+ */
+static char *
+CopyColumn(HeapTuple row, TupleDesc desc, int column)
+{
+	char *value = SPI_getvalue(row, desc, column);
+
+	return value == NULL ? NULL : MemoryContextStrdup(round_context, value);
+}
+
+/*
+ * ClaimBatch claims up to aimroute.delivery_batch_size due messages and
+ * returns them as DeliveryJobs in the round's memory; the claim is
+ * committed when it returns.
+ */
+static List *
+ClaimBatch(void)
+{
+	static const char *const sql =
+		"SELECT message_id, attempt, transport, url, mail_from, recipient, username, password,"
+		" content_type, message_key, payload"
+		" FROM aimroute.delivery_claim($1, make_interval(secs => $2))";
+	Oid types[2] = { INT4OID, FLOAT8OID };
+	Datum args[2];
+	List *jobs = NIL;
+
+	BeginWork("aimroute: claiming due messages");
+	args[0] = Int32GetDatum(delivery_batch_size);
+	args[1] = Float8GetDatum((double) delivery_lease);
+	if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "delivery worker: could not claim messages");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple row = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		DeliveryJob *job = MemoryContextAllocZero(round_context, sizeof(DeliveryJob));
+		char *transport = SPI_getvalue(row, desc, 3);
+		bool isnull;
+
+		job->message_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+		job->attempt = DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull));
+		job->smtp = transport != NULL && strcmp(transport, "smtp") == 0;
+		job->url = CopyColumn(row, desc, 4);
+		job->mail_from = CopyColumn(row, desc, 5);
+		job->recipient = CopyColumn(row, desc, 6);
+		job->username = CopyColumn(row, desc, 7);
+		job->password = CopyColumn(row, desc, 8);
+		job->content_type = CopyColumn(row, desc, 9);
+		job->message_key = CopyColumn(row, desc, 10);
+		job->payload = CopyColumn(row, desc, 11);
+		if (job->url == NULL || job->payload == NULL)
+			elog(ERROR, "delivery worker: message " INT64_FORMAT " has no address or content",
+				 job->message_id);
+		{
+			MemoryContext old = MemoryContextSwitchTo(round_context);
+
+			jobs = lappend(jobs, job);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	EndWork();
+	return jobs;
+}
+
+/*
+ * ReadUpload is libcurl's read callback for an SMTP message body.
+ */
+static size_t
+ReadUpload(char *buffer, size_t size, size_t nitems, void *arg)
+{
+	UploadState *upload = (UploadState *) arg;
+	size_t n = Min(size * nitems, upload->left);
+
+	memcpy(buffer, upload->data, n);
+	upload->data += n;
+	upload->left -= n;
+	return n;
+}
+
+/*
+ * KeepReply is libcurl's debug callback: it keeps the server's last reply
+ * (SMTP) so that the attempt can show it.
+ */
+static int
+KeepReply(CURL *h, curl_infotype type, char *data, size_t size, void *arg)
+{
+	DeliveryOutcome *out = (DeliveryOutcome *) arg;
+
+	/* Not the reply to QUIT, which libcurl sends after a refusal. */
+	if (type != CURLINFO_HEADER_IN || (size >= 4 && strncmp(data, "221 ", 4) == 0))
+		return 0;
+	resetStringInfo(&out->response);
+	appendBinaryStringInfo(&out->response, data, (int) Min(size, RESPONSE_MAX));
+	return 0;
+}
+
+/*
+ * KeepBody is libcurl's write callback for an HTTP answer: it keeps its
+ * first RESPONSE_MAX bytes.
+ */
+static size_t
+KeepBody(char *data, size_t size, size_t nitems, void *arg)
+{
+	DeliveryOutcome *out = (DeliveryOutcome *) arg;
+	size_t n = size * nitems;
+
+	if (out->response.len < RESPONSE_MAX)
+		appendBinaryStringInfo(&out->response, data,
+							   (int) Min(n, (size_t) (RESPONSE_MAX - out->response.len)));
+	return n;
+}
+
+/*
+ * StopOnShutdown is libcurl's progress callback: it ends a transfer when
+ * the worker is asked to stop.
+ */
+static int
+StopOnShutdown(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+			   curl_off_t ulnow)
+{
+	return ProcDiePending ? 1 : 0;
+}
+
+/*
+ * Send sends one message and says what came of it.  Nothing here may
+ * raise an error: the outcome, whatever it is, must be recorded.
+ */
+static void
+Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out)
+{
+	char error[CURL_ERROR_SIZE];
+	struct curl_slist *list = NULL;
+	UploadState upload;
+	CURLcode rc;
+	char *mail_from = NULL;
+	char *rcpt = NULL;
+	char *key_header = NULL;
+	char *type_header = NULL;
+
+	error[0] = '\0';
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, job->url);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long) delivery_timeout);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long) Min(delivery_timeout, 10));
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, StopOnShutdown);
+	if (job->username != NULL)
+		curl_easy_setopt(h, CURLOPT_USERNAME, job->username);
+	if (job->password != NULL)
+		curl_easy_setopt(h, CURLOPT_PASSWORD, job->password);
+
+	if (job->smtp)
+	{
+		mail_from = psprintf("<%s>", job->mail_from);
+		rcpt = psprintf("<%s>", job->recipient != NULL ? job->recipient : "");
+		list = curl_slist_append(NULL, rcpt);
+		upload.data = job->payload;
+		upload.left = strlen(job->payload);
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+		curl_easy_setopt(h, CURLOPT_MAIL_FROM, mail_from);
+		curl_easy_setopt(h, CURLOPT_MAIL_RCPT, list);
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, ReadUpload);
+		curl_easy_setopt(h, CURLOPT_READDATA, &upload);
+		curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+		curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, KeepReply);
+		curl_easy_setopt(h, CURLOPT_DEBUGDATA, out);
+	}
+	else
+	{
+		key_header = psprintf("Idempotency-Key: %s", job->message_key);
+		type_header = psprintf("Content-Type: %s",
+							   job->content_type != NULL ? job->content_type : "text/plain");
+		list = curl_slist_append(NULL, key_header);
+		list = curl_slist_append(list, type_header);
+		list = curl_slist_append(list, "Expect:");
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(h, CURLOPT_USERAGENT, "aimroute/" AIMROUTE_VERSION);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->payload);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(job->payload));
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, KeepBody);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+	}
+
+	rc = curl_easy_perform(h);
+	out->curl_code = (int) rc;
+	out->response_code = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out->response_code);
+	if (rc != CURLE_OK)
+	{
+		if (out->response.len > 0)
+			appendStringInfoString(&out->response, "; ");
+		appendStringInfoString(&out->response, error[0] != '\0' ? error : curl_easy_strerror(rc));
+	}
+	else if (!job->smtp)
+		appendStringInfo(&out->response, "%sHTTP %ld", out->response.len > 0 ? "; " : "",
+						 out->response_code);
+
+	curl_slist_free_all(list);
+	/* Options must not point to freed memory once the handle is reused. */
+	curl_easy_reset(h);
+}
+
+/*
+ * PrintableText is a server's reply as one line of printable ASCII: it
+ * comes from the network, so no byte of it is trusted to be valid text.
+ */
+static char *
+PrintableText(const StringInfo s)
+{
+	char *text = palloc(s->len + 1);
+	int n = 0;
+
+	for (int i = 0; i < s->len; i++)
+	{
+		unsigned char c = (unsigned char) s->data[i];
+
+		if (c == '\r' || c == '\n' || c == '\t')
+			c = ' ';
+		else if (c < 0x20 || c > 0x7e)
+			c = '?';
+		text[n++] = (char) c;
+	}
+	while (n > 0 && text[n - 1] == ' ')
+		n--;
+	text[n] = '\0';
+	return text;
+}
+
+/*
+ * Record records the outcome of one send in a transaction of its own.
+ */
+static void
+Record(DeliveryJob *job, DeliveryOutcome *out)
+{
+	static const char *const sql = "SELECT aimroute.delivery_record($1, $2, $3, $4, $5)";
+	Oid types[5] = { INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID };
+	Datum args[5];
+	char *text;
+
+	text = PrintableText(&out->response);
+	BeginWork("aimroute: recording a delivery");
+	args[0] = Int64GetDatum(job->message_id);
+	args[1] = Int32GetDatum(job->attempt);
+	args[2] = Int32GetDatum(out->curl_code);
+	args[3] = Int32GetDatum((int32) out->response_code);
+	args[4] = CStringGetTextDatum(text);
+	if (SPI_execute_with_args(sql, 5, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "delivery worker: could not record the outcome of message " INT64_FORMAT,
+			 job->message_id);
+	EndWork();
+}
+
+/*
+ * NextDue runs the round's SQL around the sends: the daily recap, and the
+ * seconds until the next message falls due (-1: none).  *missing tells
+ * whether the extension is not installed.
+ */
+static double
+NextDue(bool *missing)
+{
+	double next = -1;
+	bool isnull;
+
+	BeginWork("aimroute: looking for due messages");
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'aimroute'", true, 1) !=
+		SPI_OK_SELECT)
+		elog(ERROR, "delivery worker: could not read pg_extension");
+	*missing = SPI_processed == 0;
+	if (!*missing)
+	{
+		if (SPI_execute("SELECT aimroute.queue_daily_recap()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "delivery worker: could not queue the daily recap");
+		if (SPI_execute("SELECT aimroute.delivery_next_due()", true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "delivery worker: could not find the next due message");
+		if (SPI_processed == 1)
+		{
+			Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				next = DatumGetFloat8(d);
+		}
+	}
+	EndWork();
+	return next;
+}
+
+/*
+ * aimroute_delivery_worker_main is the worker's entry point.
+ */
+void
+aimroute_delivery_worker_main(Datum arg)
+{
+	bool reported_missing = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(aimroute_worker_database, NULL, 0);
+	pgstat_report_appname("aimroute delivery worker");
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		elog(ERROR, "delivery worker: could not initialize libcurl");
+	smtp_handle = curl_easy_init();
+	http_handle = curl_easy_init();
+	if (smtp_handle == NULL || http_handle == NULL)
+		elog(ERROR, "delivery worker: could not create libcurl handles");
+	round_context =
+		AllocSetContextCreate(TopMemoryContext, "aimroute delivery round", ALLOCSET_DEFAULT_SIZES);
+	delivery_shared->latch = MyLatch;
+	before_shmem_exit(ForgetLatch, 0);
+	ereport(LOG, (errmsg("aimroute delivery worker started in database \"%s\"",
+						 aimroute_worker_database)));
+
+	for (;;)
+	{
+		bool missing = false;
+		double next;
+		long sleep_ms = delivery_naptime * 1000L;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(round_context);
+
+		next = NextDue(&missing);
+		if (!missing && next == 0)
+		{
+			List *jobs;
+
+			do
+			{
+				ListCell *lc;
+
+				jobs = ClaimBatch();
+				foreach (lc, jobs)
+				{
+					DeliveryJob *job = (DeliveryJob *) lfirst(lc);
+					DeliveryOutcome out;
+					MemoryContext old = MemoryContextSwitchTo(round_context);
+
+					initStringInfo(&out.response);
+					pgstat_report_activity(STATE_RUNNING, "aimroute: sending a message");
+					Send(job->smtp ? smtp_handle : http_handle, job, &out);
+					MemoryContextSwitchTo(old);
+					CHECK_FOR_INTERRUPTS();
+					Record(job, &out);
+				}
+				MemoryContextReset(round_context);
+			} while (list_length(jobs) >= delivery_batch_size);
+			next = NextDue(&missing);
+		}
+
+		if (missing && !reported_missing)
+			ereport(LOG,
+					(errmsg("aimroute delivery worker: extension aimroute is not installed in "
+							"database \"%s\"",
+							aimroute_worker_database),
+					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
+							 "database that has it.")));
+		reported_missing = missing;
+		if (next >= 0 && next * 1000 < sleep_ms)
+			sleep_ms = (long) (next * 1000) + 1;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * aimroute_delivery_worker_running is the SQL function
+ * aimroute.delivery_worker_running(): whether this server registered the
+ * delivery worker (the library is in shared_preload_libraries).
+ */
+Datum
+aimroute_delivery_worker_running(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(worker_registered);
+}

@@ -1,0 +1,276 @@
+# t/003_delivery.pl: lead delivery against a real SMTP server and a real
+# HTTP receiver on loopback (test/servers/), sent by the delivery worker.
+#
+# Covers SPEC section 4: Delivered, Partial Delivery, Failure, No contacts
+# configured, send_to_dealer false, suppression and its reset, retries
+# then failure, the real-time failure notice and the daily recap, and a
+# worker killed between sending a message and recording it: the message
+# is sent again with the same Message-ID, and nothing recorded as
+# delivered is sent twice.  The worker's naptime is a minute, so every
+# delivery here that is quicker than that was woken by the commit that
+# queued it.
+use strict;
+use warnings;
+
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use DeliverySinks;
+
+my $smtp = start_smtp_sink(stall_seconds => 120);
+my $http = start_http_sink(stall_seconds => 30);
+my $smtp_url = "smtp://127.0.0.1:$smtp->{port}";
+my $http_url = "http://127.0.0.1:$http->{port}";
+
+my $node = PostgreSQL::Test::Cluster->new('delivery');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'aimroute'
+aimroute.database = 'app'
+aimroute.delivery_naptime = 60s
+aimroute.delivery_lease = 3s
+aimroute.delivery_timeout = 3s
+restart_after_crash = on
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', 'SET client_min_messages = warning; CREATE EXTENSION aimroute CASCADE');
+$node->psql('app', 'SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())');
+my $worker_sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aimroute delivery worker'";
+ok($node->poll_query_until('app', "SELECT count(*) = 1 FROM ($worker_sql) w"),
+	'the delivery worker runs, as "aimroute delivery worker"');
+
+# One dealer per case, each holding one county.
+$node->safe_psql(
+	'app', qq{
+	SET search_path = aimroute, public;
+	INSERT INTO brands VALUES ('DLV', 'Delivery Boats');
+	INSERT INTO dealers (dealer_number, name, country, postal_code, region) VALUES
+	  ('HQ', 'Corporate', 'US', '10001', NULL),
+	  ('OK', 'All Good Marine', 'US', '49757', 'Great Lakes'),
+	  ('PART', 'Partly Marine', 'US', '60601', 'Great Lakes'),
+	  ('FULL', 'Full Inbox Marine', 'US', '53202', 'Great Lakes'),
+	  ('NONE', 'No Contacts Marine', 'US', '90210', 'West'),
+	  ('RETRY', 'Flaky CRM Marine', 'US', '33101', 'South'),
+	  ('STALL', 'Slow Mail Marine', 'US', '98101', 'West');
+	INSERT INTO dealer_brands SELECT dealer_number, 'DLV' FROM dealers WHERE dealer_number <> 'HQ';
+	INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES
+	  ('OK', NULL, 'postal', 'US', '49757'), ('PART', NULL, 'postal', 'US', '60601'),
+	  ('FULL', NULL, 'postal', 'US', '53202'), ('NONE', NULL, 'postal', 'US', '90210'),
+	  ('RETRY', NULL, 'postal', 'US', '33101'), ('STALL', NULL, 'postal', 'US', '98101');
+	INSERT INTO dealer_contacts (dealer_number, name, email, mobile, contact_types) VALUES
+	  ('OK', 'Sales', 'sales\@ok.example', '+15550100', '{Leads: Emails To}'),
+	  ('OK', 'Owner', 'owner\@ok.example', NULL, '{Leads: Emails CC}'),
+	  ('PART', 'Sales', 'hardbounce\@part.example', NULL, '{Leads: Emails To}'),
+	  ('PART', 'Owner', 'owner\@part.example', NULL, '{Leads: Emails CC}'),
+	  ('FULL', 'Sales', 'full\@full.example', NULL, '{Leads: Emails To}'),
+	  ('STALL', 'Sales', 'stall\@stall.example', NULL, '{Leads: Emails To}');
+	INSERT INTO crm_integrations (dealer_number, kind, endpoint) VALUES
+	  ('OK', 'adf_http', '$http_url/ok/adf'),
+	  ('OK', 'adf_email', 'crm\@ok.example'),
+	  ('RETRY', 'adf_http', '$http_url/fail/adf'),
+	  ('RETRY', 'adf_http', '$http_url/flaky/adf');
+	INSERT INTO notification_contacts (email, contact_type, region) VALUES
+	  ('ops\@oem.example', 'Dealer Lead Delivery Notification (real-time)', NULL),
+	  ('west\@oem.example', 'Dealer Lead Delivery Notification (real-time)', 'West'),
+	  ('daily\@oem.example', 'Lead Delivery Notification Daily', NULL);
+	UPDATE settings SET default_dealer_number = 'HQ', smtp_url = '$smtp_url',
+	       smtp_from = 'leads\@oem.example', push_gateway_url = '$http_url/ok/push',
+	       delivery_retry_schedule = '{1 second,1 second}', oem_name = 'Delivery Boats Inc.';
+});
+
+# lead(tag, postal code [, send_to_dealer]): insert a lead and return its id.
+sub lead
+{
+	my ($tag, $zip, $send) = @_;
+	$send //= 'true';
+	return $node->safe_psql('app',
+		"INSERT INTO aimroute.leads (brand_code, country, postal_code, first_name, last_name, email, comment, send_to_dealer)"
+		  . " VALUES ('DLV', 'US', '$zip', 'Ann', 'O''Brien & <Sons>', 'ann\@example.com', '$tag', $send) RETURNING lead_id"
+	);
+}
+
+# status(lead): its row of lead_delivery_status, as text.
+sub status
+{
+	my ($id) = @_;
+	return $node->safe_psql('app',
+		"SELECT concat_ws(' ', sent_to_dealer, coalesce(email_status, '-'), coalesce(mobile_status, '-'),"
+		  . " coalesce(crm_status, '-'), no_contacts_configured)"
+		  . " FROM aimroute.lead_delivery_status WHERE lead_id = $id");
+}
+
+# settled(lead): true once nothing of its current notice is pending.
+sub settled
+{
+	my ($id) = @_;
+	return $node->poll_query_until('app',
+		"SELECT NOT delivery_pending AND sent_to_dealer FROM aimroute.lead_delivery_status WHERE lead_id = $id");
+}
+
+# messages(to): the SMTP sink's messages to one address.
+sub messages
+{
+	my ($to) = @_;
+	return [ grep { grep { lc $_ eq lc $to } @{ $_->{rcpt_tos} } } @{ read_log($smtp, 'message') } ];
+}
+
+# Delivered: two emails, a push, ADF by HTTP and by email.
+my $ok = lead('ok', '49757');
+ok(settled($ok), 'Delivered: the lead\'s messages are settled');
+is(status($ok), 't Delivered Delivered Delivered f', 'Delivered: email, mobile and CRM all Delivered');
+my ($to_mail) = @{ messages('sales@ok.example') };
+my ($cc_mail) = @{ messages('owner@ok.example') };
+my ($token, $key) = split /\|/,
+  $node->safe_psql('app',
+	"SELECT n.view_token || '|' || o.message_key FROM aimroute.lead_notifications n JOIN aimroute.outbox o USING (notification_id)"
+	  . " WHERE n.lead_id = $ok AND o.recipient = 'sales\@ok.example'");
+ok($to_mail && index($to_mail->{body}, $token) >= 0, 'the To contact\'s email carries the view link');
+ok($cc_mail && index($cc_mail->{body}, $token) < 0, 'the CC copy does not');
+is($to_mail->{message_id}, $key, 'the email\'s Message-ID is the message key kept in the outbox');
+like($to_mail->{body}, qr/O'Brien & <Sons>/, 'the lead\'s details are in the email, as typed');
+my ($adf_mail) = @{ messages('crm@ok.example') };
+ok($adf_mail, 'adf_email: the CRM\'s lead address got an email');
+my @requests = @{ read_log($http, 'request') };
+my ($push) = grep { $_->{path} eq '/ok/push' } @requests;
+my ($adf_post) = grep { $_->{path} eq '/ok/adf' } @requests;
+is(decode_json($push->{body})->{to}, '+15550100', 'the push gateway got the contact\'s mobile number');
+is($adf_post->{headers}{'Content-Type'}, 'application/xml', 'adf_http: POSTed as application/xml');
+ok($adf_post->{headers}{'Idempotency-Key'}, 'with an Idempotency-Key');
+my $adf_quoted = $adf_post->{body};
+$adf_quoted =~ s/'/''/g;
+is( $node->safe_psql(
+		'app',
+		"SELECT xml_is_well_formed_document('$adf_quoted')"
+		  . " AND (xpath('/adf/prospect/customer/contact/name[\@part=\"last\"]/text()', '$adf_quoted'::xml))[1]::text"
+		  . " = 'O''Brien &amp; &lt;Sons&gt;'"),
+	't',
+	'the ADF document POSTed is well-formed XML (libxml2) with the customer\'s name escaped');
+(my $adf_in_mail = $adf_mail->{body}) =~ s/\s+$//;
+is($adf_in_mail, $adf_post->{body} =~ s/\s+$//r, 'adf_email carries the same ADF document as the email body');
+
+# Partial Delivery: the To contact bounces (550), the CC copy arrives.
+my $part = lead('part', '60601');
+ok(settled($part), 'Partial: settled');
+is(status($part), 't Partial Delivery - - f', 'Partial: email_status Partial Delivery');
+is( $node->safe_psql(
+		'app', "SELECT delivery_status FROM aimroute.dealer_contacts WHERE email = 'hardbounce\@part.example'"),
+	'Hard Bounce',
+	'550: the contact is a Hard Bounce');
+ok(defined wait_for_log($smtp, sub { grep { $_->{subject} =~ /^Lead $part not delivered/ && $_->{rcpt_tos}[0] eq 'ops@oem.example' } @{ $_[0] } }),
+	'a real-time failure notice reached the OEM contact');
+is(scalar(grep { $_->{subject} =~ /^Lead $part / } @{ messages('west@oem.example') }),
+	0, 'and not the West region\'s contact (the dealer is in Great Lakes)');
+
+# Failure: the only contact's inbox is full (452).
+my $full = lead('full', '53202');
+ok(settled($full), 'Failure: settled');
+is(status($full), 't Failure - - f', 'Failure: email_status Failure');
+is($node->safe_psql('app', "SELECT delivery_status FROM aimroute.dealer_contacts WHERE email = 'full\@full.example'"),
+	'Soft Bounce', '452: the contact is a Soft Bounce');
+is( $node->safe_psql(
+		'app', "SELECT reason FROM aimroute.unsent_leads WHERE lead_id = $full"),
+	'All contacts undeliverable',
+	'unsent_leads: all contacts undeliverable');
+
+# No contacts configured, and send_to_dealer false.
+my $none = lead('none', '90210');
+is(status($none), 'f - - - t', 'No contacts configured: nothing sent, flagged');
+is($node->safe_psql('app', "SELECT reason FROM aimroute.unsent_leads WHERE lead_id = $none"),
+	'No contacts configured', 'unsent_leads: No contacts configured');
+my $quiet = lead('quiet', '49757', 'false');
+is($node->safe_psql('app', "SELECT count(*) FROM aimroute.outbox WHERE lead_id = $quiet"),
+	'0', 'send_to_dealer false: nothing queued');
+is($node->safe_psql('app', "SELECT reason FROM aimroute.unsent_leads WHERE lead_id = $quiet"),
+	'send_to_dealer false', 'unsent_leads: send_to_dealer false');
+
+# Suppression: a second lead to the bounced contact is not sent to it.
+my $refused_before = scalar @{ read_log($smtp, 'rcpt_refused') };
+my $part2 = lead('part2', '60601');
+ok(settled($part2), 'suppression: settled');
+is( $node->safe_psql(
+		'app',
+		"SELECT outcome FROM aimroute.delivery_attempts WHERE lead_id = $part2 AND recipient = 'hardbounce\@part.example'"),
+	'Suppressed',
+	'the bounced contact\'s message is recorded as Suppressed');
+is(scalar @{ read_log($smtp, 'rcpt_refused') }, $refused_before, 'and the SMTP server never saw it');
+is(status($part2), 't Partial Delivery - - f', 'the lead is a Partial Delivery (the CC copy went)');
+
+# Reset: the contact is active again, and send_lead reaches the server.
+$node->safe_psql('app',
+	"SELECT aimroute.set_delivery_status_active(contact_id) FROM aimroute.dealer_contacts WHERE email = 'hardbounce\@part.example'");
+is($node->safe_psql('app', "SELECT aimroute.send_lead($part2)"), '2', 'send_lead queues the lead again (2 messages)');
+ok(defined wait_for_log($smtp, sub { scalar(grep { $_->{event} eq 'rcpt_refused' } @{ $_[0] }) > $refused_before }),
+	'after set_delivery_status_active the server is tried again');
+
+# Retries, then failure; and a flaky endpoint that succeeds on its third try.
+my $retry = lead('retry', '33101');
+ok( $node->poll_query_until(
+		'app',
+		"SELECT count(*) = 2 FROM aimroute.outbox WHERE lead_id = $retry AND status IN ('delivered', 'failed')"),
+	'retries: both CRM messages settle');
+is( $node->safe_psql(
+		'app',
+		"SELECT string_agg(outcome, ',' ORDER BY attempt) FROM aimroute.delivery_attempts WHERE lead_id = $retry AND recipient LIKE '%/fail/%'"),
+	'Will retry,Will retry,Failed',
+	'HTTP 500: retried on the schedule (2 retries), then failed');
+is( $node->safe_psql(
+		'app',
+		"SELECT string_agg(outcome, ',' ORDER BY attempt) FROM aimroute.delivery_attempts WHERE lead_id = $retry AND recipient LIKE '%/flaky/%'"),
+	'Will retry,Will retry,Delivered',
+	'a flaky endpoint: delivered on the third attempt');
+my @flaky = grep { $_->{path} eq '/flaky/adf' } @{ read_log($http, 'request') };
+is(scalar(keys %{ { map { $_->{headers}{'Idempotency-Key'} => 1 } @flaky } }),
+	1, 'every retry carried the same Idempotency-Key');
+is(status($retry), 't - - Partial Delivery f', 'crm_status Partial Delivery');
+
+# The worker is killed after the server got the message, before the worker
+# recorded it: sent again with the same Message-ID once the lease is over.
+my $stall = lead('stall', '98101');
+ok(defined wait_for_log($smtp, sub { grep { $_->{event} eq 'stall' } @{ $_[0] } }),
+	'the SMTP server has the message and holds back its reply');
+my $pid = $node->safe_psql('app', $worker_sql);
+kill 'KILL', $pid;
+ok(settled($stall), 'after SIGKILL and the crash restart, the message settles');
+is(status($stall), 't Delivered - - f', 'and is Delivered');
+is( $node->safe_psql(
+		'app', "SELECT string_agg(outcome, ',' ORDER BY attempt_id) FROM aimroute.delivery_attempts WHERE lead_id = $stall"),
+	'Interrupted,Delivered',
+	'the attempt cut short is logged as Interrupted');
+my @copies = @{ messages('stall@stall.example') };
+is(scalar @copies, 2, 'the server got the message twice');
+is($copies[0]{message_id}, $copies[1]{message_id}, 'both with the same Message-ID');
+
+# Nothing recorded as delivered is sent again: two more rounds change nothing.
+my $count_before = scalar @{ read_log($smtp, 'message') };
+$node->safe_psql('app', "SELECT aimroute.delivery_claim(100, '1 minute')");
+my $ok2 = lead('ok2', '49757');
+ok(settled($ok2), 'another lead goes out (a worker round)');
+is(scalar @{ read_log($smtp, 'message') }, $count_before + 3, 'only its own 3 emails were sent');
+my %seen;
+$seen{ $_->{message_id} }++ for @{ read_log($smtp, 'message') };
+is(join(',', grep { $seen{$_} > 1 } sort keys %seen), $copies[0]{message_id},
+	'no Message-ID but the interrupted one was ever sent twice');
+
+# The daily recap of today's failures, as the worker queues it tomorrow.
+is( $node->safe_psql(
+		'app',
+		"SELECT aimroute.queue_daily_recap((current_date + 1 + time '08:00') AT TIME ZONE 'UTC')"),
+	'1',
+	'the daily recap is queued for the daily contact');
+my $recap = wait_for_log($smtp, sub { grep { $_->{subject} =~ /^Lead delivery failures/ } @{ $_[0] } });
+ok($recap, 'and delivered');
+my ($recap_mail) = grep { ($_->{subject} // '') =~ /^Lead delivery failures/ } @{ $recap // [] };
+like($recap_mail->{body}, qr/lead $part .*Partial Delivery/, 'it lists the Partial Delivery lead');
+like($recap_mail->{body}, qr/lead $full .*Failure/, 'and the failed lead');
+is( $node->safe_psql(
+		'app',
+		"SELECT aimroute.queue_daily_recap((current_date + 1 + time '09:00') AT TIME ZONE 'UTC')"),
+	'0',
+	'a day is recapped once');
+
+$node->stop;
+done_testing();

@@ -1,0 +1,243 @@
+-- test/delivery.sql: the delivery queue and its bookkeeping (SPEC section 4),
+-- in SQL.  The outbox filled by routing and moves, the contact and
+-- integration checks, how each reply is judged (aimroute.delivery_record is
+-- what the delivery worker calls with what libcurl saw), suppression,
+-- record_bounce, send_lead, failure notices, the daily recap and the
+-- views.  t/003_delivery.pl sends the same messages over real SMTP and
+-- HTTP.  Everything is rolled back.
+BEGIN;
+SELECT plan(52);
+SET LOCAL search_path = aimroute, public;
+SET LOCAL client_min_messages = warning;
+
+INSERT INTO brands VALUES ('DQ', 'Delivery Queue Boats');
+INSERT INTO dealers (dealer_number, name, country, postal_code, region) VALUES
+    ('DQ-HQ', 'HQ', 'US', '10001', NULL),
+    ('DQ-A', 'Alpha Marine', 'US', '49757', 'North'),
+    ('DQ-B', 'Bravo Marine', 'US', '60601', 'North'),
+    ('DQ-C', 'Charlie Marine', 'US', '90210', 'West');
+INSERT INTO dealer_brands VALUES ('DQ-A', 'DQ'), ('DQ-B', 'DQ'), ('DQ-C', 'DQ');
+INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES
+    ('DQ-A', 'DQ', 'postal', 'US', '49757'), ('DQ-B', 'DQ', 'postal', 'US', '60601'),
+    ('DQ-C', 'DQ', 'postal', 'US', '90210');
+INSERT INTO dealer_contacts (dealer_number, name, email, mobile, contact_types) VALUES
+    ('DQ-A', 'A sales', 'sales@a.example', '+15550001', '{Leads: Emails To}'),
+    ('DQ-A', 'A owner', 'owner@a.example', NULL, '{Leads: Emails CC}'),
+    ('DQ-A', 'A manager', 'manager@a.example', NULL, '{Dealer Lead Delivery Notification (real-time),Lead Delivery Notification Daily}'),
+    ('DQ-B', 'B owner', 'owner@b.example', NULL, '{Leads: Emails CC}');
+INSERT INTO crm_integrations (dealer_number, kind, endpoint) VALUES
+    ('DQ-A', 'adf_http', 'https://crm.a.example/adf'),
+    ('DQ-A', 'adf_email', 'leads@crm.a.example'),
+    ('DQ-A', 'adf_http', 'https://old-crm.a.example/adf');
+UPDATE crm_integrations SET active = false WHERE endpoint LIKE '%old-crm%';
+INSERT INTO notification_contacts (email, contact_type, region) VALUES
+    ('ops@oem.example', 'Dealer Lead Delivery Notification (real-time)', NULL),
+    ('west@oem.example', 'Dealer Lead Delivery Notification (real-time)', 'West'),
+    ('daily@oem.example', 'Lead Delivery Notification Daily', NULL);
+UPDATE settings SET default_dealer_number = 'DQ-HQ', push_gateway_url = 'https://push.example/send',
+       delivery_retry_schedule = '{20 seconds,20 minutes,20 hours}', timezone = 'America/Chicago',
+       reroute_enabled = false, product_routing_enabled = false, inventory_routing_enabled = false,
+       radius_enabled = true, radius_countries = '{US,CA}';
+
+CREATE FUNCTION pg_temp.lead(tag text, zip text, send boolean DEFAULT true) RETURNS bigint LANGUAGE sql AS $$
+    INSERT INTO aimroute.leads (brand_code, country, postal_code, first_name, comment, send_to_dealer)
+    VALUES ('DQ', 'US', zip, 'Ann', tag, send) RETURNING lead_id
+$$;
+-- The worker's round for one lead, as libcurl would report it: each
+-- message claimed, then recorded with the reply the test gives its
+-- recipient (default: accepted).
+CREATE FUNCTION pg_temp.deliver(id bigint, replies jsonb DEFAULT '{}') RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    j aimroute.delivery_job;
+    r jsonb;
+BEGIN
+    UPDATE aimroute.outbox SET due_at = clock_timestamp() WHERE lead_id = id AND status = 'queued';
+    FOR j IN SELECT * FROM aimroute.delivery_claim(1000, '5 minutes') LOOP
+        r := coalesce(replies -> (SELECT o.recipient FROM aimroute.outbox o WHERE o.message_id = j.message_id),
+                      CASE WHEN j.transport = 'smtp' THEN '[0, 250, "250 OK"]' ELSE '[0, 200, "HTTP 200"]' END::jsonb);
+        PERFORM aimroute.delivery_record(j.message_id, j.attempt, (r ->> 0)::int, (r ->> 1)::int, r ->> 2);
+    END LOOP;
+END
+$$;
+CREATE FUNCTION pg_temp.status(id bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT concat_ws(' ', sent_to_dealer, coalesce(email_status, '-'), coalesce(mobile_status, '-'),
+                     coalesce(crm_status, '-'), no_contacts_configured, delivery_pending)
+      FROM aimroute.lead_delivery_status WHERE lead_id = id
+$$;
+
+-- What routing queues.
+SELECT pg_temp.lead('a', '49757');
+SELECT is((SELECT string_agg(method || ':' || role || ':' || recipient, ' ' ORDER BY method, role, recipient)
+             FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
+          'crm:adf_email:leads@crm.a.example crm:adf_http:https://crm.a.example/adf email:CC:owner@a.example email:To:sales@a.example mobile:Push:+15550001',
+          'routing queues an email per To and CC contact, a push per mobile, an ADF message per active integration');
+SELECT is((SELECT messages FROM lead_notifications WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
+          5, 'the notice counts its 5 messages');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'a')), 'f - - - f t',
+          'before any attempt: not sent, no status, pending');
+SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
+          'Waiting for the delivery worker', 'unsent_leads shows it waiting');
+
+SELECT pg_temp.lead('b', '60601');
+SELECT is((SELECT no_contacts::text || ' ' || messages FROM lead_notifications
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'b')), 'true 0',
+          'a dealer with only a CC contact: No contacts configured, nothing queued');
+SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'b')),
+          'No contacts configured', 'unsent_leads: No contacts configured');
+SELECT pg_temp.lead('quiet', '49757', false);
+SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'quiet')),
+          0::bigint, 'send_to_dealer false: nothing is queued');
+SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'quiet')),
+          'send_to_dealer false', 'unsent_leads: send_to_dealer false');
+SELECT throws_ok($$SELECT aimroute.send_lead((SELECT lead_id FROM aimroute.leads WHERE comment = 'quiet'))$$,
+                 '55000', NULL, 'send_lead refuses a lead not to be sent');
+SELECT throws_ok($$SELECT aimroute.send_lead(-1)$$, 'P0002', 'lead -1 does not exist', 'send_lead: unknown lead');
+
+-- A rolled-back lead leaves nothing queued.
+SAVEPOINT s;
+SELECT pg_temp.lead('rolled back', '49757');
+ROLLBACK TO SAVEPOINT s;
+SELECT is((SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT FROM leads l WHERE l.lead_id = o.lead_id)),
+          0::bigint, 'no message outlives its rolled-back lead');
+
+-- Delivered, by every method.
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'a'));
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'a')), 't Delivered Delivered Delivered f f',
+          'all accepted: Delivered by email, mobile and CRM');
+SELECT is((SELECT count(*) FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
+          0::bigint, 'a delivered lead is not unsent');
+SELECT is((SELECT count(DISTINCT message_key) FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
+          5::bigint, 'each message has its own key');
+SELECT is((SELECT count(*) FROM delivery_claim(1000, '5 minutes')), 0::bigint,
+          'nothing recorded as delivered is claimed again');
+
+-- How each reply is judged.
+SELECT pg_temp.lead('c', '49757');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'c'),
+    '{"owner@a.example": [55, 550, "550 5.1.1 recipient not found"],
+      "+15550001": [0, 500, "HTTP 500"],
+      "https://crm.a.example/adf": [7, 0, "Failed to connect"]}');
+SELECT is((SELECT string_agg(recipient || '=' || outcome, ' ' ORDER BY message_id) FROM outbox
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'c')),
+          'sales@a.example=Delivered owner@a.example=Hard Bounce +15550001=Will retry https://crm.a.example/adf=Will retry leads@crm.a.example=Delivered',
+          '550: Hard Bounce; HTTP 500 and connection errors: retried');
+SELECT is((SELECT delivery_status FROM dealer_contacts WHERE email = 'owner@a.example'), 'Hard Bounce',
+          'the bounced contact is suppressed');
+SELECT is((SELECT due_at - clock_timestamp() > interval '19 seconds' AND due_at - clock_timestamp() <= interval '20 seconds'
+             FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'c') AND method = 'mobile'),
+          true, 'the first retry is due after the schedule''s first wait (20 seconds)');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'c')), 't Partial Delivery Failure Partial Delivery f t',
+          'while retrying: statuses so far, still pending');
+SELECT is((SELECT count(*) FROM outbox WHERE purpose = 'failure notice'), 0::bigint,
+          'no failure notice while retries are pending');
+-- Out of retries: the fourth failure is final (three waits in the schedule).
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'c'),
+    '{"+15550001": [0, 500, "HTTP 500"], "https://crm.a.example/adf": [28, 0, "Operation timed out"]}');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'c'),
+    '{"+15550001": [0, 500, "HTTP 500"], "https://crm.a.example/adf": [28, 0, "Operation timed out"]}');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'c'),
+    '{"+15550001": [0, 503, "HTTP 503"], "https://crm.a.example/adf": [28, 0, "Operation timed out"]}');
+SELECT is((SELECT string_agg(outcome, ',' ORDER BY attempt) FROM delivery_attempts
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'c') AND method = 'mobile'),
+          'Will retry,Will retry,Will retry,Failed', 'retried three times on the schedule, then Failed');
+SELECT ok((SELECT response LIKE '%gave up after 4 attempts%' FROM delivery_attempts
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'c') AND method = 'mobile' AND attempt = 4),
+          'the last attempt says it gave up');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'c')), 't Partial Delivery Failure Partial Delivery f f',
+          'settled: email Partial, mobile Failure, CRM Partial');
+SELECT is((SELECT failure || ' ' || failed_messages FROM delivery_issues
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'c')), 'Partial Delivery 3',
+          'delivery_issues lists it as a Partial Delivery with 3 failed messages');
+SELECT is((SELECT day FROM delivery_issues WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'c')),
+          (now() AT TIME ZONE 'America/Chicago')::date, 'by the day in the OEM''s time zone');
+
+-- Real-time failure notices: the OEM contact and the dealer's own, not another region's.
+SELECT is((SELECT string_agg(recipient, ' ' ORDER BY recipient) FROM outbox
+            WHERE purpose = 'failure notice' AND lead_id = (SELECT lead_id FROM leads WHERE comment = 'c')),
+          'manager@a.example ops@oem.example', 'failure notices go to the OEM contact and the dealer''s notification contact');
+SELECT ok((SELECT bool_and(subject = format('Lead %s not delivered to dealer DQ-A (Partial Delivery)', lead_id)
+                           AND body LIKE '%owner@a.example (CC): Hard Bounce%')
+             FROM outbox WHERE purpose = 'failure notice'),
+          'the notice names the lead, the verdict and each recipient not reached');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'c'));
+SELECT is((SELECT count(*) FROM outbox WHERE purpose = 'failure notice' AND status = 'delivered'), 2::bigint,
+          'the notices are sent like any message');
+SELECT is((SELECT count(*) FROM lead_notifications WHERE failure_notice_at IS NOT NULL), 1::bigint,
+          'once per notice');
+
+-- Suppression: the bounced contact gets nothing more, each skip is a failed attempt.
+SELECT pg_temp.lead('d', '49757');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'd'));
+SELECT is((SELECT outcome || ' ' || attempt FROM delivery_attempts
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'd') AND recipient = 'owner@a.example'),
+          'Suppressed 0', 'a suppressed contact''s message is recorded as failed without an attempt');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'd')), 't Partial Delivery Delivered Delivered f f',
+          'the lead is a Partial Delivery by email');
+SELECT lives_ok($$SELECT aimroute.set_delivery_status_active((SELECT contact_id FROM aimroute.dealer_contacts WHERE email = 'owner@a.example'))$$,
+                'set_delivery_status_active');
+SELECT is((SELECT delivery_status FROM dealer_contacts WHERE email = 'owner@a.example'), 'Active', 'the contact is Active again');
+SELECT is(send_lead((SELECT lead_id FROM leads WHERE comment = 'd')), 5, 'send_lead queues the lead again: 5 messages');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'd'));
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'd')), 't Delivered Delivered Delivered f f',
+          'after the reset the lead is Delivered: the status follows the latest notice');
+SELECT throws_ok($$SELECT aimroute.set_delivery_status_active(-1)$$, 'P0002', 'contact -1 does not exist',
+                 'set_delivery_status_active: unknown contact');
+
+-- Soft bounces, other SMTP replies.
+SELECT is(delivery_record(m.message_id, m.attempts, 55, 452, '452 4.2.2 mailbox full'), NULL,
+          'delivery_record ignores a message that is not being sent')
+  FROM outbox m WHERE recipient = 'sales@a.example' LIMIT 1;
+SELECT pg_temp.lead('e', '49757');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'e'),
+    '{"sales@a.example": [55, 452, "452 4.2.2 mailbox full"], "owner@a.example": [55, 451, "451 try later"],
+      "leads@crm.a.example": [55, 554, "554 transaction failed"]}');
+SELECT is((SELECT string_agg(recipient || '=' || outcome, ' ' ORDER BY message_id) FROM outbox
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'e') AND method <> 'mobile' AND role <> 'adf_http'),
+          'sales@a.example=Soft Bounce owner@a.example=Will retry leads@crm.a.example=Failed',
+          '452: Soft Bounce; 451: retried; another 5xx: Failed');
+
+-- record_bounce: a bounce reported after delivery.
+SELECT throws_ok($$SELECT aimroute.record_bounce('sales@a.example', 'medium', 'x')$$, '22023',
+                 'invalid bounce kind ''medium''', 'record_bounce: unknown kind');
+SELECT set_delivery_status_active(contact_id) FROM dealer_contacts WHERE email = 'sales@a.example';
+SELECT is(record_bounce('SALES@a.example ', 'hard', 'mailbox disabled'), 1, 'record_bounce: one contact changed');
+SELECT is((SELECT delivery_status FROM dealer_contacts WHERE email = 'sales@a.example'), 'Hard Bounce',
+          'the contact is a Hard Bounce');
+SELECT is((SELECT outcome FROM delivery_attempts WHERE recipient = 'sales@a.example' ORDER BY attempt_id DESC LIMIT 1),
+          'Hard Bounce', 'the latest message delivered to the address is recorded as bounced');
+SELECT is(record_bounce('sales@a.example', 'soft', 'full'), 0, 'a soft bounce does not outrank a hard one');
+
+-- Moves queue a notice for the new dealer; the old dealer's pending messages are cancelled.
+INSERT INTO dealer_contacts (dealer_number, name, email, contact_types) VALUES ('DQ-C', 'C sales', 'sales@c.example', '{Leads: Emails To}');
+SELECT pg_temp.lead('f', '49757');
+SELECT reassign((SELECT lead_id FROM leads WHERE comment = 'f'), 'DQ-C', 'customer moved');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'f'));
+SELECT is((SELECT string_agg(DISTINCT dealer_number || '=' || status, ' ') FROM outbox
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'f') AND purpose = 'lead'),
+          'DQ-A=cancelled DQ-C=delivered', 'a reassignment queues the new dealer''s messages and cancels the old dealer''s');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'f')), 't Delivered - - f f',
+          'lead_delivery_status follows the dealer holding the lead');
+
+-- The daily recap.
+SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '06:59') AT TIME ZONE 'America/Chicago'),
+          0, 'no recap before settings.daily_recap_hour');
+SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '07:00') AT TIME ZONE 'America/Chicago'),
+          2, 'at the hour: one recap for the OEM''s daily contact, one for the dealer''s');
+SELECT ok((SELECT body LIKE '%lead ' || (SELECT lead_id FROM leads WHERE comment = 'c') || '  dealer DQ-A (Alpha Marine)  Partial Delivery%'
+             FROM outbox WHERE purpose = 'daily recap' AND recipient = 'daily@oem.example'),
+          'the recap lists the prior day''s failing leads');
+SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '08:00') AT TIME ZONE 'America/Chicago'),
+          0, 'each day is recapped once');
+
+-- Contacts and integrations are checked with errors that say what is wrong.
+SELECT throws_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email, contact_types) VALUES ('DQ-A', 'x@y.example', '{Leads: Emails BCC}')$$,
+                 '23514', 'invalid contact type ''Leads: Emails BCC''', 'an unknown contact type is refused');
+SELECT throws_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email) VALUES ('DQ-A', 'not an address')$$,
+                 '23514', 'invalid email address ''not an address'' for a contact of dealer DQ-A', 'a malformed email is refused');
+SELECT throws_ok($$INSERT INTO aimroute.crm_integrations (dealer_number, kind, endpoint) VALUES ('DQ-A', 'adf_http', 'leads@crm.example')$$,
+                 '23514', NULL, 'an adf_http endpoint must be a URL');
+SELECT throws_ok($$INSERT INTO aimroute.notification_contacts (email, contact_type) VALUES ('a@b.example', 'Leads: Emails To')$$,
+                 '23514', NULL, 'a notification contact takes only the two notification types');
+
+SELECT * FROM finish();
+ROLLBACK;
