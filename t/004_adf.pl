@@ -1,4 +1,4 @@
-# t/003_adf.pl: ADF documents outside a UTF8 database, and against a DTD.
+# t/004_adf.pl: ADF documents outside a UTF8 database, and against a DTD.
 #
 # The same document rendered in a UTF8 and in a LATIN1 database is the same
 # UTF-8 text once read with client_encoding UTF8 (nothing double-encoded);
