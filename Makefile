@@ -8,6 +8,7 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).co
 
 MODULE_big = aimroute
 OBJS = \
+	src/adf.o \
 	src/aimroute.o \
 	src/country.o \
 	src/delivery.o \
