@@ -39,6 +39,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -320,7 +321,11 @@ ClaimBatch(void)
 		job->password = CopyColumn(row, desc, 8);
 		job->content_type = CopyColumn(row, desc, 9);
 		job->message_key = CopyColumn(row, desc, 10);
+		/* What goes on the wire is UTF-8, whatever the database encoding. */
 		job->payload = CopyColumn(row, desc, 11);
+		if (job->payload != NULL)
+			job->payload = MemoryContextStrdup(
+				round_context, pg_server_to_any(job->payload, strlen(job->payload), PG_UTF8));
 		if (job->url == NULL || job->payload == NULL)
 			elog(ERROR, "delivery worker: message " INT64_FORMAT " has no address or content",
 				 job->message_id);
