@@ -6,7 +6,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(52);
+SELECT plan(53);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
