@@ -189,7 +189,7 @@ CREATE TRIGGER crm_integrations_validate BEFORE INSERT OR UPDATE ON aimroute.crm
 --
 CREATE TABLE aimroute.outbox (
     message_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    notification_id  bigint REFERENCES aimroute.lead_notifications ON DELETE CASCADE,
+    notification_id  bigint,
     lead_id          bigint,
     dealer_number    text,
     purpose          text NOT NULL DEFAULT 'lead'
@@ -214,6 +214,8 @@ CREATE TABLE aimroute.outbox (
 );
 CREATE INDEX outbox_due_idx ON aimroute.outbox (due_at) WHERE status IN ('queued', 'sending');
 CREATE INDEX outbox_notification_idx ON aimroute.outbox (notification_id);
+COMMENT ON COLUMN aimroute.outbox.notification_id IS
+    'The notice (aimroute.lead_notifications) a lead message or failure notice belongs to; NULL for a daily recap. Not a foreign key: the queue statement writes the notice and its messages together, and a foreign key check would cost every queued message about as much as its own insert; aimroute.lead_notifications_delete_messages keeps the cascade.';
 COMMENT ON TABLE aimroute.outbox IS
     'Messages to send, one per recipient and method, queued in the transaction that routes or moves a lead; the delivery worker sends them. Read the views lead_delivery_status, delivery_attempts, delivery_issues and unsent_leads rather than this table.';
 COMMENT ON COLUMN aimroute.outbox.purpose IS '''lead'' (a lead to its dealer), ''failure notice'' or ''daily recap'' (to notification contacts).';
@@ -226,6 +228,20 @@ COMMENT ON COLUMN aimroute.outbox.due_at IS 'queued: when the next attempt is du
 COMMENT ON COLUMN aimroute.outbox.message_key IS 'The Message-ID (email) or Idempotency-Key (HTTP) every attempt of this message carries, so a receiver can recognize a repeat.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.outbox', 'message_id')::regclass, '');
+
+-- A notice deleted (with its lead) takes its messages along.
+CREATE FUNCTION aimroute.lead_notifications_delete_messages() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM aimroute.outbox o USING gone g WHERE o.notification_id = g.notification_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER lead_notifications_delete_messages AFTER DELETE ON aimroute.lead_notifications
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.lead_notifications_delete_messages();
 
 CREATE TABLE aimroute.delivery_attempt_log (
     attempt_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -569,8 +585,11 @@ BEGIN
                     'the delivery worker stopped before recording the outcome of this attempt; sending again with the same key');
         END IF;
         IF m.purpose = 'lead' THEN
-            SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
-            IF holder IS DISTINCT FROM m.dealer_number THEN
+            SELECT l.dealer_number INTO holder
+              FROM aimroute.leads l JOIN aimroute.lead_notifications n USING (lead_id)
+             WHERE n.notification_id = m.notification_id AND l.dealer_number = n.dealer_number;
+            IF NOT FOUND THEN
+                SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
                 PERFORM aimroute.delivery_fail(m, 'Cancelled',
                     format('not sent: the lead went to dealer %s first', holder));
                 CONTINUE;

@@ -15,6 +15,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 
@@ -84,7 +85,7 @@ QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
 	if (queue_plan == NULL)
 	{
 		Oid types[3] = { INT8OID, TEXTOID, TEXTOID };
-		SPIPlanPtr plan = SPI_prepare(queue_sql, 3, types);
+		SPIPlanPtr plan = SPI_prepare_cursor(queue_sql, 3, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the delivery queue statement: %s",

@@ -6,7 +6,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(53);
+SELECT plan(54);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -228,6 +228,12 @@ SELECT ok((SELECT body LIKE '%lead ' || (SELECT lead_id FROM leads WHERE comment
           'the recap lists the prior day''s failing leads');
 SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '08:00') AT TIME ZONE 'America/Chicago'),
           0, 'each day is recapped once');
+
+-- Deleting a lead takes its notices and their messages along.
+SELECT pg_temp.lead('gone', '49757');
+DELETE FROM leads WHERE comment = 'gone';
+SELECT is((SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT FROM lead_notifications n WHERE n.notification_id = o.notification_id)
+             AND o.purpose <> 'daily recap'), 0::bigint, 'a deleted lead leaves no message behind');
 
 -- Contacts and integrations are checked with errors that say what is wrong.
 SELECT throws_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email, contact_types) VALUES ('DQ-A', 'x@y.example', '{Leads: Emails BCC}')$$,
