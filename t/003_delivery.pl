@@ -72,7 +72,9 @@ $node->safe_psql(
 	  ('OK', 'adf_http', '$http_url/ok/adf'),
 	  ('OK', 'adf_email', 'crm\@ok.example'),
 	  ('RETRY', 'adf_http', '$http_url/fail/adf'),
-	  ('RETRY', 'adf_http', '$http_url/flaky/adf');
+	  ('RETRY', 'adf_http', '$http_url/flaky/adf'),
+	  ('RETRY', 'adf_http', '$http_url/slow/adf'),
+	  ('RETRY', 'adf_http', 'http://127.0.0.1:1/adf');
 	INSERT INTO notification_contacts (email, contact_type, region) VALUES
 	  ('ops\@oem.example', 'Dealer Lead Delivery Notification (real-time)', NULL),
 	  ('west\@oem.example', 'Dealer Lead Delivery Notification (real-time)', 'West'),
@@ -210,8 +212,8 @@ ok(defined wait_for_log($smtp, sub { scalar(grep { $_->{event} eq 'rcpt_refused'
 my $retry = lead('retry', '33101');
 ok( $node->poll_query_until(
 		'app',
-		"SELECT count(*) = 2 FROM aimroute.outbox WHERE lead_id = $retry AND purpose = 'lead' AND status IN ('delivered', 'failed')"),
-	'retries: both CRM messages settle');
+		"SELECT count(*) = 4 FROM aimroute.outbox WHERE lead_id = $retry AND purpose = 'lead' AND status IN ('delivered', 'failed')"),
+	'retries: the four CRM messages settle');
 is( $node->safe_psql(
 		'app',
 		"SELECT string_agg(outcome, ',' ORDER BY attempt) FROM aimroute.delivery_attempts WHERE lead_id = $retry AND recipient LIKE '%/fail/%'"),
@@ -222,6 +224,18 @@ is( $node->safe_psql(
 		"SELECT string_agg(outcome, ',' ORDER BY attempt) FROM aimroute.delivery_attempts WHERE lead_id = $retry AND recipient LIKE '%/flaky/%'"),
 	'Will retry,Will retry,Delivered',
 	'a flaky endpoint: delivered on the third attempt');
+is( $node->safe_psql(
+		'app',
+		"SELECT string_agg(outcome, ',' ORDER BY attempt) || ' ' || bool_and(response LIKE '%timed out%')"
+		  . " FROM aimroute.delivery_attempts WHERE lead_id = $retry AND recipient LIKE '%/slow/%'"),
+	'Will retry,Will retry,Failed true',
+	'an endpoint slower than aimroute.delivery_timeout: timed out, retried, failed');
+is( $node->safe_psql(
+		'app',
+		"SELECT string_agg(outcome, ',' ORDER BY attempt) || ' ' || bool_and(response_code IS NULL)"
+		  . " FROM aimroute.delivery_attempts WHERE lead_id = $retry AND recipient = 'http://127.0.0.1:1/adf'"),
+	'Will retry,Will retry,Failed true',
+	'nothing listening (connection refused): retried, failed, no response code');
 my @flaky = grep { $_->{path} eq '/flaky/adf' } @{ read_log($http, 'request') };
 is(scalar(keys %{ { map { $_->{headers}{'Idempotency-Key'} => 1 } @flaky } }),
 	1, 'every retry carried the same Idempotency-Key');
