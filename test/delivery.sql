@@ -6,7 +6,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(54);
+SELECT plan(72);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -244,6 +244,21 @@ SELECT throws_ok($$INSERT INTO aimroute.crm_integrations (dealer_number, kind, e
                  '23514', NULL, 'an adf_http endpoint must be a URL');
 SELECT throws_ok($$INSERT INTO aimroute.notification_contacts (email, contact_type) VALUES ('a@b.example', 'Leads: Emails To')$$,
                  '23514', NULL, 'a notification contact takes only the two notification types');
+
+-- The views BI tools read: the contract's columns, and a comment on every view and column.
+SELECT has_column('aimroute', 'lead_delivery_status', c, 'lead_delivery_status.' || c)
+  FROM unnest(ARRAY['lead_id', 'dealer_number', 'sent_to_dealer', 'viewed', 'email_status', 'mobile_status',
+                    'crm_status', 'no_contacts_configured']) AS c;
+SELECT has_column('aimroute', 'unsent_leads', c, 'unsent_leads.' || c) FROM unnest(ARRAY['lead_id', 'reason']) AS c;
+SELECT has_column('aimroute', 'delivery_attempts', c, 'delivery_attempts.' || c)
+  FROM unnest(ARRAY['lead_id', 'recipient', 'method', 'outcome', 'response']) AS c;
+SELECT has_column('aimroute', 'delivery_issues', c, 'delivery_issues.' || c) FROM unnest(ARRAY['day', 'lead_id']) AS c;
+SELECT is((SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')
+             FROM pg_class c LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+            WHERE c.relnamespace = 'aimroute'::regnamespace AND c.relkind = 'v'
+              AND (obj_description(c.oid, 'pg_class') IS NULL
+                   OR (a.attname IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL))),
+          NULL, 'every view and every view column has a comment');
 
 SELECT * FROM finish();
 ROLLBACK;
