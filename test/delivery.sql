@@ -255,7 +255,10 @@ SELECT has_column('aimroute', 'delivery_attempts', c, 'delivery_attempts.' || c)
 SELECT has_column('aimroute', 'delivery_issues', c, 'delivery_issues.' || c) FROM unnest(ARRAY['day', 'lead_id']) AS c;
 SELECT is((SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')
              FROM pg_class c LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
-            WHERE c.relnamespace = 'aimroute'::regnamespace AND c.relkind = 'v'
+            WHERE c.relkind = 'v'
+              AND EXISTS (SELECT FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                           WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                             AND d.deptype = 'e' AND e.extname = 'aimroute')
               AND (obj_description(c.oid, 'pg_class') IS NULL
                    OR (a.attname IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL))),
           NULL, 'every view and every view column has a comment');
