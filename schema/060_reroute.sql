@@ -56,7 +56,7 @@ COMMENT ON COLUMN aimroute.lead_notifications.no_contacts IS
     'The dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration when the notice was queued: nothing was sent.';
 COMMENT ON COLUMN aimroute.lead_notifications.messages IS 'Messages queued for this notice in aimroute.outbox.';
 COMMENT ON COLUMN aimroute.lead_notifications.failure_notice_at IS
-    'When failure notices were queued for this notice (its delivery ended in total or partial failure); NULL otherwise.';
+    'When this notice''s delivery was found to have ended in total or partial failure, and failure notices were queued; NULL otherwise.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_notifications', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_notifications', 'notification_id')::regclass, '');
 

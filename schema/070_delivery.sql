@@ -210,8 +210,10 @@ CREATE TABLE aimroute.outbox (
     queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at      timestamptz,
     message_key      text,
+    last_attempt_at  timestamptz,
     last_response    text
 );
+CREATE INDEX outbox_lead_idx ON aimroute.outbox (lead_id);
 CREATE INDEX outbox_due_idx ON aimroute.outbox (due_at) WHERE status IN ('queued', 'sending');
 CREATE INDEX outbox_notification_idx ON aimroute.outbox (notification_id);
 COMMENT ON COLUMN aimroute.outbox.notification_id IS
@@ -225,6 +227,7 @@ COMMENT ON COLUMN aimroute.outbox.contact_id IS 'The dealer contact (aimroute.de
 COMMENT ON COLUMN aimroute.outbox.status IS
     'queued (waiting for its first or next attempt), sending (claimed by the worker, under a lease until due_at), delivered, failed (bounced, suppressed or out of retries) or cancelled (the lead left the dealer first).';
 COMMENT ON COLUMN aimroute.outbox.due_at IS 'queued: when the next attempt is due; sending: when the worker''s lease runs out.';
+COMMENT ON COLUMN aimroute.outbox.last_attempt_at IS 'When the latest attempt was recorded (sent or skipped).';
 COMMENT ON COLUMN aimroute.outbox.message_key IS 'The Message-ID (email) or Idempotency-Key (HTTP) every attempt of this message carries, so a receiver can recognize a repeat.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.outbox', 'message_id')::regclass, '');
@@ -500,6 +503,7 @@ BEGIN
                          m.message_key, clock_timestamp());
     ELSIF m.method = 'mobile' THEN
         j.transport := 'http'; j.url := s.push_gateway_url; j.recipient := NULL;
+        j.username := NULL; j.password := NULL;     -- the SMTP login is for the SMTP server only
         j.content_type := 'application/json';
         j.payload := json_build_object(
             'to', m.recipient,
@@ -519,6 +523,7 @@ BEGIN
                          aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp());
     ELSE
         j.transport := 'http'; j.url := m.recipient; j.recipient := NULL;
+        j.username := NULL; j.password := NULL;
         j.content_type := 'application/xml';
         j.payload := aimroute.lead_adf(l.lead_id);
     END IF;
@@ -538,7 +543,8 @@ AS $$
 BEGIN
     UPDATE aimroute.outbox o
        SET status = CASE WHEN p_outcome = 'Cancelled' THEN 'cancelled' ELSE 'failed' END,
-           outcome = p_outcome, last_response = p_why, finished_at = clock_timestamp()
+           outcome = p_outcome, last_response = p_why, finished_at = clock_timestamp(),
+           last_attempt_at = clock_timestamp()
      WHERE o.message_id = m.message_id;
     INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
     VALUES (m.message_id, m.attempts, p_outcome, p_why);
@@ -568,6 +574,7 @@ DECLARE
     j aimroute.delivery_job;
     contact_status text;
     holder text;
+    newer bigint;
     domain text;
     err text;
 BEGIN
@@ -594,8 +601,17 @@ BEGIN
                     format('not sent: the lead went to dealer %s first', holder));
                 CONTINUE;
             END IF;
+            SELECT x.notification_id INTO newer FROM aimroute.lead_notifications x
+             WHERE x.lead_id = m.lead_id AND x.dealer_number = holder AND x.notification_id > m.notification_id
+             ORDER BY x.notification_id DESC LIMIT 1;
+            IF FOUND THEN
+                PERFORM aimroute.delivery_fail(m, 'Cancelled',
+                    format('not sent: notice %s sent the lead to the dealer again', newer));
+                CONTINUE;
+            END IF;
         END IF;
-        IF m.contact_id IS NOT NULL THEN
+        -- A bounce is an email address's: a push to the contact's mobile still goes.
+        IF m.contact_id IS NOT NULL AND m.method = 'email' THEN
             contact_status := NULL;
             SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
             IF contact_status IS DISTINCT FROM 'Active' THEN
@@ -638,7 +654,8 @@ COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
 -- failure; returns the outcome recorded.
 --
 CREATE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
-                                         response_code integer, response text)
+                                         response_code integer, response text,
+                                         smtp_command text DEFAULT NULL)
 RETURNS text
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -647,6 +664,7 @@ DECLARE
     m aimroute.outbox;
     s aimroute.settings;
     smtp boolean;
+    recipient_reply boolean;
     v_outcome text;
     detail text := left(response, 2000);
 BEGIN
@@ -657,9 +675,13 @@ BEGIN
     SELECT * INTO s FROM aimroute.settings;
     smtp := m.method = 'email' OR m.role = 'adf_email';
     IF smtp THEN
+        -- Only the recipient's own replies are bounces: to RCPT, or to the
+        -- end of DATA (one recipient a message).  A refusal of the sender
+        -- or of the login says nothing about the contact.
+        recipient_reply := coalesce(upper(smtp_command) IN ('RCPT', 'DATA'), true);
         v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
-                        WHEN response_code IN (550, 551, 553) THEN 'Hard Bounce'
-                        WHEN response_code IN (452, 552) THEN 'Soft Bounce'
+                        WHEN recipient_reply AND response_code IN (550, 551, 553) THEN 'Hard Bounce'
+                        WHEN recipient_reply AND response_code IN (452, 552) THEN 'Soft Bounce'
                         WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
                         ELSE 'Will retry' END;
     ELSE
@@ -671,18 +693,22 @@ BEGIN
         detail := format('%s (gave up after %s attempts)', detail, m.attempts);
     END IF;
 
+    IF smtp AND curl_code <> 0 AND smtp_command IS NOT NULL THEN
+        detail := format('%s (after %s)', detail, upper(smtp_command));
+    END IF;
     INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
     VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
     IF v_outcome = 'Will retry' THEN
         UPDATE aimroute.outbox o
-           SET status = 'queued', outcome = 'Will retry', last_response = detail,
+           SET status = 'queued', outcome = 'Will retry', last_response = detail, last_attempt_at = clock_timestamp(),
                due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
          WHERE o.message_id = m.message_id;
         RETURN v_outcome;
     END IF;
     UPDATE aimroute.outbox o
        SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
-           outcome = v_outcome, last_response = detail, finished_at = clock_timestamp()
+           outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
+           last_attempt_at = clock_timestamp()
      WHERE o.message_id = m.message_id;
     IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
         UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
@@ -694,8 +720,8 @@ BEGIN
     RETURN v_outcome;
 END
 $$;
-COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text) IS
-    'Records the outcome of one delivery attempt (libcurl code, server reply code and text): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
+    'Records the outcome of one delivery attempt (libcurl code, server reply code and text, the SMTP command replied to): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
 
 --
 -- delivery_next_due: seconds until the earliest due message (0 when one
@@ -715,10 +741,13 @@ $$;
 --
 -- queue_daily_recap: once a day, at or after settings.daily_recap_hour in
 -- settings.timezone, one email to each daily notification contact listing
--- the prior day's leads whose delivery failed wholly or partly (region
--- contacts: their region's; a dealer's contact: that dealer's).  Returns the
--- messages queued; a day is recapped once, and a contact with nothing to
--- report gets no email.
+-- the leads whose delivery was found to have failed, wholly or partly, on
+-- the prior day (region contacts: their region's; a dealer's contact: that
+-- dealer's).  A lead is in the recap of the day its last retry ran out,
+-- so one that fails late in the day is not missed.  Days the worker did
+-- not run at the hour are caught up, a week back at most.  Returns the
+-- messages queued; each day is recapped once, and a contact with nothing
+-- to report gets no email.
 --
 CREATE FUNCTION aimroute.queue_daily_recap(at timestamptz DEFAULT clock_timestamp())
 RETURNS integer
@@ -729,7 +758,9 @@ DECLARE
     s aimroute.settings;
     local_now timestamp;
     recap_day date;
-    queued integer := 0;
+    last_day date;
+    queued integer;
+    total integer := 0;
     lead_count integer;
 BEGIN
     SELECT * INTO s FROM aimroute.settings;
@@ -737,51 +768,58 @@ BEGIN
     IF extract(hour FROM local_now) < s.daily_recap_hour THEN
         RETURN 0;
     END IF;
-    recap_day := local_now::date - 1;
-    INSERT INTO aimroute.daily_recaps (day) VALUES (recap_day) ON CONFLICT (day) DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN 0;
-    END IF;
+    SELECT max(r.day) INTO last_day FROM aimroute.daily_recaps r;
+    FOR recap_day IN
+        SELECT d::date FROM generate_series(greatest(last_day + 1, local_now::date - 7),
+                                            local_now::date - 1, interval '1 day') AS d
+    LOOP
+        INSERT INTO aimroute.daily_recaps (day) VALUES (recap_day) ON CONFLICT (day) DO NOTHING;
+        CONTINUE WHEN NOT FOUND;
 
-    WITH issues AS (
-        SELECT i.* FROM aimroute.delivery_issues i WHERE i.day = recap_day
-    ), recipients AS (
-        SELECT NULL::bigint AS contact_id, c.email, c.region, NULL::text AS dealer_number
-          FROM aimroute.notification_contacts c
-         WHERE c.contact_type = 'Lead Delivery Notification Daily'
-        UNION
-        SELECT c.contact_id, c.email, NULL, c.dealer_number
-          FROM aimroute.dealer_contacts c
-         WHERE c.email IS NOT NULL AND 'Lead Delivery Notification Daily' = ANY (c.contact_types)
-    ), per_recipient AS (
-        SELECT r.contact_id, r.email, r.region, r.dealer_number, count(*) AS n,
-               string_agg(format('  lead %s  dealer %s (%s)  %s  email %s, mobile %s, CRM %s',
-                                 i.lead_id, i.dealer_number, i.dealer_name, i.failure,
-                                 coalesce(i.email_status, '-'), coalesce(i.mobile_status, '-'),
-                                 coalesce(i.crm_status, '-')), E'\n' ORDER BY i.lead_id, i.notification_id) AS lines
-          FROM recipients r
-          JOIN issues i ON (r.region IS NULL OR i.region = r.region)
-                       AND (r.dealer_number IS NULL OR i.dealer_number = r.dealer_number)
-         GROUP BY 1, 2, 3, 4
-    )
-    INSERT INTO aimroute.outbox (purpose, method, role, contact_id, dealer_number, recipient, subject, body)
-    SELECT 'daily recap', 'email', 'Recap', p.contact_id, p.dealer_number, p.email,
-           format('Lead delivery failures on %s: %s lead%s%s', recap_day, p.n, CASE WHEN p.n = 1 THEN '' ELSE 's' END,
-                  coalesce(' (region ' || p.region || ')', ' (dealer ' || p.dealer_number || ')', '')),
-           concat_ws(E'\n',
-               format('Leads whose delivery failed wholly or partly on %s (%s):', recap_day, s.timezone),
-               '',
-               p.lines,
-               '',
-               format('The details: SELECT * FROM aimroute.delivery_issues WHERE day = %L;', recap_day),
-               '',
-               '-- ',
-               s.oem_name || ' lead delivery (aimroute)')
-      FROM per_recipient p;
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    SELECT count(DISTINCT i.lead_id) INTO lead_count FROM aimroute.delivery_issues i WHERE i.day = recap_day;
-    UPDATE aimroute.daily_recaps r SET leads = lead_count, messages = queued WHERE r.day = recap_day;
-    RETURN queued;
+        WITH issues AS (
+            SELECT i.* FROM aimroute.delivery_issues i
+             WHERE (i.failed_at AT TIME ZONE s.timezone)::date = recap_day
+        ), recipients AS (
+            SELECT NULL::bigint AS contact_id, c.email, c.region, NULL::text AS dealer_number
+              FROM aimroute.notification_contacts c
+             WHERE c.contact_type = 'Lead Delivery Notification Daily'
+            UNION
+            SELECT c.contact_id, c.email, NULL, c.dealer_number
+              FROM aimroute.dealer_contacts c
+             WHERE c.email IS NOT NULL AND 'Lead Delivery Notification Daily' = ANY (c.contact_types)
+        ), per_recipient AS (
+            SELECT r.contact_id, r.email, r.region, r.dealer_number, count(DISTINCT i.lead_id) AS n,
+                   string_agg(format('  lead %s  dealer %s (%s)  %s  email %s, mobile %s, CRM %s',
+                                     i.lead_id, i.dealer_number, i.dealer_name, i.failure,
+                                     coalesce(i.email_status, '-'), coalesce(i.mobile_status, '-'),
+                                     coalesce(i.crm_status, '-')), E'\n' ORDER BY i.lead_id, i.notification_id) AS lines
+              FROM recipients r
+              JOIN issues i ON (r.region IS NULL OR i.region = r.region)
+                           AND (r.dealer_number IS NULL OR i.dealer_number = r.dealer_number)
+             GROUP BY 1, 2, 3, 4
+        )
+        INSERT INTO aimroute.outbox (purpose, method, role, contact_id, dealer_number, recipient, subject, body)
+        SELECT 'daily recap', 'email', 'Recap', p.contact_id, p.dealer_number, p.email,
+               format('Lead delivery failures on %s: %s lead%s%s', recap_day, p.n, CASE WHEN p.n = 1 THEN '' ELSE 's' END,
+                      coalesce(' (region ' || p.region || ')', ' (dealer ' || p.dealer_number || ')', '')),
+               concat_ws(E'\n',
+                   format('Leads whose delivery failed wholly or partly on %s (%s):', recap_day, s.timezone),
+                   '',
+                   p.lines,
+                   '',
+                   format('The details: SELECT * FROM aimroute.delivery_issues WHERE (failed_at AT TIME ZONE %L)::date = %L;',
+                          s.timezone, recap_day),
+                   '',
+                   '-- ',
+                   s.oem_name || ' lead delivery (aimroute)')
+          FROM per_recipient p;
+        GET DIAGNOSTICS queued = ROW_COUNT;
+        SELECT count(DISTINCT i.lead_id) INTO lead_count FROM aimroute.delivery_issues i
+         WHERE (i.failed_at AT TIME ZONE s.timezone)::date = recap_day;
+        UPDATE aimroute.daily_recaps r SET leads = lead_count, messages = queued WHERE r.day = recap_day;
+        total := total + queued;
+    END LOOP;
+    RETURN total;
 END
 $$;
 COMMENT ON FUNCTION aimroute.queue_daily_recap(timestamptz) IS
@@ -943,8 +981,7 @@ SELECT l.lead_id,
                count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
                count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
                count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
-               (SELECT max(a.attempted_at) FROM aimroute.delivery_attempt_log a
-                 WHERE a.message_id = ANY (array_agg(x.message_id))) AS last_attempt_at
+               max(x.last_attempt_at) AS last_attempt_at
           FROM aimroute.outbox x
          WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
 COMMENT ON VIEW aimroute.lead_delivery_status IS
@@ -1074,7 +1111,8 @@ SELECT (n.queued_at AT TIME ZONE s.timezone)::date AS day,
        n.event,
        n.queued_at AS sent_at,
        n.notification_id,
-       l.dealer_number = n.dealer_number AS dealer_holds_lead
+       l.dealer_number = n.dealer_number AS dealer_holds_lead,
+       n.failure_notice_at AS failed_at
   FROM aimroute.lead_notifications n
   CROSS JOIN aimroute.settings s
   JOIN aimroute.leads l ON l.lead_id = n.lead_id
@@ -1113,6 +1151,7 @@ COMMENT ON COLUMN aimroute.delivery_issues.failed_recipients IS 'Each recipient 
 COMMENT ON COLUMN aimroute.delivery_issues.event IS 'Why the lead was sent: Routed, Re-Route, Reassigned, Dealer left or Resent.';
 COMMENT ON COLUMN aimroute.delivery_issues.sent_at IS 'When the notice was queued.';
 COMMENT ON COLUMN aimroute.delivery_issues.notification_id IS 'The notice (aimroute.lead_notifications).';
+COMMENT ON COLUMN aimroute.delivery_issues.failed_at IS 'When the last of its messages settled and the failure was known (failure notices were queued then); the daily recap goes by this day.';
 COMMENT ON COLUMN aimroute.delivery_issues.dealer_holds_lead IS 'The dealer still holds the lead (false once it was moved on).';
 
 CREATE FUNCTION aimroute.delivery_worker_running() RETURNS boolean

@@ -72,6 +72,7 @@ typedef struct DeliveryOutcome
 	int curl_code;
 	long response_code;
 	StringInfoData response;
+	char command[5]; /* the last SMTP command sent: MAIL, RCPT, DATA, ... */
 } DeliveryOutcome;
 
 /* The upload of an SMTP message: what is left to read. */
@@ -112,6 +113,7 @@ static List *ClaimBatch(void);
 static void Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
 static void Record(DeliveryJob *job, DeliveryOutcome *out);
 static double NextDue(bool *missing);
+static void Release(List *jobs, ListCell *from);
 static void ForgetLatch(int code, Datum arg);
 static char *PrintableText(const StringInfo s);
 
@@ -364,6 +366,12 @@ KeepReply(CURL *h, curl_infotype type, char *data, size_t size, void *arg)
 {
 	DeliveryOutcome *out = (DeliveryOutcome *) arg;
 
+	if (type == CURLINFO_HEADER_OUT && size >= 4 && strncmp(data, "QUIT", 4) != 0)
+	{
+		memcpy(out->command, data, 4);
+		out->command[4] = '\0';
+		return 0;
+	}
 	/* Not the reply to QUIT, which libcurl sends after a refusal. */
 	if (type != CURLINFO_HEADER_IN || (size >= 4 && strncmp(data, "221 ", 4) == 0))
 		return 0;
@@ -424,13 +432,15 @@ Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out)
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long) Min(delivery_timeout, 10));
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, StopOnShutdown);
-	if (job->username != NULL)
-		curl_easy_setopt(h, CURLOPT_USERNAME, job->username);
-	if (job->password != NULL)
-		curl_easy_setopt(h, CURLOPT_PASSWORD, job->password);
-
 	if (job->smtp)
 	{
+		/* The login is the SMTP server's, never sent to an HTTP endpoint. */
+		if (job->username != NULL)
+			curl_easy_setopt(h, CURLOPT_USERNAME, job->username);
+		if (job->password != NULL)
+			curl_easy_setopt(h, CURLOPT_PASSWORD, job->password);
+		/* STARTTLS when the server offers it; smtps:// is TLS throughout. */
+		curl_easy_setopt(h, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
 		mail_from = psprintf("<%s>", job->mail_from);
 		rcpt = psprintf("<%s>", job->recipient != NULL ? job->recipient : "");
 		list = curl_slist_append(NULL, rcpt);
@@ -514,22 +524,61 @@ PrintableText(const StringInfo s)
 static void
 Record(DeliveryJob *job, DeliveryOutcome *out)
 {
-	static const char *const sql = "SELECT aimroute.delivery_record($1, $2, $3, $4, $5)";
-	Oid types[5] = { INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID };
-	Datum args[5];
+	static const char *const sql = "SELECT aimroute.delivery_record($1, $2, $3, $4, $5, $6)";
+	Oid types[6] = { INT8OID, INT4OID, INT4OID, INT4OID, TEXTOID, TEXTOID };
+	Datum args[6];
+	char nulls[6] = "      ";
 	char *text;
 
 	text = PrintableText(&out->response);
+	/*
+	 * The message went out: a shutdown must not come between the send and
+	 * its record, or the message would be sent again.
+	 */
+	HOLD_INTERRUPTS();
 	BeginWork("aimroute: recording a delivery");
 	args[0] = Int64GetDatum(job->message_id);
 	args[1] = Int32GetDatum(job->attempt);
 	args[2] = Int32GetDatum(out->curl_code);
 	args[3] = Int32GetDatum((int32) out->response_code);
 	args[4] = CStringGetTextDatum(text);
-	if (SPI_execute_with_args(sql, 5, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	args[5] = CStringGetTextDatum(out->command);
+	if (!job->smtp || out->command[0] == '\0')
+		nulls[5] = 'n';
+	if (SPI_execute_with_args(sql, 6, types, args, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "delivery worker: could not record the outcome of message " INT64_FORMAT,
 			 job->message_id);
 	EndWork();
+	RESUME_INTERRUPTS();
+}
+
+/*
+ * Release gives back the claimed messages not sent yet, from the list cell
+ * from on, when the worker is asked to stop: they are due again at once,
+ * rather than when their lease runs out.
+ */
+static void
+Release(List *jobs, ListCell *from)
+{
+	static const char *const sql =
+		"UPDATE aimroute.outbox SET status = 'queued', attempts = attempts - 1,"
+		" due_at = clock_timestamp() WHERE message_id = $1 AND attempts = $2 AND status = "
+		"'sending'";
+	Oid types[2] = { INT8OID, INT4OID };
+
+	HOLD_INTERRUPTS();
+	BeginWork("aimroute: giving back unsent messages");
+	for_each_cell(from, jobs, from)
+	{
+		DeliveryJob *job = (DeliveryJob *) lfirst(from);
+		Datum args[2] = { Int64GetDatum(job->message_id), Int32GetDatum(job->attempt) };
+
+		if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "delivery worker: could not give back message " INT64_FORMAT,
+				 job->message_id);
+	}
+	EndWork();
+	RESUME_INTERRUPTS();
 }
 
 /*
@@ -621,14 +670,27 @@ aimroute_delivery_worker_main(Datum arg)
 				{
 					DeliveryJob *job = (DeliveryJob *) lfirst(lc);
 					DeliveryOutcome out;
-					MemoryContext old = MemoryContextSwitchTo(round_context);
+					MemoryContext old;
 
+					if (ProcDiePending)
+					{
+						Release(jobs, lc);
+						CHECK_FOR_INTERRUPTS();
+					}
+					old = MemoryContextSwitchTo(round_context);
+					memset(&out, 0, sizeof(out));
 					initStringInfo(&out.response);
 					pgstat_report_activity(STATE_RUNNING, "aimroute: sending a message");
 					Send(job->smtp ? smtp_handle : http_handle, job, &out);
 					MemoryContextSwitchTo(old);
-					CHECK_FOR_INTERRUPTS();
+					/* A send cut short by a shutdown is given back, not judged. */
+					if (ProcDiePending && out.curl_code == CURLE_ABORTED_BY_CALLBACK)
+					{
+						Release(jobs, lc);
+						CHECK_FOR_INTERRUPTS();
+					}
 					Record(job, &out);
+					CHECK_FOR_INTERRUPTS();
 				}
 				MemoryContextReset(round_context);
 			} while (list_length(jobs) >= delivery_batch_size);

@@ -6,7 +6,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(72);
+SELECT plan(80);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -196,6 +196,23 @@ SELECT is((SELECT string_agg(recipient || '=' || outcome, ' ' ORDER BY message_i
           'sales@a.example=Soft Bounce owner@a.example=Will retry leads@crm.a.example=Failed',
           '452: Soft Bounce; 451: retried; another 5xx: Failed');
 
+-- A refusal of the sender is not the recipient's bounce.
+SELECT pg_temp.lead('g', '49757');
+UPDATE outbox SET due_at = clock_timestamp() WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g');
+SELECT is(delivery_record(j.message_id, j.attempt, 55, 550, '550 5.7.1 sender rejected', 'MAIL'), 'Failed',
+          '550 to MAIL FROM: Failed, not a bounce')
+  FROM delivery_claim(1000, '5 minutes') j
+ WHERE j.message_id = (SELECT message_id FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g')
+                        AND recipient = 'owner@a.example');
+SELECT is((SELECT delivery_status FROM dealer_contacts WHERE email = 'owner@a.example'), 'Active',
+          'and the contact stays Active');
+SELECT ok((SELECT response LIKE '%(after MAIL)' FROM delivery_attempts
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g') AND recipient = 'owner@a.example'),
+          'the attempt says which command was refused');
+SELECT is((SELECT count(*) FROM delivery_claim(1000, '5 minutes') j WHERE j.transport = 'http' AND j.password IS NOT NULL),
+          0::bigint, 'the SMTP login never goes with an HTTP message');
+UPDATE outbox SET status = 'cancelled' WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g') AND status = 'sending';
+
 -- record_bounce: a bounce reported after delivery.
 SELECT throws_ok($$SELECT aimroute.record_bounce('sales@a.example', 'medium', 'x')$$, '22023',
                  'invalid bounce kind ''medium''', 'record_bounce: unknown kind');
@@ -206,6 +223,25 @@ SELECT is((SELECT delivery_status FROM dealer_contacts WHERE email = 'sales@a.ex
 SELECT is((SELECT outcome FROM delivery_attempts WHERE recipient = 'sales@a.example' ORDER BY attempt_id DESC LIMIT 1),
           'Hard Bounce', 'the latest message delivered to the address is recorded as bounced');
 SELECT is(record_bounce('sales@a.example', 'soft', 'full'), 0, 'a soft bounce does not outrank a hard one');
+
+-- A suppressed email address does not stop the contact's pushes.
+SELECT pg_temp.lead('h', '49757');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'h'));
+SELECT is((SELECT string_agg(method || '=' || outcome, ' ' ORDER BY message_id) FROM outbox
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'h') AND contact_id =
+                  (SELECT contact_id FROM dealer_contacts WHERE email = 'sales@a.example')),
+          'email=Suppressed mobile=Delivered', 'the bounced contact''s email is suppressed, its push is sent');
+
+-- send_lead supersedes the retries of the dealer's earlier notice.
+SELECT pg_temp.lead('i', '49757');
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'i'), '{"+15550001": [0, 500, "HTTP 500"]}');
+SELECT send_lead((SELECT lead_id FROM leads WHERE comment = 'i'));
+SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'i'));
+SELECT ok((SELECT outcome = 'Cancelled' AND last_response LIKE 'not sent: notice % sent the lead to the dealer again'
+             FROM outbox o JOIN lead_notifications n USING (notification_id)
+            WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'i') AND o.method = 'mobile'
+            ORDER BY n.notification_id LIMIT 1),
+          'the first notice''s pending retry is cancelled, not sent twice');
 
 -- Moves queue a notice for the new dealer; the old dealer's pending messages are cancelled.
 INSERT INTO dealer_contacts (dealer_number, name, email, contact_types) VALUES ('DQ-C', 'C sales', 'sales@c.example', '{Leads: Emails To}');
@@ -228,6 +264,10 @@ SELECT ok((SELECT body LIKE '%lead ' || (SELECT lead_id FROM leads WHERE comment
           'the recap lists the prior day''s failing leads');
 SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '08:00') AT TIME ZONE 'America/Chicago'),
           0, 'each day is recapped once');
+SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 4 + time '08:00') AT TIME ZONE 'America/Chicago'),
+          0, 'days with nothing to report send nothing');
+SELECT is((SELECT max(day) - min(day) FROM daily_recaps WHERE day >= (now() AT TIME ZONE 'America/Chicago')::date), 3,
+          'but are recapped: the days the worker missed are caught up');
 
 -- Deleting a lead takes its notices and their messages along.
 SELECT pg_temp.lead('gone', '49757');
