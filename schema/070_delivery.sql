@@ -283,6 +283,12 @@ RETURNS bigint
 COMMENT ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) IS
     'Queues a notice of the lead to the dealer and its messages (one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration); returns the notice''s id. Internal: routing, moves and send_lead call it.';
 
+CREATE FUNCTION aimroute.wake_delivery_worker() RETURNS void
+    AS 'MODULE_PATHNAME', 'aimroute_wake_delivery_worker'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION aimroute.wake_delivery_worker() IS
+    'Wakes the delivery worker when the current transaction commits, for messages queued by hand or by SQL. Does nothing when the worker does not run.';
+
 CREATE FUNCTION aimroute.queue_delivery_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'aimroute_queue_delivery_trigger'
     LANGUAGE C;
@@ -464,6 +470,9 @@ BEGIN
              WHERE c.dealer_number = n.dealer_number AND c.email IS NOT NULL
                AND 'Dealer Lead Delivery Notification (real-time)' = ANY (c.contact_types)) AS r;
     GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        PERFORM aimroute.wake_delivery_worker();
+    END IF;
     UPDATE aimroute.lead_notifications x SET failure_notice_at = clock_timestamp()
      WHERE x.notification_id = n.notification_id;
     RETURN queued;
@@ -819,6 +828,9 @@ BEGIN
         UPDATE aimroute.daily_recaps r SET leads = lead_count, messages = queued WHERE r.day = recap_day;
         total := total + queued;
     END LOOP;
+    IF total > 0 THEN
+        PERFORM aimroute.wake_delivery_worker();
+    END IF;
     RETURN total;
 END
 $$;

@@ -70,6 +70,7 @@ static SPIPlanPtr queue_plan = NULL;
 
 PG_FUNCTION_INFO_V1(aimroute_queue_lead_delivery);
 PG_FUNCTION_INFO_V1(aimroute_queue_delivery_trigger);
+PG_FUNCTION_INFO_V1(aimroute_wake_delivery_worker);
 
 /*
  * QueueLeadDelivery queues the notice of a lead to a dealer and its
@@ -166,4 +167,16 @@ aimroute_queue_delivery_trigger(PG_FUNCTION_ARGS)
 	(void) QueueLeadDelivery(DatumGetInt64(lead_id), TextDatumGetCString(dealer), "Routed");
 	SPI_finish();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * aimroute_wake_delivery_worker is the SQL function
+ * aimroute.wake_delivery_worker(): the delivery worker wakes when the
+ * current transaction commits, for messages queued by SQL of its own.
+ */
+Datum
+aimroute_wake_delivery_worker(PG_FUNCTION_ARGS)
+{
+	DeliveryWakeWorkerAtCommit();
+	PG_RETURN_VOID();
 }

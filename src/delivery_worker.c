@@ -375,6 +375,8 @@ KeepReply(CURL *h, curl_infotype type, char *data, size_t size, void *arg)
 	/* Not the reply to QUIT, which libcurl sends after a refusal. */
 	if (type != CURLINFO_HEADER_IN || (size >= 4 && strncmp(data, "221 ", 4) == 0))
 		return 0;
+	while (size > 0 && (data[size - 1] == '\n' || data[size - 1] == '\r'))
+		size--;
 	resetStringInfo(&out->response);
 	appendBinaryStringInfo(&out->response, data, (int) Min(size, RESPONSE_MAX));
 	return 0;

@@ -254,9 +254,23 @@ is( $node->safe_psql(
 		'app', "SELECT string_agg(outcome, ',' ORDER BY attempt_id) FROM aimroute.delivery_attempts WHERE lead_id = $stall"),
 	'Interrupted,Delivered',
 	'the attempt cut short is logged as Interrupted');
-my @copies = @{ messages('stall@stall.example') };
+my @copies = grep { $_->{subject} =~ /^New lead $stall:/ } @{ messages('stall@stall.example') };
 is(scalar @copies, 2, 'the server got the message twice');
 is($copies[0]{message_id}, $copies[1]{message_id}, 'both with the same Message-ID');
+
+# A fast shutdown while the server holds back its reply: the worker gives
+# the message back instead of leaving it leased, and it goes out once the
+# server is up again, as the same attempt.
+my $stall2 = lead('stall2', '98101');
+ok( defined wait_for_log(
+		$smtp, sub { scalar(grep { $_->{event} eq 'stall' } @{ $_[0] }) >= 2 }),
+	'a second message is held back by the server');
+$node->restart;
+ok(settled($stall2), 'after a fast restart the message settles');
+is( $node->safe_psql(
+		'app', "SELECT string_agg(outcome || ' ' || attempt, ',' ORDER BY attempt_id) FROM aimroute.delivery_attempts WHERE lead_id = $stall2"),
+	'Delivered 1',
+	'given back at shutdown: no Interrupted attempt, delivered as attempt 1');
 
 # Nothing recorded as delivered is sent again: another round sends only
 # the new lead's messages.
@@ -266,8 +280,9 @@ ok(settled($ok2), 'another lead goes out (a worker round)');
 is(scalar @{ read_log($smtp, 'message') }, $count_before + 3, 'only its own 3 emails were sent');
 my %seen;
 $seen{ $_->{message_id} }++ for @{ read_log($smtp, 'message') };
-is(join(',', grep { $seen{$_} > 1 } sort keys %seen), $copies[0]{message_id},
-	'no Message-ID but the interrupted one was ever sent twice');
+my ($stall2_key) = map { $_->{message_id} } grep { $_->{subject} =~ /^New lead $stall2:/ } @{ messages('stall@stall.example') };
+is(join(',', grep { $seen{$_} > 1 } sort keys %seen), join(',', sort($copies[0]{message_id}, $stall2_key)),
+	'no Message-ID but the two cut short was ever sent twice');
 
 # The daily recap of today's failures, as the worker queues it tomorrow.
 is( $node->safe_psql(
