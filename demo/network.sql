@@ -13,8 +13,8 @@
 -- text, so every run on the same postal data gives the same network.
 --
 -- The demo owns the dealers numbered HQ-nnnn, US-nnnn and CA-nnnn (and
--- with them their brands, products, inventory and territories) and the
--- four brands below; nothing else is touched, except
+-- with them their regions, brands, products, inventory and territories)
+-- and the four brands below; nothing else is touched, except
 -- settings.default_dealer_number, which is set to HQ-0001.
 -- docs/demo.md describes the network.
 --
@@ -42,10 +42,14 @@ BEGIN
 END
 $$;
 
--- The default dealer is referenced by settings: let go of it first.
+-- The default dealer is referenced by settings: let go of a demo dealer
+-- that this network may delete.  HQ-0001 is never deleted, and the default
+-- cannot be cleared once leads exist, so it is the one to hold on to.
 UPDATE aimroute.settings
-   SET default_dealer_number = NULL
- WHERE default_dealer_number ~ '^(HQ|US|CA)-[0-9]{4}$';
+   SET default_dealer_number = CASE WHEN EXISTS (SELECT FROM aimroute.dealers WHERE dealer_number = 'HQ-0001')
+                                    THEN 'HQ-0001' END
+ WHERE default_dealer_number ~ '^(HQ|US|CA)-[0-9]{4}$'
+   AND default_dealer_number <> 'HQ-0001';
 
 -- What the demo dealers hold.  The dealer rows themselves are kept and
 -- updated in place below (leads routed to a demo dealer reference it);
@@ -251,6 +255,21 @@ UPDATE aimroute.dealers d
    AND d.dealer_number ~ '^(US|CA)-[0-9]{4}$'
    AND d.dealer_number NOT IN ('US-0001', 'CA-0001')
    AND pg_temp.demo_hash('group:' || d.dealer_number) % 2 = 0;
+
+-- Sales regions (dealers.region), which scope the notification contacts
+-- of demo/delivery.sql.  The corporate lead desk has none.
+UPDATE aimroute.dealers d
+   SET region = CASE
+           WHEN d.country = 'CA' AND d.state_code IN ('ON', 'QC', 'NB', 'NS', 'PE', 'NL') THEN 'Canada East'
+           WHEN d.country = 'CA' THEN 'Canada West'
+           WHEN d.state_code IN ('MI', 'WI', 'MN', 'OH', 'IL', 'IN') THEN 'Great Lakes'
+           WHEN d.state_code IN ('ME', 'NH', 'VT', 'MA', 'RI', 'CT', 'NY', 'NJ', 'PA', 'DE', 'MD', 'DC') THEN 'Northeast'
+           WHEN d.state_code IN ('VA', 'WV', 'KY', 'TN', 'NC', 'SC', 'GA', 'FL', 'AL', 'MS') THEN 'Southeast'
+           WHEN d.state_code IN ('ND', 'SD', 'NE', 'KS', 'IA', 'MO', 'OK', 'TX', 'AR', 'LA') THEN 'Central'
+           ELSE 'West'
+       END
+ WHERE d.dealer_number ~ '^(US|CA)-[0-9]{4}$';
+UPDATE aimroute.dealers SET region = NULL WHERE dealer_number ~ '^HQ-[0-9]{4}$';
 
 ------------------------------------------------------------------------------
 -- 5. Brands sold, product assignments, inventory.

@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: the main job, from a fresh Debian 12 machine to a running
-# aimroute with real postal data and a demo dealer network.
+# aimroute with real postal data, a demo dealer network, and demo leads
+# routed and delivered by email, push and CRM to loopback servers.
 #
 # Run as root or with sudo (it installs Debian packages and the extension);
-# the cluster itself runs as an unprivileged user.  Running it again reuses
-# the cluster and creates the demo database afresh.
+# the cluster and the delivery sinks run as an unprivileged user.  Running
+# it again reuses the cluster, restarts the sinks and creates the demo
+# database afresh.
 #
 # Environment: AIMROUTE_PORT (default 54330), AIMROUTE_CLUSTER_DIR (default
-# <checkout>/.cluster), AIMROUTE_USER (see scripts/lib.sh).
+# <checkout>/.cluster), AIMROUTE_SMTP_PORT (default 54325) and
+# AIMROUTE_HTTP_PORT (default 54326) for the SMTP and HTTP sinks,
+# AIMROUTE_USER (see scripts/lib.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PORT=${AIMROUTE_PORT:-54330}
 CLUSTER_DIR=${AIMROUTE_CLUSTER_DIR:-$AIMROUTE_ROOT/.cluster}
+SMTP_PORT=${AIMROUTE_SMTP_PORT:-54325}
+HTTP_PORT=${AIMROUTE_HTTP_PORT:-54326}
+SINK_DIR=$CLUSTER_DIR/sinks
+DELIVERY_TIMEOUT=60 # seconds to wait for the delivery worker to settle the demo leads
 
 install_packages
 build_and_install
@@ -19,8 +27,41 @@ pick_run_user
 make_reachable "$AIMROUTE_ROOT"
 cluster_start "$CLUSTER_DIR" "$PORT"
 preload_worker "$CLUSTER_DIR" aimroute
+restart_on_new_library "$CLUSTER_DIR"
+# The loopback mail server and HTTP endpoint (CRM, push gateway) that the
+# delivery worker sends the demo leads to.
+sinks_start "$SINK_DIR" "$SMTP_PORT" "$HTTP_PORT"
 
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -d aimroute)
+
+# wait_for_delivery: poll until no lead and no message waits for the
+# delivery worker, DELIVERY_TIMEOUT seconds at most; says what is left.
+wait_for_delivery() {
+	local start=$SECONDS next=0 state leads messages
+	while :; do
+		state=$("${PSQL[@]}" -tA -F ' ' -c "
+			SELECT (SELECT count(*) FROM aimroute.lead_delivery_status WHERE delivery_pending),
+			       (SELECT count(*) FROM aimroute.outbox WHERE status IN ('queued', 'sending'))")
+		read -r leads messages <<<"$state"
+		if [ "$leads" = 0 ] && [ "$messages" = 0 ]; then
+			say "Delivery settled after $((SECONDS - start)) s"
+			return 0
+		fi
+		if [ $((SECONDS - start)) -ge "$DELIVERY_TIMEOUT" ]; then
+			printf 'warning: after %s s, %s leads (%s messages) still wait for the delivery worker;\n' \
+				"$DELIVERY_TIMEOUT" "$leads" "$messages" >&2
+			printf '         is it running? SELECT * FROM pg_stat_activity WHERE backend_type = %s; log: %s\n' \
+				"'aimroute delivery worker'" "$CLUSTER_DIR/server.log" >&2
+			return 0
+		fi
+		if [ "$SECONDS" -ge "$next" ]; then
+			echo "   $leads leads ($messages messages) still to send or retry ..."
+			next=$((SECONDS + 5))
+		fi
+		sleep 0.5
+	done
+}
+
 # A fresh demo database on every run, so that it always holds the extension
 # as built now (0.1.0 has no upgrade path yet) and the demo's own data.
 say "Creating the demo database aimroute (dropped first if it exists)"
@@ -37,14 +78,35 @@ say "Loading the demo dealer network"
 say "The demo network"
 "${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/show.sql"
 
+say "Setting up lead delivery: dealer contacts, CRMs, notification contacts, the sinks as servers"
+"${PSQL[@]}" -v smtp_port="$SMTP_PORT" -v http_port="$HTTP_PORT" -f "$AIMROUTE_ROOT/demo/delivery.sql"
+
 say "Routing a batch of demo leads"
 "${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/leads.sql"
 
 say "Where the leads went, and why"
 "${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/show_routing.sql"
 
+say "Waiting for the delivery worker to send the leads (retries come 5 and 10 s after a failure)"
+wait_for_delivery
+# The daily recap of failures goes out at settings.daily_recap_hour (07:00)
+# for the day before; the demo queues today's now, as tomorrow would.
+"${PSQL[@]}" -tA -c "
+	SELECT 'Queued the daily recap of today''s failures early: ' || aimroute.queue_daily_recap(
+	           ((now() AT TIME ZONE s.timezone)::date + 1 + make_interval(hours => s.daily_recap_hour))
+	           AT TIME ZONE s.timezone) || ' emails'
+	  FROM aimroute.settings s"
+wait_for_delivery
+
+say "How the leads were delivered"
+"${PSQL[@]}" -v smtp_log="$SINK_DIR/smtp.jsonl" -v http_log="$SINK_DIR/http.jsonl" \
+	-f "$AIMROUTE_ROOT/demo/show_delivery.sql"
+
 cat <<DONE
 
 aimroute is running: psql -h $PGHOST -p $PGPORT -U aimroute aimroute
+The delivery sinks are running: SMTP on 127.0.0.1:$SMTP_PORT, HTTP on 127.0.0.1:$HTTP_PORT;
+  what they received: $SINK_DIR/smtp.jsonl and http.jsonl (one JSON object a line)
+Stop the sinks with: kill \$(cat $SINK_DIR/smtp.pid $SINK_DIR/http.pid)
 Stop the cluster with: $PG_BINDIR/pg_ctl -D $CLUSTER_DIR/data stop  (as $RUN_USER)
 DONE

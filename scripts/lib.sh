@@ -9,6 +9,9 @@
 #                         (default: $SUDO_USER when run with sudo, else a
 #                         system user "aimroute" created on first use)
 #   AIMROUTE_PG_BINDIR    PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
+#
+# The loopback delivery sinks (test/servers/README.md) run as daemons of
+# RUN_USER through sinks_start / sinks_stop; their ports are the caller's.
 
 set -euo pipefail
 
@@ -169,4 +172,88 @@ cluster_stop() {
 	as_run_user "$PG_BINDIR/pg_ctl" -D "$1/data" status >/dev/null 2>&1 &&
 		as_run_user "$PG_BINDIR/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null
 	return 0
+}
+
+# restart_on_new_library DIR: restart DIR's cluster if aimroute.so changed since it preloaded it.
+restart_on_new_library() {
+	# DIR/preloaded.sha256 holds the checksum of the library it preloaded.
+	local dir=$1 so sum started installed record=$1/preloaded.sha256
+	so=$("$PG_CONFIG" --pkglibdir)/aimroute.so
+	sum=$(sha256sum <"$so")
+	sum=${sum%% *}
+	started=$(psql -X -d postgres -tAc "SELECT floor(extract(epoch FROM pg_postmaster_start_time()))::bigint")
+	installed=$(stat -c %Y "$so")
+	# "make install" rewrites the file on every run: a newer file with the
+	# bytes recorded since this postmaster started is the same library.
+	if [ "$installed" -ge "$started" ] &&
+		! { [ -f "$record" ] && [ "$(stat -c %Y "$record")" -ge "$started" ] && [ "$(cat "$record")" = "$sum" ]; }; then
+		say "Restarting PostgreSQL to preload the aimroute.so installed since it started"
+		as_run_user "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 restart >/dev/null ||
+			{ tail -20 "$dir/server.log" >&2; die "PostgreSQL did not restart (log: $dir/server.log)"; }
+	fi
+	echo "$sum" >"$record"
+}
+
+# sink_pid DIR NAME: print the pid of sink NAME (smtp or http) if DIR/NAME.pid names a live one.
+sink_pid() {
+	local pid
+	pid=$(cat "$1/$2.pid" 2>/dev/null) || return 1
+	case $pid in '' | *[!0-9]*) return 1 ;; esac
+	# A stale pidfile may name a pid that another process now has.
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "test/servers/$2_sink.py" || return 1
+	echo "$pid"
+}
+
+# sinks_stop DIR: stop the loopback SMTP and HTTP sinks whose pidfiles are in DIR.
+sinks_stop() {
+	local dir=$1 name pid pids=() i
+	for name in smtp http; do
+		if pid=$(sink_pid "$dir" "$name"); then
+			kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+		fi
+	done
+	# Each takes a second or two to close; wait for both at once.
+	for ((i = 0; i < 100 && ${#pids[@]} > 0; i++)); do # up to 10 s
+		kill -0 "${pids[@]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	for pid in "${pids[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+	done
+	rm -f "$dir/smtp.pid" "$dir/http.pid"
+}
+
+# sinks_start DIR SMTP_PORT HTTP_PORT: (re)start the loopback SMTP and HTTP sinks as RUN_USER.
+sinks_start() {
+	# Daemons on 127.0.0.1, fresh logs DIR/smtp.jsonl and DIR/http.jsonl,
+	# pidfiles DIR/*.pid; ready once each prints "ready <port>".
+	local dir=$1 name port pid i
+	owned_dir "$dir"
+	if sink_pid "$dir" smtp >/dev/null || sink_pid "$dir" http >/dev/null; then
+		say "Stopping the delivery sinks of an earlier run"
+	fi
+	sinks_stop "$dir"
+	for name in smtp http; do
+		if [ "$name" = smtp ]; then port=$2; else port=$3; fi
+		rm -f "$dir/$name.jsonl" "$dir/$name.out" "$dir/$name.err"
+		# setsid: a session of its own, so the sink outlives this script;
+		# it runs directly (no fork) in the background job, so $! is its pid.
+		# shellcheck disable=SC2016 # the inner shell expands $1, $@ and $!
+		pid=$(as_run_user /bin/bash -c 'out=$1; shift; setsid "$@" </dev/null >"$out.out" 2>"$out.err" & echo $!' \
+			sink "$dir/$name" /usr/bin/python3 "$AIMROUTE_ROOT/test/servers/${name}_sink.py" \
+			--port "$port" --log "$dir/$name.jsonl" --pidfile "$dir/$name.pid")
+		for ((i = 0; ; i++)); do
+			grep -q '^ready ' "$dir/$name.out" 2>/dev/null && break
+			if ! kill -0 "$pid" 2>/dev/null; then
+				cat "$dir/$name.err" >&2
+				die "the $name sink did not start on 127.0.0.1:$port (a port in use? set AIMROUTE_${name^^}_PORT)"
+			fi
+			if [ "$i" -ge 150 ]; then # 15 s
+				kill -TERM "$pid" 2>/dev/null || true
+				die "the $name sink was not ready within 15 s (log: $dir/$name.err)"
+			fi
+			sleep 0.1
+		done
+	done
+	say "Delivery sinks: SMTP on 127.0.0.1:$2, HTTP on 127.0.0.1:$3 (logs in $dir)"
 }
