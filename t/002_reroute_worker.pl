@@ -141,10 +141,17 @@ is($standby->safe_psql('app', 'SELECT pg_is_in_recovery()'), 't', 'the standby i
 sleep 2;
 is($standby->safe_psql('app', "SELECT count(*) FROM ($worker_pid_sql) w"),
 	'0', 'a streaming standby runs no re-route worker');
+is( $standby->safe_psql(
+		'app', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'aimroute delivery worker'"),
+	'0',
+	'and no delivery worker: a standby sends nothing');
 $node->stop;
 $standby->promote;
 ok($standby->poll_query_until('app', "SELECT count(*) = 1 FROM ($worker_pid_sql) w"),
 	'the promoted standby starts the worker');
+ok( $standby->poll_query_until(
+		'app', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'aimroute delivery worker'"),
+	'and the delivery worker');
 $standby->safe_psql('app',
 	"INSERT INTO aimroute.leads (brand_code, country, postal_code, comment) VALUES ('RW', 'US', '60601', 'promoted');
 	 UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() WHERE comment = 'promoted'");
