@@ -68,6 +68,8 @@ static const char *const queue_sql =
 
 static SPIPlanPtr queue_plan = NULL;
 
+static void CheckLeadHolder(int64 lead_id, const char *dealer_number);
+
 PG_FUNCTION_INFO_V1(aimroute_queue_lead_delivery);
 PG_FUNCTION_INFO_V1(aimroute_queue_delivery_trigger);
 PG_FUNCTION_INFO_V1(aimroute_wake_delivery_worker);
@@ -105,6 +107,42 @@ QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
 }
 
 /*
+ * CheckLeadHolder refuses to queue a lead's notice to any dealer but the
+ * one holding the lead: the SQL function runs with its owner's rights, so
+ * this is what keeps a caller from sending a lead to another dealer.
+ */
+static void
+CheckLeadHolder(int64 lead_id, const char *dealer_number)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum arg = Int64GetDatum(lead_id);
+	char *holder = NULL;
+
+	if (plan == NULL)
+	{
+		Oid type = INT8OID;
+		SPIPlanPtr p =
+			SPI_prepare("SELECT dealer_number FROM aimroute.leads WHERE lead_id = $1", 1, &type);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, &arg, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		holder = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (holder == NULL)
+		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
+						errmsg("lead " INT64_FORMAT " does not exist", lead_id)));
+	if (strcmp(holder, dealer_number) != 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("lead " INT64_FORMAT " is held by dealer %s, not %s", lead_id,
+							   holder, dealer_number),
+						errhint("A lead's notice goes to the dealer holding it; move the lead with "
+								"aimroute.reassign first.")));
+}
+
+/*
  * aimroute_queue_lead_delivery is the SQL function
  * aimroute.queue_lead_delivery(lead_id, dealer_number, event).
  */
@@ -118,6 +156,7 @@ aimroute_queue_lead_delivery(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	CheckLeadHolder(lead_id, dealer_number);
 	id = QueueLeadDelivery(lead_id, dealer_number, event);
 	SPI_finish();
 	PG_RETURN_INT64(id);

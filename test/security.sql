@@ -1,0 +1,145 @@
+-- test/security.sql: the role model of SPEC section 5.  A dealer user sees
+-- and acts on only its dealer's leads, contacts and deliveries; a region
+-- user only its region's; SMTP credentials are the admins'; and a
+-- non-superuser admin runs the whole product.  Each boundary is tried from
+-- the wrong side and must fail.  Roles are created inside the transaction
+-- and rolled back with it.
+BEGIN;
+SELECT plan(46);
+SET LOCAL search_path = aimroute, public;
+SET LOCAL client_min_messages = warning;
+
+CREATE ROLE sec_admin LOGIN IN ROLE aimroute_admin;
+CREATE ROLE sec_east LOGIN IN ROLE aimroute_region;
+CREATE ROLE sec_d1 LOGIN IN ROLE aimroute_dealer;
+CREATE ROLE sec_d3 LOGIN IN ROLE aimroute_dealer;
+GRANT pg_read_server_files TO sec_admin;
+
+-- The product, set up and run by a non-superuser admin.
+SET LOCAL ROLE sec_admin;
+SELECT is(current_setting('is_superuser'), 'off', 'the admin is not a superuser');
+SELECT lives_ok($$
+    INSERT INTO aimroute.brands VALUES ('SEC', 'Security Boats');
+    INSERT INTO aimroute.dealers (dealer_number, name, country, postal_code, region) VALUES
+        ('SEC-HQ', 'HQ', 'US', '10001', NULL),
+        ('SEC-1', 'East One', 'US', '10002', 'East'),
+        ('SEC-2', 'East Two', 'US', '02108', 'East'),
+        ('SEC-3', 'West Three', 'US', '90210', 'West');
+    INSERT INTO aimroute.dealer_brands VALUES ('SEC-1', 'SEC'), ('SEC-2', 'SEC'), ('SEC-3', 'SEC');
+    INSERT INTO aimroute.territories (dealer_number, brand_code, kind, country, code) VALUES
+        ('SEC-1', 'SEC', 'postal', 'US', '10002'), ('SEC-2', 'SEC', 'postal', 'US', '02108'),
+        ('SEC-3', 'SEC', 'postal', 'US', '90210');
+    INSERT INTO aimroute.dealer_contacts (dealer_number, name, email, contact_types) VALUES
+        ('SEC-1', 'One', 'sales@one.example', '{Leads: Emails To}'),
+        ('SEC-2', 'Two', 'sales@two.example', '{Leads: Emails To}'),
+        ('SEC-3', 'Three', 'sales@three.example', '{Leads: Emails To}');
+    INSERT INTO aimroute.user_scopes (role_name, dealer_number, region) VALUES
+        ('sec_d1', 'SEC-1', NULL), ('sec_d3', 'SEC-3', NULL), ('sec_east', NULL, 'East');
+    UPDATE aimroute.settings SET default_dealer_number = 'SEC-HQ', smtp_password = 'secret',
+           smtp_username = 'relay', reroute_enabled = false;
+    INSERT INTO aimroute.leads (brand_code, country, postal_code, comment) VALUES
+        ('SEC', 'US', '10002', 'one'), ('SEC', 'US', '02108', 'two'), ('SEC', 'US', '90210', 'three');
+$$, 'a non-superuser admin configures the network and inserts leads');
+SELECT is((SELECT string_agg(dealer_number, ',' ORDER BY comment) FROM leads WHERE comment IN ('one', 'two', 'three')),
+          'SEC-1,SEC-3,SEC-2', 'the leads are routed');
+SELECT cmp_ok((SELECT count(*) FROM outbox WHERE lead_id IN (SELECT lead_id FROM leads WHERE comment IN ('one', 'two', 'three'))),
+              '=', 3::bigint, 'and their emails queued');
+SELECT lives_ok($$SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())$$,
+                'the admin loads postal data (with pg_read_server_files)');
+SELECT lives_ok($$INSERT INTO aimroute.lead_staging (batch_id, brand_code, country, postal_code) VALUES ('sec', 'SEC', 'US', '90210');
+                  SELECT aimroute.process_staging('sec')$$, 'imports a staging batch');
+SELECT lives_ok($$SELECT aimroute.reroute_overdue(); SELECT * FROM aimroute.delivery_claim(0, '1 minute');
+                  SELECT aimroute.queue_daily_recap(); SELECT * FROM aimroute.simulate_routing(now() - interval '1 day', now() + interval '1 day');
+                  SELECT * FROM aimroute.locate_dealers('US', '10002', 'SEC'); SELECT aimroute.routing_cache_info()$$,
+                'runs re-routing, delivery, the recap, simulation, the locator');
+SELECT is((SELECT smtp_password FROM settings), 'secret', 'reads the SMTP credentials');
+SELECT is((SELECT count(*) FROM lead_delivery_status WHERE lead_id IN (SELECT lead_id FROM leads WHERE comment IN ('one', 'two', 'three'))),
+          3::bigint, 'sees every lead''s delivery');
+RESET ROLE;
+-- Ids as the superuser sees them, for the calls from the wrong side.
+CREATE TEMP TABLE ids AS
+    SELECT comment AS tag, lead_id AS id FROM aimroute.leads WHERE comment IN ('one', 'two', 'three')
+    UNION ALL SELECT email, contact_id FROM aimroute.dealer_contacts WHERE dealer_number LIKE 'SEC-%';
+GRANT SELECT ON ids TO PUBLIC;
+CREATE FUNCTION pg_temp.id(t text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM ids WHERE tag = t $$;
+
+-- A dealer user.
+SET LOCAL ROLE sec_d1;
+SELECT is((SELECT string_agg(comment, ',') FROM leads), 'one', 'a dealer user sees only its dealer''s leads');
+SELECT is((SELECT string_agg(DISTINCT dealer_number, ',') FROM lead_delivery_status), 'SEC-1', 'and their delivery statuses');
+SELECT is((SELECT string_agg(DISTINCT dealer_number, ',') FROM outbox), 'SEC-1', 'its messages');
+SELECT is((SELECT count(*) FROM delivery_attempts WHERE dealer_number <> 'SEC-1'), 0::bigint, 'its attempts');
+SELECT is((SELECT string_agg(email, ',') FROM dealer_contacts), 'sales@one.example', 'its contacts');
+SELECT is((SELECT count(*) FROM lead_notifications WHERE dealer_number <> 'SEC-1'), 0::bigint, 'its notices');
+SELECT is((SELECT count(*) FROM dealers), 4::bigint, 'the dealer network itself is reference data, readable');
+SELECT throws_ok($$SELECT smtp_password FROM aimroute.settings$$, '42501', NULL, 'the SMTP password is not readable');
+SELECT throws_ok($$SELECT smtp_username FROM aimroute.settings$$, '42501', NULL, 'nor the user name');
+SELECT is((SELECT timezone FROM settings), 'UTC', 'the other settings are');
+SELECT is(mark_viewed(pg_temp.id('one'), 'sales@one.example'), true,
+          'mark_viewed of its own lead by its To contact');
+SELECT is(mark_viewed(pg_temp.id('two'), 'sales@two.example'), false,
+          'mark_viewed of another dealer''s lead fails, even with that dealer''s contact');
+RESET ROLE;
+SELECT is((SELECT viewed_at FROM leads WHERE comment = 'two'), NULL, 'and changes nothing');
+SET LOCAL ROLE sec_d1;
+SELECT throws_ok($$UPDATE aimroute.leads SET dealer_number = 'SEC-2' WHERE comment = 'one'$$, '42501', NULL,
+                 'a dealer cannot move its lead by UPDATE');
+UPDATE leads SET viewed_at = now() WHERE lead_id = pg_temp.id('two');
+RESET ROLE;
+SELECT is((SELECT viewed_at FROM leads WHERE comment = 'two'), NULL, 'nor touch another dealer''s lead by UPDATE');
+SET LOCAL ROLE sec_d1;
+SELECT throws_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads WHERE comment = 'one'), 'SEC-2', 'x')$$,
+                 '42501', NULL, 'a dealer cannot reassign');
+SELECT throws_ok(format('SELECT aimroute.send_lead(%s)', pg_temp.id('two')),
+                 'P0002', NULL, 'send_lead of another dealer''s lead: no such lead');
+SELECT is(send_lead((SELECT lead_id FROM leads WHERE comment = 'one')), 1, 'send_lead of its own lead');
+SELECT throws_ok(format('SELECT aimroute.queue_lead_delivery(%s, ''SEC-1'', ''x'')', pg_temp.id('two')),
+                 '22023', NULL, 'a lead cannot be queued to a dealer that does not hold it');
+SELECT throws_ok(format('SELECT aimroute.set_delivery_status_active(%s)', pg_temp.id('sales@two.example')),
+                 'P0002', NULL, 'set_delivery_status_active of another dealer''s contact: no such contact');
+SELECT throws_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email) VALUES ('SEC-2', 'x@two.example')$$,
+                 '42501', NULL, 'a dealer cannot add a contact to another dealer');
+SELECT lives_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email) VALUES ('SEC-1', 'new@one.example')$$,
+                'but keeps its own');
+SELECT throws_ok($$SELECT aimroute.record_bounce('sales@two.example', 'hard', 'x')$$, '42501', NULL,
+                 'record_bounce is the admins''');
+SELECT throws_ok($$SELECT aimroute.delivery_claim(10, '1 minute')$$, '42501', NULL, 'the worker''s functions are not callable');
+SELECT throws_ok($$UPDATE aimroute.settings SET radius_miles = 1$$, '42501', NULL, 'settings are not writable');
+SELECT throws_ok($$INSERT INTO aimroute.user_scopes (role_name, dealer_number) VALUES ('sec_d1', 'SEC-2')$$, '42501', NULL,
+                 'nor its own scopes');
+RESET ROLE;
+
+-- Another dealer's user sees nothing of SEC-1.
+SET LOCAL ROLE sec_d3;
+SELECT is((SELECT string_agg(comment, ',') FROM leads), 'three', 'the other dealer sees only its lead');
+SELECT is((SELECT count(*) FROM unsent_leads WHERE dealer_number <> 'SEC-3'), 0::bigint, 'and its unsent leads only');
+RESET ROLE;
+
+-- A region user: its region's dealers, reassignments within them.
+SET LOCAL ROLE sec_east;
+SELECT is((SELECT string_agg(comment, ',' ORDER BY comment) FROM leads), 'one,two', 'a region user sees its region''s leads');
+SELECT is((SELECT count(*) FROM delivery_issues WHERE region <> 'East'), 0::bigint, 'and its issues only');
+SELECT throws_ok($$SELECT view_token FROM aimroute.lead_notifications$$, '42501', NULL,
+                 'a region user does not read view tokens');
+SELECT lives_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads WHERE comment = 'two'), 'SEC-1', 'within the region')$$,
+                'reassigns within its region');
+SELECT throws_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads WHERE comment = 'two'), 'SEC-3', 'out of the region')$$,
+                 '42501', NULL, 'not to a dealer of another region');
+SELECT throws_ok(format('SELECT aimroute.reassign(%s, ''SEC-1'', ''x'')', pg_temp.id('three')), 'P0002', NULL,
+                 'nor a lead it cannot see');
+RESET ROLE;
+SELECT is((SELECT dealer_number || ' ' || match_type FROM leads WHERE comment = 'two'), 'SEC-1 Reassigned',
+          'the reassignment within the region took');
+SELECT is((SELECT count(*) FROM lead_history h JOIN leads l USING (lead_id) WHERE l.comment = 'two'), 1::bigint,
+          'recorded in lead_history');
+
+-- Every SECURITY DEFINER function pins its search_path.
+SELECT is((SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
+            JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'aimroute'
+            WHERE p.prosecdef
+              AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
+          NULL, 'every SECURITY DEFINER function pins its search_path');
+
+SELECT * FROM finish();
+ROLLBACK;
