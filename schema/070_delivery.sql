@@ -557,7 +557,9 @@ BEGIN
      WHERE o.message_id = m.message_id;
     INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
     VALUES (m.message_id, m.attempts, p_outcome, p_why);
-    IF m.purpose = 'lead' AND p_outcome <> 'Cancelled' THEN
+    -- Also after a cancel: it may have been the last message the notice
+    -- waited for.
+    IF m.purpose = 'lead' THEN
         PERFORM aimroute.delivery_settle(m.notification_id);
     END IF;
 END
@@ -599,6 +601,7 @@ BEGIN
             INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
             VALUES (m.message_id, m.attempts, 'Interrupted',
                     'the delivery worker stopped before recording the outcome of this attempt; sending again with the same key');
+            UPDATE aimroute.outbox o SET last_attempt_at = clock_timestamp() WHERE o.message_id = m.message_id;
         END IF;
         IF m.purpose = 'lead' THEN
             SELECT l.dealer_number INTO holder
@@ -619,14 +622,17 @@ BEGIN
                 CONTINUE;
             END IF;
         END IF;
-        -- A bounce is an email address's: a push to the contact's mobile still goes.
-        IF m.contact_id IS NOT NULL AND m.method = 'email' THEN
-            contact_status := NULL;
+        -- A deleted contact gets nothing; a bounce is an email address's,
+        -- so a push to the contact's mobile still goes.
+        IF m.contact_id IS NOT NULL THEN
             SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
-            IF contact_status IS DISTINCT FROM 'Active' THEN
+            IF NOT FOUND THEN
+                PERFORM aimroute.delivery_fail(m, 'Cancelled', format('not sent: contact %s was deleted', m.contact_id));
+                CONTINUE;
+            END IF;
+            IF m.method = 'email' AND contact_status <> 'Active' THEN
                 PERFORM aimroute.delivery_fail(m, 'Suppressed',
-                    coalesce(format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status),
-                             format('not sent: contact %s was deleted', m.contact_id)));
+                    format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status));
                 CONTINUE;
             END IF;
         END IF;
@@ -912,9 +918,12 @@ BEGIN
     IF FOUND THEN
         INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
         VALUES (m.message_id, m.attempts, v_status, 'bounced after delivery: ' || coalesce(detail, 'no detail given'));
-        UPDATE aimroute.outbox o SET status = 'failed', outcome = v_status,
+        UPDATE aimroute.outbox o SET status = 'failed', outcome = v_status, last_attempt_at = clock_timestamp(),
                last_response = 'bounced after delivery: ' || coalesce(detail, 'no detail given')
          WHERE o.message_id = m.message_id;
+        IF m.purpose = 'lead' THEN
+            PERFORM aimroute.delivery_settle(m.notification_id);
+        END IF;
     END IF;
     IF changed = 0 AND NOT FOUND THEN
         RAISE NOTICE 'no contact and no recent message has the address %', btrim(record_bounce.email);

@@ -177,6 +177,7 @@ GRANT USAGE ON SCHEMA aimroute TO aimroute_regress_importer;
 GRANT SELECT, INSERT, UPDATE ON lead_staging TO aimroute_regress_importer;
 GRANT SELECT, INSERT ON leads TO aimroute_regress_importer;
 GRANT SELECT ON settings TO aimroute_regress_importer;
+GRANT EXECUTE ON FUNCTION process_staging(text) TO aimroute_regress_importer;
 INSERT INTO lead_staging (batch_id, brand_code, email, comment) VALUES ('b8', 'STG', 'y@example.com', 'no privilege');
 SET ROLE aimroute_regress_importer;
 SELECT * FROM process_staging('b8');

@@ -72,7 +72,7 @@ typedef struct DeliveryOutcome
 	int curl_code;
 	long response_code;
 	StringInfoData response;
-	char command[5]; /* the last SMTP command sent: MAIL, RCPT, DATA, ... */
+	char command[9]; /* the last SMTP command sent: MAIL, RCPT, DATA, ...; "" before any */
 } DeliveryOutcome;
 
 /* The upload of an SMTP message: what is left to read. */
@@ -366,10 +366,18 @@ KeepReply(CURL *h, curl_infotype type, char *data, size_t size, void *arg)
 {
 	DeliveryOutcome *out = (DeliveryOutcome *) arg;
 
-	if (type == CURLINFO_HEADER_OUT && size >= 4 && strncmp(data, "QUIT", 4) != 0)
+	if (type == CURLINFO_HEADER_OUT)
 	{
-		memcpy(out->command, data, 4);
-		out->command[4] = '\0';
+		/*
+		 * Only the verbs: what follows AUTH is the encoded login, which must
+		 * not end up in the attempt log.
+		 */
+		static const char *const verbs[] = { "EHLO", "HELO", "STARTTLS", "AUTH",
+											 "MAIL", "RCPT", "DATA",	 "RSET" };
+
+		for (size_t i = 0; i < lengthof(verbs); i++)
+			if (size >= strlen(verbs[i]) && strncmp(data, verbs[i], strlen(verbs[i])) == 0)
+				strlcpy(out->command, verbs[i], sizeof(out->command));
 		return 0;
 	}
 	/* Not the reply to QUIT, which libcurl sends after a refusal. */
@@ -544,8 +552,9 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 	args[2] = Int32GetDatum(out->curl_code);
 	args[3] = Int32GetDatum((int32) out->response_code);
 	args[4] = CStringGetTextDatum(text);
-	args[5] = CStringGetTextDatum(out->command);
-	if (!job->smtp || out->command[0] == '\0')
+	/* GREETING: the server refused before any command (no bounce). */
+	args[5] = CStringGetTextDatum(out->command[0] != '\0' ? out->command : "GREETING");
+	if (!job->smtp)
 		nulls[5] = 'n';
 	if (SPI_execute_with_args(sql, 6, types, args, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "delivery worker: could not record the outcome of message " INT64_FORMAT,
@@ -692,7 +701,11 @@ aimroute_delivery_worker_main(Datum arg)
 						CHECK_FOR_INTERRUPTS();
 					}
 					Record(job, &out);
-					CHECK_FOR_INTERRUPTS();
+					if (ProcDiePending)
+					{
+						Release(jobs, lnext(jobs, lc));
+						CHECK_FOR_INTERRUPTS();
+					}
 				}
 				MemoryContextReset(round_context);
 			} while (list_length(jobs) >= delivery_batch_size);

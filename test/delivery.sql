@@ -6,7 +6,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(80);
+SELECT plan(81);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -196,21 +196,28 @@ SELECT is((SELECT string_agg(recipient || '=' || outcome, ' ' ORDER BY message_i
           'sales@a.example=Soft Bounce owner@a.example=Will retry leads@crm.a.example=Failed',
           '452: Soft Bounce; 451: retried; another 5xx: Failed');
 
--- A refusal of the sender is not the recipient's bounce.
+-- A refusal of the sender, or of everything, is not the recipient's bounce.
 SELECT pg_temp.lead('g', '49757');
 UPDATE outbox SET due_at = clock_timestamp() WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g');
-SELECT is(delivery_record(j.message_id, j.attempt, 55, 550, '550 5.7.1 sender rejected', 'MAIL'), 'Failed',
+UPDATE settings SET smtp_username = 'relay', smtp_password = 'secret';
+CREATE TEMP TABLE gjobs AS
+    SELECT j.*, o.recipient AS to_whom FROM delivery_claim(1000, '5 minutes') j JOIN outbox o USING (message_id)
+     WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'g');
+SELECT is(delivery_record(message_id, attempt, 55, 550, '550 5.7.1 sender rejected', 'MAIL'), 'Failed',
           '550 to MAIL FROM: Failed, not a bounce')
-  FROM delivery_claim(1000, '5 minutes') j
- WHERE j.message_id = (SELECT message_id FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g')
-                        AND recipient = 'owner@a.example');
+  FROM gjobs WHERE to_whom = 'owner@a.example';
 SELECT is((SELECT delivery_status FROM dealer_contacts WHERE email = 'owner@a.example'), 'Active',
           'and the contact stays Active');
 SELECT ok((SELECT response LIKE '%(after MAIL)' FROM delivery_attempts
             WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g') AND recipient = 'owner@a.example'),
           'the attempt says which command was refused');
-SELECT is((SELECT count(*) FROM delivery_claim(1000, '5 minutes') j WHERE j.transport = 'http' AND j.password IS NOT NULL),
-          0::bigint, 'the SMTP login never goes with an HTTP message');
+SELECT is(delivery_record(message_id, attempt, 56, 550, '550 no service here', 'GREETING'), 'Failed',
+          '550 in the server''s greeting: Failed, not a bounce')
+  FROM gjobs WHERE to_whom = 'leads@crm.a.example';
+SELECT is((SELECT string_agg(transport || ':' || coalesce(password, '-'), ' ' ORDER BY transport) FROM gjobs
+            WHERE transport = 'http' OR to_whom = 'leads@crm.a.example'),
+          'http:- http:- smtp:secret', 'the SMTP login goes with SMTP messages only');
+UPDATE settings SET smtp_username = NULL, smtp_password = NULL;
 UPDATE outbox SET status = 'cancelled' WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g') AND status = 'sending';
 
 -- record_bounce: a bounce reported after delivery.
