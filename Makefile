@@ -20,7 +20,8 @@ OBJS = \
 	src/reroute.o \
 	src/reroute_worker.o \
 	src/routing.o \
-	src/routing_cache.o
+	src/routing_cache.o \
+	src/worker.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
@@ -56,3 +57,9 @@ format:
 	clang-format -i $(filter-out src/iso3166_table.h,$(C_SOURCES))
 format-check:
 	clang-format --dry-run --Werror $(filter-out src/iso3166_table.h,$(C_SOURCES))
+
+# libFuzzer targets for the normalizers and parsers, built with clang
+# (test/fuzz/Makefile); test/fuzz/run.sh builds and runs them.
+.PHONY: fuzz
+fuzz:
+	$(MAKE) -C test/fuzz PG_CONFIG=$(PG_CONFIG)

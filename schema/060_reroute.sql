@@ -235,11 +235,3 @@ CREATE TRIGGER settings_check_reroute_worker AFTER UPDATE OF reroute_enabled ON 
     FOR EACH ROW WHEN (NEW.reroute_enabled AND NOT OLD.reroute_enabled)
     EXECUTE FUNCTION aimroute.settings_check_reroute_worker();
 
-DO $$
-BEGIN
-    IF NOT aimroute.reroute_worker_running() THEN
-        RAISE NOTICE 'the aimroute re-route worker is not running on this server: leads are routed, but not re-routed'
-            USING HINT = 'To re-route leads not viewed in time, add aimroute to shared_preload_libraries, set aimroute.database, and restart PostgreSQL.';
-    END IF;
-END
-$$;

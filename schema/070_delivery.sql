@@ -1181,11 +1181,12 @@ CREATE FUNCTION aimroute.delivery_worker_running() RETURNS boolean
 COMMENT ON FUNCTION aimroute.delivery_worker_running() IS
     'Whether this server runs the delivery worker (aimroute is in shared_preload_libraries); see pg_stat_activity for the worker itself.';
 
+-- One word at CREATE EXTENSION when neither worker will run here.
 DO $$
 BEGIN
     IF NOT aimroute.delivery_worker_running() THEN
-        RAISE NOTICE 'the aimroute delivery worker is not running on this server: lead notices are queued in aimroute.outbox, but not sent'
-            USING HINT = 'To send them, add aimroute to shared_preload_libraries, set aimroute.database, and restart PostgreSQL.';
+        RAISE NOTICE 'the aimroute background workers are not running on this server: leads are routed, but not re-routed, and their notices are queued in aimroute.outbox but not sent'
+            USING HINT = 'Add aimroute to shared_preload_libraries, set aimroute.database to this database, and restart PostgreSQL.';
     END IF;
 END
 $$;

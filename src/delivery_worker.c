@@ -47,6 +47,7 @@
 
 #include "delivery.h"
 #include "reroute_worker.h"
+#include "worker.h"
 
 #define RESPONSE_MAX 1000 /* bytes of a server's reply kept */
 
@@ -106,8 +107,6 @@ static CURL *http_handle = NULL;
 static void DeliveryShmemRequest(void);
 static void DeliveryShmemStartup(void);
 static void WakeAtCommit(XactEvent event, void *arg);
-static void BeginWork(const char *activity);
-static void EndWork(void);
 static char *CopyColumn(HeapTuple row, TupleDesc desc, int column);
 static List *ClaimBatch(void);
 static void Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
@@ -245,34 +244,6 @@ ForgetLatch(int code, Datum arg)
 }
 
 /*
- * BeginWork starts a transaction of the worker, connected to SPI, with a
- * snapshot.
- */
-static void
-BeginWork(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/*
- * EndWork commits the transaction BeginWork started.
- */
-static void
-EndWork(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/*
  * CopyColumn copies a text column of an SPI row into the round's memory
  * (NULL stays NULL).
  */
@@ -300,7 +271,7 @@ ClaimBatch(void)
 	Datum args[2];
 	List *jobs = NIL;
 
-	BeginWork("aimroute: claiming due messages");
+	WorkerBeginTransaction("aimroute: claiming due messages");
 	args[0] = Int32GetDatum(delivery_batch_size);
 	args[1] = Float8GetDatum((double) delivery_lease);
 	if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
@@ -338,7 +309,7 @@ ClaimBatch(void)
 			MemoryContextSwitchTo(old);
 		}
 	}
-	EndWork();
+	WorkerCommitTransaction();
 	return jobs;
 }
 
@@ -546,7 +517,7 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 	 * its record, or the message would be sent again.
 	 */
 	HOLD_INTERRUPTS();
-	BeginWork("aimroute: recording a delivery");
+	WorkerBeginTransaction("aimroute: recording a delivery");
 	args[0] = Int64GetDatum(job->message_id);
 	args[1] = Int32GetDatum(job->attempt);
 	args[2] = Int32GetDatum(out->curl_code);
@@ -559,7 +530,7 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 	if (SPI_execute_with_args(sql, 6, types, args, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "delivery worker: could not record the outcome of message " INT64_FORMAT,
 			 job->message_id);
-	EndWork();
+	WorkerCommitTransaction();
 	RESUME_INTERRUPTS();
 }
 
@@ -578,7 +549,7 @@ Release(List *jobs, ListCell *from)
 	Oid types[2] = { INT8OID, INT4OID };
 
 	HOLD_INTERRUPTS();
-	BeginWork("aimroute: giving back unsent messages");
+	WorkerBeginTransaction("aimroute: giving back unsent messages");
 	for_each_cell(from, jobs, from)
 	{
 		DeliveryJob *job = (DeliveryJob *) lfirst(from);
@@ -588,7 +559,7 @@ Release(List *jobs, ListCell *from)
 			elog(ERROR, "delivery worker: could not give back message " INT64_FORMAT,
 				 job->message_id);
 	}
-	EndWork();
+	WorkerCommitTransaction();
 	RESUME_INTERRUPTS();
 }
 
@@ -603,7 +574,7 @@ NextDue(bool *missing)
 	double next = -1;
 	bool isnull;
 
-	BeginWork("aimroute: looking for due messages");
+	WorkerBeginTransaction("aimroute: looking for due messages");
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'aimroute'", true, 1) !=
 		SPI_OK_SELECT)
 		elog(ERROR, "delivery worker: could not read pg_extension");
@@ -622,7 +593,7 @@ NextDue(bool *missing)
 				next = DatumGetFloat8(d);
 		}
 	}
-	EndWork();
+	WorkerCommitTransaction();
 	return next;
 }
 

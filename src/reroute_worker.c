@@ -37,6 +37,7 @@
 #include "utils/snapmgr.h"
 
 #include "reroute_worker.h"
+#include "worker.h"
 
 #define BATCH_SIZE 100
 
@@ -93,12 +94,7 @@ RunStatement(const char *activity, const char *sql)
 {
 	double value = -1;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
+	WorkerBeginTransaction(activity);
 	if (SPI_execute(sql, false, 1) < 0)
 		elog(ERROR, "re-route worker: could not run \"%s\"", sql);
 	if (SPI_processed > 0)
@@ -109,11 +105,7 @@ RunStatement(const char *activity, const char *sql)
 		if (!isnull)
 			value = DatumGetFloat8(d);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	WorkerCommitTransaction();
 	return value;
 }
 

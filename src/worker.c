@@ -1,0 +1,44 @@
+/*
+ * worker.c
+ *		What the re-route and delivery workers share.
+ *
+ * Each unit of a worker's work is one short transaction, connected to SPI
+ * and shown in pg_stat_activity while it runs.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/snapmgr.h"
+
+#include "worker.h"
+
+/*
+ * WorkerBeginTransaction starts a transaction of the worker, connected to
+ * SPI, with a snapshot, and reports activity in pg_stat_activity.
+ */
+void
+WorkerBeginTransaction(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/*
+ * WorkerCommitTransaction commits the transaction WorkerBeginTransaction
+ * started, and reports the worker idle.
+ */
+void
+WorkerCommitTransaction(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}

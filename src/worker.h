@@ -1,0 +1,11 @@
+/*
+ * worker.h
+ *		What the background workers share: a short transaction of their own.
+ */
+#ifndef AIMROUTE_WORKER_H
+#define AIMROUTE_WORKER_H
+
+extern void WorkerBeginTransaction(const char *activity);
+extern void WorkerCommitTransaction(void);
+
+#endif /* AIMROUTE_WORKER_H */
