@@ -9,6 +9,11 @@
 -- setseed() and draw their random numbers in a fixed order, so the same
 -- arguments always build the same data.
 --
+-- Each active dealer also gets the people and systems its leads are
+-- delivered to (dealer_contacts, crm_integrations), drawn last with a seed
+-- of their own so that the routing network is the same as before delivery
+-- existed.
+--
 -- Everything is placed at real US and Canadian postal codes: dealers at a
 -- postal code's centre point (US about 90%, CA about 10%), territories of
 -- every kind around them, and leads from postal codes all over both
@@ -101,20 +106,23 @@ CREATE TABLE bench.sample_points (
 
 --
 -- clear_network: empties the dealer configuration and every table that
--- references dealers.  Leads go first (they reference dealers), and the
--- settings stop naming the default dealer; dealers are deleted rather than
--- truncated because the settings row refuses TRUNCATE.  Run VACUUM on
--- aimroute.dealers afterwards, or the deleted rows slow down the
--- nearest-dealer searches of the next build.
+-- references dealers.  Leads go first (they reference dealers; their
+-- notices and history go with them), with the outbox and its attempts
+-- (which hold no foreign key), and the settings stop naming the default
+-- dealer; dealers are deleted rather than truncated because the settings
+-- row refuses TRUNCATE.  Run VACUUM on aimroute.dealers afterwards, or the
+-- deleted rows slow down the nearest-dealer searches of the next build.
 --
 CREATE FUNCTION bench.clear_network() RETURNS void
     LANGUAGE plpgsql
 AS $$
 BEGIN
-    TRUNCATE aimroute.leads, aimroute.lead_staging, bench.leads_plpgsql, bench.agreement CASCADE;
+    TRUNCATE aimroute.leads, aimroute.lead_staging, aimroute.outbox, bench.leads_plpgsql,
+             bench.agreement CASCADE;
     UPDATE aimroute.settings SET default_dealer_number = NULL;
     TRUNCATE aimroute.territories, aimroute.product_assignments, aimroute.inventory,
-             aimroute.dealer_brands, aimroute.brands;
+             aimroute.dealer_brands, aimroute.brands, aimroute.dealer_contacts,
+             aimroute.crm_integrations;
     DELETE FROM aimroute.dealers;
 END
 $$;
@@ -123,9 +131,12 @@ $$;
 -- build_network: fills the empty configuration (see clear_network) with a
 -- network of n dealers (D000001 ..) plus the default dealer D000000:
 -- brands, dealers, dealer_brands, product_assignments, inventory,
--- territories and the routing settings.
+-- territories and the routing settings; then the recipients of each active
+-- dealer's leads, its CRM integrations posting to crm_url (run.sh passes
+-- the loopback HTTP sink's URL; the default goes nowhere).
 --
-CREATE FUNCTION bench.build_network(dealers integer) RETURNS void
+CREATE FUNCTION bench.build_network(dealers integer, crm_url text DEFAULT 'http://127.0.0.1:1/adf')
+RETURNS void
     LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -289,6 +300,41 @@ BEGIN
        SET default_dealer_number = 'D000000', radius_enabled = true, radius_miles = 1500,
            radius_countries = '{US,CA}', product_routing_enabled = true,
            inventory_routing_enabled = true;
+
+    -- Who receives the leads (SPEC section 4), drawn after everything
+    -- above from a seed of its own, so that the draws of the routing
+    -- network stay what they were.  Every active dealer has one 'Leads:
+    -- Emails To' contact, sales@dNNNNNN.example; about half of them a
+    -- mobile number too (push is sent only with settings.push_gateway_url,
+    -- which the benchmark leaves NULL).  About 30% have a second contact
+    -- who gets a copy ('Leads: Emails CC'), and about 10% a CRM taking
+    -- ADF XML by HTTP POST.  The inactive dealers, the default dealer
+    -- among them, have none: a lead they get queues its notice, with no
+    -- message ("No contacts configured").
+    PERFORM setseed(0.4);
+    CREATE TEMP TABLE contact_draw ON COMMIT DROP AS
+    SELECT d.dealer_number, lower(d.dealer_number) AS handle,
+           random() AS r_cc, random() AS r_mobile, random() AS r_crm
+      FROM (SELECT dealer_number FROM aimroute.dealers
+             WHERE active_for_sales ORDER BY dealer_number) AS d;
+    INSERT INTO aimroute.dealer_contacts (dealer_number, name, email, mobile, contact_types)
+    SELECT c.dealer_number, 'Sales desk', format('sales@%s.example', c.handle),
+           CASE WHEN c.r_mobile < 0.5 THEN format('+1555%s', substr(c.dealer_number, 2)) END,
+           '{Leads: Emails To}'
+      FROM contact_draw c
+     ORDER BY c.dealer_number;
+    INSERT INTO aimroute.dealer_contacts (dealer_number, name, email, contact_types)
+    SELECT c.dealer_number, 'Sales manager', format('manager@%s.example', c.handle),
+           '{Leads: Emails CC}'
+      FROM contact_draw c
+     WHERE c.r_cc < 0.3
+     ORDER BY c.dealer_number;
+    INSERT INTO aimroute.crm_integrations (dealer_number, kind, endpoint, name)
+    SELECT c.dealer_number, 'adf_http', format('%s/%s', crm_url, c.handle), 'Dealer CRM'
+      FROM contact_draw c
+     WHERE c.r_crm < 0.1
+     ORDER BY c.dealer_number;
+    ANALYZE aimroute.dealer_contacts, aimroute.crm_integrations;
 END
 $$;
 

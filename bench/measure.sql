@@ -73,13 +73,16 @@ $$;
 
 --
 -- time_copy: rows per second of COPY FROM a server file into
--- aimroute.leads.  routed: the trigger routes each row (input columns
--- only); otherwise the route_lead trigger is disabled for this
--- transaction (the foreign key check still runs) and the file carries the
--- columns routing would fill.  The file is written and the session warmed up
--- first, untimed.
+-- aimroute.leads, in one of three modes.  'routed': the trigger routes each
+-- row (input columns only) and queue_delivery queues its notice and
+-- messages (send_to_dealer true, the default).  'unsent': the same with
+-- send_to_dealer false, so routing alone (the queue trigger's WHEN skips
+-- the row).  'bare': the triggers route_lead and queue_delivery are
+-- disabled for this transaction (the foreign key check still runs) and the
+-- file carries the columns routing would fill.  The file is written and
+-- the session warmed up first, untimed.
 --
-CREATE FUNCTION bench.time_copy(path text, nrows integer, routed boolean)
+CREATE FUNCTION bench.time_copy(path text, nrows integer, mode text)
 RETURNS double precision
     LANGUAGE plpgsql
 AS $$
@@ -91,25 +94,27 @@ DECLARE
     seconds double precision;
 BEGIN
     PERFORM bench.warm_up();
-    IF routed THEN
-        EXECUTE format('COPY (SELECT %s, dealer_number FROM bench.bulk_rows(%s)) TO %L',
-                       inputs, nrows, path);
+    IF mode IN ('routed', 'unsent') THEN
+        EXECUTE format('COPY (SELECT %s, dealer_number, %L::boolean FROM bench.bulk_rows(%s)) TO %L',
+                       inputs, mode = 'routed', nrows, path);
         t0 := clock_timestamp();
-        EXECUTE format('COPY aimroute.leads (%s, dealer_number) FROM %L', inputs, path);
-    ELSE
+        EXECUTE format('COPY aimroute.leads (%s, dealer_number, send_to_dealer) FROM %L', inputs, path);
+    ELSIF mode = 'bare' THEN
         EXECUTE format('COPY (SELECT %s, bare_dealer_number, bare_match_type, bare_distance_miles, now()'
                        ' FROM bench.bulk_rows(%s)) TO %L', inputs, nrows, path);
-        -- Routing off for this transaction only: an error rolls the
-        -- ALTER TABLE back with the rest.
-        ALTER TABLE aimroute.leads DISABLE TRIGGER route_lead;
+        -- Routing and the queue off for this transaction only: an error
+        -- rolls the ALTER TABLE back with the rest.
+        ALTER TABLE aimroute.leads DISABLE TRIGGER route_lead, DISABLE TRIGGER queue_delivery;
         t0 := clock_timestamp();
         EXECUTE format('COPY aimroute.leads (%s, dealer_number, match_type, distance_miles, routed_at)'
                        ' FROM %L', inputs, path);
+    ELSE
+        RAISE EXCEPTION 'time_copy: mode is routed, unsent or bare, not %', mode;
     END IF;
     GET DIAGNOSTICS copied = ROW_COUNT;
     seconds := extract(epoch FROM clock_timestamp() - t0);
-    IF NOT routed THEN
-        ALTER TABLE aimroute.leads ENABLE TRIGGER route_lead;
+    IF mode = 'bare' THEN
+        ALTER TABLE aimroute.leads ENABLE TRIGGER route_lead, ENABLE TRIGGER queue_delivery;
     END IF;
     RETURN copied / seconds;
 END
@@ -223,4 +228,207 @@ BEGIN
       JOIN bench.leads_plpgsql b ON b.comment = s.comment
      WHERE s.id <= nrows;
 END
+$$;
+
+--
+-- The worker measures.  run.sh takes them with the cluster preloading
+-- aimroute (aimroute.database = the benchmark database), so that the
+-- re-route and delivery workers run, and with the loopback SMTP and HTTP
+-- sinks of test/servers listening.
+--
+
+--
+-- wait_for: waits until the boolean query returns true, or timeout_s
+-- passes; done says which.  A procedure that commits between its polls,
+-- so that it holds no snapshot while the workers change the rows it
+-- watches.
+--
+CREATE PROCEDURE bench.wait_for(query text, timeout_s double precision, INOUT done boolean DEFAULT NULL)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    t0 constant timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        EXECUTE query INTO done;
+        EXIT WHEN done OR clock_timestamp() - t0 > make_interval(secs => timeout_s);
+        COMMIT;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    done := coalesce(done, false);
+END
+$$;
+
+--
+-- queue_burst: n leads inserted in one transaction, each pre-assigned to
+-- an active dealer whose only contact is its 'Leads: Emails To' address
+-- and who has no CRM integration, so that each lead queues exactly one
+-- email.  Those dealers are taken in turn; a lead's brand is one its
+-- dealer sells, its postal code the dealer's.  Returns the largest outbox
+-- message_id before the burst (the burst's messages are those above it);
+-- raises unless exactly n emails were queued.
+--
+CREATE FUNCTION bench.queue_burst(n integer) RETURNS bigint
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    ndealers integer;
+    first_id bigint;
+    queued bigint;
+    emails bigint;
+BEGIN
+    CREATE TEMP TABLE burst_dealers ON COMMIT DROP AS
+    SELECT row_number() OVER (ORDER BY d.dealer_number)::integer AS k, d.dealer_number, d.country,
+           d.postal_code,
+           (SELECT min(b.brand_code) FROM aimroute.dealer_brands b
+             WHERE b.dealer_number = d.dealer_number) AS brand_code
+      FROM aimroute.dealers d
+     WHERE d.active_for_sales
+       AND (SELECT count(*) FROM aimroute.dealer_contacts c WHERE c.dealer_number = d.dealer_number) = 1
+       AND EXISTS (SELECT FROM aimroute.dealer_contacts c
+                    WHERE c.dealer_number = d.dealer_number AND c.email IS NOT NULL
+                      AND 'Leads: Emails To' = ANY (c.contact_types))
+       AND NOT EXISTS (SELECT FROM aimroute.crm_integrations i
+                        WHERE i.dealer_number = d.dealer_number AND i.active);
+    SELECT count(*) INTO ndealers FROM burst_dealers;
+    IF ndealers = 0 THEN
+        RAISE EXCEPTION 'queue_burst: no dealer has a single To contact and no CRM';
+    END IF;
+    SELECT coalesce(max(message_id), 0) INTO first_id FROM aimroute.outbox;
+    INSERT INTO aimroute.leads (brand_code, first_name, last_name, email, phone, country, postal_code,
+                                dealer_number, comment)
+    SELECT d.brand_code, 'Burst', format('Lead %s', g), format('burst%s@example.com', g),
+           format('555-%s', lpad((g % 10000)::text, 4, '0')), d.country, d.postal_code,
+           d.dealer_number, format('bench delivery burst %s', g)
+      FROM generate_series(1, n) AS g
+      JOIN burst_dealers d ON d.k = 1 + (g - 1) % ndealers
+     ORDER BY g;
+    SELECT count(*), count(*) FILTER (WHERE method = 'email' AND role = 'To')
+      INTO queued, emails
+      FROM aimroute.outbox WHERE message_id > first_id;
+    IF queued <> n OR emails <> n THEN
+        RAISE EXCEPTION 'queue_burst: % leads queued % messages (% To emails), not one email each',
+                        n, queued, emails;
+    END IF;
+    RETURN first_id;
+END
+$$;
+
+--
+-- delivery_stats: the messages above first_id (a burst): how many, how
+-- many delivered, the attempts made, and the seconds from the last one
+-- queued (the burst's transaction committed just after) to the last one
+-- finished, with the rate that makes; and the median and 99th percentile
+-- of each message's time from queued to finished, in milliseconds.
+--
+CREATE FUNCTION bench.delivery_stats(first_id bigint,
+                                     OUT messages bigint, OUT delivered bigint, OUT attempts bigint,
+                                     OUT seconds double precision, OUT per_second double precision,
+                                     OUT p50_ms double precision, OUT p99_ms double precision)
+    LANGUAGE sql
+AS $$
+    SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), sum(o.attempts),
+           extract(epoch FROM max(finished_at) - max(queued_at))::float8,
+           count(*) FILTER (WHERE status = 'delivered')
+               / extract(epoch FROM max(finished_at) - max(queued_at))::float8,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - queued_at)::float8 * 1000),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - queued_at)::float8 * 1000)
+      FROM aimroute.outbox o
+     WHERE o.message_id > first_id
+$$;
+
+-- file_size: the size of a file in bytes, NULL when there is none.
+CREATE FUNCTION bench.file_size(path text) RETURNS bigint
+    LANGUAGE sql
+AS $$
+    SELECT (pg_stat_file(path, true)).size
+$$;
+
+--
+-- sink_check: what the SMTP sink logged from byte from_byte of its
+-- JSON-lines log on: the messages it received, their distinct Message-IDs,
+-- and how many of those are the Message-IDs of outbox messages above
+-- first_id.
+--
+CREATE FUNCTION bench.sink_check(path text, from_byte bigint, first_id bigint,
+                                 OUT messages bigint, OUT distinct_ids bigint, OUT known_ids bigint)
+    LANGUAGE sql
+AS $$
+    WITH received AS (
+        SELECT l::json ->> 'message_id' AS id
+          FROM regexp_split_to_table(pg_read_file(path, from_byte, bench.file_size(path) - from_byte),
+                                     E'\n') AS l
+         WHERE l <> '' AND l::json ->> 'event' = 'message'
+    )
+    SELECT count(*), count(DISTINCT id),
+           count(DISTINCT id) FILTER (WHERE id IN (SELECT o.message_key FROM aimroute.outbox o
+                                                    WHERE o.message_id > first_id))
+      FROM received
+$$;
+
+--
+-- reroute_leads: sample leads 1..m routed with re-routing on, in one
+-- transaction, without their first notices (queue_delivery is disabled in
+-- this transaction: only the re-route's notices are part of the measure).
+-- Returns how many have a deadline: all but those at the default dealer.
+--
+CREATE FUNCTION bench.reroute_leads(m integer) RETURNS bigint
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT (SELECT s.reroute_enabled FROM aimroute.settings s) THEN
+        RAISE EXCEPTION 'reroute_leads: settings.reroute_enabled is off';
+    END IF;
+    ALTER TABLE aimroute.leads DISABLE TRIGGER queue_delivery;
+    INSERT INTO aimroute.leads (brand_code, product_code, first_name, last_name, email, phone,
+                                address, city, state_code, country, postal_code, dealer_number,
+                                dealer_group, comment)
+    SELECT brand_code, product_code, first_name, last_name, email, phone, address, city,
+           state_code, country, postal_code, dealer_number, dealer_group, comment
+      FROM bench.sample_leads WHERE id <= m ORDER BY id;
+    ALTER TABLE aimroute.leads ENABLE TRIGGER queue_delivery;
+    RETURN (SELECT count(*) FROM aimroute.leads WHERE reroute_due_at IS NOT NULL AND viewed_at IS NULL);
+END
+$$;
+
+--
+-- set_deadlines: moves the deadline of up to how_many leads not re-routed
+-- yet (the lowest lead_ids) to in_seconds from now; returns that deadline
+-- and how many leads it was set on.
+--
+CREATE FUNCTION bench.set_deadlines(how_many bigint, in_seconds double precision,
+                                    OUT deadline timestamptz, OUT leads bigint)
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    deadline := clock_timestamp() + make_interval(secs => in_seconds);
+    UPDATE aimroute.leads l SET reroute_due_at = deadline
+     WHERE l.lead_id IN (SELECT x.lead_id FROM aimroute.leads x
+                          WHERE x.reroute_count = 0 AND x.viewed_at IS NULL
+                            AND x.reroute_due_at > deadline
+                          ORDER BY x.lead_id LIMIT how_many);
+    GET DIAGNOSTICS leads = ROW_COUNT;
+END
+$$;
+
+--
+-- reroute_stats: the leads re-routed at or after a deadline: how many, the
+-- seconds from the deadline to the last of them, the rate that makes, and
+-- each lead's lag behind the deadline in milliseconds (the first, median
+-- and 99th percentile).  A lead's moment is its Re-Route notice's
+-- queued_at, the clock when the worker moved that lead; lead_history.at is
+-- now(), the start of the worker's transaction, shared by a batch of 100.
+--
+CREATE FUNCTION bench.reroute_stats(deadline timestamptz,
+                                    OUT leads bigint, OUT seconds double precision,
+                                    OUT per_second double precision, OUT first_ms double precision,
+                                    OUT p50_ms double precision, OUT p99_ms double precision)
+    LANGUAGE sql
+AS $$
+    SELECT count(*), max(lag) / 1000, count(*) / (max(lag) / 1000), min(lag),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
+      FROM (SELECT extract(epoch FROM n.queued_at - deadline)::float8 * 1000 AS lag
+              FROM aimroute.lead_notifications n
+             WHERE n.event = 'Re-Route' AND n.queued_at >= deadline) AS x
 $$;

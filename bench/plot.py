@@ -15,8 +15,9 @@ from xml.sax.saxutils import escape
 
 # (measure, legend label, colour, dash pattern)
 SERIES = [
-    ("routed_insert_us", "routed INSERT (C trigger)", "#d62728", ""),
-    ("bare_insert_us", "bare INSERT (routing off)", "#7f7f7f", ""),
+    ("routed_unsent_insert_us", "routed INSERT, not sent", "#d62728", ""),
+    ("routed_insert_us", "routed INSERT + delivery queue", "#d62728", "6,4"),
+    ("bare_insert_us", "bare INSERT (triggers off)", "#7f7f7f", ""),
     ("plpgsql_insert_us", "PL/pgSQL baseline INSERT", "#1f77b4", ""),
     ("knn_us", "plain PostGIS KNN query", "#2ca02c", ""),
     ("copy_routing_us", "routing alone, in COPY", "#ff7f0e", ""),
