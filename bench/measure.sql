@@ -74,11 +74,10 @@ $$;
 --
 -- time_copy: rows per second of COPY FROM a server file into
 -- aimroute.leads, in one of three modes.  'routed': the trigger routes each
--- row (input columns only) and queue_delivery queues its notice and
--- messages (send_to_dealer true, the default).  'unsent': the same with
--- send_to_dealer false, so routing alone (the queue trigger's WHEN skips
--- the row).  'bare': the triggers route_lead and queue_delivery are
--- disabled for this transaction (the foreign key check still runs) and the
+-- row (input columns only) and queues its notice and messages
+-- (send_to_dealer true, the default).  'unsent': the same with
+-- send_to_dealer false, so routing alone.  'bare': the trigger route_lead
+-- is disabled for this transaction (the foreign key check still runs) and the
 -- file carries the columns routing would fill.  The file is written and
 -- the session warmed up first, untimed.
 --
@@ -104,7 +103,7 @@ BEGIN
                        ' FROM bench.bulk_rows(%s)) TO %L', inputs, nrows, path);
         -- Routing and the queue off for this transaction only: an error
         -- rolls the ALTER TABLE back with the rest.
-        ALTER TABLE aimroute.leads DISABLE TRIGGER route_lead, DISABLE TRIGGER queue_delivery;
+        ALTER TABLE aimroute.leads DISABLE TRIGGER route_lead;
         t0 := clock_timestamp();
         EXECUTE format('COPY aimroute.leads (%s, dealer_number, match_type, distance_miles, routed_at)'
                        ' FROM %L', inputs, path);
@@ -114,7 +113,7 @@ BEGIN
     GET DIAGNOSTICS copied = ROW_COUNT;
     seconds := extract(epoch FROM clock_timestamp() - t0);
     IF mode = 'bare' THEN
-        ALTER TABLE aimroute.leads ENABLE TRIGGER route_lead, ENABLE TRIGGER queue_delivery;
+        ALTER TABLE aimroute.leads ENABLE TRIGGER route_lead;
     END IF;
     RETURN copied / seconds;
 END
@@ -368,8 +367,8 @@ $$;
 
 --
 -- reroute_leads: sample leads 1..m routed with re-routing on, in one
--- transaction, without their first notices (queue_delivery is disabled in
--- this transaction: only the re-route's notices are part of the measure).
+-- transaction, without their first notices (deleted again in this
+-- transaction: only the re-route's notices are part of the measure).
 -- Returns how many have a deadline: all but those at the default dealer.
 --
 CREATE FUNCTION bench.reroute_leads(m integer) RETURNS bigint
@@ -379,14 +378,13 @@ BEGIN
     IF NOT (SELECT s.reroute_enabled FROM aimroute.settings s) THEN
         RAISE EXCEPTION 'reroute_leads: settings.reroute_enabled is off';
     END IF;
-    ALTER TABLE aimroute.leads DISABLE TRIGGER queue_delivery;
     INSERT INTO aimroute.leads (brand_code, product_code, first_name, last_name, email, phone,
                                 address, city, state_code, country, postal_code, dealer_number,
                                 dealer_group, comment)
     SELECT brand_code, product_code, first_name, last_name, email, phone, address, city,
            state_code, country, postal_code, dealer_number, dealer_group, comment
       FROM bench.sample_leads WHERE id <= m ORDER BY id;
-    ALTER TABLE aimroute.leads ENABLE TRIGGER queue_delivery;
+    DELETE FROM aimroute.lead_notifications n WHERE n.event = 'Routed';
     RETURN (SELECT count(*) FROM aimroute.leads WHERE reroute_due_at IS NOT NULL AND viewed_at IS NULL);
 END
 $$;

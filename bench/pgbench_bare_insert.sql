@@ -1,5 +1,5 @@
 -- One lead into aimroute.leads with routing and the delivery queue switched
--- off: run.sh disables the triggers route_lead and queue_delivery around
+-- off: run.sh disables the trigger route_lead (which also queues) around
 -- this run, so the columns routing fills are supplied from the sample row
 -- (a dealer of the network drawn for it, so that the foreign key check
 -- runs as it does for a routed lead).

@@ -1,7 +1,7 @@
 -- One lead, routed by the C trigger on aimroute.leads and queued for
--- delivery: send_to_dealer is true (as by default), so the AFTER INSERT
--- trigger queue_delivery writes its notice and one outbox row per
--- recipient in the same transaction.
+-- delivery: send_to_dealer is true (as by default), so the trigger also
+-- writes its notice and one outbox row per recipient in the same
+-- transaction.
 \set id random(1, :nsamples)
 INSERT INTO aimroute.leads (brand_code, product_code, first_name, last_name, email, phone, address,
                             city, state_code, country, postal_code, dealer_number, dealer_group, comment,

@@ -1,6 +1,5 @@
 -- One lead, routed by the C trigger on aimroute.leads and not sent:
--- send_to_dealer false, so the WHEN clause of the queue_delivery trigger
--- skips it and nothing is queued.  Routing alone, the cost the SPEC's
+-- send_to_dealer false, so the trigger queues nothing.  Routing alone, the cost the SPEC's
 -- 1.5x target is about.
 \set id random(1, :nsamples)
 INSERT INTO aimroute.leads (brand_code, product_code, first_name, last_name, email, phone, address,

@@ -487,9 +487,9 @@ measure() {
 		# Routing and the queue switched off: both triggers disabled,
 		# everything else of the table (identity, defaults, indexes, the
 		# foreign key check to dealers) still at work.
-		sql "ALTER TABLE aimroute.leads DISABLE TRIGGER route_lead, DISABLE TRIGGER queue_delivery" >/dev/null
+		sql "ALTER TABLE aimroute.leads DISABLE TRIGGER route_lead" >/dev/null
 		run_pgbench bare_insert pgbench_bare_insert.sql
-		sql "ALTER TABLE aimroute.leads ENABLE TRIGGER route_lead, ENABLE TRIGGER queue_delivery" >/dev/null
+		sql "ALTER TABLE aimroute.leads ENABLE TRIGGER route_lead" >/dev/null
 		run_pgbench plpgsql_insert pgbench_plpgsql_insert.sql
 		run_pgbench knn pgbench_knn.sql
 		run_bulk copy_routed "bench.time_copy('$file', $BULK_ROWS, 'routed')"

@@ -33,16 +33,19 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('ai
 -- method -- are rows of aimroute.outbox (070_delivery.sql), queued in the
 -- same transaction by aimroute.queue_lead_delivery().
 --
+CREATE FUNCTION aimroute.new_view_token() RETURNS text
+    AS 'MODULE_PATHNAME', 'aimroute_new_view_token'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION aimroute.new_view_token() IS
+    'A new view-link token: 240 bits from the strong random source, as 40 URL-safe characters.';
+
 CREATE TABLE aimroute.lead_notifications (
     notification_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    lead_id          bigint NOT NULL REFERENCES aimroute.leads ON DELETE CASCADE,
-    dealer_number    text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE,
+    lead_id          bigint NOT NULL,
+    dealer_number    text NOT NULL,
     event            text NOT NULL,
     queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
-    view_token       text NOT NULL UNIQUE
-        DEFAULT translate(encode(pg_catalog.decode(replace(pg_catalog.gen_random_uuid()::text, '-', '')
-                                                   || replace(pg_catalog.gen_random_uuid()::text, '-', ''), 'hex'),
-                                 'base64'), '+/=', '-_'),
+    view_token       text NOT NULL UNIQUE DEFAULT aimroute.new_view_token(),
     no_contacts      boolean NOT NULL DEFAULT false,
     messages         integer NOT NULL DEFAULT 0,
     failure_notice_at timestamptz
@@ -50,8 +53,12 @@ CREATE TABLE aimroute.lead_notifications (
 CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id, notification_id);
 COMMENT ON TABLE aimroute.lead_notifications IS
     'Each time a lead is sent to a dealer (routing, a move, send_lead): its event, its unguessable view-link token, and how many messages were queued for it in aimroute.outbox.';
+COMMENT ON COLUMN aimroute.lead_notifications.lead_id IS
+    'The lead. Not a foreign key: the routing trigger queues the first notice before the lead''s row is stored, and a foreign key check would cost every lead; deleting a lead deletes its notices (aimroute.leads_delete_notices).';
+COMMENT ON COLUMN aimroute.lead_notifications.dealer_number IS
+    'The dealer the notice went to; follows a renumbered dealer (aimroute.dealers_renumber_notices).';
 COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
-    'The token of the notice''s view link (aimroute.open_view_link): 244 random bits, URL-safe.';
+    'The token of the notice''s view link (aimroute.open_view_link): 240 random bits, 40 URL-safe characters.';
 COMMENT ON COLUMN aimroute.lead_notifications.no_contacts IS
     'The dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration when the notice was queued: nothing was sent.';
 COMMENT ON COLUMN aimroute.lead_notifications.messages IS 'Messages queued for this notice in aimroute.outbox.';

@@ -272,9 +272,10 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.daily_recaps', '');
 
 --
 -- Queueing.  aimroute.queue_lead_delivery (C, src/delivery.c) runs one
--- prepared statement: the notice row and its messages.  The AFTER INSERT
--- trigger calls it for each lead routed by this transaction (a lead that
--- pg_restore brings back, routed long ago, is not sent again).
+-- prepared statement: the notice row and its messages.  The routing
+-- trigger (src/leads.c) runs the same statement for each lead it routes to
+-- be sent (a lead that pg_restore brings back, routed long ago, is not
+-- routed again, and so not sent again).
 --
 CREATE FUNCTION aimroute.queue_lead_delivery(lead_id bigint, dealer_number text, event text)
 RETURNS bigint
@@ -289,12 +290,37 @@ CREATE FUNCTION aimroute.wake_delivery_worker() RETURNS void
 COMMENT ON FUNCTION aimroute.wake_delivery_worker() IS
     'Wakes the delivery worker when the current transaction commits, for messages queued by hand or by SQL. Does nothing when the worker does not run.';
 
-CREATE FUNCTION aimroute.queue_delivery_trigger() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'aimroute_queue_delivery_trigger'
-    LANGUAGE C;
-CREATE TRIGGER queue_delivery AFTER INSERT ON aimroute.leads
-    FOR EACH ROW WHEN (NEW.send_to_dealer AND NEW.routed_at >= now())
-    EXECUTE FUNCTION aimroute.queue_delivery_trigger();
+-- What the foreign keys of a notice would do, for the rare change: a lead
+-- deleted takes its notices (and so their messages) along; a renumbered
+-- dealer keeps its notices and messages.
+CREATE FUNCTION aimroute.leads_delete_notices() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM aimroute.lead_notifications n USING gone g WHERE n.lead_id = g.lead_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER leads_delete_notices AFTER DELETE ON aimroute.leads
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.leads_delete_notices();
+
+CREATE FUNCTION aimroute.dealers_renumber_notices() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.lead_notifications n SET dealer_number = NEW.dealer_number
+     WHERE n.dealer_number = OLD.dealer_number;
+    UPDATE aimroute.outbox o SET dealer_number = NEW.dealer_number
+     WHERE o.dealer_number = OLD.dealer_number;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER dealers_renumber_notices AFTER UPDATE OF dealer_number ON aimroute.dealers
+    FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.dealers_renumber_notices();
 
 --
 -- Rendering.  Emails are RFC 5322 text with CRLF line ends, the body in
@@ -610,7 +636,8 @@ BEGIN
             IF NOT FOUND THEN
                 SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
                 PERFORM aimroute.delivery_fail(m, 'Cancelled',
-                    format('not sent: the lead went to dealer %s first', holder));
+                    CASE WHEN holder IS NULL THEN 'not sent: the lead does not exist (deleted, or its INSERT skipped by another trigger)'
+                         ELSE format('not sent: the lead went to dealer %s first', holder) END);
                 CONTINUE;
             END IF;
             SELECT x.notification_id INTO newer FROM aimroute.lead_notifications x

@@ -223,7 +223,7 @@ GRANT EXECUTE ON FUNCTION aimroute.reassign(bigint, text, text), aimroute.move_l
 -- The SECURITY DEFINER functions.  Each takes only what cannot reach
 -- another dealer's rows, and pins its search_path.
 --
--- open_view_link: the token is the capability (244 random bits), as a
+-- open_view_link: the token is the capability (240 random bits), as a
 -- password-reset link is; the web page behind the link calls it with
 -- whatever role it has.
 ALTER FUNCTION aimroute.open_view_link(text) SECURITY DEFINER;

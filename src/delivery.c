@@ -2,8 +2,8 @@
  * delivery.c
  *		Queueing a lead's notice and its messages in the outbox.
  *
- * aimroute.queue_lead_delivery() and the AFTER INSERT trigger on
- * aimroute.leads run one prepared statement, kept for the session: it
+ * aimroute.queue_lead_delivery() and the routing trigger on aimroute.leads
+ * (leads.c) run one prepared statement, kept for the session: it
  * inserts the notice (aimroute.lead_notifications) and one row of
  * aimroute.outbox per recipient and method, in the caller's transaction,
  * so that a committed lead always has its messages queued.  The delivery
@@ -13,7 +13,6 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
-#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 #include "fmgr.h"
@@ -71,8 +70,8 @@ static SPIPlanPtr queue_plan = NULL;
 static void CheckLeadHolder(int64 lead_id, const char *dealer_number);
 
 PG_FUNCTION_INFO_V1(aimroute_queue_lead_delivery);
-PG_FUNCTION_INFO_V1(aimroute_queue_delivery_trigger);
 PG_FUNCTION_INFO_V1(aimroute_wake_delivery_worker);
+PG_FUNCTION_INFO_V1(aimroute_new_view_token);
 
 /*
  * QueueLeadDelivery queues the notice of a lead to a dealer and its
@@ -163,52 +162,6 @@ aimroute_queue_lead_delivery(PG_FUNCTION_ARGS)
 }
 
 /*
- * aimroute_queue_delivery_trigger is the AFTER INSERT row trigger on
- * aimroute.leads that queues a newly routed lead's first notice.  Its WHEN
- * clause lets through only leads to be sent and routed by this transaction.
- */
-Datum
-aimroute_queue_delivery_trigger(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	static int lead_attnum = 0;
-	static int dealer_attnum = 0;
-	static Oid relid = InvalidOid;
-	TupleDesc desc;
-	HeapTuple tuple;
-	bool isnull;
-	Datum lead_id;
-	Datum dealer;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		elog(ERROR, "aimroute_queue_delivery_trigger must be an AFTER INSERT row trigger");
-
-	desc = trigdata->tg_relation->rd_att;
-	tuple = trigdata->tg_trigtuple;
-	if (relid != RelationGetRelid(trigdata->tg_relation))
-	{
-		lead_attnum = SPI_fnumber(desc, "lead_id");
-		dealer_attnum = SPI_fnumber(desc, "dealer_number");
-		if (lead_attnum <= 0 || dealer_attnum <= 0)
-			elog(ERROR, "aimroute.leads has no lead_id or dealer_number column");
-		relid = RelationGetRelid(trigdata->tg_relation);
-	}
-	lead_id = heap_getattr(tuple, lead_attnum, desc, &isnull);
-	if (isnull)
-		elog(ERROR, "a lead without lead_id");
-	dealer = heap_getattr(tuple, dealer_attnum, desc, &isnull);
-	if (isnull)
-		elog(ERROR, "a lead without dealer_number");
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	(void) QueueLeadDelivery(DatumGetInt64(lead_id), TextDatumGetCString(dealer), "Routed");
-	SPI_finish();
-	return PointerGetDatum(NULL);
-}
-
-/*
  * aimroute_wake_delivery_worker is the SQL function
  * aimroute.wake_delivery_worker(): the delivery worker wakes when the
  * current transaction commits, for messages queued by SQL of its own.
@@ -218,4 +171,34 @@ aimroute_wake_delivery_worker(PG_FUNCTION_ARGS)
 {
 	DeliveryWakeWorkerAtCommit();
 	PG_RETURN_VOID();
+}
+
+/*
+ * aimroute_new_view_token is the SQL function aimroute.new_view_token(): 30
+ * bytes from the strong random source, as 40 URL-safe base64 characters
+ * (240 bits), the default of a notice's view token.
+ */
+Datum
+aimroute_new_view_token(PG_FUNCTION_ARGS)
+{
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	uint8 bytes[30];
+	char token[41];
+	int n = 0;
+
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("could not generate a random view token")));
+	for (int i = 0; i < (int) sizeof(bytes); i += 3)
+	{
+		uint32 v = ((uint32) bytes[i] << 16) | ((uint32) bytes[i + 1] << 8) | bytes[i + 2];
+
+		token[n++] = alphabet[(v >> 18) & 63];
+		token[n++] = alphabet[(v >> 12) & 63];
+		token[n++] = alphabet[(v >> 6) & 63];
+		token[n++] = alphabet[v & 63];
+	}
+	token[n] = '\0';
+	PG_RETURN_TEXT_P(cstring_to_text(token));
 }

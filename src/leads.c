@@ -21,6 +21,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "delivery.h"
 #include "routing.h"
 
 #define METERS_PER_MILE 1609.344
@@ -44,6 +45,7 @@ typedef enum LeadColumn
 	LC_ROUTING_LOG,
 	LC_SEND_TO_DEALER,
 	LC_REROUTE_DUE_AT,
+	LC_LEAD_ID,
 	LC_COUNT
 } LeadColumn;
 
@@ -64,6 +66,7 @@ static const char *const lead_column_names[LC_COUNT] = {
 	"routing_log",
 	"send_to_dealer",
 	"reroute_due_at",
+	"lead_id",
 };
 
 /* Where those columns are, and the aimroute.match_type value of each match. */
@@ -344,12 +347,31 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	 * to its dealer, which the dealer cannot view.
 	 */
 	send = DatumGetBool(heap_getattr(tuple, c.attnum[LC_SEND_TO_DEALER], desc, &isnull));
-	if (result.reroute.enabled && result.match != MATCH_DEFAULT && (isnull || send))
+	send = isnull || send;
+	if (result.reroute.enabled && result.match != MATCH_DEFAULT && send)
 		SET(c.attnum[LC_REROUTE_DUE_AT],
 			TimestampTzGetDatum(RerouteDeadline(&result.reroute, routed_at)), false);
 	else
 		SET(c.attnum[LC_REROUTE_DUE_AT], (Datum) 0, true);
 #undef SET
+
+	/*
+	 * The lead's notice and its messages, in the same transaction, queued
+	 * here rather than by an AFTER trigger, which would cost every INSERT
+	 * the trigger's queue whether the lead is sent or not.  If the row is
+	 * not inserted after all, the statement fails and takes them along.
+	 */
+	if (send)
+	{
+		Datum lead_id = heap_getattr(tuple, c.attnum[LC_LEAD_ID], desc, &isnull);
+
+		if (isnull)
+			elog(ERROR, "a lead without lead_id");
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		(void) QueueLeadDelivery(DatumGetInt64(lead_id), result.dealer_number, "Routed");
+		SPI_finish();
+	}
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, attnums, values, nulls));
 }
