@@ -24,7 +24,8 @@ AIMROUTE_PACKAGES=(
 	build-essential clang-format
 	postgresql-15 postgresql-server-dev-15 postgresql-15-postgis-3
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
-	libcurl4-openssl-dev zlib1g-dev python3-aiosmtpd libxml2-utils
+	libcurl4-openssl-dev zlib1g-dev python3-aiosmtpd
+	clang libclang-rt-14-dev libxml2-utils
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -6,7 +6,10 @@
 # unprivileged user), and runs:
 #   1. pg_regress  (sql/ + expected/)        the SQL surface, outputs and errors
 #   2. pgTAP       (test/*.sql, pg_prove)    invariants and rules, on real data
-#   3. Perl TAP    (t/*.pl, prove)           fresh clusters, restarts, dumps
+#   3. Perl TAP    (t/*.pl, prove)           fresh clusters, restarts, dumps,
+#                                            faults, concurrency, SQL fuzzing
+#   4. libFuzzer   (test/fuzz/run.sh)        the C normalizers and parsers,
+#                                            AIMROUTE_FUZZ_SECONDS each (20)
 # Exits non-zero when any layer fails.  Run as root or with sudo.
 #
 # Environment: AIMROUTE_TEST_PORT (default 54331), AIMROUTE_USER (see lib.sh).
@@ -78,6 +81,8 @@ trap 'cluster_stop "$CLUSTER_DIR"' EXIT
 layer "pg_regress (sql/, expected/)" run_pg_regress
 layer "pgTAP (test/*.sql)" run_pgtap
 layer "Perl TAP (t/*.pl)" run_perl_tap
+layer "libFuzzer (test/fuzz/run.sh)" env FUZZ_SECONDS="${AIMROUTE_FUZZ_SECONDS:-20}" \
+	PG_CONFIG="$PG_CONFIG" bash "$AIMROUTE_ROOT/test/fuzz/run.sh"
 
 echo
 if [ "$failed" -gt 0 ]; then

@@ -76,6 +76,30 @@ PostalNormalizeLexical(const char *country, const char *raw, int len)
 	}
 	out[n] = '\0';
 
+	/*
+	 * In Canada the spaces and hyphens go first, so what they surrounded
+	 * is trimmed too ("-\tK1A 0B1" is "K1A0B1"), and normalizing twice
+	 * gives the same code.
+	 */
+	if (canada)
+	{
+		int s = 0;
+
+		while (s < n && scanner_isspace(out[s]))
+			s++;
+		while (n > s && scanner_isspace(out[n - 1]))
+			n--;
+		out[n] = '\0';
+		if (s > 0)
+			memmove(out, out + s, n - s + 1);
+		n -= s;
+		if (n == 0)
+		{
+			pfree(out);
+			return NULL;
+		}
+	}
+
 	if (country != NULL && strcmp(country, "US") == 0 && n >= 9 && AllDigits(out, 5))
 	{
 		/* ZIP+4: 12345-6789, 12345 6789 or 123456789 */
@@ -156,6 +180,19 @@ PostalCodeKnown(const char *country, const char *code)
 }
 
 /*
+ * PostalHasFSA tells whether a normalized Canadian code is longer than an
+ * FSA and starts with one (letter, digit, letter, in ASCII), so that it may
+ * be cut to its first three bytes: cutting anything else could split a
+ * character.
+ */
+bool
+PostalHasFSA(const char *code)
+{
+	return strlen(code) > 3 && code[0] >= 'A' && code[0] <= 'Z' && code[1] >= '0' &&
+		   code[1] <= '9' && code[2] >= 'A' && code[2] <= 'Z';
+}
+
+/*
  * PostalResolve normalizes raw for country (alpha-2 or NULL) as stored in
  * tables: the lexical rules, then the Canadian FSA fallback.  Returns NULL
  * when raw is blank.
@@ -165,7 +202,7 @@ PostalResolve(const char *country, const char *raw, int len)
 {
 	char *code = PostalNormalizeLexical(country, raw, len);
 
-	if (code != NULL && country != NULL && strcmp(country, "CA") == 0 && strlen(code) > 3 &&
+	if (code != NULL && country != NULL && strcmp(country, "CA") == 0 && PostalHasFSA(code) &&
 		!PostalCodeKnown(country, code))
 		code[3] = '\0';
 	return code;

@@ -24,6 +24,8 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
+
 #include <math.h>
 #include <zlib.h>
 
@@ -106,6 +108,7 @@ static void AddColumn(LoaderState *state, enum LoaderColumn col, Datum value, bo
 					  Oid type);
 static void FlushBatch(LoaderState *state);
 static bool ReadLine(gzFile file, StringInfo line, bool *too_long);
+static char *ValidTextPrefix(const char *s, int max);
 
 PG_FUNCTION_INFO_V1(aimroute_load_postal_codes);
 PG_FUNCTION_INFO_V1(aimroute_bundled_postal_codes_path);
@@ -228,6 +231,42 @@ PrepareLoaderPlans(LoaderState *state)
 }
 
 /*
+ * ValidTextPrefix copies at most max bytes of the NUL-terminated s as valid
+ * text of the database encoding: a byte that does not start a valid
+ * character becomes '?', and no character is cut.
+ */
+static char *
+ValidTextPrefix(const char *s, int max)
+{
+	int encoding = GetDatabaseEncoding();
+	int left = strlen(s);
+	StringInfoData out;
+
+	initStringInfo(&out);
+	while (left > 0)
+	{
+		int n = IS_HIGHBIT_SET(*s) ? pg_encoding_verifymbchar(encoding, s, left) : 1;
+
+		if (n < 0)
+		{
+			if (out.len + 1 > max)
+				break;
+			appendStringInfoChar(&out, '?');
+			n = 1;
+		}
+		else
+		{
+			if (out.len + n > max)
+				break;
+			appendBinaryStringInfo(&out, s, n);
+		}
+		s += n;
+		left -= n;
+	}
+	return out.data;
+}
+
+/*
  * ReportIssue records one flawed or rejected line, and keeps the first few
  * for the closing WARNING.
  */
@@ -247,8 +286,12 @@ ReportIssue(LoaderState *state, int64 line_number, bool rejected, const char *ra
 	else
 		state->flawed++;
 
-	/* The raw line, cut to a readable length on a character boundary. */
-	keep = pnstrdup(raw, pg_mbcliplen(raw, strlen(raw), LOADER_RAW_KEEP));
+	/*
+	 * The raw line, cut to a readable length: valid text only, since the
+	 * line may be reported because its encoding is not (a byte that is not
+	 * part of a valid character becomes '?').
+	 */
+	keep = ValidTextPrefix(raw, LOADER_RAW_KEEP);
 
 	/* The second field, when there is one, is the postal code as written. */
 	tab1 = strchr(keep, '\t');
@@ -559,25 +602,28 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 static bool
 ReadLine(gzFile file, StringInfo line, bool *too_long)
 {
-	char buf[8192];
 	bool any = false;
+	long read = 0;
+	int c;
 
+	/*
+	 * Byte by byte, so that a NUL byte stays in the line (where the caller
+	 * reports it) instead of ending it, and a file of no line ends at all
+	 * (/dev/zero) can still be cancelled.
+	 */
 	resetStringInfo(line);
 	*too_long = false;
-	while (gzgets(file, buf, sizeof(buf)) != NULL)
+	while ((c = gzgetc(file)) != -1)
 	{
-		size_t n = strlen(buf);
-		bool complete = n > 0 && buf[n - 1] == '\n';
-
 		any = true;
-		if (complete)
-			buf[--n] = '\0';
-		if (line->len + n > LOADER_MAX_LINE)
+		if (c == '\n')
+			break;
+		if ((++read & 0xFFFF) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (line->len >= LOADER_MAX_LINE)
 			*too_long = true;
 		else
-			appendBinaryStringInfo(line, buf, n);
-		if (complete)
-			break;
+			appendStringInfoCharMacro(line, (char) c);
 	}
 	if (line->len > 0 && line->data[line->len - 1] == '\r')
 		line->data[--line->len] = '\0';
@@ -612,6 +658,11 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 								"postal-code layout).")));
 
 	file = gzopen(path, "rb");
+	/* errcode_for_file_access() knows no ENAMETOOLONG: it would say XX000. */
+	if (file == NULL && errno == ENAMETOOLONG)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("could not open postal-code file \"%.100s...\": %m", path),
+						errhint("Give a shorter path to the file.")));
 	if (file == NULL)
 		ereport(ERROR, (errcode_for_file_access(),
 						errmsg("could not open postal-code file \"%s\": %m", path),

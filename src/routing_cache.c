@@ -1586,7 +1586,7 @@ RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
 		MemoryContextSwitchTo(keep ? c->context : old);
 		place->code = pstrdup(lexical);
 		if (!LookUpPlace(c, country, lexical, place) && strcmp(country, "CA") == 0 &&
-			strlen(lexical) > 3)
+			PostalHasFSA(lexical))
 		{
 			place->code[3] = '\0';
 			LookUpPlace(c, country, place->code, place);
