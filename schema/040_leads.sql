@@ -228,24 +228,33 @@ AS $$
 DECLARE
     old_log aimroute.routing_step[];
     old_dealer text;
+    old_viewer text;
+    old_viewed_at timestamptz;
     added aimroute.routing_step[];
 BEGIN
-    SELECT routing_log, dealer_number INTO old_log, old_dealer
+    SELECT routing_log, dealer_number, viewed_by, viewed_at INTO old_log, old_dealer, old_viewer, old_viewed_at
       FROM aimroute.leads WHERE lead_id = p_lead_id;
     SELECT array_agg(ROW(coalesce(cardinality(old_log), 0) + n, s.rule, s.message,
                          s.dealer_number, s.distance_miles)::aimroute.routing_step ORDER BY n)
       INTO added
       FROM unnest(ARRAY[ROW(0, p_event,
-                            format('moved from dealer %s to dealer %s by %s: %s', old_dealer,
-                                   p_dealer, session_user, coalesce(p_reason, 'no reason given')),
+                            format('moved from dealer %s to dealer %s by %s: %s%s', old_dealer,
+                                   p_dealer, session_user, coalesce(p_reason, 'no reason given'),
+                                   '; it had been viewed by ' || old_viewer || ' at ' || old_viewed_at),
                             p_dealer, p_distance)::aimroute.routing_step] || p_log)
            WITH ORDINALITY AS s(step, rule, message, dealer_number, distance_miles, n);
     PERFORM set_config('aimroute_ctx.event', p_event, true);
     PERFORM set_config('aimroute_ctx.reason', coalesce(p_reason, ''), true);
+    -- A new dealer has not viewed the lead: its view, if any, was the old
+    -- dealer's (the explanation keeps it).  The default dealer, the end of
+    -- the line, gets no deadline, whatever the match type.
     UPDATE aimroute.leads
        SET dealer_number = p_dealer, match_type = p_match, distance_miles = p_distance,
            routed_at = now(), routing_log = routing_log || added,
+           viewed_at = NULL, viewed_by = NULL,
            reroute_due_at = CASE WHEN p_match <> 'Default' AND send_to_dealer
+                                      AND p_dealer IS DISTINCT FROM
+                                          (SELECT s.default_dealer_number FROM aimroute.settings s)
                                  THEN aimroute.reroute_due_at(now()) END
      WHERE lead_id = p_lead_id;
     PERFORM set_config('aimroute_ctx.event', '', true);
@@ -314,6 +323,20 @@ BEGIN
         RAISE EXCEPTION 'dealer % is the default dealer: its leads have nowhere else to go', reassign_dealer_leads.dealer_number
             USING ERRCODE = 'object_in_use',
                   HINT = 'Name another default dealer first (UPDATE aimroute.settings SET default_dealer_number = ...), then move its leads.';
+    END IF;
+    -- Other sessions route by the committed configuration: until this
+    -- transaction commits, the dealer is active to them, and the leads
+    -- they route to it now are not seen here.
+    IF EXISTS (SELECT FROM aimroute.dealers x
+                WHERE x.dealer_number = reassign_dealer_leads.dealer_number
+                  AND x.xmin = pg_catalog.xid(pg_catalog.pg_current_xact_id_if_assigned())) THEN
+        RAISE WARNING 'dealer % was deactivated in this transaction: leads other sessions route to it before this transaction commits are not moved',
+                      reassign_dealer_leads.dealer_number
+            USING HINT = 'Deactivate the dealer and commit first, then call reassign_dealer_leads; calling it again after the commit moves the rest.';
+    ELSIF EXISTS (SELECT FROM aimroute.dealers x
+                   WHERE x.dealer_number = reassign_dealer_leads.dealer_number AND x.active_for_sales) THEN
+        RAISE WARNING 'dealer % is still active for sales: new leads keep going to it', reassign_dealer_leads.dealer_number
+            USING HINT = 'UPDATE aimroute.dealers SET active_for_sales = false first, commit, then move its leads.';
     END IF;
     CREATE TEMP TABLE IF NOT EXISTS aimroute_moves (to_dealer text, match aimroute.match_type) ON COMMIT DROP;
     TRUNCATE aimroute_moves;

@@ -681,6 +681,14 @@ aimroute_delivery_worker_main(Datum arg)
 				MemoryContextReset(round_context);
 			} while (list_length(jobs) >= delivery_batch_size);
 			next = NextDue(&missing);
+			/*
+			 * Still due right after claiming everything it could: a row
+			 * another transaction holds (SKIP LOCKED).  Look again in a
+			 * second, not at once, or the worker spins until it is free;
+			 * anything queued meanwhile still wakes it.
+			 */
+			if (next == 0)
+				next = 1;
 		}
 
 		if (missing && !reported_missing)

@@ -343,12 +343,13 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 
 	/*
 	 * The dealer has until reroute_due_at to view the lead.  Not the
-	 * default dealer, the end of the line, and not a lead that is not sent
+	 * default dealer, the end of the line (also when the lead was
+	 * pre-assigned to it), and not a lead that is not sent
 	 * to its dealer, which the dealer cannot view.
 	 */
 	send = DatumGetBool(heap_getattr(tuple, c.attnum[LC_SEND_TO_DEALER], desc, &isnull));
 	send = isnull || send;
-	if (result.reroute.enabled && result.match != MATCH_DEFAULT && send)
+	if (result.reroute.enabled && result.match != MATCH_DEFAULT && !result.default_dealer && send)
 		SET(c.attnum[LC_REROUTE_DUE_AT],
 			TimestampTzGetDatum(RerouteDeadline(&result.reroute, routed_at)), false);
 	else

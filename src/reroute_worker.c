@@ -143,6 +143,13 @@ RunOnce(bool *missing)
 					 " FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL");
 	if (next < 0 || next > naptime_ms)
 		return naptime_ms;
+	/*
+	 * A deadline passed that the batches just run did not take: its lead is
+	 * locked by another transaction (reroute_overdue skips it).  Look again
+	 * in a second rather than spin until the lock is gone.
+	 */
+	if (next == 0)
+		return 1000;
 	/* Just after the deadline, so that it has passed when looked at. */
 	return (long) next + 1;
 }

@@ -1365,6 +1365,8 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 		UseDefault(&r);
 
 	result->reroute = r.settings.reroute;
+	result->default_dealer = r.settings.default_dealer != NULL && result->dealer_number != NULL &&
+							 strcmp(result->dealer_number, r.settings.default_dealer) == 0;
 	if (r.cache != NULL)
 		MemoryContextSwitchTo(r.result_context);
 	else

@@ -56,6 +56,7 @@ typedef struct RouteResult
 	char *dealer_number;
 	MatchKind match;
 	double distance_m;		 /* NaN when unknown */
+	bool default_dealer;	 /* the dealer is the default dealer (any match) */
 	List *steps;			 /* of RouteStep * */
 	RerouteSettings reroute; /* the settings it was routed under */
 } RouteResult;
