@@ -186,9 +186,11 @@ my @checks = (
 		   WHERE v.ok <> coalesce(c.dealer_number = v.holder AND 'Leads: Emails To' = ANY (c.contact_types), false)}
 	],
 	[
-		'nothing re-routed a lead, nor moved it for a dealer leaving, after a view counted',
+		'nothing re-routed a lead, nor moved it for a dealer leaving, after a view counted (a move by hand starts a new holding)',
 		q{SELECT count(*) FROM concurrency.view_log v
-		    JOIN aimroute.lead_history h ON h.lead_id = v.lead_id AND h.history_id > coalesce(v.last_history_id, 0)
+		    JOIN LATERAL (SELECT h.event FROM aimroute.lead_history h
+		                   WHERE h.lead_id = v.lead_id AND h.history_id > coalesce(v.last_history_id, 0)
+		                   ORDER BY h.history_id LIMIT 1) h ON true
 		   WHERE v.ok AND h.event IN ('Re-Route', 'Dealer left')}
 	],
 	[
@@ -197,10 +199,13 @@ my @checks = (
 		   WHERE h.event IN ('Re-Route', 'Dealer left') AND h.at > l.viewed_at}
 	],
 	[
-		'viewed_by is the first viewer whose view counted, and only viewed leads have one',
+		'viewed_by is the first viewer whose view counted since the lead\'s last move, and only viewed leads have one',
 		q{SELECT count(*) FROM aimroute.leads l
 		    LEFT JOIN LATERAL (SELECT c.email FROM concurrency.view_log v JOIN aimroute.dealer_contacts c USING (contact_id)
-		                        WHERE v.lead_id = l.lead_id AND v.ok ORDER BY v.log_id LIMIT 1) f ON true
+		                        WHERE v.lead_id = l.lead_id AND v.ok
+		                          AND coalesce(v.last_history_id, 0)
+		                              = coalesce((SELECT max(h.history_id) FROM aimroute.lead_history h WHERE h.lead_id = l.lead_id), 0)
+		                        ORDER BY v.log_id LIMIT 1) f ON true
 		   WHERE l.viewed_by IS DISTINCT FROM lower(f.email) OR (l.viewed_at IS NULL) <> (f.email IS NULL)}
 	],
 	[
