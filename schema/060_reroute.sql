@@ -222,7 +222,7 @@ CREATE FUNCTION aimroute.reroute_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_reroute_worker_running'
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION aimroute.reroute_worker_running() IS
-    'Whether this server runs the re-route worker (aimroute is in shared_preload_libraries); see pg_stat_activity for the worker itself.';
+    'Whether the re-route worker runs for this database (aimroute is in shared_preload_libraries and aimroute.database names it); see pg_stat_activity for the worker itself.';
 
 -- Say so when re-routing is switched on and nothing will act on it.
 CREATE FUNCTION aimroute.settings_check_reroute_worker() RETURNS trigger

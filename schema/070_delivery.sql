@@ -1206,7 +1206,7 @@ CREATE FUNCTION aimroute.delivery_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_delivery_worker_running'
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION aimroute.delivery_worker_running() IS
-    'Whether this server runs the delivery worker (aimroute is in shared_preload_libraries); see pg_stat_activity for the worker itself.';
+    'Whether the delivery worker runs for this database (aimroute is in shared_preload_libraries and aimroute.database names it); see pg_stat_activity for the worker itself.';
 
 -- One word at CREATE EXTENSION when neither worker will run here.
 DO $$

@@ -715,5 +715,5 @@ aimroute_delivery_worker_main(Datum arg)
 Datum
 aimroute_delivery_worker_running(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(worker_registered);
+	PG_RETURN_BOOL(worker_registered && WorkerServesThisDatabase());
 }

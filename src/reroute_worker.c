@@ -205,5 +205,5 @@ aimroute_reroute_worker_main(Datum arg)
 Datum
 aimroute_reroute_worker_running(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(worker_registered);
+	PG_RETURN_BOOL(worker_registered && WorkerServesThisDatabase());
 }

@@ -10,8 +10,11 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "utils/snapmgr.h"
 
+#include "reroute_worker.h"
 #include "worker.h"
 
 /*
@@ -41,4 +44,18 @@ WorkerCommitTransaction(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * WorkerServesThisDatabase tells whether the workers, when registered, run
+ * in the current database (aimroute.database): in any other, nothing
+ * re-routes or sends its leads.
+ */
+bool
+WorkerServesThisDatabase(void)
+{
+	char *name = get_database_name(MyDatabaseId);
+
+	return aimroute_worker_database != NULL && name != NULL &&
+		   strcmp(name, aimroute_worker_database) == 0;
 }

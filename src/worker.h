@@ -7,5 +7,6 @@
 
 extern void WorkerBeginTransaction(const char *activity);
 extern void WorkerCommitTransaction(void);
+extern bool WorkerServesThisDatabase(void);
 
 #endif /* AIMROUTE_WORKER_H */
