@@ -113,6 +113,8 @@ static void Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
 static void Record(DeliveryJob *job, DeliveryOutcome *out);
 static double NextDue(bool *missing);
 static void Release(List *jobs, ListCell *from);
+static uint32 HoldShutdown(void);
+static void ResumeShutdown(uint32 held);
 static void ForgetLatch(int code, Datum arg);
 static char *PrintableText(const StringInfo s);
 
@@ -500,6 +502,38 @@ PrintableText(const StringInfo s)
 }
 
 /*
+ * HoldShutdown holds off a shutdown (and any other interrupt) until
+ * ResumeShutdown, and returns what ResumeShutdown needs.
+ *
+ * Not HOLD_INTERRUPTS and RESUME_INTERRUPTS alone: an ERROR zeroes the
+ * hold-off count when it is thrown, even one that a PL/pgSQL exception
+ * block then catches (in a trigger the owner put on the outbox, say).
+ * RESUME_INTERRUPTS would then take the count below zero --
+ * it is unsigned, so interrupts would stay held for good, and the worker
+ * would ignore every SIGTERM after.  ResumeShutdown puts the count back
+ * instead.  After such a caught error, the rest of the section is no longer
+ * held off: a shutdown there is as a crash, after which the message is
+ * sent again with the same key.
+ */
+static uint32
+HoldShutdown(void)
+{
+	uint32 held = InterruptHoldoffCount;
+
+	HOLD_INTERRUPTS();
+	return held;
+}
+
+/*
+ * ResumeShutdown ends the hold-off HoldShutdown began.
+ */
+static void
+ResumeShutdown(uint32 held)
+{
+	InterruptHoldoffCount = held;
+}
+
+/*
  * Record records the outcome of one send in a transaction of its own.
  */
 static void
@@ -510,13 +544,14 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 	Datum args[6];
 	char nulls[6] = "      ";
 	char *text;
+	uint32 held;
 
 	text = PrintableText(&out->response);
 	/*
 	 * The message went out: a shutdown must not come between the send and
 	 * its record, or the message would be sent again.
 	 */
-	HOLD_INTERRUPTS();
+	held = HoldShutdown();
 	WorkerBeginTransaction("aimroute: recording a delivery");
 	args[0] = Int64GetDatum(job->message_id);
 	args[1] = Int32GetDatum(job->attempt);
@@ -531,7 +566,7 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 		elog(ERROR, "delivery worker: could not record the outcome of message " INT64_FORMAT,
 			 job->message_id);
 	WorkerCommitTransaction();
-	RESUME_INTERRUPTS();
+	ResumeShutdown(held);
 }
 
 /*
@@ -547,8 +582,8 @@ Release(List *jobs, ListCell *from)
 		" due_at = clock_timestamp() WHERE message_id = $1 AND attempts = $2 AND status = "
 		"'sending'";
 	Oid types[2] = { INT8OID, INT4OID };
+	uint32 held = HoldShutdown();
 
-	HOLD_INTERRUPTS();
 	WorkerBeginTransaction("aimroute: giving back unsent messages");
 	for_each_cell(from, jobs, from)
 	{
@@ -560,7 +595,7 @@ Release(List *jobs, ListCell *from)
 				 job->message_id);
 	}
 	WorkerCommitTransaction();
-	RESUME_INTERRUPTS();
+	ResumeShutdown(held);
 }
 
 /*
