@@ -14,6 +14,7 @@ OBJS = \
 	src/delivery.o \
 	src/delivery_worker.o \
 	src/leads.o \
+	src/owner.o \
 	src/postal.o \
 	src/postal_loader.o \
 	src/postgis.o \

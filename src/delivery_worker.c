@@ -273,7 +273,11 @@ ClaimBatch(void)
 	Datum args[2];
 	List *jobs = NIL;
 
-	WorkerBeginTransaction("aimroute: claiming due messages");
+	if (!WorkerBeginTransaction("aimroute: claiming due messages"))
+	{
+		WorkerCommitTransaction();
+		return NIL;
+	}
 	args[0] = Int32GetDatum(delivery_batch_size);
 	args[1] = Float8GetDatum((double) delivery_lease);
 	if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
@@ -552,7 +556,13 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 	 * its record, or the message would be sent again.
 	 */
 	held = HoldShutdown();
-	WorkerBeginTransaction("aimroute: recording a delivery");
+	if (!WorkerBeginTransaction("aimroute: recording a delivery"))
+	{
+		/* Dropped meanwhile: there is nothing left to record it in. */
+		WorkerCommitTransaction();
+		ResumeShutdown(held);
+		return;
+	}
 	args[0] = Int64GetDatum(job->message_id);
 	args[1] = Int32GetDatum(job->attempt);
 	args[2] = Int32GetDatum(out->curl_code);
@@ -584,7 +594,8 @@ Release(List *jobs, ListCell *from)
 	Oid types[2] = { INT8OID, INT4OID };
 	uint32 held = HoldShutdown();
 
-	WorkerBeginTransaction("aimroute: giving back unsent messages");
+	if (!WorkerBeginTransaction("aimroute: giving back unsent messages"))
+		from = NULL;
 	for_each_cell(from, jobs, from)
 	{
 		DeliveryJob *job = (DeliveryJob *) lfirst(from);
@@ -609,11 +620,7 @@ NextDue(bool *missing)
 	double next = -1;
 	bool isnull;
 
-	WorkerBeginTransaction("aimroute: looking for due messages");
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'aimroute'", true, 1) !=
-		SPI_OK_SELECT)
-		elog(ERROR, "delivery worker: could not read pg_extension");
-	*missing = SPI_processed == 0;
+	*missing = !WorkerBeginTransaction("aimroute: looking for due messages");
 	if (!*missing)
 	{
 		if (SPI_execute("SELECT aimroute.queue_daily_recap()", false, 1) != SPI_OK_SELECT)

@@ -87,14 +87,20 @@ RerouteWorkerInit(void)
 /*
  * RunStatement runs one statement of the worker in a transaction of its
  * own and returns the first column of the first row as a double, or -1 when it is
- * NULL or there is no row.
+ * NULL or there is no row.  *missing tells whether the extension is not
+ * installed: then it runs nothing.
  */
 static double
-RunStatement(const char *activity, const char *sql)
+RunStatement(const char *activity, const char *sql, bool *missing)
 {
 	double value = -1;
 
-	WorkerBeginTransaction(activity);
+	*missing = !WorkerBeginTransaction(activity);
+	if (*missing)
+	{
+		WorkerCommitTransaction();
+		return value;
+	}
 	if (SPI_execute(sql, false, 1) < 0)
 		elog(ERROR, "re-route worker: could not run \"%s\"", sql);
 	if (SPI_processed > 0)
@@ -119,16 +125,12 @@ RunOnce(bool *missing)
 	long naptime_ms = reroute_naptime * 1000L;
 	double next;
 
-	*missing = RunStatement(
-				   "aimroute: looking for the extension",
-				   "SELECT 1::float8 FROM pg_catalog.pg_extension WHERE extname = 'aimroute'") < 0;
+	while (RunStatement("aimroute: re-routing overdue leads",
+						"SELECT aimroute.reroute_overdue(" CppAsString2(BATCH_SIZE) ")::float8",
+						missing) >= BATCH_SIZE)
+		CHECK_FOR_INTERRUPTS();
 	if (*missing)
 		return naptime_ms;
-
-	while (RunStatement("aimroute: re-routing overdue leads",
-						"SELECT aimroute.reroute_overdue(" CppAsString2(BATCH_SIZE) ")::float8") >=
-		   BATCH_SIZE)
-		CHECK_FOR_INTERRUPTS();
 
 	/*
 	 * Milliseconds to the earliest deadline: 0 when it passed already, -1
@@ -140,7 +142,8 @@ RunOnce(bool *missing)
 					 "SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
 					 " greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())"
 					 "::float8 * 1000) END"
-					 " FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL");
+					 " FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL",
+					 missing);
 	if (next < 0 || next > naptime_ms)
 		return naptime_ms;
 	/*

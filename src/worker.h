@@ -5,7 +5,7 @@
 #ifndef AIMROUTE_WORKER_H
 #define AIMROUTE_WORKER_H
 
-extern void WorkerBeginTransaction(const char *activity);
+extern bool WorkerBeginTransaction(const char *activity);
 extern void WorkerCommitTransaction(void);
 extern bool WorkerServesThisDatabase(void);
 
