@@ -230,6 +230,10 @@ ALTER FUNCTION aimroute.open_view_link(text) SECURITY DEFINER;
 -- The move trigger writes lead_history and queues the new dealer's notice
 -- for whoever moved the lead within its rights.
 ALTER FUNCTION aimroute.leads_record_history() SECURITY DEFINER;
--- Queueing a lead's notice: only to the dealer holding it (checked in C),
--- so a caller can at most send a lead again to its own dealer.
-ALTER FUNCTION aimroute.queue_lead_delivery(bigint, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+-- Not SECURITY DEFINER, though it writes what dealer users may not:
+-- aimroute.queue_lead_delivery (C) reads the lead with the caller's rights,
+-- so it queues only a lead the caller can see, and only to the dealer
+-- holding it, then queues as the extension's owner (src/owner.c).  Its
+-- search_path is pinned, as a SECURITY DEFINER function's is: the
+-- statement it runs as the owner must not find a caller's operators.
+ALTER FUNCTION aimroute.queue_lead_delivery(bigint, text, text) SET search_path = pg_catalog, pg_temp;

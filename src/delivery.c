@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 
 #include "delivery.h"
+#include "owner.h"
 
 /*
  * The notice, and its messages: an email per 'Leads: Emails To' or CC
@@ -107,8 +108,9 @@ QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
 
 /*
  * CheckLeadHolder refuses to queue a lead's notice to any dealer but the
- * one holding the lead: the SQL function runs with its owner's rights, so
- * this is what keeps a caller from sending a lead to another dealer.
+ * one holding the lead, and a lead the caller cannot see: it reads the
+ * lead with the caller's rights, under row-level security, so a dealer
+ * user can queue only its own dealers' leads, and only to them.
  */
 static void
 CheckLeadHolder(int64 lead_id, const char *dealer_number)
@@ -132,7 +134,9 @@ CheckLeadHolder(int64 lead_id, const char *dealer_number)
 		holder = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (holder == NULL)
 		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
-						errmsg("lead " INT64_FORMAT " does not exist", lead_id)));
+						errmsg("lead " INT64_FORMAT " does not exist", lead_id),
+						errhint("A lead of a dealer outside the caller's scope is not seen "
+								"(aimroute.user_scopes).")));
 	if (strcmp(holder, dealer_number) != 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("lead " INT64_FORMAT " is held by dealer %s, not %s", lead_id,
@@ -143,20 +147,30 @@ CheckLeadHolder(int64 lead_id, const char *dealer_number)
 
 /*
  * aimroute_queue_lead_delivery is the SQL function
- * aimroute.queue_lead_delivery(lead_id, dealer_number, event).
+ * aimroute.queue_lead_delivery(lead_id, dealer_number, event).  The lead is
+ * checked with the caller's rights; the notice and its messages, which a
+ * dealer user may not write, are queued as the extension's owner.
  */
 Datum
 aimroute_queue_lead_delivery(PG_FUNCTION_ARGS)
 {
-	int64 lead_id = PG_GETARG_INT64(0);
-	char *dealer_number = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char *event = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int64 lead_id;
+	char *dealer_number;
+	char *event;
+	OwnerSwitch owner;
 	int64 id;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	lead_id = PG_GETARG_INT64(0);
+	dealer_number = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	event = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	CheckLeadHolder(lead_id, dealer_number);
+	BecomeExtensionOwner(&owner);
 	id = QueueLeadDelivery(lead_id, dealer_number, event);
+	RestoreCaller(&owner);
 	SPI_finish();
 	PG_RETURN_INT64(id);
 }

@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(46);
+SELECT plan(47);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -93,8 +93,10 @@ SELECT throws_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads 
 SELECT throws_ok(format('SELECT aimroute.send_lead(%s)', pg_temp.id('two')),
                  'P0002', NULL, 'send_lead of another dealer''s lead: no such lead');
 SELECT is(send_lead((SELECT lead_id FROM leads WHERE comment = 'one')), 1, 'send_lead of its own lead');
-SELECT throws_ok(format('SELECT aimroute.queue_lead_delivery(%s, ''SEC-1'', ''x'')', pg_temp.id('two')),
-                 '22023', NULL, 'a lead cannot be queued to a dealer that does not hold it');
+SELECT throws_ok(format('SELECT aimroute.queue_lead_delivery(%s, ''SEC-2'', ''x'')', pg_temp.id('one')),
+                 '22023', NULL, 'its lead cannot be queued to a dealer that does not hold it');
+SELECT throws_ok(format('SELECT aimroute.queue_lead_delivery(%s, ''SEC-2'', ''x'')', pg_temp.id('two')),
+                 'P0002', NULL, 'another dealer''s lead cannot be queued, not even to the dealer holding it');
 SELECT throws_ok(format('SELECT aimroute.set_delivery_status_active(%s)', pg_temp.id('sales@two.example')),
                  'P0002', NULL, 'set_delivery_status_active of another dealer''s contact: no such contact');
 SELECT throws_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email) VALUES ('SEC-2', 'x@two.example')$$,
