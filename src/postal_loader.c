@@ -92,7 +92,8 @@ typedef struct SeenEntry
 	int64 line_number;
 } SeenEntry;
 
-static void CheckReadPermission(void);
+static char *BundledPath(void);
+static void CheckReadPermission(const char *path);
 static int64 StartLoad(const char *path, const char *format);
 static void FinishLoad(LoaderState *state);
 static void PrepareLoaderPlans(LoaderState *state);
@@ -121,27 +122,40 @@ PG_FUNCTION_INFO_V1(aimroute_bundled_postal_codes_path);
 Datum
 aimroute_bundled_postal_codes_path(PG_FUNCTION_ARGS)
 {
+	PG_RETURN_TEXT_P(cstring_to_text(BundledPath()));
+}
+
+/*
+ * BundledPath returns the path of the postal-code file shipped with
+ * aimroute.
+ */
+static char *
+BundledPath(void)
+{
 	char sharepath[MAXPGPATH];
 
 	get_share_path(my_exec_path, sharepath);
-	PG_RETURN_TEXT_P(
-		cstring_to_text(psprintf("%s/extension/%s", sharepath, "aimroute_postal_codes.tsv.gz")));
+	return psprintf("%s/extension/%s", sharepath, "aimroute_postal_codes.tsv.gz");
 }
 
 /*
  * CheckReadPermission refuses callers that may not read server files, as
- * COPY FROM a file does.
+ * COPY FROM a file does, unless the file is the one shipped with aimroute:
+ * its public data is what a non-superuser owner of aimroute loads.
  */
 static void
-CheckReadPermission(void)
+CheckReadPermission(const char *path)
 {
+	if (strcmp(path, BundledPath()) == 0)
+		return;
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
 		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						errmsg("permission denied to load postal codes from a server file"),
 						errdetail("Only superusers and roles with privileges of the "
 								  "\"pg_read_server_files\" role may read files on the server."),
 						errhint("GRANT pg_read_server_files TO the loading role, or have a "
-								"superuser run the load.")));
+								"superuser run the load.  The file shipped with aimroute, "
+								"aimroute.bundled_postal_codes_path(), needs neither.")));
 }
 
 /*
@@ -650,7 +664,7 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 	volatile gzFile cleanup;
 	const char *shown;
 
-	CheckReadPermission();
+	CheckReadPermission(path);
 	if (pg_strcasecmp(format, "geonames") != 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("unsupported postal-code file format \"%s\"", format),
