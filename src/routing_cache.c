@@ -82,6 +82,7 @@ static void LoadTerritories(RoutingCache *c);
 static void BuildGroups(RoutingCache *c);
 static void BuildTrees(RoutingCache *c);
 static void KdBuild(KdTree *t, int lo, int hi);
+static inline bool TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer);
 static void KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
 					  const CandidateFilter *f, int *best, double *best_d2);
 static void KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCache *c,
@@ -997,7 +998,7 @@ KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
 		double diff = q[t->dim[mid]] - t->pt[mid][t->dim[mid]];
 		double d2 = Distance2(q, t->pt[mid]);
 
-		if (d2 < *best_d2 && RoutingCacheAccepts(c, f, t->dealer[mid]))
+		if (d2 < *best_d2 && TreeAccepts(c, f, t->dealer[mid]))
 		{
 			*best = t->dealer[mid];
 			*best_d2 = d2;
@@ -1021,6 +1022,34 @@ KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
 }
 
 /*
+ * TreeAccepts is RoutingCacheAccepts for a node of the tree of the filter's
+ * country and brand, which holds only active dealers of that country that
+ * sell that brand (BuildTrees): what is left to check is the rest of the
+ * filter, and usually there is none.  The tree searches call it at every
+ * node nearer than the best so far.
+ */
+static inline bool
+TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
+{
+	const CachedDealer *d;
+
+	if (f->nexcluded == 0 && f->product == FILTER_ANY && f->stock == FILTER_ANY && f->group == NULL)
+		return true;
+	d = &c->dealers[dealer];
+	for (int i = 0; i < f->nexcluded; i++)
+		if (f->excluded[i] == dealer)
+			return false;
+	if (f->product != FILTER_ANY &&
+		(f->product < 0 || !Contains(d->products, d->nproducts, f->product)))
+		return false;
+	if (f->stock != FILTER_ANY && (f->stock < 0 || !Contains(d->stock, d->nstock, f->stock)))
+		return false;
+	if (f->group && (d->group == NULL || strcmp(d->group, f->group) != 0))
+		return false;
+	return true;
+}
+
+/*
  * KdRange lists the accepted nodes within squared chord r2 of q.
  */
 static void
@@ -1032,7 +1061,7 @@ KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCa
 		int mid = lo + (hi - lo) / 2;
 		double diff = q[t->dim[mid]] - t->pt[mid][t->dim[mid]];
 
-		if (Distance2(q, t->pt[mid]) <= r2 && RoutingCacheAccepts(c, f, t->dealer[mid]))
+		if (Distance2(q, t->pt[mid]) <= r2 && TreeAccepts(c, f, t->dealer[mid]))
 			*found = lappend_int(*found, t->dealer[mid]);
 		if (diff <= 0 || diff * diff <= r2)
 			KdRange(t, lo, mid, q, r2, c, f, found);
