@@ -83,6 +83,7 @@ static void BuildGroups(RoutingCache *c);
 static void BuildTrees(RoutingCache *c);
 static void KdBuild(KdTree *t, int lo, int hi);
 static inline bool TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer);
+static bool PassesRest(RoutingCache *c, const CandidateFilter *f, int dealer);
 static void KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
 					  const CandidateFilter *f, int *best, double *best_d2);
 static void KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCache *c,
@@ -1031,22 +1032,9 @@ KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
 static inline bool
 TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
 {
-	const CachedDealer *d;
-
 	if (f->nexcluded == 0 && f->product == FILTER_ANY && f->stock == FILTER_ANY && f->group == NULL)
 		return true;
-	d = &c->dealers[dealer];
-	for (int i = 0; i < f->nexcluded; i++)
-		if (f->excluded[i] == dealer)
-			return false;
-	if (f->product != FILTER_ANY &&
-		(f->product < 0 || !Contains(d->products, d->nproducts, f->product)))
-		return false;
-	if (f->stock != FILTER_ANY && (f->stock < 0 || !Contains(d->stock, d->nstock, f->stock)))
-		return false;
-	if (f->group && (d->group == NULL || strcmp(d->group, f->group) != 0))
-		return false;
-	return true;
+	return PassesRest(c, f, dealer);
 }
 
 /*
@@ -1224,6 +1212,18 @@ RoutingCacheAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
 		return false;
 	if (f->country && strcmp(d->country, f->country) != 0)
 		return false;
+	return PassesRest(c, f, dealer);
+}
+
+/*
+ * PassesRest tells whether a dealer passes the filter's exclusions,
+ * product, stock and group: all of it but activity, brand and country.
+ */
+static bool
+PassesRest(RoutingCache *c, const CandidateFilter *f, int dealer)
+{
+	const CachedDealer *d = &c->dealers[dealer];
+
 	for (int i = 0; i < f->nexcluded; i++)
 		if (f->excluded[i] == dealer)
 			return false;
