@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(47);
+SELECT plan(49);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -142,6 +142,14 @@ SELECT is((SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
             WHERE p.prosecdef
               AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')),
           NULL, 'every SECURITY DEFINER function pins its search_path');
+-- So does queue_lead_delivery, which queues as the extension's owner.
+SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'aimroute.queue_lead_delivery(bigint, text, text)'::regprocedure),
+          '{"search_path=pg_catalog, pg_temp"}'::text[], 'queue_lead_delivery, which switches to the owner, pins it too');
+SELECT is((SELECT count(*) FROM pg_proc p
+            JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'aimroute'
+           WHERE p.prosecdef AND p.proowner <> e.extowner),
+          0::bigint, 'every SECURITY DEFINER function runs as the extension''s owner');
 
 SELECT * FROM finish();
 ROLLBACK;
