@@ -6,7 +6,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(81);
+SELECT plan(83);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -238,6 +238,26 @@ SELECT is((SELECT string_agg(method || '=' || outcome, ' ' ORDER BY message_id) 
             WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'h') AND contact_id =
                   (SELECT contact_id FROM dealer_contacts WHERE email = 'sales@a.example')),
           'email=Suppressed mobile=Delivered', 'the bounced contact''s email is suppressed, its push is sent');
+
+-- A message cut short by a crash, then not sent again because a newer
+-- notice replaced it: its record says the first attempt may have arrived.
+SELECT pg_temp.lead('crash', '49757');
+UPDATE outbox SET due_at = clock_timestamp() WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'crash');
+CREATE TEMP TABLE ijobs AS
+    SELECT j.message_id FROM delivery_claim(1000, '5 minutes') j JOIN outbox o USING (message_id)
+     WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'crash');
+UPDATE outbox SET due_at = clock_timestamp() - interval '1 second' WHERE message_id IN (SELECT message_id FROM ijobs);
+SELECT send_lead((SELECT lead_id FROM leads WHERE comment = 'crash'));
+CREATE TEMP TABLE ijobs2 AS SELECT message_id FROM delivery_claim(1000, '5 minutes');
+SELECT is((SELECT count(*) FROM outbox WHERE message_id IN (SELECT message_id FROM ijobs)
+            AND outcome = 'Cancelled'
+            AND last_response LIKE 'not sent: notice % sent the lead to the dealer again (an earlier attempt was interrupted and may have reached the receiver)'),
+          (SELECT count(*) FROM ijobs),
+          'a crashed message cancelled by a newer notice says its attempt may have reached the receiver');
+SELECT is((SELECT string_agg(outcome, ',' ORDER BY attempt_id) FROM delivery_attempt_log
+            WHERE message_id = (SELECT min(message_id) FROM ijobs)),
+          'Interrupted,Cancelled', 'its attempts: Interrupted, then Cancelled');
+UPDATE outbox SET status = 'cancelled' WHERE message_id IN (SELECT message_id FROM ijobs2) AND status = 'sending';
 
 -- send_lead supersedes the retries of the dealer's earlier notice.
 SELECT pg_temp.lead('i', '49757');
