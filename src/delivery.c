@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 
 #include "delivery.h"
+#include "kept_plan.h"
 #include "owner.h"
 
 /*
@@ -67,6 +68,7 @@ static const char *const queue_sql =
 	" SELECT notification_id FROM n";
 
 static SPIPlanPtr queue_plan = NULL;
+static Oid queue_types[3] = { INT8OID, TEXTOID, TEXTOID };
 
 static void CheckLeadHolder(int64 lead_id, const char *dealer_number);
 
@@ -85,21 +87,12 @@ QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
 	bool isnull;
 	Datum id;
 
-	if (queue_plan == NULL)
-	{
-		Oid types[3] = { INT8OID, TEXTOID, TEXTOID };
-		SPIPlanPtr plan = SPI_prepare_cursor(queue_sql, 3, types, CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the delivery queue statement: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		queue_plan = plan;
-	}
 	args[0] = Int64GetDatum(lead_id);
 	args[1] = CStringGetTextDatum(dealer_number);
 	args[2] = CStringGetTextDatum(event);
-	if (SPI_execute_plan(queue_plan, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_plan(KeptPlan(&queue_plan, queue_sql, 3, queue_types, CURSOR_OPT_GENERIC_PLAN),
+						 args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
 		elog(ERROR, "could not queue the delivery of lead " INT64_FORMAT, lead_id);
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	DeliveryWakeWorkerAtCommit();
@@ -116,21 +109,15 @@ static void
 CheckLeadHolder(int64 lead_id, const char *dealer_number)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid type = INT8OID;
 	Datum arg = Int64GetDatum(lead_id);
 	char *holder = NULL;
 
-	if (plan == NULL)
-	{
-		Oid type = INT8OID;
-		SPIPlanPtr p =
-			SPI_prepare("SELECT dealer_number FROM aimroute.leads WHERE lead_id = $1", 1, &type);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
-	if (SPI_execute_plan(plan, &arg, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	if (SPI_execute_plan(KeptPlan(&plan,
+								  "SELECT dealer_number FROM aimroute.leads WHERE lead_id = $1", 1,
+								  &type, 0),
+						 &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
 		holder = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (holder == NULL)
 		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),

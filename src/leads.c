@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "delivery.h"
+#include "kept_plan.h"
 #include "routing.h"
 
 #define METERS_PER_MILE 1609.344
@@ -222,24 +223,18 @@ static char *
 DealerName(const char *dealer_number)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid argtype = TEXTOID;
 	MemoryContext caller = CurrentMemoryContext;
 	Datum arg = CStringGetTextDatum(dealer_number);
 	char *name = NULL;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		Oid argtype = TEXTOID;
-		SPIPlanPtr p =
-			SPI_prepare("SELECT name FROM aimroute.dealers WHERE dealer_number = $1", 1, &argtype);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
-	if (SPI_execute_plan(plan, &arg, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	if (SPI_execute_plan(KeptPlan(&plan,
+								  "SELECT name FROM aimroute.dealers WHERE dealer_number = $1", 1,
+								  &argtype, 0),
+						 &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
 	{
 		bool isnull;
 		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -17,12 +17,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "parser/scansup.h"
 #include "utils/builtins.h"
 
 #include "country.h"
+#include "kept_plan.h"
 #include "postal.h"
 
 static bool AllDigits(const char *s, int n);
@@ -152,27 +154,19 @@ static bool
 PostalCodeKnown(const char *country, const char *code)
 {
 	static SPIPlanPtr plan = NULL;
+	Oid types[2] = { TEXTOID, TEXTOID };
 	Datum values[2];
 	bool found;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		Oid types[2] = { TEXTOID, TEXTOID };
-		SPIPlanPtr p;
-
-		p = SPI_prepare("SELECT 1 FROM aimroute.postal_codes"
-						" WHERE country = $1 AND postal_code = $2",
-						2, types);
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
-	}
 	values[0] = CStringGetTextDatum(country);
 	values[1] = CStringGetTextDatum(code);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(KeptPlan(&plan,
+								  "SELECT 1 FROM aimroute.postal_codes"
+								  " WHERE country = $1 AND postal_code = $2",
+								  2, types, 0),
+						 values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "postal code lookup failed");
 	found = SPI_processed > 0;
 	SPI_finish();

@@ -666,6 +666,12 @@ SPI_prepare(const char *src, int nargs, Oid *argtypes)
 	return p;
 }
 
+SPIPlanPtr
+SPI_prepare_cursor(const char *src, int nargs, Oid *argtypes, int cursorOptions)
+{
+	return SPI_prepare(src, nargs, argtypes);
+}
+
 int
 SPI_keepplan(SPIPlanPtr plan)
 {
