@@ -10,6 +10,7 @@ MODULE_big = aimroute
 OBJS = \
 	src/adf.o \
 	src/aimroute.o \
+	src/catalog.o \
 	src/country.o \
 	src/delivery.o \
 	src/delivery_worker.o \

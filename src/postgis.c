@@ -8,19 +8,14 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "catalog/indexing.h"
-#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
+#include "catalog.h"
 #include "postgis.h"
 
 /*
@@ -36,10 +31,7 @@ const char *
 PostgisSchema(void)
 {
 	Oid ext = get_extension_oid("postgis", true);
-	Relation rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple tuple;
+	Oid owner;
 	Oid nsp = InvalidOid;
 	char *name;
 
@@ -51,15 +43,8 @@ PostgisSchema(void)
 	if (ext == cached_ext)
 		return cached_schema;
 
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(ext));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-
+	if (!ExtensionRow("postgis", &ext, &owner, &nsp))
+		nsp = InvalidOid;
 	name = OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
 	if (name == NULL)
 		elog(ERROR, "could not find the schema of extension \"postgis\"");
