@@ -576,6 +576,12 @@ RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- A message not sent after all, though an attempt a crash cut short
+    -- may have reached the receiver: say so.
+    IF EXISTS (SELECT FROM aimroute.delivery_attempt_log a
+                WHERE a.message_id = m.message_id AND a.outcome = 'Interrupted') THEN
+        p_why := p_why || ' (an earlier attempt was interrupted and may have reached the receiver)';
+    END IF;
     UPDATE aimroute.outbox o
        SET status = CASE WHEN p_outcome = 'Cancelled' THEN 'cancelled' ELSE 'failed' END,
            outcome = p_outcome, last_response = p_why, finished_at = clock_timestamp(),
@@ -614,7 +620,6 @@ DECLARE
     newer bigint;
     domain text;
     err text;
-    after_crash text;
 BEGIN
     SELECT * INTO s FROM aimroute.settings;
     domain := split_part(s.smtp_from, '@', 2);
@@ -624,10 +629,6 @@ BEGIN
               LIMIT max_messages
               FOR UPDATE SKIP LOCKED
     LOOP
-        -- Not sent again after all: say that the interrupted attempt may
-        -- have reached the receiver.
-        after_crash := CASE WHEN m.status = 'sending'
-                            THEN ' (an earlier attempt was interrupted and may have reached the receiver)' ELSE '' END;
         IF m.status = 'sending' THEN
             INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
             VALUES (m.message_id, m.attempts, 'Interrupted',
@@ -642,7 +643,7 @@ BEGIN
                 SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
                 PERFORM aimroute.delivery_fail(m, 'Cancelled',
                     CASE WHEN holder IS NULL THEN 'not sent: the lead does not exist (deleted, or its INSERT skipped by another trigger)'
-                         ELSE format('not sent: the lead went to dealer %s first', holder) END || after_crash);
+                         ELSE format('not sent: the lead went to dealer %s first', holder) END);
                 CONTINUE;
             END IF;
             SELECT x.notification_id INTO newer FROM aimroute.lead_notifications x
@@ -650,7 +651,7 @@ BEGIN
              ORDER BY x.notification_id DESC LIMIT 1;
             IF FOUND THEN
                 PERFORM aimroute.delivery_fail(m, 'Cancelled',
-                    format('not sent: notice %s sent the lead to the dealer again', newer) || after_crash);
+                    format('not sent: notice %s sent the lead to the dealer again', newer));
                 CONTINUE;
             END IF;
         END IF;
@@ -659,17 +660,17 @@ BEGIN
         IF m.contact_id IS NOT NULL THEN
             SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
             IF NOT FOUND THEN
-                PERFORM aimroute.delivery_fail(m, 'Cancelled', format('not sent: contact %s was deleted', m.contact_id) || after_crash);
+                PERFORM aimroute.delivery_fail(m, 'Cancelled', format('not sent: contact %s was deleted', m.contact_id));
                 CONTINUE;
             END IF;
             IF m.method = 'email' AND contact_status <> 'Active' THEN
                 PERFORM aimroute.delivery_fail(m, 'Suppressed',
-                    format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status) || after_crash);
+                    format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status));
                 CONTINUE;
             END IF;
         END IF;
         IF m.method = 'mobile' AND s.push_gateway_url IS NULL THEN
-            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: no push gateway is configured (settings.push_gateway_url)' || after_crash);
+            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: no push gateway is configured (settings.push_gateway_url)');
             CONTINUE;
         END IF;
 
@@ -684,7 +685,7 @@ BEGIN
             j := aimroute.delivery_render(m, s);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
-            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: the message could not be rendered: ' || err || after_crash);
+            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: the message could not be rendered: ' || err);
             CONTINUE;
         END;
         RETURN NEXT j;
