@@ -72,7 +72,8 @@ BEGIN
     END IF;
     IF NEW.email IS NULL AND NEW.mobile IS NULL THEN
         RAISE EXCEPTION 'a contact of dealer % needs an email address or a mobile number', NEW.dealer_number
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Give email (for Leads and notices), mobile (for push), or both.';
     END IF;
     SELECT array_agg(DISTINCT t ORDER BY t) INTO NEW.contact_types FROM unnest(NEW.contact_types) AS t;
     RETURN NEW;
@@ -937,7 +938,8 @@ BEGIN
     END IF;
     IF email IS NULL OR btrim(email) = '' THEN
         RAISE EXCEPTION 'record_bounce needs the email address that bounced'
-            USING ERRCODE = 'null_value_not_allowed';
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the recipient address the mail provider reported, such as sales@dealer.example.com.';
     END IF;
     UPDATE aimroute.dealer_contacts c SET delivery_status = v_status
      WHERE lower(c.email) = lower(btrim(record_bounce.email))
