@@ -18,11 +18,12 @@
 --
 DO $owner$
 DECLARE
-    ext oid := (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'aimroute');
-    owner_name name := (SELECT pg_catalog.pg_get_userbyid(e.extowner)
-                          FROM pg_catalog.pg_extension e WHERE e.extname = 'aimroute');
+    ext oid;
+    owner_name name;
     obj record;
 BEGIN
+    SELECT e.oid, pg_catalog.pg_get_userbyid(e.extowner) INTO ext, owner_name
+      FROM pg_catalog.pg_extension e WHERE e.extname = 'aimroute';
     -- CREATE EXTENSION made the schema for its caller, unless it existed.
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA aimroute TO %I', owner_name);
 
