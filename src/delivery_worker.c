@@ -95,7 +95,6 @@ static int delivery_naptime = 10;
 static int delivery_batch_size = 50;
 static int delivery_timeout = 30;
 static int delivery_lease = 300;
-static bool worker_registered = false;
 static DeliveryShared *delivery_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -127,8 +126,6 @@ PG_FUNCTION_INFO_V1(aimroute_delivery_worker_running);
 void
 DeliveryWorkerInit(void)
 {
-	BackgroundWorker worker;
-
 	DefineCustomIntVariable(
 		"aimroute.delivery_naptime", "Longest sleep of the delivery worker between rounds.",
 		"It also wakes when a message falls due and when a lead is queued.", &delivery_naptime, 10,
@@ -154,16 +151,7 @@ DeliveryWorkerInit(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = DeliveryShmemStartup;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 10;
-	strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "aimroute_delivery_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "aimroute delivery worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "aimroute delivery worker", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-	worker_registered = true;
+	WorkerRegister("aimroute_delivery_worker_main", "aimroute delivery worker");
 }
 
 /*
@@ -757,5 +745,5 @@ aimroute_delivery_worker_main(Datum arg)
 Datum
 aimroute_delivery_worker_running(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(worker_registered && WorkerServesThisDatabase());
+	PG_RETURN_BOOL(WorkersRunHere());
 }

@@ -45,7 +45,6 @@ PGDLLEXPORT void aimroute_reroute_worker_main(Datum arg);
 
 char *aimroute_worker_database = NULL;
 static int reroute_naptime = 60;
-static bool worker_registered = false;
 
 PG_FUNCTION_INFO_V1(aimroute_reroute_worker_running);
 
@@ -56,8 +55,6 @@ PG_FUNCTION_INFO_V1(aimroute_reroute_worker_running);
 void
 RerouteWorkerInit(void)
 {
-	BackgroundWorker worker;
-
 	DefineCustomIntVariable(
 		"aimroute.reroute_naptime", "Longest sleep of the re-route worker between checks.",
 		"It also wakes at the earliest deadline.  At most a minute, the shortest reroute_after, "
@@ -72,16 +69,7 @@ RerouteWorkerInit(void)
 		"The database where CREATE EXTENSION aimroute was run.", &aimroute_worker_database,
 		"postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 10;
-	strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "aimroute_reroute_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "aimroute re-route worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "aimroute re-route worker", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-	worker_registered = true;
+	WorkerRegister("aimroute_reroute_worker_main", "aimroute re-route worker");
 }
 
 /*
@@ -208,5 +196,5 @@ aimroute_reroute_worker_main(Datum arg)
 Datum
 aimroute_reroute_worker_running(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(worker_registered && WorkerServesThisDatabase());
+	PG_RETURN_BOOL(WorkersRunHere());
 }

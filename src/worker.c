@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "utils/snapmgr.h"
@@ -61,16 +62,43 @@ WorkerCommitTransaction(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+static bool workers_registered = false;
+
 /*
- * WorkerServesThisDatabase tells whether the workers, when registered, run
- * in the current database (aimroute.database): in any other, nothing
- * re-routes or sends its leads.
+ * WorkerRegister registers one of aimroute's background workers (the
+ * library is being preloaded): connected to aimroute.database, started once
+ * recovery is over, restarted ten seconds after it stops.
+ */
+void
+WorkerRegister(const char *function, const char *name)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 10;
+	strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+	workers_registered = true;
+}
+
+/*
+ * WorkersRunHere tells whether this server registered the workers (the
+ * library is in shared_preload_libraries) and they run in the current
+ * database (aimroute.database): in any other, nothing re-routes or sends
+ * its leads.
  */
 bool
-WorkerServesThisDatabase(void)
+WorkersRunHere(void)
 {
-	char *name = get_database_name(MyDatabaseId);
+	char *name;
 
-	return aimroute_worker_database != NULL && name != NULL &&
-		   strcmp(name, aimroute_worker_database) == 0;
+	if (!workers_registered || aimroute_worker_database == NULL)
+		return false;
+	name = get_database_name(MyDatabaseId);
+	return name != NULL && strcmp(name, aimroute_worker_database) == 0;
 }

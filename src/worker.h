@@ -7,6 +7,7 @@
 
 extern bool WorkerBeginTransaction(const char *activity);
 extern void WorkerCommitTransaction(void);
-extern bool WorkerServesThisDatabase(void);
+extern void WorkerRegister(const char *function, const char *name);
+extern bool WorkersRunHere(void);
 
 #endif /* AIMROUTE_WORKER_H */
