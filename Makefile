@@ -2,6 +2,9 @@
 #
 # The version lives in aimroute.control (default_version); the install script
 # aimroute--$(EXTVERSION).sql is concatenated from schema/*.sql in name order.
+# Released versions are installed too: releases/ keeps each released install
+# script exactly as it shipped, and sql/upgrade/ the scripts that take one
+# version to the next (docs/upgrading.md).
 
 EXTENSION = aimroute
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
@@ -27,7 +30,8 @@ OBJS = \
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
-DATA = $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql) data/aimroute_postal_codes.tsv.gz
+DATA = $(wildcard releases/$(EXTENSION)--*.sql) $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql) \
+	data/aimroute_postal_codes.tsv.gz
 DOCS = README.md
 
 SHLIB_LINK = -lz -lcurl
