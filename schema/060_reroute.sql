@@ -101,10 +101,7 @@ BEGIN
                   || ' ' || s.timezone);
     IF lead.reroute_count >= s.reroute_max_dealers THEN
         PERFORM aimroute.move_lead(lead.lead_id, s.default_dealer_number, 'Default',
-            (SELECT aimroute.st_distance(dl.location, p.centroid) / 1609.344
-               FROM aimroute.dealers dl, aimroute.postal_codes p
-              WHERE dl.dealer_number = s.default_dealer_number
-                AND p.country = lead.country AND p.postal_code = lead.postal_code),
+            aimroute.dealer_distance_miles(lead.country, lead.postal_code, s.default_dealer_number),
             'Re-Route', format('%s; re-routed %s times already (reroute_max_dealers %s): default dealer',
                                why, lead.reroute_count, s.reroute_max_dealers));
     ELSE
