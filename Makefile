@@ -50,6 +50,8 @@ include $(PGXS)
 # PGXS does not track header dependencies: a changed struct in a header
 # must rebuild every object, or objects disagree on its layout.
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+# The library's version comes from the control file (AIMROUTE_VERSION).
+src/aimroute.o: $(EXTENSION).control
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_FILES) $(EXTENSION).control
 	{ printf '%s\n' "-- aimroute $(EXTVERSION): generated from schema/*.sql by make; do not edit." \

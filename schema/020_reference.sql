@@ -118,6 +118,13 @@ BEGIN
     moved := TG_OP = 'INSERT'
              OR NEW.country IS DISTINCT FROM OLD.country
              OR NEW.postal_code IS DISTINCT FROM OLD.postal_code;
+    IF TG_OP = 'UPDATE' AND NEW.country IS DISTINCT FROM OLD.country
+       AND EXISTS (SELECT FROM aimroute.territories t
+                    WHERE t.dealer_number = OLD.dealer_number AND t.country <> NEW.country) THEN
+        RAISE WARNING 'dealer % moves to %, but holds territories in other countries: they route no lead while it is there',
+            NEW.dealer_number, NEW.country
+            USING HINT = 'A territory never crosses a country line. Give those territories to a dealer of their country.';
+    END IF;
     IF moved THEN
         SELECT * INTO pc FROM aimroute.postal_codes p
          WHERE p.country = NEW.country AND p.postal_code = NEW.postal_code;
@@ -201,8 +208,9 @@ COMMENT ON COLUMN aimroute.territories.code IS 'postal: a normalized postal code
 
 --
 -- territories_normalize: stored form of each kind's code, the
--- one-holder-per-postal-code rule with an error that names the holder, and
--- notices for codes the postal-code table does not know.
+-- one-holder-per-postal-code rule with an error that names the holder, no
+-- territory across a country line (SPEC section 2, rule 4), and notices
+-- for codes the postal-code table does not know.
 --
 CREATE FUNCTION aimroute.territories_normalize() RETURNS trigger
     LANGUAGE plpgsql
@@ -211,6 +219,7 @@ AS $$
 DECLARE
     country_in text := NEW.country;
     code_in text := NEW.code;
+    dealer_country text;
     holder text;
     county_state text;
     county_name text;
@@ -227,6 +236,13 @@ BEGIN
         RAISE EXCEPTION 'unknown country "%" for a territory of dealer %', country_in, NEW.dealer_number
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
+    END IF;
+    SELECT d.country INTO dealer_country FROM aimroute.dealers d WHERE d.dealer_number = NEW.dealer_number;
+    IF dealer_country IS DISTINCT FROM NEW.country AND dealer_country IS NOT NULL THEN
+        RAISE EXCEPTION 'a territory in % cannot be given to dealer %, which is in %', NEW.country, NEW.dealer_number, dealer_country
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The territory: %s %s %s.', NEW.kind, NEW.country, coalesce(NEW.code, '')),
+                  HINT = format('A territory never crosses a country line: give it to a dealer in %s.', NEW.country);
     END IF;
 
     IF NEW.kind = 'country' THEN

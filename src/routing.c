@@ -4,8 +4,8 @@
  *
  * RouteLead applies the rules in order (SPEC section 2):
  *
- *	1. Pre-assigned: the lead names an existing, active dealer selling its
- *	   brand.
+ *	1. Pre-assigned: the lead names an existing dealer, active or not,
+ *	   selling its brand or not (the explanation says which).
  *	2. Dealer Group: the closest dealer of the lead's group in its country.
  *	3. Inventory: the closest dealer in the country, within the radius, with
  *	   the lead's product in stock (when inventory routing is on).
@@ -126,7 +126,8 @@ static double GetFloat(int col);
 static void LoadSettings(Routing *r);
 static void LocateLead(Routing *r);
 static bool CheckBrand(Routing *r);
-static bool TryPreassigned(Routing *r);
+static bool TryPreassigned(Routing *r, bool brand_ok);
+static const char *PreassignedNote(Routing *r, bool active, bool sells, bool brand_ok);
 static bool TryDealerGroup(Routing *r);
 static bool TryInventory(Routing *r);
 static bool TryTerritory(Routing *r);
@@ -141,6 +142,7 @@ static bool NearestCached(Routing *r, const CandidateFilter *f, double limit_m, 
 						  char **best, double *best_m);
 static bool TerritoryCached(Routing *r);
 static bool TerritoryDecide(Routing *r, char *best, double best_m, uint64 n);
+static void ForeignHoldersStep(Routing *r, int foreign);
 static bool NearestByIndex(Routing *r, enum RoutingPlan which, Datum *values, const char *nulls,
 						   double limit_m, const char *rule, char **best, double *best_m);
 static char *MilesText(double m);
@@ -244,14 +246,15 @@ PreparePlans(void)
 				 " string_agg(t.kind || ' ' || t.code"
 				 "  || coalesce(' (brand ' || t.brand_code || ')', ''), ', '"
 				 "  ORDER BY CASE t.kind WHEN 'postal' THEN 1 WHEN 'county' THEN 2"
-				 "  WHEN 'state' THEN 3 ELSE 4 END, t.brand_code NULLS LAST)"
+				 "  WHEN 'state' THEN 3 ELSE 4 END, t.brand_code NULLS LAST),"
+				 " d.country = $2"
 				 " FROM aimroute.territories t JOIN aimroute.dealers d ON d.dealer_number = "
 				 "t.dealer_number"
 				 " WHERE t.country = $2"
 				 " AND ((t.kind = 'postal' AND t.code = $3) OR (t.kind = 'county' AND t.code = $4)"
 				 "  OR (t.kind = 'state' AND t.code = $5) OR t.kind = 'country')"
 				 " AND (t.brand_code IS NULL OR t.brand_code = $6) AND %s"
-				 " GROUP BY d.dealer_number, d.location"
+				 " GROUP BY d.dealer_number, d.location, d.country"
 				 " ORDER BY 2 NULLS LAST, d.dealer_number COLLATE \"C\"",
 				 gis, FILTER(6, 7, 8)),
 		8,
@@ -643,11 +646,12 @@ Better(double d1, const char *n1, double d2, const char *n2)
 }
 
 /*
- * TryPreassigned takes the dealer the lead arrived with, when it exists, is
- * active and sells the brand.
+ * TryPreassigned takes the dealer the lead arrived with whenever it exists,
+ * active or not, selling the lead's brand or not (SPEC section 2, rule 1);
+ * brand_ok tells whether the lead has a known brand.
  */
 static bool
-TryPreassigned(Routing *r)
+TryPreassigned(Routing *r, bool brand_ok)
 {
 	const char *dealer = r->request->dealer_number;
 	Datum values[3];
@@ -704,17 +708,36 @@ TryPreassigned(Routing *r)
 				dealer);
 		return false;
 	}
-	if (!active || !sells)
-	{
-		AddStep(r, "Pre-assigned", dealer, m,
-				"pre-assigned dealer %s %s: routed by the rules instead", dealer,
-				!active ? "is not active for sales" : "does not sell the lead's brand");
-		return false;
-	}
 	AddStep(r, "Pre-assigned", dealer, m,
-			"chosen: the lead arrived pre-assigned to dealer %s; every other step skipped", dealer);
+			"chosen: the lead arrived pre-assigned to dealer %s%s; every other step skipped",
+			dealer, PreassignedNote(r, active, sells, brand_ok));
 	Decide(r, MATCH_PREASSIGNED, dealer, m);
 	return true;
+}
+
+/*
+ * PreassignedNote says what a pre-assigned dealer lacks that the rules
+ * would ask of a candidate ("" when nothing): a pre-assigned lead keeps its
+ * dealer all the same (a historical import, a "Contact This Dealer" form).
+ */
+static const char *
+PreassignedNote(Routing *r, bool active, bool sells, bool brand_ok)
+{
+	const char *brand = r->request->brand_code;
+	const char *why;
+
+	if (!brand_ok)
+		why = (brand == NULL || brand[0] == '\0')
+				  ? "the lead has no brand"
+				  : psprintf("brand %s is not in aimroute.brands", brand);
+	else if (!sells)
+		why = psprintf("the dealer does not sell brand %s", brand);
+	else
+		why = NULL;
+	if (active && why == NULL)
+		return "";
+	return psprintf(" (kept although %s%s%s)", active ? "" : "the dealer is not active for sales",
+					!active && why ? " and " : "", why ? why : "");
 }
 
 /*
@@ -991,6 +1014,7 @@ TryTerritory(Routing *r)
 	char *best = NULL;
 	double best_m = NAN;
 	uint64 n;
+	int foreign = 0;
 
 	if (r->cache != NULL)
 		return TerritoryCached(r);
@@ -1014,8 +1038,8 @@ TryTerritory(Routing *r)
 		nulls[7] = 'n';
 	if (SPI_execute_plan(PlanFor(PLAN_TERRITORY), values, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "territory lookup failed");
-	n = SPI_processed;
-	for (uint64 i = 0; i < n; i++)
+	n = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple row = SPI_tuptable->vals[i];
 		TupleDesc desc = SPI_tuptable->tupdesc;
@@ -1025,7 +1049,12 @@ TryTerritory(Routing *r)
 		double m = null ? NAN : DatumGetFloat8(dm);
 		char *held = TextDatumGetCString(SPI_getbinval(row, desc, 3, &null));
 
-		if (i < LOG_CANDIDATES)
+		if (!DatumGetBool(SPI_getbinval(row, desc, 4, &null)))
+		{
+			foreign++;
+			continue;
+		}
+		if (n++ < LOG_CANDIDATES)
 			AddStep(r, "Territory", dealer, m, "candidate: holds %s", held);
 		if (Better(m, dealer, best_m, best))
 		{
@@ -1035,7 +1064,23 @@ TryTerritory(Routing *r)
 	}
 	if (n > LOG_CANDIDATES)
 		AddStep(r, "Territory", NULL, NAN, "%d more territory holders", (int) (n - LOG_CANDIDATES));
+	ForeignHoldersStep(r, foreign);
 	return TerritoryDecide(r, best, best_m, n);
+}
+
+/*
+ * ForeignHoldersStep explains holders left out because the dealer is not
+ * in the lead's country: a territory never crosses a country line, even
+ * when its dealer moved to another country after the territory was made.
+ */
+static void
+ForeignHoldersStep(Routing *r, int foreign)
+{
+	if (foreign > 0)
+		AddStep(r, "Territory", NULL, NAN,
+				"%d territory %s in %s not considered: %s in another country", foreign,
+				foreign == 1 ? "holder" : "holders", r->place.country,
+				foreign == 1 ? "its dealer is" : "their dealers are");
 }
 
 /*
@@ -1126,20 +1171,27 @@ TerritoryCached(Routing *r)
 	int measured;
 	double closest[LOG_CANDIDATES];
 	int nclosest = 0;
+	int foreign = 0;
 	char *best = NULL;
 	double best_m = NAN;
 
 	CacheFilter(r, &f, r->product_filter, NULL, NULL);
-	f.country = NULL; /* a territory may hold a lead of another country's dealer */
+	f.country = NULL; /* checked below, to explain holders of another country */
 	for (int i = 0; i < nt; i++)
 	{
 		int dealer = ts[i]->dealer;
 		bool seen = false;
 
-		for (int j = 0; j < n && !seen; j++)
-			seen = holders[j].dealer == dealer;
+		/* A dealer holding several of these territories is looked at once. */
+		for (int j = 0; j < i && !seen; j++)
+			seen = ts[j]->dealer == dealer;
 		if (seen || !RoutingCacheAccepts(r->cache, &f, dealer))
 			continue;
+		if (strcmp(r->cache->dealers[dealer].country, p->country) != 0)
+		{
+			foreign++;
+			continue;
+		}
 		holders[n].dealer = dealer;
 		holders[n].sphere_m = p->has_centroid && r->cache->dealers[dealer].has_location
 								  ? SphereMeters(p->xyz, r->cache->dealers[dealer].xyz)
@@ -1188,6 +1240,7 @@ TerritoryCached(Routing *r)
 	}
 	if (n > LOG_CANDIDATES)
 		AddStep(r, "Territory", NULL, NAN, "%d more territory holders", n - LOG_CANDIDATES);
+	ForeignHoldersStep(r, foreign);
 	return TerritoryDecide(r, best, best_m, n);
 }
 
@@ -1308,6 +1361,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	bool brand_ok;
 
 	memset(&r, 0, sizeof(r));
+	r.brand = -1; /* no known brand until CheckBrand finds it */
 	memset(result, 0, sizeof(*result));
 	result->distance_m = NAN;
 	r.request = request;
@@ -1357,16 +1411,10 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 		AddStep(&r, "Input", NULL, NAN,
 				"product routing is on, but the lead has no product: no product filter");
 
-	if (brand_ok && TryPreassigned(&r))
+	if (TryPreassigned(&r, brand_ok))
 		;
 	else if (!brand_ok || r.place.country == NULL)
-	{
-		if (request->dealer_number && request->dealer_number[0] && !brand_ok)
-			AddStep(&r, "Pre-assigned", NULL, NAN,
-					"pre-assigned dealer \"%s\" cannot take a lead without a known brand",
-					request->dealer_number);
 		UseDefault(&r);
-	}
 	else if (TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r))
 		;
 	else

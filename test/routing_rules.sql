@@ -6,7 +6,7 @@
 -- never candidates in another (only dealers selling a lead's brand are).
 -- Leads are tagged in `comment` and read back with the helpers below.
 BEGIN;
-SELECT plan(129);
+SELECT plan(141);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -89,7 +89,10 @@ INSERT INTO leads (brand_code, country, postal_code, dealer_number, dealer_group
   ('PRE', 'US', '49757', 'NOPE-1', NULL, 'pre-unknown'),
   ('PRE', 'US', '49757', 'PA3', NULL, 'pre-inactive'),
   ('PRE', 'US', '49757', 'PA4', NULL, 'pre-nobrand'),
-  ('PRE', NULL, NULL, 'PA2', NULL, 'pre-nocountry');
+  ('PRE', NULL, NULL, 'PA2', NULL, 'pre-nocountry'),
+  (NULL, 'US', '49757', 'PA2', NULL, 'pre-missingbrand'),
+  ('XXB', 'US', '49757', 'PA2', NULL, 'pre-unknownbrand'),
+  ('OTH', 'US', '49757', 'PA3', NULL, 'pre-inactive-nobrand');
 
 SELECT is(pg_temp.routed('pre-known'), 'PA2 Pre-assigned',
           'pre-assigned to an existing dealer: that dealer, although another holds the county and sits at the lead''s ZIP, 574 miles closer');
@@ -108,16 +111,35 @@ SELECT alike(pg_temp.why('pre-unknown'),
              '... and the unknown dealer number is in the explanation');
 SELECT is((SELECT dealer_number_input FROM leads WHERE comment = 'pre-unknown'), 'NOPE-1',
           '... and the number as received is kept');
-SELECT is(pg_temp.routed('pre-inactive'), 'PA1 Territory',
-          'pre-assigned to an inactive dealer: routed by the rules');
-SELECT alike(pg_temp.why('pre-inactive'), '%pre-assigned dealer PA3 is not active for sales%',
-             '... and the explanation says why');
-SELECT is(pg_temp.routed('pre-nobrand'), 'PA1 Territory',
-          'pre-assigned to a dealer not selling the brand: routed by the rules');
-SELECT alike(pg_temp.why('pre-nobrand'), '%pre-assigned dealer PA4 does not sell the lead''s brand%',
-             '... and the explanation says why');
+-- SPEC rule 1: an existing dealer keeps the lead whether or not it is
+-- still active or sells the brand (historical imports, "Contact This
+-- Dealer"); the explanation notes what it lacks.
+SELECT is(pg_temp.routed('pre-inactive'), 'PA3 Pre-assigned',
+          'pre-assigned to an inactive dealer: that dealer all the same');
+SELECT alike(pg_temp.why('pre-inactive'),
+             '%Pre-assigned: chosen: the lead arrived pre-assigned to dealer PA3 (kept although the dealer is not active for sales); every other step skipped',
+             '... and the explanation notes that the dealer is inactive');
+SELECT is(pg_temp.routed('pre-nobrand'), 'PA4 Pre-assigned',
+          'pre-assigned to a dealer not selling the brand: that dealer all the same');
+SELECT alike(pg_temp.why('pre-nobrand'),
+             '%dealer PA4 (kept although the dealer does not sell brand PRE); every other step skipped',
+             '... and the explanation notes the brand it does not sell');
 SELECT is(pg_temp.routed('pre-nocountry'), 'PA2 Pre-assigned',
           'pre-assigned needs no country or postal code');
+SELECT is(pg_temp.routed('pre-missingbrand'), 'PA2 Pre-assigned',
+          'pre-assigned, without a brand: that dealer all the same');
+SELECT alike(pg_temp.why('pre-missingbrand'), '%dealer PA2 (kept although the lead has no brand)%',
+             '... and the explanation says the lead has no brand');
+SELECT is(pg_temp.routed('pre-unknownbrand'), 'PA2 Pre-assigned',
+          'pre-assigned, with a brand not in aimroute.brands: that dealer all the same');
+SELECT alike(pg_temp.why('pre-unknownbrand'), '%dealer PA2 (kept although brand XXB is not in aimroute.brands)%',
+             '... and the explanation names the unknown brand');
+SELECT alike(pg_temp.why('pre-inactive-nobrand'),
+             '%dealer PA3 (kept although the dealer is not active for sales and the dealer does not sell brand OTH)%',
+             'inactive and not selling the brand: the explanation says both');
+SELECT is((SELECT count(*) FROM explain_lead(pg_temp.lead_id('pre-inactive'))
+            WHERE rule NOT IN ('Input', 'Pre-assigned')), 0::bigint,
+          '... and no other step is taken for a kept inactive dealer');
 
 ------------------------------------------------------------------------------
 -- 2. Dealer Group: the closest dealer of the group in the lead's country.
@@ -259,6 +281,35 @@ SELECT isnt((SELECT dealer_number FROM leads WHERE comment = 'ab-unsold-brand'),
 SELECT is(pg_temp.routed('ab-unsold-brand'), 'BT Radius', '... that lead goes by radius');
 SELECT is(pg_temp.routed('ab-sold-brand'), 'AB Territory',
           'an all-brands territory captures a brand the dealer sells (over a dealer at the lead''s ZIP)');
+
+-- Never across a country line (SPEC rule 4): a territory in another
+-- country than its dealer's is refused, naming both; and a dealer that moved
+-- to another country after its territories were made is not considered.
+INSERT INTO brands VALUES ('XCL', 'Cross-border');
+INSERT INTO dealers (dealer_number, name, country, postal_code) VALUES
+  ('XUS', 'US dealer near Ontario, Detroit', 'US', '48201'),
+  ('XON', 'Ontario dealer, Sudbury', 'CA', 'P3A'),
+  ('XMV', 'Ontario dealer about to move to the US, Windsor', 'CA', 'N9A');
+INSERT INTO dealer_brands VALUES ('XUS', 'XCL'), ('XON', 'XCL'), ('XMV', 'XCL');
+SELECT throws_ok($$INSERT INTO territories (dealer_number, kind, country, code) VALUES ('XUS', 'state', 'CA', 'ON')$$,
+                 '22023', 'a territory in CA cannot be given to dealer XUS, which is in US',
+                 'a US dealer given an Ontario territory: refused, naming both countries');
+SELECT throws_ok($$INSERT INTO territories (dealer_number, kind, country, code) VALUES ('XUS', 'country', 'CAN', NULL)$$,
+                 '22023', 'a territory in CA cannot be given to dealer XUS, which is in US',
+                 '... a whole country too (given as alpha-3)');
+SELECT throws_ok($$UPDATE territories SET country = 'US', code = '48201' WHERE dealer_number = 'TK'$$,
+                 '22023', 'a territory in US cannot be given to dealer TK, which is in CA',
+                 '... and an UPDATE that moves a territory across the line');
+INSERT INTO territories (dealer_number, kind, country, code) VALUES ('XMV', 'state', 'CA', 'ON');
+UPDATE dealers SET country = 'US', postal_code = '48226', location = NULL WHERE dealer_number = 'XMV';
+INSERT INTO leads (brand_code, country, postal_code, comment) VALUES ('XCL', 'CA', 'N9A', 'x-moved');
+SELECT is(pg_temp.routed('x-moved'), 'XON Radius',
+          'a dealer that moved to the US keeps an Ontario territory in the table, but it routes no Ontario lead');
+SELECT alike(pg_temp.why('x-moved'),
+             '%Territory: 1 territory holder in CA not considered: its dealer is in another country%',
+             '... and the explanation says why the holder was passed over');
+SELECT is((SELECT rank || ' ' || dealer_number FROM locate_dealers('CA', 'N9A', 'XCL') WHERE rank = 1), '1 XON',
+          '... and the locator agrees');
 
 ------------------------------------------------------------------------------
 -- 5. Radius: same country only, as the crow flies, within radius_miles.

@@ -61,3 +61,185 @@ BEGIN
     UPDATE aimroute.leads l SET reroute_count = l.reroute_count + 1 WHERE l.lead_id = lead.lead_id;
 END
 $$;
+
+-- Territories never cross a country line (issue 14, defect 3): a territory
+-- in another country than its dealer's is refused, and a dealer moving to
+-- another country while holding territories is warned.
+CREATE OR REPLACE FUNCTION aimroute.dealers_normalize() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    country_in text := NEW.country;
+    pc aimroute.postal_codes;
+    moved boolean;
+BEGIN
+    NEW.dealer_number := btrim(NEW.dealer_number);
+    NEW.country := aimroute.normalize_country(NEW.country);
+    IF NEW.country IS NULL THEN
+        RAISE EXCEPTION 'unknown country "%" for dealer %', country_in, NEW.dealer_number
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
+    END IF;
+    NEW.postal_code := aimroute.normalize_postal_code(NEW.country, NEW.postal_code);
+    NEW.state_code := nullif(upper(btrim(NEW.state_code)), '');
+
+    moved := TG_OP = 'INSERT'
+             OR NEW.country IS DISTINCT FROM OLD.country
+             OR NEW.postal_code IS DISTINCT FROM OLD.postal_code;
+    IF TG_OP = 'UPDATE' AND NEW.country IS DISTINCT FROM OLD.country
+       AND EXISTS (SELECT FROM aimroute.territories t
+                    WHERE t.dealer_number = OLD.dealer_number AND t.country <> NEW.country) THEN
+        RAISE WARNING 'dealer % moves to %, but holds territories in other countries: they route no lead while it is there',
+            NEW.dealer_number, NEW.country
+            USING HINT = 'A territory never crosses a country line. Give those territories to a dealer of their country.';
+    END IF;
+    IF moved THEN
+        SELECT * INTO pc FROM aimroute.postal_codes p
+         WHERE p.country = NEW.country AND p.postal_code = NEW.postal_code;
+        IF NOT FOUND AND NEW.postal_code IS NOT NULL THEN
+            RAISE NOTICE 'postal code % % of dealer % is not in aimroute.postal_codes: state, county and location are not filled from it',
+                NEW.country, NEW.postal_code, NEW.dealer_number;
+        ELSIF FOUND AND pc.centroid IS NULL AND NEW.location IS NULL THEN
+            RAISE NOTICE 'postal code % % of dealer % has no centre point: give the dealer a location, or it cannot be measured from',
+                NEW.country, NEW.postal_code, NEW.dealer_number;
+        END IF;
+        IF TG_OP = 'INSERT' THEN
+            -- A county is only taken along with its own state.
+            IF NEW.state_code IS NULL OR NEW.state_code = pc.state_code THEN
+                NEW.county := coalesce(NEW.county, pc.county);
+            END IF;
+            NEW.state_code := coalesce(NEW.state_code, pc.state_code);
+            NEW.location := coalesce(NEW.location, pc.centroid);
+        ELSE
+            IF NEW.state_code IS NOT DISTINCT FROM OLD.state_code THEN
+                NEW.state_code := coalesce(pc.state_code, NEW.state_code);
+            END IF;
+            IF NEW.county IS NOT DISTINCT FROM OLD.county THEN
+                NEW.county := coalesce(pc.county, NEW.county);
+            END IF;
+            IF NEW.location IS NOT DISTINCT FROM OLD.location THEN
+                NEW.location := coalesce(pc.centroid, NEW.location);
+            END IF;
+        END IF;
+    END IF;
+
+    IF NEW.timezone IS NOT NULL THEN
+        BEGIN
+            PERFORM now() AT TIME ZONE NEW.timezone;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            RAISE EXCEPTION 'invalid time zone "%" for dealer %', NEW.timezone, NEW.dealer_number
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use a name from pg_timezone_names, such as America/Chicago, or NULL for the OEM''s time zone.';
+        END;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE FUNCTION aimroute.territories_normalize() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    country_in text := NEW.country;
+    code_in text := NEW.code;
+    dealer_country text;
+    holder text;
+    county_state text;
+    county_name text;
+    known_county text;
+BEGIN
+    NEW.kind := lower(btrim(NEW.kind));
+    IF NEW.kind IS NULL OR NEW.kind NOT IN ('postal', 'county', 'state', 'country') THEN
+        RAISE EXCEPTION 'invalid territory kind "%"', NEW.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A territory''s kind is one of postal, county, state or country.';
+    END IF;
+    NEW.country := aimroute.normalize_country(NEW.country);
+    IF NEW.country IS NULL THEN
+        RAISE EXCEPTION 'unknown country "%" for a territory of dealer %', country_in, NEW.dealer_number
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
+    END IF;
+    SELECT d.country INTO dealer_country FROM aimroute.dealers d WHERE d.dealer_number = NEW.dealer_number;
+    IF dealer_country IS DISTINCT FROM NEW.country AND dealer_country IS NOT NULL THEN
+        RAISE EXCEPTION 'a territory in % cannot be given to dealer %, which is in %', NEW.country, NEW.dealer_number, dealer_country
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The territory: %s %s %s.', NEW.kind, NEW.country, coalesce(NEW.code, '')),
+                  HINT = format('A territory never crosses a country line: give it to a dealer in %s.', NEW.country);
+    END IF;
+
+    IF NEW.kind = 'country' THEN
+        IF nullif(btrim(NEW.code), '') IS NULL THEN
+            NEW.code := NEW.country;
+        ELSIF aimroute.normalize_country(NEW.code) IS DISTINCT FROM NEW.country THEN
+            RAISE EXCEPTION 'country territory code "%" does not match its country %', NEW.code, NEW.country
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For a country territory, leave code empty or repeat the country code.';
+        ELSE
+            NEW.code := NEW.country;
+        END IF;
+
+    ELSIF NEW.kind = 'state' THEN
+        NEW.code := upper(btrim(NEW.code));
+        IF NEW.code IS NULL OR NEW.code = '' THEN
+            RAISE EXCEPTION 'a state territory needs a state code'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use the state or province code as in aimroute.postal_codes.state_code, such as MO or ON.';
+        END IF;
+        IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
+                        WHERE p.country = NEW.country AND p.state_code = NEW.code) THEN
+            RAISE NOTICE 'no postal code of % has state code %: the territory of dealer % matches no lead yet',
+                NEW.country, NEW.code, NEW.dealer_number;
+        END IF;
+
+    ELSIF NEW.kind = 'county' THEN
+        county_state := upper(btrim(split_part(NEW.code, '/', 1)));
+        county_name := btrim(substr(NEW.code, length(split_part(NEW.code, '/', 1)) + 2));
+        IF position('/' IN coalesce(NEW.code, '')) = 0 OR county_state = '' OR county_name = '' THEN
+            RAISE EXCEPTION 'invalid county territory code "%"', NEW.code
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write the state code and the county name joined by a slash, as in MI/Mackinac.';
+        END IF;
+        SELECT p.county INTO known_county FROM aimroute.postal_codes p
+         WHERE p.country = NEW.country AND p.state_code = county_state
+           AND lower(p.county) = lower(county_name)
+         LIMIT 1;
+        IF known_county IS NULL THEN
+            RAISE NOTICE 'no postal code of % lies in county %/%: the territory of dealer % matches no lead yet',
+                NEW.country, county_state, county_name, NEW.dealer_number;
+        END IF;
+        NEW.code := county_state || '/' || coalesce(known_county, county_name);
+
+    ELSE -- postal
+        NEW.code := aimroute.normalize_postal_code(NEW.country, NEW.code);
+        IF NEW.code IS NULL OR NOT aimroute.postal_code_is_valid(NEW.country, NEW.code) THEN
+            RAISE EXCEPTION 'invalid % postal code "%" for a territory of dealer %',
+                NEW.country, coalesce(code_in, ''), NEW.dealer_number
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE NEW.country
+                                 WHEN 'US' THEN 'A US territory postal code is a five-digit ZIP code, such as 49757.'
+                                 WHEN 'CA' THEN 'A Canadian territory postal code is an FSA (P0S) or a full code (K1A 0B1).'
+                                 ELSE 'A postal code cannot be blank.' END;
+        END IF;
+        SELECT t.dealer_number INTO holder FROM aimroute.territories t
+         WHERE t.kind = 'postal' AND t.country = NEW.country AND t.code = NEW.code
+           AND t.brand_code IS NOT DISTINCT FROM NEW.brand_code
+           AND t.territory_id IS DISTINCT FROM NEW.territory_id;
+        IF holder IS NOT NULL THEN
+            RAISE EXCEPTION 'postal code % % is already held by dealer % for %',
+                NEW.country, NEW.code, holder,
+                coalesce('brand ' || NEW.brand_code, 'all brands')
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A postal code can be held by one dealer per brand scope; dealer %s cannot take it as well.', NEW.dealer_number),
+                      HINT = format('Remove it from dealer %s first, or assign it to dealer %s for a single brand (brand_code).', holder, NEW.dealer_number);
+        END IF;
+        IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
+                        WHERE p.country = NEW.country AND p.postal_code = NEW.code) THEN
+            RAISE NOTICE 'postal code % % is not in aimroute.postal_codes: leads from it will match this territory but have no centre point',
+                NEW.country, NEW.code;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
