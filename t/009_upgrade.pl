@@ -15,7 +15,9 @@
 # Then ALTER EXTENSION aimroute UPDATE, and:
 # - the catalogs describe exactly what a fresh CREATE EXTENSION aimroute
 #   gives in another database of the same cluster (test/upgrade/describe.sql;
-#   a difference is printed as a unified diff);
+#   a difference is printed as a unified diff), and so does every release
+#   updated in an empty database, by a superuser and by an owner that is
+#   not one;
 # - every row of every table, and every sequence, is as it was;
 # - routing, the re-route worker, the delivery worker and the four
 #   delivery views work, for leads of before and after the update;
@@ -23,7 +25,6 @@
 use strict;
 use warnings;
 
-use File::Spec;
 use FindBin;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
@@ -122,7 +123,7 @@ $node->safe_psql(
 	  ('upgrade_dealer', 'D100', NULL), ('upgrade_region', NULL, 'Great Lakes');
 });
 
-# lead(comment, brand, country, postal code [, dealer]): insert a lead, return "id dealer match_type".
+# lead(comment, brand, country, postal code [, dealer [, product]]): insert a lead, return "id dealer match_type".
 sub lead
 {
 	my ($comment, $brand, $country, $zip, $dealer, $product) = @_;
