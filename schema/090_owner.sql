@@ -16,7 +16,14 @@
 -- differently, e.g. not STRICT, could crash the server); their owner is
 -- given EXECUTE on those not executable by PUBLIC.
 --
-DO $owner$
+-- It is a function, not a block of this script, because every upgrade
+-- script creates objects too: each ends with a call of it
+-- (docs/upgrading.md).  It changes nothing when run again.
+--
+CREATE FUNCTION aimroute.give_objects_to_owner() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $owner$
 DECLARE
     ext oid;
     owner_name name;
@@ -66,3 +73,7 @@ BEGIN
     END LOOP;
 END
 $owner$;
+COMMENT ON FUNCTION aimroute.give_objects_to_owner() IS
+    'Gives every table, view, sequence and SQL function of aimroute to the extension''s owner, and EXECUTE on the C functions PUBLIC may not run; what the install and upgrade scripts run last (internal).';
+REVOKE EXECUTE ON FUNCTION aimroute.give_objects_to_owner() FROM PUBLIC;
+SELECT aimroute.give_objects_to_owner();
