@@ -5,9 +5,13 @@
 # starts a throw-away cluster inside the checkout (tmp_check/cluster, as an
 # unprivileged user), and runs:
 #   1. pg_regress  (sql/ + expected/)        the SQL surface, outputs and errors
-#   2. pgTAP       (test/*.sql, pg_prove)    invariants and rules, on real data
+#   2. pgTAP       (test/*.sql, pg_prove)    invariants and rules, on real data,
+#                                            once per PostGIS placement (public,
+#                                            gis, cascade: t/lib/Placement.pm)
 #   3. Perl TAP    (t/*.pl, prove)           fresh clusters, restarts, dumps,
-#                                            faults, concurrency, SQL fuzzing
+#                                            faults, concurrency, SQL fuzzing,
+#                                            standby; each file in the placement
+#                                            it names
 #   4. libFuzzer   (test/fuzz/run.sh)        the C normalizers and parsers,
 #                                            AIMROUTE_FUZZ_SECONDS each (20)
 # Exits non-zero when any layer fails.  Run as root or with sudo.
@@ -15,8 +19,9 @@
 # Environment: AIMROUTE_TEST_PORT (default 54331), AIMROUTE_USER (see lib.sh);
 # while working on one thing, AIMROUTE_TEST_LAYERS picks layers (any of
 # "format regress pgtap perl fuzz"; default all), AIMROUTE_PGTAP_FILES and
-# AIMROUTE_TAP_FILES pick files (e.g. "t/002_reroute_worker.pl").  CI sets
-# none of them.
+# AIMROUTE_TAP_FILES pick files (e.g. "t/002_reroute_worker.pl"), and
+# AIMROUTE_POSTGIS_PLACEMENT runs pgTAP and every Perl TAP file in one
+# placement (public, gis or cascade).  CI sets none of them.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PORT=${AIMROUTE_TEST_PORT:-54331}
@@ -30,6 +35,10 @@ failures=()
 LAYERS=" ${AIMROUTE_TEST_LAYERS:-format regress pgtap perl fuzz} "
 PGTAP_FILES=${AIMROUTE_PGTAP_FILES:-test/*.sql}
 TAP_FILES=${AIMROUTE_TAP_FILES:-t/*.pl}
+# The PostGIS placements of the pgTAP layer: all three (t/lib/Placement.pm),
+# or the one AIMROUTE_POSTGIS_PLACEMENT names, which then applies to every
+# Perl TAP file too.
+PLACEMENTS=${AIMROUTE_POSTGIS_PLACEMENT:-$(perl -I "$AIMROUTE_ROOT/t/lib" -MPlacement -e 'print "@Placement::PLACEMENTS"')}
 
 # layer KEY NAME CMD...: run one test layer, unless AIMROUTE_TEST_LAYERS
 # leaves KEY out, and count its outcome.
@@ -54,15 +63,24 @@ run_pg_regress() {
 	return 1
 }
 
+# run_pgtap PLACEMENT: the pgTAP files in a database of their own where
+# PostGIS is placed as PLACEMENT says (t/lib/Placement.pm).
 run_pgtap() {
-	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS aimroute_tap" -c "CREATE DATABASE aimroute_tap"
-	psql -X -q -v ON_ERROR_STOP=1 -d aimroute_tap \
-		-c "CREATE EXTENSION pgtap" \
-		-c "CREATE EXTENSION dblink" \
-		-c "CREATE EXTENSION aimroute CASCADE" \
-		-c "SET client_min_messages = error" \
-		-c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())" >/dev/null
-	(cd "$AIMROUTE_ROOT" && pg_prove -d aimroute_tap $PGTAP_FILES)
+	local placement=$1 db=aimroute_tap_$1
+	# (set -e does not apply inside "if": every step is chained.)
+	# pgTAP and dblink go to public by name: once schema aimroute exists,
+	# "$user" of the default search_path finds it for the test superuser
+	# (named aimroute too).
+	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" &&
+		psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+			-c "CREATE EXTENSION pgtap SCHEMA public" \
+			-c "CREATE EXTENSION dblink SCHEMA public" &&
+		perl -I "$AIMROUTE_ROOT/t/lib" -MPlacement -e 'print Placement::sql($ARGV[0])' "$placement" |
+		psql -X -q -v ON_ERROR_STOP=1 -d "$db" >/dev/null &&
+		psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+			-c "SET client_min_messages = error" \
+			-c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())" >/dev/null &&
+		(cd "$AIMROUTE_ROOT" && pg_prove -d "$db" $PGTAP_FILES)
 }
 
 run_perl_tap() {
@@ -73,6 +91,7 @@ run_perl_tap() {
 		TESTDIR="$CHECK_DIR/tap" \
 		PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" \
 		PGHOST= PGPORT= PGUSER= \
+		AIMROUTE_POSTGIS_PLACEMENT="${AIMROUTE_POSTGIS_PLACEMENT:-}" \
 		prove -I "$PGXS_SRC/test/perl" -I "$AIMROUTE_ROOT/t" -I "$AIMROUTE_ROOT/t/lib" $TAP_FILES)
 }
 
@@ -89,7 +108,9 @@ cluster_start "$CLUSTER_DIR" "$PORT"
 trap 'cluster_stop "$CLUSTER_DIR"' EXIT
 
 layer regress "pg_regress (sql/, expected/)" run_pg_regress
-layer pgtap "pgTAP (test/*.sql)" run_pgtap
+for placement in $PLACEMENTS; do
+	layer pgtap "pgTAP (test/*.sql), PostGIS placement $placement" run_pgtap "$placement"
+done
 layer perl "Perl TAP (t/*.pl)" run_perl_tap
 layer fuzz "libFuzzer (test/fuzz/run.sh)" env FUZZ_SECONDS="${AIMROUTE_FUZZ_SECONDS:-20}" \
 	PG_CONFIG="$PG_CONFIG" bash "$AIMROUTE_ROOT/test/fuzz/run.sh"

@@ -5,6 +5,10 @@ CREATE EXTENSION aimroute CASCADE;
 SELECT aimroute.library_version() = extversion AS library_matches_extension
   FROM pg_extension WHERE extname = 'aimroute';
 
+-- pg_regress runs in one PostGIS placement: by CASCADE, which puts PostGIS
+-- in schema aimroute (pgTAP and Perl TAP cover the others: t/lib/Placement.pm).
+SELECT extnamespace::regnamespace AS postgis_schema FROM pg_extension WHERE extname = 'postgis';
+
 -- Countries: alpha-2, alpha-3, English names; any case; trimmed.
 SELECT input, aimroute.normalize_country(input) AS alpha2
   FROM unnest(ARRAY['US', 'us', ' usa ', 'USA', 'CAN', 'ca', 'Canada',

@@ -3,7 +3,7 @@
 # CREATE EXTENSION CASCADE on a new cluster, the shipped postal data loaded
 # and kept across an immediate shutdown, a pg_dump/pg_restore round trip of
 # the configuration (including the one settings row), and a clean
-# DROP EXTENSION.
+# DROP EXTENSION.  PostGIS placement: cascade (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -11,12 +11,16 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use Placement;
+
+my $placement = Placement::pick('cascade');
+
 my $node = PostgreSQL::Test::Cluster->new('install');
 $node->init;
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');
-$node->safe_psql('app', 'CREATE EXTENSION aimroute CASCADE');
+Placement::install($node, 'app', $placement);
 is( $node->safe_psql(
 		'app', "SELECT extversion = aimroute.library_version() FROM pg_extension WHERE extname = 'aimroute'"),
 	't',

@@ -5,13 +5,19 @@
 # and an immediate shutdown in the middle of a batch lose no deadline and
 # re-route no lead twice; a streaming standby runs no worker, and the
 # standby starts one when promoted.  Deadlines are moved into the past by
-# UPDATE rather than waited for.
+# UPDATE rather than waited for.  PostGIS placement: public
+# (t/lib/Placement.pm), where a lead sent to the default dealer once
+# crash-looped the worker.
 use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+
+use Placement;
+
+my $placement = Placement::pick('public');
 
 my $node = PostgreSQL::Test::Cluster->new('primary');
 $node->init(allows_streaming => 1);
@@ -28,7 +34,7 @@ my $worker_pid_sql =
   "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aimroute re-route worker'";
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');
-$node->safe_psql('app', 'SET client_min_messages = warning; CREATE EXTENSION aimroute CASCADE');
+Placement::install($node, 'app', $placement);
 $node->psql('app', 'SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())');
 $node->safe_psql(
 	'app', q{
@@ -68,6 +74,35 @@ is( $node->safe_psql(
 		"SELECT count(*) FROM aimroute.lead_history h JOIN aimroute.leads l USING (lead_id) WHERE l.comment = 'one'"),
 	'1',
 	'once, with its history row');
+
+# A lead re-routed reroute_max_dealers times goes to the default dealer,
+# measured with PostGIS from wherever it lives: once the worker's first
+# lead of a round, such a lead stopped re-routing for everyone.
+$node->safe_psql(
+	'app', q{
+	UPDATE aimroute.settings SET reroute_max_dealers = 1;
+	INSERT INTO aimroute.leads (brand_code, country, postal_code, comment) VALUES ('RW', 'US', '60601', 'max');
+	UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() WHERE comment = 'max';
+});
+ok( $node->poll_query_until(
+		'app', "SELECT dealer_number = 'MKE' AND reroute_count = 1 FROM aimroute.leads WHERE comment = 'max'"),
+	'reroute_max_dealers 1: the first deadline moves the lead to the next dealer');
+$node->safe_psql('app',
+	"UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() WHERE comment = 'max'");
+ok( $node->poll_query_until(
+		'app', "SELECT dealer_number = 'HQ' AND match_type = 'Default' FROM aimroute.leads WHERE comment = 'max'"),
+	'the second sends it to the default dealer, by the worker');
+is( $node->safe_psql(
+		'app', q{
+	SELECT round(l.distance_miles) || '|' || round(aimroute.dealer_distance_miles('US', '60601', 'HQ'))
+	       || '|' || (h.reason LIKE '%reroute_max_dealers 1%')
+	  FROM aimroute.leads l JOIN aimroute.lead_history h USING (lead_id)
+	 WHERE l.comment = 'max' AND h.to_dealer = 'HQ'}),
+	'712|712|true',
+	'with the distance to the default dealer and the reason in its history');
+is($node->safe_psql('app', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'aimroute re-route worker'"),
+	'1', 'and the worker still runs');
+$node->safe_psql('app', 'UPDATE aimroute.settings SET reroute_max_dealers = 5');
 
 # many_overdue(tag): 3,000 leads tagged tag, all overdue now.
 sub many_overdue

@@ -9,6 +9,8 @@
 # delivered is sent twice.  The worker's naptime is a minute, so every
 # delivery here that is quicker than that was woken by the commit that
 # queued it.
+#
+# PostGIS placement: gis (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -18,6 +20,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 use DeliverySinks;
+use Placement;
 
 my $smtp = start_smtp_sink(stall_seconds => 120);
 my $http = start_http_sink(stall_seconds => 30);
@@ -37,7 +40,7 @@ restart_after_crash = on
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
-$node->safe_psql('app', 'SET client_min_messages = warning; CREATE EXTENSION aimroute CASCADE');
+Placement::install($node, 'app', Placement::pick('gis'));
 $node->psql('app', 'SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())');
 my $worker_sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aimroute delivery worker'";
 ok($node->poll_query_until('app', "SELECT count(*) = 1 FROM ($worker_sql) w"),

@@ -6,6 +6,8 @@
 # UTF-8.  Rendered documents are validated with xmllint against
 # test/data/adf.dtd, the part of the ADF 1.0 DTD aimroute uses, and a
 # document with its elements out of order is refused, so the check bites.
+#
+# PostGIS placement: public (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -16,6 +18,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use Placement;
+
+my $placement = Placement::pick('public');
+
 my $node = PostgreSQL::Test::Cluster->new('adf');
 $node->init;
 $node->start;
@@ -25,7 +31,7 @@ for my $enc ('UTF8', 'LATIN1', 'SQL_ASCII')
 	my $db = lc $enc;
 	$node->safe_psql('postgres',
 		"CREATE DATABASE $db ENCODING '$enc' LOCALE 'C' TEMPLATE template0");
-	$node->safe_psql($db, 'SET client_min_messages = warning; CREATE EXTENSION aimroute CASCADE');
+	Placement::install($node, $db, $placement);
 }
 
 # Every value as SQL; non-ASCII characters from chr(), which is the same

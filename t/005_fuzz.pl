@@ -26,6 +26,8 @@
 # Environment: AIMROUTE_FUZZ_SECONDS (default 20), AIMROUTE_FUZZ_SEED
 # (default 1; the seed is printed).  A statement that crashed the server or
 # broke an invariant is written to tmp_check/log/005_fuzz_*.sql.
+#
+# PostGIS placement: gis (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -37,6 +39,7 @@ use Test::More;
 use Time::HiRes qw(time);
 
 use DeliverySinks;
+use Placement;
 
 my $budget = $ENV{AIMROUTE_FUZZ_SECONDS} // 20;
 my $seed = $ENV{AIMROUTE_FUZZ_SEED} // 1;
@@ -65,7 +68,7 @@ log_statement = none
 $node->start;
 $node->safe_psql('postgres',
 	"CREATE DATABASE app ENCODING 'UTF8' LOCALE 'C' TEMPLATE template0");
-$node->safe_psql('app', 'SET client_min_messages = warning; CREATE EXTENSION aimroute CASCADE');
+Placement::install($node, 'app', Placement::pick('gis'));
 $node->psql('app', 'SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())');
 $node->safe_psql(
 	'app', qq{

@@ -23,6 +23,8 @@
 # t/002 covers a killed re-route worker and an immediate stop in the
 # middle of a re-route batch; t/003 a killed delivery worker between a
 # send and its record, and a fast restart during a send.
+#
+# PostGIS placement: public (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -33,6 +35,9 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 use DeliverySinks;
+use Placement;
+
+my $placement = Placement::pick('public');
 
 # The sink holds back its reply to a "stall" recipient for longer than the
 # test runs, so a stalled send ends only when the server stops.
@@ -80,7 +85,6 @@ sub slurp_file_or_empty
 # sink hold back its reply.
 my $network = qq{
 	SET client_min_messages = warning;
-	CREATE EXTENSION aimroute CASCADE;
 	SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path());
 	SET search_path = aimroute, public;
 	INSERT INTO brands VALUES ('FT', 'Fault Tolerant Boats'), ('ST', 'Stalling Boats');
@@ -104,6 +108,7 @@ my $network = qq{
 for my $db ('app', 'bulk')
 {
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	Placement::install($node, $db, $placement);
 	$node->psql($db, $network, on_error_die => 1);
 }
 # The workers started before database app existed, failed, and would wait

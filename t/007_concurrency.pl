@@ -28,6 +28,8 @@
 # twice.
 #
 # Last, three known bugs, as TODO tests with their reproducers.
+#
+# PostGIS placement: gis (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -39,6 +41,7 @@ use Test::More;
 use Time::HiRes qw(time);
 
 use DeliverySinks;
+use Placement;
 
 my $scripts = dirname(__FILE__) . '/../test/concurrency';
 my $lease = 5;    # aimroute.delivery_lease, in seconds
@@ -65,10 +68,10 @@ $node->safe_psql('postgres', 'CREATE DATABASE app');
 # The workers started before database app existed, failed, and would wait
 # 10 s to try again.
 $node->restart;
+Placement::install($node, 'app', Placement::pick('gis'));
 $node->psql(
 	'app', qq{
 	SET client_min_messages = warning;
-	CREATE EXTENSION aimroute CASCADE;
 	SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path());
 	SET search_path = aimroute, public;
 	INSERT INTO brands VALUES ('CC', 'Concurrency Craft');

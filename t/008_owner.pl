@@ -12,6 +12,10 @@
 # a server file, cannot redeclare a C function, and code it attaches to
 # its own tables runs as oem, never as the superuser the workers connect
 # as, in the workers and when a dealer user sends a lead again.
+#
+# PostGIS placement: public (t/lib/Placement.pm), created beforehand by the
+# superuser, whatever AIMROUTE_POSTGIS_PLACEMENT says: oem may not create
+# PostGIS, and the backup names public.spatial_ref_sys.
 use strict;
 use warnings;
 
@@ -20,6 +24,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 use DeliverySinks;
+use Placement;
+
+my $placement = 'public';
 
 my $smtp = start_smtp_sink();
 my $smtp_url = "smtp://127.0.0.1:$smtp->{port}";
@@ -37,7 +44,7 @@ $node->start;
 
 my $superuser = $node->safe_psql('postgres', 'SELECT rolname FROM pg_roles WHERE oid = 10');
 $node->safe_psql('postgres', 'CREATE ROLE oem LOGIN; CREATE DATABASE oem OWNER oem');
-$node->safe_psql('oem', 'SET client_min_messages = warning; CREATE EXTENSION postgis');
+$node->safe_psql('oem', Placement::postgis_sql($placement));
 
 # as(role, sql): run SQL as a role, failing the test on an error.
 sub as
@@ -66,6 +73,7 @@ as(
 	CREATE TYPE pg_temp.text AS (x int);
 	CREATE EXTENSION aimroute;
 });
+$node->safe_psql('oem', Placement::check_sql($placement));
 is(as('oem', "SELECT pg_get_userbyid(extowner) FROM pg_extension WHERE extname = 'aimroute'"),
 	'oem', 'oem created aimroute and owns the extension');
 is( as(

@@ -7,7 +7,10 @@
 -- Leads are tagged in `comment` and read back with the helpers below.
 BEGIN;
 SELECT plan(141);
-SET LOCAL search_path = aimroute, public;
+-- PostGIS is in public, in a schema of its own or in aimroute
+-- (t/lib/Placement.pm): its functions are found through its schema.
+SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
+  FROM pg_extension e WHERE e.extname = 'postgis';
 SET LOCAL client_min_messages = warning;
 
 -- The lead tagged `tag`: its dealer and match type as 'DEALER Match'.
@@ -27,7 +30,7 @@ $$;
 -- for the lead's current dealer; NULL when either point is unknown.
 CREATE FUNCTION pg_temp.crow_error(tag text) RETURNS double precision LANGUAGE sql AS $$
     SELECT abs(l.distance_miles
-               - aimroute.st_distance(d.location, p.centroid) / 1609.344)
+               - ST_Distance(d.location, p.centroid) / 1609.344)
       FROM aimroute.leads l
       JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
       JOIN aimroute.postal_codes p ON p.country = l.country AND p.postal_code = l.postal_code
@@ -35,7 +38,7 @@ CREATE FUNCTION pg_temp.crow_error(tag text) RETURNS double precision LANGUAGE s
 $$;
 CREATE FUNCTION pg_temp.miles(country text, postal text, dealer text) RETURNS double precision
 LANGUAGE sql AS $$
-    SELECT aimroute.st_distance(d.location, p.centroid) / 1609.344
+    SELECT ST_Distance(d.location, p.centroid) / 1609.344
       FROM aimroute.postal_codes p, aimroute.dealers d
      WHERE p.country = $1 AND p.postal_code = $2 AND d.dealer_number = $3
 $$;
