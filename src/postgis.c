@@ -4,10 +4,14 @@
  *
  * PostGIS may live in any schema, and a user's search_path need not name it,
  * so SQL that aimroute builds at run time qualifies PostGIS functions and
- * types with the schema found here.
+ * types with the schema found here.  The routing model calls PostGIS's
+ * functions by OID, found here in PostGIS's schema without the caller's
+ * USAGE privilege on it: an administrator who put PostGIS in a schema of
+ * its own need not open that schema to every role that inserts a lead.
  */
 #include "postgres.h"
 
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "utils/builtins.h"
@@ -58,17 +62,46 @@ PostgisSchema(void)
 }
 
 /*
+ * PostgisType returns the OID of one of PostGIS's types.
+ */
+Oid
+PostgisType(const char *name)
+{
+	Oid typid;
+
+	(void) PostgisSchema();
+	typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum(name),
+							ObjectIdGetDatum(cached_namespace));
+	if (!OidIsValid(typid))
+		elog(ERROR, "type %s not found in the schema of extension \"postgis\"", name);
+	return typid;
+}
+
+/*
  * PostgisGeographyType returns the OID of PostGIS's geography type.
  */
 Oid
 PostgisGeographyType(void)
 {
-	Oid typid;
+	return PostgisType("geography");
+}
+
+/*
+ * PostgisFunction returns the OID of one of PostGIS's functions, by name
+ * and argument types, looked up in PostGIS's schema by the catalog cache:
+ * no search_path, and no check of the caller's USAGE privilege on that
+ * schema.
+ */
+Oid
+PostgisFunction(const char *name, int nargs, const Oid *argtypes)
+{
+	oidvector *args = buildoidvector(argtypes, nargs);
+	Oid oid;
 
 	(void) PostgisSchema();
-	typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("geography"),
-							ObjectIdGetDatum(cached_namespace));
-	if (!OidIsValid(typid))
-		elog(ERROR, "type geography not found in the schema of extension \"postgis\"");
-	return typid;
+	oid = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(name),
+						  PointerGetDatum(args), ObjectIdGetDatum(cached_namespace));
+	if (!OidIsValid(oid))
+		elog(ERROR, "function %s not found in the schema of extension \"postgis\"", name);
+	return oid;
 }

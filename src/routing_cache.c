@@ -75,7 +75,7 @@ static RoutingCache *Build(Oid relid, int64 version);
 static void LoadSettings(RoutingCache *c);
 static void LoadBrands(RoutingCache *c);
 static void LoadProducts(RoutingCache *c);
-static void LoadDealers(RoutingCache *c, const char *gis);
+static void LoadDealers(RoutingCache *c);
 static void LoadDealerLinks(RoutingCache *c);
 static int CompareInts(const void *a, const void *b);
 static void LoadTerritories(RoutingCache *c);
@@ -97,7 +97,9 @@ static char *KeepText(RoutingCache *c, HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
 static HTAB *NewPlaceTable(MemoryContext context);
-static void PostgisFunction(const char *signature, FmgrInfo *fn, MemoryContext context);
+static void FindPostgisFunctions(RoutingCache *c);
+static bool PointLatLon(RoutingCache *c, Datum point, double *lat, double *lon);
+static bool CallNullable(FmgrInfo *fn, Datum arg, Datum *result);
 static void FindPostalCodes(RoutingCache *c);
 
 /*
@@ -332,7 +334,6 @@ Build(Oid relid, int64 version)
 	MemoryContext context;
 	MemoryContext old;
 	RoutingCache *c;
-	const char *gis = PostgisSchema();
 
 	if (building != NULL)
 		MemoryContextDelete(building);
@@ -348,20 +349,15 @@ Build(Oid relid, int64 version)
 	c->version_relid = relid;
 	c->version = version;
 
+	FindPostgisFunctions(c);
 	LoadSettings(c);
 	LoadBrands(c);
 	LoadProducts(c);
-	LoadDealers(c, gis);
+	LoadDealers(c);
 	LoadDealerLinks(c);
 	LoadTerritories(c);
 	BuildGroups(c);
 	BuildTrees(c);
-
-	PostgisFunction(psprintf("%s.st_distance(%s.geography, %s.geography, boolean)", gis, gis, gis),
-					&c->distance, context);
-	PostgisFunction(psprintf("%s.geometry(%s.geography)", gis, gis), &c->to_geometry, context);
-	PostgisFunction(psprintf("%s.st_x(%s.geometry)", gis, gis), &c->st_x, context);
-	PostgisFunction(psprintf("%s.st_y(%s.geometry)", gis, gis), &c->st_y, context);
 	FindPostalCodes(c);
 
 	c->places = NewPlaceTable(context);
@@ -374,14 +370,41 @@ Build(Oid relid, int64 version)
 }
 
 /*
- * PostgisFunction prepares a call of a PostGIS function by signature.
+ * FindPostgisFunctions prepares the calls of the PostGIS functions the
+ * model makes: the spheroid distance, and a point's latitude and
+ * longitude.  They are found by OID in PostGIS's schema (postgis.c), so a
+ * role without USAGE on that schema routes all the same.
  */
 static void
-PostgisFunction(const char *signature, FmgrInfo *fn, MemoryContext context)
+FindPostgisFunctions(RoutingCache *c)
 {
-	Oid oid = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(signature)));
+	Oid geography = PostgisType("geography");
+	Oid geometry = PostgisType("geometry");
+	Oid distance_args[3] = { geography, geography, BOOLOID };
 
-	fmgr_info_cxt(oid, fn, context);
+	fmgr_info_cxt(PostgisFunction("st_distance", 3, distance_args), &c->distance, c->context);
+	fmgr_info_cxt(PostgisFunction("geometry", 1, &geography), &c->to_geometry, c->context);
+	fmgr_info_cxt(PostgisFunction("st_x", 1, &geometry), &c->st_x, c->context);
+	fmgr_info_cxt(PostgisFunction("st_y", 1, &geometry), &c->st_y, c->context);
+}
+
+/*
+ * PointLatLon reads a geography point's latitude and longitude; false when
+ * PostGIS gives none (an empty point).
+ */
+static bool
+PointLatLon(RoutingCache *c, Datum point, double *lat, double *lon)
+{
+	Datum geometry;
+	Datum y;
+	Datum x;
+
+	if (!CallNullable(&c->to_geometry, point, &geometry) || !CallNullable(&c->st_y, geometry, &y) ||
+		!CallNullable(&c->st_x, geometry, &x))
+		return false;
+	*lat = DatumGetFloat8(y);
+	*lon = DatumGetFloat8(x);
+	return true;
 }
 
 /*
@@ -574,12 +597,10 @@ LoadProducts(RoutingCache *c)
  * tie-break order of routing), with each location as a unit vector.
  */
 static void
-LoadDealers(RoutingCache *c, const char *gis)
+LoadDealers(RoutingCache *c)
 {
-	char *sql = psprintf("SELECT dealer_number, country, dealer_group, active_for_sales, location,"
-						 " %s.st_y(location::%s.geometry), %s.st_x(location::%s.geometry)"
-						 " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"",
-						 gis, gis, gis, gis);
+	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location"
+					  " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"";
 
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.dealers");
@@ -591,24 +612,24 @@ LoadDealers(RoutingCache *c, const char *gis)
 		TupleDesc desc = SPI_tuptable->tupdesc;
 		CachedDealer *d = &c->dealers[i];
 		bool null_location;
-		bool null_lat;
-		bool null_lon;
 		Datum location = SPI_getbinval(row, desc, 5, &null_location);
-		Datum lat = SPI_getbinval(row, desc, 6, &null_lat);
-		Datum lon = SPI_getbinval(row, desc, 7, &null_lon);
+		double lat;
+		double lon;
 		bool isnull;
 
 		d->number = KeepText(c, row, desc, 1);
 		d->country = KeepText(c, row, desc, 2);
 		d->group = KeepText(c, row, desc, 3);
 		d->active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
-		if (!null_location && !null_lat && !null_lon)
+		if (!null_location)
+			location = PointerGetDatum(PG_DETOAST_DATUM(location));
+		if (!null_location && PointLatLon(c, location, &lat, &lon))
 		{
 			Size size = VARSIZE_ANY(DatumGetPointer(location));
 
 			d->has_location = true;
 			d->location = PointerGetDatum(memcpy(Keep(c, size), DatumGetPointer(location), size));
-			UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), d->xyz);
+			UnitVector(lat, lon, d->xyz);
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);
@@ -1549,9 +1570,8 @@ LookUpPlace(RoutingCache *c, const char *country, const char *code, CachedPlace 
 	{
 		bool isnull;
 		Datum d;
-		Datum geometry;
-		Datum lat;
-		Datum lon;
+		double lat;
+		double lon;
 
 		place->known = true;
 		d = slot_getattr(slot, c->postal_att[0], &isnull);
@@ -1561,12 +1581,11 @@ LookUpPlace(RoutingCache *c, const char *country, const char *code, CachedPlace 
 		d = slot_getattr(slot, c->postal_att[2], &isnull);
 		place->county = isnull ? NULL : TextDatumGetCString(d);
 		d = slot_getattr(slot, c->postal_att[3], &isnull);
-		if (!isnull && CallNullable(&c->to_geometry, d, &geometry) &&
-			CallNullable(&c->st_y, geometry, &lat) && CallNullable(&c->st_x, geometry, &lon))
+		if (!isnull && PointLatLon(c, d, &lat, &lon))
 		{
 			place->has_centroid = true;
 			place->centroid = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-			UnitVector(DatumGetFloat8(lat), DatumGetFloat8(lon), place->xyz);
+			UnitVector(lat, lon, place->xyz);
 		}
 	}
 	index_endscan(scan);
