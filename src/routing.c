@@ -54,6 +54,7 @@
 #include "postgis.h"
 #include "routing.h"
 #include "routing_cache.h"
+#include "search_path.h"
 
 #define METERS_PER_MILE 1609.344
 #define LOG_CANDIDATES	5 /* candidates named in the explanation per step */
@@ -1306,6 +1307,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	Routing r;
 	Datum *excluded;
 	bool brand_ok;
+	int pinned = 0;
 
 	memset(&r, 0, sizeof(r));
 	memset(result, 0, sizeof(*result));
@@ -1322,7 +1324,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 
 	/*
 	 * The in-memory path works in a scratch context, reset by the next
-	 * routing; the SQL path in SPI's, freed by SPI_finish.
+	 * routing; the SQL path in SPI's, freed when it disconnects.
 	 */
 	r.cache = RoutingCacheCurrent();
 	if (r.cache != NULL)
@@ -1344,8 +1346,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	}
 	else
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		pinned = SpiConnectPinned();
 		EnsurePlans();
 		LoadSettings(&r);
 	}
@@ -1378,7 +1379,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	if (r.cache != NULL)
 		MemoryContextSwitchTo(r.result_context);
 	else
-		SPI_finish();
+		SpiFinishPinned(pinned);
 }
 
 /*

@@ -20,9 +20,11 @@
 
 #include "owner.h"
 #include "reroute_worker.h"
+#include "search_path.h"
 #include "worker.h"
 
 static OwnerSwitch worker_owner;
+static int worker_pinned; /* what SpiFinishPinned restores */
 
 /*
  * WorkerBeginTransaction starts a transaction of the worker, connected to
@@ -37,8 +39,7 @@ WorkerBeginTransaction(const char *activity)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	BecomeExtensionOwner(&worker_owner);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	worker_pinned = SpiConnectPinned();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
 	return worker_owner.switched;
@@ -53,7 +54,7 @@ WorkerBeginTransaction(const char *activity)
 void
 WorkerCommitTransaction(void)
 {
-	SPI_finish();
+	SpiFinishPinned(worker_pinned);
 	PopActiveSnapshot();
 	ForgetOwnerSettings(&worker_owner);
 	CommitTransactionCommand();
