@@ -6,7 +6,8 @@
  * and shown in pg_stat_activity while it runs.  The workers connect as the
  * bootstrap superuser, but every statement they run, they run as the
  * extension's owner (owner.c): when aimroute is not installed, they run
- * none.
+ * none.  Their statements run under aimroute's own search_path
+ * (search_path.c), whatever the database's or the role's.
  */
 #include "postgres.h"
 
