@@ -26,6 +26,7 @@ OBJS = \
 	src/reroute_worker.o \
 	src/routing.o \
 	src/routing_cache.o \
+	src/search_path.o \
 	src/worker.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))

@@ -21,6 +21,7 @@
 #include "delivery.h"
 #include "kept_plan.h"
 #include "owner.h"
+#include "search_path.h"
 
 /*
  * The notice, and its messages: an email per 'Leads: Emails To' or CC
@@ -146,19 +147,19 @@ aimroute_queue_lead_delivery(PG_FUNCTION_ARGS)
 	char *event;
 	OwnerSwitch owner;
 	int64 id;
+	int pinned;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_NULL();
 	lead_id = PG_GETARG_INT64(0);
 	dealer_number = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	event = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pinned = SpiConnectPinned();
 	CheckLeadHolder(lead_id, dealer_number);
 	BecomeExtensionOwner(&owner);
 	id = QueueLeadDelivery(lead_id, dealer_number, event);
 	RestoreCaller(&owner);
-	SPI_finish();
+	SpiFinishPinned(pinned);
 	PG_RETURN_INT64(id);
 }
 

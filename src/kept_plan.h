@@ -11,7 +11,10 @@
  * KeptPlan returns the plan in *plan, preparing sql (with nargs arguments
  * of the given types and the given cursor options) and keeping it for the
  * life of the backend the first time.  The caller is connected to SPI.
- * A kept plan is re-planned by PostgreSQL when what it reads changes.
+ * A kept plan is re-planned by PostgreSQL when what it reads changes, and
+ * prepared again when the search_path differs from the one it was prepared
+ * under: run it under the path search_path.h pins (SpiConnectPinned,
+ * PinSearchPath), so that it never is.
  */
 static inline SPIPlanPtr
 KeptPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, int cursor_options)

@@ -24,6 +24,7 @@
 #include "delivery.h"
 #include "kept_plan.h"
 #include "routing.h"
+#include "search_path.h"
 
 #define METERS_PER_MILE 1609.344
 
@@ -227,9 +228,9 @@ DealerName(const char *dealer_number)
 	MemoryContext caller = CurrentMemoryContext;
 	Datum arg = CStringGetTextDatum(dealer_number);
 	char *name = NULL;
+	int pinned;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pinned = SpiConnectPinned();
 	if (SPI_execute_plan(KeptPlan(&plan,
 								  "SELECT name FROM aimroute.dealers WHERE dealer_number = $1", 1,
 								  &argtype, 0),
@@ -242,7 +243,7 @@ DealerName(const char *dealer_number)
 		if (!isnull)
 			name = MemoryContextStrdup(caller, TextDatumGetCString(d));
 	}
-	SPI_finish();
+	SpiFinishPinned(pinned);
 	return name;
 }
 
@@ -267,6 +268,7 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	bool send;
 	bool isnull;
 	int n = 0;
+	int pinned;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -301,6 +303,8 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	request.dealer_number = GetTextColumn(tuple, desc, c.attnum[LC_DEALER_NUMBER]);
 	request.dealer_group = GetTextColumn(tuple, desc, c.attnum[LC_DEALER_GROUP]);
 
+	/* Routing and queueing run under aimroute's search_path, not the caller's. */
+	pinned = PinSearchPath();
 	RouteLead(&request, &result);
 
 #define SET(attnum, value, isnull)                                                                 \
@@ -368,6 +372,7 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 		(void) QueueLeadDelivery(DatumGetInt64(lead_id), result.dealer_number, "Routed");
 		SPI_finish();
 	}
+	RestoreSearchPath(pinned);
 
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, attnums, values, nulls));
 }
@@ -385,6 +390,7 @@ aimroute_route(PG_FUNCTION_ARGS)
 	TupleDesc desc;
 	Datum values[4];
 	bool nulls[4] = { false, false, false, false };
+	int pinned;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "aimroute.route must return a composite type");
@@ -397,7 +403,9 @@ aimroute_route(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		ReadExcluded(PG_GETARG_ARRAYTYPE_P(6), &request);
 
+	pinned = PinSearchPath();
 	RouteLead(&request, &result);
+	RestoreSearchPath(pinned);
 
 	values[0] = CStringGetTextDatum(result.dealer_number);
 	values[1] = MatchTypeDatum(TupleDescAttr(desc, 1)->atttypid, result.match);
@@ -420,6 +428,7 @@ aimroute_locate_dealers(PG_FUNCTION_ARGS)
 	RouteRequest request;
 	int max_results = PG_ARGISNULL(4) ? 10 : PG_GETARG_INT32(4);
 	Oid match_type;
+	int pinned;
 
 	if (max_results < 1 || max_results > 1000)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -431,6 +440,7 @@ aimroute_locate_dealers(PG_FUNCTION_ARGS)
 	ReadRequestArgs(fcinfo, &request);
 	request.excluded = palloc(sizeof(char *) * max_results);
 
+	pinned = PinSearchPath();
 	for (int rank = 1; rank <= max_results; rank++)
 	{
 		RouteResult result;
@@ -467,5 +477,6 @@ aimroute_locate_dealers(PG_FUNCTION_ARGS)
 			break;
 		request.excluded[request.nexcluded++] = result.dealer_number;
 	}
+	RestoreSearchPath(pinned);
 	return (Datum) 0;
 }

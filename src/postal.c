@@ -26,6 +26,7 @@
 #include "country.h"
 #include "kept_plan.h"
 #include "postal.h"
+#include "search_path.h"
 
 static bool AllDigits(const char *s, int n);
 static bool PostalCodeKnown(const char *country, const char *code);
@@ -157,9 +158,9 @@ PostalCodeKnown(const char *country, const char *code)
 	Oid types[2] = { TEXTOID, TEXTOID };
 	Datum values[2];
 	bool found;
+	int pinned;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pinned = SpiConnectPinned();
 	values[0] = CStringGetTextDatum(country);
 	values[1] = CStringGetTextDatum(code);
 	if (SPI_execute_plan(KeptPlan(&plan,
@@ -169,7 +170,7 @@ PostalCodeKnown(const char *country, const char *code)
 						 values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "postal code lookup failed");
 	found = SPI_processed > 0;
-	SPI_finish();
+	SpiFinishPinned(pinned);
 	return found;
 }
 

@@ -46,6 +46,7 @@
 #include "country.h"
 #include "postal.h"
 #include "postgis.h"
+#include "search_path.h"
 
 #define LOADER_BATCH_ROWS	1000
 #define LOADER_MAX_LINE		65536
@@ -689,6 +690,7 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		bool too_long;
+		int pinned;
 
 		memset(&state, 0, sizeof(state));
 		state.path = path;
@@ -703,8 +705,7 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 		state.seen = hash_create("aimroute postal codes seen", 65536, &hctl,
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		pinned = SpiConnectPinned();
 		state.load_id = StartLoad(path, "geonames");
 		PrepareLoaderPlans(&state);
 
@@ -750,7 +751,7 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 		}
 		FlushBatch(&state);
 		FinishLoad(&state);
-		SPI_finish();
+		SpiFinishPinned(pinned);
 	}
 	PG_FINALLY();
 	{

@@ -54,6 +54,7 @@
 #include "postgis.h"
 #include "routing.h"
 #include "routing_cache.h"
+#include "search_path.h"
 
 #define METERS_PER_MILE 1609.344
 #define LOG_CANDIDATES	5 /* candidates named in the explanation per step */
@@ -1359,6 +1360,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	Routing r;
 	Datum *excluded;
 	bool brand_ok;
+	int pinned = 0;
 
 	memset(&r, 0, sizeof(r));
 	r.brand = -1; /* no known brand until CheckBrand finds it */
@@ -1376,7 +1378,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 
 	/*
 	 * The in-memory path works in a scratch context, reset by the next
-	 * routing; the SQL path in SPI's, freed by SPI_finish.
+	 * routing; the SQL path in SPI's, freed when it disconnects.
 	 */
 	r.cache = RoutingCacheCurrent();
 	if (r.cache != NULL)
@@ -1398,8 +1400,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	}
 	else
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		pinned = SpiConnectPinned();
 		EnsurePlans();
 		LoadSettings(&r);
 	}
@@ -1426,7 +1427,7 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 	if (r.cache != NULL)
 		MemoryContextSwitchTo(r.result_context);
 	else
-		SPI_finish();
+		SpiFinishPinned(pinned);
 }
 
 /*

@@ -58,6 +58,7 @@
 #include "postal.h"
 #include "postgis.h"
 #include "routing_cache.h"
+#include "search_path.h"
 
 #define EARTH_MEAN_RADIUS_M 6371008.7714 /* WGS84 mean radius */
 #define MAX_PLACES			200000		 /* postal codes kept before starting over */
@@ -260,6 +261,7 @@ RoutingCacheCurrent(void)
 	int64 version = 0;
 	TimestampTz started;
 	Snapshot snapshot;
+	int pinned;
 
 	if (!aimroute_routing_cache)
 		return NULL;
@@ -279,13 +281,12 @@ RoutingCacheCurrent(void)
 		MemoryContextDelete(current->context);
 		current = NULL;
 	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pinned = SpiConnectPinned();
 	started = GetCurrentTimestamp();
 	current = Build(relid, version);
 	current->built_at = GetCurrentTimestamp();
 	current->build_ms = (double) (current->built_at - started) / 1000.0;
-	SPI_finish();
+	SpiFinishPinned(pinned);
 	RememberChecked(snapshot);
 	return current;
 }

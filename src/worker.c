@@ -6,7 +6,8 @@
  * and shown in pg_stat_activity while it runs.  The workers connect as the
  * bootstrap superuser, but every statement they run, they run as the
  * extension's owner (owner.c): when aimroute is not installed, they run
- * none.
+ * none.  Their statements run under aimroute's own search_path
+ * (search_path.c), whatever the database's or the role's.
  */
 #include "postgres.h"
 
@@ -20,9 +21,11 @@
 
 #include "owner.h"
 #include "reroute_worker.h"
+#include "search_path.h"
 #include "worker.h"
 
 static OwnerSwitch worker_owner;
+static int worker_pinned; /* what SpiFinishPinned restores */
 
 /*
  * WorkerBeginTransaction starts a transaction of the worker, connected to
@@ -37,8 +40,7 @@ WorkerBeginTransaction(const char *activity)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	BecomeExtensionOwner(&worker_owner);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	worker_pinned = SpiConnectPinned();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
 	return worker_owner.switched;
@@ -53,7 +55,7 @@ WorkerBeginTransaction(const char *activity)
 void
 WorkerCommitTransaction(void)
 {
-	SPI_finish();
+	SpiFinishPinned(worker_pinned);
 	PopActiveSnapshot();
 	ForgetOwnerSettings(&worker_owner);
 	CommitTransactionCommand();

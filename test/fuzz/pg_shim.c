@@ -24,6 +24,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -925,6 +926,43 @@ makeArrayResult(ArrayBuildState *astate, MemoryContext rcontext)
 }
 
 /* ---------------------------------------------------------------------
+ * GUC: search_path alone, as search_path.c sets and restores it around
+ * its SPI statements; a restore out of order fails the run.
+ * ---------------------------------------------------------------------
+ */
+char *namespace_search_path = "\"$user\", public";
+static char *guc_saved_path[8];
+static int guc_nest_level = 0;
+
+int
+NewGUCNestLevel(void)
+{
+	if (guc_nest_level >= (int) lengthof(guc_saved_path))
+		shim_fail("NewGUCNestLevel nested too deep");
+	guc_saved_path[guc_nest_level] = namespace_search_path;
+	return ++guc_nest_level;
+}
+
+int
+set_config_option(const char *name, const char *value, GucContext context, GucSource source,
+				  GucAction action, bool changeVal, int elevel, bool is_reload)
+{
+	if (strcmp(name, "search_path") != 0 || action != GUC_ACTION_SAVE || guc_nest_level == 0)
+		shim_fail("set_config_option: only search_path, saved at a new nest level");
+	if (changeVal)
+		namespace_search_path = (char *) value;
+	return 1;
+}
+
+void
+AtEOXact_GUC(bool isCommit, int nestLevel)
+{
+	if (nestLevel != guc_nest_level)
+		shim_fail("AtEOXact_GUC(%d) at nest level %d", nestLevel, guc_nest_level);
+	namespace_search_path = guc_saved_path[--guc_nest_level];
+}
+
+/* ---------------------------------------------------------------------
  * Iterations
  * ---------------------------------------------------------------------
  */
@@ -949,6 +987,9 @@ shim_after_error(void)
 		shim_spi_depth--;
 		FreeTempPlans(shim_spi_depth);
 	}
+	/* And for settings: those of the aborted statements are undone. */
+	if (guc_nest_level > 0)
+		AtEOXact_GUC(false, 1);
 	CurrentMemoryContext = iteration_context;
 	PG_exception_stack = NULL;
 	error_context_stack = NULL;
@@ -959,6 +1000,8 @@ shim_end(void)
 {
 	if (shim_spi_depth != 0)
 		shim_fail("SPI_connect without SPI_finish (%d left open)", shim_spi_depth);
+	if (guc_nest_level != 0)
+		shim_fail("search_path set and not restored (%d levels left)", guc_nest_level);
 	if (PG_exception_stack != NULL)
 		shim_fail("PG_exception_stack left set");
 	CurrentMemoryContext = iteration_context;
