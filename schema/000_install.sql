@@ -21,3 +21,20 @@ BEGIN
         true);
 END
 $install$;
+
+-- PostGIS in a schema of its own needs USAGE for whoever routes: PostGIS
+-- reads its spatial_ref_sys with the caller's rights when it measures on
+-- the spheroid.  Say so now rather than at the first lead.
+DO $install$
+DECLARE
+    gis name := (SELECT n.nspname FROM pg_catalog.pg_extension e
+                   JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                  WHERE e.extname = 'postgis');
+BEGIN
+    IF gis <> 'aimroute' AND NOT pg_catalog.has_schema_privilege('public', gis, 'USAGE') THEN
+        RAISE WARNING 'PostGIS''s schema % is not usable by every role: routing fails for a role without USAGE on it', gis
+            USING DETAIL = 'PostGIS reads ' || pg_catalog.quote_ident(gis) || '.spatial_ref_sys with the rights of the role that measures a distance.',
+                  HINT = pg_catalog.format('GRANT USAGE ON SCHEMA %I TO PUBLIC, or to every role that inserts leads, locates dealers or owns aimroute.', gis);
+    END IF;
+END
+$install$;

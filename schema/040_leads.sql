@@ -117,20 +117,15 @@ CREATE TRIGGER settings_keep_default_dealer BEFORE UPDATE OF default_dealer_numb
 
 --
 -- dealer_distance_miles: miles from a postal code's centre to a dealer, as
--- routing measures them (PostGIS is found through the search_path the
--- extension was installed with).
+-- routing measures them (C: PostGIS is called wherever it lives, without
+-- the caller's USAGE on its schema).
 --
 CREATE FUNCTION aimroute.dealer_distance_miles(country text, postal_code text, dealer_number text)
 RETURNS double precision
-    LANGUAGE sql STABLE
-    SET search_path FROM CURRENT
-AS $$
-    SELECT ST_Distance(p.centroid, d.location) / 1609.344
-      FROM aimroute.postal_codes p, aimroute.dealers d
-     WHERE p.country = dealer_distance_miles.country
-       AND p.postal_code = dealer_distance_miles.postal_code
-       AND d.dealer_number = dealer_distance_miles.dealer_number
-$$;
+    AS 'MODULE_PATHNAME', 'aimroute_dealer_distance_miles'
+    LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION aimroute.dealer_distance_miles(text, text, text) IS
+    'Miles from a postal code''s centre to a dealer''s location, as routing measures them (ST_Distance on the spheroid / 1609.344); NULL when either point is unknown.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_history', '');
 -- Identity sequences too, or a restored database would hand out used ids.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.leads', 'lead_id')::regclass, '');

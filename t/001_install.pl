@@ -26,6 +26,25 @@ is( $node->safe_psql(
 	't',
 	'the installed SQL and the loaded library are the same version');
 
+# PostGIS in a schema of its own that PUBLIC may not use: CREATE EXTENSION
+# says that routing will fail for roles without USAGE on it (PostGIS reads
+# its spatial_ref_sys with the caller's rights), and the GRANT it names
+# silences it.
+{
+	my ($out, $err);
+	$node->safe_psql('postgres', 'CREATE DATABASE closed_gis');
+	$node->safe_psql('closed_gis',
+		'SET client_min_messages = warning; CREATE SCHEMA gis; CREATE EXTENSION postgis SCHEMA gis');
+	$node->psql('closed_gis', 'CREATE EXTENSION aimroute', stdout => \$out, stderr => \$err);
+	like($err, qr/WARNING:  PostGIS's schema gis is not usable by every role/,
+		'PostGIS in a schema PUBLIC may not use: CREATE EXTENSION warns');
+	like($err, qr/HINT:  GRANT USAGE ON SCHEMA gis TO PUBLIC/, '... and names the GRANT');
+	$node->safe_psql('closed_gis', 'DROP EXTENSION aimroute; GRANT USAGE ON SCHEMA gis TO PUBLIC');
+	$node->psql('closed_gis', 'CREATE EXTENSION aimroute', stdout => \$out, stderr => \$err);
+	unlike($err, qr/WARNING/, '... and is silent once PUBLIC may use it');
+	$node->safe_psql('postgres', 'DROP DATABASE closed_gis');
+}
+
 # The shipped data: US ZIP codes and Canadian FSAs.
 my ($loaded, $stderr);
 $node->psql(

@@ -244,6 +244,18 @@ BEGIN
 END
 $$;
 
+-- dealer_distance_miles in C (issue 14): with PostGIS in a schema of its own,
+-- a role without USAGE on that schema could not reassign a lead.  A new
+-- language and owner (C functions stay the bootstrap superuser's), so the
+-- function is made anew.
+DROP FUNCTION aimroute.dealer_distance_miles(text, text, text);
+CREATE FUNCTION aimroute.dealer_distance_miles(country text, postal_code text, dealer_number text)
+RETURNS double precision
+    AS 'MODULE_PATHNAME', 'aimroute_dealer_distance_miles'
+    LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION aimroute.dealer_distance_miles(text, text, text) IS
+    'Miles from a postal code''s centre to a dealer''s location, as routing measures them (ST_Distance on the spheroid / 1609.344); NULL when either point is unknown.';
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.

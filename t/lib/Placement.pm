@@ -7,8 +7,9 @@
 #   gis      an administrator created PostGIS beforehand in a schema of its
 #            own (CREATE SCHEMA gis; CREATE EXTENSION postgis SCHEMA gis),
 #            let every role use it (GRANT USAGE ON SCHEMA gis TO PUBLIC:
-#            aimroute calls PostGIS as the calling role) and set the
-#            database's search_path to "$user", public, gis; then aimroute;
+#            PostGIS reads gis.spatial_ref_sys as whoever measures a
+#            distance) and set the database's search_path to "$user",
+#            public, gis; then aimroute;
 #   cascade  CREATE EXTENSION aimroute CASCADE created PostGIS; PostgreSQL
 #            puts it in the schema of aimroute's control file, aimroute.
 #
