@@ -6,8 +6,9 @@
 # creates aimroute, a trusted extension, and runs everything: the postal
 # data shipped with it, the network, routing on INSERT and from staging,
 # re-routing and delivery by the background workers to a real SMTP server,
-# a dealer user's scope, a backup with pg_dump and its restore, and DROP
-# EXTENSION.  It also checks what oem must not gain: a temporary type in
+# a dealer user's scope (it cannot stop its re-route clock; its view,
+# with its own address, is recorded as oem), a backup with pg_dump and its
+# restore, and DROP EXTENSION.  It also checks what oem must not gain: a temporary type in
 # its session does not replace one the install script uses, it cannot read
 # a server file, cannot redeclare a C function, and code it attaches to
 # its own tables runs as oem, never as the superuser the workers connect
