@@ -19,6 +19,8 @@
 # deactivation committed goes to that dealer.
 #
 # Skipped, with the reason, only when pgbouncer is not installed.
+#
+# PostGIS placement: public (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -28,6 +30,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use Placement;
+
 my ($pgbouncer) = grep { -x $_ } map { File::Spec->catfile($_, 'pgbouncer') } (split(/:/, $ENV{PATH}), '/usr/sbin');
 plan skip_all => 'pgbouncer is not installed (Debian package pgbouncer, which scripts/lib.sh installs)'
   unless defined $pgbouncer;
@@ -35,7 +39,7 @@ plan skip_all => 'pgbouncer is not installed (Debian package pgbouncer, which sc
 my $ndealers = 8;        # dealer clients, one per dealer
 my $rounds = 60;         # transactions of each dealer client
 my $inserters = 16;      # routing clients
-my $inserts = 40;        # leads each routing client inserts
+my $inserts = 20;        # leads each routing client inserts before, and after, the deactivation
 my $leaver = 'D3';       # the dealer deactivated mid-run
 
 my $node = PostgreSQL::Test::Cluster->new('pgbouncer');
@@ -47,12 +51,12 @@ track_commit_timestamp = on
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
+Placement::install($node, 'app', Placement::pick('public'));
 
 my $dealers_sql = join(",\n", map { "('D$_', 'Dealer $_', 'US', '" . (10000 + $_) . "')" } 1 .. $ndealers);
 $node->safe_psql(
 	'app', qq{
 	SET client_min_messages = warning;
-	CREATE EXTENSION aimroute CASCADE;
 	SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path());
 	INSERT INTO aimroute.brands VALUES ('PB', 'Pooled Boats');
 	INSERT INTO aimroute.dealers (dealer_number, name, country, postal_code) VALUES
@@ -72,6 +76,7 @@ $node->safe_psql(
 	-- The pool's login role: member of each dealer role, inheriting none.
 	CREATE ROLE app_pool LOGIN NOINHERIT;
 	CREATE ROLE app_admin LOGIN IN ROLE aimroute_admin;
+	CREATE ROLE app_ops LOGIN IN ROLE aimroute_admin;
 	DO \$\$
 	BEGIN
 	    FOR k IN 1..$ndealers LOOP
@@ -94,7 +99,7 @@ my $dir = PostgreSQL::Test::Utils::tempdir();
 my $bport = PostgreSQL::Test::Cluster::get_free_port();
 my $server = 'host=' . $node->host . ' port=' . $node->port;
 open(my $users, '>', "$dir/userlist.txt") or die "userlist.txt: $!";
-print $users qq{"app_pool" ""\n"app_admin" ""\n};
+print $users qq{"app_pool" ""\n"app_admin" ""\n"app_ops" ""\n};
 close $users;
 open(my $ini, '>', "$dir/pgbouncer.ini") or die "pgbouncer.ini: $!";
 print $ini qq{[databases]
@@ -262,18 +267,36 @@ is(scalar(@denied), 2 * $rounds, 'each of its reads is refused: permission denie
 ### Routing through the pooler while a dealer leaves.
 ###
 my $leaver_code = 10000 + substr($leaver, 1);
+# Each routing client inserts $inserts leads, the first for the leaver's
+# postal code; then it waits (in a DO block, holding one of the two server
+# connections of its pool) until the deactivation has committed, and
+# inserts as many again.  So some leads are routed before the deactivation,
+# some while it commits, and every client inserts after it.
+my $insert = sub {
+	my ($c, $from) = @_;
+	return join('',
+		map { "INSERT INTO aimroute.leads (brand_code, country, postal_code, comment) VALUES ('PB', 'US', '"
+			  . ($_ == 1 ? $leaver_code : 10000 + 1 + ($c + $_) % $ndealers) . "', 'pooled $c " . ($from + $_) . "');\n" }
+		  1 .. $inserts);
+};
 my @routers;
 for my $c (1 .. $inserters)
 {
-	my $sql = join('',
-		map { "INSERT INTO aimroute.leads (brand_code, country, postal_code, comment) VALUES ('PB', 'US', '"
-			  . (10000 + 1 + ($c + $_) % $ndealers) . "', 'pooled $c $_');\n" } 1 .. $inserts);
+	my $sql = $insert->($c, 0) . qq{DO \$\$
+BEGIN
+    WHILE (SELECT d.active_for_sales FROM aimroute.dealers d WHERE d.dealer_number = '$leaver') LOOP
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+\$\$;
+} . $insert->($c, $inserts);
 	push @routers, start_client('app_admin', "router_$c", $sql, 1);
 }
 ok( $node->poll_query_until(
-		'app', "SELECT count(*) >= " . int($inserters * $inserts / 5) . " FROM aimroute.leads WHERE comment LIKE 'pooled %'"),
+		'app', "SELECT count(*) >= $inserts FROM aimroute.leads WHERE comment LIKE 'pooled %'"),
 	'the routing clients are under way');
-($rc, $out, $err) = bouncer_psql('app_admin', 'app',
+# As another admin login, whose pool the waiting clients do not hold.
+($rc, $out, $err) = bouncer_psql('app_ops', 'app',
 	"UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number = '$leaver'");
 is($rc, 0, "an admin deactivates dealer $leaver through the pooler mid-run") or diag $err;
 my @router_errors;
@@ -287,7 +310,7 @@ is(join('', @router_errors), '', "the $inserters routing clients inserted every 
 my $left_at = $node->safe_psql('app',
 	"SELECT pg_xact_commit_timestamp(xmin) FROM aimroute.dealers WHERE dealer_number = '$leaver'");
 is($node->safe_psql('app', "SELECT count(*) FROM aimroute.leads WHERE comment LIKE 'pooled %'"),
-	$inserters * $inserts, 'every lead is stored');
+	2 * $inserters * $inserts, 'every lead is stored');
 cmp_ok(
 	$node->safe_psql('app',
 		"SELECT count(*) FROM aimroute.leads WHERE comment LIKE 'pooled %' AND dealer_number = '$leaver'"),
