@@ -152,36 +152,20 @@ COMMENT ON FUNCTION aimroute.reroute_overdue(integer) IS
 --
 -- mark_viewed: a dealer's contact viewed the lead.  Counts only for a
 -- 'Leads: Emails To' contact of the dealer holding the lead; anyone else
--- is refused (false) and nothing changes.  Viewing again is harmless.
+-- is refused (false) and nothing changes.  Viewing again is harmless.  A
+-- region or dealer user may name only its own address
+-- (aimroute.user_scopes.email); admins and the extension's owner name the
+-- contact whose view they record.  In C (src/reroute.c): it reads the lead
+-- with the caller's rights and records the view as the extension's owner,
+-- since only aimroute writes viewed_at (080_security.sql).
 --
 CREATE FUNCTION aimroute.mark_viewed(lead_id bigint, viewer_email text)
 RETURNS boolean
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    allowed boolean;
-BEGIN
-    -- Lock the lead first: a concurrent re-route either finished (and
-    -- the viewer is then checked against the new dealer) or waits.
-    SELECT EXISTS (SELECT FROM aimroute.dealer_contacts c
-                    WHERE c.dealer_number = l.dealer_number
-                      AND lower(c.email) = lower(btrim(viewer_email))
-                      AND 'Leads: Emails To' = ANY (c.contact_types))
-      INTO allowed
-      FROM aimroute.leads l WHERE l.lead_id = mark_viewed.lead_id
-       FOR UPDATE OF l;
-    IF NOT coalesce(allowed, false) THEN
-        RETURN false;
-    END IF;
-    UPDATE aimroute.leads l
-       SET viewed_at = clock_timestamp(), viewed_by = lower(btrim(viewer_email)), reroute_due_at = NULL
-     WHERE l.lead_id = mark_viewed.lead_id AND l.viewed_at IS NULL;
-    RETURN true;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'aimroute_mark_viewed'
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION aimroute.mark_viewed(bigint, text) IS
-    'Marks a lead viewed when viewer_email is a ''Leads: Emails To'' contact of the dealer holding it (true); otherwise changes nothing (false).';
+    'Marks a lead viewed when viewer_email is a ''Leads: Emails To'' contact of the dealer holding it and, for a region or dealer user, the caller''s own address (aimroute.user_scopes.email) (true); otherwise changes nothing (false).';
 
 --
 -- open_view_link: the view link of a notice was opened.  Counts while the

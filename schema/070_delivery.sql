@@ -1022,7 +1022,8 @@ SELECT l.lead_id,
   CROSS JOIN aimroute.settings s
   JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
   LEFT JOIN LATERAL (
-        SELECT x.* FROM aimroute.lead_notifications x
+        -- Not the view token, which region and dealer users do not read.
+        SELECT x.notification_id, x.queued_at, x.no_contacts FROM aimroute.lead_notifications x
          WHERE x.lead_id = l.lead_id AND x.dealer_number = l.dealer_number
          ORDER BY x.notification_id DESC LIMIT 1) n ON true
   LEFT JOIN LATERAL (

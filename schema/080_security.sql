@@ -44,11 +44,14 @@ CREATE TABLE aimroute.user_scopes (
     role_name      name NOT NULL,
     dealer_number  text REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
     region         text,
+    email          text CONSTRAINT user_scopes_email_check CHECK (aimroute.email_is_valid(email)),
     CONSTRAINT user_scopes_one_scope CHECK ((dealer_number IS NULL) <> (region IS NULL))
 );
 CREATE UNIQUE INDEX user_scopes_unique_idx ON aimroute.user_scopes (role_name, dealer_number, region) NULLS NOT DISTINCT;
 COMMENT ON TABLE aimroute.user_scopes IS
     'What each region or dealer user may see: one row per role and dealer (dealer users) or per role and region (region users, by aimroute.dealers.region). A role also has the scopes of the roles it is a member of.';
+COMMENT ON COLUMN aimroute.user_scopes.email IS
+    'The email address of the person who logs in as role_name: the only viewer_email with which that role''s aimroute.mark_viewed counts (when it is a ''Leads: Emails To'' contact of the dealer holding the lead). NULL: the role''s mark_viewed never counts.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.user_scopes', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.user_scopes', 'scope_id')::regclass, '');
 
@@ -66,6 +69,12 @@ BEGIN
         RAISE EXCEPTION 'a user scope names a dealer or a region, not both and not neither'
             USING ERRCODE = 'check_violation',
                   HINT = 'Insert one row per dealer (dealer_number) or per region (region).';
+    END IF;
+    NEW.email := nullif(btrim(NEW.email), '');
+    IF NOT aimroute.email_is_valid(NEW.email) THEN
+        RAISE EXCEPTION 'invalid email address % for role "%"', quote_literal(NEW.email), NEW.role_name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Give the one address of the person who logs in as this role, such as ann@dealer.example.com, or NULL.';
     END IF;
     RETURN NEW;
 END
@@ -139,6 +148,53 @@ CREATE POLICY admin_all ON aimroute.delivery_attempt_log TO aimroute_admin USING
 CREATE POLICY scoped_read ON aimroute.delivery_attempt_log FOR SELECT TO aimroute_region, aimroute_dealer
     USING (EXISTS (SELECT FROM aimroute.outbox o WHERE o.message_id = delivery_attempt_log.message_id));
 
+--
+-- The re-route clock (SPEC section 3): viewed_at, viewed_by, reroute_due_at
+-- and reroute_count are written by aimroute only -- routing, the re-route
+-- worker, mark_viewed and open_view_link, which write as the extension's
+-- owner -- and by admins, never by a region or dealer user's UPDATE, or a
+-- dealer could keep a lead it never looked at.  A region user's move of a
+-- lead (reassign, or an UPDATE of dealer_number within its regions) gives
+-- the new dealer the clock aimroute gives every move, whatever the UPDATE
+-- said: unviewed, with a deadline unless the lead went to the default
+-- dealer or is not to be sent.
+--
+CREATE FUNCTION aimroute.leads_protect_view() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(current_user, 'aimroute_admin', 'USAGE')
+       OR pg_catalog.pg_has_role(current_user, (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                                 WHERE e.extname = 'aimroute'), 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.dealer_number IS DISTINCT FROM OLD.dealer_number THEN
+        NEW.viewed_at := NULL;
+        NEW.viewed_by := NULL;
+        NEW.reroute_count := OLD.reroute_count;
+        NEW.reroute_due_at := CASE WHEN NEW.send_to_dealer
+                                        AND NEW.dealer_number IS DISTINCT FROM
+                                            (SELECT s.default_dealer_number FROM aimroute.settings s)
+                                   THEN aimroute.reroute_due_at(now()) END;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'permission denied to change the view or re-route deadline of lead %', OLD.lead_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'viewed_at, viewed_by, reroute_due_at and reroute_count are written by aimroute only.',
+              HINT = 'A view is recorded by aimroute.mark_viewed(lead_id, your own address in aimroute.user_scopes.email) or by the view link of the lead''s email.';
+END
+$$;
+COMMENT ON FUNCTION aimroute.leads_protect_view() IS
+    'Trigger: only aimroute (its owner, admins) changes a lead''s viewed_at, viewed_by, reroute_due_at and reroute_count; a region user''s move gets aimroute''s clock.';
+CREATE TRIGGER leads_protect_view BEFORE UPDATE ON aimroute.leads
+    FOR EACH ROW
+    WHEN (OLD.viewed_at IS DISTINCT FROM NEW.viewed_at OR OLD.viewed_by IS DISTINCT FROM NEW.viewed_by
+          OR OLD.reroute_due_at IS DISTINCT FROM NEW.reroute_due_at
+          OR OLD.reroute_count IS DISTINCT FROM NEW.reroute_count
+          OR OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.leads_protect_view();
+
 -- The views read as the caller, so that the policies above apply to them.
 ALTER VIEW aimroute.lead_delivery_status SET (security_invoker = true);
 ALTER VIEW aimroute.unsent_leads SET (security_invoker = true);
@@ -181,11 +237,14 @@ GRANT SELECT ON aimroute.leads, aimroute.lead_history, aimroute.outbox, aimroute
                 aimroute.lead_delivery_status, aimroute.unsent_leads, aimroute.delivery_attempts,
                 aimroute.delivery_issues
     TO aimroute_region, aimroute_dealer;
--- A notice's view token is the dealer's: region users get the rest.
-GRANT SELECT ON aimroute.lead_notifications TO aimroute_dealer;
+-- A notice's view token marks its lead viewed (open_view_link): it is for
+-- the To contacts the email carries it to, and for admins; region and
+-- dealer users get the other columns.
 GRANT SELECT (notification_id, lead_id, dealer_number, event, queued_at, no_contacts, messages, failure_notice_at)
-    ON aimroute.lead_notifications TO aimroute_region;
--- mark_viewed (both), reassign (regions).
+    ON aimroute.lead_notifications TO aimroute_region, aimroute_dealer;
+-- Locking a lead (send_lead) takes an UPDATE privilege, and moving one
+-- (reassign) writes these columns; the trigger leads_protect_view below
+-- lets only aimroute change them.
 GRANT UPDATE (viewed_at, viewed_by, reroute_due_at) ON aimroute.leads TO aimroute_region, aimroute_dealer;
 GRANT UPDATE (dealer_number, match_type, distance_miles, routed_at, routing_log) ON aimroute.leads TO aimroute_region;
 GRANT INSERT (dealer_number, name, email, mobile, contact_types),
@@ -230,6 +289,10 @@ ALTER FUNCTION aimroute.open_view_link(text) SECURITY DEFINER;
 -- The move trigger writes lead_history and queues the new dealer's notice
 -- for whoever moved the lead within its rights.
 ALTER FUNCTION aimroute.leads_record_history() SECURITY DEFINER;
+-- mark_viewed (C, src/reroute.c) is not SECURITY DEFINER either: it reads
+-- the lead with the caller's rights, takes the caller's own address from
+-- user_scopes unless the caller is an admin, and records the view as the
+-- extension's owner.  Its search_path is pinned where it is created.
 -- Not SECURITY DEFINER, though it writes what dealer users may not:
 -- aimroute.queue_lead_delivery (C) reads the lead with the caller's rights,
 -- so it queues only a lead the caller can see, and only to the dealer

@@ -24,7 +24,7 @@ AIMROUTE_PACKAGES=(
 	build-essential clang-format
 	postgresql-15 postgresql-server-dev-15 postgresql-15-postgis-3
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
-	libcurl4-openssl-dev zlib1g-dev python3-aiosmtpd
+	libcurl4-openssl-dev zlib1g-dev python3-aiosmtpd pgbouncer
 	clang libclang-rt-14-dev libxml2-utils
 )
 
@@ -52,8 +52,10 @@ install_packages() {
 	say "Installing Debian packages: ${missing[*]}"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# Debian's postgresql-common starts a "main" cluster on 5432; ours are
-	# separate and do not need it, but leave it alone: it may be the user's.
+	# Debian's postgresql-common starts a "main" cluster on 5432, and the
+	# pgbouncer package its service on 127.0.0.1:6432; ours are separate
+	# (t/010_pgbouncer.pl runs its own on a free port) and do not need
+	# them, but leave them alone: they may be the user's.
 }
 
 # build_and_install: compile with -Werror and install into PostgreSQL.

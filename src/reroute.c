@@ -12,19 +12,62 @@
  * does not exist on that day (the gap of a change to summer time) or exists
  * twice (the change back) is resolved by PostgreSQL's own rule, as
  * '... 02:30'::timestamp AT TIME ZONE settings.timezone would be.
+ *
+ * A view ends the hold: aimroute.mark_viewed records one.  Only aimroute
+ * writes a lead's view and deadline (schema/080_security.sql), so the view
+ * is recorded as the extension's owner, once the lead has been read with
+ * the caller's rights and the viewer checked: a region or dealer user
+ * names only its own address (aimroute.user_scopes.email).
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 #include "access/htup_details.h"
 
+#include "kept_plan.h"
+#include "owner.h"
 #include "reroute.h"
 
+/*
+ * Recording a view (mark_viewed).  The function's search_path is pinned
+ * to pg_catalog, pg_temp, under which these statements are prepared.
+ * $1 lead, $2 the dealer holding it, $3 the viewer's address, $4 the role
+ * whose user_scopes.email the address must be (NULL: any address).
+ */
+static const char *const view_record_sql =
+	"WITH v AS ("
+	"  SELECT EXISTS (SELECT FROM aimroute.dealer_contacts c"
+	"                  WHERE c.dealer_number = $2"
+	"                    AND lower(c.email) = lower(btrim($3))"
+	"                    AND 'Leads: Emails To' = ANY (c.contact_types))"
+	"         AND ($4 IS NULL"
+	"              OR EXISTS (SELECT FROM aimroute.user_scopes u"
+	"                          WHERE u.role_name = $4 AND lower(u.email) = lower(btrim($3))))"
+	"         AS allowed),"
+	" u AS ("
+	"  UPDATE aimroute.leads l"
+	"     SET viewed_at = clock_timestamp(), viewed_by = lower(btrim($3)), reroute_due_at = NULL"
+	"    FROM v WHERE v.allowed AND l.lead_id = $1 AND l.viewed_at IS NULL"
+	"  RETURNING l.lead_id)"
+	" SELECT v.allowed FROM v";
+static SPIPlanPtr view_record_plan = NULL;
+static Oid view_record_types[4] = { INT8OID, TEXTOID, TEXTOID, NAMEOID };
+
+static SPIPlanPtr holder_plan = NULL;
+static SPIPlanPtr holder_lock_plan = NULL;
+
+static char *LeadHolder(int64 lead_id, bool lock);
+static bool ActsForAimroute(Oid role);
+
+PG_FUNCTION_INFO_V1(aimroute_mark_viewed);
 PG_FUNCTION_INFO_V1(aimroute_reroute_deadline);
 
 /*
@@ -193,4 +236,112 @@ aimroute_reroute_deadline(PG_FUNCTION_ARGS)
 	text_to_cstring_buffer(zone, s.timezone, sizeof(s.timezone));
 	s.tz = pg_tzset(s.timezone);
 	PG_RETURN_TIMESTAMPTZ(RerouteDeadline(&s, PG_GETARG_TIMESTAMPTZ(0)));
+}
+
+/*
+ * LeadHolder returns the dealer holding a lead as the current user sees it
+ * (under row-level security), NULL when that user sees no such lead; with
+ * lock, after locking its row.  The caller is connected to SPI.
+ */
+static char *
+LeadHolder(int64 lead_id, bool lock)
+{
+	Oid type = INT8OID;
+	Datum arg = Int64GetDatum(lead_id);
+	SPIPlanPtr plan;
+
+	plan = lock
+			   ? KeptPlan(
+					 &holder_lock_plan,
+					 "SELECT l.dealer_number FROM aimroute.leads l WHERE l.lead_id = $1 FOR UPDATE",
+					 1, &type, 0)
+			   : KeptPlan(&holder_plan,
+						  "SELECT l.dealer_number FROM aimroute.leads l WHERE l.lead_id = $1", 1,
+						  &type, 0);
+	/* Not read-only: a new snapshot, which sees the row just locked. */
+	if (SPI_execute_plan(plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read lead " INT64_FORMAT, lead_id);
+	if (SPI_processed != 1)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * ActsForAimroute tells whether a role has the rights of aimroute_admin or
+ * of the extension's owner (a superuser has every role's): it may record
+ * the view of any contact, as a web application does for the person who
+ * opened the lead.
+ */
+static bool
+ActsForAimroute(Oid role)
+{
+	Oid admin = get_role_oid("aimroute_admin", true);
+	Oid owner = ExtensionOwner();
+
+	return (OidIsValid(admin) && has_privs_of_role(role, admin)) ||
+		   (OidIsValid(owner) && has_privs_of_role(role, owner));
+}
+
+/*
+ * aimroute_mark_viewed is the SQL function aimroute.mark_viewed(lead_id,
+ * viewer_email).  The lead must be one the caller sees, before and after
+ * its row is locked (a re-route may have moved it meanwhile); the viewer
+ * must be a 'Leads: Emails To' contact of the dealer holding it and, unless
+ * the caller acts for aimroute, the caller's own address.  Then the view
+ * is recorded as the extension's owner.  Returns whether the view counts;
+ * viewing again is harmless.
+ */
+Datum
+aimroute_mark_viewed(PG_FUNCTION_ARGS)
+{
+	Oid caller = GetUserId();
+	int64 lead_id;
+	char *seen;
+	char *holder = NULL;
+	bool allowed = false;
+	OwnerSwitch owner;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	lead_id = PG_GETARG_INT64(0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	seen = LeadHolder(lead_id, false);
+	if (seen != NULL)
+	{
+		BecomeExtensionOwner(&owner);
+		holder = LeadHolder(lead_id, true);
+		RestoreCaller(&owner);
+		if (holder != NULL)
+			seen = LeadHolder(lead_id, false);
+	}
+	if (seen != NULL && holder != NULL && strcmp(seen, holder) == 0)
+	{
+		Datum args[4];
+		char nulls[4] = { ' ', ' ', ' ', ' ' };
+		bool isnull;
+
+		args[0] = Int64GetDatum(lead_id);
+		args[1] = CStringGetTextDatum(holder);
+		args[2] = PG_GETARG_DATUM(1);
+		if (ActsForAimroute(caller))
+		{
+			args[3] = (Datum) 0;
+			nulls[3] = 'n';
+		}
+		else
+			args[3] =
+				DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(caller, false)));
+		BecomeExtensionOwner(&owner);
+		if (SPI_execute_plan(KeptPlan(&view_record_plan, view_record_sql, 4, view_record_types, 0),
+							 args, nulls, false, 0) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not record the view of lead " INT64_FORMAT, lead_id);
+		allowed =
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		allowed = allowed && !isnull;
+		RestoreCaller(&owner);
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(allowed);
 }

@@ -6,8 +6,9 @@
 # creates aimroute, a trusted extension, and runs everything: the postal
 # data shipped with it, the network, routing on INSERT and from staging,
 # re-routing and delivery by the background workers to a real SMTP server,
-# a dealer user's scope, a backup with pg_dump and its restore, and DROP
-# EXTENSION.  It also checks what oem must not gain: a temporary type in
+# a dealer user's scope (it cannot stop its re-route clock; its view,
+# with its own address, is recorded as oem), a backup with pg_dump and its
+# restore, and DROP EXTENSION.  It also checks what oem must not gain: a temporary type in
 # its session does not replace one the install script uses, it cannot read
 # a server file, cannot redeclare a C function, and code it attaches to
 # its own tables runs as oem, never as the superuser the workers connect
@@ -228,6 +229,27 @@ my $hq_lead = as('oem', "SELECT lead_id FROM aimroute.leads WHERE dealer_number 
 like($err, qr/P0002.*lead $hq_lead does not exist/,
 	'the dealer user cannot queue another dealer\'s lead, even to the dealer holding it');
 is(as('ann', 'SELECT current_user'), 'ann', 'the dealer user is itself again after queueing');
+
+# The dealer user's re-route clock is aimroute's: oem's trigger refuses
+# the dealer's UPDATE; mark_viewed with the dealer user's own address
+# records the view as oem.
+my $mke_open = as('oem',
+	"SELECT lead_id FROM aimroute.leads WHERE dealer_number = 'MKE' AND viewed_at IS NULL ORDER BY lead_id LIMIT 1");
+as('oem', "UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() + interval '1 day' WHERE lead_id = $mke_open");
+($rc, $out, $err) = try('ann', "UPDATE aimroute.leads SET reroute_due_at = NULL WHERE lead_id = $mke_open");
+like($err, qr/42501.*permission denied to change the view or re-route deadline of lead $mke_open/,
+	'the dealer user cannot stop its re-route clock on oem\'s tables');
+is(as('ann', "SELECT aimroute.mark_viewed($mke_open, 'sales\@mke.example')"),
+	'f', 'nor mark its lead viewed by its dealer\'s address when it has none of its own');
+as('oem', "UPDATE aimroute.user_scopes SET email = 'sales\@mke.example' WHERE role_name = 'ann'");
+as('oem', 'TRUNCATE public.spy');
+is(as('ann', "SELECT aimroute.mark_viewed($mke_open, 'sales\@mke.example')"),
+	't', 'with its own address, a To contact of its dealer, it marks its lead viewed');
+is( as('oem', "SELECT viewed_by || ' ' || (reroute_due_at IS NULL) FROM aimroute.leads WHERE lead_id = $mke_open"),
+	'sales@mke.example true', 'the view is recorded and the deadline gone');
+is(as('oem', "SELECT string_agg(DISTINCT who || ' | ' || tried, E'\\n') FROM public.spy WHERE seen_in = 'leads UPDATE by ann'"),
+	"oem | $restricted",
+	'the view is written as oem, in a restricted operation');
 
 # Errors caught in oem's trigger, inside the worker's transactions that
 # hold off a shutdown, do not leave the delivery worker deaf to SIGTERM.

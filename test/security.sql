@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(49);
+SELECT plan(81);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -55,7 +55,18 @@ SELECT lives_ok($$SELECT aimroute.reroute_overdue(); SELECT * FROM aimroute.deli
 SELECT is((SELECT smtp_password FROM settings), 'secret', 'reads the SMTP credentials');
 SELECT is((SELECT count(*) FROM lead_delivery_status WHERE lead_id IN (SELECT lead_id FROM leads WHERE comment IN ('one', 'two', 'three'))),
           3::bigint, 'sees every lead''s delivery');
+SELECT lives_ok($$UPDATE aimroute.user_scopes SET email = ' sales@one.example ' WHERE role_name = 'sec_d1'$$,
+                'gives a dealer user its own address (user_scopes.email)');
+SELECT throws_ok($$UPDATE aimroute.user_scopes SET email = 'not an address' WHERE role_name = 'sec_d3'$$,
+                 '23514', NULL, 'but not an invalid one');
+SELECT lives_ok($$SELECT view_token FROM aimroute.lead_notifications$$, 'reads view tokens');
 RESET ROLE;
+SELECT is((SELECT email FROM user_scopes WHERE role_name = 'sec_d1'), 'sales@one.example', 'the address is stored trimmed');
+-- Re-routing on, a deadline on each lead, and a second To contact at SEC-1.
+UPDATE aimroute.settings SET reroute_enabled = true;
+UPDATE aimroute.leads SET reroute_due_at = now() + interval '1 day' WHERE comment IN ('one', 'two', 'three');
+INSERT INTO aimroute.dealer_contacts (dealer_number, name, email, contact_types)
+    VALUES ('SEC-1', 'Boss', 'boss@one.example', '{Leads: Emails To}');
 -- Ids as the superuser sees them, for the calls from the wrong side.
 CREATE TEMP TABLE ids AS
     SELECT comment AS tag, lead_id AS id FROM aimroute.leads WHERE comment IN ('one', 'two', 'three')
@@ -69,14 +80,41 @@ SELECT is((SELECT string_agg(comment, ',') FROM leads), 'one', 'a dealer user se
 SELECT is((SELECT string_agg(DISTINCT dealer_number, ',') FROM lead_delivery_status), 'SEC-1', 'and their delivery statuses');
 SELECT is((SELECT string_agg(DISTINCT dealer_number, ',') FROM outbox), 'SEC-1', 'its messages');
 SELECT is((SELECT count(*) FROM delivery_attempts WHERE dealer_number <> 'SEC-1'), 0::bigint, 'its attempts');
-SELECT is((SELECT string_agg(email, ',') FROM dealer_contacts), 'sales@one.example', 'its contacts');
+SELECT is((SELECT string_agg(email, ',' ORDER BY email) FROM dealer_contacts), 'boss@one.example,sales@one.example', 'its contacts');
 SELECT is((SELECT count(*) FROM lead_notifications WHERE dealer_number <> 'SEC-1'), 0::bigint, 'its notices');
 SELECT is((SELECT count(*) FROM dealers), 4::bigint, 'the dealer network itself is reference data, readable');
 SELECT throws_ok($$SELECT smtp_password FROM aimroute.settings$$, '42501', NULL, 'the SMTP password is not readable');
 SELECT throws_ok($$SELECT smtp_username FROM aimroute.settings$$, '42501', NULL, 'nor the user name');
 SELECT is((SELECT timezone FROM settings), 'UTC', 'the other settings are');
-SELECT is(mark_viewed(pg_temp.id('one'), 'sales@one.example'), true,
-          'mark_viewed of its own lead by its To contact');
+SELECT throws_ok($$SELECT view_token FROM aimroute.lead_notifications$$, '42501', NULL,
+                 'a dealer user does not read view tokens (a token marks the lead viewed)');
+SELECT lives_ok($$SELECT * FROM aimroute.lead_delivery_status; SELECT * FROM aimroute.unsent_leads;
+                  SELECT * FROM aimroute.delivery_attempts; SELECT * FROM aimroute.delivery_issues$$,
+                'but reads all four delivery views');
+-- Its re-route clock is aimroute's (SPEC section 3).
+SELECT throws_ok(format('UPDATE aimroute.leads SET reroute_due_at = NULL WHERE lead_id = %s', pg_temp.id('one')),
+                 '42501', NULL, 'a dealer cannot stop its re-route clock by UPDATE');
+SELECT throws_ok(format('UPDATE aimroute.leads SET reroute_due_at = now() + interval ''10 years'' WHERE lead_id = %s', pg_temp.id('one')),
+                 '42501', NULL, 'nor move it ten years on');
+SELECT throws_ok(format('UPDATE aimroute.leads SET viewed_at = now() WHERE lead_id = %s', pg_temp.id('one')),
+                 '42501', NULL, 'nor set viewed_at');
+SELECT throws_ok(format('UPDATE aimroute.leads SET viewed_by = ''sales@one.example'' WHERE lead_id = %s', pg_temp.id('one')),
+                 '42501', NULL, 'nor viewed_by');
+SELECT throws_ok(format('UPDATE aimroute.leads SET reroute_count = 99 WHERE lead_id = %s', pg_temp.id('one')),
+                 '42501', NULL, 'nor reroute_count');
+SELECT is(mark_viewed(pg_temp.id('one'), 'boss@one.example'), false,
+          'mark_viewed with another To contact''s address, even of its own dealer, is refused');
+SELECT is(mark_viewed(pg_temp.id('one'), NULL), false, 'and with no address');
+RESET ROLE;
+SELECT is((SELECT viewed_at IS NULL AND viewed_by IS NULL AND reroute_due_at > now() + interval '23 hours'
+             FROM leads WHERE comment = 'one'), true, 'its lead is unviewed and its clock runs');
+SET LOCAL ROLE sec_d1;
+SELECT is(mark_viewed(pg_temp.id('one'), ' Sales@One.example'), true,
+          'mark_viewed of its own lead by its own address, a To contact');
+RESET ROLE;
+SELECT is((SELECT viewed_by || ' ' || (viewed_at IS NOT NULL) || ' ' || coalesce(reroute_due_at::text, 'no deadline')
+             FROM leads WHERE comment = 'one'), 'sales@one.example true no deadline', 'the view is recorded');
+SET LOCAL ROLE sec_d1;
 SELECT is(mark_viewed(pg_temp.id('two'), 'sales@two.example'), false,
           'mark_viewed of another dealer''s lead fails, even with that dealer''s contact');
 RESET ROLE;
@@ -92,7 +130,7 @@ SELECT throws_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads 
                  '42501', NULL, 'a dealer cannot reassign');
 SELECT throws_ok(format('SELECT aimroute.send_lead(%s)', pg_temp.id('two')),
                  'P0002', NULL, 'send_lead of another dealer''s lead: no such lead');
-SELECT is(send_lead((SELECT lead_id FROM leads WHERE comment = 'one')), 1, 'send_lead of its own lead');
+SELECT is(send_lead((SELECT lead_id FROM leads WHERE comment = 'one')), 2, 'send_lead of its own lead (to its two To contacts)');
 SELECT throws_ok(format('SELECT aimroute.queue_lead_delivery(%s, ''SEC-2'', ''x'')', pg_temp.id('one')),
                  '22023', NULL, 'its lead cannot be queued to a dealer that does not hold it');
 SELECT throws_ok(format('SELECT aimroute.queue_lead_delivery(%s, ''SEC-2'', ''x'')', pg_temp.id('two')),
@@ -115,7 +153,11 @@ RESET ROLE;
 SET LOCAL ROLE sec_d3;
 SELECT is((SELECT string_agg(comment, ',') FROM leads), 'three', 'the other dealer sees only its lead');
 SELECT is((SELECT count(*) FROM unsent_leads WHERE dealer_number <> 'SEC-3'), 0::bigint, 'and its unsent leads only');
+SELECT is(mark_viewed(pg_temp.id('three'), 'sales@three.example'), false,
+          'a dealer user without an address of its own cannot mark viewed by naming its dealer''s To contact');
 RESET ROLE;
+SELECT is((SELECT viewed_at IS NULL AND reroute_due_at IS NOT NULL FROM leads WHERE comment = 'three'), true,
+          'and changes nothing');
 
 -- A region user: its region's dealers, reassignments within them.
 SET LOCAL ROLE sec_east;
@@ -123,6 +165,20 @@ SELECT is((SELECT string_agg(comment, ',' ORDER BY comment) FROM leads), 'one,tw
 SELECT is((SELECT count(*) FROM delivery_issues WHERE region <> 'East'), 0::bigint, 'and its issues only');
 SELECT throws_ok($$SELECT view_token FROM aimroute.lead_notifications$$, '42501', NULL,
                  'a region user does not read view tokens');
+SELECT lives_ok($$SELECT * FROM aimroute.lead_delivery_status$$, 'reads lead_delivery_status');
+SELECT lives_ok($$SELECT * FROM aimroute.unsent_leads$$, 'reads unsent_leads');
+SELECT lives_ok($$SELECT * FROM aimroute.delivery_attempts; SELECT * FROM aimroute.delivery_issues$$,
+                'reads delivery_attempts and delivery_issues');
+SELECT is((SELECT string_agg(dealer_number, ',' ORDER BY dealer_number) FROM lead_delivery_status
+            WHERE lead_id IN (pg_temp.id('one'), pg_temp.id('two'), pg_temp.id('three'))),
+          'SEC-1,SEC-2', 'the statuses of its region''s leads');
+SELECT is((SELECT count(*) FROM unsent_leads WHERE region IS DISTINCT FROM 'East'), 0::bigint, 'its unsent leads only');
+SELECT throws_ok(format('UPDATE aimroute.leads SET reroute_due_at = NULL WHERE lead_id = %s', pg_temp.id('two')),
+                 '42501', NULL, 'a region user cannot stop a re-route clock by UPDATE');
+SELECT throws_ok(format('UPDATE aimroute.leads SET viewed_at = now(), viewed_by = ''x'' WHERE lead_id = %s', pg_temp.id('two')),
+                 '42501', NULL, 'nor set a lead viewed');
+SELECT is(mark_viewed(pg_temp.id('two'), 'sales@two.example'), false,
+          'a region user''s mark_viewed counts only its own address, not the dealer''s contact');
 SELECT lives_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads WHERE comment = 'two'), 'SEC-1', 'within the region')$$,
                 'reassigns within its region');
 SELECT throws_ok($$SELECT aimroute.reassign((SELECT lead_id FROM aimroute.leads WHERE comment = 'two'), 'SEC-3', 'out of the region')$$,
@@ -134,6 +190,24 @@ SELECT is((SELECT dealer_number || ' ' || match_type FROM leads WHERE comment = 
           'the reassignment within the region took');
 SELECT is((SELECT count(*) FROM lead_history h JOIN leads l USING (lead_id) WHERE l.comment = 'two'), 1::bigint,
           'recorded in lead_history');
+SELECT is((SELECT viewed_at IS NULL AND reroute_due_at > now() FROM leads WHERE comment = 'two'), true,
+          'the new dealer''s clock was set by aimroute');
+-- A move by a region user's UPDATE cannot take the clock along with it.
+UPDATE leads SET reroute_due_at = now() - interval '1 day' WHERE comment = 'two';
+SET LOCAL ROLE sec_east;
+SELECT lives_ok($$UPDATE aimroute.leads SET dealer_number = 'SEC-2', match_type = 'Default', reroute_due_at = NULL,
+                         viewed_at = now() WHERE comment = 'two'$$,
+                'a region user moves a lead by UPDATE, naming the clock too');
+RESET ROLE;
+SELECT is((SELECT dealer_number || ' ' || (viewed_at IS NULL) || ' ' || (reroute_due_at > now()) FROM leads WHERE comment = 'two'),
+          'SEC-2 true true', 'the lead moved, unviewed, with the deadline aimroute gave it');
+
+-- An admin records any To contact's view (a web app's page for the contact).
+SET LOCAL ROLE sec_admin;
+SELECT is(mark_viewed(pg_temp.id('three'), 'sales@three.example'), true, 'an admin records a To contact''s view');
+SELECT is(mark_viewed(pg_temp.id('three'), 'sales@three.example'), true, 'viewing again is harmless');
+SELECT is(mark_viewed(pg_temp.id('three'), 'stranger@example.com'), false, 'an address that is no To contact is refused');
+RESET ROLE;
 
 -- Every SECURITY DEFINER function pins its search_path.
 SELECT is((SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
@@ -145,6 +219,8 @@ SELECT is((SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
 -- So does queue_lead_delivery, which queues as the extension's owner.
 SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'aimroute.queue_lead_delivery(bigint, text, text)'::regprocedure),
           '{"search_path=pg_catalog, pg_temp"}'::text[], 'queue_lead_delivery, which switches to the owner, pins it too');
+SELECT is((SELECT proconfig FROM pg_proc WHERE oid = 'aimroute.mark_viewed(bigint, text)'::regprocedure),
+          '{"search_path=pg_catalog, pg_temp"}'::text[], 'and so does mark_viewed');
 SELECT is((SELECT count(*) FROM pg_proc p
             JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
             JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'aimroute'

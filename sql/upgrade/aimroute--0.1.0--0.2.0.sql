@@ -256,6 +256,154 @@ RETURNS double precision
 COMMENT ON FUNCTION aimroute.dealer_distance_miles(text, text, text) IS
     'Miles from a postal code''s centre to a dealer''s location, as routing measures them (ST_Distance on the spheroid / 1609.344); NULL when either point is unknown.';
 
+-- security: a dealer or region user cannot stop its own re-route clock
+-- (issue 14, defect 5), and region and dealer users read all four
+-- delivery views of their scope, without the view tokens (defect 6).
+-- As in schema/060_reroute.sql, 070_delivery.sql and 080_security.sql.
+
+-- A user's own address, the only one its mark_viewed counts.
+ALTER TABLE aimroute.user_scopes
+    ADD COLUMN email text CONSTRAINT user_scopes_email_check CHECK (aimroute.email_is_valid(email));
+COMMENT ON COLUMN aimroute.user_scopes.email IS
+    'The email address of the person who logs in as role_name: the only viewer_email with which that role''s aimroute.mark_viewed counts (when it is a ''Leads: Emails To'' contact of the dealer holding the lead). NULL: the role''s mark_viewed never counts.';
+CREATE OR REPLACE FUNCTION aimroute.user_scopes_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = NEW.role_name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', NEW.role_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'CREATE ROLE it first, and GRANT it aimroute_dealer or aimroute_region.';
+    END IF;
+    IF (NEW.dealer_number IS NULL) = (NEW.region IS NULL) THEN
+        RAISE EXCEPTION 'a user scope names a dealer or a region, not both and not neither'
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Insert one row per dealer (dealer_number) or per region (region).';
+    END IF;
+    NEW.email := nullif(btrim(NEW.email), '');
+    IF NOT aimroute.email_is_valid(NEW.email) THEN
+        RAISE EXCEPTION 'invalid email address % for role "%"', quote_literal(NEW.email), NEW.role_name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Give the one address of the person who logs in as this role, such as ann@dealer.example.com, or NULL.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- mark_viewed is C now: it reads the lead as the caller and records the
+-- view as the extension's owner.  Like every C function of aimroute it
+-- belongs to the bootstrap superuser (give_objects_to_owner, below, gives
+-- the extension's owner EXECUTE on it).
+CREATE OR REPLACE FUNCTION aimroute.mark_viewed(lead_id bigint, viewer_email text)
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'aimroute_mark_viewed'
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION aimroute.mark_viewed(bigint, text) IS
+    'Marks a lead viewed when viewer_email is a ''Leads: Emails To'' contact of the dealer holding it and, for a region or dealer user, the caller''s own address (aimroute.user_scopes.email) (true); otherwise changes nothing (false).';
+
+DO $security$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER FUNCTION aimroute.mark_viewed(bigint, text) OWNER TO %I',
+                              pg_catalog.pg_get_userbyid(10));
+END
+$security$;
+
+-- Only aimroute writes a lead's view and deadline.
+CREATE FUNCTION aimroute.leads_protect_view() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(current_user, 'aimroute_admin', 'USAGE')
+       OR pg_catalog.pg_has_role(current_user, (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                                 WHERE e.extname = 'aimroute'), 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.dealer_number IS DISTINCT FROM OLD.dealer_number THEN
+        NEW.viewed_at := NULL;
+        NEW.viewed_by := NULL;
+        NEW.reroute_count := OLD.reroute_count;
+        NEW.reroute_due_at := CASE WHEN NEW.send_to_dealer
+                                        AND NEW.dealer_number IS DISTINCT FROM
+                                            (SELECT s.default_dealer_number FROM aimroute.settings s)
+                                   THEN aimroute.reroute_due_at(now()) END;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'permission denied to change the view or re-route deadline of lead %', OLD.lead_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'viewed_at, viewed_by, reroute_due_at and reroute_count are written by aimroute only.',
+              HINT = 'A view is recorded by aimroute.mark_viewed(lead_id, your own address in aimroute.user_scopes.email) or by the view link of the lead''s email.';
+END
+$$;
+COMMENT ON FUNCTION aimroute.leads_protect_view() IS
+    'Trigger: only aimroute (its owner, admins) changes a lead''s viewed_at, viewed_by, reroute_due_at and reroute_count; a region user''s move gets aimroute''s clock.';
+CREATE TRIGGER leads_protect_view BEFORE UPDATE ON aimroute.leads
+    FOR EACH ROW
+    WHEN (OLD.viewed_at IS DISTINCT FROM NEW.viewed_at OR OLD.viewed_by IS DISTINCT FROM NEW.viewed_by
+          OR OLD.reroute_due_at IS DISTINCT FROM NEW.reroute_due_at
+          OR OLD.reroute_count IS DISTINCT FROM NEW.reroute_count
+          OR OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.leads_protect_view();
+
+
+-- The view tokens are the admins'; the views read no token.
+REVOKE SELECT ON aimroute.lead_notifications FROM aimroute_dealer;
+GRANT SELECT (notification_id, lead_id, dealer_number, event, queued_at, no_contacts, messages, failure_notice_at)
+    ON aimroute.lead_notifications TO aimroute_region, aimroute_dealer;
+CREATE OR REPLACE VIEW aimroute.lead_delivery_status AS
+SELECT l.lead_id,
+       l.dealer_number,
+       (n.notification_id IS NOT NULL AND o.attempted > 0) AS sent_to_dealer,
+       l.viewed_at IS NOT NULL AS viewed,
+       CASE WHEN o.email_attempted = 0 THEN NULL
+            WHEN o.email_delivered = o.email_total THEN 'Delivered'
+            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
+       CASE WHEN o.mobile_attempted = 0 THEN NULL
+            WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
+            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
+       CASE WHEN o.crm_attempted = 0 THEN NULL
+            WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
+            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
+       coalesce(n.no_contacts, false) AS no_contacts_configured,
+       coalesce(o.pending, 0) > 0 AS delivery_pending,
+       l.send_to_dealer,
+       n.notification_id,
+       n.queued_at AS sent_at,
+       o.last_attempt_at,
+       l.received_at,
+       (l.received_at AT TIME ZONE s.timezone)::date AS received_day,
+       l.source,
+       l.brand_code,
+       l.match_type,
+       d.name AS dealer_name,
+       d.region
+  FROM aimroute.leads l
+  CROSS JOIN aimroute.settings s
+  JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
+  LEFT JOIN LATERAL (
+        -- Not the view token, which region and dealer users do not read.
+        SELECT x.notification_id, x.queued_at, x.no_contacts FROM aimroute.lead_notifications x
+         WHERE x.lead_id = l.lead_id AND x.dealer_number = l.dealer_number
+         ORDER BY x.notification_id DESC LIMIT 1) n ON true
+  LEFT JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE x.outcome IS NOT NULL OR x.status = 'sending') AS attempted,
+               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
+               count(*) FILTER (WHERE x.method = 'email') AS email_total,
+               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
+               count(*) FILTER (WHERE x.method = 'email' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS email_attempted,
+               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
+               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
+               count(*) FILTER (WHERE x.method = 'mobile' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS mobile_attempted,
+               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
+               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
+               count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
+               max(x.last_attempt_at) AS last_attempt_at
+          FROM aimroute.outbox x
+         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
+ALTER VIEW aimroute.lead_delivery_status SET (security_invoker = true);
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
