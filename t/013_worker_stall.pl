@@ -8,6 +8,7 @@
 # with its error and a WARNING in the server log, the worker keeps its
 # process, and once the fault is gone the bad item goes through on a later
 # try: a lead re-routed once for its deadline, a message sent exactly once.
+# A daily recap that cannot be queued does not stop the sends either.
 use strict;
 use warnings;
 
@@ -313,6 +314,27 @@ is(messages('claim@bad.example') . ' ' . messages('record@bad.example'), '1 1', 
 is(messages('ok@d1.example') . ' ' . messages('ok@d2.example') . ' ' . messages('ok@dc.example'),
 	'1 1 1', 'and each good one');
 ok(within(5, "SELECT count(*) = 0 FROM aimroute.set_aside_items"), 'nothing is set aside any more');
+
+# A daily recap that cannot be queued (each round's first statement) does
+# not stop the sends either.
+$node->safe_psql(
+	'app', q{
+	CREATE FUNCTION public.planted_recap_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+	    RAISE EXCEPTION 'planted recap fault';
+	END $$;
+	CREATE TRIGGER planted_recap_fault BEFORE INSERT ON aimroute.daily_recaps
+	    FOR EACH ROW EXECUTE FUNCTION public.planted_recap_fault();
+	DELETE FROM aimroute.daily_recaps;
+	UPDATE aimroute.settings SET daily_recap_hour = 0;
+	INSERT INTO aimroute.dealer_contacts (dealer_number, email, contact_types) VALUES ('D1', 'after@d1.example', '{Leads: Emails To}');
+	INSERT INTO aimroute.leads (brand_code, country, postal_code, comment) VALUES ('ST', 'US', '90210', 'after recap fault');
+});
+ok(defined wait_for_log($smtp, sub { messages('after@d1.example') }, 8),
+	'a lead queued while the daily recap fails is sent within a round');
+ok($node->log_contains(qr/WARNING: .*aimroute: the daily recap was not queued: planted recap fault/, $log_start),
+	'the recap\'s error is a WARNING in the server log');
+$node->safe_psql('app', 'DROP TRIGGER planted_recap_fault ON aimroute.daily_recaps');
 is($node->safe_psql('app', $pid_sql{delivery}), $pid{delivery}, 'the same delivery worker throughout');
 ok(!$node->log_contains(qr/terminated by signal|exited with exit code/, $log_start), 'no worker exited');
 
