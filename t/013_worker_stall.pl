@@ -9,6 +9,7 @@
 # process, and once the fault is gone the bad item goes through on a later
 # try: a lead re-routed once for its deadline, a message sent exactly once.
 # A daily recap that cannot be queued does not stop the sends either.
+# PostGIS placement: gis, a schema of its own (t/lib/Placement.pm).
 use strict;
 use warnings;
 
@@ -18,6 +19,9 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 use DeliverySinks;
+use Placement;
+
+my $placement = Placement::pick('gis');
 
 my $smtp = start_smtp_sink();
 my $smtp_url = "smtp://127.0.0.1:$smtp->{port}";
@@ -35,7 +39,7 @@ aimroute.delivery_timeout = 3s
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
-$node->safe_psql('app', 'SET client_min_messages = warning; CREATE EXTENSION aimroute CASCADE');
+Placement::install($node, 'app', $placement);
 $node->psql('app', 'SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())');
 $node->safe_psql(
 	'app', qq{
