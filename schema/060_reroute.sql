@@ -123,6 +123,16 @@ $$;
 -- are skipped (the worker, or whoever else calls this, takes them next
 -- time); a row viewed meanwhile no longer qualifies when locked.
 --
+-- One lead whose re-route raises does not stop the others (SPEC section
+-- 8): it is set aside (aimroute.set_aside_items, 055_set_aside.sql) with
+-- its error and skipped until its retry time, its deadline unchanged.  The
+-- batch is tried whole first, in one subtransaction; only when that fails
+-- is it done again lead by lead, each in a subtransaction of its own.  (A
+-- subtransaction per lead every time would give a batch of 100 more
+-- subtransaction IDs than a backend caches, and slow down every other
+-- session's snapshots while it runs.)  Set-aside rows of leads that no
+-- longer wait at that deadline (re-routed, viewed, reassigned) are removed.
+--
 CREATE FUNCTION aimroute.reroute_overdue(max_leads integer DEFAULT 100)
 RETURNS integer
     LANGUAGE plpgsql
@@ -132,22 +142,95 @@ DECLARE
     s aimroute.settings;
     lead aimroute.leads;
     n integer := 0;
+    whole boolean := true;
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
 BEGIN
     SELECT * INTO s FROM aimroute.settings;
-    FOR lead IN SELECT * FROM aimroute.leads l
-                 WHERE l.reroute_due_at <= clock_timestamp() AND l.viewed_at IS NULL
-                 ORDER BY l.reroute_due_at, l.lead_id
-                 LIMIT max_leads
-                 FOR UPDATE SKIP LOCKED
     LOOP
-        PERFORM aimroute.reroute_lead(lead, s);
-        n := n + 1;
+        BEGIN
+            n := 0;
+            FOR lead IN SELECT * FROM aimroute.leads l
+                         WHERE l.reroute_due_at <= clock_timestamp() AND l.viewed_at IS NULL
+                           AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                            WHERE f.kind = 'lead' AND f.item_id = l.lead_id
+                                              AND f.reroute_due_at = l.reroute_due_at
+                                              AND f.retry_at > clock_timestamp())
+                         ORDER BY l.reroute_due_at, l.lead_id
+                         LIMIT max_leads
+                         FOR UPDATE SKIP LOCKED
+            LOOP
+                IF whole THEN
+                    PERFORM aimroute.reroute_lead(lead, s);
+                    n := n + 1;
+                    CONTINUE;
+                END IF;
+                BEGIN
+                    PERFORM aimroute.reroute_lead(lead, s);
+                    n := n + 1;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
+                        e_context = PG_EXCEPTION_CONTEXT;
+                    PERFORM aimroute.set_aside('lead', lead.lead_id, lead.lead_id, 're-route', e_code, e_message,
+                                               e_detail, e_hint, e_context, lead.reroute_due_at);
+                END;
+            END LOOP;
+            EXIT;
+        EXCEPTION WHEN OTHERS THEN
+            -- Not a lead's own error (a bad max_leads, say): the caller's.
+            IF NOT whole THEN
+                RAISE;
+            END IF;
+            whole := false;
+        END;
     END LOOP;
+    -- Rows another session holds are its own to keep or remove.
+    DELETE FROM aimroute.set_aside_items f
+     WHERE f.kind = 'lead'
+       AND f.item_id IN (SELECT g.item_id FROM aimroute.set_aside_items g
+                          WHERE g.kind = 'lead'
+                            AND NOT EXISTS (SELECT FROM aimroute.leads l
+                                             WHERE l.lead_id = g.item_id AND l.viewed_at IS NULL
+                                               AND l.reroute_due_at = g.reroute_due_at)
+                            FOR UPDATE SKIP LOCKED);
     RETURN n;
 END
 $$;
 COMMENT ON FUNCTION aimroute.reroute_overdue(integer) IS
-    'Re-routes up to max_leads overdue unviewed leads, earliest deadline first; what the re-route worker runs.';
+    'Re-routes up to max_leads overdue unviewed leads, earliest deadline first; what the re-route worker runs. A lead whose re-route raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later.';
+
+--
+-- reroute_next_due: seconds until the re-route worker has something to do
+-- (0 when a lead is overdue now, NULL when no lead has a deadline); a
+-- set-aside lead counts at its retry time, not at its passed deadline, so
+-- that the worker does not wake for it every second.
+--
+CREATE FUNCTION aimroute.reroute_next_due() RETURNS double precision
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Not greatest(0, ...) alone: it ignores a NULL, and no deadline would
+    -- read as one due now.
+    SELECT CASE WHEN x.next_at IS NOT NULL
+                THEN greatest(0, extract(epoch FROM x.next_at - clock_timestamp()))::float8 END
+      FROM (SELECT least(
+                (SELECT l.reroute_due_at FROM aimroute.leads l
+                  WHERE l.viewed_at IS NULL AND l.reroute_due_at IS NOT NULL
+                    AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                     WHERE f.kind = 'lead' AND f.item_id = l.lead_id
+                                       AND f.reroute_due_at = l.reroute_due_at
+                                       AND f.retry_at > clock_timestamp())
+                  ORDER BY l.reroute_due_at LIMIT 1),
+                (SELECT min(f.retry_at) FROM aimroute.set_aside_items f
+                   JOIN aimroute.leads l ON l.lead_id = f.item_id AND l.reroute_due_at = f.reroute_due_at
+                  WHERE f.kind = 'lead' AND l.viewed_at IS NULL)) AS next_at) x
+$$;
+COMMENT ON FUNCTION aimroute.reroute_next_due() IS
+    'Seconds until the next lead is due for re-routing (0: one is overdue now; NULL: none has a deadline), a set-aside lead at its retry time. The re-route worker sleeps that long at most.';
 
 --
 -- mark_viewed: a dealer's contact viewed the lead.  Counts only for a

@@ -599,13 +599,103 @@ END
 $$;
 
 --
+-- delivery_claim_one: claim one due message, locked by the caller, under a
+-- lease, and render it (internal).  In the same transaction: a message
+-- whose lease ran out (its worker stopped before recording it) is logged
+-- as interrupted and sent again under the same key; a message to a
+-- suppressed contact is recorded as failed without sending; a lead message
+-- whose lead left the dealer is cancelled.  Returns the job to send, or
+-- NULL when the message was settled without sending.  An error (one that
+-- rendering raises, say) is the caller's: delivery_claim sets the message
+-- aside.
+--
+CREATE FUNCTION aimroute.delivery_claim_one(m aimroute.outbox, s aimroute.settings, lease interval)
+RETURNS aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j aimroute.delivery_job;
+    contact_status text;
+    holder text;
+    newer bigint;
+BEGIN
+    IF m.status = 'sending' THEN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, 'Interrupted',
+                'the delivery worker stopped before recording the outcome of this attempt; sending again with the same key');
+        UPDATE aimroute.outbox o SET last_attempt_at = clock_timestamp() WHERE o.message_id = m.message_id;
+    END IF;
+    IF m.purpose = 'lead' THEN
+        SELECT l.dealer_number INTO holder
+          FROM aimroute.leads l JOIN aimroute.lead_notifications n USING (lead_id)
+         WHERE n.notification_id = m.notification_id AND l.dealer_number = n.dealer_number;
+        IF NOT FOUND THEN
+            SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
+            PERFORM aimroute.delivery_fail(m, 'Cancelled',
+                CASE WHEN holder IS NULL THEN 'not sent: the lead does not exist (deleted, or its INSERT skipped by another trigger)'
+                     ELSE format('not sent: the lead went to dealer %s first', holder) END);
+            RETURN NULL;
+        END IF;
+        SELECT x.notification_id INTO newer FROM aimroute.lead_notifications x
+         WHERE x.lead_id = m.lead_id AND x.dealer_number = holder AND x.notification_id > m.notification_id
+         ORDER BY x.notification_id DESC LIMIT 1;
+        IF FOUND THEN
+            PERFORM aimroute.delivery_fail(m, 'Cancelled',
+                format('not sent: notice %s sent the lead to the dealer again', newer));
+            RETURN NULL;
+        END IF;
+    END IF;
+    -- A deleted contact gets nothing; a bounce is an email address's,
+    -- so a push to the contact's mobile still goes.
+    IF m.contact_id IS NOT NULL THEN
+        SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
+        IF NOT FOUND THEN
+            PERFORM aimroute.delivery_fail(m, 'Cancelled', format('not sent: contact %s was deleted', m.contact_id));
+            RETURN NULL;
+        END IF;
+        IF m.method = 'email' AND contact_status <> 'Active' THEN
+            PERFORM aimroute.delivery_fail(m, 'Suppressed',
+                format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status));
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF m.method = 'mobile' AND s.push_gateway_url IS NULL THEN
+        PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: no push gateway is configured (settings.push_gateway_url)');
+        RETURN NULL;
+    END IF;
+
+    UPDATE aimroute.outbox o
+       SET status = 'sending', attempts = o.attempts + 1, due_at = clock_timestamp() + lease,
+           message_key = coalesce(o.message_key,
+                                  format('<aimroute.%s.%s@%s>', o.message_id,
+                                         to_char(o.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS'),
+                                         split_part(s.smtp_from, '@', 2)))
+     WHERE o.message_id = m.message_id
+    RETURNING * INTO m;
+    j := aimroute.delivery_render(m, s);
+    IF j.url IS NULL OR j.payload IS NULL THEN
+        RAISE EXCEPTION 'message % has no %', m.message_id,
+                        CASE WHEN j.url IS NULL THEN 'address to send to' ELSE 'content' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = CASE WHEN j.url IS NULL THEN 'Check settings.smtp_url, settings.push_gateway_url and the CRM integration''s endpoint.' END;
+    END IF;
+    RETURN j;
+END
+$$;
+
+--
 -- delivery_claim: the worker's claim of up to max_messages due messages,
--- under a lease.  In the same transaction: a message whose lease ran out
--- (its worker stopped before recording it) is logged as interrupted and
--- sent again under the same key; a message to a suppressed contact is
--- recorded as failed without sending; a lead message whose lead left the
--- dealer is cancelled; a message that cannot be rendered fails with the
--- error, instead of stopping the worker.
+-- under a lease (delivery_claim_one), rendered.  First it records again
+-- the outcomes whose recording failed (set aside at step 'record': those
+-- messages were sent, and are never sent again for that attempt).
+--
+-- A message whose claim raises does not stop the others (SPEC section 8):
+-- it is set aside (aimroute.set_aside_items, 055_set_aside.sql) with its
+-- error, as it was before the claim (queued, no attempt counted), and
+-- skipped until its retry time.  As in reroute_overdue, the batch is tried
+-- whole first, in one subtransaction, and only after a failure message by
+-- message.  Set-aside rows of messages no longer waiting are removed.
 --
 CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval)
 RETURNS SETOF aimroute.delivery_job
@@ -615,92 +705,103 @@ AS $$
 DECLARE
     s aimroute.settings;
     m aimroute.outbox;
+    f aimroute.set_aside_items;
     j aimroute.delivery_job;
-    contact_status text;
-    holder text;
-    newer bigint;
-    domain text;
-    err text;
+    jobs aimroute.delivery_job[] := '{}';
+    claimed bigint[] := '{}';
+    whole boolean := true;
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
 BEGIN
     SELECT * INTO s FROM aimroute.settings;
-    domain := split_part(s.smtp_from, '@', 2);
-    FOR m IN SELECT * FROM aimroute.outbox o
-              WHERE o.status IN ('queued', 'sending') AND o.due_at <= clock_timestamp()
-              ORDER BY o.due_at, o.message_id
-              LIMIT max_messages
+    -- delivery_record sets the message aside again when it fails again.
+    FOR f IN SELECT * FROM aimroute.set_aside_items x
+              WHERE x.kind = 'message' AND x.step = 'record' AND x.retry_at <= clock_timestamp()
+              ORDER BY x.retry_at
               FOR UPDATE SKIP LOCKED
     LOOP
-        IF m.status = 'sending' THEN
-            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
-            VALUES (m.message_id, m.attempts, 'Interrupted',
-                    'the delivery worker stopped before recording the outcome of this attempt; sending again with the same key');
-            UPDATE aimroute.outbox o SET last_attempt_at = clock_timestamp() WHERE o.message_id = m.message_id;
-        END IF;
-        IF m.purpose = 'lead' THEN
-            SELECT l.dealer_number INTO holder
-              FROM aimroute.leads l JOIN aimroute.lead_notifications n USING (lead_id)
-             WHERE n.notification_id = m.notification_id AND l.dealer_number = n.dealer_number;
-            IF NOT FOUND THEN
-                SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
-                PERFORM aimroute.delivery_fail(m, 'Cancelled',
-                    CASE WHEN holder IS NULL THEN 'not sent: the lead does not exist (deleted, or its INSERT skipped by another trigger)'
-                         ELSE format('not sent: the lead went to dealer %s first', holder) END);
-                CONTINUE;
-            END IF;
-            SELECT x.notification_id INTO newer FROM aimroute.lead_notifications x
-             WHERE x.lead_id = m.lead_id AND x.dealer_number = holder AND x.notification_id > m.notification_id
-             ORDER BY x.notification_id DESC LIMIT 1;
-            IF FOUND THEN
-                PERFORM aimroute.delivery_fail(m, 'Cancelled',
-                    format('not sent: notice %s sent the lead to the dealer again', newer));
-                CONTINUE;
-            END IF;
-        END IF;
-        -- A deleted contact gets nothing; a bounce is an email address's,
-        -- so a push to the contact's mobile still goes.
-        IF m.contact_id IS NOT NULL THEN
-            SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
-            IF NOT FOUND THEN
-                PERFORM aimroute.delivery_fail(m, 'Cancelled', format('not sent: contact %s was deleted', m.contact_id));
-                CONTINUE;
-            END IF;
-            IF m.method = 'email' AND contact_status <> 'Active' THEN
-                PERFORM aimroute.delivery_fail(m, 'Suppressed',
-                    format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status));
-                CONTINUE;
-            END IF;
-        END IF;
-        IF m.method = 'mobile' AND s.push_gateway_url IS NULL THEN
-            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: no push gateway is configured (settings.push_gateway_url)');
-            CONTINUE;
-        END IF;
-
-        UPDATE aimroute.outbox o
-           SET status = 'sending', attempts = o.attempts + 1, due_at = clock_timestamp() + lease,
-               message_key = coalesce(o.message_key,
-                                      format('<aimroute.%s.%s@%s>', o.message_id,
-                                             to_char(o.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS'), domain))
-         WHERE o.message_id = m.message_id
-        RETURNING * INTO m;
-        BEGIN
-            j := aimroute.delivery_render(m, s);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS err = MESSAGE_TEXT;
-            PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: the message could not be rendered: ' || err);
-            CONTINUE;
-        END;
-        RETURN NEXT j;
+        PERFORM aimroute.delivery_record(f.item_id, (f.send_result ->> 'attempt')::integer,
+                                         (f.send_result ->> 'curl_code')::integer,
+                                         (f.send_result ->> 'response_code')::integer,
+                                         f.send_result ->> 'response', f.send_result ->> 'smtp_command');
     END LOOP;
+    DELETE FROM aimroute.set_aside_items x
+     WHERE x.kind = 'message'
+       AND NOT EXISTS (SELECT FROM aimroute.outbox o
+                        WHERE o.message_id = x.item_id AND o.status IN ('queued', 'sending'));
+
+    LOOP
+        BEGIN
+            jobs := '{}';
+            claimed := '{}';
+            FOR m IN SELECT * FROM aimroute.outbox o
+                      WHERE o.status IN ('queued', 'sending') AND o.due_at <= clock_timestamp()
+                        AND NOT EXISTS (SELECT FROM aimroute.set_aside_items x
+                                         WHERE x.kind = 'message' AND x.item_id = o.message_id
+                                           AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
+                      ORDER BY o.due_at, o.message_id
+                      LIMIT max_messages
+                      FOR UPDATE SKIP LOCKED
+            LOOP
+                IF whole THEN
+                    j := aimroute.delivery_claim_one(m, s, lease);
+                ELSE
+                    BEGIN
+                        j := aimroute.delivery_claim_one(m, s, lease);
+                    EXCEPTION WHEN OTHERS THEN
+                        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
+                            e_context = PG_EXCEPTION_CONTEXT;
+                        PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'claim', e_code, e_message,
+                                                   e_detail, e_hint, e_context);
+                        -- Shown in delivery_attempts, when the log takes it.
+                        BEGIN
+                            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+                            VALUES (m.message_id, m.attempts + 1, 'Set aside',
+                                    left('not sent: preparing it failed: ' || e_message, 2000));
+                        EXCEPTION WHEN OTHERS THEN
+                            NULL;
+                        END;
+                        CONTINUE;
+                    END;
+                END IF;
+                claimed := claimed || m.message_id;
+                IF j.message_id IS NOT NULL THEN
+                    jobs := jobs || j;
+                END IF;
+            END LOOP;
+            EXIT;
+        EXCEPTION WHEN OTHERS THEN
+            -- Not a message's own error (a bad max_messages, say): the caller's.
+            IF NOT whole THEN
+                RAISE;
+            END IF;
+            whole := false;
+        END;
+    END LOOP;
+    IF cardinality(claimed) > 0 THEN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = ANY (claimed);
+    END IF;
+    RETURN QUERY SELECT * FROM unnest(jobs);
 END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
-    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval. Internal.';
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval; a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
 
 --
 -- delivery_record: the outcome of one attempt, as the worker saw it:
 -- libcurl's result code, the server's reply code (SMTP or HTTP, 0 when
 -- there was none) and its text.  Decides delivered, bounce, retry or
 -- failure; returns the outcome recorded.
+--
+-- When recording raises (SPEC section 8), the message was sent all the
+-- same: it is set aside at step 'record' (aimroute.set_aside_items) with
+-- what the send came to, stays 'sending', and is never claimed for
+-- sending again; delivery_claim records that outcome again when its retry
+-- time comes.  Returns NULL then.
 --
 CREATE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
                                          response_code integer, response text,
@@ -716,57 +817,86 @@ DECLARE
     recipient_reply boolean;
     v_outcome text;
     detail text := left(response, 2000);
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
 BEGIN
     SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = delivery_record.message_id FOR UPDATE;
     IF NOT FOUND OR m.status <> 'sending' OR m.attempts <> delivery_record.attempt THEN
-        RETURN NULL;    -- deleted, or recorded already: nothing to do
+        -- Deleted, or recorded already: nothing to do, nothing to record again.
+        DELETE FROM aimroute.set_aside_items x
+         WHERE x.kind = 'message' AND x.item_id = delivery_record.message_id AND x.step = 'record'
+           AND (x.send_result ->> 'attempt')::integer = delivery_record.attempt;
+        RETURN NULL;
     END IF;
-    SELECT * INTO s FROM aimroute.settings;
-    smtp := m.method = 'email' OR m.role = 'adf_email';
-    IF smtp THEN
-        -- Only the recipient's own replies are bounces: to RCPT, or to the
-        -- end of DATA (one recipient a message).  A refusal of the sender
-        -- or of the login says nothing about the contact.
-        recipient_reply := coalesce(upper(smtp_command) IN ('RCPT', 'DATA'), true);
-        v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
-                        WHEN recipient_reply AND response_code IN (550, 551, 553) THEN 'Hard Bounce'
-                        WHEN recipient_reply AND response_code IN (452, 552) THEN 'Soft Bounce'
-                        WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
-                        ELSE 'Will retry' END;
-    ELSE
-        v_outcome := CASE WHEN curl_code = 0 AND response_code BETWEEN 200 AND 299 THEN 'Delivered'
-                        ELSE 'Will retry' END;
-    END IF;
-    IF v_outcome = 'Will retry' AND m.attempts > cardinality(s.delivery_retry_schedule) THEN
-        v_outcome := 'Failed';
-        detail := format('%s (gave up after %s attempts)', detail, m.attempts);
-    END IF;
+    BEGIN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = m.message_id;
+        SELECT * INTO s FROM aimroute.settings;
+        smtp := m.method = 'email' OR m.role = 'adf_email';
+        IF smtp THEN
+            -- Only the recipient's own replies are bounces: to RCPT, or to the
+            -- end of DATA (one recipient a message).  A refusal of the sender
+            -- or of the login says nothing about the contact.
+            recipient_reply := coalesce(upper(smtp_command) IN ('RCPT', 'DATA'), true);
+            v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
+                            WHEN recipient_reply AND response_code IN (550, 551, 553) THEN 'Hard Bounce'
+                            WHEN recipient_reply AND response_code IN (452, 552) THEN 'Soft Bounce'
+                            WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
+                            ELSE 'Will retry' END;
+        ELSE
+            v_outcome := CASE WHEN curl_code = 0 AND response_code BETWEEN 200 AND 299 THEN 'Delivered'
+                            ELSE 'Will retry' END;
+        END IF;
+        IF v_outcome = 'Will retry' AND m.attempts > cardinality(s.delivery_retry_schedule) THEN
+            v_outcome := 'Failed';
+            detail := format('%s (gave up after %s attempts)', detail, m.attempts);
+        END IF;
 
-    IF smtp AND curl_code <> 0 AND smtp_command IS NOT NULL THEN
-        detail := format('%s (after %s)', detail, upper(smtp_command));
-    END IF;
-    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
-    VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
-    IF v_outcome = 'Will retry' THEN
+        IF smtp AND curl_code <> 0 AND smtp_command IS NOT NULL THEN
+            detail := format('%s (after %s)', detail, upper(smtp_command));
+        END IF;
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
+        VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
+        IF v_outcome = 'Will retry' THEN
+            UPDATE aimroute.outbox o
+               SET status = 'queued', outcome = 'Will retry', last_response = detail, last_attempt_at = clock_timestamp(),
+                   due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
+             WHERE o.message_id = m.message_id;
+            RETURN v_outcome;
+        END IF;
         UPDATE aimroute.outbox o
-           SET status = 'queued', outcome = 'Will retry', last_response = detail, last_attempt_at = clock_timestamp(),
-               due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
+           SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
+               outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
+               last_attempt_at = clock_timestamp()
          WHERE o.message_id = m.message_id;
+        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
+            UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
+             WHERE c.contact_id = m.contact_id AND c.delivery_status IS DISTINCT FROM 'Hard Bounce';
+        END IF;
+        IF m.purpose = 'lead' THEN
+            PERFORM aimroute.delivery_settle(m.notification_id);
+        END IF;
         RETURN v_outcome;
-    END IF;
-    UPDATE aimroute.outbox o
-       SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
-           outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
-           last_attempt_at = clock_timestamp()
-     WHERE o.message_id = m.message_id;
-    IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
-        UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
-         WHERE c.contact_id = m.contact_id AND c.delivery_status IS DISTINCT FROM 'Hard Bounce';
-    END IF;
-    IF m.purpose = 'lead' THEN
-        PERFORM aimroute.delivery_settle(m.notification_id);
-    END IF;
-    RETURN v_outcome;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT, e_context = PG_EXCEPTION_CONTEXT;
+    END;
+    PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'record', e_code, e_message, e_detail,
+                               e_hint, e_context, NULL,
+                               jsonb_build_object('attempt', m.attempts, 'curl_code', curl_code,
+                                                  'response_code', response_code, 'response', response,
+                                                  'smtp_command', smtp_command));
+    -- Shown in delivery_attempts, when the log takes it.
+    BEGIN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, 'Set aside',
+                left('sent, but recording its outcome failed: ' || e_message, 2000));
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
@@ -775,6 +905,9 @@ COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, 
 --
 -- delivery_next_due: seconds until the earliest due message (0 when one
 -- is due, NULL when none is queued); the worker sleeps that long at most.
+-- A set-aside message counts at its retry time (at its claim step, not
+-- before its own due time either), so that the worker does not wake for it
+-- every second.
 --
 CREATE FUNCTION aimroute.delivery_next_due() RETURNS double precision
     LANGUAGE sql STABLE
@@ -782,9 +915,18 @@ CREATE FUNCTION aimroute.delivery_next_due() RETURNS double precision
 AS $$
     -- Not greatest(0, ...) alone: it ignores a NULL, and no message would
     -- read as one due now.
-    SELECT CASE WHEN min(o.due_at) IS NOT NULL
-                THEN greatest(0, extract(epoch FROM min(o.due_at) - clock_timestamp()))::float8 END
-      FROM aimroute.outbox o WHERE o.status IN ('queued', 'sending')
+    SELECT CASE WHEN x.next_at IS NOT NULL
+                THEN greatest(0, extract(epoch FROM x.next_at - clock_timestamp()))::float8 END
+      FROM (SELECT least(
+                (SELECT o.due_at FROM aimroute.outbox o
+                  WHERE o.status IN ('queued', 'sending')
+                    AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                     WHERE f.kind = 'message' AND f.item_id = o.message_id)
+                  ORDER BY o.due_at LIMIT 1),
+                (SELECT min(CASE WHEN f.step = 'record' THEN f.retry_at ELSE greatest(o.due_at, f.retry_at) END)
+                   FROM aimroute.set_aside_items f
+                   JOIN aimroute.outbox o ON o.message_id = f.item_id
+                  WHERE f.kind = 'message' AND o.status IN ('queued', 'sending'))) AS next_at) x
 $$;
 
 --
@@ -1139,7 +1281,7 @@ COMMENT ON COLUMN aimroute.delivery_attempts.contact_id IS 'The dealer contact, 
 COMMENT ON COLUMN aimroute.delivery_attempts.integration_id IS 'The CRM integration, for crm messages.';
 COMMENT ON COLUMN aimroute.delivery_attempts.attempt IS 'Which attempt of the message (1 = the first).';
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
-    'Delivered; Hard Bounce (550: recipient not found); Soft Bounce (452/552: inbox full); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Cancelled (the lead left the dealer first).';
+    'Delivered; Hard Bounce (550: recipient not found); Soft Bounce (452/552: inbox full); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 COMMENT ON COLUMN aimroute.delivery_attempts.response_code IS 'The SMTP or HTTP reply code; NULL when no server answered.';
 COMMENT ON COLUMN aimroute.delivery_attempts.response IS 'The server''s reply, or the connection error.';
 COMMENT ON COLUMN aimroute.delivery_attempts.message_id IS 'The message (aimroute.outbox).';

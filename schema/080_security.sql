@@ -264,7 +264,7 @@ BEGIN
                                   'delivery_render', 'wake_delivery_worker', 'queue_lead_delivery',
                                   'simulate_routing', 'routing_cache_info', 'reassign', 'move_lead',
                                   'mark_viewed', 'send_lead', 'set_delivery_status_active', 'open_view_link',
-                                  'explain_lead')
+                                  'explain_lead', 'set_aside', 'reroute_next_due', 'delivery_claim_one')
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO aimroute_admin', f);

@@ -16,6 +16,10 @@
  * claim sends it again with the same Message-ID or Idempotency-Key.  What
  * is recorded as delivered is never claimed again.
  *
+ * Nothing stalls on one bad item (SPEC section 8): a message whose claim or
+ * record raises is set aside by SQL (aimroute.set_aside_items) and the
+ * others go on; a daily recap that raises is a WARNING, tried again later.
+ *
  * The worker sleeps until the earliest due message, aimroute.delivery_naptime
  * at most, or until a backend that queued messages sets its latch at commit.
  * Outcomes are SQL's to judge (which reply is a bounce, when to retry), so
@@ -43,7 +47,9 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "delivery.h"
 #include "reroute_worker.h"
@@ -102,6 +108,8 @@ static bool wake_at_commit = false;
 static MemoryContext round_context = NULL;
 static CURL *smtp_handle = NULL;
 static CURL *http_handle = NULL;
+static TimestampTz recap_retry_at = 0;
+static int recap_failures = 0;
 
 static void DeliveryShmemRequest(void);
 static void DeliveryShmemStartup(void);
@@ -110,6 +118,7 @@ static char *CopyColumn(HeapTuple row, TupleDesc desc, int column);
 static List *ClaimBatch(void);
 static void Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
 static void Record(DeliveryJob *job, DeliveryOutcome *out);
+static void QueueDailyRecap(void);
 static double NextDue(bool *missing);
 static void Release(List *jobs, ListCell *from);
 static uint32 HoldShutdown(void);
@@ -598,6 +607,61 @@ Release(List *jobs, ListCell *from)
 }
 
 /*
+ * QueueDailyRecap queues the daily recap when its hour has come, in a
+ * subtransaction of the round's transaction, as PL/pgSQL does for an
+ * exception block.  When it raises, the error becomes a WARNING and the
+ * worker goes on sending (SPEC section 8: nothing stalls on one bad item);
+ * the recap is tried again 1, 2, 4 ... minutes later, every hour at most.
+ */
+static void
+QueueDailyRecap(void)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (GetCurrentTimestamp() < recap_retry_at)
+		return;
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		if (SPI_execute("SELECT aimroute.queue_daily_recap()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "delivery worker: could not queue the daily recap");
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		recap_failures = 0;
+	}
+	PG_CATCH();
+	{
+		ErrorData *error;
+		int minutes;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+
+		recap_failures++;
+		minutes = Min(60, 1 << Min(recap_failures - 1, 6));
+		recap_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), minutes * 60000L);
+		ereport(
+			WARNING,
+			(errmsg("aimroute: the daily recap was not queued: %s", error->message),
+			 errdetail("Failure %d in a row (SQLSTATE %s); next try at %s.  The delivery worker "
+					   "sends the other messages meanwhile.%s%s",
+					   recap_failures, unpack_sql_state(error->sqlerrcode),
+					   timestamptz_to_str(recap_retry_at),
+					   error->detail != NULL ? " The error's detail: " : "",
+					   error->detail != NULL ? error->detail : ""),
+			 error->context != NULL ? errcontext("%s", error->context) : 0));
+		FreeErrorData(error);
+	}
+	PG_END_TRY();
+}
+
+/*
  * NextDue runs the round's SQL around the sends: the daily recap, and the
  * seconds until the next message falls due (-1: none).  *missing tells
  * whether the extension is not installed.
@@ -611,8 +675,7 @@ NextDue(bool *missing)
 	*missing = !WorkerBeginTransaction("aimroute: looking for due messages");
 	if (!*missing)
 	{
-		if (SPI_execute("SELECT aimroute.queue_daily_recap()", false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "delivery worker: could not queue the daily recap");
+		QueueDailyRecap();
 		if (SPI_execute("SELECT aimroute.delivery_next_due()", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "delivery worker: could not find the next due message");
 		if (SPI_processed == 1)

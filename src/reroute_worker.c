@@ -15,9 +15,11 @@
  * while the worker slept.
  *
  * A batch is one transaction: if the worker dies half way, nothing of the
- * batch happened, and the next worker takes the same leads again.  An
- * error ends the worker with exit code 1, and the postmaster starts it
- * again after bgw_restart_time.
+ * batch happened, and the next worker takes the same leads again.  A lead
+ * whose re-route raises is set aside by reroute_overdue (with its error, in
+ * aimroute.set_aside_items, and a WARNING) and tried again later, so one bad
+ * lead never stops the others.  Any other error ends the worker with exit
+ * code 1, and the postmaster starts it again after bgw_restart_time.
  */
 #include "postgres.h"
 
@@ -121,17 +123,27 @@ RunOnce(bool *missing)
 		return naptime_ms;
 
 	/*
-	 * Milliseconds to the earliest deadline: 0 when it passed already, -1
-	 * (NULL) when there is none.  (Not greatest(0, ...), which turns no
-	 * deadline into 0 and the worker into a busy loop.)
+	 * Milliseconds to the earliest deadline (a set-aside lead's at its retry
+	 * time): 0 when it passed already, -1 (NULL) when there is none.  A
+	 * database still at 0.1.0 (ALTER EXTENSION aimroute UPDATE not run yet)
+	 * has no reroute_next_due() and no set-aside leads.
 	 */
-	next =
-		RunStatement("aimroute: finding the next deadline",
-					 "SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
-					 " greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())"
-					 "::float8 * 1000) END"
-					 " FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL",
-					 missing);
+	if (RunStatement(
+			"aimroute: finding the next deadline",
+			"SELECT (pg_catalog.to_regprocedure('aimroute.reroute_next_due()') IS NOT NULL)"
+			"::integer::pg_catalog.float8",
+			missing) > 0)
+		next =
+			RunStatement("aimroute: finding the next deadline",
+						 "SELECT aimroute.reroute_next_due() OPERATOR(pg_catalog.*) 1000", missing);
+	else
+		next = RunStatement(
+			"aimroute: finding the next deadline",
+			"SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
+			" greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())"
+			"::float8 * 1000) END"
+			" FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL",
+			missing);
 	if (next < 0 || next > naptime_ms)
 		return naptime_ms;
 	/*

@@ -404,6 +404,500 @@ SELECT l.lead_id,
          WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
 ALTER VIEW aimroute.lead_delivery_status SET (security_invoker = true);
 
+-- stall: a worker never stalls on one bad item (issue 14, defect 2; SPEC
+-- section 8).  A lead whose re-route raises, or a message whose claim or
+-- record raises, is set aside in aimroute.set_aside_items with its error
+-- and a WARNING, tried again later with a backoff, and the worker goes on
+-- with the others (schema/055_set_aside.sql, 060_reroute.sql,
+-- 070_delivery.sql).
+CREATE TABLE aimroute.set_aside_items (
+    kind             text NOT NULL
+        CONSTRAINT set_aside_items_kind_check CHECK (kind IN ('lead', 'message')),
+    item_id          bigint NOT NULL,
+    lead_id          bigint,
+    step             text NOT NULL
+        CONSTRAINT set_aside_items_step_check CHECK (step IN ('re-route', 'claim', 'record')),
+    error_code       text NOT NULL,
+    error            text NOT NULL,
+    detail           text,
+    hint             text,
+    context          text,
+    failures         integer NOT NULL DEFAULT 1,
+    first_failed_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    failed_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    retry_at         timestamptz NOT NULL,
+    reroute_due_at   timestamptz,
+    send_result      jsonb,
+    PRIMARY KEY (kind, item_id)
+);
+COMMENT ON TABLE aimroute.set_aside_items IS
+    'Leads and messages a background worker set aside because processing them raised an error: the error, how often, and when they are tried next. The worker goes on with the others meanwhile. To try one again now, set its retry_at to clock_timestamp().';
+COMMENT ON COLUMN aimroute.set_aside_items.kind IS '''lead'' (the re-route worker) or ''message'' (the delivery worker).';
+COMMENT ON COLUMN aimroute.set_aside_items.item_id IS 'The lead_id of a lead, the message_id (aimroute.outbox) of a message.';
+COMMENT ON COLUMN aimroute.set_aside_items.lead_id IS 'The lead concerned (NULL for a message that is not about a lead, such as a daily recap).';
+COMMENT ON COLUMN aimroute.set_aside_items.step IS
+    '''re-route'' (re-routing an overdue lead), ''claim'' (preparing a message to send: the checks, the claim and the rendering; nothing was sent) or ''record'' (recording the outcome of a message that was sent; it is recorded again, never sent again).';
+COMMENT ON COLUMN aimroute.set_aside_items.error_code IS 'The SQLSTATE of the latest error.';
+COMMENT ON COLUMN aimroute.set_aside_items.error IS 'The message of the latest error.';
+COMMENT ON COLUMN aimroute.set_aside_items.detail IS 'Its detail, if any.';
+COMMENT ON COLUMN aimroute.set_aside_items.hint IS 'Its hint, if any.';
+COMMENT ON COLUMN aimroute.set_aside_items.context IS 'Where it was raised: the PL/pgSQL call stack.';
+COMMENT ON COLUMN aimroute.set_aside_items.failures IS 'Tries that failed in a row (for a lead: for its current deadline).';
+COMMENT ON COLUMN aimroute.set_aside_items.first_failed_at IS 'When the first of those failed.';
+COMMENT ON COLUMN aimroute.set_aside_items.failed_at IS 'When the latest failed.';
+COMMENT ON COLUMN aimroute.set_aside_items.retry_at IS
+    'When the worker tries it again: 1 minute after the first failure, then 2, 4, 8 ... minutes, 1 hour at most. Set it to clock_timestamp() to try now.';
+COMMENT ON COLUMN aimroute.set_aside_items.reroute_due_at IS
+    'A lead''s deadline when it was set aside. The lead still counts as overdue; a new deadline (a reassignment) or a view makes the row moot, and the worker removes it.';
+COMMENT ON COLUMN aimroute.set_aside_items.send_result IS
+    'Step record: what the send came to (attempt, curl_code, response_code, response, smtp_command), recorded as the outcome when recording works again.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.set_aside_items', '');
+
+CREATE FUNCTION aimroute.set_aside(p_kind text, p_item_id bigint, p_lead_id bigint, p_step text,
+                                   p_error_code text, p_error text, p_detail text, p_hint text,
+                                   p_context text, p_reroute_due_at timestamptz DEFAULT NULL,
+                                   p_send_result jsonb DEFAULT NULL)
+RETURNS aimroute.set_aside_items
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f aimroute.set_aside_items;
+    at_time timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO f FROM aimroute.set_aside_items x
+     WHERE x.kind = p_kind AND x.item_id = p_item_id FOR UPDATE;
+    -- A lead's failures count for one deadline; a message's for one step.
+    IF NOT FOUND OR f.step IS DISTINCT FROM p_step OR f.reroute_due_at IS DISTINCT FROM p_reroute_due_at THEN
+        f.failures := 1;
+        f.first_failed_at := at_time;
+    ELSE
+        f.failures := f.failures + 1;
+    END IF;
+    INSERT INTO aimroute.set_aside_items AS x
+           (kind, item_id, lead_id, step, error_code, error, detail, hint, context, failures,
+            first_failed_at, failed_at, retry_at, reroute_due_at, send_result)
+    VALUES (p_kind, p_item_id, p_lead_id, p_step, p_error_code, p_error, nullif(p_detail, ''),
+            nullif(p_hint, ''), nullif(p_context, ''), f.failures, f.first_failed_at, at_time,
+            at_time + least(interval '1 minute' * power(2, least(f.failures - 1, 6)), interval '1 hour'),
+            p_reroute_due_at, p_send_result)
+    ON CONFLICT (kind, item_id) DO UPDATE
+       SET lead_id = excluded.lead_id, step = excluded.step, error_code = excluded.error_code,
+           error = excluded.error, detail = excluded.detail, hint = excluded.hint,
+           context = excluded.context, failures = excluded.failures,
+           first_failed_at = excluded.first_failed_at, failed_at = excluded.failed_at,
+           retry_at = excluded.retry_at, reroute_due_at = excluded.reroute_due_at,
+           send_result = excluded.send_result
+    RETURNING * INTO f;
+    RAISE WARNING 'aimroute: % % set aside: % failed: %', p_kind, p_item_id,
+                  CASE p_step WHEN 're-route' THEN 're-routing it' WHEN 'claim' THEN 'preparing it'
+                              ELSE 'recording its outcome' END,
+                  p_error
+        USING DETAIL = format('Failure %s in a row (SQLSTATE %s); next try at %s.%s', f.failures, p_error_code,
+                              f.retry_at, ' The error''s detail: ' || nullif(p_detail, '')),
+              HINT = format('See aimroute.set_aside_items; to try it again now: UPDATE aimroute.set_aside_items SET retry_at = clock_timestamp() WHERE kind = %L AND item_id = %s;',
+                            p_kind, p_item_id);
+    RETURN f;
+END
+$$;
+COMMENT ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) IS
+    'Sets a lead or message aside after an error: records the error in aimroute.set_aside_items, puts its next try 1, 2, 4 ... minutes away (an hour at most), and raises a WARNING. Internal: the workers'' functions call it.';
+
+CREATE OR REPLACE FUNCTION aimroute.reroute_overdue(max_leads integer DEFAULT 100)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    lead aimroute.leads;
+    n integer := 0;
+    whole boolean := true;
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    LOOP
+        BEGIN
+            n := 0;
+            FOR lead IN SELECT * FROM aimroute.leads l
+                         WHERE l.reroute_due_at <= clock_timestamp() AND l.viewed_at IS NULL
+                           AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                            WHERE f.kind = 'lead' AND f.item_id = l.lead_id
+                                              AND f.reroute_due_at = l.reroute_due_at
+                                              AND f.retry_at > clock_timestamp())
+                         ORDER BY l.reroute_due_at, l.lead_id
+                         LIMIT max_leads
+                         FOR UPDATE SKIP LOCKED
+            LOOP
+                IF whole THEN
+                    PERFORM aimroute.reroute_lead(lead, s);
+                    n := n + 1;
+                    CONTINUE;
+                END IF;
+                BEGIN
+                    PERFORM aimroute.reroute_lead(lead, s);
+                    n := n + 1;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                        e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
+                        e_context = PG_EXCEPTION_CONTEXT;
+                    PERFORM aimroute.set_aside('lead', lead.lead_id, lead.lead_id, 're-route', e_code, e_message,
+                                               e_detail, e_hint, e_context, lead.reroute_due_at);
+                END;
+            END LOOP;
+            EXIT;
+        EXCEPTION WHEN OTHERS THEN
+            -- Not a lead's own error (a bad max_leads, say): the caller's.
+            IF NOT whole THEN
+                RAISE;
+            END IF;
+            whole := false;
+        END;
+    END LOOP;
+    -- Rows another session holds are its own to keep or remove.
+    DELETE FROM aimroute.set_aside_items f
+     WHERE f.kind = 'lead'
+       AND f.item_id IN (SELECT g.item_id FROM aimroute.set_aside_items g
+                          WHERE g.kind = 'lead'
+                            AND NOT EXISTS (SELECT FROM aimroute.leads l
+                                             WHERE l.lead_id = g.item_id AND l.viewed_at IS NULL
+                                               AND l.reroute_due_at = g.reroute_due_at)
+                            FOR UPDATE SKIP LOCKED);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION aimroute.reroute_overdue(integer) IS
+    'Re-routes up to max_leads overdue unviewed leads, earliest deadline first; what the re-route worker runs. A lead whose re-route raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later.';
+
+CREATE FUNCTION aimroute.reroute_next_due() RETURNS double precision
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Not greatest(0, ...) alone: it ignores a NULL, and no deadline would
+    -- read as one due now.
+    SELECT CASE WHEN x.next_at IS NOT NULL
+                THEN greatest(0, extract(epoch FROM x.next_at - clock_timestamp()))::float8 END
+      FROM (SELECT least(
+                (SELECT l.reroute_due_at FROM aimroute.leads l
+                  WHERE l.viewed_at IS NULL AND l.reroute_due_at IS NOT NULL
+                    AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                     WHERE f.kind = 'lead' AND f.item_id = l.lead_id
+                                       AND f.reroute_due_at = l.reroute_due_at
+                                       AND f.retry_at > clock_timestamp())
+                  ORDER BY l.reroute_due_at LIMIT 1),
+                (SELECT min(f.retry_at) FROM aimroute.set_aside_items f
+                   JOIN aimroute.leads l ON l.lead_id = f.item_id AND l.reroute_due_at = f.reroute_due_at
+                  WHERE f.kind = 'lead' AND l.viewed_at IS NULL)) AS next_at) x
+$$;
+COMMENT ON FUNCTION aimroute.reroute_next_due() IS
+    'Seconds until the next lead is due for re-routing (0: one is overdue now; NULL: none has a deadline), a set-aside lead at its retry time. The re-route worker sleeps that long at most.';
+
+CREATE FUNCTION aimroute.delivery_claim_one(m aimroute.outbox, s aimroute.settings, lease interval)
+RETURNS aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j aimroute.delivery_job;
+    contact_status text;
+    holder text;
+    newer bigint;
+BEGIN
+    IF m.status = 'sending' THEN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, 'Interrupted',
+                'the delivery worker stopped before recording the outcome of this attempt; sending again with the same key');
+        UPDATE aimroute.outbox o SET last_attempt_at = clock_timestamp() WHERE o.message_id = m.message_id;
+    END IF;
+    IF m.purpose = 'lead' THEN
+        SELECT l.dealer_number INTO holder
+          FROM aimroute.leads l JOIN aimroute.lead_notifications n USING (lead_id)
+         WHERE n.notification_id = m.notification_id AND l.dealer_number = n.dealer_number;
+        IF NOT FOUND THEN
+            SELECT l.dealer_number INTO holder FROM aimroute.leads l WHERE l.lead_id = m.lead_id;
+            PERFORM aimroute.delivery_fail(m, 'Cancelled',
+                CASE WHEN holder IS NULL THEN 'not sent: the lead does not exist (deleted, or its INSERT skipped by another trigger)'
+                     ELSE format('not sent: the lead went to dealer %s first', holder) END);
+            RETURN NULL;
+        END IF;
+        SELECT x.notification_id INTO newer FROM aimroute.lead_notifications x
+         WHERE x.lead_id = m.lead_id AND x.dealer_number = holder AND x.notification_id > m.notification_id
+         ORDER BY x.notification_id DESC LIMIT 1;
+        IF FOUND THEN
+            PERFORM aimroute.delivery_fail(m, 'Cancelled',
+                format('not sent: notice %s sent the lead to the dealer again', newer));
+            RETURN NULL;
+        END IF;
+    END IF;
+    -- A deleted contact gets nothing; a bounce is an email address's,
+    -- so a push to the contact's mobile still goes.
+    IF m.contact_id IS NOT NULL THEN
+        SELECT c.delivery_status INTO contact_status FROM aimroute.dealer_contacts c WHERE c.contact_id = m.contact_id;
+        IF NOT FOUND THEN
+            PERFORM aimroute.delivery_fail(m, 'Cancelled', format('not sent: contact %s was deleted', m.contact_id));
+            RETURN NULL;
+        END IF;
+        IF m.method = 'email' AND contact_status <> 'Active' THEN
+            PERFORM aimroute.delivery_fail(m, 'Suppressed',
+                format('not sent: contact %s is on the suppression list (%s)', m.contact_id, contact_status));
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF m.method = 'mobile' AND s.push_gateway_url IS NULL THEN
+        PERFORM aimroute.delivery_fail(m, 'Failed', 'not sent: no push gateway is configured (settings.push_gateway_url)');
+        RETURN NULL;
+    END IF;
+
+    UPDATE aimroute.outbox o
+       SET status = 'sending', attempts = o.attempts + 1, due_at = clock_timestamp() + lease,
+           message_key = coalesce(o.message_key,
+                                  format('<aimroute.%s.%s@%s>', o.message_id,
+                                         to_char(o.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS'),
+                                         split_part(s.smtp_from, '@', 2)))
+     WHERE o.message_id = m.message_id
+    RETURNING * INTO m;
+    j := aimroute.delivery_render(m, s);
+    IF j.url IS NULL OR j.payload IS NULL THEN
+        RAISE EXCEPTION 'message % has no %', m.message_id,
+                        CASE WHEN j.url IS NULL THEN 'address to send to' ELSE 'content' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = CASE WHEN j.url IS NULL THEN 'Check settings.smtp_url, settings.push_gateway_url and the CRM integration''s endpoint.' END;
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval)
+RETURNS SETOF aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    m aimroute.outbox;
+    f aimroute.set_aside_items;
+    j aimroute.delivery_job;
+    jobs aimroute.delivery_job[] := '{}';
+    claimed bigint[] := '{}';
+    whole boolean := true;
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    -- delivery_record sets the message aside again when it fails again.
+    FOR f IN SELECT * FROM aimroute.set_aside_items x
+              WHERE x.kind = 'message' AND x.step = 'record' AND x.retry_at <= clock_timestamp()
+              ORDER BY x.retry_at
+              FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM aimroute.delivery_record(f.item_id, (f.send_result ->> 'attempt')::integer,
+                                         (f.send_result ->> 'curl_code')::integer,
+                                         (f.send_result ->> 'response_code')::integer,
+                                         f.send_result ->> 'response', f.send_result ->> 'smtp_command');
+    END LOOP;
+    DELETE FROM aimroute.set_aside_items x
+     WHERE x.kind = 'message'
+       AND NOT EXISTS (SELECT FROM aimroute.outbox o
+                        WHERE o.message_id = x.item_id AND o.status IN ('queued', 'sending'));
+
+    LOOP
+        BEGIN
+            jobs := '{}';
+            claimed := '{}';
+            FOR m IN SELECT * FROM aimroute.outbox o
+                      WHERE o.status IN ('queued', 'sending') AND o.due_at <= clock_timestamp()
+                        AND NOT EXISTS (SELECT FROM aimroute.set_aside_items x
+                                         WHERE x.kind = 'message' AND x.item_id = o.message_id
+                                           AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
+                      ORDER BY o.due_at, o.message_id
+                      LIMIT max_messages
+                      FOR UPDATE SKIP LOCKED
+            LOOP
+                IF whole THEN
+                    j := aimroute.delivery_claim_one(m, s, lease);
+                ELSE
+                    BEGIN
+                        j := aimroute.delivery_claim_one(m, s, lease);
+                    EXCEPTION WHEN OTHERS THEN
+                        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
+                            e_context = PG_EXCEPTION_CONTEXT;
+                        PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'claim', e_code, e_message,
+                                                   e_detail, e_hint, e_context);
+                        -- Shown in delivery_attempts, when the log takes it.
+                        BEGIN
+                            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+                            VALUES (m.message_id, m.attempts + 1, 'Set aside',
+                                    left('not sent: preparing it failed: ' || e_message, 2000));
+                        EXCEPTION WHEN OTHERS THEN
+                            NULL;
+                        END;
+                        CONTINUE;
+                    END;
+                END IF;
+                claimed := claimed || m.message_id;
+                IF j.message_id IS NOT NULL THEN
+                    jobs := jobs || j;
+                END IF;
+            END LOOP;
+            EXIT;
+        EXCEPTION WHEN OTHERS THEN
+            -- Not a message's own error (a bad max_messages, say): the caller's.
+            IF NOT whole THEN
+                RAISE;
+            END IF;
+            whole := false;
+        END;
+    END LOOP;
+    IF cardinality(claimed) > 0 THEN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = ANY (claimed);
+    END IF;
+    RETURN QUERY SELECT * FROM unnest(jobs);
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval; a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
+                                         response_code integer, response text,
+                                         smtp_command text DEFAULT NULL)
+RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+    s aimroute.settings;
+    smtp boolean;
+    recipient_reply boolean;
+    v_outcome text;
+    detail text := left(response, 2000);
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = delivery_record.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status <> 'sending' OR m.attempts <> delivery_record.attempt THEN
+        -- Deleted, or recorded already: nothing to do, nothing to record again.
+        DELETE FROM aimroute.set_aside_items x
+         WHERE x.kind = 'message' AND x.item_id = delivery_record.message_id AND x.step = 'record'
+           AND (x.send_result ->> 'attempt')::integer = delivery_record.attempt;
+        RETURN NULL;
+    END IF;
+    BEGIN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = m.message_id;
+        SELECT * INTO s FROM aimroute.settings;
+        smtp := m.method = 'email' OR m.role = 'adf_email';
+        IF smtp THEN
+            -- Only the recipient's own replies are bounces: to RCPT, or to the
+            -- end of DATA (one recipient a message).  A refusal of the sender
+            -- or of the login says nothing about the contact.
+            recipient_reply := coalesce(upper(smtp_command) IN ('RCPT', 'DATA'), true);
+            v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
+                            WHEN recipient_reply AND response_code IN (550, 551, 553) THEN 'Hard Bounce'
+                            WHEN recipient_reply AND response_code IN (452, 552) THEN 'Soft Bounce'
+                            WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
+                            ELSE 'Will retry' END;
+        ELSE
+            v_outcome := CASE WHEN curl_code = 0 AND response_code BETWEEN 200 AND 299 THEN 'Delivered'
+                            ELSE 'Will retry' END;
+        END IF;
+        IF v_outcome = 'Will retry' AND m.attempts > cardinality(s.delivery_retry_schedule) THEN
+            v_outcome := 'Failed';
+            detail := format('%s (gave up after %s attempts)', detail, m.attempts);
+        END IF;
+
+        IF smtp AND curl_code <> 0 AND smtp_command IS NOT NULL THEN
+            detail := format('%s (after %s)', detail, upper(smtp_command));
+        END IF;
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
+        VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
+        IF v_outcome = 'Will retry' THEN
+            UPDATE aimroute.outbox o
+               SET status = 'queued', outcome = 'Will retry', last_response = detail, last_attempt_at = clock_timestamp(),
+                   due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
+             WHERE o.message_id = m.message_id;
+            RETURN v_outcome;
+        END IF;
+        UPDATE aimroute.outbox o
+           SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
+               outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
+               last_attempt_at = clock_timestamp()
+         WHERE o.message_id = m.message_id;
+        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
+            UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
+             WHERE c.contact_id = m.contact_id AND c.delivery_status IS DISTINCT FROM 'Hard Bounce';
+        END IF;
+        IF m.purpose = 'lead' THEN
+            PERFORM aimroute.delivery_settle(m.notification_id);
+        END IF;
+        RETURN v_outcome;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT, e_context = PG_EXCEPTION_CONTEXT;
+    END;
+    PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'record', e_code, e_message, e_detail,
+                               e_hint, e_context, NULL,
+                               jsonb_build_object('attempt', m.attempts, 'curl_code', curl_code,
+                                                  'response_code', response_code, 'response', response,
+                                                  'smtp_command', smtp_command));
+    -- Shown in delivery_attempts, when the log takes it.
+    BEGIN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, 'Set aside',
+                left('sent, but recording its outcome failed: ' || e_message, 2000));
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
+    'Records the outcome of one delivery attempt (libcurl code, server reply code and text, the SMTP command replied to): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_next_due() RETURNS double precision
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Not greatest(0, ...) alone: it ignores a NULL, and no message would
+    -- read as one due now.
+    SELECT CASE WHEN x.next_at IS NOT NULL
+                THEN greatest(0, extract(epoch FROM x.next_at - clock_timestamp()))::float8 END
+      FROM (SELECT least(
+                (SELECT o.due_at FROM aimroute.outbox o
+                  WHERE o.status IN ('queued', 'sending')
+                    AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                     WHERE f.kind = 'message' AND f.item_id = o.message_id)
+                  ORDER BY o.due_at LIMIT 1),
+                (SELECT min(CASE WHEN f.step = 'record' THEN f.retry_at ELSE greatest(o.due_at, f.retry_at) END)
+                   FROM aimroute.set_aside_items f
+                   JOIN aimroute.outbox o ON o.message_id = f.item_id
+                  WHERE f.kind = 'message' AND o.status IN ('queued', 'sending'))) AS next_at) x
+$$;
+
+COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
+    'Delivered; Hard Bounce (550: recipient not found); Soft Bounce (452/552: inbox full); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
+
+-- Privileges as a fresh install gives them (080_security.sql): the table is
+-- aimroute_admin's to use, the new functions are internal.  Their owner is
+-- given by give_objects_to_owner() at the end of the script.
+GRANT ALL ON aimroute.set_aside_items TO aimroute_admin;
+REVOKE EXECUTE ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamp with time zone, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamp with time zone, jsonb) TO aimroute_admin;
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_next_due() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_next_due() TO aimroute_admin;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
