@@ -50,7 +50,10 @@
 \endif
 
 BEGIN;
-SET LOCAL search_path = aimroute, pg_catalog;
+-- aimroute first, then PostGIS wherever it is (public, a schema of its own,
+-- or aimroute when CASCADE created it).
+SELECT set_config('search_path', 'aimroute, pg_catalog, ' || e.extnamespace::regnamespace, true) AS search_path
+  FROM pg_extension e WHERE e.extname = 'postgis' \gset
 
 DO $$
 BEGIN

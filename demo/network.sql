@@ -21,7 +21,10 @@
 \set ON_ERROR_STOP 1
 
 BEGIN;
-SET LOCAL search_path = aimroute, pg_catalog;
+-- aimroute first, then PostGIS wherever it is (public, a schema of its own,
+-- or aimroute when CASCADE created it).
+SELECT set_config('search_path', 'aimroute, pg_catalog, ' || e.extnamespace::regnamespace, true) AS search_path
+  FROM pg_extension e WHERE e.extname = 'postgis' \gset
 
 -- A stable non-negative number from a text: the demo's only "randomness".
 CREATE FUNCTION pg_temp.demo_hash(text) RETURNS integer

@@ -105,7 +105,7 @@ SELECT row_number() OVER (ORDER BY n.miles, n.dealer_number)   AS "#",
        CASE WHEN n.active_for_sales THEN 'yes' ELSE 'no' END      AS active,
        round(n.miles::numeric, 1)                                 AS miles
   FROM (SELECT d.*,
-               aimroute.ST_Distance(d.location, p.centroid) / 1609.344 AS miles
+               aimroute.dealer_distance_miles(p.country, p.postal_code, d.dealer_number) AS miles
           FROM aimroute.postal_codes p
           JOIN aimroute.dealers d ON d.location IS NOT NULL
          WHERE p.country = aimroute.normalize_country(:'sample_country')

@@ -96,7 +96,7 @@ SELECT l.lead_id                                                       AS lead,
        l.dealer_number || ' ' || d.name                                AS routed_to,
        l.match_type,
        round(l.distance_miles::numeric, 1)                             AS miles,
-       (SELECT format('US-0001 Mackinac Island Marine, %s miles', round(aimroute.ST_Distance(u.location, p.centroid)::numeric / 1609.344, 1))
+       (SELECT format('US-0001 Mackinac Island Marine, %s miles', round(aimroute.dealer_distance_miles(p.country, p.postal_code, u.dealer_number)::numeric, 1))
           FROM aimroute.dealers u, aimroute.postal_codes p
          WHERE u.dealer_number = 'US-0001' AND p.country = l.country AND p.postal_code = l.postal_code)
                                                                        AS closer_but_in_the_us

@@ -63,7 +63,8 @@ wait_for_delivery() {
 }
 
 # A fresh demo database on every run, so that it always holds the extension
-# as built now (0.1.0 has no upgrade path yet) and the demo's own data.
+# as built now and the demo's own data (an existing database would be
+# upgraded with ALTER EXTENSION aimroute UPDATE: docs/upgrading.md).
 say "Creating the demo database aimroute (dropped first if it exists)"
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
 	-c "DROP DATABASE IF EXISTS aimroute WITH (FORCE)" -c "CREATE DATABASE aimroute"

@@ -14,6 +14,7 @@
 #include "delivery.h"
 #include "reroute_worker.h"
 #include "routing_cache.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -23,12 +24,13 @@ PG_FUNCTION_INFO_V1(aimroute_library_version);
 
 /*
  * _PG_init defines the extension's settings when the library is loaded, and
- * registers the re-route worker when it is preloaded.
+ * registers the workers when it is preloaded.
  */
 void
 _PG_init(void)
 {
 	RoutingCacheDefineGucs();
+	WorkerInit();
 	RerouteWorkerInit();
 	DeliveryWorkerInit();
 	MarkGUCPrefixReserved("aimroute");

@@ -89,10 +89,17 @@ typedef struct UploadState
 	size_t left;
 } UploadState;
 
-/* Shared memory: the worker's latch, set by backends that queued messages. */
+/*
+ * Shared memory: each database's worker's latch, set by backends of that
+ * database that queued messages; a slot per database of aimroute.database.
+ */
 typedef struct DeliveryShared
 {
-	Latch *latch;
+	struct
+	{
+		Oid database;
+		Latch *latch;
+	} workers[AIMROUTE_MAX_DATABASES];
 } DeliveryShared;
 
 PGDLLEXPORT void aimroute_delivery_worker_main(Datum arg);
@@ -187,7 +194,7 @@ DeliveryShmemStartup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	delivery_shared = ShmemInitStruct("aimroute delivery", sizeof(DeliveryShared), &found);
 	if (!found)
-		delivery_shared->latch = NULL;
+		memset(delivery_shared, 0, sizeof(DeliveryShared));
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -223,11 +230,12 @@ WakeAtCommit(XactEvent event, void *arg)
 	if (!wake_at_commit)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		latch = delivery_shared->latch;
-		if (latch != NULL)
-			SetLatch(latch);
-	}
+		for (int i = 0; i < AIMROUTE_MAX_DATABASES; i++)
+		{
+			latch = delivery_shared->workers[i].latch;
+			if (latch != NULL && delivery_shared->workers[i].database == MyDatabaseId)
+				SetLatch(latch);
+		}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 		wake_at_commit = false;
@@ -239,7 +247,7 @@ WakeAtCommit(XactEvent event, void *arg)
 static void
 ForgetLatch(int code, Datum arg)
 {
-	delivery_shared->latch = NULL;
+	delivery_shared->workers[DatumGetInt32(arg)].latch = NULL;
 }
 
 /*
@@ -697,12 +705,13 @@ void
 aimroute_delivery_worker_main(Datum arg)
 {
 	bool reported_missing = false;
+	const char *database = WorkerDatabase(arg);
+	int slot;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(aimroute_worker_database, NULL, 0);
-	pgstat_report_appname("aimroute delivery worker");
+	slot = WorkerConnect(arg, "aimroute delivery worker");
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "delivery worker: could not initialize libcurl");
@@ -712,10 +721,9 @@ aimroute_delivery_worker_main(Datum arg)
 		elog(ERROR, "delivery worker: could not create libcurl handles");
 	round_context =
 		AllocSetContextCreate(TopMemoryContext, "aimroute delivery round", ALLOCSET_DEFAULT_SIZES);
-	delivery_shared->latch = MyLatch;
-	before_shmem_exit(ForgetLatch, 0);
-	ereport(LOG, (errmsg("aimroute delivery worker started in database \"%s\"",
-						 aimroute_worker_database)));
+	delivery_shared->workers[slot].database = MyDatabaseId;
+	delivery_shared->workers[slot].latch = MyLatch;
+	before_shmem_exit(ForgetLatch, Int32GetDatum(slot));
 
 	for (;;)
 	{
@@ -788,7 +796,7 @@ aimroute_delivery_worker_main(Datum arg)
 			ereport(LOG,
 					(errmsg("aimroute delivery worker: extension aimroute is not installed in "
 							"database \"%s\"",
-							aimroute_worker_database),
+							database),
 					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
 							 "database that has it.")));
 		reported_missing = missing;

@@ -2,7 +2,7 @@
  * reroute_worker.c
  *		The background worker that re-routes overdue unviewed leads.
  *
- * One worker per cluster, in the database aimroute.database, registered
+ * One worker per database of aimroute.database (worker.c), registered
  * when the library is in shared_preload_libraries.  It starts once the
  * server accepts writes (BgWorkerStart_RecoveryFinished), so on a hot
  * standby it does not run at all and on a promoted standby it starts with
@@ -45,7 +45,6 @@
 
 PGDLLEXPORT void aimroute_reroute_worker_main(Datum arg);
 
-char *aimroute_worker_database = NULL;
 static int reroute_naptime = 60;
 
 PG_FUNCTION_INFO_V1(aimroute_reroute_worker_running);
@@ -63,14 +62,9 @@ RerouteWorkerInit(void)
 		"so that a deadline set while it sleeps is never missed.",
 		&reroute_naptime, 60, 1, 60, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
-	/* The worker and its database exist only when the library is preloaded. */
+	/* The workers exist only when the library is preloaded. */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-	DefineCustomStringVariable(
-		"aimroute.database", "Database in which the aimroute re-route worker runs.",
-		"The database where CREATE EXTENSION aimroute was run.", &aimroute_worker_database,
-		"postgres", PGC_POSTMASTER, 0, NULL, NULL, NULL);
-
 	WorkerRegister("aimroute_reroute_worker_main", "aimroute re-route worker");
 }
 
@@ -164,14 +158,12 @@ void
 aimroute_reroute_worker_main(Datum arg)
 {
 	bool reported_missing = false;
+	const char *database = WorkerDatabase(arg);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(aimroute_worker_database, NULL, 0);
-	pgstat_report_appname("aimroute re-route worker");
-	ereport(LOG, (errmsg("aimroute re-route worker started in database \"%s\"",
-						 aimroute_worker_database)));
+	(void) WorkerConnect(arg, "aimroute re-route worker");
 
 	for (;;)
 	{
@@ -190,7 +182,7 @@ aimroute_reroute_worker_main(Datum arg)
 			ereport(LOG,
 					(errmsg("aimroute re-route worker: extension aimroute is not installed in "
 							"database \"%s\"",
-							aimroute_worker_database),
+							database),
 					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
 							 "database that has it.")));
 		reported_missing = missing;

@@ -5,9 +5,6 @@
 #ifndef AIMROUTE_REROUTE_WORKER_H
 #define AIMROUTE_REROUTE_WORKER_H
 
-/* aimroute.database: where the background workers run (when preloaded). */
-extern char *aimroute_worker_database;
-
 extern void RerouteWorkerInit(void);
 
 #endif /* AIMROUTE_REROUTE_WORKER_H */

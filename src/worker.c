@@ -8,6 +8,13 @@
  * extension's owner (owner.c): when aimroute is not installed, they run
  * none.  Their statements run under aimroute's own search_path
  * (search_path.c), whatever the database's or the role's.
+ *
+ * aimroute.database names the databases they serve, a comma-separated
+ * list: a cluster often holds several databases with aimroute (one per
+ * brand family or per customer).  The setting can change only at a
+ * restart, so the list is known when the library is preloaded, and each
+ * worker is registered once per database, with the database's place in
+ * the list as its argument.
  */
 #include "postgres.h"
 
@@ -17,15 +24,116 @@
 #include "postmaster/bgworker.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/varlena.h"
 
 #include "owner.h"
-#include "reroute_worker.h"
 #include "search_path.h"
 #include "worker.h"
 
 static OwnerSwitch worker_owner;
 static int worker_pinned; /* what SpiFinishPinned restores */
+
+/* aimroute.database, and the databases it names, in its order. */
+static char *worker_database_setting = NULL;
+static char *worker_databases[AIMROUTE_MAX_DATABASES];
+static int worker_ndatabases = 0;
+static bool workers_registered = false;
+
+static bool CheckDatabases(char **newval, void **extra, GucSource source);
+static int SplitDatabases(const char *setting, char **names, MemoryContext context);
+
+/*
+ * WorkerInit defines aimroute.database when the library is being preloaded
+ * (without the workers the setting means nothing), and reads its list.
+ */
+void
+WorkerInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	DefineCustomStringVariable(
+		"aimroute.database", "Databases in which the aimroute workers run.",
+		"A comma-separated list of the databases where CREATE EXTENSION aimroute was run; each "
+		"gets a re-route worker and a delivery worker.",
+		&worker_database_setting, "postgres", PGC_POSTMASTER, GUC_LIST_INPUT, CheckDatabases, NULL,
+		NULL);
+	worker_ndatabases = SplitDatabases(worker_database_setting, worker_databases, TopMemoryContext);
+}
+
+/*
+ * CheckDatabases refuses an aimroute.database that names no database, too
+ * many, or one twice.
+ */
+static bool
+CheckDatabases(char **newval, void **extra, GucSource source)
+{
+	char *names[AIMROUTE_MAX_DATABASES];
+	int n = SplitDatabases(*newval, names, CurrentMemoryContext);
+
+	if (n < 0)
+	{
+		GUC_check_errdetail("It is a comma-separated list of at most %d database names, such as "
+							"\"leads_boats, leads_rv\".",
+							AIMROUTE_MAX_DATABASES);
+		return false;
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < i; j++)
+			if (strcmp(names[i], names[j]) == 0)
+			{
+				GUC_check_errdetail("Database \"%s\" is named twice.", names[i]);
+				return false;
+			}
+	return true;
+}
+
+/*
+ * SplitDatabases splits aimroute.database into names, copied into context;
+ * -1 when it is empty, malformed or too long a list.
+ */
+static int
+SplitDatabases(const char *setting, char **names, MemoryContext context)
+{
+	char *copy;
+	List *list = NIL;
+	ListCell *lc;
+	int n = 0;
+
+	if (setting == NULL)
+		return -1;
+	copy = MemoryContextStrdup(context, setting);
+	if (!SplitGUCList(copy, ',', &list) || list_length(list) == 0 ||
+		list_length(list) > AIMROUTE_MAX_DATABASES)
+		return -1;
+	foreach (lc, list)
+	{
+		const char *name = lfirst(lc);
+
+		if (name[0] == '\0')
+			return -1;
+		names[n++] = (char *) name;
+	}
+	list_free(list);
+	return n;
+}
+
+/*
+ * WorkerDatabase is the name of the database a worker registered with
+ * WorkerRegister serves, from the argument the postmaster gave it.
+ */
+const char *
+WorkerDatabase(Datum arg)
+{
+	int i = DatumGetInt32(arg);
+
+	if (i < 0 || i >= worker_ndatabases)
+		elog(ERROR, "aimroute worker started for database number %d of %d", i, worker_ndatabases);
+	return worker_databases[i];
+}
 
 /*
  * WorkerBeginTransaction starts a transaction of the worker, connected to
@@ -64,43 +172,64 @@ WorkerCommitTransaction(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-static bool workers_registered = false;
-
 /*
- * WorkerRegister registers one of aimroute's background workers (the
- * library is being preloaded): connected to aimroute.database, started once
- * recovery is over, restarted ten seconds after it stops.
+ * WorkerRegister registers one of aimroute's background workers for each
+ * database of aimroute.database (the library is being preloaded): started
+ * once recovery is over, restarted ten seconds after it stops.
  */
 void
 WorkerRegister(const char *function, const char *name)
 {
-	BackgroundWorker worker;
+	for (int i = 0; i < worker_ndatabases; i++)
+	{
+		BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 10;
-	strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
-	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
-	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-	workers_registered = true;
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 10;
+		worker.bgw_main_arg = Int32GetDatum(i);
+		strlcpy(worker.bgw_library_name, "aimroute", BGW_MAXLEN);
+		strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s for database %s", name, worker_databases[i]);
+		strlcpy(worker.bgw_type, name, BGW_MAXLEN);
+		RegisterBackgroundWorker(&worker);
+		workers_registered = true;
+	}
+}
+
+/*
+ * WorkerConnect connects a worker to the database it serves, names it in
+ * pg_stat_activity and says in the log that it started; it returns the
+ * database's place in aimroute.database.
+ */
+int
+WorkerConnect(Datum arg, const char *name)
+{
+	const char *database = WorkerDatabase(arg);
+
+	BackgroundWorkerInitializeConnection(database, NULL, 0);
+	pgstat_report_appname(name);
+	ereport(LOG, (errmsg("%s started in database \"%s\"", name, database)));
+	return DatumGetInt32(arg);
 }
 
 /*
  * WorkersRunHere tells whether this server registered the workers (the
  * library is in shared_preload_libraries) and they run in the current
- * database (aimroute.database): in any other, nothing re-routes or sends
- * its leads.
+ * database (one of aimroute.database): in any other, nothing re-routes or
+ * sends its leads.
  */
 bool
 WorkersRunHere(void)
 {
 	char *name;
 
-	if (!workers_registered || aimroute_worker_database == NULL)
+	if (!workers_registered)
 		return false;
 	name = get_database_name(MyDatabaseId);
-	return name != NULL && strcmp(name, aimroute_worker_database) == 0;
+	for (int i = 0; name != NULL && i < worker_ndatabases; i++)
+		if (strcmp(name, worker_databases[i]) == 0)
+			return true;
+	return false;
 }
