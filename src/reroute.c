@@ -35,10 +35,12 @@
 #include "kept_plan.h"
 #include "owner.h"
 #include "reroute.h"
+#include "search_path.h"
 
 /*
  * Recording a view (mark_viewed).  The function's search_path is pinned
- * to pg_catalog, pg_temp, under which these statements are prepared.
+ * to pg_catalog, pg_temp (its SET clause, and SpiConnectPinned), under
+ * which these statements are prepared.
  * $1 lead, $2 the dealer holding it, $3 the viewer's address, $4 the role
  * whose user_scopes.email the address must be (NULL: any address).
  */
@@ -300,12 +302,12 @@ aimroute_mark_viewed(PG_FUNCTION_ARGS)
 	char *holder = NULL;
 	bool allowed = false;
 	OwnerSwitch owner;
+	int pinned;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_BOOL(false);
 	lead_id = PG_GETARG_INT64(0);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pinned = SpiConnectPinned();
 	seen = LeadHolder(lead_id, false);
 	if (seen != NULL)
 	{
@@ -342,6 +344,6 @@ aimroute_mark_viewed(PG_FUNCTION_ARGS)
 		allowed = allowed && !isnull;
 		RestoreCaller(&owner);
 	}
-	SPI_finish();
+	SpiFinishPinned(pinned);
 	PG_RETURN_BOOL(allowed);
 }
