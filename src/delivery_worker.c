@@ -30,6 +30,11 @@
 
 #include <curl/curl.h>
 
+/* CURLOPT_PROTOCOLS_STR, which keeps each handle to its protocols. */
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "aimroute needs libcurl 7.85.0 or later"
+#endif
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -131,6 +136,9 @@ static void Release(List *jobs, ListCell *from);
 static uint32 HoldShutdown(void);
 static void ResumeShutdown(uint32 held);
 static void ForgetLatch(int code, Datum arg);
+static void DeliveryStart(int slot);
+static void DeliverBatch(List *jobs);
+static long DeliveryRound(bool *missing);
 static char *PrintableText(const StringInfo s);
 
 PG_FUNCTION_INFO_V1(aimroute_delivery_worker_running);
@@ -699,20 +707,13 @@ NextDue(bool *missing)
 }
 
 /*
- * aimroute_delivery_worker_main is the worker's entry point.
+ * DeliveryStart readies the worker once it is connected: libcurl, the
+ * round's memory, and its latch published in the database's slot, so that
+ * a commit that queued messages wakes it.
  */
-void
-aimroute_delivery_worker_main(Datum arg)
+static void
+DeliveryStart(int slot)
 {
-	bool reported_missing = false;
-	const char *database = WorkerDatabase(arg);
-	int slot;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	slot = WorkerConnect(arg, "aimroute delivery worker");
-
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "delivery worker: could not initialize libcurl");
 	smtp_handle = curl_easy_init();
@@ -724,88 +725,97 @@ aimroute_delivery_worker_main(Datum arg)
 	delivery_shared->workers[slot].database = MyDatabaseId;
 	delivery_shared->workers[slot].latch = MyLatch;
 	before_shmem_exit(ForgetLatch, Int32GetDatum(slot));
+}
 
-	for (;;)
+/*
+ * DeliverBatch sends each claimed message and records its outcome, one
+ * message at a time; on a shutdown it gives back what it has not sent.
+ */
+static void
+DeliverBatch(List *jobs)
+{
+	ListCell *lc;
+
+	foreach (lc, jobs)
 	{
-		bool missing = false;
-		double next;
-		long sleep_ms = delivery_naptime * 1000L;
+		DeliveryJob *job = (DeliveryJob *) lfirst(lc);
+		DeliveryOutcome out;
+		MemoryContext old;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
+		if (ProcDiePending)
 		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
+			Release(jobs, lc);
+			CHECK_FOR_INTERRUPTS();
 		}
-		MemoryContextReset(round_context);
-
-		next = NextDue(&missing);
-		if (!missing && next == 0)
+		old = MemoryContextSwitchTo(round_context);
+		memset(&out, 0, sizeof(out));
+		initStringInfo(&out.response);
+		pgstat_report_activity(STATE_RUNNING, "aimroute: sending a message");
+		Send(job->smtp ? smtp_handle : http_handle, job, &out);
+		MemoryContextSwitchTo(old);
+		/* A send cut short by a shutdown is given back, not judged. */
+		if (ProcDiePending && out.curl_code == CURLE_ABORTED_BY_CALLBACK)
 		{
-			List *jobs;
-
-			do
-			{
-				ListCell *lc;
-
-				jobs = ClaimBatch();
-				foreach (lc, jobs)
-				{
-					DeliveryJob *job = (DeliveryJob *) lfirst(lc);
-					DeliveryOutcome out;
-					MemoryContext old;
-
-					if (ProcDiePending)
-					{
-						Release(jobs, lc);
-						CHECK_FOR_INTERRUPTS();
-					}
-					old = MemoryContextSwitchTo(round_context);
-					memset(&out, 0, sizeof(out));
-					initStringInfo(&out.response);
-					pgstat_report_activity(STATE_RUNNING, "aimroute: sending a message");
-					Send(job->smtp ? smtp_handle : http_handle, job, &out);
-					MemoryContextSwitchTo(old);
-					/* A send cut short by a shutdown is given back, not judged. */
-					if (ProcDiePending && out.curl_code == CURLE_ABORTED_BY_CALLBACK)
-					{
-						Release(jobs, lc);
-						CHECK_FOR_INTERRUPTS();
-					}
-					Record(job, &out);
-					if (ProcDiePending)
-					{
-						Release(jobs, lnext(jobs, lc));
-						CHECK_FOR_INTERRUPTS();
-					}
-				}
-				MemoryContextReset(round_context);
-			} while (list_length(jobs) >= delivery_batch_size);
-			next = NextDue(&missing);
-			/*
-			 * Still due right after claiming everything it could: a row
-			 * another transaction holds (SKIP LOCKED).  Look again in a
-			 * second, not at once, or the worker spins until it is free;
-			 * anything queued meanwhile still wakes it.
-			 */
-			if (next == 0)
-				next = 1;
+			Release(jobs, lc);
+			CHECK_FOR_INTERRUPTS();
 		}
-
-		if (missing && !reported_missing)
-			ereport(LOG,
-					(errmsg("aimroute delivery worker: extension aimroute is not installed in "
-							"database \"%s\"",
-							database),
-					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
-							 "database that has it.")));
-		reported_missing = missing;
-		if (next >= 0 && next * 1000 < sleep_ms)
-			sleep_ms = (long) (next * 1000) + 1;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		Record(job, &out);
+		if (ProcDiePending)
+		{
+			Release(jobs, lnext(jobs, lc));
+			CHECK_FOR_INTERRUPTS();
+		}
 	}
+}
+
+/*
+ * DeliveryRound is one round of the worker: the daily recap when due, then
+ * batches of due messages until none is left; it returns how long to
+ * sleep, in milliseconds, and *missing when aimroute is not installed.
+ */
+static long
+DeliveryRound(bool *missing)
+{
+	long sleep_ms = delivery_naptime * 1000L;
+	double next;
+
+	MemoryContextReset(round_context);
+	next = NextDue(missing);
+	if (!*missing && next == 0)
+	{
+		List *jobs;
+
+		do
+		{
+			jobs = ClaimBatch();
+			DeliverBatch(jobs);
+			MemoryContextReset(round_context);
+		} while (list_length(jobs) >= delivery_batch_size);
+		next = NextDue(missing);
+		/*
+		 * Still due right after claiming everything it could: a row another
+		 * transaction holds (SKIP LOCKED).  Look again in a second, not at
+		 * once, or the worker spins until it is free; anything queued
+		 * meanwhile still wakes it.
+		 */
+		if (next == 0)
+			next = 1;
+	}
+	if (next >= 0 && next * 1000 < sleep_ms)
+		sleep_ms = (long) (next * 1000) + 1;
+	return sleep_ms;
+}
+
+/*
+ * aimroute_delivery_worker_main is the worker's entry point: the skeleton
+ * of worker.c with DeliveryRound as its round.
+ */
+void
+aimroute_delivery_worker_main(Datum arg)
+{
+	static const WorkerKind kind = { "aimroute delivery worker", DeliveryStart, DeliveryRound };
+
+	WorkerMain(arg, &kind);
 }
 
 /*

@@ -73,7 +73,6 @@ enum LoaderColumn
 typedef struct LoaderState
 {
 	int64 load_id;
-	const char *path;
 	SPIPlanPtr insert_plan;
 	SPIPlanPtr issue_plan;
 	MemoryContext batch_context;
@@ -693,7 +692,6 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 		int pinned;
 
 		memset(&state, 0, sizeof(state));
-		state.path = path;
 		initStringInfo(&state.examples);
 		state.batch_context = AllocSetContextCreate(CurrentMemoryContext, "aimroute postal batch",
 													ALLOCSET_DEFAULT_SIZES);

@@ -152,44 +152,15 @@ RunOnce(bool *missing)
 }
 
 /*
- * aimroute_reroute_worker_main is the worker's entry point.
+ * aimroute_reroute_worker_main is the worker's entry point: the skeleton
+ * of worker.c with RunOnce as its round.
  */
 void
 aimroute_reroute_worker_main(Datum arg)
 {
-	bool reported_missing = false;
-	const char *database = WorkerDatabase(arg);
+	static const WorkerKind kind = { "aimroute re-route worker", NULL, RunOnce };
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	(void) WorkerConnect(arg, "aimroute re-route worker");
-
-	for (;;)
-	{
-		bool missing;
-		long sleep_ms;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		sleep_ms = RunOnce(&missing);
-		/* Said once: the extension may simply not be created yet. */
-		if (missing && !reported_missing)
-			ereport(LOG,
-					(errmsg("aimroute re-route worker: extension aimroute is not installed in "
-							"database \"%s\"",
-							database),
-					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
-							 "database that has it.")));
-		reported_missing = missing;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	WorkerMain(arg, &kind);
 }
 
 /*

@@ -19,11 +19,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "commands/dbcommands.h"
-#include "miscadmin.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -174,12 +177,16 @@ WorkerCommitTransaction(void)
 
 /*
  * WorkerRegister registers one of aimroute's background workers for each
- * database of aimroute.database (the library is being preloaded): started
- * once recovery is over, restarted ten seconds after it stops.
+ * database of aimroute.database (the library is being preloaded, and not
+ * by pg_upgrade): started once recovery is over, restarted ten seconds
+ * after it stops.
  */
 void
 WorkerRegister(const char *function, const char *name)
 {
+	/* pg_upgrade starts the server to move the catalogs: nothing to do. */
+	if (IsBinaryUpgrade)
+		return;
 	for (int i = 0; i < worker_ndatabases; i++)
 	{
 		BackgroundWorker worker;
@@ -199,19 +206,53 @@ WorkerRegister(const char *function, const char *name)
 }
 
 /*
- * WorkerConnect connects a worker to the database it serves, names it in
- * pg_stat_activity and says in the log that it started; it returns the
- * database's place in aimroute.database.
+ * WorkerMain is the skeleton of both workers: signals, the connection to
+ * the database it serves, then rounds of kind's work, sleeping on the
+ * latch between them (a SIGHUP reloads the configuration, a SIGTERM ends
+ * it through die, the postmaster's death ends it too).  An ERROR ends the
+ * worker with exit code 1, and the postmaster starts it again after
+ * bgw_restart_time; a lead or message that fails is set aside by the
+ * round's SQL, so that no error comes back every round.
  */
-int
-WorkerConnect(Datum arg, const char *name)
+void
+WorkerMain(Datum arg, const WorkerKind *kind)
 {
 	const char *database = WorkerDatabase(arg);
+	bool reported_missing = false;
 
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(database, NULL, 0);
-	pgstat_report_appname(name);
-	ereport(LOG, (errmsg("%s started in database \"%s\"", name, database)));
-	return DatumGetInt32(arg);
+	pgstat_report_appname(kind->name);
+	ereport(LOG, (errmsg("%s started in database \"%s\"", kind->name, database)));
+	if (kind->start != NULL)
+		kind->start(DatumGetInt32(arg));
+
+	for (;;)
+	{
+		bool missing = false;
+		long sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		sleep_ms = kind->round(&missing);
+		/* Said once: the extension may simply not be created yet. */
+		if (missing && !reported_missing)
+			ereport(LOG,
+					(errmsg("%s: extension aimroute is not installed in database \"%s\"",
+							kind->name, database),
+					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
+							 "database that has it.")));
+		reported_missing = missing;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
 }
 
 /*

@@ -10,9 +10,23 @@
 /* How many databases aimroute.database may name. */
 #define AIMROUTE_MAX_DATABASES 32
 
+/*
+ * What a worker supplies to the skeleton (WorkerMain): its name, what it
+ * does once connected, and one round of its work.
+ */
+typedef struct WorkerKind
+{
+	const char *name;			  /* backend type and application name */
+	void (*start)(int slot);	  /* once connected (may be NULL); slot: the
+								  * database's place in aimroute.database */
+	long (*round)(bool *missing); /* one round; returns the milliseconds to
+								   * sleep, *missing when aimroute is not
+								   * installed */
+} WorkerKind;
+
 extern void WorkerInit(void);
+extern void WorkerMain(Datum arg, const WorkerKind *kind) pg_attribute_noreturn();
 extern const char *WorkerDatabase(Datum arg);
-extern int WorkerConnect(Datum arg, const char *name);
 extern bool WorkerBeginTransaction(const char *activity);
 extern void WorkerCommitTransaction(void);
 extern void WorkerRegister(const char *function, const char *name);
