@@ -48,6 +48,18 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# The Perl TAP tests (t/*.pl) against the installed build, as PGXS users
+# expect; PROVE_TESTS picks files.  Each test starts clusters of its own
+# (PostgreSQL::Test::Cluster) in tmp_check/tap, so it must run as a user
+# PostgreSQL accepts, not root.  scripts/test.sh runs it.
+.PHONY: prove_installcheck
+prove_installcheck:
+	rm -rf '$(CURDIR)/tmp_check/tap' && mkdir -p '$(CURDIR)/tmp_check/tap'
+	cd $(srcdir) && TESTDIR='$(CURDIR)/tmp_check/tap' PATH="$(bindir):$$PATH" \
+	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
+	  $(PROVE) -I $(top_srcdir)/src/test/perl -I t -I t/lib $(PROVE_FLAGS) \
+	  $(if $(PROVE_TESTS),$(PROVE_TESTS),t/*.pl)
+
 # PGXS does not track header dependencies: a changed struct in a header
 # must rebuild every object, or objects disagree on its layout.
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
@@ -69,6 +81,10 @@ format-check:
 
 # libFuzzer targets for the normalizers and parsers, built with clang
 # (test/fuzz/Makefile); test/fuzz/run.sh builds and runs them.
+# The architecture picture (docs/architecture.md), drawn by Graphviz.
+docs/img/architecture.svg: docs/img/architecture.dot
+	dot -Tsvg $< -o $@
+
 .PHONY: fuzz
 fuzz:
 	$(MAKE) -C test/fuzz PG_CONFIG=$(PG_CONFIG)

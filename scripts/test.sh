@@ -27,7 +27,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PORT=${AIMROUTE_TEST_PORT:-54331}
 CHECK_DIR=$AIMROUTE_ROOT/tmp_check
 CLUSTER_DIR=$CHECK_DIR/cluster
-PGXS_SRC=$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")
 passed=0
 failed=0
 failures=()
@@ -84,15 +83,9 @@ run_pgtap() {
 }
 
 run_perl_tap() {
-	rm -rf "$CHECK_DIR/tap"
-	owned_dir "$CHECK_DIR/tap"
-	(cd "$AIMROUTE_ROOT" && as_run_user env \
-		PATH="$PG_BINDIR:$PATH" \
-		TESTDIR="$CHECK_DIR/tap" \
-		PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" \
-		PGHOST= PGPORT= PGUSER= \
+	as_run_user env PGHOST= PGPORT= PGUSER= \
 		AIMROUTE_POSTGIS_PLACEMENT="${AIMROUTE_POSTGIS_PLACEMENT:-}" \
-		prove -I "$PGXS_SRC/test/perl" -I "$AIMROUTE_ROOT/t" -I "$AIMROUTE_ROOT/t/lib" $TAP_FILES)
+		make -C "$AIMROUTE_ROOT" -s PG_CONFIG="$PG_CONFIG" prove_installcheck PROVE_TESTS="$TAP_FILES"
 }
 
 install_packages
