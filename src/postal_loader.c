@@ -100,6 +100,13 @@ static void PrepareLoaderPlans(LoaderState *state);
 static void ReportIssue(LoaderState *state, int64 line_number, bool rejected, const char *raw,
 						const char *problem);
 static void LoadGeonamesLine(LoaderState *state, int64 line_number, char *line);
+static int SplitGeonamesLine(char *line, char *fields[GEONAMES_FIELDS]);
+static char *CheckCoordinates(char *fields[GEONAMES_FIELDS], double *lat, double *lon,
+							  bool *has_point);
+static char *StateCode(const char *country, char *fields[GEONAMES_FIELDS]);
+static char *LineFlaws(const char *country, const char *state_code, char *fields[GEONAMES_FIELDS],
+					   double lat, double lon, bool *has_point);
+static void AddTextColumn(LoaderState *state, enum LoaderColumn col, const char *value);
 static char *TrimField(char *s);
 static bool ParseCoordinate(const char *s, double limit, double *value);
 static const char *CanadianProvinceCode(const char *geonames_code);
@@ -109,6 +116,11 @@ static void AddColumn(LoaderState *state, enum LoaderColumn col, Datum value, bo
 					  Oid type);
 static void FlushBatch(LoaderState *state);
 static bool ReadLine(gzFile file, StringInfo line, bool *too_long);
+static gzFile OpenPostalFile(const char *path);
+static void StartLoaderState(LoaderState *state);
+static int64 LoadLines(LoaderState *state, gzFile file);
+static void CheckReadToEnd(gzFile file, const char *path, const char *shown, int64 line_number);
+static void ReportLoad(LoaderState *state, const char *shown);
 static char *ValidTextPrefix(const char *s, int max);
 
 PG_FUNCTION_INFO_V1(aimroute_load_postal_codes);
@@ -457,27 +469,16 @@ FlushBatch(LoaderState *state)
 }
 
 /*
- * LoadGeonamesLine checks one line of a GeoNames file and adds it to the
- * batch, or records why it cannot be loaded.
+ * SplitGeonamesLine splits a line on tabs into fields, each trimmed; it
+ * returns how many fields the line has (the optional accuracy field, which
+ * editors strip with the trailing tab, counted as empty when missing).
  */
-static void
-LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
+static int
+SplitGeonamesLine(char *line, char *fields[GEONAMES_FIELDS])
 {
-	char *raw = pstrdup(line);
-	char *fields[GEONAMES_FIELDS];
 	int nfields = 0;
 	char *p = line;
-	const char *country;
-	char *code;
-	char *state_code;
-	double lat = 0, lon = 0;
-	bool has_lat, has_lon;
-	SeenEntry *seen;
-	bool found;
-	char key[LOADER_MAX_CODE + 4];
-	StringInfoData flaws;
 
-	/* Split on tabs, trimming each field. */
 	for (;;)
 	{
 		char *tab = strchr(p, '\t');
@@ -491,9 +492,122 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 			break;
 		p = tab + 1;
 	}
-	/* The accuracy field is optional: editors strip trailing tabs. */
 	if (nfields == GEONAMES_FIELDS - 1)
 		fields[nfields++] = "";
+	return nfields;
+}
+
+/*
+ * CheckCoordinates reads a line's latitude and longitude (fields 9 and
+ * 10) into *lat and *lon, and *has_point when both are given; NULL when
+ * they can be loaded, otherwise why the line is rejected.
+ */
+static char *
+CheckCoordinates(char *fields[GEONAMES_FIELDS], double *lat, double *lon, bool *has_point)
+{
+	bool has_lat = fields[9][0] != '\0';
+	bool has_lon = fields[10][0] != '\0';
+
+	*has_point = has_lat && has_lon;
+	if (has_lat != has_lon)
+		return psprintf("%s is empty but %s is \"%s\": the columns look shifted",
+						has_lat ? "longitude" : "latitude", has_lat ? "latitude" : "longitude",
+						has_lat ? fields[9] : fields[10]);
+	if (has_lat && !ParseCoordinate(fields[9], 90.0, lat))
+		return psprintf("latitude \"%s\" is not a number between -90 and 90", fields[9]);
+	if (has_lon && !ParseCoordinate(fields[10], 180.0, lon))
+		return psprintf("longitude \"%s\" is not a number between -180 and 180", fields[10]);
+	return NULL;
+}
+
+/*
+ * StateCode is a line's state code (field 4), upper-cased; for Canada,
+ * GeoNames' numeric province code becomes the postal abbreviation.
+ */
+static char *
+StateCode(const char *country, char *fields[GEONAMES_FIELDS])
+{
+	char *state_code = fields[4];
+
+	for (char *c = state_code; *c; c++)
+		*c = pg_ascii_toupper((unsigned char) *c);
+	if (strcmp(country, "CA") == 0 && CanadianProvinceCode(state_code) != NULL)
+		state_code = (char *) CanadianProvinceCode(state_code);
+	return state_code;
+}
+
+/*
+ * LineFlaws says what is wrong with a line that is loaded all the same
+ * ("" when nothing): no centre point, a centre point outside the country
+ * (*has_point is then cleared: it is loaded without one), no state code,
+ * no county.
+ */
+static char *
+LineFlaws(const char *country, const char *state_code, char *fields[GEONAMES_FIELDS], double lat,
+		  double lon, bool *has_point)
+{
+	StringInfoData flaws;
+
+	initStringInfo(&flaws);
+	if (!*has_point)
+		appendStringInfoString(
+			&flaws,
+			"no coordinates: loaded without a centre point, so radius routing cannot use it");
+	else
+	{
+		const char *implausible = ImplausiblePoint(country, state_code, lat, lon);
+
+		if (implausible != NULL)
+		{
+			appendStringInfo(&flaws,
+							 "coordinates %s, %s %s: loaded without a centre point, so radius "
+							 "routing cannot use it",
+							 fields[9], fields[10], implausible);
+			*has_point = false;
+		}
+	}
+	if (state_code[0] == '\0')
+		appendStringInfo(
+			&flaws,
+			"%sno state code (state name \"%s\"): state and county territories cannot match it",
+			flaws.len > 0 ? "; " : "", fields[3]);
+	else if (strcmp(country, "US") == 0 && fields[5][0] == '\0')
+		appendStringInfo(&flaws, "%sno county: county territories cannot match it",
+						 flaws.len > 0 ? "; " : "");
+	return flaws.data;
+}
+
+/*
+ * AddTextColumn adds a text field to the batch, NULL when empty.
+ */
+static void
+AddTextColumn(LoaderState *state, enum LoaderColumn col, const char *value)
+{
+	AddColumn(state, col, CStringGetTextDatum(value), value[0] == '\0', TEXTOID);
+}
+
+/*
+ * LoadGeonamesLine checks one line of a GeoNames file and adds it to the
+ * batch, or records why it cannot be loaded.  (Not inlined into the
+ * caller's PG_TRY, where its locals would be at the mercy of longjmp.)
+ */
+static pg_noinline void
+LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
+{
+	char *raw = pstrdup(line);
+	char *fields[GEONAMES_FIELDS];
+	int nfields = SplitGeonamesLine(line, fields);
+	const char *country;
+	char *code;
+	char *state_code;
+	char *why;
+	char *flaws;
+	double lat = 0, lon = 0;
+	bool has_point = false;
+	SeenEntry *seen;
+	bool found;
+	char key[LOADER_MAX_CODE + 4];
+
 	if (nfields != GEONAMES_FIELDS)
 	{
 		ReportIssue(
@@ -501,7 +615,6 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 			psprintf("expected %d tab-separated fields, found %d", GEONAMES_FIELDS, nfields));
 		return;
 	}
-
 	country = CountryNormalize(fields[0], strlen(fields[0]));
 	if (country == NULL)
 	{
@@ -509,40 +622,16 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 					psprintf("unknown country code \"%s\"", fields[0]));
 		return;
 	}
-
 	code = PostalNormalizeLexical(country, fields[1], strlen(fields[1]));
 	if (code == NULL)
+		why = "empty postal code";
+	else if (strlen(code) > LOADER_MAX_CODE || !PostalIsWellFormed(country, code))
+		why = psprintf("\"%s\" is not a valid %s postal code", fields[1], country);
+	else
+		why = CheckCoordinates(fields, &lat, &lon, &has_point);
+	if (why != NULL)
 	{
-		ReportIssue(state, line_number, true, raw, "empty postal code");
-		return;
-	}
-	if (strlen(code) > LOADER_MAX_CODE || !PostalIsWellFormed(country, code))
-	{
-		ReportIssue(state, line_number, true, raw,
-					psprintf("\"%s\" is not a valid %s postal code", fields[1], country));
-		return;
-	}
-
-	has_lat = fields[9][0] != '\0';
-	has_lon = fields[10][0] != '\0';
-	if (has_lat != has_lon)
-	{
-		ReportIssue(state, line_number, true, raw,
-					psprintf("%s is empty but %s is \"%s\": the columns look shifted",
-							 has_lat ? "longitude" : "latitude", has_lat ? "latitude" : "longitude",
-							 has_lat ? fields[9] : fields[10]));
-		return;
-	}
-	if (has_lat && !ParseCoordinate(fields[9], 90.0, &lat))
-	{
-		ReportIssue(state, line_number, true, raw,
-					psprintf("latitude \"%s\" is not a number between -90 and 90", fields[9]));
-		return;
-	}
-	if (has_lon && !ParseCoordinate(fields[10], 180.0, &lon))
-	{
-		ReportIssue(state, line_number, true, raw,
-					psprintf("longitude \"%s\" is not a number between -180 and 180", fields[10]));
+		ReportIssue(state, line_number, true, raw, why);
 		return;
 	}
 
@@ -557,53 +646,20 @@ LoadGeonamesLine(LoaderState *state, int64 line_number, char *line)
 	}
 	seen->line_number = line_number;
 
-	state_code = fields[4];
-	for (char *c = state_code; *c; c++)
-		*c = pg_ascii_toupper((unsigned char) *c);
-	if (strcmp(country, "CA") == 0 && CanadianProvinceCode(state_code) != NULL)
-		state_code = (char *) CanadianProvinceCode(state_code);
+	state_code = StateCode(country, fields);
+	flaws = LineFlaws(country, state_code, fields, lat, lon, &has_point);
+	if (flaws[0] != '\0')
+		ReportIssue(state, line_number, false, raw, flaws);
 
-	/* Flaws: loaded, but reported. */
-	initStringInfo(&flaws);
-	if (!has_lat)
-		appendStringInfoString(
-			&flaws,
-			"no coordinates: loaded without a centre point, so radius routing cannot use it");
-	else
-	{
-		const char *implausible = ImplausiblePoint(country, state_code, lat, lon);
-
-		if (implausible != NULL)
-		{
-			appendStringInfo(&flaws,
-							 "coordinates %s, %s %s: loaded without a centre point, so radius "
-							 "routing cannot use it",
-							 fields[9], fields[10], implausible);
-			has_lat = has_lon = false;
-		}
-	}
-	if (state_code[0] == '\0')
-		appendStringInfo(
-			&flaws,
-			"%sno state code (state name \"%s\"): state and county territories cannot match it",
-			flaws.len > 0 ? "; " : "", fields[3]);
-	else if (strcmp(country, "US") == 0 && fields[5][0] == '\0')
-		appendStringInfo(&flaws, "%sno county: county territories cannot match it",
-						 flaws.len > 0 ? "; " : "");
-	if (flaws.len > 0)
-		ReportIssue(state, line_number, false, raw, flaws.data);
-
-	AddColumn(state, COL_COUNTRY, CStringGetTextDatum(country), false, TEXTOID);
-	AddColumn(state, COL_POSTAL_CODE, CStringGetTextDatum(code), false, TEXTOID);
-	AddColumn(state, COL_PLACE_NAME, CStringGetTextDatum(fields[2]), fields[2][0] == '\0', TEXTOID);
-	AddColumn(state, COL_STATE_CODE, CStringGetTextDatum(state_code), state_code[0] == '\0',
-			  TEXTOID);
-	AddColumn(state, COL_STATE_NAME, CStringGetTextDatum(fields[3]), fields[3][0] == '\0', TEXTOID);
-	AddColumn(state, COL_COUNTY, CStringGetTextDatum(fields[5]), fields[5][0] == '\0', TEXTOID);
-	AddColumn(state, COL_COUNTY_CODE, CStringGetTextDatum(fields[6]), fields[6][0] == '\0',
-			  TEXTOID);
-	AddColumn(state, COL_LATITUDE, Float8GetDatum(lat), !has_lat, FLOAT8OID);
-	AddColumn(state, COL_LONGITUDE, Float8GetDatum(lon), !has_lon, FLOAT8OID);
+	AddTextColumn(state, COL_COUNTRY, country);
+	AddTextColumn(state, COL_POSTAL_CODE, code);
+	AddTextColumn(state, COL_PLACE_NAME, fields[2]);
+	AddTextColumn(state, COL_STATE_CODE, state_code);
+	AddTextColumn(state, COL_STATE_NAME, fields[3]);
+	AddTextColumn(state, COL_COUNTY, fields[5]);
+	AddTextColumn(state, COL_COUNTY_CODE, fields[6]);
+	AddColumn(state, COL_LATITUDE, Float8GetDatum(lat), !has_point, FLOAT8OID);
+	AddColumn(state, COL_LONGITUDE, Float8GetDatum(lon), !has_point, FLOAT8OID);
 	if (++state->batch_rows >= LOADER_BATCH_ROWS)
 		FlushBatch(state);
 }
@@ -645,33 +701,14 @@ ReadLine(gzFile file, StringInfo line, bool *too_long)
 }
 
 /*
- * aimroute_load_postal_codes is the SQL function
- * aimroute.load_postal_codes(path text, format text): returns the number of
- * rows loaded (flawed rows included).
+ * OpenPostalFile opens a postal-code file (plain or gzip) for reading, or
+ * raises an error that says what to do.
  */
-Datum
-aimroute_load_postal_codes(PG_FUNCTION_ARGS)
+static gzFile
+OpenPostalFile(const char *path)
 {
-	char *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	LoaderState state;
-	HASHCTL hctl;
-	StringInfoData line;
-	MemoryContext line_context;
-	MemoryContext oldcontext;
-	gzFile file;
-	int64 line_number = 0;
-	volatile gzFile cleanup;
-	const char *shown;
+	gzFile file = gzopen(path, "rb");
 
-	CheckReadPermission(path);
-	if (pg_strcasecmp(format, "geonames") != 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("unsupported postal-code file format \"%s\"", format),
-						errhint("The supported format is 'geonames' (GeoNames' tab-separated "
-								"postal-code layout).")));
-
-	file = gzopen(path, "rb");
 	/* errcode_for_file_access() knows no ENAMETOOLONG: it would say XX000. */
 	if (file == NULL && errno == ENAMETOOLONG)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -682,94 +719,162 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 						errmsg("could not open postal-code file \"%s\": %m", path),
 						errhint("The path is read by the server process; a relative path is "
 								"relative to the data directory.")));
-	cleanup = file;
+	return file;
+}
+
+/*
+ * StartLoaderState readies a load: the batch and the table of codes seen,
+ * in the caller's memory context (not SPI's: the report outlives the SPI
+ * connection).
+ */
+static void
+StartLoaderState(LoaderState *state)
+{
+	HASHCTL hctl;
+
+	memset(state, 0, sizeof(*state));
+	initStringInfo(&state->examples);
+	state->batch_context = AllocSetContextCreate(CurrentMemoryContext, "aimroute postal batch",
+												 ALLOCSET_DEFAULT_SIZES);
+	hctl.keysize = LOADER_MAX_CODE + 4;
+	hctl.entrysize = sizeof(SeenEntry);
+	hctl.hcxt = CurrentMemoryContext;
+	state->seen = hash_create("aimroute postal codes seen", 65536, &hctl,
+							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/*
+ * LoadLines loads every line of file, each in a memory context reset after
+ * it; lines that are too long or not text are rejected.  Returns how many
+ * lines there were.
+ */
+static int64
+LoadLines(LoaderState *state, gzFile file)
+{
+	MemoryContext line_context =
+		AllocSetContextCreate(CurrentMemoryContext, "aimroute postal line", ALLOCSET_DEFAULT_SIZES);
+	StringInfoData line;
+	int64 line_number = 0;
+	bool too_long;
+
+	initStringInfo(&line);
+	while (ReadLine(file, &line, &too_long))
+	{
+		MemoryContext old;
+
+		line_number++;
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(line_context);
+		if (too_long)
+			ReportIssue(state, line_number, true, line.data,
+						psprintf("line longer than %d bytes", LOADER_MAX_LINE));
+		else if (!pg_verifymbstr(line.data, line.len, true) ||
+				 memchr(line.data, '\0', line.len) != NULL)
+			ReportIssue(state, line_number, true, "",
+						psprintf("not valid %s text", GetDatabaseEncodingName()));
+		else if (line.len > 0)
+			LoadGeonamesLine(state, line_number, line.data);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(line_context);
+	}
+	return line_number;
+}
+
+/*
+ * CheckReadToEnd raises an error when the file could not be read to its
+ * end (a read error, a truncated or corrupt .gz file): the load is then
+ * not committed.  shown is the file's name in messages.
+ */
+static void
+CheckReadToEnd(gzFile file, const char *path, const char *shown, int64 line_number)
+{
+	int zerr;
+	const char *msg = gzerror(file, &zerr);
+
+	/* zlib puts the path in front of its message: it is ours to show. */
+	if (strncmp(msg, path, strlen(path)) == 0 && strncmp(msg + strlen(path), ": ", 2) == 0)
+		msg += strlen(path) + 2;
+	if (zerr == Z_ERRNO)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %m",
+						shown, line_number)));
+	if (zerr != Z_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %s",
+						shown, line_number, msg),
+				 errhint("Check that the file is complete; a truncated .gz file cannot be "
+						 "read to its end.")));
+}
+
+/*
+ * ReportLoad says how the load went: a NOTICE, or a WARNING with the first
+ * problems and where to find all of them.
+ */
+static void
+ReportLoad(LoaderState *state, const char *shown)
+{
+	if (state->flawed + state->rejected > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded (" INT64_FORMAT
+						" with flaws), " INT64_FORMAT " rejected",
+						shown, state->loaded, state->flawed, state->rejected),
+				 errdetail("%s", state->examples.data),
+				 errhint("Every problem is listed in aimroute.postal_code_load_issues WHERE "
+						 "load_id = " INT64_FORMAT ".",
+						 state->load_id)));
+	else
+		ereport(NOTICE,
+				(errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded", shown, state->loaded)));
+}
+
+/*
+ * aimroute_load_postal_codes is the SQL function
+ * aimroute.load_postal_codes(path text, format text): returns the number of
+ * rows loaded (flawed rows included).
+ */
+Datum
+aimroute_load_postal_codes(PG_FUNCTION_ARGS)
+{
+	char *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *format = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	LoaderState state;
+	volatile gzFile file;
+	const char *shown;
+
+	CheckReadPermission(path);
+	if (pg_strcasecmp(format, "geonames") != 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("unsupported postal-code file format \"%s\"", format),
+						errhint("The supported format is 'geonames' (GeoNames' tab-separated "
+								"postal-code layout).")));
+	file = OpenPostalFile(path);
 	/* Once open, messages name the file; postal_code_loads keeps the path. */
 	shown = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 
 	PG_TRY();
 	{
-		bool too_long;
 		int pinned;
+		int64 lines;
 
-		memset(&state, 0, sizeof(state));
-		initStringInfo(&state.examples);
-		state.batch_context = AllocSetContextCreate(CurrentMemoryContext, "aimroute postal batch",
-													ALLOCSET_DEFAULT_SIZES);
-		line_context = AllocSetContextCreate(CurrentMemoryContext, "aimroute postal line",
-											 ALLOCSET_DEFAULT_SIZES);
-		hctl.keysize = LOADER_MAX_CODE + 4;
-		hctl.entrysize = sizeof(SeenEntry);
-		hctl.hcxt = CurrentMemoryContext;
-		state.seen = hash_create("aimroute postal codes seen", 65536, &hctl,
-								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-
+		StartLoaderState(&state);
 		pinned = SpiConnectPinned();
 		state.load_id = StartLoad(path, "geonames");
 		PrepareLoaderPlans(&state);
-
-		initStringInfo(&line);
-		while (ReadLine(file, &line, &too_long))
-		{
-			line_number++;
-			CHECK_FOR_INTERRUPTS();
-			oldcontext = MemoryContextSwitchTo(line_context);
-			if (too_long)
-				ReportIssue(&state, line_number, true, line.data,
-							psprintf("line longer than %d bytes", LOADER_MAX_LINE));
-			else if (!pg_verifymbstr(line.data, line.len, true) ||
-					 memchr(line.data, '\0', line.len) != NULL)
-				ReportIssue(&state, line_number, true, "",
-							psprintf("not valid %s text", GetDatabaseEncodingName()));
-			else if (line.len > 0)
-				LoadGeonamesLine(&state, line_number, line.data);
-			MemoryContextSwitchTo(oldcontext);
-			MemoryContextReset(line_context);
-		}
-		{
-			int zerr;
-			const char *msg = gzerror(file, &zerr);
-
-			/* zlib puts the path in front of its message: it is ours to show. */
-			if (strncmp(msg, path, strlen(path)) == 0 && strncmp(msg + strlen(path), ": ", 2) == 0)
-				msg += strlen(path) + 2;
-			if (zerr == Z_ERRNO)
-				ereport(ERROR,
-						(errcode_for_file_access(),
-						 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT
-								": %m",
-								shown, line_number)));
-			if (zerr != Z_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATA_CORRUPTED),
-						 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT
-								": %s",
-								shown, line_number, msg),
-						 errhint("Check that the file is complete; a truncated .gz file cannot be "
-								 "read to its end.")));
-		}
+		lines = LoadLines(&state, file);
+		CheckReadToEnd(file, path, shown, lines);
 		FlushBatch(&state);
 		FinishLoad(&state);
 		SpiFinishPinned(pinned);
 	}
 	PG_FINALLY();
 	{
-		gzclose(cleanup);
+		gzclose(file);
 	}
 	PG_END_TRY();
 
-	if (state.flawed + state.rejected > 0)
-		ereport(WARNING,
-				(errcode(ERRCODE_WARNING),
-				 errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded (" INT64_FORMAT
-						" with flaws), " INT64_FORMAT " rejected",
-						shown, state.loaded, state.flawed, state.rejected),
-				 errdetail("%s", state.examples.data),
-				 errhint("Every problem is listed in aimroute.postal_code_load_issues WHERE "
-						 "load_id = " INT64_FORMAT ".",
-						 state.load_id)));
-	else
-		ereport(NOTICE,
-				(errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded", shown, state.loaded)));
-
+	ReportLoad(&state, shown);
 	PG_RETURN_INT64(state.loaded);
 }
