@@ -41,6 +41,9 @@ typedef struct AdfWriter
 } AdfWriter;
 
 static char *AdfEscape(const char *value);
+static bool AdfEscapeAscii(StringInfo out, unsigned char c);
+static int AdfEscapeMultibyte(StringInfo out, const unsigned char *p, const unsigned char *end,
+							  bool *blank);
 static void AdfIndent(AdfWriter *w);
 static void AdfOpen(AdfWriter *w, const char *name, const char *attrs);
 static void AdfClose(AdfWriter *w, const char *name);
@@ -48,6 +51,72 @@ static void AdfLeaf(AdfWriter *w, const char *name, const char *attrs, const cha
 					bool required);
 
 PG_FUNCTION_INFO_V1(aimroute_adf_render);
+
+/*
+ * AdfEscapeAscii appends one ASCII byte as XML character data: the five
+ * markup characters as entities, a carriage return as a reference (an XML
+ * parser would fold it into a line break), other C0 controls dropped (they
+ * are not XML 1.0 characters).  Returns whether the byte is more than
+ * white space.
+ */
+static bool
+AdfEscapeAscii(StringInfo out, unsigned char c)
+{
+	switch (c)
+	{
+		case '&':
+			appendStringInfoString(out, "&amp;");
+			break;
+		case '<':
+			appendStringInfoString(out, "&lt;");
+			break;
+		case '>':
+			appendStringInfoString(out, "&gt;");
+			break;
+		case '"':
+			appendStringInfoString(out, "&quot;");
+			break;
+		case '\'':
+			appendStringInfoString(out, "&apos;");
+			break;
+		case '\r':
+			appendStringInfoString(out, "&#13;");
+			break;
+		default:
+			if (c >= 0x20 || c == '\t' || c == '\n')
+				appendStringInfoChar(out, (char) c);
+			break;
+	}
+	return c > ' ';
+}
+
+/*
+ * AdfEscapeMultibyte appends the UTF-8 character at p (end: the end of
+ * the text) and returns its length: a byte that starts no legal character
+ * (a SQL_ASCII database only) becomes U+FFFD, and U+FFFE and U+FFFF, which
+ * XML forbids, are dropped.  Legal UTF-8 excludes surrogates and code
+ * points past U+10FFFF.  *blank is cleared when something was appended.
+ */
+static int
+AdfEscapeMultibyte(StringInfo out, const unsigned char *p, const unsigned char *end, bool *blank)
+{
+	int n = pg_utf_mblen(p);
+	pg_wchar c;
+
+	if (n > end - p || !pg_utf8_islegal(p, n))
+	{
+		appendBinaryStringInfo(out, "\xEF\xBF\xBD", 3);
+		*blank = false;
+		return 1;
+	}
+	c = utf8_to_unicode(p);
+	if (c != 0xFFFE && c != 0xFFFF)
+	{
+		appendBinaryStringInfo(out, (const char *) p, n);
+		*blank = false;
+	}
+	return n;
+}
 
 /*
  * AdfEscape returns value (database encoding) as UTF-8 character data,
@@ -70,7 +139,7 @@ AdfEscape(const char *value)
 
 	/*
 	 * A SQL_ASCII database does not know its bytes' encoding: read them as
-	 * UTF-8, and replace what is not UTF-8 below.
+	 * UTF-8, and replace what is not UTF-8.
 	 */
 	if (GetDatabaseEncoding() == PG_SQL_ASCII)
 		utf8 = value;
@@ -84,65 +153,14 @@ AdfEscape(const char *value)
 	end = p + len;
 	while (p < end)
 	{
-		int n;
-		pg_wchar c;
-
 		if (*p < 0x80)
 		{
-			switch (*p)
-			{
-				case '&':
-					appendStringInfoString(&out, "&amp;");
-					break;
-				case '<':
-					appendStringInfoString(&out, "&lt;");
-					break;
-				case '>':
-					appendStringInfoString(&out, "&gt;");
-					break;
-				case '"':
-					appendStringInfoString(&out, "&quot;");
-					break;
-				case '\'':
-					appendStringInfoString(&out, "&apos;");
-					break;
-				case '\r':
-					appendStringInfoString(&out, "&#13;");
-					break;
-				case '\t':
-				case '\n':
-				case ' ':
-					appendStringInfoChar(&out, (char) *p);
-					break;
-				default:
-					/* C0 controls are not XML 1.0 characters: dropped */
-					if (*p >= 0x20)
-						appendStringInfoChar(&out, (char) *p);
-					break;
-			}
-			if (*p > ' ')
+			if (AdfEscapeAscii(&out, *p))
 				blank = false;
 			p++;
-			continue;
 		}
-
-		n = pg_utf_mblen(p);
-		if (n > end - p || !pg_utf8_islegal(p, n))
-		{
-			/* not UTF-8 (SQL_ASCII only): U+FFFD for the byte */
-			appendBinaryStringInfo(&out, "\xEF\xBF\xBD", 3);
-			blank = false;
-			p++;
-			continue;
-		}
-		/* legal UTF-8 excludes surrogates and code points past U+10FFFF */
-		c = utf8_to_unicode(p);
-		if (c != 0xFFFE && c != 0xFFFF)
-		{
-			appendBinaryStringInfo(&out, (const char *) p, n);
-			blank = false;
-		}
-		p += n;
+		else
+			p += AdfEscapeMultibyte(&out, p, end, &blank);
 	}
 
 	if (blank)

@@ -129,6 +129,9 @@ static void WakeAtCommit(XactEvent event, void *arg);
 static char *CopyColumn(HeapTuple row, TupleDesc desc, int column);
 static List *ClaimBatch(void);
 static void Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
+static struct curl_slist *SmtpOptions(CURL *h, DeliveryJob *job, DeliveryOutcome *out,
+									  UploadState *upload);
+static struct curl_slist *HttpOptions(CURL *h, DeliveryJob *job, DeliveryOutcome *out);
 static void Record(DeliveryJob *job, DeliveryOutcome *out);
 static void QueueDailyRecap(void);
 static double NextDue(bool *missing);
@@ -408,6 +411,63 @@ StopOnShutdown(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultot
 }
 
 /*
+ * SmtpOptions sets what an SMTP send needs on h: the login, STARTTLS, one
+ * recipient, the message to upload, and the server's replies kept in out.
+ * Returns the recipient list, which the caller frees after the send.
+ */
+static struct curl_slist *
+SmtpOptions(CURL *h, DeliveryJob *job, DeliveryOutcome *out, UploadState *upload)
+{
+	struct curl_slist *list;
+
+	/* The login is the SMTP server's, never sent to an HTTP endpoint. */
+	if (job->username != NULL)
+		curl_easy_setopt(h, CURLOPT_USERNAME, job->username);
+	if (job->password != NULL)
+		curl_easy_setopt(h, CURLOPT_PASSWORD, job->password);
+	/* STARTTLS when the server offers it; smtps:// is TLS throughout. */
+	curl_easy_setopt(h, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
+	list = curl_slist_append(NULL, psprintf("<%s>", job->recipient != NULL ? job->recipient : ""));
+	upload->data = job->payload;
+	upload->left = strlen(job->payload);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+	curl_easy_setopt(h, CURLOPT_MAIL_FROM, psprintf("<%s>", job->mail_from));
+	curl_easy_setopt(h, CURLOPT_MAIL_RCPT, list);
+	curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(h, CURLOPT_READFUNCTION, ReadUpload);
+	curl_easy_setopt(h, CURLOPT_READDATA, upload);
+	curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+	curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, KeepReply);
+	curl_easy_setopt(h, CURLOPT_DEBUGDATA, out);
+	return list;
+}
+
+/*
+ * HttpOptions sets what an HTTP POST needs on h: the Idempotency-Key and
+ * Content-Type headers, the body, and the response body kept in out.
+ * Returns the header list, which the caller frees after the send.
+ */
+static struct curl_slist *
+HttpOptions(CURL *h, DeliveryJob *job, DeliveryOutcome *out)
+{
+	struct curl_slist *list;
+
+	list = curl_slist_append(NULL, psprintf("Idempotency-Key: %s", job->message_key));
+	list = curl_slist_append(
+		list,
+		psprintf("Content-Type: %s", job->content_type != NULL ? job->content_type : "text/plain"));
+	list = curl_slist_append(list, "Expect:");
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "aimroute/" AIMROUTE_VERSION);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->payload);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(job->payload));
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, KeepBody);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+	return list;
+}
+
+/*
  * Send sends one message and says what came of it.  Nothing here may
  * raise an error: the outcome, whatever it is, must be recorded.
  */
@@ -415,13 +475,9 @@ static void
 Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out)
 {
 	char error[CURL_ERROR_SIZE];
-	struct curl_slist *list = NULL;
+	struct curl_slist *list;
 	UploadState upload;
 	CURLcode rc;
-	char *mail_from = NULL;
-	char *rcpt = NULL;
-	char *key_header = NULL;
-	char *type_header = NULL;
 
 	error[0] = '\0';
 	curl_easy_reset(h);
@@ -432,46 +488,7 @@ Send(CURL *h, DeliveryJob *job, DeliveryOutcome *out)
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long) Min(delivery_timeout, 10));
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, StopOnShutdown);
-	if (job->smtp)
-	{
-		/* The login is the SMTP server's, never sent to an HTTP endpoint. */
-		if (job->username != NULL)
-			curl_easy_setopt(h, CURLOPT_USERNAME, job->username);
-		if (job->password != NULL)
-			curl_easy_setopt(h, CURLOPT_PASSWORD, job->password);
-		/* STARTTLS when the server offers it; smtps:// is TLS throughout. */
-		curl_easy_setopt(h, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
-		mail_from = psprintf("<%s>", job->mail_from);
-		rcpt = psprintf("<%s>", job->recipient != NULL ? job->recipient : "");
-		list = curl_slist_append(NULL, rcpt);
-		upload.data = job->payload;
-		upload.left = strlen(job->payload);
-		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-		curl_easy_setopt(h, CURLOPT_MAIL_FROM, mail_from);
-		curl_easy_setopt(h, CURLOPT_MAIL_RCPT, list);
-		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(h, CURLOPT_READFUNCTION, ReadUpload);
-		curl_easy_setopt(h, CURLOPT_READDATA, &upload);
-		curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
-		curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, KeepReply);
-		curl_easy_setopt(h, CURLOPT_DEBUGDATA, out);
-	}
-	else
-	{
-		key_header = psprintf("Idempotency-Key: %s", job->message_key);
-		type_header = psprintf("Content-Type: %s",
-							   job->content_type != NULL ? job->content_type : "text/plain");
-		list = curl_slist_append(NULL, key_header);
-		list = curl_slist_append(list, type_header);
-		list = curl_slist_append(list, "Expect:");
-		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(h, CURLOPT_USERAGENT, "aimroute/" AIMROUTE_VERSION);
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->payload);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(job->payload));
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, KeepBody);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-	}
+	list = job->smtp ? SmtpOptions(h, job, out, &upload) : HttpOptions(h, job, out);
 
 	rc = curl_easy_perform(h);
 	out->curl_code = (int) rc;
