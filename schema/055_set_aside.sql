@@ -4,7 +4,7 @@
 -- is set aside here with its error, and tried again later with a backoff;
 -- the worker goes on with the others.  The re-route worker
 -- (aimroute.reroute_overdue, 060_reroute.sql) and the delivery worker
--- (aimroute.delivery_claim and aimroute.delivery_record, 070_delivery.sql)
+-- (aimroute.delivery_claim and aimroute.delivery_record, 075_delivery.sql)
 -- write and skip these rows.  docs/reliability.md.
 --
 CREATE TABLE aimroute.set_aside_items (
