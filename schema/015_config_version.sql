@@ -59,3 +59,5 @@ CREATE FUNCTION aimroute.routing_cache_info(
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
     'This session''s in-memory copy of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is false (and the rest NULL) when aimroute.routing_cache is off.';
+REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;

@@ -75,6 +75,7 @@ CREATE FUNCTION aimroute.load_postal_codes(path text, format text DEFAULT 'geona
 COMMENT ON FUNCTION aimroute.load_postal_codes(text, text) IS
     'Loads a postal-code file on the server (plain or .gz) into aimroute.postal_codes; returns the rows loaded. Rows it cannot read are listed in aimroute.postal_code_load_issues.';
 REVOKE EXECUTE ON FUNCTION aimroute.load_postal_codes(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.load_postal_codes(text, text) TO aimroute_admin;
 
 CREATE FUNCTION aimroute.bundled_postal_codes_path() RETURNS text
     AS 'MODULE_PATHNAME', 'aimroute_bundled_postal_codes_path'

@@ -162,6 +162,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION aimroute.explain_lead(bigint) IS
     'Why a lead went to its dealer: the steps taken, the candidates considered with their distances, the rule that decided.';
+REVOKE EXECUTE ON FUNCTION aimroute.explain_lead(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.explain_lead(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
 -- lead_history is written by one trigger for every change of dealer, so
@@ -242,6 +244,8 @@ BEGIN
     PERFORM set_config('aimroute_ctx.reason', '', true);
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.move_lead(bigint, text, aimroute.match_type, double precision, text, text, aimroute.routing_step[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.move_lead(bigint, text, aimroute.match_type, double precision, text, text, aimroute.routing_step[]) TO aimroute_admin, aimroute_region;
 
 --
 -- reassign: a person moves a lead to another dealer (match type Reassigned).
@@ -281,6 +285,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.reassign(bigint, text, text) IS
     'Moves a lead to another dealer by hand (match type Reassigned), recorded in lead_history.';
+REVOKE EXECUTE ON FUNCTION aimroute.reassign(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reassign(bigint, text, text) TO aimroute_admin, aimroute_region;
 
 --
 -- reassign_dealer_leads: a dealer leaves the network; its open leads go to
@@ -336,6 +342,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.reassign_dealer_leads(text, text) IS
     'Moves every open (unviewed) lead of a dealer to the next best dealer by the routing rules; returns how many went where.';
+REVOKE EXECUTE ON FUNCTION aimroute.reassign_dealer_leads(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reassign_dealer_leads(text, text) TO aimroute_admin;
 
 --
 -- simulate_routing: the stored leads routed again under the current
@@ -357,6 +365,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) IS
     'Routes the leads received in [from, to) again under the current configuration without changing them: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do.';
+REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) TO aimroute_admin;
 
 --
 -- The re-route clock (SPEC section 3): viewed_at, viewed_by, reroute_due_at

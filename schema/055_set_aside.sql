@@ -106,3 +106,5 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) IS
     'Sets a lead or message aside after an error: records the error in aimroute.set_aside_items, puts its next try 1, 2, 4 ... minutes away (an hour at most), and raises a WARNING. Internal: the workers'' functions call it.';
+REVOKE EXECUTE ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) TO aimroute_admin;

@@ -45,6 +45,8 @@ BEGIN
     UPDATE aimroute.leads l SET reroute_count = l.reroute_count + 1 WHERE l.lead_id = lead.lead_id;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_lead(aimroute.leads, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_lead(aimroute.leads, aimroute.settings) TO aimroute_admin;
 
 --
 -- reroute_overdue: re-route up to max_leads overdue unviewed leads, the
@@ -131,6 +133,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.reroute_overdue(integer) IS
     'Re-routes up to max_leads overdue unviewed leads, earliest deadline first; what the re-route worker runs. A lead whose re-route raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later.';
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_overdue(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_overdue(integer) TO aimroute_admin;
 
 --
 -- reroute_next_due: seconds until the re-route worker has something to do
@@ -160,6 +164,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION aimroute.reroute_next_due() IS
     'Seconds until the next lead is due for re-routing (0: one is overdue now; NULL: none has a deadline), a set-aside lead at its retry time. The re-route worker sleeps that long at most.';
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_next_due() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_next_due() TO aimroute_admin;
 
 --
 -- mark_viewed: a dealer's contact viewed the lead.  Counts only for a
@@ -180,6 +186,8 @@ RETURNS boolean
     SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION aimroute.mark_viewed(bigint, text) IS
     'Marks a lead viewed when viewer_email is a ''Leads: Emails To'' contact of the dealer holding it and, for a region or dealer user, the caller''s own address (aimroute.user_scopes.email) (true); otherwise changes nothing (false).';
+REVOKE EXECUTE ON FUNCTION aimroute.mark_viewed(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.mark_viewed(bigint, text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
 -- open_view_link: the view link of a notice was opened.  Counts while the
@@ -216,6 +224,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.open_view_link(text) IS
     'The view link of a notification was opened: marks the lead viewed while that notification''s dealer holds it (true); otherwise false.';
+REVOKE EXECUTE ON FUNCTION aimroute.open_view_link(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.open_view_link(text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.reroute_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_reroute_worker_running'

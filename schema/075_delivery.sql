@@ -182,12 +182,16 @@ RETURNS bigint
     SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) IS
     'Queues a notice of the lead to the dealer and its messages (one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration); returns the notice''s id. Internal: routing, moves and send_lead call it.';
+REVOKE EXECUTE ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.wake_delivery_worker() RETURNS void
     AS 'MODULE_PATHNAME', 'aimroute_wake_delivery_worker'
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.wake_delivery_worker() IS
     'Wakes the delivery worker when the current transaction commits, for messages queued by hand or by SQL. Does nothing when the worker does not run.';
+REVOKE EXECUTE ON FUNCTION aimroute.wake_delivery_worker() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.wake_delivery_worker() TO aimroute_admin;
 
 --
 -- Rendering.  Emails are RFC 5322 text with CRLF line ends, the body in
@@ -371,6 +375,8 @@ BEGIN
     RETURN queued;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) TO aimroute_admin;
 
 --
 -- delivery_render: what the worker sends for one claimed message
@@ -432,6 +438,8 @@ BEGIN
     RETURN j;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) TO aimroute_admin;
 
 --
 -- delivery_fail: record that a claimed message failed without a send
@@ -463,6 +471,8 @@ BEGIN
     END IF;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_fail(aimroute.outbox, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_fail(aimroute.outbox, text, text) TO aimroute_admin;
 
 --
 -- delivery_claim_one: claim one due message, locked by the caller, under a
@@ -549,6 +559,8 @@ BEGIN
     RETURN j;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) TO aimroute_admin;
 
 --
 -- delivery_claim: the worker's claim of up to max_messages due messages,
@@ -656,6 +668,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
     'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval; a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) TO aimroute_admin;
 
 --
 -- delivery_record: the outcome of one attempt, as the worker saw it:
@@ -767,6 +781,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
     'Records the outcome of one delivery attempt (libcurl code, server reply code and text, the SMTP command replied to): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) TO aimroute_admin;
 
 --
 -- delivery_next_due: seconds until the earliest due message (0 when one
@@ -884,6 +900,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.queue_daily_recap(timestamptz) IS
     'Queues the daily recap of the prior day''s failing leads to every ''Lead Delivery Notification Daily'' contact, once a day at or after settings.daily_recap_hour (settings.timezone); returns the messages queued. The delivery worker calls it every round.';
+REVOKE EXECUTE ON FUNCTION aimroute.queue_daily_recap(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.queue_daily_recap(timestamptz) TO aimroute_admin;
 
 --
 -- The contract's functions.
@@ -918,6 +936,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.send_lead(bigint) IS
     'Sends a lead to its dealer again: queues a new notice to every current Leads contact, mobile and active CRM integration; returns how many messages were queued.';
+REVOKE EXECUTE ON FUNCTION aimroute.send_lead(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.send_lead(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
 -- record_bounce: a bounce that a mail provider reported after accepting
@@ -976,6 +996,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.record_bounce(text, text, text) IS
     'Takes a bounce reported by a mail provider (kind ''hard'' or ''soft''): every contact with the address is suppressed, and the latest message delivered to it is recorded as bounced. Returns the contacts changed.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) TO aimroute_admin;
 
 CREATE FUNCTION aimroute.set_delivery_status_active(contact_id bigint)
 RETURNS void
@@ -994,6 +1016,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
     'Takes a contact off the suppression list: its delivery_status becomes Active, and later messages are sent to it again.';
+REVOKE EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.delivery_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_delivery_worker_running'
