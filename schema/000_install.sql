@@ -38,3 +38,10 @@ BEGIN
     END IF;
 END
 $install$;
+
+-- Which library the server loaded (C, src/aimroute.c).
+CREATE FUNCTION aimroute.library_version() RETURNS text
+    AS 'MODULE_PATHNAME', 'aimroute_library_version'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.library_version() IS
+    'Version of the loaded aimroute shared library; compare with the installed extension version after an upgrade.';

@@ -234,5 +234,55 @@ CREATE TRIGGER settings_keep_row BEFORE DELETE ON aimroute.settings
 CREATE TRIGGER settings_keep_row_truncate BEFORE TRUNCATE ON aimroute.settings
     FOR EACH STATEMENT EXECUTE FUNCTION aimroute.settings_validate();
 
+--
+-- Once leads exist, the default dealer cannot be unset: a lead that no rule
+-- places needs it, so the mistake is refused when it is made rather than at
+-- a later INSERT.
+--
+CREATE FUNCTION aimroute.settings_keep_default_dealer() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.default_dealer_number IS NULL AND OLD.default_dealer_number IS NOT NULL
+       AND EXISTS (SELECT FROM aimroute.leads) THEN
+        RAISE EXCEPTION 'invalid value for setting "default_dealer_number": NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'default_dealer_number must stay set once leads exist: every lead no rule places goes to the default dealer. Name another dealer instead.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER settings_keep_default_dealer BEFORE UPDATE OF default_dealer_number ON aimroute.settings
+    FOR EACH ROW EXECUTE FUNCTION aimroute.settings_keep_default_dealer();
+
+-- Say so when re-routing is switched on and nothing will act on it.
+CREATE FUNCTION aimroute.settings_check_reroute_worker() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.reroute_enabled AND NOT aimroute.reroute_worker_running() THEN
+        RAISE NOTICE 're-routing is enabled, but the re-route worker is not running on this server'
+            USING DETAIL = 'Leads get a reroute_due_at, but nothing re-routes them when it passes.',
+                  HINT = 'Add aimroute to shared_preload_libraries, set aimroute.database to this database, and restart PostgreSQL.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER settings_check_reroute_worker AFTER UPDATE OF reroute_enabled ON aimroute.settings
+    FOR EACH ROW WHEN (NEW.reroute_enabled AND NOT OLD.reroute_enabled)
+    EXECUTE FUNCTION aimroute.settings_check_reroute_worker();
+
 INSERT INTO aimroute.settings DEFAULT VALUES;
 SELECT pg_catalog.pg_extension_config_dump('aimroute.settings', '');
+-- After the first row: installing is not a change of the configuration.
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.settings
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+-- Settings without the SMTP credentials, which only admins read.
+GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default_dealer_number,
+              product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
+              reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
+              push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url)
+    ON aimroute.settings TO aimroute_region, aimroute_dealer;

@@ -58,10 +58,14 @@ CREATE TABLE aimroute.leads (
     country_input        text,
     postal_code_input    text,
     dealer_number_input  text,
-    routing_log          aimroute.routing_step[] NOT NULL DEFAULT '{}'
+    routing_log          aimroute.routing_step[] NOT NULL DEFAULT '{}',
+    viewed_by            text
 );
 CREATE INDEX leads_dealer_idx ON aimroute.leads (dealer_number) WHERE viewed_at IS NULL;
 CREATE INDEX leads_received_at_idx ON aimroute.leads (received_at);
+-- What the worker looks for: unviewed leads with a deadline, earliest first.
+CREATE INDEX leads_reroute_due_idx ON aimroute.leads (reroute_due_at)
+    WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL;
 COMMENT ON TABLE aimroute.leads IS
     'Sales leads. Inserting one routes it: dealer_number, match_type, distance_miles and routed_at are filled in the same transaction.';
 COMMENT ON COLUMN aimroute.leads.dealer_number IS
@@ -75,6 +79,8 @@ COMMENT ON COLUMN aimroute.leads.postal_code_input IS 'The postal code as receiv
 COMMENT ON COLUMN aimroute.leads.dealer_number_input IS 'The pre-assigned dealer number as received, if any.';
 COMMENT ON COLUMN aimroute.leads.reroute_due_at IS 'When the dealer''s hold on the unviewed lead ends (settings.reroute_*; see aimroute.reroute_deadline); NULL when re-routing is off, for the default dealer and for leads not sent to their dealer.';
 COMMENT ON COLUMN aimroute.leads.routing_log IS 'Why the lead went where it went; read it with aimroute.explain_lead(lead_id).';
+COMMENT ON COLUMN aimroute.leads.viewed_by IS
+    'Who viewed the lead: the contact''s email (mark_viewed) or ''view link <notification_id>'' (open_view_link).';
 
 CREATE TABLE aimroute.lead_history (
     history_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -92,28 +98,6 @@ COMMENT ON TABLE aimroute.lead_history IS
     'Every change of a lead''s dealer after its first routing: reassignment, re-route, a dealer leaving, the default after the re-route limit.';
 
 SELECT pg_catalog.pg_extension_config_dump('aimroute.leads', '');
-
---
--- Once leads exist, the default dealer cannot be unset: a lead that no rule
--- places needs it, so the mistake is refused when it is made rather than at
--- a later INSERT.
---
-CREATE FUNCTION aimroute.settings_keep_default_dealer() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NEW.default_dealer_number IS NULL AND OLD.default_dealer_number IS NOT NULL
-       AND EXISTS (SELECT FROM aimroute.leads) THEN
-        RAISE EXCEPTION 'invalid value for setting "default_dealer_number": NULL'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'default_dealer_number must stay set once leads exist: every lead no rule places goes to the default dealer. Name another dealer instead.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER settings_keep_default_dealer BEFORE UPDATE OF default_dealer_number ON aimroute.settings
-    FOR EACH ROW EXECUTE FUNCTION aimroute.settings_keep_default_dealer();
 
 --
 -- dealer_distance_miles: miles from a postal code's centre to a dealer, as
@@ -178,18 +162,22 @@ AS $$
 $$;
 COMMENT ON FUNCTION aimroute.explain_lead(bigint) IS
     'Why a lead went to its dealer: the steps taken, the candidates considered with their distances, the rule that decided.';
+REVOKE EXECUTE ON FUNCTION aimroute.explain_lead(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.explain_lead(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
 -- lead_history is written by one trigger for every change of dealer, so
 -- that no path (the functions below, the re-route worker, a direct UPDATE)
 -- can move a lead without a trace; the same trigger queues the new
 -- dealer's notice and its messages (aimroute.queue_lead_delivery,
--- 070_delivery.sql).  Callers
--- describe the change in the transaction-local settings aimroute_ctx.event
--- and aimroute_ctx.reason.
+-- 075_delivery.sql).  Callers describe the change in the
+-- transaction-local settings aimroute_ctx.event and aimroute_ctx.reason.
+-- SECURITY DEFINER: it writes lead_history and queues the new dealer's
+-- notice for whoever moved the lead within its rights.
 --
 CREATE FUNCTION aimroute.leads_record_history() RETURNS trigger
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -256,6 +244,8 @@ BEGIN
     PERFORM set_config('aimroute_ctx.reason', '', true);
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.move_lead(bigint, text, aimroute.match_type, double precision, text, text, aimroute.routing_step[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.move_lead(bigint, text, aimroute.match_type, double precision, text, text, aimroute.routing_step[]) TO aimroute_admin, aimroute_region;
 
 --
 -- reassign: a person moves a lead to another dealer (match type Reassigned).
@@ -295,6 +285,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.reassign(bigint, text, text) IS
     'Moves a lead to another dealer by hand (match type Reassigned), recorded in lead_history.';
+REVOKE EXECUTE ON FUNCTION aimroute.reassign(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reassign(bigint, text, text) TO aimroute_admin, aimroute_region;
 
 --
 -- reassign_dealer_leads: a dealer leaves the network; its open leads go to
@@ -350,6 +342,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.reassign_dealer_leads(text, text) IS
     'Moves every open (unviewed) lead of a dealer to the next best dealer by the routing rules; returns how many went where.';
+REVOKE EXECUTE ON FUNCTION aimroute.reassign_dealer_leads(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reassign_dealer_leads(text, text) TO aimroute_admin;
 
 --
 -- simulate_routing: the stored leads routed again under the current
@@ -371,3 +365,95 @@ AS $$
 $$;
 COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) IS
     'Routes the leads received in [from, to) again under the current configuration without changing them: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do.';
+REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) TO aimroute_admin;
+
+--
+-- The re-route clock (SPEC section 3): viewed_at, viewed_by, reroute_due_at
+-- and reroute_count are written by aimroute only -- routing, the re-route
+-- worker, mark_viewed and open_view_link, which write as the extension's
+-- owner -- and by admins, never by a region or dealer user's UPDATE, or a
+-- dealer could keep a lead it never looked at.  A region user's move of a
+-- lead (reassign, or an UPDATE of dealer_number within its regions) gives
+-- the new dealer the clock aimroute gives every move, whatever the UPDATE
+-- said: unviewed, with a deadline unless the lead went to the default
+-- dealer or is not to be sent.
+--
+CREATE FUNCTION aimroute.leads_protect_view() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(current_user, 'aimroute_admin', 'USAGE')
+       OR pg_catalog.pg_has_role(current_user, (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                                 WHERE e.extname = 'aimroute'), 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.dealer_number IS DISTINCT FROM OLD.dealer_number THEN
+        NEW.viewed_at := NULL;
+        NEW.viewed_by := NULL;
+        NEW.reroute_count := OLD.reroute_count;
+        NEW.reroute_due_at := CASE WHEN NEW.send_to_dealer
+                                        AND NEW.dealer_number IS DISTINCT FROM
+                                            (SELECT s.default_dealer_number FROM aimroute.settings s)
+                                   THEN aimroute.reroute_due_at(now()) END;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'permission denied to change the view or re-route deadline of lead %', OLD.lead_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'viewed_at, viewed_by, reroute_due_at and reroute_count are written by aimroute only.',
+              HINT = 'A view is recorded by aimroute.mark_viewed(lead_id, your own address in aimroute.user_scopes.email) or by the view link of the lead''s email.';
+END
+$$;
+COMMENT ON FUNCTION aimroute.leads_protect_view() IS
+    'Trigger: only aimroute (its owner, admins) changes a lead''s viewed_at, viewed_by, reroute_due_at and reroute_count; a region user''s move gets aimroute''s clock.';
+CREATE TRIGGER leads_protect_view BEFORE UPDATE ON aimroute.leads
+    FOR EACH ROW
+    WHEN (OLD.viewed_at IS DISTINCT FROM NEW.viewed_at OR OLD.viewed_by IS DISTINCT FROM NEW.viewed_by
+          OR OLD.reroute_due_at IS DISTINCT FROM NEW.reroute_due_at
+          OR OLD.reroute_count IS DISTINCT FROM NEW.reroute_count
+          OR OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.leads_protect_view();
+
+-- What the foreign keys of a notice (075_delivery.sql) would do, for the
+-- rare change: a lead deleted takes its notices (and so their messages)
+-- along.
+CREATE FUNCTION aimroute.leads_delete_notices() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM aimroute.lead_notifications n USING gone g WHERE n.lead_id = g.lead_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER leads_delete_notices AFTER DELETE ON aimroute.leads
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.leads_delete_notices();
+
+--
+-- Row-level security.  Admins see and change every row; region and dealer
+-- users see the rows of their dealers.  What else they may change is
+-- granted here, column by column, and is limited to the same rows.
+--
+ALTER TABLE aimroute.leads ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON aimroute.leads TO aimroute_admin USING (true) WITH CHECK (true);
+CREATE POLICY scoped_read ON aimroute.leads FOR SELECT TO aimroute_region, aimroute_dealer
+    USING (dealer_number = ANY ((SELECT aimroute.visible_dealers())::text[]));
+-- Marking viewed, reassigning within the scope (the new dealer too).
+CREATE POLICY scoped_update ON aimroute.leads FOR UPDATE TO aimroute_region, aimroute_dealer
+    USING (dealer_number = ANY ((SELECT aimroute.visible_dealers())::text[]))
+    WITH CHECK (dealer_number = ANY ((SELECT aimroute.visible_dealers())::text[]));
+-- lead_history names two dealers: either side's users see the move.
+ALTER TABLE aimroute.lead_history ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON aimroute.lead_history TO aimroute_admin USING (true) WITH CHECK (true);
+CREATE POLICY scoped_read ON aimroute.lead_history FOR SELECT TO aimroute_region, aimroute_dealer
+    USING (to_dealer = ANY ((SELECT aimroute.visible_dealers())::text[])
+           OR from_dealer = ANY ((SELECT aimroute.visible_dealers())::text[]));
+GRANT SELECT ON aimroute.leads TO aimroute_region, aimroute_dealer;
+GRANT SELECT ON aimroute.lead_history TO aimroute_region, aimroute_dealer;
+-- Locking a lead (send_lead) takes an UPDATE privilege, and moving one
+-- (reassign) writes these columns; the trigger leads_protect_view above
+-- lets only aimroute change them.
+GRANT UPDATE (viewed_at, viewed_by, reroute_due_at) ON aimroute.leads TO aimroute_region, aimroute_dealer;
+GRANT UPDATE (dealer_number, match_type, distance_miles, routed_at, routing_log) ON aimroute.leads TO aimroute_region;

@@ -555,3 +555,5 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.process_staging(text) IS
     'Bulk import: validates every unprocessed row of a batch of aimroute.lead_staging, inserts the valid ones into aimroute.leads (routing them) and marks each row processed, rejected or duplicate; returns how many rows of this call ended in each status.';
+REVOKE EXECUTE ON FUNCTION aimroute.process_staging(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.process_staging(text) TO aimroute_admin;

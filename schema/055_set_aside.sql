@@ -4,7 +4,7 @@
 -- is set aside here with its error, and tried again later with a backoff;
 -- the worker goes on with the others.  The re-route worker
 -- (aimroute.reroute_overdue, 060_reroute.sql) and the delivery worker
--- (aimroute.delivery_claim and aimroute.delivery_record, 070_delivery.sql)
+-- (aimroute.delivery_claim and aimroute.delivery_record, 075_delivery.sql)
 -- write and skip these rows.  docs/reliability.md.
 --
 CREATE TABLE aimroute.set_aside_items (
@@ -106,3 +106,5 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) IS
     'Sets a lead or message aside after an error: records the error in aimroute.set_aside_items, puts its next try 1, 2, 4 ... minutes away (an hour at most), and raises a WARNING. Internal: the workers'' functions call it.';
+REVOKE EXECUTE ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.set_aside(text, bigint, bigint, text, text, text, text, text, text, timestamptz, jsonb) TO aimroute_admin;

@@ -5,77 +5,6 @@
 --
 
 --
--- dealer_contacts: who at a dealer receives its leads.  The columns are
--- the contract's; delivery (SPEC section 4) builds on them.
---
-CREATE TABLE aimroute.dealer_contacts (
-    contact_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    dealer_number    text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
-    name             text,
-    email            text,
-    mobile           text,
-    contact_types    text[] NOT NULL DEFAULT '{Leads: Emails To}',
-    delivery_status  text NOT NULL DEFAULT 'Active'
-        CONSTRAINT dealer_contacts_delivery_status_check
-        CHECK (delivery_status IN ('Active', 'Hard Bounce', 'Soft Bounce'))
-);
-CREATE INDEX dealer_contacts_dealer_idx ON aimroute.dealer_contacts (dealer_number);
-CREATE INDEX dealer_contacts_email_idx ON aimroute.dealer_contacts (lower(email));
-COMMENT ON TABLE aimroute.dealer_contacts IS
-    'People of a dealer who receive its leads.  Only a ''Leads: Emails To'' contact''s view of a lead counts (aimroute.mark_viewed).';
-SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_contacts', '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.dealer_contacts', 'contact_id')::regclass, '');
-
---
--- lead_notifications: one row per time a lead is sent to a dealer (its
--- first routing, each move, aimroute.send_lead), each with its own
--- view-link token.  The messages of a notice -- one per recipient and
--- method -- are rows of aimroute.outbox (070_delivery.sql), queued in the
--- same transaction by aimroute.queue_lead_delivery().
---
-CREATE FUNCTION aimroute.new_view_token() RETURNS text
-    AS 'MODULE_PATHNAME', 'aimroute_new_view_token'
-    LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION aimroute.new_view_token() IS
-    'A new view-link token: 240 bits from the strong random source, as 40 URL-safe characters.';
-
-CREATE TABLE aimroute.lead_notifications (
-    notification_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    lead_id          bigint NOT NULL,
-    dealer_number    text NOT NULL,
-    event            text NOT NULL,
-    queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
-    view_token       text NOT NULL UNIQUE DEFAULT aimroute.new_view_token(),
-    no_contacts      boolean NOT NULL DEFAULT false,
-    messages         integer NOT NULL DEFAULT 0,
-    failure_notice_at timestamptz
-);
-CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id, notification_id);
-COMMENT ON TABLE aimroute.lead_notifications IS
-    'Each time a lead is sent to a dealer (routing, a move, send_lead): its event, its unguessable view-link token, and how many messages were queued for it in aimroute.outbox.';
-COMMENT ON COLUMN aimroute.lead_notifications.lead_id IS
-    'The lead. Not a foreign key: the routing trigger queues the first notice before the lead''s row is stored, and a foreign key check would cost every lead; deleting a lead deletes its notices (aimroute.leads_delete_notices).';
-COMMENT ON COLUMN aimroute.lead_notifications.dealer_number IS
-    'The dealer the notice went to; follows a renumbered dealer (aimroute.dealers_renumber_notices).';
-COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
-    'The token of the notice''s view link (aimroute.open_view_link): 240 random bits, 40 URL-safe characters.';
-COMMENT ON COLUMN aimroute.lead_notifications.no_contacts IS
-    'The dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration when the notice was queued: nothing was sent.';
-COMMENT ON COLUMN aimroute.lead_notifications.messages IS 'Messages queued for this notice in aimroute.outbox.';
-COMMENT ON COLUMN aimroute.lead_notifications.failure_notice_at IS
-    'When this notice''s delivery was found to have ended in total or partial failure, and failure notices were queued; NULL otherwise.';
-SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_notifications', '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_notifications', 'notification_id')::regclass, '');
-
-ALTER TABLE aimroute.leads ADD COLUMN viewed_by text;
-COMMENT ON COLUMN aimroute.leads.viewed_by IS
-    'Who viewed the lead: the contact''s email (mark_viewed) or ''view link <notification_id>'' (open_view_link).';
-
--- What the worker looks for: unviewed leads with a deadline, earliest first.
-CREATE INDEX leads_reroute_due_idx ON aimroute.leads (reroute_due_at)
-    WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL;
-
---
 -- reroute_lead: re-route one locked, overdue lead (internal).  Every
 -- dealer that held it is excluded; at the re-route limit, or when no other
 -- dealer qualifies, it goes to the default dealer, which ends its
@@ -116,6 +45,8 @@ BEGIN
     UPDATE aimroute.leads l SET reroute_count = l.reroute_count + 1 WHERE l.lead_id = lead.lead_id;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_lead(aimroute.leads, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_lead(aimroute.leads, aimroute.settings) TO aimroute_admin;
 
 --
 -- reroute_overdue: re-route up to max_leads overdue unviewed leads, the
@@ -202,6 +133,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.reroute_overdue(integer) IS
     'Re-routes up to max_leads overdue unviewed leads, earliest deadline first; what the re-route worker runs. A lead whose re-route raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later.';
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_overdue(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_overdue(integer) TO aimroute_admin;
 
 --
 -- reroute_next_due: seconds until the re-route worker has something to do
@@ -231,6 +164,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION aimroute.reroute_next_due() IS
     'Seconds until the next lead is due for re-routing (0: one is overdue now; NULL: none has a deadline), a set-aside lead at its retry time. The re-route worker sleeps that long at most.';
+REVOKE EXECUTE ON FUNCTION aimroute.reroute_next_due() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.reroute_next_due() TO aimroute_admin;
 
 --
 -- mark_viewed: a dealer's contact viewed the lead.  Counts only for a
@@ -238,9 +173,11 @@ COMMENT ON FUNCTION aimroute.reroute_next_due() IS
 -- is refused (false) and nothing changes.  Viewing again is harmless.  A
 -- region or dealer user may name only its own address
 -- (aimroute.user_scopes.email); admins and the extension's owner name the
--- contact whose view they record.  In C (src/reroute.c): it reads the lead
--- with the caller's rights and records the view as the extension's owner,
--- since only aimroute writes viewed_at (080_security.sql).
+-- contact whose view they record.  In C (src/reroute.c), and not SECURITY
+-- DEFINER: it reads the lead with the caller's rights, takes the caller's
+-- own address from user_scopes unless the caller is an admin, and records
+-- the view as the extension's owner, since only aimroute writes viewed_at
+-- (leads_protect_view, 040_leads.sql).  Its search_path is pinned here.
 --
 CREATE FUNCTION aimroute.mark_viewed(lead_id bigint, viewer_email text)
 RETURNS boolean
@@ -249,15 +186,21 @@ RETURNS boolean
     SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION aimroute.mark_viewed(bigint, text) IS
     'Marks a lead viewed when viewer_email is a ''Leads: Emails To'' contact of the dealer holding it and, for a region or dealer user, the caller''s own address (aimroute.user_scopes.email) (true); otherwise changes nothing (false).';
+REVOKE EXECUTE ON FUNCTION aimroute.mark_viewed(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.mark_viewed(bigint, text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
 -- open_view_link: the view link of a notice was opened.  Counts while the
 -- notice's dealer still holds the lead; the link of a dealer that lost it
 -- to a re-route is refused (false).
 --
+-- SECURITY DEFINER: the token is the capability (240 random bits), as a
+-- password-reset link is; the web page behind the link calls it with
+-- whatever role it has.
 CREATE FUNCTION aimroute.open_view_link(token text)
 RETURNS boolean
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -281,28 +224,11 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.open_view_link(text) IS
     'The view link of a notification was opened: marks the lead viewed while that notification''s dealer holds it (true); otherwise false.';
+REVOKE EXECUTE ON FUNCTION aimroute.open_view_link(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.open_view_link(text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.reroute_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_reroute_worker_running'
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION aimroute.reroute_worker_running() IS
     'Whether the re-route worker runs for this database (aimroute is in shared_preload_libraries and aimroute.database names it); see pg_stat_activity for the worker itself.';
-
--- Say so when re-routing is switched on and nothing will act on it.
-CREATE FUNCTION aimroute.settings_check_reroute_worker() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NEW.reroute_enabled AND NOT aimroute.reroute_worker_running() THEN
-        RAISE NOTICE 're-routing is enabled, but the re-route worker is not running on this server'
-            USING DETAIL = 'Leads get a reroute_due_at, but nothing re-routes them when it passes.',
-                  HINT = 'Add aimroute to shared_preload_libraries, set aimroute.database to this database, and restart PostgreSQL.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER settings_check_reroute_worker AFTER UPDATE OF reroute_enabled ON aimroute.settings
-    FOR EACH ROW WHEN (NEW.reroute_enabled AND NOT OLD.reroute_enabled)
-    EXECUTE FUNCTION aimroute.settings_check_reroute_worker();
-

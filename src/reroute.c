@@ -14,7 +14,7 @@
  * '... 02:30'::timestamp AT TIME ZONE settings.timezone would be.
  *
  * A view ends the hold: aimroute.mark_viewed records one.  Only aimroute
- * writes a lead's view and deadline (schema/080_security.sql), so the view
+ * writes a lead's view and deadline (schema/040_leads.sql), so the view
  * is recorded as the extension's owner, once the lead has been read with
  * the caller's rights and the viewer checked: a region or dealer user
  * names only its own address (aimroute.user_scopes.email).

@@ -11,7 +11,7 @@
  *
  * The copy is never stale: every statement that changes one of those tables
  * gives aimroute.config_version a new, never reused number (a statement
- * trigger, schema/035_config_version.sql).  Routing reads that number
+ * trigger, schema/015_config_version.sql).  Routing reads that number
  * under the lead's own snapshot (once per snapshot: the rows of one COPY
  * share it) and rebuilds the copy when it differs, so a routing sees
  * exactly the configuration its snapshot sees: a change made earlier in the

@@ -1,63 +1,8 @@
 --
--- Reference data: postal codes, brands, dealers and what they hold.
+-- The dealer network: brands, dealers, the brands each sells, their
+-- territories, the products they may receive leads for and their stock.
+-- Countries and postal codes are stored normalized (010_normalize.sql).
 --
--- Every country stored here is an ISO 3166-1 alpha-2 code and every postal
--- code is normalized by aimroute.normalize_postal_code(), so that a lead's
--- postal code meets the reference rows whatever way it was typed.
---
-
-CREATE TABLE aimroute.postal_codes (
-    country      text NOT NULL,
-    postal_code  text NOT NULL,
-    place_name   text,
-    state_code   text,
-    state_name   text,
-    county       text,
-    county_code  text,
-    centroid     geography(Point, 4326),
-    PRIMARY KEY (country, postal_code),
-    CONSTRAINT postal_codes_country_normalized
-        CHECK (country = aimroute.normalize_country(country))
-);
-CREATE INDEX postal_codes_state_county_idx
-    ON aimroute.postal_codes (country, state_code, county);
-COMMENT ON TABLE aimroute.postal_codes IS
-    'Postal codes with their centre points, state and county; filled by aimroute.load_postal_codes().';
-COMMENT ON COLUMN aimroute.postal_codes.country IS 'ISO 3166-1 alpha-2 code.';
-COMMENT ON COLUMN aimroute.postal_codes.postal_code IS 'Normalized postal code: US five-digit ZIP, Canadian FSA (K1A) or full code.';
-COMMENT ON COLUMN aimroute.postal_codes.state_code IS 'State or province code (MI, ON); what state territories match.';
-COMMENT ON COLUMN aimroute.postal_codes.county IS 'County name; county territories match state_code/county (MI/Mackinac).';
-COMMENT ON COLUMN aimroute.postal_codes.centroid IS 'Centre point of the postal code; NULL when the source had no coordinates.';
-
-CREATE TABLE aimroute.postal_code_loads (
-    load_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    path           text NOT NULL,
-    format         text NOT NULL,
-    started_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-    finished_at    timestamptz,
-    rows_loaded    bigint,
-    rows_flawed    bigint,
-    rows_rejected  bigint
-);
-COMMENT ON TABLE aimroute.postal_code_loads IS
-    'One row per call of aimroute.load_postal_codes(), with its counts.';
-COMMENT ON COLUMN aimroute.postal_code_loads.rows_loaded IS 'Rows stored, flawed rows included.';
-COMMENT ON COLUMN aimroute.postal_code_loads.rows_flawed IS 'Rows stored with a flaw (no coordinates, no state code).';
-COMMENT ON COLUMN aimroute.postal_code_loads.rows_rejected IS 'Lines that could not be stored.';
-
-CREATE TABLE aimroute.postal_code_load_issues (
-    load_id      bigint NOT NULL REFERENCES aimroute.postal_code_loads ON DELETE CASCADE,
-    line_number  bigint NOT NULL,
-    postal_code  text,
-    rejected     boolean NOT NULL,
-    problem      text NOT NULL,
-    raw_line     text NOT NULL,
-    PRIMARY KEY (load_id, line_number)
-);
-COMMENT ON TABLE aimroute.postal_code_load_issues IS
-    'Every line of a postal-code file that was rejected or loaded with a flaw, and why.';
-COMMENT ON COLUMN aimroute.postal_code_load_issues.rejected IS 'true: the line was not loaded; false: loaded with the flaw described.';
-COMMENT ON COLUMN aimroute.postal_code_load_issues.raw_line IS 'The line as read (first 500 bytes), tabs kept.';
 
 CREATE TABLE aimroute.brands (
     brand_code  text PRIMARY KEY
@@ -65,6 +10,11 @@ CREATE TABLE aimroute.brands (
     name        text NOT NULL
 );
 COMMENT ON TABLE aimroute.brands IS 'The OEM''s brands.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.brands', '');
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.brands
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.brands ENABLE ALWAYS TRIGGER bump_config_version;
+GRANT SELECT ON aimroute.brands TO aimroute_region, aimroute_dealer;
 
 CREATE TABLE aimroute.dealers (
     dealer_number     text PRIMARY KEY
@@ -78,6 +28,7 @@ CREATE TABLE aimroute.dealers (
     active_for_sales  boolean NOT NULL DEFAULT true,
     dealer_group      text,
     timezone          text,
+    region            text,
     CONSTRAINT dealers_country_normalized
         CHECK (country = aimroute.normalize_country(country))
 );
@@ -89,6 +40,13 @@ COMMENT ON COLUMN aimroute.dealers.postal_code IS 'Normalized on input; state_co
 COMMENT ON COLUMN aimroute.dealers.location IS 'Where the dealer is; radius and distance are measured from here. Defaults to the postal code''s centre point.';
 COMMENT ON COLUMN aimroute.dealers.active_for_sales IS 'Only active dealers receive leads (the default dealer excepted).';
 COMMENT ON COLUMN aimroute.dealers.timezone IS 'The dealer''s time zone (a pg_timezone_names name), NULL for the OEM''s.';
+COMMENT ON COLUMN aimroute.dealers.region IS
+    'The OEM''s sales region of the dealer (free text, such as ''Great Lakes''); notification contacts and region users are scoped by it.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.dealers', '');
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.dealers
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.dealers ENABLE ALWAYS TRIGGER bump_config_version;
+GRANT SELECT ON aimroute.dealers TO aimroute_region, aimroute_dealer;
 
 --
 -- dealers_normalize: countries and postal codes in stored form, and state,
@@ -170,6 +128,24 @@ $$;
 CREATE TRIGGER dealers_normalize BEFORE INSERT OR UPDATE ON aimroute.dealers
     FOR EACH ROW EXECUTE FUNCTION aimroute.dealers_normalize();
 
+-- What the foreign keys of a notice (075_delivery.sql) would do: a
+-- renumbered dealer keeps its notices and messages.
+CREATE FUNCTION aimroute.dealers_renumber_notices() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.lead_notifications n SET dealer_number = NEW.dealer_number
+     WHERE n.dealer_number = OLD.dealer_number;
+    UPDATE aimroute.outbox o SET dealer_number = NEW.dealer_number
+     WHERE o.dealer_number = OLD.dealer_number;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER dealers_renumber_notices AFTER UPDATE OF dealer_number ON aimroute.dealers
+    FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
+    EXECUTE FUNCTION aimroute.dealers_renumber_notices();
+
 CREATE TABLE aimroute.dealer_brands (
     dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
     brand_code     text NOT NULL REFERENCES aimroute.brands ON UPDATE CASCADE,
@@ -177,6 +153,11 @@ CREATE TABLE aimroute.dealer_brands (
 );
 CREATE INDEX dealer_brands_brand_idx ON aimroute.dealer_brands (brand_code);
 COMMENT ON TABLE aimroute.dealer_brands IS 'The brands each dealer sells; only dealers selling a lead''s brand receive it.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_brands', '');
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.dealer_brands
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.dealer_brands ENABLE ALWAYS TRIGGER bump_config_version;
+GRANT SELECT ON aimroute.dealer_brands TO aimroute_region, aimroute_dealer;
 
 CREATE TABLE aimroute.territories (
     territory_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -205,6 +186,13 @@ COMMENT ON TABLE aimroute.territories IS
     'Areas of responsibility. brand_code NULL: a Territories-page assignment (every brand the dealer sells); otherwise a Brand Territory (that brand only).';
 COMMENT ON COLUMN aimroute.territories.kind IS 'postal, county, state or country.';
 COMMENT ON COLUMN aimroute.territories.code IS 'postal: a normalized postal code; county: state code and county joined by a slash (MI/Mackinac); state: a state code (MO); country: the country code.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.territories', '');
+-- Identity sequences too, or a restored database would hand out used ids.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.territories', 'territory_id')::regclass, '');
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.territories
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.territories ENABLE ALWAYS TRIGGER bump_config_version;
+GRANT SELECT ON aimroute.territories TO aimroute_region, aimroute_dealer;
 
 --
 -- territories_normalize: stored form of each kind's code, the
@@ -331,6 +319,11 @@ CREATE TABLE aimroute.product_assignments (
 CREATE INDEX product_assignments_product_idx ON aimroute.product_assignments (product_code);
 COMMENT ON TABLE aimroute.product_assignments IS
     'Products each dealer may receive leads for, when settings.product_routing_enabled.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.product_assignments', '');
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.product_assignments
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.product_assignments ENABLE ALWAYS TRIGGER bump_config_version;
+GRANT SELECT ON aimroute.product_assignments TO aimroute_region, aimroute_dealer;
 
 CREATE TABLE aimroute.inventory (
     dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
@@ -343,16 +336,8 @@ CREATE TABLE aimroute.inventory (
 CREATE INDEX inventory_in_stock_idx ON aimroute.inventory (product_code) WHERE quantity > 0;
 COMMENT ON TABLE aimroute.inventory IS
     'Units in stock per dealer and product; inventory routing sends a lead to the closest dealer with the product in stock.';
-
-SELECT pg_catalog.pg_extension_config_dump('aimroute.postal_codes', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.postal_code_loads', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.postal_code_load_issues', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.brands', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.dealers', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.dealer_brands', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.territories', '');
-SELECT pg_catalog.pg_extension_config_dump('aimroute.product_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('aimroute.inventory', '');
--- Identity sequences too, or a restored database would hand out used ids.
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.postal_code_loads', 'load_id')::regclass, '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.territories', 'territory_id')::regclass, '');
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.inventory
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+ALTER TABLE aimroute.inventory ENABLE ALWAYS TRIGGER bump_config_version;
+GRANT SELECT ON aimroute.inventory TO aimroute_region, aimroute_dealer;

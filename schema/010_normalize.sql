@@ -1,12 +1,9 @@
 --
--- Functions implemented in C (src/).
+-- Rules for values that several tables share, each stated once: a
+-- country and a postal code in stored form (C, src/country.c and
+-- src/postal.c), and an email address.  The CHECKs and triggers of the
+-- tables that hold one call these.
 --
-
-CREATE FUNCTION aimroute.library_version() RETURNS text
-    AS 'MODULE_PATHNAME', 'aimroute_library_version'
-    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION aimroute.library_version() IS
-    'Version of the loaded aimroute shared library; compare with the installed extension version after an upgrade.';
 
 CREATE FUNCTION aimroute.normalize_country(country text) RETURNS text
     AS 'MODULE_PATHNAME', 'aimroute_normalize_country'
@@ -26,15 +23,8 @@ CREATE FUNCTION aimroute.postal_code_is_valid(country text, postal_code text) RE
 COMMENT ON FUNCTION aimroute.postal_code_is_valid(text, text) IS
     'Whether a postal code, once normalized, fits its country''s pattern (US: five digits; CA: an FSA or a full code; elsewhere: not blank).';
 
-CREATE FUNCTION aimroute.load_postal_codes(path text, format text DEFAULT 'geonames') RETURNS bigint
-    AS 'MODULE_PATHNAME', 'aimroute_load_postal_codes'
-    LANGUAGE C VOLATILE STRICT;
-COMMENT ON FUNCTION aimroute.load_postal_codes(text, text) IS
-    'Loads a postal-code file on the server (plain or .gz) into aimroute.postal_codes; returns the rows loaded. Rows it cannot read are listed in aimroute.postal_code_load_issues.';
-REVOKE EXECUTE ON FUNCTION aimroute.load_postal_codes(text, text) FROM PUBLIC;
-
-CREATE FUNCTION aimroute.bundled_postal_codes_path() RETURNS text
-    AS 'MODULE_PATHNAME', 'aimroute_bundled_postal_codes_path'
-    LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION aimroute.bundled_postal_codes_path() IS
-    'Where the postal-code file shipped with aimroute (US ZIP codes, Canadian FSAs) is installed on the server.';
+CREATE FUNCTION aimroute.email_is_valid(email text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN email ~ '^[^@[:space:]<>(),;:"\[\]]+@[^@[:space:]<>(),;:"\[\]]+\.[^@[:space:]<>(),;:"\[\].]+$';
+COMMENT ON FUNCTION aimroute.email_is_valid(text) IS
+    'Whether a text is usable as one email address (local@domain.tld, no spaces, brackets or separators).';

@@ -23,6 +23,7 @@ CREATE TABLE aimroute.config_version (
 COMMENT ON TABLE aimroute.config_version IS
     'One row: the number of the routing configuration''s current state. Changed by triggers on every table routing reads; do not change it by hand.';
 INSERT INTO aimroute.config_version (version) VALUES (nextval('aimroute.config_version_seq'));
+GRANT SELECT ON aimroute.config_version TO aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.bump_config_version() RETURNS trigger
     LANGUAGE plpgsql
@@ -37,25 +38,19 @@ $$;
 COMMENT ON FUNCTION aimroute.bump_config_version() IS
     'Statement trigger: gives the routing configuration a new version number, so that every backend''s in-memory copy is rebuilt.';
 
+
 --
--- The triggers fire ALWAYS, also under session_replication_role = replica
--- (as in a logical replication apply worker): a change that skipped them
--- would leave backends routing by a stale copy.
+-- Each table routing reads creates its own trigger, in its own file:
+--   CREATE TRIGGER bump_config_version
+--       AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON <table>
+--       FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
+--   ALTER TABLE <table> ENABLE ALWAYS TRIGGER bump_config_version;
+-- (postal_codes, brands, dealers, dealer_brands, territories,
+-- product_assignments, inventory, settings).  The triggers fire ALWAYS,
+-- also under session_replication_role = replica (as in a logical
+-- replication apply worker): a change that skipped them would leave
+-- backends routing by a stale copy.
 --
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['postal_codes', 'brands', 'dealers', 'dealer_brands', 'territories',
-                             'product_assignments', 'inventory', 'settings']
-    LOOP
-        EXECUTE format('CREATE TRIGGER bump_config_version'
-                       ' AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.%I'
-                       ' FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version()', t);
-        EXECUTE format('ALTER TABLE aimroute.%I ENABLE ALWAYS TRIGGER bump_config_version', t);
-    END LOOP;
-END
-$$;
 
 CREATE FUNCTION aimroute.routing_cache_info(
     OUT enabled boolean, OUT version bigint, OUT built_at timestamptz, OUT build_ms float8,
@@ -64,3 +59,5 @@ CREATE FUNCTION aimroute.routing_cache_info(
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
     'This session''s in-memory copy of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is false (and the rest NULL) when aimroute.routing_cache is off.';
+REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;

@@ -1,7 +1,8 @@
 --
--- Delivery (SPEC section 4): who receives a dealer's leads, the outbox the
+-- Delivery (SPEC section 4): the notices and the outbox the
 -- routing transaction fills, what the delivery worker claims and records,
--- failure notices, the daily recap, and the views BI tools read.
+-- failure notices and the daily recap.  Who receives them is
+-- 070_contacts.sql; the views BI tools read are 078_delivery_views.sql.
 --
 -- The life of a message: aimroute.queue_lead_delivery() queues one row of
 -- aimroute.outbox per recipient and method, in the transaction that routes
@@ -15,175 +16,68 @@
 -- claimed again.  docs/delivery.md.
 --
 
--- A dealer's region, for region users and region failure notices.
-ALTER TABLE aimroute.dealers ADD COLUMN region text;
-COMMENT ON COLUMN aimroute.dealers.region IS
-    'The OEM''s sales region of the dealer (free text, such as ''Great Lakes''); notification contacts and region users are scoped by it.';
+--
+-- lead_notifications: one row per time a lead is sent to a dealer (its
+-- first routing, each move, aimroute.send_lead), each with its own
+-- view-link token.  The messages of a notice -- one per recipient and
+-- method -- are rows of aimroute.outbox (below), queued in the
+-- same transaction by aimroute.queue_lead_delivery().
+--
+CREATE FUNCTION aimroute.new_view_token() RETURNS text
+    AS 'MODULE_PATHNAME', 'aimroute_new_view_token'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION aimroute.new_view_token() IS
+    'A new view-link token: 240 bits from the strong random source, as 40 URL-safe characters.';
 
---
--- Contact types.  'Leads: Emails To' contacts receive the dealer's leads and
--- are the only ones whose view counts; 'Leads: Emails CC' contacts get a
--- copy; the two notification types make a dealer's contact a recipient of
--- the failure notices about that dealer's leads.
---
-CREATE FUNCTION aimroute.contact_types() RETURNS text[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ARRAY['Leads: Emails To', 'Leads: Emails CC',
-                 'Dealer Lead Delivery Notification (real-time)',
-                 'Lead Delivery Notification Daily'];
-COMMENT ON FUNCTION aimroute.contact_types() IS 'The contact types aimroute.dealer_contacts accepts.';
-
-CREATE FUNCTION aimroute.email_is_valid(email text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN email ~ '^[^@[:space:]<>(),;:"\[\]]+@[^@[:space:]<>(),;:"\[\]]+\.[^@[:space:]<>(),;:"\[\].]+$';
-COMMENT ON FUNCTION aimroute.email_is_valid(text) IS
-    'Whether a text is usable as one email address (local@domain.tld, no spaces, brackets or separators).';
-
-ALTER TABLE aimroute.dealer_contacts
-    ADD CONSTRAINT dealer_contacts_contact_types_check
-        CHECK (contact_types <@ aimroute.contact_types() AND cardinality(contact_types) > 0),
-    ADD CONSTRAINT dealer_contacts_email_check CHECK (aimroute.email_is_valid(email)),
-    ADD CONSTRAINT dealer_contacts_reachable_check CHECK (email IS NOT NULL OR mobile IS NOT NULL);
-
---
--- dealer_contacts_validate: trims and checks a contact, with an error that
--- says what is wrong (a CHECK violation can only name its constraint).
---
-CREATE FUNCTION aimroute.dealer_contacts_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    bad text;
-BEGIN
-    NEW.email := nullif(btrim(NEW.email), '');
-    NEW.mobile := nullif(btrim(NEW.mobile), '');
-    SELECT t INTO bad FROM unnest(NEW.contact_types) AS t
-     WHERE t IS NULL OR NOT t = ANY (aimroute.contact_types()) LIMIT 1;
-    IF FOUND OR cardinality(NEW.contact_types) = 0 THEN
-        RAISE EXCEPTION 'invalid contact type %', coalesce(quote_literal(bad), 'NULL')
-            USING ERRCODE = 'check_violation',
-                  HINT = format('contact_types takes one or more of: %s.', array_to_string(aimroute.contact_types(), ', '));
-    END IF;
-    IF NOT aimroute.email_is_valid(NEW.email) THEN
-        RAISE EXCEPTION 'invalid email address % for a contact of dealer %', quote_literal(NEW.email), NEW.dealer_number
-            USING ERRCODE = 'check_violation',
-                  HINT = 'Give one address, such as sales@dealer.example.com, or NULL for a contact reached by mobile push only.';
-    END IF;
-    IF NEW.email IS NULL AND NEW.mobile IS NULL THEN
-        RAISE EXCEPTION 'a contact of dealer % needs an email address or a mobile number', NEW.dealer_number
-            USING ERRCODE = 'check_violation',
-                  HINT = 'Give email (for Leads and notices), mobile (for push), or both.';
-    END IF;
-    SELECT array_agg(DISTINCT t ORDER BY t) INTO NEW.contact_types FROM unnest(NEW.contact_types) AS t;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER dealer_contacts_validate BEFORE INSERT OR UPDATE ON aimroute.dealer_contacts
-    FOR EACH ROW EXECUTE FUNCTION aimroute.dealer_contacts_validate();
-COMMENT ON COLUMN aimroute.dealer_contacts.contact_types IS
-    'What the contact receives: ''Leads: Emails To'' (the dealer''s leads; only their views count), ''Leads: Emails CC'' (a copy), ''Dealer Lead Delivery Notification (real-time)'' and ''Lead Delivery Notification Daily'' (failure notices about this dealer''s leads).';
-COMMENT ON COLUMN aimroute.dealer_contacts.mobile IS
-    'Mobile number for push notices of new leads (through settings.push_gateway_url); NULL: no push.';
-COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
-    'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and nothing is sent to it until aimroute.set_delivery_status_active(contact_id).';
-
---
--- notification_contacts: OEM and region staff who receive failure notices.
---
-CREATE TABLE aimroute.notification_contacts (
-    notification_contact_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    email                    text NOT NULL
-        CONSTRAINT notification_contacts_email_check CHECK (aimroute.email_is_valid(email)),
-    contact_type             text NOT NULL
-        CONSTRAINT notification_contacts_contact_type_check
-        CHECK (contact_type IN ('Dealer Lead Delivery Notification (real-time)', 'Lead Delivery Notification Daily')),
-    region                   text,
-    name                     text
+CREATE TABLE aimroute.lead_notifications (
+    notification_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lead_id          bigint NOT NULL,
+    dealer_number    text NOT NULL,
+    event            text NOT NULL,
+    queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    view_token       text NOT NULL UNIQUE DEFAULT aimroute.new_view_token(),
+    no_contacts      boolean NOT NULL DEFAULT false,
+    messages         integer NOT NULL DEFAULT 0,
+    failure_notice_at timestamptz
 );
-CREATE UNIQUE INDEX notification_contacts_unique_idx
-    ON aimroute.notification_contacts (lower(email), contact_type, region) NULLS NOT DISTINCT;
-COMMENT ON TABLE aimroute.notification_contacts IS
-    'OEM and region staff who are told when leads fail to reach their dealers: at once (real-time) or in a daily recap.';
-COMMENT ON COLUMN aimroute.notification_contacts.contact_type IS
-    '''Dealer Lead Delivery Notification (real-time)'': a notice per lead whose delivery failed wholly or partly; ''Lead Delivery Notification Daily'': one recap a day (settings.daily_recap_hour) of the prior day''s failing leads.';
-COMMENT ON COLUMN aimroute.notification_contacts.region IS
-    'Only leads of dealers of this region (aimroute.dealers.region); NULL: every lead.';
-SELECT pg_catalog.pg_extension_config_dump('aimroute.notification_contacts', '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.notification_contacts', 'notification_contact_id')::regclass, '');
-
-CREATE FUNCTION aimroute.notification_contacts_validate() RETURNS trigger
+CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id, notification_id);
+COMMENT ON TABLE aimroute.lead_notifications IS
+    'Each time a lead is sent to a dealer (routing, a move, send_lead): its event, its unguessable view-link token, and how many messages were queued for it in aimroute.outbox.';
+COMMENT ON COLUMN aimroute.lead_notifications.lead_id IS
+    'The lead. Not a foreign key: the routing trigger queues the first notice before the lead''s row is stored, and a foreign key check would cost every lead; deleting a lead deletes its notices (aimroute.leads_delete_notices).';
+COMMENT ON COLUMN aimroute.lead_notifications.dealer_number IS
+    'The dealer the notice went to; follows a renumbered dealer (aimroute.dealers_renumber_notices).';
+COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
+    'The token of the notice''s view link (aimroute.open_view_link): 240 random bits, 40 URL-safe characters.';
+COMMENT ON COLUMN aimroute.lead_notifications.no_contacts IS
+    'The dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration when the notice was queued: nothing was sent.';
+COMMENT ON COLUMN aimroute.lead_notifications.messages IS 'Messages queued for this notice in aimroute.outbox.';
+COMMENT ON COLUMN aimroute.lead_notifications.failure_notice_at IS
+    'When this notice''s delivery was found to have ended in total or partial failure, and failure notices were queued; NULL otherwise.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_notifications', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.lead_notifications', 'notification_id')::regclass, '');
+-- A notice deleted (with its lead) takes its messages along.
+CREATE FUNCTION aimroute.lead_notifications_delete_messages() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    NEW.email := btrim(NEW.email);
-    NEW.region := nullif(btrim(NEW.region), '');
-    IF NEW.contact_type IS NULL OR NEW.contact_type NOT IN ('Dealer Lead Delivery Notification (real-time)',
-                                                             'Lead Delivery Notification Daily') THEN
-        RAISE EXCEPTION 'invalid notification contact type %', coalesce(quote_literal(NEW.contact_type), 'NULL')
-            USING ERRCODE = 'check_violation',
-                  HINT = 'contact_type is ''Dealer Lead Delivery Notification (real-time)'' or ''Lead Delivery Notification Daily''.';
-    END IF;
-    IF NEW.email IS NULL OR NOT aimroute.email_is_valid(NEW.email) THEN
-        RAISE EXCEPTION 'invalid email address % for a notification contact', coalesce(quote_literal(NEW.email), 'NULL')
-            USING ERRCODE = 'check_violation', HINT = 'Give one address, such as ops@oem.example.com.';
-    END IF;
-    RETURN NEW;
+    DELETE FROM aimroute.outbox o USING gone g WHERE o.notification_id = g.notification_id;
+    RETURN NULL;
 END
 $$;
-CREATE TRIGGER notification_contacts_validate BEFORE INSERT OR UPDATE ON aimroute.notification_contacts
-    FOR EACH ROW EXECUTE FUNCTION aimroute.notification_contacts_validate();
-
---
--- crm_integrations: a dealer's CRM, which takes leads as ADF XML by email
--- (adf_email: endpoint is the CRM's lead address) or by HTTP POST
--- (adf_http: endpoint is the URL).
---
-CREATE TABLE aimroute.crm_integrations (
-    integration_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    dealer_number   text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
-    kind            text NOT NULL
-        CONSTRAINT crm_integrations_kind_check CHECK (kind IN ('adf_email', 'adf_http')),
-    endpoint        text NOT NULL,
-    active          boolean NOT NULL DEFAULT true,
-    name            text,
-    CONSTRAINT crm_integrations_endpoint_check CHECK (
-        CASE kind WHEN 'adf_email' THEN aimroute.email_is_valid(endpoint)
-                  ELSE endpoint ~ '^https?://[^/[:space:]]+[^[:space:]]*$' END)
-);
-CREATE INDEX crm_integrations_dealer_idx ON aimroute.crm_integrations (dealer_number) WHERE active;
-COMMENT ON TABLE aimroute.crm_integrations IS
-    'Dealer CRMs that receive each lead as ADF XML (docs/adf.md): adf_email sends it to the CRM''s lead address, adf_http POSTs it to a URL.';
-COMMENT ON COLUMN aimroute.crm_integrations.endpoint IS 'adf_email: the CRM''s lead email address; adf_http: the http:// or https:// URL to POST to.';
-COMMENT ON COLUMN aimroute.crm_integrations.active IS 'Only active integrations receive leads.';
-SELECT pg_catalog.pg_extension_config_dump('aimroute.crm_integrations', '');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.crm_integrations', 'integration_id')::regclass, '');
-
-CREATE FUNCTION aimroute.crm_integrations_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NEW.endpoint := btrim(NEW.endpoint);
-    IF NEW.kind IS NULL OR NEW.kind NOT IN ('adf_email', 'adf_http') THEN
-        RAISE EXCEPTION 'invalid CRM integration kind %', coalesce(quote_literal(NEW.kind), 'NULL')
-            USING ERRCODE = 'check_violation',
-                  HINT = 'kind is ''adf_email'' (ADF XML by email) or ''adf_http'' (ADF XML by HTTP POST).';
-    ELSIF NEW.kind = 'adf_email' AND NOT coalesce(aimroute.email_is_valid(NEW.endpoint), false) THEN
-        RAISE EXCEPTION 'invalid endpoint % for an adf_email integration of dealer %',
-                        coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
-            USING ERRCODE = 'check_violation', HINT = 'An adf_email endpoint is the CRM''s lead address, such as leads@crm.example.com.';
-    ELSIF NEW.kind = 'adf_http' AND NOT coalesce(NEW.endpoint ~ '^https?://[^/[:space:]]+[^[:space:]]*$', false) THEN
-        RAISE EXCEPTION 'invalid endpoint % for an adf_http integration of dealer %',
-                        coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
-            USING ERRCODE = 'check_violation', HINT = 'An adf_http endpoint is an http:// or https:// URL, such as https://crm.example.com/adf.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER crm_integrations_validate BEFORE INSERT OR UPDATE ON aimroute.crm_integrations
-    FOR EACH ROW EXECUTE FUNCTION aimroute.crm_integrations_validate();
+CREATE TRIGGER lead_notifications_delete_messages AFTER DELETE ON aimroute.lead_notifications
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.lead_notifications_delete_messages();
+ALTER TABLE aimroute.lead_notifications ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON aimroute.lead_notifications TO aimroute_admin USING (true) WITH CHECK (true);
+CREATE POLICY scoped_read ON aimroute.lead_notifications FOR SELECT TO aimroute_region, aimroute_dealer
+    USING (dealer_number = ANY ((SELECT aimroute.visible_dealers())::text[]));
+-- A notice's view token marks its lead viewed (open_view_link): it is for
+-- the To contacts the email carries it to, and for admins; region and
+-- dealer users get the other columns.
+GRANT SELECT (notification_id, lead_id, dealer_number, event, queued_at, no_contacts, messages, failure_notice_at)
+    ON aimroute.lead_notifications TO aimroute_region, aimroute_dealer;
 
 --
 -- The outbox: one row per message, each to one recipient by one method.
@@ -232,20 +126,12 @@ COMMENT ON COLUMN aimroute.outbox.last_attempt_at IS 'When the latest attempt wa
 COMMENT ON COLUMN aimroute.outbox.message_key IS 'The Message-ID (email) or Idempotency-Key (HTTP) every attempt of this message carries, so a receiver can recognize a repeat.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.outbox', 'message_id')::regclass, '');
-
--- A notice deleted (with its lead) takes its messages along.
-CREATE FUNCTION aimroute.lead_notifications_delete_messages() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    DELETE FROM aimroute.outbox o USING gone g WHERE o.notification_id = g.notification_id;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER lead_notifications_delete_messages AFTER DELETE ON aimroute.lead_notifications
-    REFERENCING OLD TABLE AS gone
-    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.lead_notifications_delete_messages();
+-- A user sees the lead messages of its dealers.
+ALTER TABLE aimroute.outbox ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON aimroute.outbox TO aimroute_admin USING (true) WITH CHECK (true);
+CREATE POLICY scoped_read ON aimroute.outbox FOR SELECT TO aimroute_region, aimroute_dealer
+    USING (purpose = 'lead' AND dealer_number = ANY ((SELECT aimroute.visible_dealers())::text[]));
+GRANT SELECT ON aimroute.outbox TO aimroute_region, aimroute_dealer;
 
 CREATE TABLE aimroute.delivery_attempt_log (
     attempt_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -261,6 +147,11 @@ CREATE INDEX delivery_attempt_log_at_idx ON aimroute.delivery_attempt_log (attem
 COMMENT ON TABLE aimroute.delivery_attempt_log IS 'Every attempt to send a message of aimroute.outbox, and what came of it; read it through aimroute.delivery_attempts.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.delivery_attempt_log', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.delivery_attempt_log', 'attempt_id')::regclass, '');
+ALTER TABLE aimroute.delivery_attempt_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON aimroute.delivery_attempt_log TO aimroute_admin USING (true) WITH CHECK (true);
+CREATE POLICY scoped_read ON aimroute.delivery_attempt_log FOR SELECT TO aimroute_region, aimroute_dealer
+    USING (EXISTS (SELECT FROM aimroute.outbox o WHERE o.message_id = delivery_attempt_log.message_id));
+GRANT SELECT ON aimroute.delivery_attempt_log TO aimroute_region, aimroute_dealer;
 
 CREATE TABLE aimroute.daily_recaps (
     day        date PRIMARY KEY,
@@ -278,50 +169,29 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.daily_recaps', '');
 -- be sent (a lead that pg_restore brings back, routed long ago, is not
 -- routed again, and so not sent again).
 --
+-- Not SECURITY DEFINER, though it writes what dealer users may not: it
+-- reads the lead with the caller's rights,
+-- so it queues only a lead the caller can see, and only to the dealer
+-- holding it, then queues as the extension's owner (src/owner.c).  Its
+-- search_path is pinned, as a SECURITY DEFINER function's is: the
+-- statement it runs as the owner must not find a caller's operators.
 CREATE FUNCTION aimroute.queue_lead_delivery(lead_id bigint, dealer_number text, event text)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'aimroute_queue_lead_delivery'
-    LANGUAGE C STRICT VOLATILE;
+    LANGUAGE C STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) IS
     'Queues a notice of the lead to the dealer and its messages (one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration); returns the notice''s id. Internal: routing, moves and send_lead call it.';
+REVOKE EXECUTE ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.wake_delivery_worker() RETURNS void
     AS 'MODULE_PATHNAME', 'aimroute_wake_delivery_worker'
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.wake_delivery_worker() IS
     'Wakes the delivery worker when the current transaction commits, for messages queued by hand or by SQL. Does nothing when the worker does not run.';
-
--- What the foreign keys of a notice would do, for the rare change: a lead
--- deleted takes its notices (and so their messages) along; a renumbered
--- dealer keeps its notices and messages.
-CREATE FUNCTION aimroute.leads_delete_notices() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    DELETE FROM aimroute.lead_notifications n USING gone g WHERE n.lead_id = g.lead_id;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER leads_delete_notices AFTER DELETE ON aimroute.leads
-    REFERENCING OLD TABLE AS gone
-    FOR EACH STATEMENT EXECUTE FUNCTION aimroute.leads_delete_notices();
-
-CREATE FUNCTION aimroute.dealers_renumber_notices() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    UPDATE aimroute.lead_notifications n SET dealer_number = NEW.dealer_number
-     WHERE n.dealer_number = OLD.dealer_number;
-    UPDATE aimroute.outbox o SET dealer_number = NEW.dealer_number
-     WHERE o.dealer_number = OLD.dealer_number;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER dealers_renumber_notices AFTER UPDATE OF dealer_number ON aimroute.dealers
-    FOR EACH ROW WHEN (OLD.dealer_number IS DISTINCT FROM NEW.dealer_number)
-    EXECUTE FUNCTION aimroute.dealers_renumber_notices();
+REVOKE EXECUTE ON FUNCTION aimroute.wake_delivery_worker() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.wake_delivery_worker() TO aimroute_admin;
 
 --
 -- Rendering.  Emails are RFC 5322 text with CRLF line ends, the body in
@@ -505,6 +375,8 @@ BEGIN
     RETURN queued;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) TO aimroute_admin;
 
 --
 -- delivery_render: what the worker sends for one claimed message
@@ -566,6 +438,8 @@ BEGIN
     RETURN j;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) TO aimroute_admin;
 
 --
 -- delivery_fail: record that a claimed message failed without a send
@@ -597,6 +471,8 @@ BEGIN
     END IF;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_fail(aimroute.outbox, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_fail(aimroute.outbox, text, text) TO aimroute_admin;
 
 --
 -- delivery_claim_one: claim one due message, locked by the caller, under a
@@ -683,6 +559,8 @@ BEGIN
     RETURN j;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) TO aimroute_admin;
 
 --
 -- delivery_claim: the worker's claim of up to max_messages due messages,
@@ -790,6 +668,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
     'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval; a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) TO aimroute_admin;
 
 --
 -- delivery_record: the outcome of one attempt, as the worker saw it:
@@ -901,6 +781,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
     'Records the outcome of one delivery attempt (libcurl code, server reply code and text, the SMTP command replied to): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) TO aimroute_admin;
 
 --
 -- delivery_next_due: seconds until the earliest due message (0 when one
@@ -1018,6 +900,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.queue_daily_recap(timestamptz) IS
     'Queues the daily recap of the prior day''s failing leads to every ''Lead Delivery Notification Daily'' contact, once a day at or after settings.daily_recap_hour (settings.timezone); returns the messages queued. The delivery worker calls it every round.';
+REVOKE EXECUTE ON FUNCTION aimroute.queue_daily_recap(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.queue_daily_recap(timestamptz) TO aimroute_admin;
 
 --
 -- The contract's functions.
@@ -1052,6 +936,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.send_lead(bigint) IS
     'Sends a lead to its dealer again: queues a new notice to every current Leads contact, mobile and active CRM integration; returns how many messages were queued.';
+REVOKE EXECUTE ON FUNCTION aimroute.send_lead(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.send_lead(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
 -- record_bounce: a bounce that a mail provider reported after accepting
@@ -1110,6 +996,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.record_bounce(text, text, text) IS
     'Takes a bounce reported by a mail provider (kind ''hard'' or ''soft''): every contact with the address is suppressed, and the latest message delivered to it is recorded as bounced. Returns the contacts changed.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) TO aimroute_admin;
 
 CREATE FUNCTION aimroute.set_delivery_status_active(contact_id bigint)
 RETURNS void
@@ -1128,230 +1016,8 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
     'Takes a contact off the suppression list: its delivery_status becomes Active, and later messages are sent to it again.';
-
---
--- The views.  lead_delivery_status judges each lead by its latest notice
--- to the dealer that holds it now.
---
-CREATE VIEW aimroute.lead_delivery_status AS
-SELECT l.lead_id,
-       l.dealer_number,
-       (n.notification_id IS NOT NULL AND o.attempted > 0) AS sent_to_dealer,
-       l.viewed_at IS NOT NULL AS viewed,
-       CASE WHEN o.email_attempted = 0 THEN NULL
-            WHEN o.email_delivered = o.email_total THEN 'Delivered'
-            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
-       CASE WHEN o.mobile_attempted = 0 THEN NULL
-            WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
-            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
-       CASE WHEN o.crm_attempted = 0 THEN NULL
-            WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
-            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
-       coalesce(n.no_contacts, false) AS no_contacts_configured,
-       coalesce(o.pending, 0) > 0 AS delivery_pending,
-       l.send_to_dealer,
-       n.notification_id,
-       n.queued_at AS sent_at,
-       o.last_attempt_at,
-       l.received_at,
-       (l.received_at AT TIME ZONE s.timezone)::date AS received_day,
-       l.source,
-       l.brand_code,
-       l.match_type,
-       d.name AS dealer_name,
-       d.region
-  FROM aimroute.leads l
-  CROSS JOIN aimroute.settings s
-  JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
-  LEFT JOIN LATERAL (
-        -- Not the view token, which region and dealer users do not read.
-        SELECT x.notification_id, x.queued_at, x.no_contacts FROM aimroute.lead_notifications x
-         WHERE x.lead_id = l.lead_id AND x.dealer_number = l.dealer_number
-         ORDER BY x.notification_id DESC LIMIT 1) n ON true
-  LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE x.outcome IS NOT NULL OR x.status = 'sending') AS attempted,
-               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
-               count(*) FILTER (WHERE x.method = 'email') AS email_total,
-               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
-               count(*) FILTER (WHERE x.method = 'email' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS email_attempted,
-               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
-               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
-               count(*) FILTER (WHERE x.method = 'mobile' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS mobile_attempted,
-               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
-               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
-               count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
-               max(x.last_attempt_at) AS last_attempt_at
-          FROM aimroute.outbox x
-         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
-COMMENT ON VIEW aimroute.lead_delivery_status IS
-    'Whether each lead reached the dealer that holds it, by method, judged by the latest notice to that dealer (its first routing, a move, or send_lead). A status is NULL while no attempt was made by that method.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.lead_id IS 'The lead.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.dealer_number IS 'The dealer holding the lead now.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.sent_to_dealer IS 'An attempt was made to send the lead to this dealer (by any method).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.viewed IS 'The dealer viewed the lead (aimroute.mark_viewed or the view link).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.email_status IS 'Email to the dealer''s Leads To and CC contacts: Delivered (all of them), Partial Delivery (some), Failure (none), NULL (no attempt).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.mobile_status IS 'Mobile push to the contacts with a mobile number: Delivered, Partial Delivery, Failure, or NULL (no attempt).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.crm_status IS 'ADF to the dealer''s active CRM integrations: Delivered, Partial Delivery, Failure, or NULL (no attempt).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.no_contacts_configured IS 'When the lead was sent, the dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration, so nothing was sent.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.delivery_pending IS 'Some message still waits for its first attempt or a retry: the statuses can still change.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.send_to_dealer IS 'The lead is to be sent to its dealer (false: kept from the dealer on purpose).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.notification_id IS 'The notice the statuses are about (aimroute.lead_notifications).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.sent_at IS 'When that notice was queued.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.last_attempt_at IS 'The latest attempt to send any of its messages.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.received_at IS 'When the lead was received.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.received_day IS 'The day the lead was received, in the OEM''s time zone (settings.timezone).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.source IS 'Where the lead came from (api, import, manual, ...).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.brand_code IS 'The lead''s brand.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.match_type IS 'How the dealer was chosen.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.dealer_name IS 'The dealer''s name.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.region IS 'The dealer''s region (aimroute.dealers.region).';
-
-CREATE VIEW aimroute.unsent_leads AS
-SELECT st.lead_id,
-       st.dealer_number,
-       CASE WHEN NOT st.send_to_dealer THEN 'send_to_dealer false'
-            WHEN st.notification_id IS NULL THEN 'Not queued'
-            WHEN st.no_contacts_configured THEN 'No contacts configured'
-            WHEN NOT st.delivery_pending THEN 'All contacts undeliverable'
-            WHEN st.sent_to_dealer THEN 'Retrying'
-            ELSE 'Waiting for the delivery worker' END AS reason,
-       st.received_at,
-       st.received_day,
-       st.sent_at,
-       st.last_attempt_at,
-       st.source,
-       st.brand_code,
-       st.dealer_name,
-       st.region
-  FROM aimroute.lead_delivery_status st
- WHERE NOT st.viewed
-   AND NOT EXISTS (SELECT FROM aimroute.lead_notifications n JOIN aimroute.outbox o USING (notification_id)
-                    WHERE n.lead_id = st.lead_id AND n.dealer_number = st.dealer_number
-                      AND o.purpose = 'lead' AND o.status = 'delivered');
-COMMENT ON VIEW aimroute.unsent_leads IS
-    'Leads not viewed and never delivered to the dealer holding them (by any method), with the reason.';
-COMMENT ON COLUMN aimroute.unsent_leads.lead_id IS 'The lead.';
-COMMENT ON COLUMN aimroute.unsent_leads.dealer_number IS 'The dealer holding the lead.';
-COMMENT ON COLUMN aimroute.unsent_leads.reason IS
-    'send_to_dealer false; No contacts configured (no Leads To contact, no active CRM); All contacts undeliverable (every message bounced, was suppressed or ran out of retries); Retrying (attempts failed, more are scheduled); Waiting for the delivery worker (no attempt yet); Not queued (a lead restored or routed before delivery was set up: aimroute.send_lead sends it).';
-COMMENT ON COLUMN aimroute.unsent_leads.received_at IS 'When the lead was received.';
-COMMENT ON COLUMN aimroute.unsent_leads.received_day IS 'The day the lead was received, in the OEM''s time zone.';
-COMMENT ON COLUMN aimroute.unsent_leads.sent_at IS 'When its latest notice to this dealer was queued.';
-COMMENT ON COLUMN aimroute.unsent_leads.last_attempt_at IS 'The latest attempt to send it.';
-COMMENT ON COLUMN aimroute.unsent_leads.source IS 'Where the lead came from.';
-COMMENT ON COLUMN aimroute.unsent_leads.brand_code IS 'The lead''s brand.';
-COMMENT ON COLUMN aimroute.unsent_leads.dealer_name IS 'The dealer''s name.';
-COMMENT ON COLUMN aimroute.unsent_leads.region IS 'The dealer''s region.';
-
-CREATE VIEW aimroute.delivery_attempts AS
-SELECT a.attempt_id,
-       a.attempted_at,
-       (a.attempted_at AT TIME ZONE s.timezone)::date AS day,
-       o.lead_id,
-       o.dealer_number,
-       o.purpose,
-       o.method,
-       o.role,
-       o.recipient,
-       o.contact_id,
-       o.integration_id,
-       a.attempt,
-       a.outcome,
-       a.response_code,
-       a.response,
-       o.message_id,
-       o.notification_id,
-       o.message_key,
-       o.status AS message_status
-  FROM aimroute.delivery_attempt_log a
-  JOIN aimroute.outbox o USING (message_id)
-  CROSS JOIN aimroute.settings s;
-COMMENT ON VIEW aimroute.delivery_attempts IS
-    'Every attempt to send a message, per recipient and method, with its outcome and the server''s response: the subscribers grid.';
-COMMENT ON COLUMN aimroute.delivery_attempts.attempt_id IS 'The attempt.';
-COMMENT ON COLUMN aimroute.delivery_attempts.attempted_at IS 'When the outcome was recorded.';
-COMMENT ON COLUMN aimroute.delivery_attempts.day IS 'The day of the attempt, in the OEM''s time zone (settings.timezone).';
-COMMENT ON COLUMN aimroute.delivery_attempts.lead_id IS 'The lead (NULL for a daily recap).';
-COMMENT ON COLUMN aimroute.delivery_attempts.dealer_number IS 'The dealer the lead was sent to.';
-COMMENT ON COLUMN aimroute.delivery_attempts.purpose IS 'lead, failure notice or daily recap.';
-COMMENT ON COLUMN aimroute.delivery_attempts.method IS 'email, mobile or crm.';
-COMMENT ON COLUMN aimroute.delivery_attempts.role IS 'To, CC, Push, adf_email, adf_http, Notice or Recap.';
-COMMENT ON COLUMN aimroute.delivery_attempts.recipient IS 'The email address, mobile number or URL.';
-COMMENT ON COLUMN aimroute.delivery_attempts.contact_id IS 'The dealer contact, if the recipient is one.';
-COMMENT ON COLUMN aimroute.delivery_attempts.integration_id IS 'The CRM integration, for crm messages.';
-COMMENT ON COLUMN aimroute.delivery_attempts.attempt IS 'Which attempt of the message (1 = the first).';
-COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
-    'Delivered; Hard Bounce (550: recipient not found); Soft Bounce (452/552: inbox full); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
-COMMENT ON COLUMN aimroute.delivery_attempts.response_code IS 'The SMTP or HTTP reply code; NULL when no server answered.';
-COMMENT ON COLUMN aimroute.delivery_attempts.response IS 'The server''s reply, or the connection error.';
-COMMENT ON COLUMN aimroute.delivery_attempts.message_id IS 'The message (aimroute.outbox).';
-COMMENT ON COLUMN aimroute.delivery_attempts.notification_id IS 'The notice it belongs to (aimroute.lead_notifications).';
-COMMENT ON COLUMN aimroute.delivery_attempts.message_key IS 'The Message-ID or Idempotency-Key it carried.';
-COMMENT ON COLUMN aimroute.delivery_attempts.message_status IS 'Where the message stands now: queued, sending, delivered, failed or cancelled.';
-
-CREATE VIEW aimroute.delivery_issues AS
-SELECT (n.queued_at AT TIME ZONE s.timezone)::date AS day,
-       n.lead_id,
-       n.dealer_number,
-       d.name AS dealer_name,
-       d.region,
-       l.brand_code,
-       l.source,
-       CASE WHEN o.delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS failure,
-       CASE WHEN o.email_total = 0 THEN NULL WHEN o.email_delivered = o.email_total THEN 'Delivered'
-            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
-       CASE WHEN o.mobile_total = 0 THEN NULL WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
-            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
-       CASE WHEN o.crm_total = 0 THEN NULL WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
-            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
-       o.total AS messages,
-       o.total - o.delivered AS failed_messages,
-       o.failed_recipients,
-       n.event,
-       n.queued_at AS sent_at,
-       n.notification_id,
-       l.dealer_number = n.dealer_number AS dealer_holds_lead,
-       n.failure_notice_at AS failed_at
-  FROM aimroute.lead_notifications n
-  CROSS JOIN aimroute.settings s
-  JOIN aimroute.leads l ON l.lead_id = n.lead_id
-  JOIN aimroute.dealers d ON d.dealer_number = n.dealer_number
-  JOIN LATERAL (
-        SELECT count(*) AS total,
-               count(*) FILTER (WHERE x.status = 'delivered') AS delivered,
-               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
-               count(*) FILTER (WHERE x.method = 'email') AS email_total,
-               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
-               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
-               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
-               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
-               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
-               string_agg(format('%s (%s)', x.recipient, x.outcome), ', ' ORDER BY x.message_id)
-                   FILTER (WHERE x.status = 'failed') AS failed_recipients
-          FROM aimroute.outbox x
-         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true
- WHERE o.total > 0 AND o.pending = 0 AND o.delivered < o.total;
-COMMENT ON VIEW aimroute.delivery_issues IS
-    'Leads whose delivery to a dealer ended in total or partial failure, one row per notice (a lead sent twice can fail twice), by the day it was sent. Only notices whose messages are all settled; unsent_leads shows those still retrying.';
-COMMENT ON COLUMN aimroute.delivery_issues.day IS 'The day the lead was sent, in the OEM''s time zone (settings.timezone).';
-COMMENT ON COLUMN aimroute.delivery_issues.lead_id IS 'The lead.';
-COMMENT ON COLUMN aimroute.delivery_issues.dealer_number IS 'The dealer it was sent to.';
-COMMENT ON COLUMN aimroute.delivery_issues.dealer_name IS 'The dealer''s name.';
-COMMENT ON COLUMN aimroute.delivery_issues.region IS 'The dealer''s region.';
-COMMENT ON COLUMN aimroute.delivery_issues.brand_code IS 'The lead''s brand.';
-COMMENT ON COLUMN aimroute.delivery_issues.source IS 'Where the lead came from.';
-COMMENT ON COLUMN aimroute.delivery_issues.failure IS 'Failure (no message delivered) or Partial Delivery (some).';
-COMMENT ON COLUMN aimroute.delivery_issues.email_status IS 'Email: Delivered, Partial Delivery, Failure, or NULL (none sent).';
-COMMENT ON COLUMN aimroute.delivery_issues.mobile_status IS 'Mobile push: Delivered, Partial Delivery, Failure, or NULL (none sent).';
-COMMENT ON COLUMN aimroute.delivery_issues.crm_status IS 'CRM (ADF): Delivered, Partial Delivery, Failure, or NULL (none sent).';
-COMMENT ON COLUMN aimroute.delivery_issues.messages IS 'Messages of the notice.';
-COMMENT ON COLUMN aimroute.delivery_issues.failed_messages IS 'Messages not delivered.';
-COMMENT ON COLUMN aimroute.delivery_issues.failed_recipients IS 'Each recipient not reached, with its outcome.';
-COMMENT ON COLUMN aimroute.delivery_issues.event IS 'Why the lead was sent: Routed, Re-Route, Reassigned, Dealer left or Resent.';
-COMMENT ON COLUMN aimroute.delivery_issues.sent_at IS 'When the notice was queued.';
-COMMENT ON COLUMN aimroute.delivery_issues.notification_id IS 'The notice (aimroute.lead_notifications).';
-COMMENT ON COLUMN aimroute.delivery_issues.failed_at IS 'When the last of its messages settled and the failure was known (failure notices were queued then); the daily recap goes by this day.';
-COMMENT ON COLUMN aimroute.delivery_issues.dealer_holds_lead IS 'The dealer still holds the lead (false once it was moved on).';
+REVOKE EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 CREATE FUNCTION aimroute.delivery_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_delivery_worker_running'
