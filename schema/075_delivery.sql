@@ -672,6 +672,33 @@ REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) FROM PUBLI
 GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) TO aimroute_admin;
 
 --
+-- delivery_take_back: a delivery worker that starts takes back at once what
+-- an earlier one claimed and did not record (it was killed, or the server
+-- stopped at once): those messages fall due now, not when their lease runs
+-- out (SPEC section 7).  delivery_claim then treats them as any lease run
+-- out: the attempt is logged Interrupted and the message sent again with
+-- the same Message-ID or Idempotency-Key.  A message whose outcome waits
+-- to be recorded (set aside at its record step) is not sent again either
+-- way.  Returns how many.  Only one delivery worker serves a database, so
+-- whatever is leased when it starts is a dead worker's; a session that
+-- claimed messages by hand loses them to it as well.
+--
+CREATE FUNCTION aimroute.delivery_take_back() RETURNS integer
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH taken AS (
+        UPDATE aimroute.outbox o SET due_at = clock_timestamp()
+         WHERE o.status = 'sending' AND o.due_at > clock_timestamp()
+        RETURNING 1)
+    SELECT count(*)::integer FROM taken
+$$;
+COMMENT ON FUNCTION aimroute.delivery_take_back() IS
+    'What a starting delivery worker runs first: messages an earlier worker claimed and did not record fall due at once instead of when their lease runs out; returns how many. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_take_back() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_take_back() TO aimroute_admin;
+
+--
 -- delivery_record: the outcome of one attempt, as the worker saw it:
 -- libcurl's result code, the server's reply code (SMTP or HTTP, 0 when
 -- there was none) and its text.  Decides delivered, bounce, retry or

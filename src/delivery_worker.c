@@ -140,6 +140,7 @@ static uint32 HoldShutdown(void);
 static void ResumeShutdown(uint32 held);
 static void ForgetLatch(int code, Datum arg);
 static void DeliveryStart(int slot);
+static void TakeBack(void);
 static void DeliverBatch(List *jobs);
 static long DeliveryRound(bool *missing);
 static char *PrintableText(const StringInfo s);
@@ -166,8 +167,9 @@ DeliveryWorkerInit(void)
 		600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"aimroute.delivery_lease", "How long a claimed message is the delivery worker's.",
-		"When a worker stops between sending a message and recording the outcome, the message "
-		"is sent again this long after it was claimed, with the same Message-ID.",
+		"A worker that stops between sending a message and recording the outcome leaves it "
+		"claimed; the restarted worker takes it back at once and sends it again, with the same "
+		"Message-ID.  The lease bounds only a claim nobody takes back.",
 		&delivery_lease, 300, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -742,6 +744,37 @@ DeliveryStart(int slot)
 	delivery_shared->workers[slot].database = MyDatabaseId;
 	delivery_shared->workers[slot].latch = MyLatch;
 	before_shmem_exit(ForgetLatch, Int32GetDatum(slot));
+	TakeBack();
+}
+
+/*
+ * TakeBack makes due at once what an earlier worker of this database
+ * claimed and did not record (aimroute.delivery_take_back), so that a
+ * restart after a crash resends it now rather than when its lease runs out
+ * (SPEC section 7).
+ */
+static void
+TakeBack(void)
+{
+	int64 taken = 0;
+	bool isnull;
+
+	if (WorkerBeginTransaction("aimroute: taking back unrecorded messages") &&
+		WorkerHasFunction("delivery_take_back"))
+	{
+		if (SPI_execute("SELECT aimroute.delivery_take_back()", false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "delivery worker: could not take back unrecorded messages");
+		taken =
+			DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	WorkerCommitTransaction();
+	if (taken > 0)
+		ereport(LOG, (errmsg("aimroute delivery worker: took back " INT64_FORMAT
+							 " messages claimed by a worker that stopped before recording them",
+							 taken),
+					  errdetail("They are sent again now, with the same Message-ID or "
+								"Idempotency-Key, instead of when their lease runs out.")));
 }
 
 /*

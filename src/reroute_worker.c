@@ -100,6 +100,42 @@ RunStatement(const char *activity, const char *sql, bool *missing)
 }
 
 /*
+ * NextDeadline returns the milliseconds to the earliest deadline (a
+ * set-aside lead's at its retry time): 0 when it passed already, -1 when
+ * there is none.  A database still at 0.1.0 (ALTER EXTENSION aimroute
+ * UPDATE not run yet) has no reroute_next_due() and no set-aside leads:
+ * there the earliest deadline is read from the leads.
+ */
+static double
+NextDeadline(bool *missing)
+{
+	const char *sql =
+		"SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
+		" greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())::float8 * 1000)"
+		" END FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL";
+	double value = -1;
+
+	*missing = !WorkerBeginTransaction("aimroute: finding the next deadline");
+	if (!*missing)
+	{
+		if (WorkerHasFunction("reroute_next_due"))
+			sql = "SELECT aimroute.reroute_next_due() OPERATOR(pg_catalog.*) 1000";
+		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "re-route worker: could not find the next deadline");
+		if (SPI_processed == 1)
+		{
+			bool isnull;
+			Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				value = DatumGetFloat8(d);
+		}
+	}
+	WorkerCommitTransaction();
+	return value;
+}
+
+/*
  * RunOnce re-routes every overdue lead and returns how long to sleep, in
  * milliseconds; *missing tells whether the extension is not installed.
  */
@@ -116,28 +152,7 @@ RunOnce(bool *missing)
 	if (*missing)
 		return naptime_ms;
 
-	/*
-	 * Milliseconds to the earliest deadline (a set-aside lead's at its retry
-	 * time): 0 when it passed already, -1 (NULL) when there is none.  A
-	 * database still at 0.1.0 (ALTER EXTENSION aimroute UPDATE not run yet)
-	 * has no reroute_next_due() and no set-aside leads.
-	 */
-	if (RunStatement(
-			"aimroute: finding the next deadline",
-			"SELECT (pg_catalog.to_regprocedure('aimroute.reroute_next_due()') IS NOT NULL)"
-			"::integer::pg_catalog.float8",
-			missing) > 0)
-		next =
-			RunStatement("aimroute: finding the next deadline",
-						 "SELECT aimroute.reroute_next_due() OPERATOR(pg_catalog.*) 1000", missing);
-	else
-		next = RunStatement(
-			"aimroute: finding the next deadline",
-			"SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
-			" greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())"
-			"::float8 * 1000) END"
-			" FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL",
-			missing);
+	next = NextDeadline(missing);
 	if (next < 0 || next > naptime_ms)
 		return naptime_ms;
 	/*

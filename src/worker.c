@@ -19,6 +19,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -31,6 +33,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/varlena.h"
 
 #include "owner.h"
@@ -253,6 +256,23 @@ WorkerMain(Datum arg, const WorkerKind *kind)
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/*
+ * WorkerHasFunction tells whether schema aimroute has a function of that
+ * name taking no argument.  A database not yet updated to this library's
+ * version (ALTER EXTENSION aimroute UPDATE) lacks the newest, and the
+ * workers run there all the same.  Inside a transaction of the worker.
+ */
+bool
+WorkerHasFunction(const char *name)
+{
+	Oid namespace = get_namespace_oid("aimroute", true);
+
+	return OidIsValid(namespace) &&
+		   OidIsValid(GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(name),
+									  PointerGetDatum(buildoidvector(NULL, 0)),
+									  ObjectIdGetDatum(namespace)));
 }
 
 /*

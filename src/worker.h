@@ -31,5 +31,6 @@ extern bool WorkerBeginTransaction(const char *activity);
 extern void WorkerCommitTransaction(void);
 extern void WorkerRegister(const char *function, const char *name);
 extern bool WorkersRunHere(void);
+extern bool WorkerHasFunction(const char *name);
 
 #endif /* AIMROUTE_WORKER_H */

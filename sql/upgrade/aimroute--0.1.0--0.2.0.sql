@@ -898,6 +898,23 @@ GRANT EXECUTE ON FUNCTION aimroute.reroute_next_due() TO aimroute_admin;
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) TO aimroute_admin;
 
+-- A starting delivery worker takes back at once what a dead one claimed
+-- (SPEC section 7): delivery_take_back.
+CREATE FUNCTION aimroute.delivery_take_back() RETURNS integer
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH taken AS (
+        UPDATE aimroute.outbox o SET due_at = clock_timestamp()
+         WHERE o.status = 'sending' AND o.due_at > clock_timestamp()
+        RETURNING 1)
+    SELECT count(*)::integer FROM taken
+$$;
+COMMENT ON FUNCTION aimroute.delivery_take_back() IS
+    'What a starting delivery worker runs first: messages an earlier worker claimed and did not record fall due at once instead of when their lease runs out; returns how many. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_take_back() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_take_back() TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
