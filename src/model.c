@@ -315,11 +315,9 @@ Build(Oid relid, int64 version)
 
 	if (building != NULL)
 		MemoryContextDelete(building);
-	context =
-		AllocSetContextCreate(TopMemoryContext, "aimroute routing cache", ALLOCSET_DEFAULT_SIZES);
+	context = AllocSetContextCreate(TopMemoryContext, "aimroute model", ALLOCSET_DEFAULT_SIZES);
 	building = context;
-	scratch =
-		AllocSetContextCreate(context, "aimroute routing cache build", ALLOCSET_DEFAULT_SIZES);
+	scratch = AllocSetContextCreate(context, "aimroute model build", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(context);
 
 	c = palloc0(sizeof(Model));
