@@ -18,6 +18,7 @@ OBJS = \
 	src/delivery.o \
 	src/delivery_worker.o \
 	src/leads.o \
+	src/model.o \
 	src/owner.o \
 	src/postal.o \
 	src/postal_loader.o \
@@ -25,7 +26,6 @@ OBJS = \
 	src/reroute.o \
 	src/reroute_worker.o \
 	src/routing.o \
-	src/routing_cache.o \
 	src/search_path.o \
 	src/worker.o
 

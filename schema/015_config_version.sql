@@ -7,7 +7,7 @@
 -- settings) sets config_version.version to a new number from a sequence, in
 -- its own transaction.  Routing reads the version under the same snapshot
 -- as the lead's statement and rebuilds its in-memory copy when the number
--- differs from the copy's (src/routing_cache.c).  The number is never reused,
+-- differs from the copy's (src/model.c).  The number is never reused,
 -- so two snapshots that see the same number see the same configuration, in
 -- this session or another, committed or rolled back.  docs/performance.md
 -- explains the trade-off: configuration writers serialize on this row.
@@ -58,6 +58,6 @@ CREATE FUNCTION aimroute.routing_cache_info(
     AS 'MODULE_PATHNAME', 'aimroute_routing_cache_info'
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
-    'This session''s in-memory copy of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is false (and the rest NULL) when aimroute.routing_cache is off.';
+    'This session''s in-memory model of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;

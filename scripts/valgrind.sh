@@ -57,7 +57,7 @@ STEP_TIMEOUT=600
 # security.sql (roles and policies, in SQL), the timing-bound
 # reroute_deadline.sql and reroute_race.sql, and routing_property.sql
 # (above).
-PGTAP_FILES=(test/normalize_properties test/routing_rules test/routing_cache test/valgrind/routing_workout
+PGTAP_FILES=(test/normalize_properties test/routing_rules test/routing_model test/valgrind/routing_workout
 	test/adf test/delivery test/reroute)
 [ -z "${AIMROUTE_VALGRIND_PGTAP:-}" ] || read -r -a PGTAP_FILES <<<"$AIMROUTE_VALGRIND_PGTAP"
 # shellcheck disable=SC2054 # the commas are in one option

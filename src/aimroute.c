@@ -13,7 +13,6 @@
 
 #include "delivery.h"
 #include "reroute_worker.h"
-#include "routing_cache.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -29,7 +28,6 @@ PG_FUNCTION_INFO_V1(aimroute_library_version);
 void
 _PG_init(void)
 {
-	RoutingCacheDefineGucs();
 	WorkerInit();
 	RerouteWorkerInit();
 	DeliveryWorkerInit();

@@ -27,8 +27,6 @@
 #include "routing.h"
 #include "search_path.h"
 
-#define METERS_PER_MILE 1609.344
-
 /* Columns of aimroute.leads the trigger reads and writes. */
 typedef enum LeadColumn
 {

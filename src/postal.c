@@ -175,31 +175,37 @@ PostalCodeKnown(const char *country, const char *code)
 }
 
 /*
- * PostalHasFSA tells whether a normalized Canadian code is longer than an
- * FSA and starts with one (letter, digit, letter, in ASCII), so that it may
- * be cut to its first three bytes: cutting anything else could split a
- * character.
+ * PostalFallback returns the code a normalized code of country (alpha-2 or
+ * NULL) falls back to when aimroute.postal_codes does not know it, NULL
+ * when none: a full Canadian code falls back to its FSA, its first three
+ * characters.  Only a code that starts with an FSA (letter, digit, letter,
+ * in ASCII) is cut: cutting anything else could split a character.  The
+ * one statement of the fallback, for normalize_postal_code() and routing.
  */
-bool
-PostalHasFSA(const char *code)
+char *
+PostalFallback(const char *country, const char *code)
 {
-	return strlen(code) > 3 && code[0] >= 'A' && code[0] <= 'Z' && code[1] >= '0' &&
-		   code[1] <= '9' && code[2] >= 'A' && code[2] <= 'Z';
+	if (country == NULL || strcmp(country, "CA") != 0)
+		return NULL;
+	if (strlen(code) > 3 && code[0] >= 'A' && code[0] <= 'Z' && code[1] >= '0' && code[1] <= '9' &&
+		code[2] >= 'A' && code[2] <= 'Z')
+		return pnstrdup(code, 3);
+	return NULL;
 }
 
 /*
  * PostalResolve normalizes raw for country (alpha-2 or NULL) as stored in
- * tables: the lexical rules, then the Canadian FSA fallback.  Returns NULL
- * when raw is blank.
+ * tables: the lexical rules, then the fallback.  Returns NULL when raw is
+ * blank.
  */
 char *
 PostalResolve(const char *country, const char *raw, int len)
 {
 	char *code = PostalNormalizeLexical(country, raw, len);
+	char *fallback = code != NULL ? PostalFallback(country, code) : NULL;
 
-	if (code != NULL && country != NULL && strcmp(country, "CA") == 0 && PostalHasFSA(code) &&
-		!PostalCodeKnown(country, code))
-		code[3] = '\0';
+	if (fallback != NULL && !PostalCodeKnown(country, code))
+		return fallback;
 	return code;
 }
 

@@ -8,7 +8,7 @@
 
 extern char *PostalNormalizeLexical(const char *country, const char *raw, int len);
 extern bool PostalIsWellFormed(const char *country, const char *code);
-extern bool PostalHasFSA(const char *code);
+extern char *PostalFallback(const char *country, const char *code);
 extern char *PostalResolve(const char *country, const char *raw, int len);
 
 #endif /* AIMROUTE_POSTAL_H */

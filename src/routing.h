@@ -1,6 +1,7 @@
 /*
  * routing.h
- *		The routing decision: which dealer a lead goes to, and why.
+ *		The routing decision: which dealer a lead goes to, and why (the rules
+ *		are in routing.c, the configuration they read in model.c).
  */
 #ifndef AIMROUTE_ROUTING_H
 #define AIMROUTE_ROUTING_H
@@ -8,6 +9,9 @@
 #include "nodes/pg_list.h"
 
 #include "reroute.h"
+
+/* Metres in a statute mile: routing measures in metres, reports in miles. */
+#define METERS_PER_MILE 1609.344
 
 /* Labels of aimroute.match_type, in the enum's order. */
 typedef enum MatchKind

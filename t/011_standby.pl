@@ -9,7 +9,7 @@
 # answer, the same as on the primary.  Then the primary's configuration changes three times (a dealer
 # deactivated, a territory added, radius_miles raised); after each change
 # is replayed, the same standby session answers by the new configuration:
-# its in-memory copy of the configuration (src/routing_cache.c) is rebuilt,
+# its in-memory copy of the configuration (src/model.c) is rebuilt,
 # because the version number it reads is replayed with the change.  Last,
 # nothing in the standby tried to write: its log holds no ERROR.
 #

@@ -122,12 +122,14 @@ SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'on'),
           (SELECT reroute_due_at(routed_at) FROM leads WHERE comment = 'on'),
           'the trigger (C) and reroute_due_at() (SQL) agree');
 
-SET LOCAL aimroute.routing_cache = off;
-INSERT INTO leads (brand_code, country, postal_code, comment) VALUES ('RRD', 'US', '60601', 'sql path');
-RESET aimroute.routing_cache;
-SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'sql path'),
-          (SELECT reroute_due_at(routed_at) FROM leads WHERE comment = 'sql path'),
-          'routed with aimroute.routing_cache = off: the same deadline');
+-- A settings change in this transaction rebuilds the session's model of
+-- the configuration: the next lead's deadline follows the new settings.
+UPDATE settings SET reroute_after = '48 hours';
+INSERT INTO leads (brand_code, country, postal_code, comment) VALUES ('RRD', 'US', '60601', 'rebuilt');
+SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'rebuilt'),
+          (SELECT reroute_due_at(routed_at) FROM leads WHERE comment = 'rebuilt'),
+          'routed after a settings change in the same transaction: the deadline of the new settings');
+UPDATE settings SET reroute_after = '24 hours';
 
 INSERT INTO leads (brand_code, country, postal_code, comment) VALUES ('NOBRAND', 'US', '60601', 'default');
 SELECT is((SELECT match_type::text || ' ' || coalesce(reroute_due_at::text, 'no deadline') FROM leads WHERE comment = 'default'),

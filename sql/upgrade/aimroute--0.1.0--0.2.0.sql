@@ -915,6 +915,12 @@ COMMENT ON FUNCTION aimroute.delivery_take_back() IS
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_take_back() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_take_back() TO aimroute_admin;
 
+-- core: one implementation of the routing rules (issue 15).  The GUC
+-- aimroute.routing_cache is retired (the library no longer defines it):
+-- routing_cache_info().enabled is always true, and its comment says so.
+COMMENT ON FUNCTION aimroute.routing_cache_info() IS
+    'This session''s in-memory model of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.

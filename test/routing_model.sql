@@ -1,5 +1,5 @@
--- test/routing_cache.sql: each backend routes with an in-memory copy of
--- the configuration (src/routing_cache.c).  The copy must never route
+-- test/routing_model.sql: each backend routes with an in-memory model of
+-- the configuration (src/model.c).  The model must never route
 -- differently from the tables: after a change committed by another
 -- session, inside a transaction that changes the configuration itself,
 -- after a rollback to a savepoint, and not before another session commits.
@@ -9,8 +9,11 @@
 -- and commits, "rr" reads in REPEATABLE READ.  What "w" commits is removed
 -- at the end.
 BEGIN;
-SELECT plan(22);
-SET LOCAL search_path = aimroute, public;
+SELECT plan(24);
+-- PostGIS is in public, in a schema of its own or in aimroute
+-- (t/lib/Placement.pm): the reference below calls ST_Distance.
+SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
+  FROM pg_extension e WHERE e.extname = 'postgis';
 SET LOCAL client_min_messages = warning;
 
 SELECT dblink_connect('w', format('dbname=%s port=%s host=%s', current_database(),
@@ -136,13 +139,28 @@ SELECT is(pg_temp.routed(), 'RC-CHI Radius', 'radius cut to 1 mile: the Chicago 
 SELECT dblink_exec('w', $$UPDATE aimroute.dealers SET location = 'SRID=4326;POINT(-87.9065 43.0389)' WHERE dealer_number = 'RC-CHI'$$);
 SELECT is(pg_temp.routed(), 'RC-HQ Default', 'the Chicago dealer moves to Milwaukee: nobody within 1 mile, Default');
 
--- The copy and the SQL path agree on the whole answer, explanation included.
+-- The model, rebuilt here after every change above, agrees with the rules
+-- written in SQL (the closest active dealer selling the brand within the
+-- radius, then the lower number) on the dealer and the distance, and with
+-- a model built from scratch in a new session on the whole answer,
+-- explanation included.
 SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1500$$);
+SELECT is((SELECT r.dealer_number || ' ' || r.match_type || ' ' || r.distance_miles
+             FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r),
+          (SELECT d.dealer_number || ' Radius ' || ST_Distance(d.location, p.centroid) / 1609.344
+             FROM dealers d, postal_codes p, settings s
+            WHERE p.country = 'US' AND p.postal_code = '60601' AND d.active_for_sales AND d.country = 'US'
+              AND EXISTS (SELECT FROM dealer_brands b WHERE b.dealer_number = d.dealer_number AND b.brand_code = 'RC1')
+              AND ST_Distance(d.location, p.centroid) <= s.radius_miles * 1609.344
+            ORDER BY ST_Distance(d.location, p.centroid), d.dealer_number COLLATE "C" LIMIT 1),
+          'the model routes as the rules written in SQL: the same dealer and distance');
+SELECT dblink_connect('fresh', format('dbname=%s port=%s host=%s', current_database(),
+                                      current_setting('port'),
+                                      split_part(current_setting('unix_socket_directories'), ',', 1)));
 SELECT is((SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r),
-          (SELECT x.answer FROM dblink('w', $q$SET aimroute.routing_cache = off;
-                                            SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
+          (SELECT x.answer FROM dblink('fresh', $q$SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
                                AS x(answer text)),
-          'routing_cache on here and off in another session: the same dealer, distance and explanation');
+          'the model rebuilt here and one built from scratch in a new session: the same dealer, distance and explanation');
 
 -- routing_cache_info() tells what the session holds and when it changed.
 SELECT ok((SELECT enabled AND dealers >= 3 AND postal_codes >= 1 AND memory_bytes > 0 AND build_ms >= 0
@@ -158,10 +176,13 @@ UPDATE dealers SET name = name || ' (renamed)' WHERE dealer_number = 'RC-MKE';
 SELECT cmp_ok((SELECT version FROM routing_cache_info()), '>', (SELECT version FROM info_before),
               'routing_cache_info: an UPDATE of dealers gives a new version');
 ROLLBACK TO SAVEPOINT rename;
-SET LOCAL aimroute.routing_cache = off;
-SELECT is((SELECT row(i.*)::text FROM routing_cache_info() i), '(f,,,,,,,)',
-          'routing_cache_info with aimroute.routing_cache = off: not enabled, nothing else');
-RESET aimroute.routing_cache;
+-- aimroute.routing_cache (off: route by SQL queries) is retired: the
+-- library reserves the prefix aimroute, so setting it is refused, and the
+-- model is always on.
+SELECT throws_ok($$SET LOCAL aimroute.routing_cache = off$$, '42602',
+                 'invalid configuration parameter name "aimroute.routing_cache"',
+                 'aimroute.routing_cache is retired: SET refuses it');
+SELECT ok((SELECT enabled FROM routing_cache_info()), 'routing_cache_info: the model is always enabled');
 
 -- Remove what "w" committed.
 SELECT dblink_exec('w', $$
@@ -177,6 +198,7 @@ SELECT dblink_exec('w', $$
 $$);
 SELECT dblink_disconnect('w');
 SELECT dblink_disconnect('rr');
+SELECT dblink_disconnect('fresh');
 
 SELECT * FROM finish();
 ROLLBACK;

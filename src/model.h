@@ -1,12 +1,12 @@
 /*
- * routing_cache.h
+ * model.h
  *		The routing configuration held in each backend's memory: dealers,
  *		brands, territories, products, stock and settings, with a spatial
  *		index per country and brand, rebuilt whenever the configuration's
  *		version changes.
  */
-#ifndef AIMROUTE_ROUTING_CACHE_H
-#define AIMROUTE_ROUTING_CACHE_H
+#ifndef AIMROUTE_MODEL_H
+#define AIMROUTE_MODEL_H
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
@@ -16,8 +16,6 @@
 
 /* Bound on |spheroid / sphere - 1| for WGS84 against the mean sphere, with room. */
 #define SPHERE_MARGIN 0.01
-
-extern bool aimroute_routing_cache;
 
 /* What routing needs of aimroute.settings. */
 typedef struct RoutingSettings
@@ -32,7 +30,7 @@ typedef struct RoutingSettings
 	RerouteSettings reroute;
 } RoutingSettings;
 
-typedef struct CachedDealer
+typedef struct ModelDealer
 {
 	char *number;
 	char *country;
@@ -47,7 +45,7 @@ typedef struct CachedDealer
 	int nproducts;
 	int *stock; /* sorted product indexes with quantity > 0 */
 	int nstock;
-} CachedDealer;
+} ModelDealer;
 
 /* A 3-d tree over unit vectors, stored as an implicit balanced tree. */
 typedef struct KdTree
@@ -66,14 +64,14 @@ typedef struct BrandTree
 	KdTree tree;
 } BrandTree;
 
-typedef struct CachedTerritory
+typedef struct ModelTerritory
 {
 	const char *country;
 	const char *code; /* "" for kind country: any code of the country */
 	char kind;		  /* 'p'ostal, 'c'ounty, 's'tate, 'n'ation */
 	int brand;		  /* -1: every brand the dealer sells */
 	int dealer;
-} CachedTerritory;
+} ModelTerritory;
 
 /* A dealer group's member in a country. */
 typedef struct GroupMember
@@ -83,13 +81,13 @@ typedef struct GroupMember
 	int dealer;
 } GroupMember;
 
-typedef struct RoutingCache
+typedef struct Model
 {
 	MemoryContext context;
 	Oid version_relid;
 	int64 version;
 	RoutingSettings settings;
-	CachedDealer *dealers; /* sorted by number: a lower index is a lower number */
+	ModelDealer *dealers; /* sorted by number: a lower index is a lower number */
 	int ndealers;
 	char **brand_codes; /* sorted */
 	char **brand_names;
@@ -102,7 +100,7 @@ typedef struct RoutingCache
 	int nproducts;
 	BrandTree *trees; /* sorted by country, brand */
 	int ntrees;
-	CachedTerritory *territories; /* sorted by country, kind, code */
+	ModelTerritory *territories; /* sorted by country, kind, code */
 	int nterritories;
 	GroupMember *groups; /* sorted by country, group, dealer */
 	int ngroups;
@@ -118,10 +116,10 @@ typedef struct RoutingCache
 	Oid postal_relid;		  /* aimroute.postal_codes */
 	Oid postal_index;		  /* its primary key (country, postal_code) */
 	AttrNumber postal_att[4]; /* place_name, state_code, county, centroid */
-} RoutingCache;
+} Model;
 
 /* Where a lead's postal code is, as aimroute.postal_codes says. */
-typedef struct CachedPlace
+typedef struct Place
 {
 	char key[40]; /* country, ':', the code as normalized lexically */
 	char *code;	  /* the stored code (a Canadian code may fall back to its FSA) */
@@ -132,7 +130,7 @@ typedef struct CachedPlace
 	bool has_centroid;
 	Datum centroid;
 	double xyz[3];
-} CachedPlace;
+} Place;
 
 /* Product and stock filters: a product index, or one of these. */
 #define FILTER_ANY	   (-1) /* no filter */
@@ -156,22 +154,20 @@ typedef struct Candidate
 	double sphere_m; /* NaN without a location */
 } Candidate;
 
-extern void RoutingCacheDefineGucs(void);
-extern RoutingCache *RoutingCacheCurrent(void);
-extern int RoutingCacheDealer(RoutingCache *c, const char *number);
-extern int RoutingCacheBrand(RoutingCache *c, const char *code);
-extern int RoutingCacheProduct(RoutingCache *c, const char *code);
-extern bool RoutingCacheSells(const CachedDealer *d, int brand);
-extern bool RoutingCacheAccepts(RoutingCache *c, const CandidateFilter *f, int dealer);
-extern CachedPlace *RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical);
-extern double RoutingCacheDistance(RoutingCache *c, int dealer, Datum centroid);
-extern int RoutingCacheNearest(RoutingCache *c, const CandidateFilter *f, const double xyz[3],
-							   Datum centroid, double limit_m, Candidate **out);
-extern int RoutingCacheFirstOfGroup(RoutingCache *c, const CandidateFilter *f);
-extern int RoutingCacheTerritories(RoutingCache *c, const char *country, const char *postal,
-								   const char *county, const char *state, int brand,
-								   CachedTerritory ***out);
+extern Model *ModelCurrent(void);
+extern int ModelFindDealer(Model *c, const char *number);
+extern int ModelFindBrand(Model *c, const char *code);
+extern int ModelFindProduct(Model *c, const char *code);
+extern bool ModelSells(const ModelDealer *d, int brand);
+extern bool ModelAccepts(Model *c, const CandidateFilter *f, int dealer);
+extern Place *ModelPlace(Model *c, const char *country, const char *lexical);
+extern double ModelDistance(Model *c, int dealer, Datum centroid);
+extern int ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
+						double limit_m, Candidate **out);
+extern int ModelFirstOfGroup(Model *c, const CandidateFilter *f);
+extern int ModelTerritories(Model *c, const char *country, const char *postal, const char *county,
+							const char *state, int brand, ModelTerritory ***out);
 extern double SphereMeters(const double a[3], const double b[3]);
 extern void UnitVector(double lat, double lon, double xyz[3]);
 
-#endif /* AIMROUTE_ROUTING_CACHE_H */
+#endif /* AIMROUTE_MODEL_H */

@@ -1,10 +1,11 @@
 /*
- * routing_cache.c
- *		The routing configuration in each backend's memory.
+ * model.c
+ *		The routing configuration in each backend's memory: what the rules
+ *		(routing.c) read.
  *
- * Routing a lead by SQL queries costs several index scans and executor
- * start-ups per lead, many times the INSERT it rides on.  Instead, each
- * backend keeps a copy of what routing reads -- settings, brands, dealers
+ * Routing a lead by SQL queries would cost several index scans and
+ * executor start-ups per lead, many times the INSERT it rides on.  Instead,
+ * each backend keeps a copy of what routing reads -- settings, brands, dealers
  * with their brands, products and stock, territories -- with a 3-d tree per
  * country and brand over the active dealers' positions on the unit sphere.
  * Postal codes are copied as leads look them up.
@@ -20,12 +21,12 @@
  * Distances stay PostGIS's: the tree orders dealers on the sphere, and the
  * few dealers close enough to win are measured with PostGIS's own
  * st_distance(geography, geography), called through fmgr, so the answer is
- * the one the SQL path (and ST_Distance) gives, bit for bit.  The spheroid
- * distance of a pair differs from the sphere distance by less than
- * SPHERE_MARGIN, which bounds the search.
+ * the one ST_Distance gives, bit for bit.  The spheroid distance of a pair
+ * differs from the sphere distance by less than SPHERE_MARGIN, which bounds
+ * the search.
  *
- * aimroute.routing_cache = off routes by SQL queries instead (routing.c);
- * the tests route every lead both ways and compare.
+ * The tests compare every decision with the rules written independently in
+ * SQL (test/routing_property.sql).
  */
 #include "postgres.h"
 
@@ -52,69 +53,54 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/datum.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "model.h"
 #include "postal.h"
 #include "postgis.h"
-#include "routing_cache.h"
+#include "routing.h"
 #include "search_path.h"
 
 #define EARTH_MEAN_RADIUS_M 6371008.7714 /* WGS84 mean radius */
 #define MAX_PLACES			200000		 /* postal codes kept before starting over */
 #define ARENA_BLOCK			(64 * 1024)	 /* see Keep */
 
-bool aimroute_routing_cache = true;
-
 PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
 
-static RoutingCache *current = NULL;
+static Model *current = NULL;
 static MemoryContext building = NULL; /* a build that failed half way, to free */
 static MemoryContext scratch = NULL;  /* what a build needs only while it runs */
 
-static RoutingCache *Build(Oid relid, int64 version);
-static void LoadSettings(RoutingCache *c);
-static void LoadBrands(RoutingCache *c);
-static void LoadProducts(RoutingCache *c);
-static void LoadDealers(RoutingCache *c);
-static void LoadDealerLinks(RoutingCache *c);
+static Model *Build(Oid relid, int64 version);
+static void LoadSettings(Model *c);
+static void LoadBrands(Model *c);
+static void LoadProducts(Model *c);
+static void LoadDealers(Model *c);
+static void LoadDealerLinks(Model *c);
 static int CompareInts(const void *a, const void *b);
-static void LoadTerritories(RoutingCache *c);
-static void BuildGroups(RoutingCache *c);
-static void BuildTrees(RoutingCache *c);
+static void LoadTerritories(Model *c);
+static void BuildGroups(Model *c);
+static void BuildTrees(Model *c);
 static void KdBuild(KdTree *t, int lo, int hi);
-static inline bool TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer);
-static bool PassesRest(RoutingCache *c, const CandidateFilter *f, int dealer);
-static void KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
+static inline bool TreeAccepts(Model *c, const CandidateFilter *f, int dealer);
+static bool PassesRest(Model *c, const CandidateFilter *f, int dealer);
+static void KdNearest(const KdTree *t, int lo, int hi, const double q[3], Model *c,
 					  const CandidateFilter *f, int *best, double *best_d2);
-static void KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCache *c,
+static void KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, Model *c,
 					const CandidateFilter *f, List **found);
 static int Find(char **sorted, int n, const char *key);
 static bool Contains(const int *sorted, int n, int value);
 static int ReadQuery(const char *sql, bool read_only, long count);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
-static void *Keep(RoutingCache *c, Size size);
-static char *KeepText(RoutingCache *c, HeapTuple row, TupleDesc desc, int col);
+static void *Keep(Model *c, Size size);
+static char *KeepText(Model *c, HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
 static HTAB *NewPlaceTable(MemoryContext context);
-static void FindPostgisFunctions(RoutingCache *c);
-static bool PointLatLon(RoutingCache *c, Datum point, double *lat, double *lon);
+static void FindPostgisFunctions(Model *c);
+static bool PointLatLon(Model *c, Datum point, double *lat, double *lon);
 static bool CallNullable(FmgrInfo *fn, Datum arg, Datum *result);
-static void FindPostalCodes(RoutingCache *c);
-
-/*
- * RoutingCacheDefineGucs defines aimroute.routing_cache.
- */
-void
-RoutingCacheDefineGucs(void)
-{
-	DefineCustomBoolVariable(
-		"aimroute.routing_cache", "Routes leads with the configuration kept in memory.",
-		"Off routes every lead by SQL queries: the same answers, several times slower. Each "
-		"backend's copy is rebuilt whenever the configuration changes.",
-		&aimroute_routing_cache, true, PGC_USERSET, 0, NULL, NULL, NULL);
-}
+static void FindPostalCodes(Model *c);
 
 /*
  * ReadVersion reads aimroute.config_version under the active snapshot, the
@@ -250,12 +236,11 @@ RememberChecked(Snapshot s)
 }
 
 /*
- * RoutingCacheCurrent returns the copy of the configuration the active
- * snapshot sees, rebuilding it when the configuration changed; NULL when
- * aimroute.routing_cache is off.
+ * ModelCurrent returns the copy of the configuration the active
+ * snapshot sees, rebuilding it when the configuration changed.
  */
-RoutingCache *
-RoutingCacheCurrent(void)
+Model *
+ModelCurrent(void)
 {
 	Oid relid;
 	int64 version = 0;
@@ -263,8 +248,6 @@ RoutingCacheCurrent(void)
 	Snapshot snapshot;
 	int pinned;
 
-	if (!aimroute_routing_cache)
-		return NULL;
 	snapshot = RoutingSnapshot();
 	if (current != NULL && SameAsChecked(snapshot))
 		return current;
@@ -302,26 +285,20 @@ aimroute_routing_cache_info(PG_FUNCTION_ARGS)
 	TupleDesc desc;
 	Datum values[8];
 	bool nulls[8] = { false, false, false, false, false, false, false, false };
-	RoutingCache *c;
+	Model *c;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "aimroute.routing_cache_info must return a composite type");
 	desc = BlessTupleDesc(desc);
-	c = RoutingCacheCurrent();
-	values[0] = BoolGetDatum(c != NULL);
-	if (c == NULL)
-		for (int i = 1; i < 8; i++)
-			nulls[i] = true;
-	else
-	{
-		values[1] = Int64GetDatum(c->version);
-		values[2] = TimestampTzGetDatum(c->built_at);
-		values[3] = Float8GetDatum(c->build_ms);
-		values[4] = Int32GetDatum(c->ndealers);
-		values[5] = Int32GetDatum(c->nterritories);
-		values[6] = Int64GetDatum(hash_get_num_entries(c->places));
-		values[7] = Int64GetDatum(MemoryContextMemAllocated(c->context, true));
-	}
+	c = ModelCurrent();
+	values[0] = BoolGetDatum(true); /* enabled: always, since aimroute.routing_cache was retired */
+	values[1] = Int64GetDatum(c->version);
+	values[2] = TimestampTzGetDatum(c->built_at);
+	values[3] = Float8GetDatum(c->build_ms);
+	values[4] = Int32GetDatum(c->ndealers);
+	values[5] = Int32GetDatum(c->nterritories);
+	values[6] = Int64GetDatum(hash_get_num_entries(c->places));
+	values[7] = Int64GetDatum(MemoryContextMemAllocated(c->context, true));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
@@ -329,23 +306,21 @@ aimroute_routing_cache_info(PG_FUNCTION_ARGS)
  * Build reads the configuration into a new memory context.  An error half
  * way leaves no copy; the next routing frees what was built and tries again.
  */
-static RoutingCache *
+static Model *
 Build(Oid relid, int64 version)
 {
 	MemoryContext context;
 	MemoryContext old;
-	RoutingCache *c;
+	Model *c;
 
 	if (building != NULL)
 		MemoryContextDelete(building);
-	context =
-		AllocSetContextCreate(TopMemoryContext, "aimroute routing cache", ALLOCSET_DEFAULT_SIZES);
+	context = AllocSetContextCreate(TopMemoryContext, "aimroute model", ALLOCSET_DEFAULT_SIZES);
 	building = context;
-	scratch =
-		AllocSetContextCreate(context, "aimroute routing cache build", ALLOCSET_DEFAULT_SIZES);
+	scratch = AllocSetContextCreate(context, "aimroute model build", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(context);
 
-	c = palloc0(sizeof(RoutingCache));
+	c = palloc0(sizeof(Model));
 	c->context = context;
 	c->version_relid = relid;
 	c->version = version;
@@ -377,7 +352,7 @@ Build(Oid relid, int64 version)
  * role without USAGE on that schema routes all the same.
  */
 static void
-FindPostgisFunctions(RoutingCache *c)
+FindPostgisFunctions(Model *c)
 {
 	Oid geography = PostgisType("geography");
 	Oid geometry = PostgisType("geometry");
@@ -394,7 +369,7 @@ FindPostgisFunctions(RoutingCache *c)
  * PostGIS gives none (an empty point).
  */
 static bool
-PointLatLon(RoutingCache *c, Datum point, double *lat, double *lon)
+PointLatLon(Model *c, Datum point, double *lat, double *lon)
 {
 	Datum geometry;
 	Datum y;
@@ -413,7 +388,7 @@ PointLatLon(RoutingCache *c, Datum point, double *lat, double *lon)
  * columns LookUpPlace reads.
  */
 static void
-FindPostalCodes(RoutingCache *c)
+FindPostalCodes(Model *c)
 {
 	static const char *const columns[4] = { "place_name", "state_code", "county", "centroid" };
 	Relation rel;
@@ -466,7 +441,7 @@ Text(HeapTuple row, TupleDesc desc, int col)
  * out of large blocks one after the other, without a chunk header each.
  */
 static void *
-Keep(RoutingCache *c, Size size)
+Keep(Model *c, Size size)
 {
 	void *p;
 
@@ -488,7 +463,7 @@ Keep(RoutingCache *c, Size size)
  * KeepText returns a text column as a C string kept with the copy, or NULL.
  */
 static char *
-KeepText(RoutingCache *c, HeapTuple row, TupleDesc desc, int col)
+KeepText(Model *c, HeapTuple row, TupleDesc desc, int col)
 {
 	bool isnull;
 	Datum d = SPI_getbinval(row, desc, col, &isnull);
@@ -512,7 +487,7 @@ KeepText(RoutingCache *c, HeapTuple row, TupleDesc desc, int col)
  * LoadSettings copies what routing needs of aimroute.settings.
  */
 static void
-LoadSettings(RoutingCache *c)
+LoadSettings(Model *c)
 {
 	RoutingSettings *s = &c->settings;
 	HeapTuple row;
@@ -532,7 +507,7 @@ LoadSettings(RoutingCache *c)
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	s->radius_enabled = DatumGetBool(SPI_getbinval(row, desc, 1, &isnull));
-	s->radius_m = DatumGetFloat8(SPI_getbinval(row, desc, 2, &isnull)) * 1609.344;
+	s->radius_m = DatumGetFloat8(SPI_getbinval(row, desc, 2, &isnull)) * METERS_PER_MILE;
 	d = SPI_getbinval(row, desc, 3, &isnull);
 	if (!isnull)
 	{
@@ -557,7 +532,7 @@ LoadSettings(RoutingCache *c)
  * LoadBrands copies aimroute.brands, sorted by code in byte order.
  */
 static void
-LoadBrands(RoutingCache *c)
+LoadBrands(Model *c)
 {
 	if (ReadQuery("SELECT brand_code, name FROM aimroute.brands ORDER BY brand_code COLLATE \"C\"",
 				  true, 0) != SPI_OK_SELECT)
@@ -576,7 +551,7 @@ LoadBrands(RoutingCache *c)
  * LoadProducts lists every product code of assignments and stock, sorted.
  */
 static void
-LoadProducts(RoutingCache *c)
+LoadProducts(Model *c)
 {
 	if (ReadQuery("SELECT code FROM (SELECT product_code FROM aimroute.product_assignments"
 				  " UNION SELECT product_code FROM aimroute.inventory WHERE quantity > 0) p(code)"
@@ -598,7 +573,7 @@ LoadProducts(RoutingCache *c)
  * tie-break order of routing), with each location as a unit vector.
  */
 static void
-LoadDealers(RoutingCache *c)
+LoadDealers(Model *c)
 {
 	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location"
 					  " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"";
@@ -606,12 +581,12 @@ LoadDealers(RoutingCache *c)
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.dealers");
 	c->ndealers = SPI_processed;
-	c->dealers = palloc0(sizeof(CachedDealer) * Max(c->ndealers, 1));
+	c->dealers = palloc0(sizeof(ModelDealer) * Max(c->ndealers, 1));
 	for (int i = 0; i < c->ndealers; i++)
 	{
 		HeapTuple row = SPI_tuptable->vals[i];
 		TupleDesc desc = SPI_tuptable->tupdesc;
-		CachedDealer *d = &c->dealers[i];
+		ModelDealer *d = &c->dealers[i];
 		bool null_location;
 		Datum location = SPI_getbinval(row, desc, 5, &null_location);
 		double lat;
@@ -636,80 +611,106 @@ LoadDealers(RoutingCache *c)
 	SPI_freetuptable(SPI_tuptable);
 }
 
+/* The links of a dealer LoadDealerLinks reads: query, per-dealer list. */
+typedef enum LinkKind
+{
+	LINK_BRANDS,
+	LINK_PRODUCTS,
+	LINK_STOCK
+} LinkKind;
+
 /*
- * LoadDealerLinks gives each dealer its brands, product assignments and
- * stock, and each product its dealers.
+ * LinkList returns where a dealer keeps one kind of link, and its length.
+ */
+static int **
+LinkList(ModelDealer *d, LinkKind kind, int **count)
+{
+	if (kind == LINK_BRANDS)
+	{
+		*count = &d->nbrands;
+		return &d->brands;
+	}
+	if (kind == LINK_PRODUCTS)
+	{
+		*count = &d->nproducts;
+		return &d->products;
+	}
+	*count = &d->nstock;
+	return &d->stock;
+}
+
+/*
+ * LoadLinks reads one kind of link (dealer, code) into each dealer's list,
+ * unsorted; a link to a dealer or code the model does not hold is left out.
  */
 static void
-LoadDealerLinks(RoutingCache *c)
+LoadLinks(Model *c, LinkKind kind, const char *sql)
 {
-	static const char *const queries[3] = {
-		"SELECT dealer_number, brand_code FROM aimroute.dealer_brands",
-		"SELECT dealer_number, product_code FROM aimroute.product_assignments",
-		"SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0",
-	};
 	MemoryContext old = MemoryContextSwitchTo(scratch);
+	int *count;
+	int *target;
 
-	for (int q = 0; q < 3; q++)
+	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read \"%s\"", sql);
+	count = palloc0(sizeof(int) * Max(c->ndealers, 1));
+	target = palloc(sizeof(int) * 2 * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		int *count;
-		int *target;
+		char *dealer = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char *code = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		int di = ModelFindDealer(c, dealer);
+		int ci = kind == LINK_BRANDS ? ModelFindBrand(c, code) : ModelFindProduct(c, code);
 
-		if (ReadQuery(queries[q], true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read \"%s\"", queries[q]);
-		count = palloc0(sizeof(int) * Max(c->ndealers, 1));
-		target = palloc(sizeof(int) * 2 * Max(SPI_processed, 1));
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			char *dealer = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-			char *code = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-			int di = RoutingCacheDealer(c, dealer);
-			int ci = q == 0 ? RoutingCacheBrand(c, code) : RoutingCacheProduct(c, code);
-
-			target[2 * i] = di;
-			target[2 * i + 1] = ci;
-			if (di >= 0 && ci >= 0)
-				count[di]++;
-		}
-		for (int d = 0; d < c->ndealers; d++)
-		{
-			int *arr = Keep(c, sizeof(int) * count[d]);
-
-			if (q == 0)
-				c->dealers[d].brands = arr;
-			else if (q == 1)
-				c->dealers[d].products = arr;
-			else
-				c->dealers[d].stock = arr;
-		}
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			int di = target[2 * i];
-			int ci = target[2 * i + 1];
-			CachedDealer *d;
-
-			if (di < 0 || ci < 0)
-				continue;
-			d = &c->dealers[di];
-			if (q == 0)
-				d->brands[d->nbrands++] = ci;
-			else if (q == 1)
-			{
-				d->products[d->nproducts++] = ci;
-				c->nassigned[ci]++;
-			}
-			else
-			{
-				d->stock[d->nstock++] = ci;
-				c->nstocked[ci]++;
-			}
-		}
-		SPI_freetuptable(SPI_tuptable);
-		MemoryContextReset(scratch);
+		target[2 * i] = di;
+		target[2 * i + 1] = ci;
+		if (di >= 0 && ci >= 0)
+			count[di]++;
 	}
-	MemoryContextSwitchTo(old);
+	for (int d = 0; d < c->ndealers; d++)
+	{
+		int *n;
 
-	/* Sort each dealer's lists, and list each product's dealers in dealer order. */
+		*LinkList(&c->dealers[d], kind, &n) = Keep(c, sizeof(int) * count[d]);
+	}
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		int *n;
+		int **list;
+
+		if (target[2 * i] < 0 || target[2 * i + 1] < 0)
+			continue;
+		list = LinkList(&c->dealers[target[2 * i]], kind, &n);
+		(*list)[(*n)++] = target[2 * i + 1];
+	}
+	SPI_freetuptable(SPI_tuptable);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(scratch);
+}
+
+/*
+ * LoadDealerLinks gives each dealer its brands, product assignments and
+ * stock, sorted, and each product its dealers, in dealer order.
+ */
+static void
+LoadDealerLinks(Model *c)
+{
+	LoadLinks(c, LINK_BRANDS, "SELECT dealer_number, brand_code FROM aimroute.dealer_brands");
+	LoadLinks(c, LINK_PRODUCTS,
+			  "SELECT dealer_number, product_code FROM aimroute.product_assignments");
+	LoadLinks(c, LINK_STOCK,
+			  "SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0");
+	for (int di = 0; di < c->ndealers; di++)
+	{
+		ModelDealer *d = &c->dealers[di];
+
+		qsort(d->brands, d->nbrands, sizeof(int), CompareInts);
+		qsort(d->products, d->nproducts, sizeof(int), CompareInts);
+		qsort(d->stock, d->nstock, sizeof(int), CompareInts);
+		for (int i = 0; i < d->nproducts; i++)
+			c->nassigned[d->products[i]]++;
+		for (int i = 0; i < d->nstock; i++)
+			c->nstocked[d->stock[i]]++;
+	}
 	for (int p = 0; p < c->nproducts; p++)
 	{
 		c->assigned[p] = Keep(c, sizeof(int) * c->nassigned[p]);
@@ -719,11 +720,8 @@ LoadDealerLinks(RoutingCache *c)
 	}
 	for (int di = 0; di < c->ndealers; di++)
 	{
-		CachedDealer *d = &c->dealers[di];
+		ModelDealer *d = &c->dealers[di];
 
-		qsort(d->brands, d->nbrands, sizeof(int), CompareInts);
-		qsort(d->products, d->nproducts, sizeof(int), CompareInts);
-		qsort(d->stock, d->nstock, sizeof(int), CompareInts);
 		for (int i = 0; i < d->nproducts; i++)
 			c->assigned[d->products[i]][c->nassigned[d->products[i]]++] = di;
 		for (int i = 0; i < d->nstock; i++)
@@ -749,8 +747,8 @@ CompareInts(const void *a, const void *b)
 static int
 CompareTerritories(const void *a, const void *b)
 {
-	const CachedTerritory *x = a;
-	const CachedTerritory *y = b;
+	const ModelTerritory *x = a;
+	const ModelTerritory *y = b;
 	int cmp = strcmp(x->country, y->country);
 
 	if (cmp == 0)
@@ -782,26 +780,26 @@ KindOrder(const char *kind)
  * LoadTerritories copies aimroute.territories, sorted for lookup.
  */
 static void
-LoadTerritories(RoutingCache *c)
+LoadTerritories(Model *c)
 {
 	int n = 0;
 
 	if (ReadQuery("SELECT country, kind, code, brand_code, dealer_number FROM aimroute.territories",
 				  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.territories");
-	c->territories = palloc(sizeof(CachedTerritory) * Max(SPI_processed, 1));
+	c->territories = palloc(sizeof(ModelTerritory) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple row = SPI_tuptable->vals[i];
 		TupleDesc desc = SPI_tuptable->tupdesc;
-		CachedTerritory *t = &c->territories[n];
+		ModelTerritory *t = &c->territories[n];
 		MemoryContext old = MemoryContextSwitchTo(scratch);
 		char *brand = Text(row, desc, 4);
 		bool branded = brand != NULL;
 
 		t->kind = KindOrder(Text(row, desc, 2));
-		t->dealer = RoutingCacheDealer(c, Text(row, desc, 5));
-		t->brand = branded ? RoutingCacheBrand(c, brand) : -1;
+		t->dealer = ModelFindDealer(c, Text(row, desc, 5));
+		t->brand = branded ? ModelFindBrand(c, brand) : -1;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(scratch);
 		/* A brand no longer in aimroute.brands can match no lead. */
@@ -813,7 +811,7 @@ LoadTerritories(RoutingCache *c)
 	}
 	SPI_freetuptable(SPI_tuptable);
 	c->nterritories = n;
-	qsort(c->territories, n, sizeof(CachedTerritory), CompareTerritories);
+	qsort(c->territories, n, sizeof(ModelTerritory), CompareTerritories);
 }
 
 /*
@@ -837,7 +835,7 @@ CompareGroupMembers(const void *a, const void *b)
  * BuildGroups lists the members of each dealer group per country.
  */
 static void
-BuildGroups(RoutingCache *c)
+BuildGroups(Model *c)
 {
 	c->groups = palloc(sizeof(GroupMember) * Max(c->ndealers, 1));
 	for (int i = 0; i < c->ndealers; i++)
@@ -877,7 +875,7 @@ CompareTreeEntries(const void *a, const void *b)
  * return.
  */
 static void
-BuildTrees(RoutingCache *c)
+BuildTrees(Model *c)
 {
 	int n = 0;
 	TreeEntry *entries;
@@ -890,7 +888,7 @@ BuildTrees(RoutingCache *c)
 	n = 0;
 	for (int i = 0; i < c->ndealers; i++)
 	{
-		CachedDealer *d = &c->dealers[i];
+		ModelDealer *d = &c->dealers[i];
 
 		if (!d->active || !d->has_location)
 			continue;
@@ -1012,8 +1010,8 @@ Distance2(const double a[3], const double b[3])
  * KdNearest finds the accepted node closest to q (by chord).
  */
 static void
-KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
-		  const CandidateFilter *f, int *best, double *best_d2)
+KdNearest(const KdTree *t, int lo, int hi, const double q[3], Model *c, const CandidateFilter *f,
+		  int *best, double *best_d2)
 {
 	while (lo < hi)
 	{
@@ -1045,14 +1043,14 @@ KdNearest(const KdTree *t, int lo, int hi, const double q[3], RoutingCache *c,
 }
 
 /*
- * TreeAccepts is RoutingCacheAccepts for a node of the tree of the filter's
+ * TreeAccepts is ModelAccepts for a node of the tree of the filter's
  * country and brand, which holds only active dealers of that country that
  * sell that brand (BuildTrees): what is left to check is the rest of the
  * filter, and usually there is none.  The tree searches call it at every
  * node nearer than the best so far.
  */
 static inline bool
-TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
+TreeAccepts(Model *c, const CandidateFilter *f, int dealer)
 {
 	if (f->nexcluded == 0 && f->product == FILTER_ANY && f->stock == FILTER_ANY && f->group == NULL)
 		return true;
@@ -1063,7 +1061,7 @@ TreeAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
  * KdRange lists the accepted nodes within squared chord r2 of q.
  */
 static void
-KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, RoutingCache *c,
+KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, Model *c,
 		const CandidateFilter *f, List **found)
 {
 	while (lo < hi)
@@ -1123,27 +1121,47 @@ ChordFor(double sphere_m)
 }
 
 /*
+ * LowerBound is the one binary search of the model's sorted arrays: the
+ * index of the first of n elements of size bytes at base that does not sort
+ * before key by cmp(element, key); n when every element does.
+ */
+static inline int
+LowerBound(const void *base, int n, Size size, const void *key,
+		   int (*cmp)(const void *element, const void *key))
+{
+	int lo = 0;
+	int hi = n;
+
+	while (lo < hi)
+	{
+		int mid = lo + (hi - lo) / 2;
+
+		if (cmp((const char *) base + (Size) mid * size, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * CompareStringKey orders an element of a sorted string array against a key.
+ */
+static int
+CompareStringKey(const void *element, const void *key)
+{
+	return strcmp(*(char *const *) element, (const char *) key);
+}
+
+/*
  * Find looks a string up in a sorted array; -1 when absent.
  */
 static int
 Find(char **sorted, int n, const char *key)
 {
-	int lo = 0;
-	int hi = n - 1;
+	int i = LowerBound(sorted, n, sizeof(char *), key, CompareStringKey);
 
-	while (lo <= hi)
-	{
-		int mid = lo + (hi - lo) / 2;
-		int cmp = strcmp(sorted[mid], key);
-
-		if (cmp == 0)
-			return mid;
-		if (cmp < 0)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return -1;
+	return i < n && strcmp(sorted[i], key) == 0 ? i : -1;
 }
 
 /*
@@ -1152,85 +1170,69 @@ Find(char **sorted, int n, const char *key)
 static bool
 Contains(const int *sorted, int n, int value)
 {
-	int lo = 0;
-	int hi = n - 1;
+	int i = LowerBound(sorted, n, sizeof(int), &value, CompareInts);
 
-	while (lo <= hi)
-	{
-		int mid = lo + (hi - lo) / 2;
-
-		if (sorted[mid] == value)
-			return true;
-		if (sorted[mid] < value)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return false;
+	return i < n && sorted[i] == value;
 }
 
 /*
- * RoutingCacheDealer returns a dealer's index, -1 when there is none.
+ * CompareDealerKey orders a dealer against a dealer number.
  */
-int
-RoutingCacheDealer(RoutingCache *c, const char *number)
+static int
+CompareDealerKey(const void *element, const void *key)
 {
-	int lo = 0;
-	int hi = c->ndealers - 1;
-
-	while (lo <= hi)
-	{
-		int mid = lo + (hi - lo) / 2;
-		int cmp = strcmp(c->dealers[mid].number, number);
-
-		if (cmp == 0)
-			return mid;
-		if (cmp < 0)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return -1;
+	return strcmp(((const ModelDealer *) element)->number, (const char *) key);
 }
 
 /*
- * RoutingCacheBrand returns a brand's index, -1 when there is none.
+ * ModelFindDealer returns a dealer's index, -1 when there is none.
  */
 int
-RoutingCacheBrand(RoutingCache *c, const char *code)
+ModelFindDealer(Model *c, const char *number)
+{
+	int i = LowerBound(c->dealers, c->ndealers, sizeof(ModelDealer), number, CompareDealerKey);
+
+	return i < c->ndealers && strcmp(c->dealers[i].number, number) == 0 ? i : -1;
+}
+
+/*
+ * ModelFindBrand returns a brand's index, -1 when there is none.
+ */
+int
+ModelFindBrand(Model *c, const char *code)
 {
 	return code ? Find(c->brand_codes, c->nbrands, code) : -1;
 }
 
 /*
- * RoutingCacheProduct returns a product's index, -1 when no dealer is
+ * ModelFindProduct returns a product's index, -1 when no dealer is
  * assigned it or has it in stock.
  */
 int
-RoutingCacheProduct(RoutingCache *c, const char *code)
+ModelFindProduct(Model *c, const char *code)
 {
 	return code ? Find(c->product_codes, c->nproducts, code) : -1;
 }
 
 /*
- * RoutingCacheSells tells whether a dealer sells a brand.
+ * ModelSells tells whether a dealer sells a brand.
  */
 bool
-RoutingCacheSells(const CachedDealer *d, int brand)
+ModelSells(const ModelDealer *d, int brand)
 {
 	return brand >= 0 && Contains(d->brands, d->nbrands, brand);
 }
 
 /*
- * RoutingCacheAccepts tells whether a dealer passes a filter: the one the
- * SQL path writes as the candidate condition of each rule.
+ * ModelAccepts tells whether a dealer passes a filter: the candidate
+ * condition of a rule.
  */
 bool
-RoutingCacheAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
+ModelAccepts(Model *c, const CandidateFilter *f, int dealer)
 {
-	const CachedDealer *d = &c->dealers[dealer];
+	const ModelDealer *d = &c->dealers[dealer];
 
-	if (!d->active || !RoutingCacheSells(d, f->brand))
+	if (!d->active || !ModelSells(d, f->brand))
 		return false;
 	if (f->country && strcmp(d->country, f->country) != 0)
 		return false;
@@ -1242,9 +1244,9 @@ RoutingCacheAccepts(RoutingCache *c, const CandidateFilter *f, int dealer)
  * product, stock and group: all of it but activity, brand and country.
  */
 static bool
-PassesRest(RoutingCache *c, const CandidateFilter *f, int dealer)
+PassesRest(Model *c, const CandidateFilter *f, int dealer)
 {
-	const CachedDealer *d = &c->dealers[dealer];
+	const ModelDealer *d = &c->dealers[dealer];
 
 	for (int i = 0; i < f->nexcluded; i++)
 		if (f->excluded[i] == dealer)
@@ -1260,13 +1262,13 @@ PassesRest(RoutingCache *c, const CandidateFilter *f, int dealer)
 }
 
 /*
- * RoutingCacheDistance measures a dealer's distance to a centre point with
+ * ModelDistance measures a dealer's distance to a centre point with
  * PostGIS; NaN when either has no position.
  */
 double
-RoutingCacheDistance(RoutingCache *c, int dealer, Datum centroid)
+ModelDistance(Model *c, int dealer, Datum centroid)
 {
-	const CachedDealer *d = &c->dealers[dealer];
+	const ModelDealer *d = &c->dealers[dealer];
 	LOCAL_FCINFO(fcinfo, 3);
 	Datum result;
 
@@ -1299,151 +1301,183 @@ CompareCandidates(const void *a, const void *b)
 }
 
 /*
- * RoutingCacheNearest lists, closest first on the sphere, every dealer
- * passing the filter that can be the closest one on the spheroid within
- * limit_m: those whose sphere distance, less the margin, is within the
- * spheroid distance of the sphere-closest one (or within the limit, when
- * that one is beyond it).  The caller measures them in order and stops
- * as routing.c's index walk does.
+ * CompareTreeKey orders a tree by country and brand against a key tree.
  */
-int
-RoutingCacheNearest(RoutingCache *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
-					double limit_m, Candidate **out)
+static int
+CompareTreeKey(const void *element, const void *key)
 {
-	const KdTree *tree = NULL;
-	const int *list = NULL;
-	int nlist = 0;
-	List *found = NIL;
-	int nearest = -1;
-	double nearest_sphere = INFINITY;
-	double nearest_m;
-	double bound;
-	Candidate *cand;
-	int n = 0;
-	ListCell *lc;
+	const BrandTree *x = element;
+	const BrandTree *y = key;
+	int cmp = strcmp(x->country, y->country);
 
-	*out = NULL;
-	for (int lo = 0, hi = c->ntrees - 1; lo <= hi;)
-	{
-		int mid = lo + (hi - lo) / 2;
-		int cmp = strcmp(c->trees[mid].country, f->country);
+	return cmp != 0 ? cmp : x->brand - y->brand;
+}
 
-		if (cmp == 0)
-			cmp = c->trees[mid].brand - f->brand;
-		if (cmp == 0)
-		{
-			tree = &c->trees[mid].tree;
-			break;
-		}
-		if (cmp < 0)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	if (tree == NULL || f->product == FILTER_NOTHING || f->stock == FILTER_NOTHING)
-		return 0;
+/*
+ * FindTree returns the tree of the filter's country and brand, NULL when
+ * no active dealer with a location there sells the brand.
+ */
+static const KdTree *
+FindTree(Model *c, const CandidateFilter *f)
+{
+	BrandTree key = { f->country, f->brand };
+	int i = LowerBound(c->trees, c->ntrees, sizeof(BrandTree), &key, CompareTreeKey);
 
-	/*
-	 * A small list of dealers that can pass the filter is scanned whole; a
-	 * large one is searched through the tree with the filter.
-	 */
+	return i < c->ntrees && CompareTreeKey(&c->trees[i], &key) == 0 ? &c->trees[i].tree : NULL;
+}
+
+/*
+ * GroupRange finds the members of one group in one country.
+ */
+static void
+GroupRange(Model *c, const char *country, const char *group, int *first, int *last)
+{
+	GroupMember key = { country, group, -1 };
+	int i = LowerBound(c->groups, c->ngroups, sizeof(GroupMember), &key, CompareGroupMembers);
+
+	*first = i;
+	while (i < c->ngroups && strcmp(c->groups[i].country, country) == 0 &&
+		   strcmp(c->groups[i].group, group) == 0)
+		i++;
+	*last = i;
+}
+
+/*
+ * GatherListed gathers the located dealers passing the filter from a short
+ * list of the only dealers that can: the group's members, or the dealers
+ * with the product in stock or assigned, when they are few against the
+ * tree.  Returns false, gathering nothing, when there is no such list and
+ * the tree is to be searched instead.
+ */
+static bool
+GatherListed(Model *c, const CandidateFilter *f, const KdTree *tree, List **found)
+{
+	const int *list;
+	int n;
+
 	if (f->group != NULL)
 	{
-		int lo = 0;
-		int hi = c->ngroups;
+		int first;
+		int last;
 
-		while (lo < hi)
-		{
-			int mid = lo + (hi - lo) / 2;
-			int cmp = strcmp(c->groups[mid].country, f->country);
-
-			if (cmp == 0)
-				cmp = strcmp(c->groups[mid].group, f->group);
-			if (cmp < 0)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		for (int i = lo; i < c->ngroups && strcmp(c->groups[i].country, f->country) == 0 &&
-						 strcmp(c->groups[i].group, f->group) == 0;
-			 i++)
+		GroupRange(c, f->country, f->group, &first, &last);
+		for (int i = first; i < last; i++)
 			if (c->dealers[c->groups[i].dealer].has_location &&
-				RoutingCacheAccepts(c, f, c->groups[i].dealer))
-				found = lappend_int(found, c->groups[i].dealer);
-		list = (const int *) 1; /* scanned */
+				ModelAccepts(c, f, c->groups[i].dealer))
+				*found = lappend_int(*found, c->groups[i].dealer);
+		return true;
 	}
-	else if (f->stock >= 0 && c->nstocked[f->stock] < tree->n / 4)
+	if (f->stock >= 0 && c->nstocked[f->stock] < tree->n / 4)
 	{
 		list = c->stocked[f->stock];
-		nlist = c->nstocked[f->stock];
+		n = c->nstocked[f->stock];
 	}
 	else if (f->product >= 0 && c->nassigned[f->product] < tree->n / 4)
 	{
 		list = c->assigned[f->product];
-		nlist = c->nassigned[f->product];
+		n = c->nassigned[f->product];
 	}
-	if (list != NULL)
-	{
-		for (int i = 0; i < nlist; i++)
-			if (c->dealers[list[i]].has_location && RoutingCacheAccepts(c, f, list[i]))
-				found = lappend_int(found, list[i]);
-		foreach (lc, found)
-		{
-			double s = SphereMeters(xyz, c->dealers[lfirst_int(lc)].xyz);
+	else
+		return false;
+	for (int i = 0; i < n; i++)
+		if (c->dealers[list[i]].has_location && ModelAccepts(c, f, list[i]))
+			*found = lappend_int(*found, list[i]);
+	return true;
+}
 
-			if (nearest < 0 || s < nearest_sphere ||
-				(s == nearest_sphere && lfirst_int(lc) < nearest))
-			{
-				nearest = lfirst_int(lc);
-				nearest_sphere = s;
-			}
+/*
+ * NearestOf returns the dealer of a list closest to q on the sphere (the
+ * lower number on a tie), -1 when the list is empty.
+ */
+static int
+NearestOf(Model *c, List *found, const double q[3])
+{
+	int nearest = -1;
+	double nearest_sphere = INFINITY;
+	ListCell *lc;
+
+	foreach (lc, found)
+	{
+		double s = SphereMeters(q, c->dealers[lfirst_int(lc)].xyz);
+
+		if (nearest < 0 || s < nearest_sphere || (s == nearest_sphere && lfirst_int(lc) < nearest))
+		{
+			nearest = lfirst_int(lc);
+			nearest_sphere = s;
 		}
 	}
+	return nearest;
+}
+
+/*
+ * ModelNearest lists, closest first on the sphere, every dealer passing the
+ * filter that can be the closest one on the spheroid within limit_m: those
+ * whose sphere distance, less the margin, is within the spheroid distance
+ * of the sphere-closest one (or within the limit, when that one is beyond
+ * it).  The caller measures them in order and stops when none left can win.
+ */
+int
+ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
+			 double limit_m, Candidate **out)
+{
+	const KdTree *tree = FindTree(c, f);
+	List *found = NIL;
+	bool listed;
+	int nearest = -1;
+	double nearest_m;
+	double bound;
+	int n = 0;
+	ListCell *lc;
+
+	*out = NULL;
+	if (tree == NULL || f->product == FILTER_NOTHING || f->stock == FILTER_NOTHING)
+		return 0;
+	listed = GatherListed(c, f, tree, &found);
+	if (listed)
+		nearest = NearestOf(c, found, xyz);
 	else
 	{
 		double best_d2 = INFINITY;
 
 		KdNearest(tree, 0, tree->n, xyz, c, f, &nearest, &best_d2);
-		if (nearest >= 0)
-			nearest_sphere = SphereMeters(xyz, c->dealers[nearest].xyz);
 	}
-	if (nearest < 0 || nearest_sphere * (1.0 - SPHERE_MARGIN) > limit_m)
+	if (nearest < 0 || SphereMeters(xyz, c->dealers[nearest].xyz) * (1.0 - SPHERE_MARGIN) > limit_m)
 		return 0;
 
-	nearest_m = RoutingCacheDistance(c, nearest, centroid);
+	nearest_m = ModelDistance(c, nearest, centroid);
 	bound = (!isnan(nearest_m) && nearest_m <= limit_m) ? nearest_m : limit_m;
-	if (list == NULL)
+	if (!listed)
 	{
 		double chord = ChordFor(bound / (1.0 - SPHERE_MARGIN));
 
 		KdRange(tree, 0, tree->n, xyz, chord * chord, c, f, &found);
 	}
-
-	cand = palloc(sizeof(Candidate) * Max(list_length(found), 1));
+	*out = palloc(sizeof(Candidate) * Max(list_length(found), 1));
 	foreach (lc, found)
 	{
 		double s = SphereMeters(xyz, c->dealers[lfirst_int(lc)].xyz);
 
 		if (s * (1.0 - SPHERE_MARGIN) <= bound)
-			cand[n++] = (Candidate){ lfirst_int(lc), s };
+			(*out)[n++] = (Candidate){ lfirst_int(lc), s };
 	}
 	list_free(found);
-	qsort(cand, n, sizeof(Candidate), CompareCandidates);
-	*out = cand;
+	qsort(*out, n, sizeof(Candidate), CompareCandidates);
 	return n;
 }
 
 /*
- * RoutingCacheFirstOfGroup returns the lowest-numbered dealer of a group
- * that passes the filter, -1 when none does.
+ * ModelFirstOfGroup returns the lowest-numbered dealer of a group that
+ * passes the filter, -1 when none does.
  */
 int
-RoutingCacheFirstOfGroup(RoutingCache *c, const CandidateFilter *f)
+ModelFirstOfGroup(Model *c, const CandidateFilter *f)
 {
-	for (int i = 0; i < c->ngroups; i++)
-		if (strcmp(c->groups[i].country, f->country) == 0 &&
-			strcmp(c->groups[i].group, f->group) == 0 &&
-			RoutingCacheAccepts(c, f, c->groups[i].dealer))
+	int first;
+	int last;
+
+	GroupRange(c, f->country, f->group, &first, &last);
+	for (int i = first; i < last; i++)
+		if (ModelAccepts(c, f, c->groups[i].dealer))
 			return c->groups[i].dealer;
 	return -1;
 }
@@ -1452,42 +1486,32 @@ RoutingCacheFirstOfGroup(RoutingCache *c, const CandidateFilter *f)
  * TerritoryRange finds the territories of one country, kind and code.
  */
 static void
-TerritoryRange(RoutingCache *c, const char *country, char kind, const char *code, int *first,
-			   int *last)
+TerritoryRange(Model *c, const char *country, char kind, const char *code, int *first, int *last)
 {
-	CachedTerritory key = { country, code, kind, 0, -1 };
-	int lo = 0;
-	int hi = c->nterritories;
+	ModelTerritory key = { country, code, kind, 0, -1 };
+	int i = LowerBound(c->territories, c->nterritories, sizeof(ModelTerritory), &key,
+					   CompareTerritories);
 
-	while (lo < hi)
-	{
-		int mid = lo + (hi - lo) / 2;
-
-		if (CompareTerritories(&c->territories[mid], &key) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*first = lo;
-	while (lo < c->nterritories && strcmp(c->territories[lo].country, country) == 0 &&
-		   c->territories[lo].kind == kind && strcmp(c->territories[lo].code, code) == 0)
-		lo++;
-	*last = lo;
+	*first = i;
+	while (i < c->nterritories && strcmp(c->territories[i].country, country) == 0 &&
+		   c->territories[i].kind == kind && strcmp(c->territories[i].code, code) == 0)
+		i++;
+	*last = i;
 }
 
 /*
- * RoutingCacheTerritories lists the territories containing a lead for a
+ * ModelTerritories lists the territories containing a lead for a
  * brand: its postal code, county, state and country (any argument may be
  * NULL), in that order.
  */
 int
-RoutingCacheTerritories(RoutingCache *c, const char *country, const char *postal,
-						const char *county, const char *state, int brand, CachedTerritory ***out)
+ModelTerritories(Model *c, const char *country, const char *postal, const char *county,
+				 const char *state, int brand, ModelTerritory ***out)
 {
 	const char *codes[4] = { postal, county, state, "" };
 	int n = 0;
 	int cap = 16;
-	CachedTerritory **found = palloc(sizeof(CachedTerritory *) * cap);
+	ModelTerritory **found = palloc(sizeof(ModelTerritory *) * cap);
 
 	for (int k = 0; k < 4; k++)
 	{
@@ -1499,12 +1523,12 @@ RoutingCacheTerritories(RoutingCache *c, const char *country, const char *postal
 		TerritoryRange(c, country, (char) (k + 1), codes[k], &first, &last);
 		for (int i = first; i < last; i++)
 		{
-			CachedTerritory *t = &c->territories[i];
+			ModelTerritory *t = &c->territories[i];
 
 			if (t->brand != -1 && t->brand != brand)
 				continue;
 			if (n == cap)
-				found = repalloc(found, sizeof(CachedTerritory *) * (cap *= 2));
+				found = repalloc(found, sizeof(ModelTerritory *) * (cap *= 2));
 			found[n++] = t;
 		}
 	}
@@ -1520,8 +1544,8 @@ NewPlaceTable(MemoryContext context)
 {
 	HASHCTL ctl;
 
-	ctl.keysize = sizeof(((CachedPlace *) NULL)->key);
-	ctl.entrysize = sizeof(CachedPlace);
+	ctl.keysize = sizeof(((Place *) NULL)->key);
+	ctl.entrysize = sizeof(Place);
 	ctl.hcxt = context;
 	return hash_create("aimroute postal codes", 1024, &ctl,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
@@ -1550,7 +1574,7 @@ CallNullable(FmgrInfo *fn, Datum arg, Datum *result)
  * costs a fraction of executing a query.
  */
 static bool
-LookUpPlace(RoutingCache *c, const char *country, const char *code, CachedPlace *place)
+LookUpPlace(Model *c, const char *country, const char *code, Place *place)
 {
 	Relation heap = table_open(c->postal_relid, AccessShareLock);
 	Relation index = index_open(c->postal_index, AccessShareLock);
@@ -1597,17 +1621,17 @@ LookUpPlace(RoutingCache *c, const char *country, const char *code, CachedPlace 
 }
 
 /*
- * RoutingCachePlace finds a postal code (normalized lexically) of a
- * country, with the Canadian fallback to the FSA when the full code is not
- * known, as PostalResolve does.  The answer is kept for the next lead; a
+ * ModelPlace finds a postal code (normalized lexically) of a country,
+ * with the fallback of PostalResolve (a Canadian code's FSA) when the code
+ * is not known.  The answer is kept for the next lead; a
  * code too long for the table's key is looked up every time, in the
  * caller's memory context.
  */
-CachedPlace *
-RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
+Place *
+ModelPlace(Model *c, const char *country, const char *lexical)
 {
-	char key[sizeof(((CachedPlace *) NULL)->key)];
-	CachedPlace *place;
+	char key[sizeof(((Place *) NULL)->key)];
+	Place *place;
 	bool keep = strlen(country) + 1 + strlen(lexical) < sizeof(key);
 	MemoryContext old = CurrentMemoryContext;
 	bool found;
@@ -1624,20 +1648,22 @@ RoutingCachePlace(RoutingCache *c, const char *country, const char *lexical)
 			c->places = NewPlaceTable(c->context);
 		}
 		place = hash_search(c->places, key, HASH_ENTER, &found);
-		memset((char *) place + sizeof(key), 0, sizeof(CachedPlace) - sizeof(key));
+		memset((char *) place + sizeof(key), 0, sizeof(Place) - sizeof(key));
 	}
 	else
-		place = palloc0(sizeof(CachedPlace));
+		place = palloc0(sizeof(Place));
 
 	PG_TRY();
 	{
+		char *fallback;
+
 		/* What the place holds lives as long as the place. */
 		MemoryContextSwitchTo(keep ? c->context : old);
 		place->code = pstrdup(lexical);
-		if (!LookUpPlace(c, country, lexical, place) && strcmp(country, "CA") == 0 &&
-			PostalHasFSA(lexical))
+		if (!LookUpPlace(c, country, lexical, place) &&
+			(fallback = PostalFallback(country, lexical)) != NULL)
 		{
-			place->code[3] = '\0';
+			place->code = fallback;
 			LookUpPlace(c, country, place->code, place);
 		}
 	}
