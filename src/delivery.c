@@ -41,21 +41,18 @@ static const char *const queue_sql =
 	"  SELECT i.integration_id, i.kind, i.endpoint FROM aimroute.crm_integrations i"
 	"   WHERE i.dealer_number = $2 AND i.active),"
 	" n AS ("
-	"  INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event, no_contacts, "
-	"messages)"
+	"  INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event, no_contacts, messages)"
 	"  SELECT $1, $2, $3, NOT q.ok, CASE WHEN q.ok THEN q.messages ELSE 0 END"
 	"    FROM (SELECT (EXISTS (SELECT FROM c WHERE c.lead_to AND c.email IS NOT NULL)"
 	"                  OR EXISTS (SELECT FROM i)) AS ok,"
-	"                 (SELECT count(c.email) + count(c.mobile) FILTER (WHERE s.push_gateway_url IS "
-	"NOT NULL)"
+	"                 (SELECT count(c.email) + count(c.mobile) FILTER (WHERE s.push_gateway_url IS NOT NULL)"
 	"                    FROM c) + (SELECT count(*) FROM i) AS messages"
 	"            FROM aimroute.settings s) q"
 	"  RETURNING notification_id, no_contacts),"
 	" m AS ("
 	"  INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, method, role,"
 	"                               contact_id, integration_id, recipient)"
-	"  SELECT n.notification_id, $1, $2, r.method, r.role, r.contact_id, r.integration_id, "
-	"r.recipient"
+	"  SELECT n.notification_id, $1, $2, r.method, r.role, r.contact_id, r.integration_id, r.recipient"
 	"    FROM n, ("
 	"      SELECT 'email', CASE WHEN c.lead_to THEN 'To' ELSE 'CC' END, c.contact_id, NULL::bigint,"
 	"             c.email FROM c WHERE c.email IS NOT NULL"
@@ -121,16 +118,20 @@ CheckLeadHolder(int64 lead_id, const char *dealer_number)
 		SPI_processed == 1)
 		holder = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (holder == NULL)
-		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
-						errmsg("lead " INT64_FORMAT " does not exist", lead_id),
-						errhint("A lead of a dealer outside the caller's scope is not seen "
-								"(aimroute.user_scopes).")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_NO_DATA_FOUND),
+			 errmsg("lead " INT64_FORMAT " does not exist", lead_id),
+			 errhint(
+				 "A lead of a dealer outside the caller's scope is not seen (aimroute.user_scopes).")));
 	if (strcmp(holder, dealer_number) != 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("lead " INT64_FORMAT " is held by dealer %s, not %s", lead_id,
-							   holder, dealer_number),
-						errhint("A lead's notice goes to the dealer holding it; move the lead with "
-								"aimroute.reassign first.")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("lead " INT64_FORMAT " is held by dealer %s, not %s", lead_id, holder,
+					dealer_number),
+			 errhint(
+				 "A lead's notice goes to the dealer holding it; move the lead with aimroute.reassign first.")));
 }
 
 /*

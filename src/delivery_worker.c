@@ -167,9 +167,7 @@ DeliveryWorkerInit(void)
 		600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"aimroute.delivery_lease", "How long a claimed message is the delivery worker's.",
-		"A worker that stops between sending a message and recording the outcome leaves it "
-		"claimed; the restarted worker takes it back at once and sends it again, with the same "
-		"Message-ID.  The lease bounds only a claim nobody takes back.",
+		"A worker that stops between sending a message and recording the outcome leaves it claimed; the restarted worker takes it back at once and sends it again, with the same Message-ID.  The lease bounds only a claim nobody takes back.",
 		&delivery_lease, 300, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -621,8 +619,7 @@ Release(List *jobs, ListCell *from)
 {
 	static const char *const sql =
 		"UPDATE aimroute.outbox SET status = 'queued', attempts = attempts - 1,"
-		" due_at = clock_timestamp() WHERE message_id = $1 AND attempts = $2 AND status = "
-		"'sending'";
+		" due_at = clock_timestamp() WHERE message_id = $1 AND attempts = $2 AND status = 'sending'";
 	Oid types[2] = { INT8OID, INT4OID };
 	uint32 held = HoldShutdown();
 
@@ -684,12 +681,12 @@ QueueDailyRecap(void)
 		ereport(
 			WARNING,
 			(errmsg("aimroute: the daily recap was not queued: %s", error->message),
-			 errdetail("Failure %d in a row (SQLSTATE %s); next try at %s.  The delivery worker "
-					   "sends the other messages meanwhile.%s%s",
-					   recap_failures, unpack_sql_state(error->sqlerrcode),
-					   timestamptz_to_str(recap_retry_at),
-					   error->detail != NULL ? " The error's detail: " : "",
-					   error->detail != NULL ? error->detail : ""),
+			 errdetail(
+				 "Failure %d in a row (SQLSTATE %s); next try at %s.  The delivery worker sends the other messages meanwhile.%s%s",
+				 recap_failures, unpack_sql_state(error->sqlerrcode),
+				 timestamptz_to_str(recap_retry_at),
+				 error->detail != NULL ? " The error's detail: " : "",
+				 error->detail != NULL ? error->detail : ""),
 			 error->context != NULL ? errcontext("%s", error->context) : 0));
 		FreeErrorData(error);
 	}
@@ -770,11 +767,13 @@ TakeBack(void)
 	}
 	WorkerCommitTransaction();
 	if (taken > 0)
-		ereport(LOG, (errmsg("aimroute delivery worker: took back " INT64_FORMAT
-							 " messages claimed by a worker that stopped before recording them",
-							 taken),
-					  errdetail("They are sent again now, with the same Message-ID or "
-								"Idempotency-Key, instead of when their lease runs out.")));
+		ereport(
+			LOG,
+			(errmsg("aimroute delivery worker: took back " INT64_FORMAT
+					" messages claimed by a worker that stopped before recording them",
+					taken),
+			 errdetail(
+				 "They are sent again now, with the same Message-ID or Idempotency-Key, instead of when their lease runs out.")));
 }
 
 /*

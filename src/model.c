@@ -495,15 +495,17 @@ LoadSettings(Model *c)
 	bool isnull;
 	Datum d;
 
-	if (ReadQuery("SELECT radius_enabled, radius_miles::float8, radius_countries,"
-				  " default_dealer_number, product_routing_enabled, "
-				  "inventory_routing_enabled, " REROUTE_SETTINGS_COLUMNS " FROM aimroute.settings",
-				  true, 0) != SPI_OK_SELECT ||
+	if (ReadQuery(
+			"SELECT radius_enabled, radius_miles::float8, radius_countries,"
+			" default_dealer_number, product_routing_enabled, inventory_routing_enabled, " REROUTE_SETTINGS_COLUMNS
+			" FROM aimroute.settings",
+			true, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						errmsg("aimroute.settings has no row"),
-						errhint("Reinstall the extension: the settings row is created by CREATE "
-								"EXTENSION.")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("aimroute.settings has no row"),
+			 errhint("Reinstall the extension: the settings row is created by CREATE EXTENSION.")));
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	s->radius_enabled = DatumGetBool(SPI_getbinval(row, desc, 1, &isnull));

@@ -161,13 +161,14 @@ CheckReadPermission(const char *path)
 	if (strcmp(path, BundledPath()) == 0)
 		return;
 	if (!has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
-		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						errmsg("permission denied to load postal codes from a server file"),
-						errdetail("Only superusers and roles with privileges of the "
-								  "\"pg_read_server_files\" role may read files on the server."),
-						errhint("GRANT pg_read_server_files TO the loading role, or have a "
-								"superuser run the load.  The file shipped with aimroute, "
-								"aimroute.bundled_postal_codes_path(), needs neither.")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to load postal codes from a server file"),
+			 errdetail(
+				 "Only superusers and roles with privileges of the \"pg_read_server_files\" role may read files on the server."),
+			 errhint(
+				 "GRANT pg_read_server_files TO the loading role, or have a superuser run the load.  The file shipped with aimroute, aimroute.bundled_postal_codes_path(), needs neither.")));
 }
 
 /*
@@ -429,8 +430,7 @@ ImplausiblePoint(const char *country, const char *state_code, double lat, double
 		for (int i = 0; i < (int) lengthof(abroad); i++)
 			if (strcmp(state_code, abroad[i]) == 0)
 				return NULL;
-		return "lie east of Greenwich, outside the United States (the longitude's minus sign "
-			   "looks lost)";
+		return "lie east of Greenwich, outside the United States (the longitude's minus sign looks lost)";
 	}
 	if (strcmp(country, "CA") == 0 && (lat < 41.6 || lat > 83.2 || lon < -141.1 || lon > -52.6))
 		return "lie outside Canada (latitude 41.6 to 83.2, longitude -141.1 to -52.6)";
@@ -559,10 +559,10 @@ LineFlaws(const char *country, const char *state_code, char *fields[GEONAMES_FIE
 
 		if (implausible != NULL)
 		{
-			appendStringInfo(&flaws,
-							 "coordinates %s, %s %s: loaded without a centre point, so radius "
-							 "routing cannot use it",
-							 fields[9], fields[10], implausible);
+			appendStringInfo(
+				&flaws,
+				"coordinates %s, %s %s: loaded without a centre point, so radius routing cannot use it",
+				fields[9], fields[10], implausible);
 			*has_point = false;
 		}
 	}
@@ -715,10 +715,11 @@ OpenPostalFile(const char *path)
 						errmsg("could not open postal-code file \"%.100s...\": %m", path),
 						errhint("Give a shorter path to the file.")));
 	if (file == NULL)
-		ereport(ERROR, (errcode_for_file_access(),
-						errmsg("could not open postal-code file \"%s\": %m", path),
-						errhint("The path is read by the server process; a relative path is "
-								"relative to the data directory.")));
+		ereport(
+			ERROR,
+			(errcode_for_file_access(), errmsg("could not open postal-code file \"%s\": %m", path),
+			 errhint(
+				 "The path is read by the server process; a relative path is relative to the data directory.")));
 	return file;
 }
 
@@ -800,12 +801,13 @@ CheckReadToEnd(gzFile file, const char *path, const char *shown, int64 line_numb
 				 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %m",
 						shown, line_number)));
 	if (zerr != Z_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %s",
-						shown, line_number, msg),
-				 errhint("Check that the file is complete; a truncated .gz file cannot be "
-						 "read to its end.")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("could not read postal-code file \"%s\" after line " INT64_FORMAT ": %s", shown,
+					line_number, msg),
+			 errhint(
+				 "Check that the file is complete; a truncated .gz file cannot be read to its end.")));
 }
 
 /*
@@ -816,15 +818,17 @@ static void
 ReportLoad(LoaderState *state, const char *shown)
 {
 	if (state->flawed + state->rejected > 0)
-		ereport(WARNING,
-				(errcode(ERRCODE_WARNING),
-				 errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded (" INT64_FORMAT
-						" with flaws), " INT64_FORMAT " rejected",
-						shown, state->loaded, state->flawed, state->rejected),
-				 errdetail("%s", state->examples.data),
-				 errhint("Every problem is listed in aimroute.postal_code_load_issues WHERE "
-						 "load_id = " INT64_FORMAT ".",
-						 state->load_id)));
+		ereport(
+			WARNING,
+			(errcode(ERRCODE_WARNING),
+			 errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded (" INT64_FORMAT
+					" with flaws), " INT64_FORMAT " rejected",
+					shown, state->loaded, state->flawed, state->rejected),
+			 errdetail("%s", state->examples.data),
+			 errhint(
+				 "Every problem is listed in aimroute.postal_code_load_issues WHERE load_id = " INT64_FORMAT
+				 ".",
+				 state->load_id)));
 	else
 		ereport(NOTICE,
 				(errmsg("postal-code file \"%s\": " INT64_FORMAT " loaded", shown, state->loaded)));
@@ -846,10 +850,12 @@ aimroute_load_postal_codes(PG_FUNCTION_ARGS)
 
 	CheckReadPermission(path);
 	if (pg_strcasecmp(format, "geonames") != 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("unsupported postal-code file format \"%s\"", format),
-						errhint("The supported format is 'geonames' (GeoNames' tab-separated "
-								"postal-code layout).")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unsupported postal-code file format \"%s\"", format),
+			 errhint(
+				 "The supported format is 'geonames' (GeoNames' tab-separated postal-code layout).")));
 	file = OpenPostalFile(path);
 	/* Once open, messages name the file; postal_code_loads keeps the path. */
 	shown = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;

@@ -58,8 +58,7 @@ RerouteWorkerInit(void)
 {
 	DefineCustomIntVariable(
 		"aimroute.reroute_naptime", "Longest sleep of the re-route worker between checks.",
-		"It also wakes at the earliest deadline.  At most a minute, the shortest reroute_after, "
-		"so that a deadline set while it sleeps is never missed.",
+		"It also wakes at the earliest deadline.  At most a minute, the shortest reroute_after, so that a deadline set while it sleeps is never missed.",
 		&reroute_naptime, 60, 1, 60, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	/* The workers exist only when the library is preloaded. */

@@ -210,12 +210,12 @@ LocateLead(Routing *r)
 	r->result->country = Keep(r, p->country);
 	if (p->country == NULL)
 	{
-		AddStep(r, "Input", NULL, NAN,
-				q->country && q->country[0]
-					? "country \"%s\" is not an ISO 3166-1 country: no postal code lookup, no "
-					  "dealer in its country"
-					: "no country%s: no postal code lookup, no dealer in its country",
-				q->country ? q->country : "");
+		AddStep(
+			r, "Input", NULL, NAN,
+			q->country && q->country[0]
+				? "country \"%s\" is not an ISO 3166-1 country: no postal code lookup, no dealer in its country"
+				: "no country%s: no postal code lookup, no dealer in its country",
+			q->country ? q->country : "");
 		return;
 	}
 	FindPlace(r);
@@ -412,9 +412,9 @@ TryDealerGroup(Routing *r)
 		if (di >= 0)
 		{
 			best = Keep(r, r->model->dealers[di].number);
-			AddStep(r, "Dealer Group", best, NAN,
-					"candidate: no centre point to measure from, so the lowest dealer number of "
-					"the group");
+			AddStep(
+				r, "Dealer Group", best, NAN,
+				"candidate: no centre point to measure from, so the lowest dealer number of the group");
 		}
 	}
 	if (best == NULL)
@@ -729,11 +729,13 @@ UseDefault(Routing *r)
 	int di;
 
 	if (dealer == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						errmsg("no default dealer is configured"),
-						errdetail("A lead that no rule places goes to the default dealer."),
-						errhint("UPDATE aimroute.settings SET default_dealer_number = '...' (a "
-								"dealer of aimroute.dealers).")));
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("no default dealer is configured"),
+			 errdetail("A lead that no rule places goes to the default dealer."),
+			 errhint(
+				 "UPDATE aimroute.settings SET default_dealer_number = '...' (a dealer of aimroute.dealers).")));
 	di = ModelFindDealer(r->model, dealer);
 	if (di >= 0 && r->place.has_centroid)
 		m = ModelDistance(r->model, di, r->place.centroid);

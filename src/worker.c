@@ -63,8 +63,7 @@ WorkerInit(void)
 		return;
 	DefineCustomStringVariable(
 		"aimroute.database", "Databases in which the aimroute workers run.",
-		"A comma-separated list of the databases where CREATE EXTENSION aimroute was run; each "
-		"gets a re-route worker and a delivery worker.",
+		"A comma-separated list of the databases where CREATE EXTENSION aimroute was run; each gets a re-route worker and a delivery worker.",
 		&worker_database_setting, "postgres", PGC_POSTMASTER, GUC_LIST_INPUT, CheckDatabases, NULL,
 		NULL);
 	worker_ndatabases = SplitDatabases(worker_database_setting, worker_databases, TopMemoryContext);
@@ -82,9 +81,9 @@ CheckDatabases(char **newval, void **extra, GucSource source)
 
 	if (n < 0)
 	{
-		GUC_check_errdetail("It is a comma-separated list of at most %d database names, such as "
-							"\"leads_boats, leads_rv\".",
-							AIMROUTE_MAX_DATABASES);
+		GUC_check_errdetail(
+			"It is a comma-separated list of at most %d database names, such as \"leads_boats, leads_rv\".",
+			AIMROUTE_MAX_DATABASES);
 		return false;
 	}
 	for (int i = 0; i < n; i++)
@@ -246,11 +245,12 @@ WorkerMain(Datum arg, const WorkerKind *kind)
 		sleep_ms = kind->round(&missing);
 		/* Said once: the extension may simply not be created yet. */
 		if (missing && !reported_missing)
-			ereport(LOG,
-					(errmsg("%s: extension aimroute is not installed in database \"%s\"",
-							kind->name, database),
-					 errhint("CREATE EXTENSION aimroute there, or set aimroute.database to the "
-							 "database that has it.")));
+			ereport(
+				LOG,
+				(errmsg("%s: extension aimroute is not installed in database \"%s\"", kind->name,
+						database),
+				 errhint(
+					 "CREATE EXTENSION aimroute there, or set aimroute.database to the database that has it.")));
 		reported_missing = missing;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms,
 						 PG_WAIT_EXTENSION);
