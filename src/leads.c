@@ -78,6 +78,15 @@ typedef struct LeadColumns
 	Datum match_values[MATCH_REROUTE + 1];
 } LeadColumns;
 
+/* The columns routing writes into a new lead, for heap_modify_tuple_by_cols. */
+typedef struct LeadChanges
+{
+	int n;
+	int attnums[LC_COUNT];
+	Datum values[LC_COUNT];
+	bool nulls[LC_COUNT];
+} LeadChanges;
+
 static int ColumnNumber(TupleDesc desc, const char *name);
 static void LeadColumnsFor(TupleDesc desc, LeadColumns *c);
 static char *GetTextColumn(HeapTuple tuple, TupleDesc desc, int attnum);
@@ -86,6 +95,13 @@ static void ReadExcluded(ArrayType *array, RouteRequest *request);
 static char *DealerName(const char *dealer_number);
 static char *TextArg(FunctionCallInfo fcinfo, int i);
 static void ReadRequestArgs(FunctionCallInfo fcinfo, RouteRequest *request);
+static bool ArrivedRouted(HeapTuple tuple, TupleDesc desc, const LeadColumns *c);
+static void ReadLeadRequest(HeapTuple tuple, TupleDesc desc, const LeadColumns *c,
+							RouteRequest *request);
+static void SetColumn(LeadChanges *changes, int attnum, Datum value, bool isnull);
+static void SetTextColumn(LeadChanges *changes, int attnum, const char *value);
+static void RoutedColumns(LeadChanges *changes, TupleDesc desc, const LeadColumns *c,
+						  const RouteRequest *request, const RouteResult *result, bool send);
 
 PG_FUNCTION_INFO_V1(aimroute_route_lead_trigger);
 PG_FUNCTION_INFO_V1(aimroute_route);
@@ -248,6 +264,100 @@ DealerName(const char *dealer_number)
 }
 
 /*
+ * ArrivedRouted tells whether a lead arrives already routed -- match type,
+ * routing time and explanation all given, as pg_restore's COPY brings them
+ * back -- and so keeps its routing and its history.  An application's
+ * INSERT never writes an explanation.
+ */
+static bool
+ArrivedRouted(HeapTuple tuple, TupleDesc desc, const LeadColumns *c)
+{
+	bool isnull;
+	Datum log;
+	ArrayType *steps;
+
+	if (heap_attisnull(tuple, c->attnum[LC_MATCH_TYPE], desc) ||
+		heap_attisnull(tuple, c->attnum[LC_ROUTED_AT], desc))
+		return false;
+	log = heap_getattr(tuple, c->attnum[LC_ROUTING_LOG], desc, &isnull);
+	steps = isnull ? NULL : DatumGetArrayTypeP(log);
+	return steps != NULL && ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps)) > 0;
+}
+
+/*
+ * ReadLeadRequest reads what routing needs of a new lead.
+ */
+static void
+ReadLeadRequest(HeapTuple tuple, TupleDesc desc, const LeadColumns *c, RouteRequest *request)
+{
+	memset(request, 0, sizeof(*request));
+	request->country = GetTextColumn(tuple, desc, c->attnum[LC_COUNTRY]);
+	request->postal_code = GetTextColumn(tuple, desc, c->attnum[LC_POSTAL_CODE]);
+	request->state_code = GetTextColumn(tuple, desc, c->attnum[LC_STATE_CODE]);
+	request->brand_code = GetTextColumn(tuple, desc, c->attnum[LC_BRAND_CODE]);
+	request->product_code = GetTextColumn(tuple, desc, c->attnum[LC_PRODUCT_CODE]);
+	request->dealer_number = GetTextColumn(tuple, desc, c->attnum[LC_DEALER_NUMBER]);
+	request->dealer_group = GetTextColumn(tuple, desc, c->attnum[LC_DEALER_GROUP]);
+}
+
+/*
+ * SetColumn records the new value of one column of the routed lead.
+ */
+static void
+SetColumn(LeadChanges *changes, int attnum, Datum value, bool isnull)
+{
+	changes->attnums[changes->n] = attnum;
+	changes->values[changes->n] = value;
+	changes->nulls[changes->n] = isnull;
+	changes->n++;
+}
+
+/*
+ * SetTextColumn records a text column of the routed lead (NULL for NULL).
+ */
+static void
+SetTextColumn(LeadChanges *changes, int attnum, const char *value)
+{
+	SetColumn(changes, attnum, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL);
+}
+
+/*
+ * RoutedColumns records what routing writes into the lead: its dealer,
+ * match type, distance, routing time, normalized place, the input as
+ * received, the explanation, and the re-route deadline.  The dealer has
+ * until then to view the lead; not the default dealer, the end of the line
+ * (also when the lead was pre-assigned to it), and not for a lead that is
+ * not sent to its dealer, which the dealer cannot view.
+ */
+static void
+RoutedColumns(LeadChanges *changes, TupleDesc desc, const LeadColumns *c,
+			  const RouteRequest *request, const RouteResult *result, bool send)
+{
+	TimestampTz routed_at = GetCurrentTimestamp();
+
+	SetTextColumn(changes, c->attnum[LC_DEALER_NUMBER], result->dealer_number);
+	SetColumn(changes, c->attnum[LC_MATCH_TYPE], c->match_values[result->match], false);
+	SetColumn(changes, c->attnum[LC_DISTANCE_MILES],
+			  Float8GetDatum(result->distance_m / METERS_PER_MILE), isnan(result->distance_m));
+	SetColumn(changes, c->attnum[LC_ROUTED_AT], TimestampTzGetDatum(routed_at), false);
+	SetTextColumn(changes, c->attnum[LC_COUNTRY], result->country);
+	SetTextColumn(changes, c->attnum[LC_POSTAL_CODE], result->postal_code);
+	SetTextColumn(changes, c->attnum[LC_COUNTRY_INPUT], request->country);
+	SetTextColumn(changes, c->attnum[LC_POSTAL_CODE_INPUT], request->postal_code);
+	SetTextColumn(changes, c->attnum[LC_DEALER_NUMBER_INPUT], request->dealer_number);
+	SetColumn(changes, c->attnum[LC_ROUTING_LOG],
+			  RouteStepsToArray(result->steps,
+								TupleDescAttr(desc, c->attnum[LC_ROUTING_LOG] - 1)->atttypid),
+			  false);
+	if (result->reroute.enabled && result->match != MATCH_DEFAULT && !result->default_dealer &&
+		send)
+		SetColumn(changes, c->attnum[LC_REROUTE_DUE_AT],
+				  TimestampTzGetDatum(RerouteDeadline(&result->reroute, routed_at)), false);
+	else
+		SetColumn(changes, c->attnum[LC_REROUTE_DUE_AT], (Datum) 0, true);
+}
+
+/*
  * aimroute_route_lead_trigger is the BEFORE INSERT row trigger on
  * aimroute.leads: it routes the new lead and fills dealer_number,
  * match_type, distance_miles, routed_at and the explanation.
@@ -261,99 +371,28 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	LeadColumns c;
 	RouteRequest request;
 	RouteResult result;
-	int attnums[12];
-	Datum values[12];
-	bool nulls[12];
-	TimestampTz routed_at;
+	LeadChanges changes;
 	bool send;
 	bool isnull;
-	int n = 0;
 	int pinned;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		elog(ERROR, "aimroute_route_lead_trigger must be a BEFORE INSERT row trigger");
-
 	desc = trigdata->tg_relation->rd_att;
 	tuple = trigdata->tg_trigtuple;
 	LeadColumnsFor(desc, &c);
-
-	/*
-	 * A lead that arrives already routed -- match type, routing time and
-	 * explanation all given, as pg_restore's COPY brings them back -- keeps
-	 * its routing and its history.  An application's INSERT never writes an
-	 * explanation.
-	 */
-	if (!heap_attisnull(tuple, c.attnum[LC_MATCH_TYPE], desc) &&
-		!heap_attisnull(tuple, c.attnum[LC_ROUTED_AT], desc))
-	{
-		Datum log = heap_getattr(tuple, c.attnum[LC_ROUTING_LOG], desc, &isnull);
-		ArrayType *steps = isnull ? NULL : DatumGetArrayTypeP(log);
-
-		if (steps != NULL && ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps)) > 0)
-			return PointerGetDatum(tuple);
-	}
-
-	memset(&request, 0, sizeof(request));
-	request.country = GetTextColumn(tuple, desc, c.attnum[LC_COUNTRY]);
-	request.postal_code = GetTextColumn(tuple, desc, c.attnum[LC_POSTAL_CODE]);
-	request.state_code = GetTextColumn(tuple, desc, c.attnum[LC_STATE_CODE]);
-	request.brand_code = GetTextColumn(tuple, desc, c.attnum[LC_BRAND_CODE]);
-	request.product_code = GetTextColumn(tuple, desc, c.attnum[LC_PRODUCT_CODE]);
-	request.dealer_number = GetTextColumn(tuple, desc, c.attnum[LC_DEALER_NUMBER]);
-	request.dealer_group = GetTextColumn(tuple, desc, c.attnum[LC_DEALER_GROUP]);
+	if (ArrivedRouted(tuple, desc, &c))
+		return PointerGetDatum(tuple);
+	ReadLeadRequest(tuple, desc, &c, &request);
+	send = DatumGetBool(heap_getattr(tuple, c.attnum[LC_SEND_TO_DEALER], desc, &isnull));
+	send = isnull || send;
 
 	/* Routing and queueing run under aimroute's search_path, not the caller's. */
 	pinned = PinSearchPath();
 	RouteLead(&request, &result);
-
-#define SET(attnum, value, isnull)                                                                 \
-	do                                                                                             \
-	{                                                                                              \
-		attnums[n] = (attnum);                                                                     \
-		values[n] = (value);                                                                       \
-		nulls[n] = (isnull);                                                                       \
-		n++;                                                                                       \
-	} while (0)
-	SET(c.attnum[LC_DEALER_NUMBER], CStringGetTextDatum(result.dealer_number), false);
-	SET(c.attnum[LC_MATCH_TYPE], c.match_values[result.match], false);
-	SET(c.attnum[LC_DISTANCE_MILES], Float8GetDatum(result.distance_m / METERS_PER_MILE),
-		isnan(result.distance_m));
-	routed_at = GetCurrentTimestamp();
-	SET(c.attnum[LC_ROUTED_AT], TimestampTzGetDatum(routed_at), false);
-	SET(c.attnum[LC_COUNTRY], result.country ? CStringGetTextDatum(result.country) : (Datum) 0,
-		result.country == NULL);
-	SET(c.attnum[LC_POSTAL_CODE],
-		result.postal_code ? CStringGetTextDatum(result.postal_code) : (Datum) 0,
-		result.postal_code == NULL);
-	SET(c.attnum[LC_COUNTRY_INPUT],
-		request.country ? CStringGetTextDatum(request.country) : (Datum) 0,
-		request.country == NULL);
-	SET(c.attnum[LC_POSTAL_CODE_INPUT],
-		request.postal_code ? CStringGetTextDatum(request.postal_code) : (Datum) 0,
-		request.postal_code == NULL);
-	SET(c.attnum[LC_DEALER_NUMBER_INPUT],
-		request.dealer_number ? CStringGetTextDatum(request.dealer_number) : (Datum) 0,
-		request.dealer_number == NULL);
-	SET(c.attnum[LC_ROUTING_LOG],
-		RouteStepsToArray(result.steps,
-						  TupleDescAttr(desc, c.attnum[LC_ROUTING_LOG] - 1)->atttypid),
-		false);
-
-	/*
-	 * The dealer has until reroute_due_at to view the lead.  Not the
-	 * default dealer, the end of the line (also when the lead was
-	 * pre-assigned to it), and not a lead that is not sent
-	 * to its dealer, which the dealer cannot view.
-	 */
-	send = DatumGetBool(heap_getattr(tuple, c.attnum[LC_SEND_TO_DEALER], desc, &isnull));
-	send = isnull || send;
-	if (result.reroute.enabled && result.match != MATCH_DEFAULT && !result.default_dealer && send)
-		SET(c.attnum[LC_REROUTE_DUE_AT],
-			TimestampTzGetDatum(RerouteDeadline(&result.reroute, routed_at)), false);
-	else
-		SET(c.attnum[LC_REROUTE_DUE_AT], (Datum) 0, true);
-#undef SET
+	changes.n = 0;
+	RoutedColumns(&changes, desc, &c, &request, &result, send);
 
 	/*
 	 * The lead's notice and its messages, in the same transaction, queued
@@ -374,7 +413,8 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	}
 	RestoreSearchPath(pinned);
 
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, n, attnums, values, nulls));
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, changes.n, changes.attnums,
+													 changes.values, changes.nulls));
 }
 
 /*
