@@ -26,5 +26,15 @@ COMMENT ON FUNCTION aimroute.postal_code_is_valid(text, text) IS
 CREATE FUNCTION aimroute.email_is_valid(email text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN email ~ '^[^@[:space:]<>(),;:"\[\]]+@[^@[:space:]<>(),;:"\[\]]+\.[^@[:space:]<>(),;:"\[\].]+$';
+-- url_is_valid: the one rule for every URL aimroute is given (the SMTP
+-- server, the push gateway, the view link, a CRM endpoint): one of the
+-- schemes, ://, a host, and no white space anywhere.  Standard SQL, bound
+-- when created: no caller's search_path reaches it.
+CREATE FUNCTION aimroute.url_is_valid(url text, schemes text[]) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN url ~ ('^(' || array_to_string(schemes, '|') || ')://[^/[:space:]]+[^[:space:]]*$');
+COMMENT ON FUNCTION aimroute.url_is_valid(text, text[]) IS
+    'Whether a text is a URL of one of the schemes (such as {http,https}): scheme://host, then anything but white space.';
+
 COMMENT ON FUNCTION aimroute.email_is_valid(text) IS
     'Whether a text is usable as one email address (local@domain.tld, no spaces, brackets or separators).';

@@ -43,13 +43,13 @@ CREATE TABLE aimroute.settings (
     dedupe_window              interval NOT NULL DEFAULT '60 seconds'
         CONSTRAINT settings_dedupe_window_check CHECK (dedupe_window >= '0' AND dedupe_window <= '7 days'),
     smtp_url                   text NOT NULL DEFAULT 'smtp://127.0.0.1:25'
-        CONSTRAINT settings_smtp_url_check CHECK (smtp_url ~ '^smtps?://[^/[:space:]]+'),
+        CONSTRAINT settings_smtp_url_check CHECK (aimroute.url_is_valid(smtp_url, '{smtp,smtps}')),
     smtp_from                  text NOT NULL DEFAULT 'leads@aimroute.invalid'
         CONSTRAINT settings_smtp_from_check CHECK (smtp_from ~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$'),
     smtp_username              text,
     smtp_password              text,
     push_gateway_url           text
-        CONSTRAINT settings_push_gateway_url_check CHECK (push_gateway_url ~ '^https?://[^/[:space:]]+'),
+        CONSTRAINT settings_push_gateway_url_check CHECK (aimroute.url_is_valid(push_gateway_url, '{http,https}')),
     delivery_retry_schedule    interval[] NOT NULL DEFAULT '{20 seconds,20 minutes,20 hours}'
         CONSTRAINT settings_delivery_retry_schedule_check
         CHECK (cardinality(delivery_retry_schedule) BETWEEN 1 AND 20
@@ -60,7 +60,7 @@ CREATE TABLE aimroute.settings (
     oem_name                   text NOT NULL DEFAULT 'aimroute'
         CONSTRAINT settings_oem_name_check CHECK (btrim(oem_name) <> ''),
     view_link_url              text NOT NULL DEFAULT 'https://leads.aimroute.invalid/view?token='
-        CONSTRAINT settings_view_link_url_check CHECK (view_link_url ~ '^https?://[^/[:space:]]+')
+        CONSTRAINT settings_view_link_url_check CHECK (aimroute.url_is_valid(view_link_url, '{http,https}'))
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -165,13 +165,13 @@ BEGIN
     ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
         bad := 'dedupe_window';
         allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NEW.smtp_url !~ '^smtps?://[^/[:space:]]+' THEN
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
         bad := 'smtp_url';
         allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
     ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
         bad := 'smtp_from';
         allowed := 'an email address, such as leads@example.com';
-    ELSIF NEW.push_gateway_url !~ '^https?://[^/[:space:]]+' THEN
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
         bad := 'push_gateway_url';
         allowed := 'an http:// or https:// URL, or NULL for no mobile push';
     ELSIF NEW.delivery_retry_schedule IS NULL
@@ -186,7 +186,7 @@ BEGIN
     ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
         bad := 'oem_name';
         allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NEW.view_link_url !~ '^https?://[^/[:space:]]+' THEN
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
         bad := 'view_link_url';
         allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN

@@ -162,7 +162,7 @@ CREATE TABLE aimroute.crm_integrations (
     name            text,
     CONSTRAINT crm_integrations_endpoint_check CHECK (
         CASE kind WHEN 'adf_email' THEN aimroute.email_is_valid(endpoint)
-                  ELSE endpoint ~ '^https?://[^/[:space:]]+[^[:space:]]*$' END)
+                  ELSE aimroute.url_is_valid(endpoint, '{http,https}') END)
 );
 CREATE INDEX crm_integrations_dealer_idx ON aimroute.crm_integrations (dealer_number) WHERE active;
 COMMENT ON TABLE aimroute.crm_integrations IS
@@ -186,7 +186,7 @@ BEGIN
         RAISE EXCEPTION 'invalid endpoint % for an adf_email integration of dealer %',
                         coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
             USING ERRCODE = 'check_violation', HINT = 'An adf_email endpoint is the CRM''s lead address, such as leads@crm.example.com.';
-    ELSIF NEW.kind = 'adf_http' AND NOT coalesce(NEW.endpoint ~ '^https?://[^/[:space:]]+[^[:space:]]*$', false) THEN
+    ELSIF NEW.kind = 'adf_http' AND NOT coalesce(aimroute.url_is_valid(NEW.endpoint, '{http,https}'), false) THEN
         RAISE EXCEPTION 'invalid endpoint % for an adf_http integration of dealer %',
                         coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
             USING ERRCODE = 'check_violation', HINT = 'An adf_http endpoint is an http:// or https:// URL, such as https://crm.example.com/adf.';

@@ -32,6 +32,12 @@ UPDATE settings SET smtp_url = 'http://127.0.0.1:25';
 UPDATE settings SET smtp_url = 'smtp://';
 UPDATE settings SET smtp_from = 'not an address';
 UPDATE settings SET push_gateway_url = 'ftp://push.example';
+-- One URL rule for every URL (url_is_valid): no white space anywhere.
+UPDATE settings SET push_gateway_url = 'https://push.example/send now';
+UPDATE settings SET view_link_url = 'https://dealers.example.com/lead?token= ';
+SELECT url, aimroute.url_is_valid(url, '{http,https}') AS http_ok, aimroute.url_is_valid(url, '{smtp,smtps}') AS smtp_ok
+  FROM unnest(ARRAY['https://crm.example.com/adf', 'http://127.0.0.1:8080', 'smtps://relay:465',
+                    'https://', 'https:///path', 'https://host/a b', 'HTTPS://host', ' https://host']) AS url;
 UPDATE settings SET delivery_retry_schedule = '{}';
 UPDATE settings SET delivery_retry_schedule = '{20 seconds,-1 minute}';
 UPDATE settings SET delivery_retry_schedule = '{20 seconds,NULL}';
@@ -76,6 +82,7 @@ UPDATE settings SET dedupe_window = '-1 second';
 UPDATE settings SET smtp_url = 'http://x';
 UPDATE settings SET smtp_from = 'x';
 UPDATE settings SET push_gateway_url = 'ftp://x';
+UPDATE settings SET smtp_url = 'smtp://relay/ x';
 UPDATE settings SET delivery_retry_schedule = '{}';
 UPDATE settings SET daily_recap_hour = 24;
 UPDATE settings SET oem_name = ' ';

@@ -921,6 +921,189 @@ GRANT EXECUTE ON FUNCTION aimroute.delivery_take_back() TO aimroute_admin;
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
     'This session''s in-memory model of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 
+-- One URL rule (issue 15): aimroute.url_is_valid, for the settings' URLs
+-- and the CRM endpoints alike.  A URL with white space in it, which 0.1.0
+-- took in a setting after its host, is refused now: if the update stops
+-- on one of these constraints, correct that setting and update again.
+CREATE FUNCTION aimroute.url_is_valid(url text, schemes text[]) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN url ~ ('^(' || array_to_string(schemes, '|') || ')://[^/[:space:]]+[^[:space:]]*$');
+COMMENT ON FUNCTION aimroute.url_is_valid(text, text[]) IS
+    'Whether a text is a URL of one of the schemes (such as {http,https}): scheme://host, then anything but white space.';
+ALTER TABLE aimroute.settings
+    DROP CONSTRAINT settings_smtp_url_check,
+    ADD CONSTRAINT settings_smtp_url_check CHECK (aimroute.url_is_valid(smtp_url, '{smtp,smtps}')),
+    DROP CONSTRAINT settings_push_gateway_url_check,
+    ADD CONSTRAINT settings_push_gateway_url_check CHECK (aimroute.url_is_valid(push_gateway_url, '{http,https}')),
+    DROP CONSTRAINT settings_view_link_url_check,
+    ADD CONSTRAINT settings_view_link_url_check CHECK (aimroute.url_is_valid(view_link_url, '{http,https}'));
+ALTER TABLE aimroute.crm_integrations
+    DROP CONSTRAINT crm_integrations_endpoint_check,
+    ADD CONSTRAINT crm_integrations_endpoint_check CHECK (
+        CASE kind WHEN 'adf_email' THEN aimroute.email_is_valid(endpoint)
+                  ELSE aimroute.url_is_valid(endpoint, '{http,https}') END);
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    IF NEW.timezone IS NOT NULL THEN
+        BEGIN
+            PERFORM now() AT TIME ZONE NEW.timezone;
+        EXCEPTION WHEN invalid_parameter_value THEN
+            tz_ok := false;
+        END;
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE FUNCTION aimroute.crm_integrations_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.endpoint := btrim(NEW.endpoint);
+    IF NEW.kind IS NULL OR NEW.kind NOT IN ('adf_email', 'adf_http') THEN
+        RAISE EXCEPTION 'invalid CRM integration kind %', coalesce(quote_literal(NEW.kind), 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = 'kind is ''adf_email'' (ADF XML by email) or ''adf_http'' (ADF XML by HTTP POST).';
+    ELSIF NEW.kind = 'adf_email' AND NOT coalesce(aimroute.email_is_valid(NEW.endpoint), false) THEN
+        RAISE EXCEPTION 'invalid endpoint % for an adf_email integration of dealer %',
+                        coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
+            USING ERRCODE = 'check_violation', HINT = 'An adf_email endpoint is the CRM''s lead address, such as leads@crm.example.com.';
+    ELSIF NEW.kind = 'adf_http' AND NOT coalesce(aimroute.url_is_valid(NEW.endpoint, '{http,https}'), false) THEN
+        RAISE EXCEPTION 'invalid endpoint % for an adf_http integration of dealer %',
+                        coalesce(quote_literal(NEW.endpoint), 'NULL'), NEW.dealer_number
+            USING ERRCODE = 'check_violation', HINT = 'An adf_http endpoint is an http:// or https:// URL, such as https://crm.example.com/adf.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
