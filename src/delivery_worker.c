@@ -702,21 +702,12 @@ static double
 NextDue(bool *missing)
 {
 	double next = -1;
-	bool isnull;
 
 	*missing = !WorkerBeginTransaction("aimroute: looking for due messages");
 	if (!*missing)
 	{
 		QueueDailyRecap();
-		if (SPI_execute("SELECT aimroute.delivery_next_due()", true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "delivery worker: could not find the next due message");
-		if (SPI_processed == 1)
-		{
-			Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				next = DatumGetFloat8(d);
-		}
+		next = WorkerFloat("SELECT aimroute.delivery_next_due()", true);
 	}
 	WorkerCommitTransaction();
 	return next;
@@ -753,25 +744,18 @@ DeliveryStart(int slot)
 static void
 TakeBack(void)
 {
-	int64 taken = 0;
-	bool isnull;
+	double taken = 0;
 
 	if (WorkerBeginTransaction("aimroute: taking back unrecorded messages") &&
 		WorkerHasFunction("delivery_take_back"))
-	{
-		if (SPI_execute("SELECT aimroute.delivery_take_back()", false, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "delivery worker: could not take back unrecorded messages");
-		taken =
-			DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+		taken = WorkerFloat("SELECT aimroute.delivery_take_back()::pg_catalog.float8", false);
 	WorkerCommitTransaction();
 	if (taken > 0)
 		ereport(
 			LOG,
-			(errmsg("aimroute delivery worker: took back " INT64_FORMAT
-					" messages claimed by a worker that stopped before recording them",
-					taken),
+			(errmsg(
+				 "aimroute delivery worker: took back %.0f messages claimed by a worker that stopped before recording them",
+				 taken),
 			 errdetail(
 				 "They are sent again now, with the same Message-ID or Idempotency-Key, instead of when their lease runs out.")));
 }

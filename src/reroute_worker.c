@@ -84,16 +84,7 @@ RunStatement(const char *activity, const char *sql, bool *missing)
 		WorkerCommitTransaction();
 		return value;
 	}
-	if (SPI_execute(sql, false, 1) < 0)
-		elog(ERROR, "re-route worker: could not run \"%s\"", sql);
-	if (SPI_processed > 0)
-	{
-		bool isnull;
-		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			value = DatumGetFloat8(d);
-	}
+	value = WorkerFloat(sql, false);
 	WorkerCommitTransaction();
 	return value;
 }
@@ -119,16 +110,7 @@ NextDeadline(bool *missing)
 	{
 		if (WorkerHasFunction("reroute_next_due"))
 			sql = "SELECT aimroute.reroute_next_due() OPERATOR(pg_catalog.*) 1000";
-		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "re-route worker: could not find the next deadline");
-		if (SPI_processed == 1)
-		{
-			bool isnull;
-			Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-				value = DatumGetFloat8(d);
-		}
+		value = WorkerFloat(sql, true);
 	}
 	WorkerCommitTransaction();
 	return value;

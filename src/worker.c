@@ -259,6 +259,25 @@ WorkerMain(Datum arg, const WorkerKind *kind)
 }
 
 /*
+ * WorkerFloat runs one statement of the round in the worker's transaction
+ * and returns the first column of its first row as a double; -1 when that
+ * is NULL or there is no row.
+ */
+double
+WorkerFloat(const char *sql, bool read_only)
+{
+	bool isnull;
+	Datum d;
+
+	if (SPI_execute(sql, read_only, 1) < 0)
+		elog(ERROR, "aimroute worker: could not run \"%s\"", sql);
+	if (SPI_processed == 0)
+		return -1;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? -1 : DatumGetFloat8(d);
+}
+
+/*
  * WorkerHasFunction tells whether schema aimroute has a function of that
  * name taking no argument.  A database not yet updated to this library's
  * version (ALTER EXTENSION aimroute UPDATE) lacks the newest, and the

@@ -32,5 +32,6 @@ extern void WorkerCommitTransaction(void);
 extern void WorkerRegister(const char *function, const char *name);
 extern bool WorkersRunHere(void);
 extern bool WorkerHasFunction(const char *name);
+extern double WorkerFloat(const char *sql, bool read_only);
 
 #endif /* AIMROUTE_WORKER_H */
