@@ -699,6 +699,26 @@ REVOKE EXECUTE ON FUNCTION aimroute.delivery_take_back() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_take_back() TO aimroute_admin;
 
 --
+-- delivery_give_back: a worker asked to stop gives back a claimed message
+-- it has not sent (internal): due again at once, as the same attempt, not
+-- when its lease runs out.  A message no longer at that attempt, or no
+-- longer being sent, is left alone.
+--
+CREATE FUNCTION aimroute.delivery_give_back(message_id bigint, attempt integer) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE aimroute.outbox o
+       SET status = 'queued', attempts = o.attempts - 1, due_at = clock_timestamp()
+     WHERE o.message_id = delivery_give_back.message_id
+       AND o.attempts = delivery_give_back.attempt AND o.status = 'sending'
+$$;
+COMMENT ON FUNCTION aimroute.delivery_give_back(bigint, integer) IS
+    'What a delivery worker asked to stop runs for each claimed message it has not sent: due again at once, as the same attempt. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_give_back(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_give_back(bigint, integer) TO aimroute_admin;
+
+--
 -- delivery_record: the outcome of one attempt, as the worker saw it:
 -- libcurl's result code, the server's reply code (SMTP or HTTP, 0 when
 -- there was none) and its text.  Decides delivered, bounce, retry or

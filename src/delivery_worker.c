@@ -611,26 +611,27 @@ Record(DeliveryJob *job, DeliveryOutcome *out)
 
 /*
  * Release gives back the claimed messages not sent yet, from the list cell
- * from on, when the worker is asked to stop: they are due again at once,
- * rather than when their lease runs out.
+ * from on, when the worker is asked to stop (aimroute.delivery_give_back):
+ * they are due again at once, rather than when their lease runs out.  A
+ * database not updated to this version yet has no such function: there
+ * they wait for the next worker to take them back, or for their lease.
  */
 static void
 Release(List *jobs, ListCell *from)
 {
-	static const char *const sql =
-		"UPDATE aimroute.outbox SET status = 'queued', attempts = attempts - 1,"
-		" due_at = clock_timestamp() WHERE message_id = $1 AND attempts = $2 AND status = 'sending'";
+	static const char *const sql = "SELECT aimroute.delivery_give_back($1, $2)";
 	Oid types[2] = { INT8OID, INT4OID };
 	uint32 held = HoldShutdown();
 
-	if (!WorkerBeginTransaction("aimroute: giving back unsent messages"))
+	if (!WorkerBeginTransaction("aimroute: giving back unsent messages") ||
+		!WorkerHasFunction("delivery_give_back"))
 		from = NULL;
 	for_each_cell(from, jobs, from)
 	{
 		DeliveryJob *job = (DeliveryJob *) lfirst(from);
 		Datum args[2] = { Int64GetDatum(job->message_id), Int32GetDatum(job->attempt) };
 
-		if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "delivery worker: could not give back message " INT64_FORMAT,
 				 job->message_id);
 	}

@@ -92,26 +92,18 @@ RunStatement(const char *activity, const char *sql, bool *missing)
 /*
  * NextDeadline returns the milliseconds to the earliest deadline (a
  * set-aside lead's at its retry time): 0 when it passed already, -1 when
- * there is none.  A database still at 0.1.0 (ALTER EXTENSION aimroute
- * UPDATE not run yet) has no reroute_next_due() and no set-aside leads:
- * there the earliest deadline is read from the leads.
+ * there is none or it is not known.  A database still at 0.1.0 (ALTER
+ * EXTENSION aimroute UPDATE not run yet) has no reroute_next_due(): there
+ * the worker looks again after its naptime, a minute at most.
  */
 static double
 NextDeadline(bool *missing)
 {
-	const char *sql =
-		"SELECT CASE WHEN min(reroute_due_at) IS NOT NULL THEN"
-		" greatest(0, extract(epoch FROM min(reroute_due_at) - clock_timestamp())::float8 * 1000)"
-		" END FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL";
 	double value = -1;
 
 	*missing = !WorkerBeginTransaction("aimroute: finding the next deadline");
-	if (!*missing)
-	{
-		if (WorkerHasFunction("reroute_next_due"))
-			sql = "SELECT aimroute.reroute_next_due() OPERATOR(pg_catalog.*) 1000";
-		value = WorkerFloat(sql, true);
-	}
+	if (!*missing && WorkerHasFunction("reroute_next_due"))
+		value = WorkerFloat("SELECT aimroute.reroute_next_due() OPERATOR(pg_catalog.*) 1000", true);
 	WorkerCommitTransaction();
 	return value;
 }

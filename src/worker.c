@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
@@ -30,6 +31,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/catcache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -279,19 +281,24 @@ WorkerFloat(const char *sql, bool read_only)
 
 /*
  * WorkerHasFunction tells whether schema aimroute has a function of that
- * name taking no argument.  A database not yet updated to this library's
- * version (ALTER EXTENSION aimroute UPDATE) lacks the newest, and the
- * workers run there all the same.  Inside a transaction of the worker.
+ * name.  A database not yet updated to this library's version (ALTER
+ * EXTENSION aimroute UPDATE) lacks the newest, and the workers run there
+ * all the same.  Inside a transaction of the worker.
  */
 bool
 WorkerHasFunction(const char *name)
 {
 	Oid namespace = get_namespace_oid("aimroute", true);
+	CatCList *list;
+	bool found = false;
 
-	return OidIsValid(namespace) &&
-		   OidIsValid(GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(name),
-									  PointerGetDatum(buildoidvector(NULL, 0)),
-									  ObjectIdGetDatum(namespace)));
+	if (!OidIsValid(namespace))
+		return false;
+	list = SearchSysCacheList1(PROCNAMEARGSNSP, CStringGetDatum(name));
+	for (int i = 0; i < list->n_members && !found; i++)
+		found = ((Form_pg_proc) GETSTRUCT(&list->members[i]->tuple))->pronamespace == namespace;
+	ReleaseSysCacheList(list);
+	return found;
 }
 
 /*

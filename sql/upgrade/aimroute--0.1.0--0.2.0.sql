@@ -1104,6 +1104,22 @@ BEGIN
 END
 $$;
 
+-- A delivery worker asked to stop gives back what it has not sent through
+-- a function of the schema, not SQL of its own (issue 15).
+CREATE FUNCTION aimroute.delivery_give_back(message_id bigint, attempt integer) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE aimroute.outbox o
+       SET status = 'queued', attempts = o.attempts - 1, due_at = clock_timestamp()
+     WHERE o.message_id = delivery_give_back.message_id
+       AND o.attempts = delivery_give_back.attempt AND o.status = 'sending'
+$$;
+COMMENT ON FUNCTION aimroute.delivery_give_back(bigint, integer) IS
+    'What a delivery worker asked to stop runs for each claimed message it has not sent: due again at once, as the same attempt. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_give_back(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_give_back(bigint, integer) TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
