@@ -26,6 +26,23 @@ COMMENT ON FUNCTION aimroute.postal_code_is_valid(text, text) IS
 CREATE FUNCTION aimroute.email_is_valid(email text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN email ~ '^[^@[:space:]<>(),;:"\[\]]+@[^@[:space:]<>(),;:"\[\]]+\.[^@[:space:]<>(),;:"\[\].]+$';
+-- timezone_is_valid: whether PostgreSQL knows a time zone name (as
+-- pg_timezone_names lists it, or an abbreviation or POSIX offset it takes),
+-- the one test for the OEM's and each dealer's time zone.
+CREATE FUNCTION aimroute.timezone_is_valid(tz text) RETURNS boolean
+    LANGUAGE plpgsql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM now() AT TIME ZONE tz;
+    RETURN true;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION aimroute.timezone_is_valid(text) IS
+    'Whether PostgreSQL takes a text as a time zone (a pg_timezone_names name such as America/Chicago, an abbreviation or an offset); NULL for NULL.';
+
 -- url_is_valid: the one rule for every URL aimroute is given (the SMTP
 -- server, the push gateway, the view link, a CRM endpoint): one of the
 -- schemes, ://, a host, and no white space anywhere.  Standard SQL, bound

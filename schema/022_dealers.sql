@@ -113,14 +113,10 @@ BEGIN
         END IF;
     END IF;
 
-    IF NEW.timezone IS NOT NULL THEN
-        BEGIN
-            PERFORM now() AT TIME ZONE NEW.timezone;
-        EXCEPTION WHEN invalid_parameter_value THEN
-            RAISE EXCEPTION 'invalid time zone "%" for dealer %', NEW.timezone, NEW.dealer_number
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Use a name from pg_timezone_names, such as America/Chicago, or NULL for the OEM''s time zone.';
-        END;
+    IF NOT aimroute.timezone_is_valid(NEW.timezone) THEN
+        RAISE EXCEPTION 'invalid time zone "%" for dealer %', NEW.timezone, NEW.dealer_number
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a name from pg_timezone_names, such as America/Chicago, or NULL for the OEM''s time zone.';
     END IF;
     RETURN NEW;
 END

@@ -116,13 +116,7 @@ BEGIN
             normalized := normalized || aimroute.normalize_country(c);
         END IF;
     END LOOP;
-    IF NEW.timezone IS NOT NULL THEN
-        BEGIN
-            PERFORM now() AT TIME ZONE NEW.timezone;
-        EXCEPTION WHEN invalid_parameter_value THEN
-            tz_ok := false;
-        END;
-    END IF;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
 
     IF bad IS NOT NULL THEN
         NULL;   -- radius_countries, above
