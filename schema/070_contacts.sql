@@ -9,11 +9,14 @@
 -- copy; the two notification types make a dealer's contact a recipient of
 -- the failure notices about that dealer's leads.
 --
+CREATE FUNCTION aimroute.notification_contact_types() RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ARRAY['Dealer Lead Delivery Notification (real-time)', 'Lead Delivery Notification Daily'];
+COMMENT ON FUNCTION aimroute.notification_contact_types() IS
+    'The two kinds of failure notices, as contact types of aimroute.notification_contacts and aimroute.dealer_contacts.';
 CREATE FUNCTION aimroute.contact_types() RETURNS text[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ARRAY['Leads: Emails To', 'Leads: Emails CC',
-                 'Dealer Lead Delivery Notification (real-time)',
-                 'Lead Delivery Notification Daily'];
+    RETURN ARRAY['Leads: Emails To', 'Leads: Emails CC'] || aimroute.notification_contact_types();
 COMMENT ON FUNCTION aimroute.contact_types() IS 'The contact types aimroute.dealer_contacts accepts.';
 
 --
@@ -109,7 +112,7 @@ CREATE TABLE aimroute.notification_contacts (
         CONSTRAINT notification_contacts_email_check CHECK (aimroute.email_is_valid(email)),
     contact_type             text NOT NULL
         CONSTRAINT notification_contacts_contact_type_check
-        CHECK (contact_type IN ('Dealer Lead Delivery Notification (real-time)', 'Lead Delivery Notification Daily')),
+        CHECK (contact_type = ANY (aimroute.notification_contact_types())),
     region                   text,
     name                     text
 );
@@ -131,11 +134,11 @@ AS $$
 BEGIN
     NEW.email := btrim(NEW.email);
     NEW.region := nullif(btrim(NEW.region), '');
-    IF NEW.contact_type IS NULL OR NEW.contact_type NOT IN ('Dealer Lead Delivery Notification (real-time)',
-                                                             'Lead Delivery Notification Daily') THEN
+    IF NEW.contact_type IS NULL OR NOT NEW.contact_type = ANY (aimroute.notification_contact_types()) THEN
         RAISE EXCEPTION 'invalid notification contact type %', coalesce(quote_literal(NEW.contact_type), 'NULL')
             USING ERRCODE = 'check_violation',
-                  HINT = 'contact_type is ''Dealer Lead Delivery Notification (real-time)'' or ''Lead Delivery Notification Daily''.';
+                  HINT = format('contact_type is %s.', array_to_string(
+                             ARRAY(SELECT quote_literal(t) FROM unnest(aimroute.notification_contact_types()) t), ' or '));
     END IF;
     IF NEW.email IS NULL OR NOT aimroute.email_is_valid(NEW.email) THEN
         RAISE EXCEPTION 'invalid email address % for a notification contact', coalesce(quote_literal(NEW.email), 'NULL')

@@ -1336,6 +1336,42 @@ BEGIN
 END
 $$;
 
+-- One list of the notification contact types (issue 15):
+-- aimroute.notification_contact_types, for both contact tables.
+CREATE FUNCTION aimroute.notification_contact_types() RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ARRAY['Dealer Lead Delivery Notification (real-time)', 'Lead Delivery Notification Daily'];
+COMMENT ON FUNCTION aimroute.notification_contact_types() IS
+    'The two kinds of failure notices, as contact types of aimroute.notification_contacts and aimroute.dealer_contacts.';
+CREATE OR REPLACE FUNCTION aimroute.contact_types() RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ARRAY['Leads: Emails To', 'Leads: Emails CC'] || aimroute.notification_contact_types();
+COMMENT ON FUNCTION aimroute.contact_types() IS 'The contact types aimroute.dealer_contacts accepts.';
+ALTER TABLE aimroute.notification_contacts
+    DROP CONSTRAINT notification_contacts_contact_type_check,
+    ADD CONSTRAINT notification_contacts_contact_type_check
+        CHECK (contact_type = ANY (aimroute.notification_contact_types()));
+CREATE OR REPLACE FUNCTION aimroute.notification_contacts_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.email := btrim(NEW.email);
+    NEW.region := nullif(btrim(NEW.region), '');
+    IF NEW.contact_type IS NULL OR NOT NEW.contact_type = ANY (aimroute.notification_contact_types()) THEN
+        RAISE EXCEPTION 'invalid notification contact type %', coalesce(quote_literal(NEW.contact_type), 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = format('contact_type is %s.', array_to_string(
+                             ARRAY(SELECT quote_literal(t) FROM unnest(aimroute.notification_contact_types()) t), ' or '));
+    END IF;
+    IF NEW.email IS NULL OR NOT aimroute.email_is_valid(NEW.email) THEN
+        RAISE EXCEPTION 'invalid email address % for a notification contact', coalesce(quote_literal(NEW.email), 'NULL')
+            USING ERRCODE = 'check_violation', HINT = 'Give one address, such as ops@oem.example.com.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
