@@ -101,8 +101,7 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.leads', '');
 
 --
 -- dealer_distance_miles: miles from a postal code's centre to a dealer, as
--- routing measures them (C: PostGIS is called wherever it lives, without
--- the caller's USAGE on its schema).
+-- routing measures them (C: read from the routing model, src/model.c).
 --
 CREATE FUNCTION aimroute.dealer_distance_miles(country text, postal_code text, dealer_number text)
 RETURNS double precision

@@ -22,8 +22,8 @@
 #include "utils/timestamp.h"
 
 #include "delivery.h"
-#include "postgis.h"
 #include "kept_plan.h"
+#include "model.h"
 #include "routing.h"
 #include "search_path.h"
 
@@ -524,51 +524,25 @@ aimroute_locate_dealers(PG_FUNCTION_ARGS)
 /*
  * aimroute_dealer_distance_miles is the SQL function
  * aimroute.dealer_distance_miles(country, postal_code, dealer_number): the
- * miles from a postal code's centre to a dealer, as routing measures them
- * (PostGIS's ST_Distance on the spheroid); NULL when either point is
- * unknown.  PostGIS is called by OID, so the caller needs no USAGE on its
- * schema.
+ * miles from a postal code's centre to a dealer, read from the routing
+ * model, so exactly the figure routing gives; NULL when the dealer, the
+ * postal code or either point is unknown.
  */
 Datum
 aimroute_dealer_distance_miles(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	static Oid types[3] = { TEXTOID, TEXTOID, TEXTOID };
-	Datum args[3] = { PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_DATUM(2) };
-	bool found = false;
-	double miles = 0;
-	int pinned;
+	char *country = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *postal_code = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char *dealer_number = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int pinned = PinSearchPath();
+	Model *model = ModelCurrent();
+	int dealer = ModelFindDealer(model, dealer_number);
+	Place *place = dealer >= 0 ? ModelPlace(model, country, postal_code) : NULL;
+	double metres =
+		place != NULL && place->has_centroid ? ModelDistance(model, dealer, place->centroid) : NAN;
 
-	pinned = SpiConnectPinned();
-	if (SPI_execute_plan(KeptPlan(&plan,
-								  "SELECT p.centroid, d.location"
-								  " FROM aimroute.postal_codes p, aimroute.dealers d"
-								  " WHERE p.country = $1 AND p.postal_code = $2"
-								  " AND d.dealer_number = $3",
-								  3, types, 0),
-						 args, NULL, true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		bool null_centroid;
-		bool null_location;
-		Datum centroid =
-			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_centroid);
-		Datum location =
-			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_location);
-
-		if (!null_centroid && !null_location)
-		{
-			Oid geography = PostgisGeographyType();
-			Oid argtypes[3] = { geography, geography, BOOLOID };
-
-			miles = DatumGetFloat8(OidFunctionCall3(PostgisFunction("st_distance", 3, argtypes),
-													centroid, location, BoolGetDatum(true))) /
-					METERS_PER_MILE;
-			found = true;
-		}
-	}
-	SpiFinishPinned(pinned);
-	if (!found)
+	RestoreSearchPath(pinned);
+	if (isnan(metres))
 		PG_RETURN_NULL();
-	PG_RETURN_FLOAT8(miles);
+	PG_RETURN_FLOAT8(metres / METERS_PER_MILE);
 }
