@@ -65,77 +65,7 @@ $$;
 -- Territories never cross a country line (issue 14, defect 3): a territory
 -- in another country than its dealer's is refused, and a dealer moving to
 -- another country while holding territories is warned.
-CREATE OR REPLACE FUNCTION aimroute.dealers_normalize() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    country_in text := NEW.country;
-    pc aimroute.postal_codes;
-    moved boolean;
-BEGIN
-    NEW.dealer_number := btrim(NEW.dealer_number);
-    NEW.country := aimroute.normalize_country(NEW.country);
-    IF NEW.country IS NULL THEN
-        RAISE EXCEPTION 'unknown country "%" for dealer %', country_in, NEW.dealer_number
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
-    END IF;
-    NEW.postal_code := aimroute.normalize_postal_code(NEW.country, NEW.postal_code);
-    NEW.state_code := nullif(upper(btrim(NEW.state_code)), '');
-
-    moved := TG_OP = 'INSERT'
-             OR NEW.country IS DISTINCT FROM OLD.country
-             OR NEW.postal_code IS DISTINCT FROM OLD.postal_code;
-    IF TG_OP = 'UPDATE' AND NEW.country IS DISTINCT FROM OLD.country
-       AND EXISTS (SELECT FROM aimroute.territories t
-                    WHERE t.dealer_number = OLD.dealer_number AND t.country <> NEW.country) THEN
-        RAISE WARNING 'dealer % moves to %, but holds territories in other countries: they route no lead while it is there',
-            NEW.dealer_number, NEW.country
-            USING HINT = 'A territory never crosses a country line. Give those territories to a dealer of their country.';
-    END IF;
-    IF moved THEN
-        SELECT * INTO pc FROM aimroute.postal_codes p
-         WHERE p.country = NEW.country AND p.postal_code = NEW.postal_code;
-        IF NOT FOUND AND NEW.postal_code IS NOT NULL THEN
-            RAISE NOTICE 'postal code % % of dealer % is not in aimroute.postal_codes: state, county and location are not filled from it',
-                NEW.country, NEW.postal_code, NEW.dealer_number;
-        ELSIF FOUND AND pc.centroid IS NULL AND NEW.location IS NULL THEN
-            RAISE NOTICE 'postal code % % of dealer % has no centre point: give the dealer a location, or it cannot be measured from',
-                NEW.country, NEW.postal_code, NEW.dealer_number;
-        END IF;
-        IF TG_OP = 'INSERT' THEN
-            -- A county is only taken along with its own state.
-            IF NEW.state_code IS NULL OR NEW.state_code = pc.state_code THEN
-                NEW.county := coalesce(NEW.county, pc.county);
-            END IF;
-            NEW.state_code := coalesce(NEW.state_code, pc.state_code);
-            NEW.location := coalesce(NEW.location, pc.centroid);
-        ELSE
-            IF NEW.state_code IS NOT DISTINCT FROM OLD.state_code THEN
-                NEW.state_code := coalesce(pc.state_code, NEW.state_code);
-            END IF;
-            IF NEW.county IS NOT DISTINCT FROM OLD.county THEN
-                NEW.county := coalesce(pc.county, NEW.county);
-            END IF;
-            IF NEW.location IS NOT DISTINCT FROM OLD.location THEN
-                NEW.location := coalesce(pc.centroid, NEW.location);
-            END IF;
-        END IF;
-    END IF;
-
-    IF NEW.timezone IS NOT NULL THEN
-        BEGIN
-            PERFORM now() AT TIME ZONE NEW.timezone;
-        EXCEPTION WHEN invalid_parameter_value THEN
-            RAISE EXCEPTION 'invalid time zone "%" for dealer %', NEW.timezone, NEW.dealer_number
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Use a name from pg_timezone_names, such as America/Chicago, or NULL for the OEM''s time zone.';
-        END;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.dealers_normalize(): its 0.2.0 text is set once, in the time-zone section below.)
 CREATE OR REPLACE FUNCTION aimroute.territories_normalize() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -259,7 +189,7 @@ COMMENT ON FUNCTION aimroute.dealer_distance_miles(text, text, text) IS
 -- security: a dealer or region user cannot stop its own re-route clock
 -- (issue 14, defect 5), and region and dealer users read all four
 -- delivery views of their scope, without the view tokens (defect 6).
--- As in schema/060_reroute.sql, 070_delivery.sql and 080_security.sql.
+-- As in schema/025_user_scopes.sql, 040_leads.sql, 060_reroute.sql, 075_delivery.sql and 078_delivery_views.sql.
 
 -- A user's own address, the only one its mark_viewed counts.
 ALTER TABLE aimroute.user_scopes
@@ -409,7 +339,7 @@ ALTER VIEW aimroute.lead_delivery_status SET (security_invoker = true);
 -- record raises, is set aside in aimroute.set_aside_items with its error
 -- and a WARNING, tried again later with a backoff, and the worker goes on
 -- with the others (schema/055_set_aside.sql, 060_reroute.sql,
--- 070_delivery.sql).
+-- 075_delivery.sql).
 CREATE TABLE aimroute.set_aside_items (
     kind             text NOT NULL
         CONSTRAINT set_aside_items_kind_check CHECK (kind IN ('lead', 'message')),
@@ -887,7 +817,7 @@ $$;
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
     'Delivered; Hard Bounce (550: recipient not found); Soft Bounce (452/552: inbox full); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 
--- Privileges as a fresh install gives them (080_security.sql): the table is
+-- Privileges as a fresh install gives them (each function's home file; 080_security.sql for the table): the table is
 -- aimroute_admin's to use, the new functions are internal.  Their owner is
 -- given by give_objects_to_owner() at the end of the script.
 GRANT ALL ON aimroute.set_aside_items TO aimroute_admin;
@@ -942,145 +872,7 @@ ALTER TABLE aimroute.crm_integrations
     ADD CONSTRAINT crm_integrations_endpoint_check CHECK (
         CASE kind WHEN 'adf_email' THEN aimroute.email_is_valid(endpoint)
                   ELSE aimroute.url_is_valid(endpoint, '{http,https}') END);
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    IF NEW.timezone IS NOT NULL THEN
-        BEGIN
-            PERFORM now() AT TIME ZONE NEW.timezone;
-        EXCEPTION WHEN invalid_parameter_value THEN
-            tz_ok := false;
-        END;
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate(): its 0.2.0 text is set once, in the time-zone section below.)
 CREATE OR REPLACE FUNCTION aimroute.crm_integrations_validate() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
