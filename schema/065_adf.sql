@@ -49,7 +49,9 @@ COMMENT ON FUNCTION aimroute.adf_model_year(text) IS
 -- such lead.  Where each value comes from:
 --   id           leads.lead_id (source "aimroute")
 --   requestdate  leads.received_at in settings.timezone, ISO 8601 with the
---                UTC offset of that instant: 2026-11-29T09:15:52-05:00
+--                UTC offset of that instant: 2026-11-29T09:15:52-05:00;
+--                empty for a received_at of infinity or -infinity, which
+--                has neither (nor a year)
 --   year, model  adf_model_year(leads.product_code); without a year in the
 --                code, the year the lead was received (settings.timezone)
 --   make         brands.name of leads.brand_code; the code itself when the
@@ -86,9 +88,11 @@ AS $$
      CROSS JOIN aimroute.settings s
       LEFT JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
       LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
-     CROSS JOIN LATERAL (SELECT l.received_at AT TIME ZONE s.timezone AS local_at,
-                                (l.received_at AT TIME ZONE s.timezone)
-                                    - (l.received_at AT TIME ZONE 'UTC') AS utc_offset) t
+     CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.isfinite(l.received_at)
+                                     THEN l.received_at AT TIME ZONE s.timezone END AS local_at,
+                                CASE WHEN pg_catalog.isfinite(l.received_at)
+                                     THEN (l.received_at AT TIME ZONE s.timezone)
+                                          - (l.received_at AT TIME ZONE 'UTC') END AS utc_offset) t
      CROSS JOIN LATERAL aimroute.adf_model_year(l.product_code) v
      WHERE l.lead_id = lead_adf.lead_id
 $$;

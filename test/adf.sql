@@ -7,7 +7,7 @@
 -- Values are read with XMLTABLE, which gives an element's string value;
 -- xpath() returns nodes as XML, with & and < escaped again.
 BEGIN;
-SELECT plan(70);
+SELECT plan(71);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -384,6 +384,14 @@ UPDATE settings SET timezone = 'UTC';
 SELECT is(pg_temp.val(lead_adf(lead_id), '//requestdate'), '2026-11-29T14:15:52+00:00',
           'UTC: +00:00')
   FROM lead_docs WHERE tag = 'adf-full';
+INSERT INTO leads (received_at, brand_code, country, postal_code, email, comment) VALUES
+  ('infinity', 'ADF', 'US', '49757', 'inf@example.com', 'adf-infinite'),
+  ('-infinity', NULL, NULL, NULL, 'inf@example.com', 'adf-infinite');
+SELECT is(array_agg(pg_temp.val(lead_adf(lead_id), '//requestdate') || '|' || pg_temp.val(lead_adf(lead_id), '//year')
+                    ORDER BY lead_id),
+          '{|,|}'::text[],
+          'a lead received at infinity or -infinity: a document with an empty requestdate and year, not an error')
+  FROM leads WHERE comment = 'adf-infinite';
 SELECT is(lead_adf(-1), NULL, 'lead_adf of an unknown lead is NULL');
 SELECT is(lead_adf(NULL), NULL, 'lead_adf(NULL) is NULL');
 -- The caller's search_path does not matter, even one that puts functions

@@ -1164,6 +1164,40 @@ BEGIN
 END
 $$;
 
+-- lead_adf of a lead received at infinity or -infinity: no requestdate
+-- and no year, instead of "cannot subtract infinite timestamps" (found by
+-- t/005_fuzz.pl).
+CREATE OR REPLACE FUNCTION aimroute.lead_adf(lead_id bigint) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT aimroute.adf_render(
+               l.lead_id,
+               pg_catalog.to_char(t.local_at, 'YYYY-MM-DD"T"HH24:MI:SS')
+                   || CASE WHEN t.utc_offset < '0'::interval THEN '-' ELSE '+' END
+                   || pg_catalog.to_char(CASE WHEN t.utc_offset < '0'::interval THEN -t.utc_offset
+                                              ELSE t.utc_offset END, 'HH24:MI'),
+               coalesce(v.model_year, pg_catalog.date_part('year', t.local_at)::integer),
+               coalesce(b.name, l.brand_code),
+               v.model,
+               l.first_name, l.last_name, l.email, l.phone,
+               l.address, l.city, l.state_code,
+               coalesce(nullif(pg_catalog.btrim(l.postal_code_input), ''), l.postal_code),
+               l.country, l.comment,
+               d.dealer_number, d.name, s.oem_name)
+      FROM aimroute.leads l
+     CROSS JOIN aimroute.settings s
+      LEFT JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
+      LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
+     CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.isfinite(l.received_at)
+                                     THEN l.received_at AT TIME ZONE s.timezone END AS local_at,
+                                CASE WHEN pg_catalog.isfinite(l.received_at)
+                                     THEN (l.received_at AT TIME ZONE s.timezone)
+                                          - (l.received_at AT TIME ZONE 'UTC') END AS utc_offset) t
+     CROSS JOIN LATERAL aimroute.adf_model_year(l.product_code) v
+     WHERE l.lead_id = lead_adf.lead_id
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
