@@ -466,7 +466,7 @@ my %generators = (
 			return "SELECT fuzz.expect_known(fuzz.valid_utf8(r),"
 			  . " 'normalize_postal_code returns valid UTF-8 (src/postal.c: the Canadian FSA is cut at byte 3)'),"
 			  . " fuzz.expect(p IS NULL OR (r IS NULL) = (btrim(p, E' \\t\\n\\r\\f') = ''"
-			  . " OR (aimroute.normalize_country(c) = 'CA' AND btrim(p, E' \\t\\n\\r\\f-') = '')),"
+			  . " OR (aimroute.normalize_country(c) IS NOT DISTINCT FROM 'CA' AND btrim(p, E' \\t\\n\\r\\f-') = '')),"
 			  . " 'normalize_postal_code is NULL exactly for a blank code (in Canada: nothing but blanks and hyphens)'),"
 			  . " fuzz.expect(r IS NULL OR (r !~ '[a-z]' AND length(r) <= length(p)),"
 			  . " 'a normalized code is upper-cased and no longer than the input'),"
