@@ -250,9 +250,10 @@ CreateSegment(Size size)
 /*
  * ModelSharePublish copies a model's bytes into a new segment and
  * publishes it for its key, in place of the database's older version;
- * returns the segment, mapped until dsm_detach, or NULL when there is no
- * room for it (the caller keeps its own copy).  When a newer version of
- * the database is published already, the copy is this backend's only.
+ * returns the segment, mapped until dsm_detach, or NULL when it is not
+ * published: no room for it, no free slot in the table, or a newer version
+ * of the database published already (a snapshot taken before that version
+ * committed).  The caller then keeps its own copy.
  */
 dsm_segment *
 ModelSharePublish(const ModelKey *key, const char *bytes, Size size)
@@ -299,5 +300,11 @@ ModelSharePublish(const ModelKey *key, const char *bytes, Size size)
 		target->size = size;
 	}
 	LWLockRelease(model_shared->lock);
+	if (target == NULL)
+	{
+		/* Nobody else will map it: the caller's own copy will do. */
+		dsm_detach(segment);
+		return NULL;
+	}
 	return segment;
 }
