@@ -106,7 +106,7 @@ static void FreeModel(Model *m);
 static void TakeBytes(Model *m, const ModelKey *key, bool own);
 static char *Build(Model *m, const ModelKey *key);
 static void Bind(Model *m, const char *bytes);
-static Model View(Builder *b);
+static int DealerIndex(const char *base, const ModelData *d, const char *number);
 static ModelRef Keep(Builder *b, Size size);
 static ModelRef KeepString(Builder *b, const char *s);
 static ModelRef KeepText(Builder *b, HeapTuple row, TupleDesc desc, int col);
@@ -544,21 +544,6 @@ Bind(Model *m, const char *bytes)
 }
 
 /*
- * View is a model handle on the bytes built so far, for the lookups the
- * build makes; good until the next Keep.
- */
-static Model
-View(Builder *b)
-{
-	Model view;
-
-	memset(&view, 0, sizeof(view));
-	view.base = b->bytes;
-	view.data = HEAD(b);
-	return view;
-}
-
-/*
  * Reserve adds size bytes to a model being built, zeroed, aligned for any
  * type when align is set (strings need not be); returns their offset.
  */
@@ -946,9 +931,11 @@ LoadLinks(Builder *b, LinkKind kind, const char *sql)
 	{
 		char *dealer = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		char *code = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		Model view = View(b);
-		int di = ModelFindDealer(&view, dealer);
-		int ci = kind == LINK_BRANDS ? ModelFindBrand(&view, code) : ModelFindProduct(&view, code);
+		int di = DealerIndex(b->bytes, HEAD(b), dealer);
+		int ci = kind == LINK_BRANDS ? FindText(b->bytes, At(b, HEAD(b)->brand_codes, ModelRef),
+												HEAD(b)->nbrands, code)
+									 : FindText(b->bytes, At(b, HEAD(b)->product_codes, ModelRef),
+												HEAD(b)->nproducts, code);
 
 		target[2 * i] = di;
 		target[2 * i + 1] = ci;
@@ -1113,11 +1100,12 @@ LoadTerritories(Builder *b)
 		MemoryContext old = MemoryContextSwitchTo(scratch);
 		char *brand = Text(row, desc, 4);
 		bool branded = brand != NULL;
-		Model view = View(b);
 
 		t.kind = KindOrder(Text(row, desc, 2));
-		t.dealer = ModelFindDealer(&view, Text(row, desc, 5));
-		t.brand = branded ? ModelFindBrand(&view, brand) : -1;
+		t.dealer = DealerIndex(b->bytes, HEAD(b), Text(row, desc, 5));
+		t.brand = branded ? FindText(b->bytes, At(b, HEAD(b)->brand_codes, ModelRef),
+									 HEAD(b)->nbrands, brand)
+						  : -1;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(scratch);
 		/* A brand no longer in aimroute.brands can match no lead. */
@@ -1573,16 +1561,24 @@ CompareDealerKey(const void *element, const void *key, const void *arg)
 }
 
 /*
+ * DealerIndex finds a dealer in a model's bytes; -1 when there is none.
+ */
+static int
+DealerIndex(const char *base, const ModelData *d, const char *number)
+{
+	const ModelDealer *dealers = (const ModelDealer *) (base + d->dealers);
+	int i = LowerBound(dealers, d->ndealers, sizeof(ModelDealer), number, CompareDealerKey, base);
+
+	return i < d->ndealers && strcmp(base + dealers[i].number, number) == 0 ? i : -1;
+}
+
+/*
  * ModelFindDealer returns a dealer's index, -1 when there is none.
  */
 int
 ModelFindDealer(Model *c, const char *number)
 {
-	int n = c->data->ndealers;
-	int i = LowerBound(ModelAt(c, c->data->dealers), n, sizeof(ModelDealer), number,
-					   CompareDealerKey, c->base);
-
-	return i < n && strcmp(ModelDealerNumber(c, i), number) == 0 ? i : -1;
+	return DealerIndex(c->base, c->data, number);
 }
 
 /*

@@ -1,4 +1,4 @@
-# t/015_shared_model.pl: one routing model per configuration version, in
+# t/018_shared_model.pl: one routing model per configuration version, in
 # shared memory, for every session of the database.
 #
 # With aimroute preloaded, the first session that routes under a committed
