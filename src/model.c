@@ -58,8 +58,10 @@
 #include "storage/dsm.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/relcache.h"
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
@@ -153,6 +155,73 @@ static void KdRange(const KdView *t, int lo, int hi, const double q[3], double r
 					const CandidateFilter *f, List **found);
 
 /*
+ * The OID of aimroute.config_version, looked up by name once and forgotten
+ * whenever the catalog says that relation, or any schema, changed (a
+ * rename, a drop, the extension installed again): each statement would
+ * otherwise pay two catalog cache look-ups by name.
+ */
+static Oid version_relid = InvalidOid;
+
+/*
+ * ForgetVersionRelation is the relation cache callback: InvalidOid is
+ * every relation.
+ */
+static void
+ForgetVersionRelation(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == version_relid)
+		version_relid = InvalidOid;
+}
+
+/*
+ * ForgetVersionSchema is the schema catalog cache callback.
+ */
+static void
+ForgetVersionSchema(Datum arg, int cacheid, uint32 hashvalue)
+{
+	version_relid = InvalidOid;
+}
+
+/*
+ * OpenVersion opens aimroute.config_version, locked for reading.
+ */
+static Relation
+OpenVersion(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(ForgetVersionRelation, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, ForgetVersionSchema, (Datum) 0);
+		registered = true;
+	}
+	for (;;)
+	{
+		Oid relid = version_relid;
+		Relation rel;
+
+		if (!OidIsValid(relid))
+		{
+			relid = get_relname_relid("config_version", get_namespace_oid("aimroute", false));
+			if (!OidIsValid(relid))
+				ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+								errmsg("aimroute.config_version does not exist"),
+								errhint("Reinstall the extension: the table is created by "
+										"CREATE EXTENSION.")));
+			version_relid = relid;
+		}
+		/* Taking the lock reads the catalog's news: look again if it says anything. */
+		rel = try_relation_open(relid, AccessShareLock);
+		if (rel != NULL && version_relid == relid)
+			return rel;
+		if (rel != NULL)
+			relation_close(rel, AccessShareLock);
+		version_relid = InvalidOid;
+	}
+}
+
+/*
  * ReadVersion reads aimroute.config_version under the active snapshot, the
  * one routing's queries use: the key of the configuration it sees, and
  * whether this transaction wrote that version (own).  It reads the heap
@@ -163,7 +232,6 @@ static void KdRange(const KdView *t, int lo, int hi, const double q[3], double r
 static void
 ReadVersion(ModelKey *key, bool *own)
 {
-	Oid namespace = get_namespace_oid("aimroute", false);
 	Relation rel;
 	TableScanDesc scan;
 	HeapTuple tuple;
@@ -173,12 +241,8 @@ ReadVersion(ModelKey *key, bool *own)
 	memset(key, 0, sizeof(*key));
 	*own = false;
 	key->database = MyDatabaseId;
-	key->relid = get_relname_relid("config_version", namespace);
-	if (!OidIsValid(key->relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE), errmsg("aimroute.config_version does not exist"),
-				 errhint("Reinstall the extension: the table is created by CREATE EXTENSION.")));
-	rel = table_open(key->relid, AccessShareLock);
+	rel = OpenVersion();
+	key->relid = RelationGetRelid(rel);
 	attnum = SPI_fnumber(RelationGetDescr(rel), "version");
 	scan = table_beginscan(
 		rel, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 0, NULL);
