@@ -19,6 +19,7 @@ OBJS = \
 	src/delivery_worker.o \
 	src/leads.o \
 	src/model.o \
+	src/model_share.o \
 	src/owner.o \
 	src/postal.o \
 	src/postal_loader.o \

@@ -6,10 +6,11 @@
 -- dealers, dealer brands, territories, product assignments, inventory,
 -- settings) sets config_version.version to a new number from a sequence, in
 -- its own transaction.  Routing reads the version under the same snapshot
--- as the lead's statement and rebuilds its in-memory copy when the number
--- differs from the copy's (src/model.c).  The number is never reused,
--- so two snapshots that see the same number see the same configuration, in
--- this session or another, committed or rolled back.  docs/performance.md
+-- as the lead's statement and takes the model of that number: built once
+-- per database and number in shared memory when the library is preloaded,
+-- else by the session (src/model.c, src/model_share.c).  The number is
+-- never reused, so two snapshots that see the same number see the same
+-- configuration, in this session or another, committed or rolled back.  docs/performance.md
 -- explains the trade-off: configuration writers serialize on this row.
 --
 CREATE SEQUENCE aimroute.config_version_seq;
@@ -54,10 +55,11 @@ COMMENT ON FUNCTION aimroute.bump_config_version() IS
 
 CREATE FUNCTION aimroute.routing_cache_info(
     OUT enabled boolean, OUT version bigint, OUT built_at timestamptz, OUT build_ms float8,
-    OUT dealers integer, OUT territories integer, OUT postal_codes bigint, OUT memory_bytes bigint)
+    OUT dealers integer, OUT territories integer, OUT postal_codes bigint, OUT memory_bytes bigint,
+    OUT location text, OUT session_bytes bigint)
     AS 'MODULE_PATHNAME', 'aimroute_routing_cache_info'
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
-    'This session''s in-memory model of the routing configuration, brought up to date first: its version, when it was built and in how many milliseconds, what it holds and the memory it takes. enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
+    'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds, its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: postal codes looked up, settings). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;

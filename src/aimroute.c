@@ -12,6 +12,7 @@
 #include "utils/guc.h"
 
 #include "delivery.h"
+#include "model_share.h"
 #include "reroute_worker.h"
 #include "worker.h"
 
@@ -23,7 +24,7 @@ PG_FUNCTION_INFO_V1(aimroute_library_version);
 
 /*
  * _PG_init defines the extension's settings when the library is loaded, and
- * registers the workers when it is preloaded.
+ * registers the workers and the shared routing models when it is preloaded.
  */
 void
 _PG_init(void)
@@ -31,6 +32,7 @@ _PG_init(void)
 	WorkerInit();
 	RerouteWorkerInit();
 	DeliveryWorkerInit();
+	ModelShareInit();
 	MarkGUCPrefixReserved("aimroute");
 }
 

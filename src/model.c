@@ -1,22 +1,32 @@
 /*
  * model.c
- *		The routing configuration in each backend's memory: what the rules
- *		(routing.c) read.
+ *		The routing configuration as the rules (routing.c) read it.
  *
  * Routing a lead by SQL queries would cost several index scans and
  * executor start-ups per lead, many times the INSERT it rides on.  Instead,
- * each backend keeps a copy of what routing reads -- settings, brands, dealers
- * with their brands, products and stock, territories -- with a 3-d tree per
+ * routing reads a model of what it needs -- settings, brands, dealers with
+ * their brands, products and stock, territories -- with a 3-d tree per
  * country and brand over the active dealers' positions on the unit sphere.
- * Postal codes are copied as leads look them up.
  *
- * The copy is never stale: every statement that changes one of those tables
- * gives aimroute.config_version a new, never reused number (a statement
- * trigger, schema/015_config_version.sql).  Routing reads that number
- * under the lead's own snapshot (once per snapshot: the rows of one COPY
- * share it) and rebuilds the copy when it differs, so a routing sees
- * exactly the configuration its snapshot sees: a change made earlier in the
- * same transaction, one rolled back, one committed by another session.
+ * The model is one block of bytes that holds no pointer: every array and
+ * string in it is addressed by its offset from the block's start (ModelRef,
+ * model.h).  When the library is preloaded, one block per database and
+ * configuration version lives in shared memory and every backend maps it
+ * (model_share.c); otherwise, or when the backend's own transaction changed
+ * the configuration, the backend builds the same block in its own memory.
+ * The search reads it the same way wherever it is.  What cannot be shared
+ * stays with each backend (Model): the PostGIS functions' call info, the
+ * settings' time zone, and the postal codes looked up so far, copied as
+ * leads look them up.
+ *
+ * The model is never stale: every statement that changes one of those
+ * tables gives aimroute.config_version a new, never reused number (a
+ * statement trigger, schema/015_config_version.sql).  Routing reads that
+ * number under the lead's own snapshot (once per snapshot: the rows of one
+ * COPY share it) and takes the model of exactly that number, so a routing
+ * sees exactly the configuration its snapshot sees: a change made earlier
+ * in the same transaction, one rolled back, one committed by another
+ * session.
  *
  * Distances stay PostGIS's: the tree orders dealers on the sphere, and the
  * few dealers close enough to win are measured with PostGIS's own
@@ -44,10 +54,14 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/dsm.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/relcache.h"
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
@@ -56,44 +70,63 @@
 #include "utils/memutils.h"
 
 #include "model.h"
+#include "model_share.h"
 #include "postal.h"
 #include "postgis.h"
 #include "routing.h"
 #include "search_path.h"
 
-#define EARTH_MEAN_RADIUS_M 6371008.7714 /* WGS84 mean radius */
-#define MAX_PLACES			200000		 /* postal codes kept before starting over */
-#define ARENA_BLOCK			(64 * 1024)	 /* see Keep */
+#define EARTH_MEAN_RADIUS_M 6371008.7714  /* WGS84 mean radius */
+#define MAX_PLACES			200000		  /* postal codes kept before starting over */
+#define FIRST_BLOCK			(1024 * 1024) /* a model's bytes to start building with */
 
 PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
+
+/*
+ * A model being built: its bytes so far, header first, grown by doubling.
+ * Pieces are addressed by offset, so a piece's address changes when the
+ * bytes grow: take it (At) after the last Keep, never across one.
+ */
+typedef struct Builder
+{
+	char *bytes;
+	Size used;
+	Size size;
+	ModelRef empty; /* "" */
+	Model *model;	/* the backend's handle: PostGIS calls */
+} Builder;
+
+#define HEAD(b)			 ((ModelData *) (b)->bytes)
+#define At(b, ref, type) ((type *) ((b)->bytes + (ref)))
 
 static Model *current = NULL;
 static MemoryContext building = NULL; /* a build that failed half way, to free */
 static MemoryContext scratch = NULL;  /* what a build needs only while it runs */
 
-static Model *Build(Oid relid, int64 version);
-static void LoadSettings(Model *c);
-static void LoadBrands(Model *c);
-static void LoadProducts(Model *c);
-static void LoadDealers(Model *c);
-static void LoadDealerLinks(Model *c);
+static Model *NewModel(void);
+static void FreeModel(Model *m);
+static void TakeBytes(Model *m, const ModelKey *key, bool own);
+static char *Build(Model *m, const ModelKey *key);
+static void Bind(Model *m, const char *bytes);
+static int DealerIndex(const char *base, const ModelData *d, const char *number);
+static ModelRef Keep(Builder *b, Size size);
+static ModelRef KeepString(Builder *b, const char *s);
+static ModelRef KeepText(Builder *b, HeapTuple row, TupleDesc desc, int col);
+static void LoadSettings(Builder *b);
+static void LoadBrands(Builder *b);
+static void LoadProducts(Builder *b);
+static void LoadDealers(Builder *b);
+static void LoadDealerLinks(Builder *b);
 static int CompareInts(const void *a, const void *b);
-static void LoadTerritories(Model *c);
-static void BuildGroups(Model *c);
-static void BuildTrees(Model *c);
-static void KdBuild(KdTree *t, int lo, int hi);
+static void LoadTerritories(Builder *b);
+static void BuildGroups(Builder *b);
+static void BuildTrees(Builder *b);
 static inline bool TreeAccepts(Model *c, const CandidateFilter *f, int dealer);
 static bool PassesRest(Model *c, const CandidateFilter *f, int dealer);
-static void KdNearest(const KdTree *t, int lo, int hi, const double q[3], Model *c,
-					  const CandidateFilter *f, int *best, double *best_d2);
-static void KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, Model *c,
-					const CandidateFilter *f, List **found);
-static int Find(char **sorted, int n, const char *key);
-static bool Contains(const int *sorted, int n, int value);
+static int FindText(const char *base, const ModelRef *sorted, int n, const char *key);
+static bool Contains(const char *base, ModelRef sorted, int n, int value);
 static int ReadQuery(const char *sql, bool read_only, long count);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
-static void *Keep(Model *c, Size size);
-static char *KeepText(Model *c, HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
 static HTAB *NewPlaceTable(MemoryContext context);
@@ -103,27 +136,113 @@ static bool CallNullable(FmgrInfo *fn, Datum arg, Datum *result);
 static void FindPostalCodes(Model *c);
 
 /*
- * ReadVersion reads aimroute.config_version under the active snapshot, the
- * one routing's queries use.  It reads the heap directly: this runs for
- * every lead, and a one-row scan costs less than executing a query.  The
- * number is not confidential, so no privilege is checked.
+ * The arrays of a 3-d tree, as addresses in one backend: the search and
+ * the build read the tree through them.
+ */
+typedef struct KdView
+{
+	int n;
+	int *dealer;
+	double (*pt)[3];
+	unsigned char *dim;
+} KdView;
+
+static KdView TreeView(const char *base, const KdTree *t);
+static void KdBuild(KdView *t, int lo, int hi);
+static void KdNearest(const KdView *t, int lo, int hi, const double q[3], Model *c,
+					  const CandidateFilter *f, int *best, double *best_d2);
+static void KdRange(const KdView *t, int lo, int hi, const double q[3], double r2, Model *c,
+					const CandidateFilter *f, List **found);
+
+/*
+ * The OID of aimroute.config_version, looked up by name once and forgotten
+ * whenever the catalog says that relation, or any schema, changed (a
+ * rename, a drop, the extension installed again): each statement would
+ * otherwise pay two catalog cache look-ups by name.
+ */
+static Oid version_relid = InvalidOid;
+
+/*
+ * ForgetVersionRelation is the relation cache callback: InvalidOid is
+ * every relation.
  */
 static void
-ReadVersion(Oid *relid, int64 *version)
+ForgetVersionRelation(Datum arg, Oid relid)
 {
-	Oid namespace = get_namespace_oid("aimroute", false);
+	if (!OidIsValid(relid) || relid == version_relid)
+		version_relid = InvalidOid;
+}
+
+/*
+ * ForgetVersionSchema is the schema catalog cache callback.
+ */
+static void
+ForgetVersionSchema(Datum arg, int cacheid, uint32 hashvalue)
+{
+	version_relid = InvalidOid;
+}
+
+/*
+ * OpenVersion opens aimroute.config_version, locked for reading.
+ */
+static Relation
+OpenVersion(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(ForgetVersionRelation, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, ForgetVersionSchema, (Datum) 0);
+		registered = true;
+	}
+	for (;;)
+	{
+		Oid relid = version_relid;
+		Relation rel;
+
+		if (!OidIsValid(relid))
+		{
+			relid = get_relname_relid("config_version", get_namespace_oid("aimroute", false));
+			if (!OidIsValid(relid))
+				ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+								errmsg("aimroute.config_version does not exist"),
+								errhint("Reinstall the extension: the table is created by "
+										"CREATE EXTENSION.")));
+			version_relid = relid;
+		}
+		/* Taking the lock reads the catalog's news: look again if it says anything. */
+		rel = try_relation_open(relid, AccessShareLock);
+		if (rel != NULL && version_relid == relid)
+			return rel;
+		if (rel != NULL)
+			relation_close(rel, AccessShareLock);
+		version_relid = InvalidOid;
+	}
+}
+
+/*
+ * ReadVersion reads aimroute.config_version under the active snapshot, the
+ * one routing's queries use: the key of the configuration it sees, and
+ * whether this transaction wrote that version (own).  It reads the heap
+ * directly: this runs for every lead, and a one-row scan costs less than
+ * executing a query.  The number is not confidential, so no privilege is
+ * checked.
+ */
+static void
+ReadVersion(ModelKey *key, bool *own)
+{
 	Relation rel;
 	TableScanDesc scan;
 	HeapTuple tuple;
 	int attnum;
 	int rows = 0;
 
-	*relid = get_relname_relid("config_version", namespace);
-	if (!OidIsValid(*relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE), errmsg("aimroute.config_version does not exist"),
-				 errhint("Reinstall the extension: the table is created by CREATE EXTENSION.")));
-	rel = table_open(*relid, AccessShareLock);
+	memset(key, 0, sizeof(*key));
+	*own = false;
+	key->database = MyDatabaseId;
+	rel = OpenVersion();
+	key->relid = RelationGetRelid(rel);
 	attnum = SPI_fnumber(RelationGetDescr(rel), "version");
 	scan = table_beginscan(
 		rel, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 0, NULL);
@@ -133,7 +252,10 @@ ReadVersion(Oid *relid, int64 *version)
 		Datum d = heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
 
 		if (attnum > 0 && !isnull)
-			*version = DatumGetInt64(d);
+			key->version = DatumGetInt64(d);
+		/* The raw xmin: freezing the row does not change the key. */
+		key->xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
+		*own = TransactionIdIsCurrentTransactionId(key->xmin);
 		rows++;
 	}
 	table_endscan(scan);
@@ -236,24 +358,35 @@ RememberChecked(Snapshot s)
 }
 
 /*
- * ModelCurrent returns the copy of the configuration the active
- * snapshot sees, rebuilding it when the configuration changed.
+ * SameModelKey tells whether a model is the one of a key.
+ */
+static bool
+SameModelKey(const Model *m, const ModelKey *key)
+{
+	const ModelKey *k = &m->data->key;
+
+	return k->database == key->database && k->relid == key->relid && k->version == key->version &&
+		   k->xmin == key->xmin;
+}
+
+/*
+ * ModelCurrent returns the model of the configuration the active snapshot
+ * sees, taking the model of a new version when the configuration changed.
  */
 Model *
 ModelCurrent(void)
 {
-	Oid relid;
-	int64 version = 0;
-	TimestampTz started;
+	ModelKey key;
+	bool own;
 	Snapshot snapshot;
-	int pinned;
+	MemoryContext caller = CurrentMemoryContext;
 
 	snapshot = RoutingSnapshot();
 	if (current != NULL && SameAsChecked(snapshot))
 		return current;
 	checked.valid = false;
-	ReadVersion(&relid, &version);
-	if (current != NULL && current->version == version && current->version_relid == relid)
+	ReadVersion(&key, &own);
+	if (current != NULL && SameModelKey(current, &key))
 	{
 		RememberChecked(snapshot);
 		return current;
@@ -261,88 +394,293 @@ ModelCurrent(void)
 
 	if (current != NULL)
 	{
-		MemoryContextDelete(current->context);
+		FreeModel(current);
 		current = NULL;
 	}
-	pinned = SpiConnectPinned();
-	started = GetCurrentTimestamp();
-	current = Build(relid, version);
-	current->built_at = GetCurrentTimestamp();
-	current->build_ms = (double) (current->built_at - started) / 1000.0;
-	SpiFinishPinned(pinned);
+	if (building != NULL)
+	{
+		MemoryContextDelete(building);
+		building = NULL;
+	}
+	current = NewModel();
+	PG_TRY();
+	{
+		TakeBytes(current, &key, own);
+	}
+	PG_CATCH();
+	{
+		/* No half-made model is ever current; what a build left is freed next time. */
+		MemoryContextSwitchTo(caller);
+		FreeModel(current);
+		current = NULL;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	RememberChecked(snapshot);
 	return current;
 }
 
 /*
+ * NewModel starts a backend's handle on a model, without the model's
+ * bytes: what each backend has of its own.
+ */
+static Model *
+NewModel(void)
+{
+	MemoryContext context =
+		AllocSetContextCreate(TopMemoryContext, "aimroute model", ALLOCSET_DEFAULT_SIZES);
+	Model *m = MemoryContextAllocZero(context, sizeof(Model));
+
+	m->context = context;
+	FindPostgisFunctions(m);
+	FindPostalCodes(m);
+	m->places = NewPlaceTable(context);
+	return m;
+}
+
+/*
+ * FreeModel lets a model go: the backend's part, and its mapping of the
+ * shared bytes (the last backend to let a superseded version go frees it).
+ */
+static void
+FreeModel(Model *m)
+{
+	if (m->segment != NULL)
+		dsm_detach(m->segment);
+	MemoryContextDelete(m->context);
+}
+
+/*
+ * TakeBytes gives a model the bytes of a configuration: the shared copy of
+ * its version when there is one or this backend can make one, else a copy
+ * of the backend's own.  Only one backend builds a version at a time; the
+ * others wait for it and map what it built.  A version the backend's own
+ * transaction made is built for the backend alone.
+ */
+static void
+TakeBytes(Model *m, const ModelKey *key, bool own)
+{
+	char *bytes = NULL;
+	dsm_segment *segment = NULL;
+
+	if (ModelShareEnabled() && !own)
+	{
+		segment = ModelShareAttach(key);
+		if (segment == NULL && !IsInParallelMode())
+		{
+			ModelShareLockBuild(key);
+			segment = ModelShareAttach(key);
+			if (segment == NULL)
+			{
+				bytes = Build(m, key);
+				segment = ModelSharePublish(key, bytes, ((ModelData *) bytes)->size);
+			}
+			ModelShareUnlockBuild(key);
+		}
+	}
+	if (segment == NULL && bytes == NULL)
+		bytes = Build(m, key);
+	if (segment != NULL)
+	{
+		m->segment = segment;
+		if (building != NULL)
+			MemoryContextDelete(building);
+		Bind(m, dsm_segment_address(segment));
+	}
+	else
+	{
+		/* The bytes are the backend's own, freed with the model. */
+		MemoryContextSetParent(building, m->context);
+		m->bytes_context = building;
+		Bind(m, bytes);
+	}
+	building = NULL;
+}
+
+/*
  * aimroute_routing_cache_info is the SQL function
- * aimroute.routing_cache_info(): this session's copy of the configuration,
+ * aimroute.routing_cache_info(): the model this session routes with,
  * brought up to date first.
  */
 Datum
 aimroute_routing_cache_info(PG_FUNCTION_ARGS)
 {
 	TupleDesc desc;
-	Datum values[8];
-	bool nulls[8] = { false, false, false, false, false, false, false, false };
+	Datum values[10];
+	bool nulls[10] = { false };
 	Model *c;
+	int64 session;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "aimroute.routing_cache_info must return a composite type");
 	desc = BlessTupleDesc(desc);
 	c = ModelCurrent();
+	session = MemoryContextMemAllocated(c->context, true);
+	if (c->bytes_context != NULL)
+		session -= MemoryContextMemAllocated(c->bytes_context, true);
 	values[0] = BoolGetDatum(true); /* enabled: always, since aimroute.routing_cache was retired */
-	values[1] = Int64GetDatum(c->version);
-	values[2] = TimestampTzGetDatum(c->built_at);
-	values[3] = Float8GetDatum(c->build_ms);
-	values[4] = Int32GetDatum(c->ndealers);
-	values[5] = Int32GetDatum(c->nterritories);
+	values[1] = Int64GetDatum(c->data->key.version);
+	values[2] = TimestampTzGetDatum(c->data->built_at);
+	values[3] = Float8GetDatum(c->data->build_ms);
+	values[4] = Int32GetDatum(c->data->ndealers);
+	values[5] = Int32GetDatum(c->data->nterritories);
 	values[6] = Int64GetDatum(hash_get_num_entries(c->places));
-	values[7] = Int64GetDatum(MemoryContextMemAllocated(c->context, true));
+	values[7] = Int64GetDatum((int64) c->data->size);
+	values[8] = CStringGetTextDatum(c->segment != NULL ? "shared" : "local");
+	values[9] = Int64GetDatum(session);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 /*
- * Build reads the configuration into a new memory context.  An error half
- * way leaves no copy; the next routing frees what was built and tries again.
+ * Build reads the configuration into a model's bytes, in a new memory
+ * context (building) that the caller keeps or frees.  An error half way
+ * leaves that context to the next ModelCurrent to free.
  */
-static Model *
-Build(Oid relid, int64 version)
+static char *
+Build(Model *m, const ModelKey *key)
 {
-	MemoryContext context;
 	MemoryContext old;
-	Model *c;
+	Builder b;
+	TimestampTz started = GetCurrentTimestamp();
+	int pinned;
 
-	if (building != NULL)
-		MemoryContextDelete(building);
-	context = AllocSetContextCreate(TopMemoryContext, "aimroute model", ALLOCSET_DEFAULT_SIZES);
-	building = context;
-	scratch = AllocSetContextCreate(context, "aimroute model build", ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(context);
+	building =
+		AllocSetContextCreate(TopMemoryContext, "aimroute model bytes", ALLOCSET_DEFAULT_SIZES);
+	scratch = AllocSetContextCreate(building, "aimroute model build", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(building);
+	b.bytes = MemoryContextAllocHuge(building, FIRST_BLOCK);
+	b.size = FIRST_BLOCK;
+	b.used = 0;
+	b.model = m;
+	(void) Keep(&b, sizeof(ModelData));
+	HEAD(&b)->key = *key;
+	b.empty = KeepString(&b, "");
 
-	c = palloc0(sizeof(Model));
-	c->context = context;
-	c->version_relid = relid;
-	c->version = version;
-
-	FindPostgisFunctions(c);
-	LoadSettings(c);
-	LoadBrands(c);
-	LoadProducts(c);
-	LoadDealers(c);
-	LoadDealerLinks(c);
-	LoadTerritories(c);
-	BuildGroups(c);
-	BuildTrees(c);
-	FindPostalCodes(c);
-
-	c->places = NewPlaceTable(context);
+	pinned = SpiConnectPinned();
+	LoadSettings(&b);
+	LoadBrands(&b);
+	LoadProducts(&b);
+	LoadDealers(&b);
+	LoadDealerLinks(&b);
+	LoadTerritories(&b);
+	BuildGroups(&b);
+	BuildTrees(&b);
+	SpiFinishPinned(pinned);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(scratch);
 	scratch = NULL;
-	building = NULL;
-	return c;
+	b.bytes = repalloc_huge(b.bytes, b.used);
+	HEAD(&b)->size = b.used;
+	HEAD(&b)->built_at = GetCurrentTimestamp();
+	HEAD(&b)->build_ms = (double) (HEAD(&b)->built_at - started) / 1000.0;
+	return b.bytes;
+}
+
+/*
+ * Bind points a backend's handle at a model's bytes, and makes what the
+ * backend needs of its own from them: the settings routing reads, with the
+ * re-route time zone looked up here.
+ */
+static void
+Bind(Model *m, const char *bytes)
+{
+	RoutingSettings *s = &m->settings;
+	const ModelData *d = (const ModelData *) bytes;
+	const ModelRef *countries;
+
+	m->base = bytes;
+	m->data = d;
+	s->radius_enabled = d->radius_enabled;
+	s->radius_m = d->radius_m;
+	s->nradius_countries = d->nradius_countries;
+	s->radius_countries =
+		MemoryContextAlloc(m->context, sizeof(char *) * Max(d->nradius_countries, 1));
+	countries = ModelAt(m, d->radius_countries);
+	for (int i = 0; i < d->nradius_countries; i++)
+		s->radius_countries[i] = ModelText(m, countries[i]);
+	s->default_dealer = ModelText(m, d->default_dealer);
+	s->product_routing = d->product_routing;
+	s->inventory_routing = d->inventory_routing;
+	s->reroute = d->reroute;
+	/* pg_tzset's zones live as long as the backend: keep the pointer. */
+	s->reroute.tz = pg_tzset(s->reroute.timezone);
+}
+
+/*
+ * Reserve adds size bytes to a model being built, zeroed, aligned for any
+ * type when align is set (strings need not be); returns their offset.
+ */
+static ModelRef
+Reserve(Builder *b, Size size, bool align)
+{
+	Size start = align ? MAXALIGN(b->used) : b->used;
+	ModelRef ref;
+
+	if (start + size > PG_UINT32_MAX)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						errmsg("the routing configuration is too large for the routing model"),
+						errdetail("The model holds at most 4 GB.")));
+	if (start + size > b->size)
+	{
+		Size grown = Min(Max(b->size * 2, start + size), (Size) PG_UINT32_MAX);
+
+		b->bytes = repalloc_huge(b->bytes, grown);
+		b->size = grown;
+	}
+	ref = (ModelRef) start;
+	memset(b->bytes + start, 0, size);
+	b->used = start + size;
+	return ref;
+}
+
+/*
+ * Keep adds an array or struct of size bytes to a model being built.
+ */
+static ModelRef
+Keep(Builder *b, Size size)
+{
+	return Reserve(b, size, true);
+}
+
+/*
+ * KeepString adds a string to a model being built; 0 for NULL.
+ */
+static ModelRef
+KeepString(Builder *b, const char *s)
+{
+	Size len;
+	ModelRef ref;
+
+	if (s == NULL)
+		return 0;
+	len = strlen(s);
+	ref = Reserve(b, len + 1, false);
+	memcpy(b->bytes + ref, s, len);
+	return ref;
+}
+
+/*
+ * KeepText adds a text column to a model being built; 0 for NULL.
+ */
+static ModelRef
+KeepText(Builder *b, HeapTuple row, TupleDesc desc, int col)
+{
+	bool isnull;
+	Datum d = SPI_getbinval(row, desc, col, &isnull);
+	text *t;
+	int len;
+	ModelRef ref;
+
+	if (isnull)
+		return 0;
+	t = DatumGetTextPP(d);
+	len = VARSIZE_ANY_EXHDR(t);
+	ref = Reserve(b, len + 1, false);
+	memcpy(b->bytes + ref, VARDATA_ANY(t), len);
+	if ((Pointer) t != DatumGetPointer(d))
+		pfree(t);
+	return ref;
 }
 
 /*
@@ -411,7 +749,7 @@ FindPostalCodes(Model *c)
 
 /*
  * ReadQuery runs a read-only query for Build.  SPI leaves its own memory
- * context current after each call; the copy is built in the caller's.
+ * context current after each call; the model is built in the caller's.
  */
 static int
 ReadQuery(const char *sql, bool read_only, long count)
@@ -436,64 +774,17 @@ Text(HeapTuple row, TupleDesc desc, int col)
 }
 
 /*
- * Keep allocates size bytes that live as long as the copy.  The copy's many
- * small pieces -- dealer numbers, locations, per-dealer lists -- are carved
- * out of large blocks one after the other, without a chunk header each.
- */
-static void *
-Keep(Model *c, Size size)
-{
-	void *p;
-
-	size = MAXALIGN(Max(size, 1));
-	if (size > c->arena_left)
-	{
-		Size block = Max(size, ARENA_BLOCK);
-
-		c->arena = MemoryContextAlloc(c->context, block);
-		c->arena_left = block;
-	}
-	p = c->arena;
-	c->arena += size;
-	c->arena_left -= size;
-	return p;
-}
-
-/*
- * KeepText returns a text column as a C string kept with the copy, or NULL.
- */
-static char *
-KeepText(Model *c, HeapTuple row, TupleDesc desc, int col)
-{
-	bool isnull;
-	Datum d = SPI_getbinval(row, desc, col, &isnull);
-	text *t;
-	int len;
-	char *s;
-
-	if (isnull)
-		return NULL;
-	t = DatumGetTextPP(d);
-	len = VARSIZE_ANY_EXHDR(t);
-	s = Keep(c, len + 1);
-	memcpy(s, VARDATA_ANY(t), len);
-	s[len] = '\0';
-	if ((Pointer) t != DatumGetPointer(d))
-		pfree(t);
-	return s;
-}
-
-/*
  * LoadSettings copies what routing needs of aimroute.settings.
  */
 static void
-LoadSettings(Model *c)
+LoadSettings(Builder *b)
 {
-	RoutingSettings *s = &c->settings;
 	HeapTuple row;
 	TupleDesc desc;
 	bool isnull;
 	Datum d;
+	RerouteSettings reroute;
+	ModelRef dealer;
 
 	if (ReadQuery(
 			"SELECT radius_enabled, radius_miles::float8, radius_countries,"
@@ -508,66 +799,104 @@ LoadSettings(Model *c)
 			 errhint("Reinstall the extension: the settings row is created by CREATE EXTENSION.")));
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	s->radius_enabled = DatumGetBool(SPI_getbinval(row, desc, 1, &isnull));
-	s->radius_m = DatumGetFloat8(SPI_getbinval(row, desc, 2, &isnull)) * METERS_PER_MILE;
+	HEAD(b)->radius_enabled = DatumGetBool(SPI_getbinval(row, desc, 1, &isnull));
+	HEAD(b)->radius_m = DatumGetFloat8(SPI_getbinval(row, desc, 2, &isnull)) * METERS_PER_MILE;
 	d = SPI_getbinval(row, desc, 3, &isnull);
 	if (!isnull)
 	{
 		Datum *elems;
 		bool *nulls;
 		int n;
+		ModelRef countries;
 
 		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
 						  &n);
-		s->radius_countries = palloc(sizeof(char *) * Max(n, 1));
+		countries = Keep(b, sizeof(ModelRef) * Max(n, 1));
+		HEAD(b)->radius_countries = countries;
 		for (int i = 0; i < n; i++)
 			if (!nulls[i])
-				s->radius_countries[s->nradius_countries++] = TextDatumGetCString(elems[i]);
+			{
+				ModelRef country = KeepString(b, TextDatumGetCString(elems[i]));
+
+				At(b, countries, ModelRef)[HEAD(b)->nradius_countries++] = country;
+			}
 	}
-	s->default_dealer = Text(row, desc, 4);
-	s->product_routing = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
-	s->inventory_routing = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
-	ReadRerouteSettings(row, desc, 7, &s->reroute);
+	dealer = KeepString(b, Text(row, desc, 4));
+	HEAD(b)->default_dealer = dealer;
+	HEAD(b)->product_routing = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	HEAD(b)->inventory_routing = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+	ReadRerouteSettings(row, desc, 7, &reroute);
+	reroute.tz = NULL; /* an address in this backend only: Bind looks it up */
+	HEAD(b)->reroute = reroute;
+}
+
+/*
+ * KeepTextColumn keeps column col of every row of SPI_tuptable, as an
+ * array of strings; returns the array.
+ */
+static ModelRef
+KeepTextColumn(Builder *b, int col)
+{
+	ModelRef array = Keep(b, sizeof(ModelRef) * Max(SPI_processed, 1));
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		ModelRef s = KeepText(b, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col);
+
+		At(b, array, ModelRef)[i] = s;
+	}
+	return array;
 }
 
 /*
  * LoadBrands copies aimroute.brands, sorted by code in byte order.
  */
 static void
-LoadBrands(Model *c)
+LoadBrands(Builder *b)
 {
+	ModelRef codes;
+	ModelRef names;
+
 	if (ReadQuery("SELECT brand_code, name FROM aimroute.brands ORDER BY brand_code COLLATE \"C\"",
 				  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.brands");
-	c->nbrands = SPI_processed;
-	c->brand_codes = palloc(sizeof(char *) * Max(c->nbrands, 1));
-	c->brand_names = palloc(sizeof(char *) * Max(c->nbrands, 1));
-	for (int i = 0; i < c->nbrands; i++)
-	{
-		c->brand_codes[i] = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		c->brand_names[i] = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-	}
+	codes = KeepTextColumn(b, 1);
+	names = KeepTextColumn(b, 2);
+	HEAD(b)->nbrands = SPI_processed;
+	HEAD(b)->brand_codes = codes;
+	HEAD(b)->brand_names = names;
 }
 
 /*
  * LoadProducts lists every product code of assignments and stock, sorted.
  */
 static void
-LoadProducts(Model *c)
+LoadProducts(Builder *b)
 {
+	int n;
+	ModelRef codes;
+	ModelRef assigned;
+	ModelRef nassigned;
+	ModelRef stocked;
+	ModelRef nstocked;
+
 	if (ReadQuery("SELECT code FROM (SELECT product_code FROM aimroute.product_assignments"
 				  " UNION SELECT product_code FROM aimroute.inventory WHERE quantity > 0) p(code)"
 				  " ORDER BY code COLLATE \"C\"",
 				  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the product codes");
-	c->nproducts = SPI_processed;
-	c->product_codes = palloc(sizeof(char *) * Max(c->nproducts, 1));
-	c->assigned = palloc0(sizeof(int *) * Max(c->nproducts, 1));
-	c->nassigned = palloc0(sizeof(int) * Max(c->nproducts, 1));
-	c->stocked = palloc0(sizeof(int *) * Max(c->nproducts, 1));
-	c->nstocked = palloc0(sizeof(int) * Max(c->nproducts, 1));
-	for (int i = 0; i < c->nproducts; i++)
-		c->product_codes[i] = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	n = SPI_processed;
+	codes = KeepTextColumn(b, 1);
+	assigned = Keep(b, sizeof(ModelRef) * Max(n, 1));
+	nassigned = Keep(b, sizeof(int) * Max(n, 1));
+	stocked = Keep(b, sizeof(ModelRef) * Max(n, 1));
+	nstocked = Keep(b, sizeof(int) * Max(n, 1));
+	HEAD(b)->nproducts = n;
+	HEAD(b)->product_codes = codes;
+	HEAD(b)->assigned = assigned;
+	HEAD(b)->nassigned = nassigned;
+	HEAD(b)->stocked = stocked;
+	HEAD(b)->nstocked = nstocked;
 }
 
 /*
@@ -575,40 +904,45 @@ LoadProducts(Model *c)
  * tie-break order of routing), with each location as a unit vector.
  */
 static void
-LoadDealers(Model *c)
+LoadDealers(Builder *b)
 {
 	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location"
 					  " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"";
+	ModelRef dealers;
 
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.dealers");
-	c->ndealers = SPI_processed;
-	c->dealers = palloc0(sizeof(ModelDealer) * Max(c->ndealers, 1));
-	for (int i = 0; i < c->ndealers; i++)
+	dealers = Keep(b, sizeof(ModelDealer) * Max(SPI_processed, 1));
+	HEAD(b)->ndealers = SPI_processed;
+	HEAD(b)->dealers = dealers;
+	for (int i = 0; i < (int) SPI_processed; i++)
 	{
 		HeapTuple row = SPI_tuptable->vals[i];
 		TupleDesc desc = SPI_tuptable->tupdesc;
-		ModelDealer *d = &c->dealers[i];
 		bool null_location;
 		Datum location = SPI_getbinval(row, desc, 5, &null_location);
+		ModelDealer d;
 		double lat;
 		double lon;
 		bool isnull;
 
-		d->number = KeepText(c, row, desc, 1);
-		d->country = KeepText(c, row, desc, 2);
-		d->group = KeepText(c, row, desc, 3);
-		d->active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
+		memset(&d, 0, sizeof(d));
+		d.number = KeepText(b, row, desc, 1);
+		d.country = KeepText(b, row, desc, 2);
+		d.group = KeepText(b, row, desc, 3);
+		d.active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
 		if (!null_location)
 			location = PointerGetDatum(PG_DETOAST_DATUM(location));
-		if (!null_location && PointLatLon(c, location, &lat, &lon))
+		if (!null_location && PointLatLon(b->model, location, &lat, &lon))
 		{
 			Size size = VARSIZE_ANY(DatumGetPointer(location));
 
-			d->has_location = true;
-			d->location = PointerGetDatum(memcpy(Keep(c, size), DatumGetPointer(location), size));
-			UnitVector(lat, lon, d->xyz);
+			d.has_location = true;
+			d.location = Keep(b, size);
+			memcpy(At(b, d.location, char), DatumGetPointer(location), size);
+			UnitVector(lat, lon, d.xyz);
 		}
+		At(b, dealers, ModelDealer)[i] = d;
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
@@ -624,7 +958,7 @@ typedef enum LinkKind
 /*
  * LinkList returns where a dealer keeps one kind of link, and its length.
  */
-static int **
+static ModelRef *
 LinkList(ModelDealer *d, LinkKind kind, int **count)
 {
 	if (kind == LINK_BRANDS)
@@ -646,43 +980,51 @@ LinkList(ModelDealer *d, LinkKind kind, int **count)
  * unsorted; a link to a dealer or code the model does not hold is left out.
  */
 static void
-LoadLinks(Model *c, LinkKind kind, const char *sql)
+LoadLinks(Builder *b, LinkKind kind, const char *sql)
 {
 	MemoryContext old = MemoryContextSwitchTo(scratch);
+	int ndealers = HEAD(b)->ndealers;
 	int *count;
 	int *target;
 
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\"", sql);
-	count = palloc0(sizeof(int) * Max(c->ndealers, 1));
+	count = palloc0(sizeof(int) * Max(ndealers, 1));
 	target = palloc(sizeof(int) * 2 * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char *dealer = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		char *code = Text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		int di = ModelFindDealer(c, dealer);
-		int ci = kind == LINK_BRANDS ? ModelFindBrand(c, code) : ModelFindProduct(c, code);
+		int di = DealerIndex(b->bytes, HEAD(b), dealer);
+		int ci = kind == LINK_BRANDS ? FindText(b->bytes, At(b, HEAD(b)->brand_codes, ModelRef),
+												HEAD(b)->nbrands, code)
+									 : FindText(b->bytes, At(b, HEAD(b)->product_codes, ModelRef),
+												HEAD(b)->nproducts, code);
 
 		target[2 * i] = di;
 		target[2 * i + 1] = ci;
 		if (di >= 0 && ci >= 0)
 			count[di]++;
 	}
-	for (int d = 0; d < c->ndealers; d++)
+	for (int d = 0; d < ndealers; d++)
 	{
 		int *n;
+		ModelRef list;
 
-		*LinkList(&c->dealers[d], kind, &n) = Keep(c, sizeof(int) * count[d]);
+		if (count[d] == 0)
+			continue;
+		list = Keep(b, sizeof(int) * count[d]);
+		*LinkList(&At(b, HEAD(b)->dealers, ModelDealer)[d], kind, &n) = list;
 	}
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		int *n;
-		int **list;
+		ModelRef *list;
 
 		if (target[2 * i] < 0 || target[2 * i + 1] < 0)
 			continue;
-		list = LinkList(&c->dealers[target[2 * i]], kind, &n);
-		(*list)[(*n)++] = target[2 * i + 1];
+		list = LinkList(&At(b, HEAD(b)->dealers, ModelDealer)[target[2 * i]], kind, &n);
+		At(b, *list, int)[(*n)++] = target[2 * i + 1];
 	}
 	SPI_freetuptable(SPI_tuptable);
 	MemoryContextSwitchTo(old);
@@ -694,40 +1036,60 @@ LoadLinks(Model *c, LinkKind kind, const char *sql)
  * stock, sorted, and each product its dealers, in dealer order.
  */
 static void
-LoadDealerLinks(Model *c)
+LoadDealerLinks(Builder *b)
 {
-	LoadLinks(c, LINK_BRANDS, "SELECT dealer_number, brand_code FROM aimroute.dealer_brands");
-	LoadLinks(c, LINK_PRODUCTS,
+	int ndealers = HEAD(b)->ndealers;
+	int nproducts = HEAD(b)->nproducts;
+
+	LoadLinks(b, LINK_BRANDS, "SELECT dealer_number, brand_code FROM aimroute.dealer_brands");
+	LoadLinks(b, LINK_PRODUCTS,
 			  "SELECT dealer_number, product_code FROM aimroute.product_assignments");
-	LoadLinks(c, LINK_STOCK,
+	LoadLinks(b, LINK_STOCK,
 			  "SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0");
-	for (int di = 0; di < c->ndealers; di++)
+	for (int di = 0; di < ndealers; di++)
 	{
-		ModelDealer *d = &c->dealers[di];
+		ModelDealer *d = &At(b, HEAD(b)->dealers, ModelDealer)[di];
+		int *nassigned = At(b, HEAD(b)->nassigned, int);
+		int *nstocked = At(b, HEAD(b)->nstocked, int);
 
-		qsort(d->brands, d->nbrands, sizeof(int), CompareInts);
-		qsort(d->products, d->nproducts, sizeof(int), CompareInts);
-		qsort(d->stock, d->nstock, sizeof(int), CompareInts);
+		qsort(At(b, d->brands, int), d->nbrands, sizeof(int), CompareInts);
+		qsort(At(b, d->products, int), d->nproducts, sizeof(int), CompareInts);
+		qsort(At(b, d->stock, int), d->nstock, sizeof(int), CompareInts);
 		for (int i = 0; i < d->nproducts; i++)
-			c->nassigned[d->products[i]]++;
+			nassigned[At(b, d->products, int)[i]]++;
 		for (int i = 0; i < d->nstock; i++)
-			c->nstocked[d->stock[i]]++;
+			nstocked[At(b, d->stock, int)[i]]++;
 	}
-	for (int p = 0; p < c->nproducts; p++)
+	for (int p = 0; p < nproducts; p++)
 	{
-		c->assigned[p] = Keep(c, sizeof(int) * c->nassigned[p]);
-		c->stocked[p] = Keep(c, sizeof(int) * c->nstocked[p]);
-		c->nassigned[p] = 0;
-		c->nstocked[p] = 0;
+		ModelRef assigned = Keep(b, sizeof(int) * At(b, HEAD(b)->nassigned, int)[p]);
+		ModelRef stocked = Keep(b, sizeof(int) * At(b, HEAD(b)->nstocked, int)[p]);
+
+		At(b, HEAD(b)->assigned, ModelRef)[p] = assigned;
+		At(b, HEAD(b)->stocked, ModelRef)[p] = stocked;
+		At(b, HEAD(b)->nassigned, int)[p] = 0;
+		At(b, HEAD(b)->nstocked, int)[p] = 0;
 	}
-	for (int di = 0; di < c->ndealers; di++)
+	for (int di = 0; di < ndealers; di++)
 	{
-		ModelDealer *d = &c->dealers[di];
+		const ModelDealer *d = &At(b, HEAD(b)->dealers, ModelDealer)[di];
+		const ModelRef *assigned = At(b, HEAD(b)->assigned, ModelRef);
+		const ModelRef *stocked = At(b, HEAD(b)->stocked, ModelRef);
+		int *nassigned = At(b, HEAD(b)->nassigned, int);
+		int *nstocked = At(b, HEAD(b)->nstocked, int);
 
 		for (int i = 0; i < d->nproducts; i++)
-			c->assigned[d->products[i]][c->nassigned[d->products[i]]++] = di;
+		{
+			int p = At(b, d->products, int)[i];
+
+			At(b, assigned[p], int)[nassigned[p]++] = di;
+		}
 		for (int i = 0; i < d->nstock; i++)
-			c->stocked[d->stock[i]][c->nstocked[d->stock[i]]++] = di;
+		{
+			int p = At(b, d->stock, int)[i];
+
+			At(b, stocked[p], int)[nstocked[p]++] = di;
+		}
 	}
 }
 
@@ -744,19 +1106,21 @@ CompareInts(const void *a, const void *b)
 }
 
 /*
- * CompareTerritories orders territories by country, kind and code.
+ * CompareTerritories orders territories by country, kind and code; arg is
+ * the model's bytes.
  */
 static int
-CompareTerritories(const void *a, const void *b)
+CompareTerritories(const void *a, const void *b, void *arg)
 {
+	const char *base = arg;
 	const ModelTerritory *x = a;
 	const ModelTerritory *y = b;
-	int cmp = strcmp(x->country, y->country);
+	int cmp = strcmp(base + x->country, base + y->country);
 
 	if (cmp == 0)
 		cmp = (int) x->kind - (int) y->kind;
 	if (cmp == 0)
-		cmp = strcmp(x->code, y->code);
+		cmp = strcmp(base + x->code, base + y->code);
 	if (cmp == 0)
 		cmp = x->dealer - y->dealer;
 	return cmp;
@@ -782,52 +1146,59 @@ KindOrder(const char *kind)
  * LoadTerritories copies aimroute.territories, sorted for lookup.
  */
 static void
-LoadTerritories(Model *c)
+LoadTerritories(Builder *b)
 {
 	int n = 0;
+	ModelRef territories;
 
 	if (ReadQuery("SELECT country, kind, code, brand_code, dealer_number FROM aimroute.territories",
 				  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.territories");
-	c->territories = palloc(sizeof(ModelTerritory) * Max(SPI_processed, 1));
+	territories = Keep(b, sizeof(ModelTerritory) * Max(SPI_processed, 1));
+	HEAD(b)->territories = territories;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple row = SPI_tuptable->vals[i];
 		TupleDesc desc = SPI_tuptable->tupdesc;
-		ModelTerritory *t = &c->territories[n];
+		ModelTerritory t = { 0 };
 		MemoryContext old = MemoryContextSwitchTo(scratch);
 		char *brand = Text(row, desc, 4);
 		bool branded = brand != NULL;
 
-		t->kind = KindOrder(Text(row, desc, 2));
-		t->dealer = ModelFindDealer(c, Text(row, desc, 5));
-		t->brand = branded ? ModelFindBrand(c, brand) : -1;
+		t.kind = KindOrder(Text(row, desc, 2));
+		t.dealer = DealerIndex(b->bytes, HEAD(b), Text(row, desc, 5));
+		t.brand = branded ? FindText(b->bytes, At(b, HEAD(b)->brand_codes, ModelRef),
+									 HEAD(b)->nbrands, brand)
+						  : -1;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(scratch);
 		/* A brand no longer in aimroute.brands can match no lead. */
-		if (t->dealer < 0 || (branded && t->brand < 0))
+		if (t.dealer < 0 || (branded && t.brand < 0))
 			continue;
-		t->country = KeepText(c, row, desc, 1);
-		t->code = t->kind == 4 ? "" : KeepText(c, row, desc, 3);
-		n++;
+		t.country = KeepText(b, row, desc, 1);
+		t.code = t.kind == 4 ? b->empty : KeepText(b, row, desc, 3);
+		At(b, territories, ModelTerritory)[n++] = t;
 	}
 	SPI_freetuptable(SPI_tuptable);
-	c->nterritories = n;
-	qsort(c->territories, n, sizeof(ModelTerritory), CompareTerritories);
+	HEAD(b)->nterritories = n;
+	qsort_arg(At(b, territories, ModelTerritory), n, sizeof(ModelTerritory), CompareTerritories,
+			  b->bytes);
 }
 
 /*
- * CompareGroupMembers orders group members by country, group and dealer.
+ * CompareGroupMembers orders group members by country, group and dealer;
+ * arg is the model's bytes.
  */
 static int
-CompareGroupMembers(const void *a, const void *b)
+CompareGroupMembers(const void *a, const void *b, void *arg)
 {
+	const char *base = arg;
 	const GroupMember *x = a;
 	const GroupMember *y = b;
-	int cmp = strcmp(x->country, y->country);
+	int cmp = strcmp(base + x->country, base + y->country);
 
 	if (cmp == 0)
-		cmp = strcmp(x->group, y->group);
+		cmp = strcmp(base + x->group, base + y->group);
 	if (cmp == 0)
 		cmp = x->dealer - y->dealer;
 	return cmp;
@@ -837,32 +1208,46 @@ CompareGroupMembers(const void *a, const void *b)
  * BuildGroups lists the members of each dealer group per country.
  */
 static void
-BuildGroups(Model *c)
+BuildGroups(Builder *b)
 {
-	c->groups = palloc(sizeof(GroupMember) * Max(c->ndealers, 1));
-	for (int i = 0; i < c->ndealers; i++)
-		if (c->dealers[i].group != NULL)
-			c->groups[c->ngroups++] =
-				(GroupMember){ c->dealers[i].country, c->dealers[i].group, i };
-	qsort(c->groups, c->ngroups, sizeof(GroupMember), CompareGroupMembers);
+	int ndealers = HEAD(b)->ndealers;
+	int n = 0;
+	ModelRef groups;
+	const ModelDealer *dealers;
+
+	for (int i = 0; i < ndealers; i++)
+		if (At(b, HEAD(b)->dealers, ModelDealer)[i].group != 0)
+			n++;
+	groups = Keep(b, sizeof(GroupMember) * Max(n, 1));
+	dealers = At(b, HEAD(b)->dealers, ModelDealer);
+	n = 0;
+	for (int i = 0; i < ndealers; i++)
+		if (dealers[i].group != 0)
+			At(b, groups, GroupMember)[n++] =
+				(GroupMember){ dealers[i].country, dealers[i].group, i };
+	HEAD(b)->groups = groups;
+	HEAD(b)->ngroups = n;
+	qsort_arg(At(b, groups, GroupMember), n, sizeof(GroupMember), CompareGroupMembers, b->bytes);
 }
 
 /*
- * CompareTreeEntries orders (country, brand, dealer) triples.
+ * CompareTreeEntries orders (country, brand, dealer) triples; arg is the
+ * model's bytes.
  */
 typedef struct TreeEntry
 {
-	const char *country;
+	ModelRef country;
 	int brand;
 	int dealer;
 } TreeEntry;
 
 static int
-CompareTreeEntries(const void *a, const void *b)
+CompareTreeEntries(const void *a, const void *b, void *arg)
 {
+	const char *base = arg;
 	const TreeEntry *x = a;
 	const TreeEntry *y = b;
-	int cmp = strcmp(x->country, y->country);
+	int cmp = strcmp(base + x->country, base + y->country);
 
 	if (cmp == 0)
 		cmp = x->brand - y->brand;
@@ -877,59 +1262,100 @@ CompareTreeEntries(const void *a, const void *b)
  * return.
  */
 static void
-BuildTrees(Model *c)
+BuildTrees(Builder *b)
 {
+	int ndealers = HEAD(b)->ndealers;
 	int n = 0;
+	int ntrees = 0;
 	TreeEntry *entries;
+	ModelRef trees;
 	int start;
 
-	for (int i = 0; i < c->ndealers; i++)
-		if (c->dealers[i].active && c->dealers[i].has_location)
-			n += c->dealers[i].nbrands;
+	for (int i = 0; i < ndealers; i++)
+	{
+		const ModelDealer *d = &At(b, HEAD(b)->dealers, ModelDealer)[i];
+
+		if (d->active && d->has_location)
+			n += d->nbrands;
+	}
 	entries = MemoryContextAlloc(scratch, sizeof(TreeEntry) * Max(n, 1));
 	n = 0;
-	for (int i = 0; i < c->ndealers; i++)
+	for (int i = 0; i < ndealers; i++)
 	{
-		ModelDealer *d = &c->dealers[i];
+		const ModelDealer *d = &At(b, HEAD(b)->dealers, ModelDealer)[i];
 
 		if (!d->active || !d->has_location)
 			continue;
-		for (int b = 0; b < d->nbrands; b++)
-			entries[n++] = (TreeEntry){ d->country, d->brands[b], i };
+		for (int k = 0; k < d->nbrands; k++)
+			entries[n++] = (TreeEntry){ d->country, At(b, d->brands, int)[k], i };
 	}
-	qsort(entries, n, sizeof(TreeEntry), CompareTreeEntries);
+	qsort_arg(entries, n, sizeof(TreeEntry), CompareTreeEntries, b->bytes);
+	for (int i = 0; i < n; i++)
+		if (i == 0 || entries[i - 1].brand != entries[i].brand ||
+			strcmp(b->bytes + entries[i - 1].country, b->bytes + entries[i].country) != 0)
+			ntrees++;
 
-	c->trees = palloc(sizeof(BrandTree) * Max(n, 1));
+	trees = Keep(b, sizeof(BrandTree) * Max(ntrees, 1));
+	HEAD(b)->trees = trees;
+	HEAD(b)->ntrees = ntrees;
+	ntrees = 0;
 	for (start = 0; start < n;)
 	{
 		int end = start;
-		BrandTree *bt = &c->trees[c->ntrees++];
+		int size;
+		ModelRef dealer;
+		ModelRef pt;
+		ModelRef dim;
+		BrandTree *bt;
+		KdView view;
 
 		while (end < n && entries[end].brand == entries[start].brand &&
-			   strcmp(entries[end].country, entries[start].country) == 0)
+			   strcmp(b->bytes + entries[end].country, b->bytes + entries[start].country) == 0)
 			end++;
+		size = end - start;
+		dealer = Keep(b, sizeof(int) * size);
+		pt = Keep(b, sizeof(double[3]) * size);
+		dim = Keep(b, size);
+		bt = &At(b, trees, BrandTree)[ntrees++];
 		bt->country = entries[start].country;
 		bt->brand = entries[start].brand;
-		bt->tree.n = end - start;
-		bt->tree.dealer = palloc(sizeof(int) * bt->tree.n);
-		bt->tree.pt = palloc(sizeof(double[3]) * bt->tree.n);
-		bt->tree.dim = palloc(bt->tree.n);
-		for (int i = 0; i < bt->tree.n; i++)
+		bt->tree.n = size;
+		bt->tree.dealer = dealer;
+		bt->tree.pt = pt;
+		bt->tree.dim = dim;
+		view = TreeView(b->bytes, &bt->tree);
+		for (int i = 0; i < size; i++)
 		{
-			bt->tree.dealer[i] = entries[start + i].dealer;
-			memcpy(bt->tree.pt[i], c->dealers[entries[start + i].dealer].xyz, sizeof(double[3]));
+			view.dealer[i] = entries[start + i].dealer;
+			memcpy(view.pt[i], At(b, HEAD(b)->dealers, ModelDealer)[entries[start + i].dealer].xyz,
+				   sizeof(double[3]));
 		}
-		KdBuild(&bt->tree, 0, bt->tree.n);
+		KdBuild(&view, 0, size);
 		start = end;
 	}
 	pfree(entries);
 }
 
 /*
+ * TreeView gives the arrays of a tree at their addresses in this backend.
+ */
+static KdView
+TreeView(const char *base, const KdTree *t)
+{
+	KdView view;
+
+	view.n = t->n;
+	view.dealer = (int *) (base + t->dealer);
+	view.pt = (double(*)[3])(base + t->pt);
+	view.dim = (unsigned char *) (base + t->dim);
+	return view;
+}
+
+/*
  * KdSwap exchanges two nodes of a tree under construction.
  */
 static void
-KdSwap(KdTree *t, int i, int j)
+KdSwap(KdView *t, int i, int j)
 {
 	int dealer = t->dealer[i];
 	double pt[3];
@@ -946,7 +1372,7 @@ KdSwap(KdTree *t, int i, int j)
  * the widest axis at the middle, smaller values before it, larger after.
  */
 static void
-KdBuild(KdTree *t, int lo, int hi)
+KdBuild(KdView *t, int lo, int hi)
 {
 	int mid = lo + (hi - lo) / 2;
 	double min[3] = { INFINITY, INFINITY, INFINITY };
@@ -1012,7 +1438,7 @@ Distance2(const double a[3], const double b[3])
  * KdNearest finds the accepted node closest to q (by chord).
  */
 static void
-KdNearest(const KdTree *t, int lo, int hi, const double q[3], Model *c, const CandidateFilter *f,
+KdNearest(const KdView *t, int lo, int hi, const double q[3], Model *c, const CandidateFilter *f,
 		  int *best, double *best_d2)
 {
 	while (lo < hi)
@@ -1063,7 +1489,7 @@ TreeAccepts(Model *c, const CandidateFilter *f, int dealer)
  * KdRange lists the accepted nodes within squared chord r2 of q.
  */
 static void
-KdRange(const KdTree *t, int lo, int hi, const double q[3], double r2, Model *c,
+KdRange(const KdView *t, int lo, int hi, const double q[3], double r2, Model *c,
 		const CandidateFilter *f, List **found)
 {
 	while (lo < hi)
@@ -1125,11 +1551,11 @@ ChordFor(double sphere_m)
 /*
  * LowerBound is the one binary search of the model's sorted arrays: the
  * index of the first of n elements of size bytes at base that does not sort
- * before key by cmp(element, key); n when every element does.
+ * before key by cmp(element, key, arg); n when every element does.
  */
 static inline int
 LowerBound(const void *base, int n, Size size, const void *key,
-		   int (*cmp)(const void *element, const void *key))
+		   int (*cmp)(const void *element, const void *key, const void *arg), const void *arg)
 {
 	int lo = 0;
 	int hi = n;
@@ -1138,7 +1564,7 @@ LowerBound(const void *base, int n, Size size, const void *key,
 	{
 		int mid = lo + (hi - lo) / 2;
 
-		if (cmp((const char *) base + (Size) mid * size, key) < 0)
+		if (cmp((const char *) base + (Size) mid * size, key, arg) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -1147,43 +1573,67 @@ LowerBound(const void *base, int n, Size size, const void *key,
 }
 
 /*
- * CompareStringKey orders an element of a sorted string array against a key.
+ * CompareStringKey orders an element of a sorted string array against a
+ * key; arg is the model's bytes.
  */
 static int
-CompareStringKey(const void *element, const void *key)
+CompareStringKey(const void *element, const void *key, const void *arg)
 {
-	return strcmp(*(char *const *) element, (const char *) key);
+	return strcmp((const char *) arg + *(const ModelRef *) element, (const char *) key);
 }
 
 /*
- * Find looks a string up in a sorted array; -1 when absent.
+ * FindText looks a string up in a sorted array of strings; -1 when absent.
  */
 static int
-Find(char **sorted, int n, const char *key)
+FindText(const char *base, const ModelRef *sorted, int n, const char *key)
 {
-	int i = LowerBound(sorted, n, sizeof(char *), key, CompareStringKey);
+	int i = LowerBound(sorted, n, sizeof(ModelRef), key, CompareStringKey, base);
 
-	return i < n && strcmp(sorted[i], key) == 0 ? i : -1;
+	return i < n && strcmp(base + sorted[i], key) == 0 ? i : -1;
 }
 
 /*
- * Contains tells whether a sorted int array holds value.
+ * CompareIntKey orders ints for LowerBound.
+ */
+static int
+CompareIntKey(const void *element, const void *key, const void *arg)
+{
+	return CompareInts(element, key);
+}
+
+/*
+ * Contains tells whether a sorted int array of a model holds value.
  */
 static bool
-Contains(const int *sorted, int n, int value)
+Contains(const char *base, ModelRef sorted, int n, int value)
 {
-	int i = LowerBound(sorted, n, sizeof(int), &value, CompareInts);
+	const int *array = (const int *) (base + sorted);
+	int i = LowerBound(array, n, sizeof(int), &value, CompareIntKey, NULL);
 
-	return i < n && sorted[i] == value;
+	return i < n && array[i] == value;
 }
 
 /*
- * CompareDealerKey orders a dealer against a dealer number.
+ * CompareDealerKey orders a dealer against a dealer number; arg is the
+ * model's bytes.
  */
 static int
-CompareDealerKey(const void *element, const void *key)
+CompareDealerKey(const void *element, const void *key, const void *arg)
 {
-	return strcmp(((const ModelDealer *) element)->number, (const char *) key);
+	return strcmp((const char *) arg + ((const ModelDealer *) element)->number, (const char *) key);
+}
+
+/*
+ * DealerIndex finds a dealer in a model's bytes; -1 when there is none.
+ */
+static int
+DealerIndex(const char *base, const ModelData *d, const char *number)
+{
+	const ModelDealer *dealers = (const ModelDealer *) (base + d->dealers);
+	int i = LowerBound(dealers, d->ndealers, sizeof(ModelDealer), number, CompareDealerKey, base);
+
+	return i < d->ndealers && strcmp(base + dealers[i].number, number) == 0 ? i : -1;
 }
 
 /*
@@ -1192,9 +1642,7 @@ CompareDealerKey(const void *element, const void *key)
 int
 ModelFindDealer(Model *c, const char *number)
 {
-	int i = LowerBound(c->dealers, c->ndealers, sizeof(ModelDealer), number, CompareDealerKey);
-
-	return i < c->ndealers && strcmp(c->dealers[i].number, number) == 0 ? i : -1;
+	return DealerIndex(c->base, c->data, number);
 }
 
 /*
@@ -1203,7 +1651,7 @@ ModelFindDealer(Model *c, const char *number)
 int
 ModelFindBrand(Model *c, const char *code)
 {
-	return code ? Find(c->brand_codes, c->nbrands, code) : -1;
+	return code ? FindText(c->base, ModelAt(c, c->data->brand_codes), c->data->nbrands, code) : -1;
 }
 
 /*
@@ -1213,16 +1661,17 @@ ModelFindBrand(Model *c, const char *code)
 int
 ModelFindProduct(Model *c, const char *code)
 {
-	return code ? Find(c->product_codes, c->nproducts, code) : -1;
+	return code ? FindText(c->base, ModelAt(c, c->data->product_codes), c->data->nproducts, code)
+				: -1;
 }
 
 /*
  * ModelSells tells whether a dealer sells a brand.
  */
 bool
-ModelSells(const ModelDealer *d, int brand)
+ModelSells(const Model *c, const ModelDealer *d, int brand)
 {
-	return brand >= 0 && Contains(d->brands, d->nbrands, brand);
+	return brand >= 0 && Contains(c->base, d->brands, d->nbrands, brand);
 }
 
 /*
@@ -1232,11 +1681,11 @@ ModelSells(const ModelDealer *d, int brand)
 bool
 ModelAccepts(Model *c, const CandidateFilter *f, int dealer)
 {
-	const ModelDealer *d = &c->dealers[dealer];
+	const ModelDealer *d = ModelDealerAt(c, dealer);
 
-	if (!d->active || !ModelSells(d, f->brand))
+	if (!d->active || !ModelSells(c, d, f->brand))
 		return false;
-	if (f->country && strcmp(d->country, f->country) != 0)
+	if (f->country && strcmp(ModelText(c, d->country), f->country) != 0)
 		return false;
 	return PassesRest(c, f, dealer);
 }
@@ -1248,17 +1697,18 @@ ModelAccepts(Model *c, const CandidateFilter *f, int dealer)
 static bool
 PassesRest(Model *c, const CandidateFilter *f, int dealer)
 {
-	const ModelDealer *d = &c->dealers[dealer];
+	const ModelDealer *d = ModelDealerAt(c, dealer);
 
 	for (int i = 0; i < f->nexcluded; i++)
 		if (f->excluded[i] == dealer)
 			return false;
 	if (f->product != FILTER_ANY &&
-		(f->product < 0 || !Contains(d->products, d->nproducts, f->product)))
+		(f->product < 0 || !Contains(c->base, d->products, d->nproducts, f->product)))
 		return false;
-	if (f->stock != FILTER_ANY && (f->stock < 0 || !Contains(d->stock, d->nstock, f->stock)))
+	if (f->stock != FILTER_ANY &&
+		(f->stock < 0 || !Contains(c->base, d->stock, d->nstock, f->stock)))
 		return false;
-	if (f->group && (d->group == NULL || strcmp(d->group, f->group) != 0))
+	if (f->group && (d->group == 0 || strcmp(ModelText(c, d->group), f->group) != 0))
 		return false;
 	return true;
 }
@@ -1270,14 +1720,14 @@ PassesRest(Model *c, const CandidateFilter *f, int dealer)
 double
 ModelDistance(Model *c, int dealer, Datum centroid)
 {
-	const ModelDealer *d = &c->dealers[dealer];
+	const ModelDealer *d = ModelDealerAt(c, dealer);
 	LOCAL_FCINFO(fcinfo, 3);
 	Datum result;
 
 	if (!d->has_location || centroid == (Datum) 0)
 		return NAN;
 	InitFunctionCallInfoData(*fcinfo, &c->distance, 3, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = d->location;
+	fcinfo->args[0].value = PointerGetDatum(ModelAt(c, d->location));
 	fcinfo->args[0].isnull = false;
 	fcinfo->args[1].value = centroid;
 	fcinfo->args[1].isnull = false;
@@ -1302,15 +1752,23 @@ CompareCandidates(const void *a, const void *b)
 	return x->dealer - y->dealer;
 }
 
+/* What FindTree looks for. */
+typedef struct TreeKey
+{
+	const char *country;
+	int brand;
+} TreeKey;
+
 /*
- * CompareTreeKey orders a tree by country and brand against a key tree.
+ * CompareTreeKey orders a tree by country and brand against a key; arg is
+ * the model's bytes.
  */
 static int
-CompareTreeKey(const void *element, const void *key)
+CompareTreeKey(const void *element, const void *key, const void *arg)
 {
 	const BrandTree *x = element;
-	const BrandTree *y = key;
-	int cmp = strcmp(x->country, y->country);
+	const TreeKey *y = key;
+	int cmp = strcmp((const char *) arg + x->country, y->country);
 
 	return cmp != 0 ? cmp : x->brand - y->brand;
 }
@@ -1322,10 +1780,33 @@ CompareTreeKey(const void *element, const void *key)
 static const KdTree *
 FindTree(Model *c, const CandidateFilter *f)
 {
-	BrandTree key = { f->country, f->brand };
-	int i = LowerBound(c->trees, c->ntrees, sizeof(BrandTree), &key, CompareTreeKey);
+	TreeKey key = { f->country, f->brand };
+	const BrandTree *trees = ModelAt(c, c->data->trees);
+	int n = c->data->ntrees;
+	int i = LowerBound(trees, n, sizeof(BrandTree), &key, CompareTreeKey, c->base);
 
-	return i < c->ntrees && CompareTreeKey(&c->trees[i], &key) == 0 ? &c->trees[i].tree : NULL;
+	return i < n && CompareTreeKey(&trees[i], &key, c->base) == 0 ? &trees[i].tree : NULL;
+}
+
+/* What GroupRange looks for. */
+typedef struct GroupKey
+{
+	const char *country;
+	const char *group;
+} GroupKey;
+
+/*
+ * CompareGroupKey orders a group member against a country and group; arg is
+ * the model's bytes.
+ */
+static int
+CompareGroupKey(const void *element, const void *key, const void *arg)
+{
+	const GroupMember *x = element;
+	const GroupKey *y = key;
+	int cmp = strcmp((const char *) arg + x->country, y->country);
+
+	return cmp != 0 ? cmp : strcmp((const char *) arg + x->group, y->group);
 }
 
 /*
@@ -1334,12 +1815,13 @@ FindTree(Model *c, const CandidateFilter *f)
 static void
 GroupRange(Model *c, const char *country, const char *group, int *first, int *last)
 {
-	GroupMember key = { country, group, -1 };
-	int i = LowerBound(c->groups, c->ngroups, sizeof(GroupMember), &key, CompareGroupMembers);
+	GroupKey key = { country, group };
+	const GroupMember *groups = ModelAt(c, c->data->groups);
+	int n = c->data->ngroups;
+	int i = LowerBound(groups, n, sizeof(GroupMember), &key, CompareGroupKey, c->base);
 
 	*first = i;
-	while (i < c->ngroups && strcmp(c->groups[i].country, country) == 0 &&
-		   strcmp(c->groups[i].group, group) == 0)
+	while (i < n && CompareGroupKey(&groups[i], &key, c->base) == 0)
 		i++;
 	*last = i;
 }
@@ -1356,33 +1838,36 @@ GatherListed(Model *c, const CandidateFilter *f, const KdTree *tree, List **foun
 {
 	const int *list;
 	int n;
+	const int *nstocked = ModelAt(c, c->data->nstocked);
+	const int *nassigned = ModelAt(c, c->data->nassigned);
 
 	if (f->group != NULL)
 	{
+		const GroupMember *groups = ModelAt(c, c->data->groups);
 		int first;
 		int last;
 
 		GroupRange(c, f->country, f->group, &first, &last);
 		for (int i = first; i < last; i++)
-			if (c->dealers[c->groups[i].dealer].has_location &&
-				ModelAccepts(c, f, c->groups[i].dealer))
-				*found = lappend_int(*found, c->groups[i].dealer);
+			if (ModelDealerAt(c, groups[i].dealer)->has_location &&
+				ModelAccepts(c, f, groups[i].dealer))
+				*found = lappend_int(*found, groups[i].dealer);
 		return true;
 	}
-	if (f->stock >= 0 && c->nstocked[f->stock] < tree->n / 4)
+	if (f->stock >= 0 && nstocked[f->stock] < tree->n / 4)
 	{
-		list = c->stocked[f->stock];
-		n = c->nstocked[f->stock];
+		list = ModelAt(c, ((const ModelRef *) ModelAt(c, c->data->stocked))[f->stock]);
+		n = nstocked[f->stock];
 	}
-	else if (f->product >= 0 && c->nassigned[f->product] < tree->n / 4)
+	else if (f->product >= 0 && nassigned[f->product] < tree->n / 4)
 	{
-		list = c->assigned[f->product];
-		n = c->nassigned[f->product];
+		list = ModelAt(c, ((const ModelRef *) ModelAt(c, c->data->assigned))[f->product]);
+		n = nassigned[f->product];
 	}
 	else
 		return false;
 	for (int i = 0; i < n; i++)
-		if (c->dealers[list[i]].has_location && ModelAccepts(c, f, list[i]))
+		if (ModelDealerAt(c, list[i])->has_location && ModelAccepts(c, f, list[i]))
 			*found = lappend_int(*found, list[i]);
 	return true;
 }
@@ -1400,7 +1885,7 @@ NearestOf(Model *c, List *found, const double q[3])
 
 	foreach (lc, found)
 	{
-		double s = SphereMeters(q, c->dealers[lfirst_int(lc)].xyz);
+		double s = SphereMeters(q, ModelDealerAt(c, lfirst_int(lc))->xyz);
 
 		if (nearest < 0 || s < nearest_sphere || (s == nearest_sphere && lfirst_int(lc) < nearest))
 		{
@@ -1423,6 +1908,7 @@ ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum cent
 			 double limit_m, Candidate **out)
 {
 	const KdTree *tree = FindTree(c, f);
+	KdView view;
 	List *found = NIL;
 	bool listed;
 	int nearest = -1;
@@ -1434,6 +1920,7 @@ ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum cent
 	*out = NULL;
 	if (tree == NULL || f->product == FILTER_NOTHING || f->stock == FILTER_NOTHING)
 		return 0;
+	view = TreeView(c->base, tree);
 	listed = GatherListed(c, f, tree, &found);
 	if (listed)
 		nearest = NearestOf(c, found, xyz);
@@ -1441,9 +1928,10 @@ ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum cent
 	{
 		double best_d2 = INFINITY;
 
-		KdNearest(tree, 0, tree->n, xyz, c, f, &nearest, &best_d2);
+		KdNearest(&view, 0, view.n, xyz, c, f, &nearest, &best_d2);
 	}
-	if (nearest < 0 || SphereMeters(xyz, c->dealers[nearest].xyz) * (1.0 - SPHERE_MARGIN) > limit_m)
+	if (nearest < 0 ||
+		SphereMeters(xyz, ModelDealerAt(c, nearest)->xyz) * (1.0 - SPHERE_MARGIN) > limit_m)
 		return 0;
 
 	nearest_m = ModelDistance(c, nearest, centroid);
@@ -1452,12 +1940,12 @@ ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum cent
 	{
 		double chord = ChordFor(bound / (1.0 - SPHERE_MARGIN));
 
-		KdRange(tree, 0, tree->n, xyz, chord * chord, c, f, &found);
+		KdRange(&view, 0, view.n, xyz, chord * chord, c, f, &found);
 	}
 	*out = palloc(sizeof(Candidate) * Max(list_length(found), 1));
 	foreach (lc, found)
 	{
-		double s = SphereMeters(xyz, c->dealers[lfirst_int(lc)].xyz);
+		double s = SphereMeters(xyz, ModelDealerAt(c, lfirst_int(lc))->xyz);
 
 		if (s * (1.0 - SPHERE_MARGIN) <= bound)
 			(*out)[n++] = (Candidate){ lfirst_int(lc), s };
@@ -1474,14 +1962,41 @@ ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum cent
 int
 ModelFirstOfGroup(Model *c, const CandidateFilter *f)
 {
+	const GroupMember *groups = ModelAt(c, c->data->groups);
 	int first;
 	int last;
 
 	GroupRange(c, f->country, f->group, &first, &last);
 	for (int i = first; i < last; i++)
-		if (ModelAccepts(c, f, c->groups[i].dealer))
-			return c->groups[i].dealer;
+		if (ModelAccepts(c, f, groups[i].dealer))
+			return groups[i].dealer;
 	return -1;
+}
+
+/* What TerritoryRange looks for. */
+typedef struct TerritoryKey
+{
+	const char *country;
+	char kind;
+	const char *code;
+} TerritoryKey;
+
+/*
+ * CompareTerritoryKey orders a territory against a country, kind and code;
+ * arg is the model's bytes.
+ */
+static int
+CompareTerritoryKey(const void *element, const void *key, const void *arg)
+{
+	const ModelTerritory *x = element;
+	const TerritoryKey *y = key;
+	int cmp = strcmp((const char *) arg + x->country, y->country);
+
+	if (cmp == 0)
+		cmp = (int) x->kind - (int) y->kind;
+	if (cmp == 0)
+		cmp = strcmp((const char *) arg + x->code, y->code);
+	return cmp;
 }
 
 /*
@@ -1490,13 +2005,13 @@ ModelFirstOfGroup(Model *c, const CandidateFilter *f)
 static void
 TerritoryRange(Model *c, const char *country, char kind, const char *code, int *first, int *last)
 {
-	ModelTerritory key = { country, code, kind, 0, -1 };
-	int i = LowerBound(c->territories, c->nterritories, sizeof(ModelTerritory), &key,
-					   CompareTerritories);
+	TerritoryKey key = { country, kind, code };
+	const ModelTerritory *territories = ModelAt(c, c->data->territories);
+	int n = c->data->nterritories;
+	int i = LowerBound(territories, n, sizeof(ModelTerritory), &key, CompareTerritoryKey, c->base);
 
 	*first = i;
-	while (i < c->nterritories && strcmp(c->territories[i].country, country) == 0 &&
-		   c->territories[i].kind == kind && strcmp(c->territories[i].code, code) == 0)
+	while (i < n && CompareTerritoryKey(&territories[i], &key, c->base) == 0)
 		i++;
 	*last = i;
 }
@@ -1508,12 +2023,13 @@ TerritoryRange(Model *c, const char *country, char kind, const char *code, int *
  */
 int
 ModelTerritories(Model *c, const char *country, const char *postal, const char *county,
-				 const char *state, int brand, ModelTerritory ***out)
+				 const char *state, int brand, const ModelTerritory ***out)
 {
 	const char *codes[4] = { postal, county, state, "" };
+	const ModelTerritory *territories = ModelAt(c, c->data->territories);
 	int n = 0;
 	int cap = 16;
-	ModelTerritory **found = palloc(sizeof(ModelTerritory *) * cap);
+	const ModelTerritory **found = palloc(sizeof(ModelTerritory *) * cap);
 
 	for (int k = 0; k < 4; k++)
 	{
@@ -1525,7 +2041,7 @@ ModelTerritories(Model *c, const char *country, const char *postal, const char *
 		TerritoryRange(c, country, (char) (k + 1), codes[k], &first, &last);
 		for (int i = first; i < last; i++)
 		{
-			ModelTerritory *t = &c->territories[i];
+			const ModelTerritory *t = &territories[i];
 
 			if (t->brand != -1 && t->brand != brand)
 				continue;

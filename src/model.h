@@ -1,9 +1,9 @@
 /*
  * model.h
- *		The routing configuration held in each backend's memory: dealers,
- *		brands, territories, products, stock and settings, with a spatial
- *		index per country and brand, rebuilt whenever the configuration's
- *		version changes.
+ *		The routing configuration as routing reads it: dealers, brands,
+ *		territories, products, stock and settings, with a spatial index per
+ *		country and brand; one copy per configuration version, in shared
+ *		memory when the library is preloaded, else in the backend's.
  */
 #ifndef AIMROUTE_MODEL_H
 #define AIMROUTE_MODEL_H
@@ -22,28 +22,37 @@ typedef struct RoutingSettings
 {
 	bool radius_enabled;
 	double radius_m;
-	char **radius_countries;
+	const char **radius_countries;
 	int nradius_countries;
-	char *default_dealer;
+	const char *default_dealer;
 	bool product_routing;
 	bool inventory_routing;
 	RerouteSettings reroute;
 } RoutingSettings;
 
+/*
+ * A piece of the model: its offset from the start of the model's bytes; 0
+ * is none (the header is at offset 0).  The model holds no pointer, so that
+ * its bytes mean the same wherever they are mapped: in one backend's
+ * memory, or in a shared memory segment every backend of the database maps
+ * at an address of its own (model_share.c).
+ */
+typedef uint32 ModelRef;
+
 typedef struct ModelDealer
 {
-	char *number;
-	char *country;
-	char *group; /* NULL: none */
+	ModelRef number;
+	ModelRef country;
+	ModelRef group; /* 0: none */
 	bool active;
 	bool has_location;
-	double xyz[3];	/* unit vector */
-	Datum location; /* geography */
-	int *brands;	/* sorted brand indexes */
+	double xyz[3];	   /* unit vector */
+	ModelRef location; /* geography */
+	ModelRef brands;   /* sorted brand indexes (int) */
 	int nbrands;
-	int *products; /* sorted product indexes of its assignments */
+	ModelRef products; /* sorted product indexes of its assignments */
 	int nproducts;
-	int *stock; /* sorted product indexes with quantity > 0 */
+	ModelRef stock; /* sorted product indexes with quantity > 0 */
 	int nstock;
 } ModelDealer;
 
@@ -51,64 +60,97 @@ typedef struct ModelDealer
 typedef struct KdTree
 {
 	int n;
-	int *dealer;		/* dealer index of each node */
-	double (*pt)[3];	/* its point */
-	unsigned char *dim; /* its split axis */
+	ModelRef dealer; /* int: dealer index of each node */
+	ModelRef pt;	 /* double[3]: its point */
+	ModelRef dim;	 /* unsigned char: its split axis */
 } KdTree;
 
 /* The active dealers of one country that sell one brand. */
 typedef struct BrandTree
 {
-	const char *country;
+	ModelRef country;
 	int brand;
 	KdTree tree;
 } BrandTree;
 
 typedef struct ModelTerritory
 {
-	const char *country;
-	const char *code; /* "" for kind country: any code of the country */
-	char kind;		  /* 'p'ostal, 'c'ounty, 's'tate, 'n'ation */
-	int brand;		  /* -1: every brand the dealer sells */
+	ModelRef country;
+	ModelRef code; /* "" for kind country: any code of the country */
+	char kind;	   /* 'p'ostal, 'c'ounty, 's'tate, 'n'ation */
+	int brand;	   /* -1: every brand the dealer sells */
 	int dealer;
 } ModelTerritory;
 
 /* A dealer group's member in a country. */
 typedef struct GroupMember
 {
-	const char *country;
-	const char *group;
+	ModelRef country;
+	ModelRef group;
 	int dealer;
 } GroupMember;
 
-typedef struct Model
+/* What identifies one state of the configuration: its version row. */
+typedef struct ModelKey
 {
-	MemoryContext context;
-	Oid version_relid;
-	int64 version;
-	RoutingSettings settings;
-	ModelDealer *dealers; /* sorted by number: a lower index is a lower number */
-	int ndealers;
-	char **brand_codes; /* sorted */
-	char **brand_names;
-	int nbrands;
-	char **product_codes; /* sorted */
-	int **assigned;		  /* per product: dealers assigned it */
-	int *nassigned;
-	int **stocked; /* per product: dealers with it in stock */
-	int *nstocked;
-	int nproducts;
-	BrandTree *trees; /* sorted by country, brand */
-	int ntrees;
-	ModelTerritory *territories; /* sorted by country, kind, code */
-	int nterritories;
-	GroupMember *groups; /* sorted by country, group, dealer */
-	int ngroups;
-	HTAB *places; /* postal codes looked up so far */
-	char *arena;  /* where Keep carves the next piece */
-	Size arena_left;
+	Oid database;
+	Oid relid;			/* aimroute.config_version */
+	int64 version;		/* its number */
+	TransactionId xmin; /* the transaction that wrote it (raw, never frozen) */
+} ModelKey;
+
+/*
+ * The model's bytes, header first: everything the routing search reads.
+ * Arrays and strings are pieces addressed by ModelRef.
+ */
+typedef struct ModelData
+{
+	Size size; /* of the whole model, header included */
+	ModelKey key;
 	TimestampTz built_at;
 	double build_ms;
+	/* aimroute.settings (reroute.tz is NULL here: each backend looks it up) */
+	bool radius_enabled;
+	double radius_m;
+	ModelRef radius_countries; /* ModelRef of each */
+	int nradius_countries;
+	ModelRef default_dealer;
+	bool product_routing;
+	bool inventory_routing;
+	RerouteSettings reroute;
+	ModelRef dealers; /* ModelDealer, sorted by number: a lower index is a lower number */
+	int ndealers;
+	ModelRef brand_codes; /* ModelRef of each, sorted */
+	ModelRef brand_names;
+	int nbrands;
+	ModelRef product_codes; /* ModelRef of each, sorted */
+	ModelRef assigned;		/* ModelRef per product: int dealers assigned it */
+	ModelRef nassigned;		/* int per product */
+	ModelRef stocked;		/* ModelRef per product: int dealers with it in stock */
+	ModelRef nstocked;
+	int nproducts;
+	ModelRef trees; /* BrandTree, sorted by country, brand */
+	int ntrees;
+	ModelRef territories; /* ModelTerritory, sorted by country, kind, code */
+	int nterritories;
+	ModelRef groups; /* GroupMember, sorted by country, group, dealer */
+	int ngroups;
+} ModelData;
+
+/*
+ * One backend's handle on a model: where its bytes are, and what stays
+ * with the backend -- settings with pointers, the postal codes looked up,
+ * the PostGIS functions' call info.
+ */
+typedef struct Model
+{
+	const char *base; /* the model's bytes */
+	const ModelData *data;
+	MemoryContext context;		 /* this backend's part */
+	struct dsm_segment *segment; /* the bytes are in this shared segment, or */
+	MemoryContext bytes_context; /* in this child of context */
+	RoutingSettings settings;
+	HTAB *places;			  /* postal codes looked up so far */
 	FmgrInfo distance;		  /* PostGIS st_distance(geography, geography, boolean) */
 	FmgrInfo to_geometry;	  /* PostGIS geometry(geography) */
 	FmgrInfo st_x;			  /* PostGIS st_x(geometry) */
@@ -117,6 +159,47 @@ typedef struct Model
 	Oid postal_index;		  /* its primary key (country, postal_code) */
 	AttrNumber postal_att[4]; /* place_name, state_code, county, centroid */
 } Model;
+
+/* A piece of a model's bytes. */
+static inline const void *
+ModelAt(const Model *m, ModelRef ref)
+{
+	return m->base + ref;
+}
+
+/* A string of a model's bytes; NULL for none. */
+static inline const char *
+ModelText(const Model *m, ModelRef ref)
+{
+	return ref == 0 ? NULL : m->base + ref;
+}
+
+/* The dealer at an index. */
+static inline const ModelDealer *
+ModelDealerAt(const Model *m, int dealer)
+{
+	return (const ModelDealer *) (m->base + m->data->dealers) + dealer;
+}
+
+/* A dealer's number. */
+static inline const char *
+ModelDealerNumber(const Model *m, int dealer)
+{
+	return m->base + ModelDealerAt(m, dealer)->number;
+}
+
+/* A brand's code or name. */
+static inline const char *
+ModelBrandCode(const Model *m, int brand)
+{
+	return m->base + ((const ModelRef *) (m->base + m->data->brand_codes))[brand];
+}
+
+static inline const char *
+ModelBrandName(const Model *m, int brand)
+{
+	return ModelText(m, ((const ModelRef *) (m->base + m->data->brand_names))[brand]);
+}
 
 /* Where a lead's postal code is, as aimroute.postal_codes says. */
 typedef struct Place
@@ -158,7 +241,7 @@ extern Model *ModelCurrent(void);
 extern int ModelFindDealer(Model *c, const char *number);
 extern int ModelFindBrand(Model *c, const char *code);
 extern int ModelFindProduct(Model *c, const char *code);
-extern bool ModelSells(const ModelDealer *d, int brand);
+extern bool ModelSells(const Model *c, const ModelDealer *d, int brand);
 extern bool ModelAccepts(Model *c, const CandidateFilter *f, int dealer);
 extern Place *ModelPlace(Model *c, const char *country, const char *lexical);
 extern double ModelDistance(Model *c, int dealer, Datum centroid);
@@ -166,7 +249,7 @@ extern int ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3],
 						double limit_m, Candidate **out);
 extern int ModelFirstOfGroup(Model *c, const CandidateFilter *f);
 extern int ModelTerritories(Model *c, const char *country, const char *postal, const char *county,
-							const char *state, int brand, ModelTerritory ***out);
+							const char *state, int brand, const ModelTerritory ***out);
 extern double SphereMeters(const double a[3], const double b[3]);
 extern void UnitVector(double lat, double lon, double xyz[3]);
 

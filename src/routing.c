@@ -110,9 +110,10 @@ static const char *PreassignedNote(Routing *r, bool active, bool sells, bool bra
 static bool TryDealerGroup(Routing *r);
 static bool TryInventory(Routing *r);
 static bool TryTerritory(Routing *r);
-static int GatherHolders(Routing *r, ModelTerritory **ts, int nt, Holder *holders, int *foreign);
+static int GatherHolders(Routing *r, const ModelTerritory **ts, int nt, Holder *holders,
+						 int *foreign);
 static int MeasureClosestHolders(Routing *r, Holder *holders, int n);
-static char *HeldText(Model *m, ModelTerritory **ts, int nt, int dealer);
+static char *HeldText(Model *m, const ModelTerritory **ts, int nt, int dealer);
 static void ForeignHoldersStep(Routing *r, int foreign);
 static bool TerritoryDecide(Routing *r, const char *best, double best_m, int n);
 static bool TryRadius(Routing *r);
@@ -313,7 +314,7 @@ CheckBrand(Routing *r)
 				brand);
 		return false;
 	}
-	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s", brand, r->model->brand_names[r->brand],
+	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s", brand, ModelBrandName(r->model, r->brand),
 			r->product_filter ? "; product routing: only dealers assigned product " : "",
 			r->product_filter ? r->product_filter : "");
 	return true;
@@ -341,7 +342,7 @@ TryPreassigned(Routing *r, bool brand_ok)
 				"pre-assigned dealer \"%s\" does not exist: routed by the rules instead", dealer);
 		return false;
 	}
-	d = &r->model->dealers[di];
+	d = ModelDealerAt(r->model, di);
 	m = r->place.has_centroid ? ModelDistance(r->model, di, r->place.centroid) : NAN;
 	if (IsExcluded(r, dealer))
 	{
@@ -352,7 +353,7 @@ TryPreassigned(Routing *r, bool brand_ok)
 	}
 	AddStep(r, "Pre-assigned", dealer, m,
 			"chosen: the lead arrived pre-assigned to dealer %s%s; every other step skipped",
-			dealer, PreassignedNote(r, d->active, ModelSells(d, r->brand), brand_ok));
+			dealer, PreassignedNote(r, d->active, ModelSells(r->model, d, r->brand), brand_ok));
 	Decide(r, MATCH_PREASSIGNED, dealer, m);
 	return true;
 }
@@ -411,7 +412,7 @@ TryDealerGroup(Routing *r)
 
 		if (di >= 0)
 		{
-			best = Keep(r, r->model->dealers[di].number);
+			best = Keep(r, ModelDealerNumber(r->model, di));
 			AddStep(
 				r, "Dealer Group", best, NAN,
 				"candidate: no centre point to measure from, so the lowest dealer number of the group");
@@ -478,7 +479,7 @@ static bool
 TryTerritory(Routing *r)
 {
 	LeadPlace *p = &r->place;
-	ModelTerritory **ts;
+	const ModelTerritory **ts;
 	int nt = ModelTerritories(r->model, p->country, p->postal_code, p->county_code, p->state_code,
 							  r->brand, &ts);
 	Holder *holders = palloc(sizeof(Holder) * Max(nt, 1));
@@ -487,14 +488,14 @@ TryTerritory(Routing *r)
 	int measured = MeasureClosestHolders(r, holders, n);
 
 	for (int i = 0; i < measured && i < LOG_CANDIDATES; i++)
-		AddStep(r, "Territory", r->model->dealers[holders[i].dealer].number, holders[i].m,
+		AddStep(r, "Territory", ModelDealerNumber(r->model, holders[i].dealer), holders[i].m,
 				"candidate: holds %s", HeldText(r->model, ts, nt, holders[i].dealer));
 	if (n > LOG_CANDIDATES)
 		AddStep(r, "Territory", NULL, NAN, "%d more territory holders", n - LOG_CANDIDATES);
 	ForeignHoldersStep(r, foreign);
 	if (n == 0)
 		return TerritoryDecide(r, NULL, NAN, 0);
-	return TerritoryDecide(r, r->model->dealers[holders[0].dealer].number, holders[0].m, n);
+	return TerritoryDecide(r, ModelDealerNumber(r->model, holders[0].dealer), holders[0].m, n);
 }
 
 /*
@@ -520,7 +521,7 @@ CompareHolders(const void *a, const void *b)
  * only counted (foreign).
  */
 static int
-GatherHolders(Routing *r, ModelTerritory **ts, int nt, Holder *holders, int *foreign)
+GatherHolders(Routing *r, const ModelTerritory **ts, int nt, Holder *holders, int *foreign)
 {
 	LeadPlace *p = &r->place;
 	CandidateFilter f;
@@ -531,7 +532,7 @@ GatherHolders(Routing *r, ModelTerritory **ts, int nt, Holder *holders, int *for
 	for (int i = 0; i < nt; i++)
 	{
 		int dealer = ts[i]->dealer;
-		const ModelDealer *d = &r->model->dealers[dealer];
+		const ModelDealer *d = ModelDealerAt(r->model, dealer);
 		bool seen = false;
 
 		/* A dealer holding several of these territories is looked at once. */
@@ -539,7 +540,7 @@ GatherHolders(Routing *r, ModelTerritory **ts, int nt, Holder *holders, int *for
 			seen = ts[j]->dealer == dealer;
 		if (seen || !ModelAccepts(r->model, &f, dealer))
 			continue;
-		if (strcmp(d->country, p->country) != 0)
+		if (strcmp(ModelText(r->model, d->country), p->country) != 0)
 		{
 			(*foreign)++;
 			continue;
@@ -596,7 +597,7 @@ MeasureClosestHolders(Routing *r, Holder *holders, int n)
  * Brand Territories before all-brands ones.
  */
 static char *
-HeldText(Model *m, ModelTerritory **ts, int nt, int dealer)
+HeldText(Model *m, const ModelTerritory **ts, int nt, int dealer)
 {
 	static const char *const kinds[] = { "", "postal", "county", "state", "country" };
 	StringInfoData buf;
@@ -606,14 +607,14 @@ HeldText(Model *m, ModelTerritory **ts, int nt, int dealer)
 		for (int pass = 0; pass < 2; pass++)
 			for (int i = 0; i < nt; i++)
 			{
-				ModelTerritory *t = ts[i];
+				const ModelTerritory *t = ts[i];
 
 				if (t->dealer != dealer || t->kind != kind || (t->brand == -1) != (pass == 1))
 					continue;
 				appendStringInfo(&buf, "%s%s %s", buf.len > 0 ? ", " : "", kinds[kind],
-								 kind == 4 ? t->country : t->code);
+								 ModelText(m, kind == 4 ? t->country : t->code));
 				if (t->brand != -1)
-					appendStringInfo(&buf, " (brand %s)", m->brand_codes[t->brand]);
+					appendStringInfo(&buf, " (brand %s)", ModelBrandCode(m, t->brand));
 			}
 	return buf.data;
 }
@@ -791,7 +792,7 @@ Nearest(Routing *r, const CandidateFilter *f, double limit_m, const char *rule, 
 	*best_m = NAN;
 	for (int i = 0; i < n; i++)
 	{
-		const char *dealer = r->model->dealers[cand[i].dealer].number;
+		const char *dealer = ModelDealerNumber(r->model, cand[i].dealer);
 		double bound = *best ? Min(*best_m, limit_m) : limit_m;
 		double spheroid;
 

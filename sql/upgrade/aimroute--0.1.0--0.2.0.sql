@@ -1198,6 +1198,22 @@ AS $$
      WHERE l.lead_id = lead_adf.lead_id
 $$;
 
+-- shmodel: one routing model per database and configuration version, in
+-- shared memory when the library is preloaded (issue 16).
+-- routing_cache_info() says where the model lives and what the session
+-- holds besides; new OUT columns, so the function is made anew.
+DROP FUNCTION aimroute.routing_cache_info();
+CREATE FUNCTION aimroute.routing_cache_info(
+    OUT enabled boolean, OUT version bigint, OUT built_at timestamptz, OUT build_ms float8,
+    OUT dealers integer, OUT territories integer, OUT postal_codes bigint, OUT memory_bytes bigint,
+    OUT location text, OUT session_bytes bigint)
+    AS 'MODULE_PATHNAME', 'aimroute_routing_cache_info'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION aimroute.routing_cache_info() IS
+    'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds, its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: postal codes looked up, settings). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
+REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
