@@ -6,11 +6,12 @@
  * with the re-route worker when the library is preloaded; like it, it
  * starts once the server accepts writes, so a hot standby sends nothing.
  *
- * A round: queue the daily recap when its hour has come; expand the leads
- * routing marked to be sent into their notices and messages
- * (aimroute.delivery_expand, set-based, a batch a transaction); then, batch
- * by batch, expanding again before each, claim due messages (aimroute.delivery_claim: FOR UPDATE SKIP
- * LOCKED, a lease of aimroute.delivery_lease, rendered by SQL) and commit;
+ * A round: expand the leads routing marked to be sent into their notices
+ * and messages (aimroute.delivery_expand, set-based, a batch a
+ * transaction); queue the daily recap when its hour has come; then, batch
+ * by batch, expanding again before each, claim due messages
+ * (aimroute.delivery_claim: FOR UPDATE SKIP LOCKED, a lease of
+ * aimroute.delivery_lease, rendered by SQL) and commit;
  * send each one through libcurl with no transaction open; record each
  * outcome (aimroute.delivery_record) in a short transaction of its own,
  * right after its send.  A worker that dies after sending and before
@@ -20,7 +21,9 @@
  *
  * Nothing stalls on one bad item (SPEC section 8): a message whose claim or
  * record raises is set aside by SQL (aimroute.set_aside_items) and the
- * others go on; a daily recap that raises is a WARNING, tried again later.
+ * others go on; a lead whose expansion raises keeps its mark, with a
+ * WARNING (delivery_expand); a daily recap that raises is a WARNING, tried
+ * again later.
  *
  * The worker sleeps until the earliest due message, aimroute.delivery_naptime
  * at most, or until a backend that queued messages sets its latch at commit.
