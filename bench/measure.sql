@@ -74,8 +74,9 @@ $$;
 --
 -- time_copy: rows per second of COPY FROM a server file into
 -- aimroute.leads, in one of three modes.  'routed': the trigger routes each
--- row (input columns only) and queues its notice and messages
--- (send_to_dealer true, the default).  'unsent': the same with
+-- row (input columns only) and marks it for the delivery worker, which
+-- queues its notice and messages after the commit (send_to_dealer true,
+-- the default).  'unsent': the same with
 -- send_to_dealer false, so routing alone.  'bare': the trigger route_lead
 -- is disabled for this transaction (the foreign key check still runs) and the
 -- file carries the columns routing would fill.  The file is written and

@@ -59,13 +59,17 @@ CREATE TABLE aimroute.leads (
     postal_code_input    text,
     dealer_number_input  text,
     routing_log          aimroute.routing_step[] NOT NULL DEFAULT '{}',
-    viewed_by            text
+    viewed_by            text,
+    notice_pending       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX leads_dealer_idx ON aimroute.leads (dealer_number) WHERE viewed_at IS NULL;
 CREATE INDEX leads_received_at_idx ON aimroute.leads (received_at);
 -- What the worker looks for: unviewed leads with a deadline, earliest first.
 CREATE INDEX leads_reroute_due_idx ON aimroute.leads (reroute_due_at)
     WHERE viewed_at IS NULL AND reroute_due_at IS NOT NULL;
+-- What the delivery worker looks for: leads whose notice is to be queued
+-- (aimroute.delivery_expand, 075_delivery.sql), oldest first.
+CREATE INDEX leads_notice_pending_idx ON aimroute.leads (lead_id) WHERE notice_pending;
 COMMENT ON TABLE aimroute.leads IS
     'Sales leads. Inserting one routes it: dealer_number, match_type, distance_miles and routed_at are filled in the same transaction.';
 COMMENT ON COLUMN aimroute.leads.dealer_number IS
@@ -81,6 +85,8 @@ COMMENT ON COLUMN aimroute.leads.reroute_due_at IS 'When the dealer''s hold on t
 COMMENT ON COLUMN aimroute.leads.routing_log IS 'Why the lead went where it went; read it with aimroute.explain_lead(lead_id).';
 COMMENT ON COLUMN aimroute.leads.viewed_by IS
     'Who viewed the lead: the contact''s email (mark_viewed) or ''view link <notification_id>'' (open_view_link).';
+COMMENT ON COLUMN aimroute.leads.notice_pending IS
+    'The lead is to be sent to its dealer and its notice is not queued yet: set by routing when send_to_dealer is true, cleared in the transaction that queues the notice and its messages (the delivery worker''s aimroute.delivery_expand, or a move or send_lead first). Written by aimroute only.';
 
 CREATE TABLE aimroute.lead_history (
     history_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

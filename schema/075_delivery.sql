@@ -4,9 +4,14 @@
 -- failure notices and the daily recap.  Who receives them is
 -- 070_contacts.sql; the views BI tools read are 078_delivery_views.sql.
 --
--- The life of a message: aimroute.queue_lead_delivery() queues one row of
--- aimroute.outbox per recipient and method, in the transaction that routes
--- or moves the lead.  The delivery worker (src/delivery_worker.c) claims
+-- The life of a message: the transaction that routes a lead to be sent
+-- only marks it (aimroute.leads.notice_pending); the delivery worker
+-- expands the marked leads, a batch at a time, into their notices and one
+-- row of aimroute.outbox per recipient and method, clearing the marks in
+-- the same transaction (aimroute.delivery_expand).  A move or send_lead
+-- queues its notice at once (aimroute.queue_lead_delivery).  Both go by
+-- one set of rules, aimroute.lead_recipients, and one statement,
+-- aimroute.queue_notices.  The delivery worker (src/delivery_worker.c) claims
 -- due rows with aimroute.delivery_claim() under a lease and commits, talks
 -- to the SMTP or HTTP server with no transaction open, and records each
 -- outcome with aimroute.delivery_record() in a transaction of its own.  A
@@ -21,7 +26,7 @@
 -- first routing, each move, aimroute.send_lead), each with its own
 -- view-link token.  The messages of a notice -- one per recipient and
 -- method -- are rows of aimroute.outbox (below), queued in the
--- same transaction by aimroute.queue_lead_delivery().
+-- same transaction by aimroute.queue_notices().
 --
 CREATE FUNCTION aimroute.new_view_token() RETURNS text
     AS 'MODULE_PATHNAME', 'aimroute_new_view_token'
@@ -44,7 +49,7 @@ CREATE INDEX lead_notifications_lead_idx ON aimroute.lead_notifications (lead_id
 COMMENT ON TABLE aimroute.lead_notifications IS
     'Each time a lead is sent to a dealer (routing, a move, send_lead): its event, its unguessable view-link token, and how many messages were queued for it in aimroute.outbox.';
 COMMENT ON COLUMN aimroute.lead_notifications.lead_id IS
-    'The lead. Not a foreign key: the routing trigger queues the first notice before the lead''s row is stored, and a foreign key check would cost every lead; deleting a lead deletes its notices (aimroute.leads_delete_notices).';
+    'The lead. Not a foreign key: a foreign key check would cost every notice queued; deleting a lead deletes its notices (aimroute.leads_delete_notices).';
 COMMENT ON COLUMN aimroute.lead_notifications.dealer_number IS
     'The dealer the notice went to; follows a renumbered dealer (aimroute.dealers_renumber_notices).';
 COMMENT ON COLUMN aimroute.lead_notifications.view_token IS
@@ -114,7 +119,7 @@ CREATE INDEX outbox_notification_idx ON aimroute.outbox (notification_id);
 COMMENT ON COLUMN aimroute.outbox.notification_id IS
     'The notice (aimroute.lead_notifications) a lead message or failure notice belongs to; NULL for a daily recap. Not a foreign key: the queue statement writes the notice and its messages together, and a foreign key check would cost every queued message about as much as its own insert; aimroute.lead_notifications_delete_messages keeps the cascade.';
 COMMENT ON TABLE aimroute.outbox IS
-    'Messages to send, one per recipient and method, queued in the transaction that routes or moves a lead; the delivery worker sends them. Read the views lead_delivery_status, delivery_attempts, delivery_issues and unsent_leads rather than this table.';
+    'Messages to send, one per recipient and method, queued by the delivery worker for a lead routed (aimroute.delivery_expand) or in the transaction that moves or resends a lead; the delivery worker sends them. Read the views lead_delivery_status, delivery_attempts, delivery_issues and unsent_leads rather than this table.';
 COMMENT ON COLUMN aimroute.outbox.purpose IS '''lead'' (a lead to its dealer), ''failure notice'' or ''daily recap'' (to notification contacts).';
 COMMENT ON COLUMN aimroute.outbox.method IS '''email'' (SMTP), ''mobile'' (push gateway, HTTP) or ''crm'' (ADF XML, by email or HTTP).';
 COMMENT ON COLUMN aimroute.outbox.role IS 'To, CC, Push, adf_email, adf_http, Notice or Recap.';
@@ -163,11 +168,101 @@ COMMENT ON TABLE aimroute.daily_recaps IS 'The daily recaps queued: one row per 
 SELECT pg_catalog.pg_extension_config_dump('aimroute.daily_recaps', '');
 
 --
--- Queueing.  aimroute.queue_lead_delivery (C, src/delivery.c) runs one
--- prepared statement: the notice row and its messages.  The routing
--- trigger (src/leads.c) runs the same statement for each lead it routes to
--- be sent (a lead that pg_restore brings back, routed long ago, is not
--- routed again, and so not sent again).
+-- Queueing.  Who gets a lead's messages is one set of rules,
+-- aimroute.lead_recipients; one statement, aimroute.queue_notices, queues
+-- the notices of a set of leads and their messages by those rules.  The
+-- delivery worker runs it over a batch of the leads routing marked
+-- (aimroute.delivery_expand, below); a move, send_lead and
+-- queue_lead_delivery run it for one lead at once; lead_delivery_status
+-- judges a lead still marked by the same rules (078_delivery_views.sql).
+--
+
+--
+-- lead_recipients: the messages a notice to each of these dealers gets, by
+-- the dealers' current contacts and integrations: an email per 'Leads:
+-- Emails To' or CC contact with an address, a push per such contact with a
+-- mobile number when a push gateway is set, an ADF message per active CRM
+-- integration.  reaches_dealer marks what makes a notice reach the dealer
+-- (a To email, a CRM message): a dealer with none gets no message at all
+-- ("No contacts configured").
+--
+CREATE FUNCTION aimroute.lead_recipients(dealer_numbers text[])
+RETURNS TABLE (dealer_number text, method text, role text, contact_id bigint,
+               integration_id bigint, recipient text, reaches_dealer boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.dealer_number, 'email', CASE WHEN c.lead_to THEN 'To' ELSE 'CC' END, c.contact_id,
+           NULL::bigint, c.email, c.lead_to
+      FROM (SELECT x.*, 'Leads: Emails To' = ANY (x.contact_types) AS lead_to
+              FROM aimroute.dealer_contacts x
+             WHERE x.dealer_number = ANY (lead_recipients.dealer_numbers)
+               AND x.contact_types && '{Leads: Emails To,Leads: Emails CC}'::text[]) c
+     WHERE c.email IS NOT NULL
+    UNION ALL
+    SELECT c.dealer_number, 'mobile', 'Push', c.contact_id, NULL, c.mobile, false
+      FROM aimroute.dealer_contacts c, aimroute.settings s
+     WHERE c.dealer_number = ANY (lead_recipients.dealer_numbers)
+       AND c.contact_types && '{Leads: Emails To,Leads: Emails CC}'::text[]
+       AND c.mobile IS NOT NULL AND s.push_gateway_url IS NOT NULL
+    UNION ALL
+    SELECT i.dealer_number, 'crm', i.kind, NULL, i.integration_id, i.endpoint, true
+      FROM aimroute.crm_integrations i
+     WHERE i.dealer_number = ANY (lead_recipients.dealer_numbers) AND i.active
+$$;
+COMMENT ON FUNCTION aimroute.lead_recipients(text[]) IS
+    'Who a notice to each of these dealers goes to, one row per message: an email per Leads To and CC contact with an address, a push per such contact with a mobile (when settings.push_gateway_url is set), an ADF message per active CRM integration; reaches_dealer is true for a To email and a CRM message, without which nothing is sent (No contacts configured).';
+REVOKE EXECUTE ON FUNCTION aimroute.lead_recipients(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.lead_recipients(text[]) TO aimroute_admin, aimroute_region, aimroute_dealer;
+
+--
+-- queue_notices: a notice of each lead to the dealer paired with it, with
+-- its messages by aimroute.lead_recipients, in two statements for the
+-- whole set (internal).  Returns each lead's notice.  A dealer whose
+-- recipients do not reach it gets a notice marked no_contacts and no
+-- message.
+--
+CREATE FUNCTION aimroute.queue_notices(lead_ids bigint[], dealer_numbers text[], event text)
+RETURNS TABLE (lead_id bigint, notification_id bigint)
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH l AS (
+        SELECT x.lead_id, x.dealer_number, x.n
+          FROM unnest(queue_notices.lead_ids, queue_notices.dealer_numbers)
+               WITH ORDINALITY AS x(lead_id, dealer_number, n)),
+    r AS (
+        SELECT * FROM aimroute.lead_recipients(ARRAY(SELECT DISTINCT l.dealer_number FROM l))),
+    q AS (
+        SELECT r.dealer_number, bool_or(r.reaches_dealer) AS reaches, count(*)::integer AS messages
+          FROM r GROUP BY r.dealer_number),
+    n AS (
+        INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event, no_contacts, messages)
+        SELECT l.lead_id, l.dealer_number, queue_notices.event, NOT coalesce(q.reaches, false),
+               CASE WHEN q.reaches THEN q.messages ELSE 0 END
+          FROM l LEFT JOIN q ON q.dealer_number = l.dealer_number
+         ORDER BY l.n
+        RETURNING notification_id, lead_id, dealer_number, no_contacts),
+    m AS (
+        INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, method, role,
+                                     contact_id, integration_id, recipient)
+        SELECT n.notification_id, n.lead_id, n.dealer_number, r.method, r.role,
+               r.contact_id, r.integration_id, r.recipient
+          FROM n JOIN r ON r.dealer_number = n.dealer_number
+         WHERE NOT n.no_contacts
+         ORDER BY n.notification_id, CASE r.method WHEN 'email' THEN 1 WHEN 'mobile' THEN 2 ELSE 3 END,
+                  r.contact_id, r.integration_id)
+    SELECT n.lead_id, n.notification_id FROM n
+$$;
+COMMENT ON FUNCTION aimroute.queue_notices(bigint[], text[], text) IS
+    'Queues a notice of each lead to the dealer paired with it, and the notice''s messages (aimroute.lead_recipients), for the whole set at once; returns each lead''s notice. Internal: aimroute.delivery_expand and aimroute.queue_lead_delivery call it.';
+REVOKE EXECUTE ON FUNCTION aimroute.queue_notices(bigint[], text[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.queue_notices(bigint[], text[], text) TO aimroute_admin;
+
+--
+-- queue_lead_delivery (C, src/delivery.c): one lead's notice to its
+-- dealer, at once (moves, send_lead).  It clears the lead's mark, if the
+-- lead still has one, so that the lead gets this notice and no other.
 --
 -- Not SECURITY DEFINER, though it writes what dealer users may not: it
 -- reads the lead with the caller's rights,
@@ -181,7 +276,7 @@ RETURNS bigint
     LANGUAGE C STRICT VOLATILE
     SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) IS
-    'Queues a notice of the lead to the dealer and its messages (one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration); returns the notice''s id. Internal: routing, moves and send_lead call it.';
+    'Queues a notice of the lead to the dealer and its messages at once (aimroute.lead_recipients: one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration), and clears the lead''s notice_pending; returns the notice''s id. Internal: moves and send_lead call it.';
 REVOKE EXECUTE ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
@@ -192,6 +287,91 @@ COMMENT ON FUNCTION aimroute.wake_delivery_worker() IS
     'Wakes the delivery worker when the current transaction commits, for messages queued by hand or by SQL. Does nothing when the worker does not run.';
 REVOKE EXECUTE ON FUNCTION aimroute.wake_delivery_worker() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.wake_delivery_worker() TO aimroute_admin;
+
+--
+-- delivery_expand: the delivery worker's expansion of up to max_leads
+-- leads that routing marked (notice_pending), oldest first, into their
+-- notices and messages (aimroute.queue_notices, two statements for the
+-- batch), clearing the marks in the same transaction; a lead no longer to
+-- be sent (send_to_dealer set false since) loses its mark and gets
+-- nothing.  A lead another transaction has locked is skipped (SKIP
+-- LOCKED): that transaction's move or send_lead queues its notice, or the
+-- next round takes it.  The worker runs it every round before it claims
+-- messages; an installation without the worker, and tests, may call it.
+-- Returns the leads taken.
+--
+-- As delivery_claim does, it tries the batch whole first; when that
+-- raises, lead by lead, and a lead whose notice raises keeps its mark,
+-- with a WARNING, and is tried again the next round (SPEC section 8: the
+-- others are queued meanwhile).
+--
+CREATE FUNCTION aimroute.delivery_expand(max_leads integer)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken integer := 0;
+    ids bigint[];
+    dealers text[];
+    l record;
+BEGIN
+    IF max_leads IS NULL OR max_leads < 1 THEN
+        RAISE EXCEPTION 'max_leads must be 1 or more, not %', coalesce(max_leads::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        WITH batch AS (
+            SELECT x.lead_id FROM aimroute.leads x
+             WHERE x.notice_pending
+             ORDER BY x.lead_id LIMIT max_leads
+               FOR NO KEY UPDATE SKIP LOCKED),
+        cleared AS (
+            UPDATE aimroute.leads x SET notice_pending = false
+              FROM batch b
+             WHERE x.lead_id = b.lead_id
+            RETURNING x.lead_id, x.dealer_number, x.send_to_dealer)
+        SELECT count(*), array_agg(c.lead_id ORDER BY c.lead_id) FILTER (WHERE c.send_to_dealer),
+               array_agg(c.dealer_number ORDER BY c.lead_id) FILTER (WHERE c.send_to_dealer)
+          INTO taken, ids, dealers
+          FROM cleared c;
+        IF ids IS NOT NULL THEN
+            PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
+        END IF;
+        RETURN taken;
+    EXCEPTION WHEN OTHERS THEN
+        taken := 0;
+    END;
+    FOR l IN SELECT x.lead_id FROM aimroute.leads x
+              WHERE x.notice_pending
+              ORDER BY x.lead_id LIMIT max_leads
+                FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        BEGIN
+            WITH cleared AS (
+                UPDATE aimroute.leads x SET notice_pending = false
+                 WHERE x.lead_id = l.lead_id
+                RETURNING x.lead_id, x.dealer_number, x.send_to_dealer)
+            SELECT array_agg(c.lead_id) FILTER (WHERE c.send_to_dealer),
+                   array_agg(c.dealer_number) FILTER (WHERE c.send_to_dealer)
+              INTO ids, dealers
+              FROM cleared c;
+            IF ids IS NOT NULL THEN
+                PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
+            END IF;
+            taken := taken + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'aimroute: the notice of lead % was not queued: %', l.lead_id, SQLERRM
+                USING DETAIL = format('SQLSTATE %s. The lead keeps its mark (notice_pending) and is tried again at the delivery worker''s next round; the other leads are queued meanwhile.', SQLSTATE);
+        END;
+    END LOOP;
+    RETURN taken;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_expand(integer) IS
+    'Queues the notices and messages of up to max_leads leads that routing marked to be sent (notice_pending), oldest first, set-based, and clears their marks in the same transaction; skips leads other transactions have locked. Returns the leads taken. The delivery worker calls it every round; without the worker, call it to queue what routing marked.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_expand(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_expand(integer) TO aimroute_admin;
 
 --
 -- Rendering.  Emails are RFC 5322 text with CRLF line ends, the body in
@@ -1076,8 +1256,8 @@ COMMENT ON FUNCTION aimroute.delivery_worker_running() IS
 DO $$
 BEGIN
     IF NOT aimroute.delivery_worker_running() THEN
-        RAISE NOTICE 'the aimroute background workers are not running on this server: leads are routed, but not re-routed, and their notices are queued in aimroute.outbox but not sent'
-            USING HINT = 'Add aimroute to shared_preload_libraries, set aimroute.database to this database, and restart PostgreSQL.';
+        RAISE NOTICE 'the aimroute background workers are not running on this server: leads are routed, but not re-routed, and their notices are neither queued nor sent'
+            USING HINT = 'Add aimroute to shared_preload_libraries, set aimroute.database to this database, and restart PostgreSQL; meanwhile SELECT aimroute.delivery_expand(1000) queues what routing marked.';
     END IF;
 END
 $$;

@@ -3,7 +3,10 @@
 -- Each reads as the caller (security_invoker), so that the row-level
 -- security of its tables applies to it, and region and dealer users may
 -- read it.  lead_delivery_status judges each lead by its latest notice to
--- the dealer that holds it now.
+-- the dealer that holds it now; a lead whose notice the delivery worker
+-- has not queued yet (notice_pending) by the notice it is to get, from the
+-- dealer's contacts and integrations as they are, by the rules that will
+-- queue it (aimroute.lead_recipients).
 --
 CREATE VIEW aimroute.lead_delivery_status WITH (security_invoker = true) AS
 SELECT l.lead_id,
@@ -19,8 +22,8 @@ SELECT l.lead_id,
        CASE WHEN o.crm_attempted = 0 THEN NULL
             WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
             WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
-       coalesce(n.no_contacts, false) AS no_contacts_configured,
-       coalesce(o.pending, 0) > 0 AS delivery_pending,
+       coalesce(p.no_contacts, n.no_contacts, false) AS no_contacts_configured,
+       coalesce(o.pending, 0) > 0 OR NOT coalesce(p.no_contacts, true) AS delivery_pending,
        l.send_to_dealer,
        n.notification_id,
        n.queued_at AS sent_at,
@@ -54,7 +57,11 @@ SELECT l.lead_id,
                count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
                max(x.last_attempt_at) AS last_attempt_at
           FROM aimroute.outbox x
-         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
+         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true
+  LEFT JOIN LATERAL (
+        SELECT NOT EXISTS (SELECT FROM aimroute.lead_recipients(ARRAY[l.dealer_number]) r
+                            WHERE r.reaches_dealer) AS no_contacts
+         WHERE l.notice_pending AND l.send_to_dealer) p ON true;
 GRANT SELECT ON aimroute.lead_delivery_status TO aimroute_region, aimroute_dealer;
 COMMENT ON VIEW aimroute.lead_delivery_status IS
     'Whether each lead reached the dealer that holds it, by method, judged by the latest notice to that dealer (its first routing, a move, or send_lead). A status is NULL while no attempt was made by that method.';
@@ -65,8 +72,8 @@ COMMENT ON COLUMN aimroute.lead_delivery_status.viewed IS 'The dealer viewed the
 COMMENT ON COLUMN aimroute.lead_delivery_status.email_status IS 'Email to the dealer''s Leads To and CC contacts: Delivered (all of them), Partial Delivery (some), Failure (none), NULL (no attempt).';
 COMMENT ON COLUMN aimroute.lead_delivery_status.mobile_status IS 'Mobile push to the contacts with a mobile number: Delivered, Partial Delivery, Failure, or NULL (no attempt).';
 COMMENT ON COLUMN aimroute.lead_delivery_status.crm_status IS 'ADF to the dealer''s active CRM integrations: Delivered, Partial Delivery, Failure, or NULL (no attempt).';
-COMMENT ON COLUMN aimroute.lead_delivery_status.no_contacts_configured IS 'When the lead was sent, the dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration, so nothing was sent.';
-COMMENT ON COLUMN aimroute.lead_delivery_status.delivery_pending IS 'Some message still waits for its first attempt or a retry: the statuses can still change.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.no_contacts_configured IS 'When the lead was sent, the dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration, so nothing was sent; for a lead whose notice the delivery worker has not queued yet, the dealer has none now.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.delivery_pending IS 'Some message still waits for its first attempt or a retry, or the lead''s messages wait for the delivery worker to queue them: the statuses can still change.';
 COMMENT ON COLUMN aimroute.lead_delivery_status.send_to_dealer IS 'The lead is to be sent to its dealer (false: kept from the dealer on purpose).';
 COMMENT ON COLUMN aimroute.lead_delivery_status.notification_id IS 'The notice the statuses are about (aimroute.lead_notifications).';
 COMMENT ON COLUMN aimroute.lead_delivery_status.sent_at IS 'When that notice was queued.';
@@ -83,8 +90,8 @@ CREATE VIEW aimroute.unsent_leads WITH (security_invoker = true) AS
 SELECT st.lead_id,
        st.dealer_number,
        CASE WHEN NOT st.send_to_dealer THEN 'send_to_dealer false'
-            WHEN st.notification_id IS NULL THEN 'Not queued'
             WHEN st.no_contacts_configured THEN 'No contacts configured'
+            WHEN st.notification_id IS NULL AND NOT st.delivery_pending THEN 'Not queued'
             WHEN NOT st.delivery_pending THEN 'All contacts undeliverable'
             WHEN st.sent_to_dealer THEN 'Retrying'
             ELSE 'Waiting for the delivery worker' END AS reason,
@@ -107,7 +114,7 @@ COMMENT ON VIEW aimroute.unsent_leads IS
 COMMENT ON COLUMN aimroute.unsent_leads.lead_id IS 'The lead.';
 COMMENT ON COLUMN aimroute.unsent_leads.dealer_number IS 'The dealer holding the lead.';
 COMMENT ON COLUMN aimroute.unsent_leads.reason IS
-    'send_to_dealer false; No contacts configured (no Leads To contact, no active CRM); All contacts undeliverable (every message bounced, was suppressed or ran out of retries); Retrying (attempts failed, more are scheduled); Waiting for the delivery worker (no attempt yet); Not queued (a lead restored or routed before delivery was set up: aimroute.send_lead sends it).';
+    'send_to_dealer false; No contacts configured (no Leads To contact, no active CRM); All contacts undeliverable (every message bounced, was suppressed or ran out of retries); Retrying (attempts failed, more are scheduled); Waiting for the delivery worker (no attempt yet, or its messages not queued yet); Not queued (a lead restored or routed before delivery was set up: aimroute.send_lead sends it).';
 COMMENT ON COLUMN aimroute.unsent_leads.received_at IS 'When the lead was received.';
 COMMENT ON COLUMN aimroute.unsent_leads.received_day IS 'The day the lead was received, in the OEM''s time zone.';
 COMMENT ON COLUMN aimroute.unsent_leads.sent_at IS 'When its latest notice to this dealer was queued.';

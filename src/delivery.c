@@ -1,22 +1,26 @@
 /*
  * delivery.c
- *		Queueing a lead's notice and its messages in the outbox.
+ *		Queueing a lead's notice and its messages in the outbox at once.
  *
- * aimroute.queue_lead_delivery() and the routing trigger on aimroute.leads
- * (leads.c) run one prepared statement, kept for the session: it
- * inserts the notice (aimroute.lead_notifications) and one row of
- * aimroute.outbox per recipient and method, in the caller's transaction,
- * so that a committed lead always has its messages queued.  The delivery
- * worker (delivery_worker.c) sends them.
+ * Routing only marks a lead to be sent (aimroute.leads.notice_pending,
+ * leads.c); the delivery worker expands the marked leads in batches
+ * (aimroute.delivery_expand).  A move and send_lead queue their notice at
+ * once, through aimroute.queue_lead_delivery(): one prepared statement,
+ * kept for the session, that clears the lead's mark and runs
+ * aimroute.queue_notices, the statement the worker's expansion runs too,
+ * in the caller's transaction.  The delivery worker (delivery_worker.c)
+ * sends the messages.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "delivery.h"
 #include "kept_plan.h"
@@ -24,13 +28,23 @@
 #include "search_path.h"
 
 /*
- * The notice, and its messages: an email per 'Leads: Emails To' or CC
- * contact with an address, a push per such contact with a mobile number
- * when a push gateway is set, an ADF message per active CRM integration.
- * Nothing but the notice when the dealer has neither a To contact with an
- * email nor an active integration ("No contacts configured").
+ * The notice and its messages (aimroute.queue_notices, whose recipient
+ * rules are aimroute.lead_recipients), and the lead's mark cleared: the
+ * lead gets this notice and not also the one its routing marked.
  */
 static const char *const queue_sql =
+	"WITH cleared AS ("
+	"  UPDATE aimroute.leads l SET notice_pending = false"
+	"   WHERE l.lead_id = $1 AND l.notice_pending)"
+	" SELECT q.notification_id FROM aimroute.queue_notices(ARRAY[$1], ARRAY[$2], $3) q";
+
+/*
+ * The queue of a database not updated from 0.1.0 yet, whose schema has
+ * neither the mark nor aimroute.queue_notices: the notice and its messages
+ * by the rules of 0.1.0, which aimroute.lead_recipients keeps.  It serves
+ * only until ALTER EXTENSION aimroute UPDATE.
+ */
+static const char *const queue_0_1_0_sql =
 	"WITH c AS ("
 	"  SELECT c.contact_id, c.email, c.mobile,"
 	"         'Leads: Emails To' = ANY (c.contact_types) AS lead_to"
@@ -66,9 +80,11 @@ static const char *const queue_sql =
 	" SELECT notification_id FROM n";
 
 static SPIPlanPtr queue_plan = NULL;
+static SPIPlanPtr queue_0_1_0_plan = NULL;
 static Oid queue_types[3] = { INT8OID, TEXTOID, TEXTOID };
 
 static void CheckLeadHolder(int64 lead_id, const char *dealer_number);
+static bool LeadsHaveMark(void);
 
 PG_FUNCTION_INFO_V1(aimroute_queue_lead_delivery);
 PG_FUNCTION_INFO_V1(aimroute_wake_delivery_worker);
@@ -88,13 +104,30 @@ QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
 	args[0] = Int64GetDatum(lead_id);
 	args[1] = CStringGetTextDatum(dealer_number);
 	args[2] = CStringGetTextDatum(event);
-	if (SPI_execute_plan(KeptPlan(&queue_plan, queue_sql, 3, queue_types, CURSOR_OPT_GENERIC_PLAN),
+	if (SPI_execute_plan(LeadsHaveMark() ? KeptPlan(&queue_plan, queue_sql, 3, queue_types,
+													CURSOR_OPT_GENERIC_PLAN)
+										 : KeptPlan(&queue_0_1_0_plan, queue_0_1_0_sql, 3,
+													queue_types, CURSOR_OPT_GENERIC_PLAN),
 						 args, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not queue the delivery of lead " INT64_FORMAT, lead_id);
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	DeliveryWakeWorkerAtCommit();
 	return isnull ? 0 : DatumGetInt64(id);
+}
+
+/*
+ * LeadsHaveMark tells whether aimroute.leads has its notice_pending column:
+ * a database not updated from 0.1.0 yet lacks it (two catalog cache
+ * look-ups).
+ */
+static bool
+LeadsHaveMark(void)
+{
+	Oid namespace = get_namespace_oid("aimroute", true);
+	Oid relid = OidIsValid(namespace) ? get_relname_relid("leads", namespace) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, "notice_pending") != InvalidAttrNumber;
 }
 
 /*

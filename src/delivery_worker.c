@@ -6,9 +6,12 @@
  * with the re-route worker when the library is preloaded; like it, it
  * starts once the server accepts writes, so a hot standby sends nothing.
  *
- * A round: queue the daily recap when its hour has come; then, batch by
- * batch, claim due messages (aimroute.delivery_claim: FOR UPDATE SKIP
- * LOCKED, a lease of aimroute.delivery_lease, rendered by SQL) and commit;
+ * A round: expand the leads routing marked to be sent into their notices
+ * and messages (aimroute.delivery_expand, set-based, a batch a
+ * transaction); queue the daily recap when its hour has come; then, batch
+ * by batch, expanding again before each, claim due messages
+ * (aimroute.delivery_claim: FOR UPDATE SKIP LOCKED, a lease of
+ * aimroute.delivery_lease, rendered by SQL) and commit;
  * send each one through libcurl with no transaction open; record each
  * outcome (aimroute.delivery_record) in a short transaction of its own,
  * right after its send.  A worker that dies after sending and before
@@ -18,7 +21,9 @@
  *
  * Nothing stalls on one bad item (SPEC section 8): a message whose claim or
  * record raises is set aside by SQL (aimroute.set_aside_items) and the
- * others go on; a daily recap that raises is a WARNING, tried again later.
+ * others go on; a lead whose expansion raises keeps its mark, with a
+ * WARNING (delivery_expand); a daily recap that raises is a WARNING, tried
+ * again later.
  *
  * The worker sleeps until the earliest due message, aimroute.delivery_naptime
  * at most, or until a backend that queued messages sets its latch at commit.
@@ -61,6 +66,7 @@
 #include "worker.h"
 
 #define RESPONSE_MAX 1000 /* bytes of a server's reply kept */
+#define EXPAND_BATCH 1000 /* marked leads expanded a transaction */
 
 /* One message to send, as delivery_claim() rendered it. */
 typedef struct DeliveryJob
@@ -141,6 +147,7 @@ static void ResumeShutdown(uint32 held);
 static void ForgetLatch(int code, Datum arg);
 static void DeliveryStart(int slot);
 static void TakeBack(void);
+static void Expand(void);
 static void DeliverBatch(List *jobs);
 static long DeliveryRound(bool *missing);
 static char *PrintableText(const StringInfo s);
@@ -762,6 +769,31 @@ TakeBack(void)
 }
 
 /*
+ * Expand queues the notices and messages of the leads routing marked to be
+ * sent (aimroute.delivery_expand), EXPAND_BATCH leads a transaction, until
+ * none is left, so that the claim that follows finds their messages.  A
+ * database not updated to this version yet has no marks: its routing
+ * queues as 0.1.0 did.
+ */
+static void
+Expand(void)
+{
+	char sql[100];
+	double taken;
+
+	snprintf(sql, sizeof(sql), "SELECT aimroute.delivery_expand(%d)::pg_catalog.float8",
+			 EXPAND_BATCH);
+	do
+	{
+		taken = 0;
+		if (WorkerBeginTransaction("aimroute: queueing the messages of new leads") &&
+			WorkerHasFunction("delivery_expand"))
+			taken = WorkerFloat(sql, false);
+		WorkerCommitTransaction();
+	} while (taken >= EXPAND_BATCH && !ProcDiePending);
+}
+
+/*
  * DeliverBatch sends each claimed message and records its outcome, one
  * message at a time; on a shutdown it gives back what it has not sent.
  */
@@ -814,13 +846,17 @@ DeliveryRound(bool *missing)
 	double next;
 
 	MemoryContextReset(round_context);
+	Expand();
 	next = NextDue(missing);
 	if (!*missing && next == 0)
 	{
-		List *jobs;
+		List *jobs = NIL;
 
 		do
 		{
+			/* Leads routed while the last batch was sent go in the next. */
+			if (jobs != NIL)
+				Expand();
 			jobs = ClaimBatch();
 			DeliverBatch(jobs);
 			MemoryContextReset(round_context);

@@ -47,6 +47,7 @@ typedef enum LeadColumn
 	LC_SEND_TO_DEALER,
 	LC_REROUTE_DUE_AT,
 	LC_LEAD_ID,
+	LC_NOTICE_PENDING, /* optional: a database not updated from 0.1.0 yet lacks it */
 	LC_COUNT
 } LeadColumn;
 
@@ -68,12 +69,14 @@ static const char *const lead_column_names[LC_COUNT] = {
 	"send_to_dealer",
 	"reroute_due_at",
 	"lead_id",
+	"notice_pending",
 };
 
 /* Where those columns are, and the aimroute.match_type value of each match. */
 typedef struct LeadColumns
 {
-	int attnum[LC_COUNT];
+	int attnum[LC_COUNT]; /* 0 for an optional column the table lacks */
+	int natts;
 	Oid match_type_oid;
 	Datum match_values[MATCH_REROUTE + 1];
 } LeadColumns;
@@ -125,19 +128,23 @@ ColumnNumber(TupleDesc desc, const char *name)
  * LeadColumnsFor finds the columns the trigger uses.  They are looked up by
  * name once per backend and kept; each row checks the kept numbers still
  * name the same columns (an ALTER TABLE may have moved them), which costs a
- * few string compares instead of a search of the tuple descriptor.
+ * few string compares instead of a search of the tuple descriptor.  The
+ * optional notice_pending may be missing (0); a column added since changes
+ * the number of columns, and the columns are looked up again.
  */
 static void
 LeadColumnsFor(TupleDesc desc, LeadColumns *c)
 {
 	static LeadColumns cached;
 	static bool valid = false;
-	bool ok = valid;
+	bool ok = valid && cached.natts == desc->natts;
 
 	for (int i = 0; ok && i < LC_COUNT; i++)
 	{
 		Form_pg_attribute att;
 
+		if (cached.attnum[i] == 0 && i == LC_NOTICE_PENDING)
+			continue;
 		if (cached.attnum[i] > desc->natts)
 		{
 			ok = false;
@@ -155,7 +162,10 @@ LeadColumnsFor(TupleDesc desc, LeadColumns *c)
 		Oid ioparam;
 
 		for (int i = 0; i < LC_COUNT; i++)
-			cached.attnum[i] = ColumnNumber(desc, lead_column_names[i]);
+			cached.attnum[i] = i == LC_NOTICE_PENDING
+								   ? Max(SPI_fnumber(desc, lead_column_names[i]), 0)
+								   : ColumnNumber(desc, lead_column_names[i]);
+		cached.natts = desc->natts;
 		cached.match_type_oid = TupleDescAttr(desc, cached.attnum[LC_MATCH_TYPE] - 1)->atttypid;
 		getTypeInputInfo(cached.match_type_oid, &input, &ioparam);
 		for (int m = 0; m <= MATCH_REROUTE; m++)
@@ -360,7 +370,8 @@ RoutedColumns(LeadChanges *changes, TupleDesc desc, const LeadColumns *c,
 /*
  * aimroute_route_lead_trigger is the BEFORE INSERT row trigger on
  * aimroute.leads: it routes the new lead and fills dealer_number,
- * match_type, distance_miles, routed_at and the explanation.
+ * match_type, distance_miles, routed_at and the explanation, and marks a
+ * lead to be sent (notice_pending) for the delivery worker.
  */
 Datum
 aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
@@ -395,13 +406,26 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	RoutedColumns(&changes, desc, &c, &request, &result, send);
 
 	/*
-	 * The lead's notice and its messages, in the same transaction, queued
-	 * here rather than by an AFTER trigger, which would cost every INSERT
-	 * the trigger's queue whether the lead is sent or not.  If the row is
-	 * not inserted after all, the statement fails and takes them along.
+	 * The lead is the queue: a lead to be sent carries a mark, stored with
+	 * the row at no cost of its own, and the delivery worker, woken at
+	 * commit, expands the marked leads into their notices and messages in
+	 * batches (aimroute.delivery_expand).  The mark commits with the lead or
+	 * not at all, so a committed lead always gets its notice, once: the
+	 * worker clears the mark in the transaction that queues it.
 	 */
-	if (send)
+	if (c.attnum[LC_NOTICE_PENDING] > 0)
 	{
+		SetColumn(&changes, c.attnum[LC_NOTICE_PENDING], BoolGetDatum(send), false);
+		if (send)
+			DeliveryWakeWorkerAtCommit();
+	}
+	else if (send)
+	{
+		/*
+		 * A database not updated from 0.1.0 yet has no mark: the notice and
+		 * its messages are queued here, in the inserting transaction, as
+		 * 0.1.0 did.
+		 */
 		Datum lead_id = heap_getattr(tuple, c.attnum[LC_LEAD_ID], desc, &isnull);
 
 		if (isnull)

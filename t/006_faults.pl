@@ -6,8 +6,10 @@
 #      of 10,000) and a client committing 200-lead INSERTs one after the
 #      other.  Afterwards every lead a client saw committed is there, no
 #      statement left half its rows, every lead is routed and explained,
-#      every lead to be sent has its notice and one message per recipient,
-#      and no staging row is processed without its lead.
+#      every lead to be sent is marked for the delivery worker and, once
+#      the marks are expanded (aimroute.delivery_expand, what the worker
+#      runs), has its notice and one message per recipient, and no staging
+#      row is processed without its lead.
 #   d. Deadlines that pass while the server is down after an immediate
 #      stop fire once it is up, each exactly once.
 #   b. An immediate stop while the delivery worker is in the middle of a
@@ -259,6 +261,16 @@ my %bulk_checks = (
 		SELECT count(*) FROM aimroute.lead_staging s
 		 WHERE s.status IS NULL AND (s.lead_id IS NOT NULL OR s.processed_at IS NOT NULL)},
 );
+# No worker runs in database bulk: the leads wait, marked, and the test
+# expands the marks as the worker would.
+my $marked_check = q{
+	SELECT count(*) FROM aimroute.leads l
+	 WHERE l.notice_pending <> l.send_to_dealer
+	    OR EXISTS (SELECT FROM aimroute.lead_notifications n WHERE n.lead_id = l.lead_id)};
+my $expand_all = q{DO $$ BEGIN WHILE aimroute.delivery_expand(10000) > 0 LOOP END LOOP; END $$};
+is($node->safe_psql('bulk', $marked_check), '0',
+	'after the stop, every lead to be sent, and only those, is marked for the delivery worker');
+$node->safe_psql('bulk', $expand_all);
 for my $check (sort keys %bulk_checks)
 {
 	is($node->safe_psql('bulk', $bulk_checks{$check}), '0', "after the stop, every lead: $check");
@@ -278,6 +290,7 @@ is( $node->safe_psql(
 	),
 	'processed 29400, rejected 600',
 	'processed again after the restart: 29,400 leads, 600 rejected');
+$node->safe_psql('bulk', $expand_all);
 for my $check (sort keys %bulk_checks)
 {
 	is($node->safe_psql('bulk', $bulk_checks{$check}), '0', "and then still: $check");

@@ -225,15 +225,21 @@ my @checks = (
 		                    AND h.to_dealer IN (p.from_dealer, p.to_dealer))}
 	],
 	[
-		'a lead to be sent has one notice for its routing and one per move, in order, to the dealer it went to',
-		q{WITH n AS (SELECT n.lead_id, array_agg(n.event || ':' || n.dealer_number ORDER BY n.notification_id) AS seq
+		'a lead to be sent has one notice for its routing (none when a move or a resend queued one before the delivery worker expanded the lead) and one per move, in order, to the dealer it went to',
+		q{WITH n AS (SELECT n.lead_id, array_agg(n.event || ':' || n.dealer_number ORDER BY n.notification_id) AS seq,
+		                    bool_or(n.event = 'Routed') AS routed
 		               FROM aimroute.lead_notifications n WHERE n.event <> 'Resent' GROUP BY 1),
 		       h AS (SELECT h.lead_id, array_agg(h.event || ':' || h.to_dealer ORDER BY h.history_id) AS seq,
 		                    (array_agg(h.from_dealer ORDER BY h.history_id))[1] AS first_dealer
 		               FROM aimroute.lead_history h GROUP BY 1)
 		  SELECT count(*) FROM aimroute.leads l LEFT JOIN n USING (lead_id) LEFT JOIN h USING (lead_id)
 		   WHERE l.send_to_dealer
-		     AND n.seq IS DISTINCT FROM ('Routed:' || coalesce(h.first_dealer, l.dealer_number)) || coalesce(h.seq, '{}')}
+		     AND (coalesce(n.seq, '{}') IS DISTINCT FROM
+		              CASE WHEN n.routed THEN ARRAY['Routed:' || coalesce(h.first_dealer, l.dealer_number)] ELSE '{}' END
+		              || coalesce(h.seq, '{}')
+		          OR (NOT coalesce(n.routed, false)
+		              AND NOT EXISTS (SELECT FROM aimroute.lead_notifications x
+		                               WHERE x.lead_id = l.lead_id AND x.event <> 'Routed')))}
 	],
 	[
 		'the newest notice of a lead names the dealer holding it',
@@ -312,6 +318,8 @@ sub check_invariants
 			'app',
 			"SELECT count(*) = 0 FROM aimroute.leads WHERE viewed_at IS NULL AND reroute_due_at <= clock_timestamp()"),
 		"$when: the re-route worker has re-routed every overdue lead");
+	ok($node->poll_query_until('app', "SELECT count(*) = 0 FROM aimroute.leads WHERE notice_pending"),
+		"$when: the delivery worker has queued the messages of every lead routing marked");
 	ok( $node->poll_query_until(
 			'app', "SELECT count(*) = 0 FROM aimroute.outbox WHERE status IN ('queued', 'sending')"),
 		"$when: the delivery worker has settled every message");

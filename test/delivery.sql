@@ -1,12 +1,13 @@
 -- test/delivery.sql: the delivery queue and its bookkeeping (SPEC section 4),
--- in SQL.  The outbox filled by routing and moves, the contact and
+-- in SQL.  The mark routing leaves on a lead to be sent, the outbox the
+-- expansion of the marks (aimroute.delivery_expand) and moves fill, the contact and
 -- integration checks, how each reply is judged (aimroute.delivery_record is
 -- what the delivery worker calls with what libcurl saw), suppression,
 -- record_bounce, send_lead, failure notices, the daily recap and the
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(83);
+SELECT plan(111);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -43,7 +44,8 @@ CREATE FUNCTION pg_temp.lead(tag text, zip text, send boolean DEFAULT true) RETU
     INSERT INTO aimroute.leads (brand_code, country, postal_code, first_name, comment, send_to_dealer)
     VALUES ('DQ', 'US', zip, 'Ann', tag, send) RETURNING lead_id
 $$;
--- The worker's round for one lead, as libcurl would report it: each
+-- The worker's round for one lead, as libcurl would report it: the
+-- marked leads expanded into their messages, as every round begins, each
 -- message claimed, then recorded with the reply the test gives its
 -- recipient (default: accepted).
 CREATE FUNCTION pg_temp.deliver(id bigint, replies jsonb DEFAULT '{}') RETURNS void LANGUAGE plpgsql AS $$
@@ -51,6 +53,7 @@ DECLARE
     j aimroute.delivery_job;
     r jsonb;
 BEGIN
+    PERFORM aimroute.delivery_expand(1000);
     UPDATE aimroute.outbox SET due_at = clock_timestamp() WHERE lead_id = id AND status = 'queued';
     FOR j IN SELECT * FROM aimroute.delivery_claim(1000, '5 minutes') LOOP
         r := coalesce(replies -> (SELECT o.recipient FROM aimroute.outbox o WHERE o.message_id = j.message_id),
@@ -65,8 +68,19 @@ CREATE FUNCTION pg_temp.status(id bigint) RETURNS text LANGUAGE sql AS $$
       FROM aimroute.lead_delivery_status WHERE lead_id = id
 $$;
 
--- What routing queues.
+-- What routing marks, and what the expansion of the mark queues.
 SELECT pg_temp.lead('a', '49757');
+SELECT is((SELECT notice_pending::text || ' ' || (SELECT count(*) FROM lead_notifications n WHERE n.lead_id = l.lead_id)
+                  || ' ' || (SELECT count(*) FROM outbox o WHERE o.lead_id = l.lead_id)
+             FROM leads l WHERE comment = 'a'),
+          'true 0 0', 'routing marks a lead to be sent and queues nothing itself');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'a')), 'f - - - f t',
+          'a marked lead: not sent, no status, pending');
+SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
+          'Waiting for the delivery worker', 'unsent_leads shows a marked lead waiting');
+SELECT is(delivery_expand(1000), 1, 'the expansion takes the marked lead');
+SELECT is((SELECT notice_pending FROM leads WHERE comment = 'a'), false, 'and clears its mark');
+SELECT is(delivery_expand(1000), 0, 'a lead is expanded once');
 SELECT is((SELECT string_agg(method || ':' || role || ':' || recipient, ' ' ORDER BY method, role, recipient)
              FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'a')),
           'crm:adf_email:leads@crm.a.example crm:adf_http:https://crm.a.example/adf email:CC:owner@a.example email:To:sales@a.example mobile:Push:+15550001',
@@ -79,12 +93,20 @@ SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM 
           'Waiting for the delivery worker', 'unsent_leads shows it waiting');
 
 SELECT pg_temp.lead('b', '60601');
+SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'b')),
+          'No contacts configured', 'unsent_leads: No contacts configured as soon as the lead is routed');
+SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'b')), 'f - - - t f',
+          'lead_delivery_status: no contacts, nothing pending, before the expansion');
+SELECT is(delivery_expand(1000), 1, 'the expansion takes it');
 SELECT is((SELECT no_contacts::text || ' ' || messages FROM lead_notifications
             WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'b')), 'true 0',
           'a dealer with only a CC contact: No contacts configured, nothing queued');
 SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'b')),
           'No contacts configured', 'unsent_leads: No contacts configured');
 SELECT pg_temp.lead('quiet', '49757', false);
+SELECT is((SELECT notice_pending FROM leads WHERE comment = 'quiet'), false,
+          'send_to_dealer false: no mark');
+SELECT is(delivery_expand(1000), 0, 'and nothing to expand');
 SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'quiet')),
           0::bigint, 'send_to_dealer false: nothing is queued');
 SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'quiet')),
@@ -97,6 +119,7 @@ SELECT throws_ok($$SELECT aimroute.send_lead(-1)$$, 'P0002', 'lead -1 does not e
 SAVEPOINT s;
 SELECT pg_temp.lead('rolled back', '49757');
 ROLLBACK TO SAVEPOINT s;
+SELECT is(delivery_expand(1000), 0, 'a rolled-back lead leaves no mark');
 SELECT is((SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT FROM leads l WHERE l.lead_id = o.lead_id)),
           0::bigint, 'no message outlives its rolled-back lead');
 
@@ -198,6 +221,7 @@ SELECT is((SELECT string_agg(recipient || '=' || outcome, ' ' ORDER BY message_i
 
 -- A refusal of the sender, or of everything, is not the recipient's bounce.
 SELECT pg_temp.lead('g', '49757');
+SELECT delivery_expand(1000);
 UPDATE outbox SET due_at = clock_timestamp() WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'g');
 UPDATE settings SET smtp_username = 'relay', smtp_password = 'secret';
 CREATE TEMP TABLE gjobs AS
@@ -242,6 +266,7 @@ SELECT is((SELECT string_agg(method || '=' || outcome, ' ' ORDER BY message_id) 
 -- A message cut short by a crash, then not sent again because a newer
 -- notice replaced it: its record says the first attempt may have arrived.
 SELECT pg_temp.lead('crash', '49757');
+SELECT delivery_expand(1000);
 UPDATE outbox SET due_at = clock_timestamp() WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'crash');
 CREATE TEMP TABLE ijobs AS
     SELECT j.message_id FROM delivery_claim(1000, '5 minutes') j JOIN outbox o USING (message_id)
@@ -273,6 +298,7 @@ SELECT ok((SELECT outcome = 'Cancelled' AND last_response LIKE 'not sent: notice
 -- Moves queue a notice for the new dealer; the old dealer's pending messages are cancelled.
 INSERT INTO dealer_contacts (dealer_number, name, email, contact_types) VALUES ('DQ-C', 'C sales', 'sales@c.example', '{Leads: Emails To}');
 SELECT pg_temp.lead('f', '49757');
+SELECT delivery_expand(1000);
 SELECT reassign((SELECT lead_id FROM leads WHERE comment = 'f'), 'DQ-C', 'customer moved');
 SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'f'));
 SELECT is((SELECT string_agg(DISTINCT dealer_number || '=' || status, ' ') FROM outbox
@@ -280,6 +306,56 @@ SELECT is((SELECT string_agg(DISTINCT dealer_number || '=' || status, ' ') FROM 
           'DQ-A=cancelled DQ-C=delivered', 'a reassignment queues the new dealer''s messages and cancels the old dealer''s');
 SELECT is(pg_temp.status((SELECT lead_id FROM leads WHERE comment = 'f')), 't Delivered - - f f',
           'lead_delivery_status follows the dealer holding the lead');
+-- A lead moved while still marked gets one notice, to its new dealer:
+-- the move queues it and clears the mark.
+SELECT pg_temp.lead('moved marked', '49757');
+SELECT reassign((SELECT lead_id FROM leads WHERE comment = 'moved marked'), 'DQ-C', 'customer moved');
+SELECT is((SELECT notice_pending FROM leads WHERE comment = 'moved marked'), false, 'the move clears the mark');
+SELECT is(delivery_expand(1000), 0, 'and leaves nothing to expand');
+SELECT is((SELECT string_agg(dealer_number || ':' || event, ' ') FROM lead_notifications
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'moved marked')),
+          'DQ-C:Reassigned', 'a lead moved while marked: one notice, to its new dealer');
+-- So does a direct UPDATE of dealer_number (leads_record_history), and
+-- send_lead of a marked lead.
+SELECT pg_temp.lead('updated marked', '49757');
+UPDATE leads SET dealer_number = 'DQ-C' WHERE comment = 'updated marked';
+SELECT pg_temp.lead('resent marked', '49757');
+SELECT is(send_lead((SELECT lead_id FROM leads WHERE comment = 'resent marked')), 5, 'send_lead of a marked lead');
+SELECT is(delivery_expand(1000), 0, 'neither leaves a mark to expand');
+SELECT is((SELECT string_agg(l.comment || '=' || n.dealer_number || ':' || n.event, ' ' ORDER BY l.lead_id)
+             FROM leads l JOIN lead_notifications n USING (lead_id)
+            WHERE l.comment IN ('updated marked', 'resent marked')),
+          'updated marked=DQ-C:Updated resent marked=DQ-A:Resent', 'each got one notice');
+-- Clearing the mark is not a user's change: no history, no new deadline.
+SELECT pg_temp.lead('history', '49757');
+CREATE TEMP TABLE before_expand AS SELECT * FROM leads WHERE comment = 'history';
+SELECT delivery_expand(1000);
+SELECT is((SELECT count(*) FROM lead_history WHERE lead_id = (SELECT lead_id FROM before_expand)), 0::bigint,
+          'the expansion writes no lead_history');
+SELECT is((SELECT to_jsonb(l) - 'notice_pending' FROM leads l WHERE comment = 'history'),
+          (SELECT to_jsonb(b) - 'notice_pending' FROM before_expand b),
+          'and changes nothing of the lead but its mark');
+-- A lead no longer to be sent when the worker comes loses its mark and
+-- gets nothing.
+SELECT pg_temp.lead('unsent since', '49757');
+UPDATE leads SET send_to_dealer = false WHERE comment = 'unsent since';
+SELECT is(delivery_expand(1000), 1, 'a lead set not to be sent since is taken');
+SELECT is((SELECT notice_pending::text || ' ' || (SELECT count(*) FROM lead_notifications n WHERE n.lead_id = l.lead_id)
+             FROM leads l WHERE comment = 'unsent since'), 'false 0', 'and gets no notice');
+-- The expansion is set-based: a batch of leads to several dealers, each
+-- by its own dealer's recipients, max_leads at a time, oldest first.
+SELECT pg_temp.lead('batch ' || i, CASE i % 3 WHEN 0 THEN '49757' WHEN 1 THEN '60601' ELSE '90210' END)
+  FROM generate_series(1, 9) i;
+SELECT is(delivery_expand(4), 4, 'max_leads at a time');
+SELECT is((SELECT string_agg(comment, ',' ORDER BY lead_id) FROM leads WHERE comment LIKE 'batch %' AND NOT notice_pending),
+          'batch 1,batch 2,batch 3,batch 4', 'oldest first');
+SELECT is(delivery_expand(1000), 5, 'the rest');
+SELECT is((SELECT string_agg(DISTINCT n.dealer_number || ':' || n.messages || ':' || n.no_contacts
+                             || ':' || (SELECT count(*) FROM outbox o WHERE o.notification_id = n.notification_id), ' ')
+             FROM leads l JOIN lead_notifications n USING (lead_id) WHERE l.comment LIKE 'batch %'),
+          'DQ-A:5:false:5 DQ-B:0:true:0 DQ-C:1:false:1', 'each lead of the batch by its own dealer''s recipients');
+SELECT throws_ok($$SELECT aimroute.delivery_expand(0)$$, '22023', 'max_leads must be 1 or more, not 0',
+                 'delivery_expand: a bad max_leads');
 
 -- The daily recap.
 SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '06:59') AT TIME ZONE 'America/Chicago'),
@@ -296,9 +372,14 @@ SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 4 + 
 SELECT is((SELECT max(day) - min(day) FROM daily_recaps WHERE day >= (now() AT TIME ZONE 'America/Chicago')::date), 3,
           'but are recapped: the days the worker missed are caught up');
 
--- Deleting a lead takes its notices and their messages along.
+-- Deleting a lead takes its notices and their messages along; a marked
+-- lead deleted leaves nothing to expand.
 SELECT pg_temp.lead('gone', '49757');
+SELECT delivery_expand(1000);
 DELETE FROM leads WHERE comment = 'gone';
+SELECT pg_temp.lead('gone marked', '49757');
+DELETE FROM leads WHERE comment = 'gone marked';
+SELECT is(delivery_expand(1000), 0, 'a marked lead deleted leaves nothing to expand');
 SELECT is((SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT FROM lead_notifications n WHERE n.notification_id = o.notification_id)
              AND o.purpose <> 'daily recap'), 0::bigint, 'a deleted lead leaves no message behind');
 

@@ -5,7 +5,7 @@
 -- itself).  Deadlines are moved into the past by UPDATE rather than
 -- waited for.  Everything is rolled back.
 BEGIN;
-SELECT plan(32);
+SELECT plan(34);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -42,8 +42,11 @@ $$;
 INSERT INTO leads (brand_code, country, postal_code, comment) VALUES
     ('RRT', 'US', '60601', 'a'), ('RRT', 'US', '60601', 'b'), ('RRT', 'CA', 'M5V 3L9', 'c');
 SELECT is(pg_temp.state('a'), 'RRT-CHI Radius 0', 'routed to Chicago');
+SELECT is((SELECT count(*) FROM leads WHERE comment IN ('a', 'b', 'c') AND notice_pending), 3::bigint,
+          'routing marks each lead for its first notice in the inserting transaction');
+SELECT is(delivery_expand(1000), 3, 'the delivery worker''s expansion takes them');
 SELECT is((SELECT count(*) FROM lead_notifications WHERE lead_id = pg_temp.id('a') AND event = 'Routed'), 1::bigint,
-          'routing queues the first notice in the inserting transaction');
+          'and queues the first notice');
 SELECT is(reroute_overdue(), 0, 'nothing is overdue yet: reroute_overdue does nothing');
 
 -- Re-route by the rules, excluding every dealer that held the lead.

@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(81);
+SELECT plan(82);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -42,6 +42,8 @@ SELECT lives_ok($$
 $$, 'a non-superuser admin configures the network and inserts leads');
 SELECT is((SELECT string_agg(dealer_number, ',' ORDER BY comment) FROM leads WHERE comment IN ('one', 'two', 'three')),
           'SEC-1,SEC-3,SEC-2', 'the leads are routed');
+SELECT lives_ok($$SELECT aimroute.delivery_expand(1000)$$,
+                'the admin expands the marked leads into their messages, as the delivery worker does');
 SELECT cmp_ok((SELECT count(*) FROM outbox WHERE lead_id IN (SELECT lead_id FROM leads WHERE comment IN ('one', 'two', 'three'))),
               '=', 3::bigint, 'and their emails queued');
 SELECT lives_ok($$SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())$$,

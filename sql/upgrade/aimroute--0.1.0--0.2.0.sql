@@ -282,57 +282,7 @@ CREATE TRIGGER leads_protect_view BEFORE UPDATE ON aimroute.leads
 REVOKE SELECT ON aimroute.lead_notifications FROM aimroute_dealer;
 GRANT SELECT (notification_id, lead_id, dealer_number, event, queued_at, no_contacts, messages, failure_notice_at)
     ON aimroute.lead_notifications TO aimroute_region, aimroute_dealer;
-CREATE OR REPLACE VIEW aimroute.lead_delivery_status AS
-SELECT l.lead_id,
-       l.dealer_number,
-       (n.notification_id IS NOT NULL AND o.attempted > 0) AS sent_to_dealer,
-       l.viewed_at IS NOT NULL AS viewed,
-       CASE WHEN o.email_attempted = 0 THEN NULL
-            WHEN o.email_delivered = o.email_total THEN 'Delivered'
-            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
-       CASE WHEN o.mobile_attempted = 0 THEN NULL
-            WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
-            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
-       CASE WHEN o.crm_attempted = 0 THEN NULL
-            WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
-            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
-       coalesce(n.no_contacts, false) AS no_contacts_configured,
-       coalesce(o.pending, 0) > 0 AS delivery_pending,
-       l.send_to_dealer,
-       n.notification_id,
-       n.queued_at AS sent_at,
-       o.last_attempt_at,
-       l.received_at,
-       (l.received_at AT TIME ZONE s.timezone)::date AS received_day,
-       l.source,
-       l.brand_code,
-       l.match_type,
-       d.name AS dealer_name,
-       d.region
-  FROM aimroute.leads l
-  CROSS JOIN aimroute.settings s
-  JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
-  LEFT JOIN LATERAL (
-        -- Not the view token, which region and dealer users do not read.
-        SELECT x.notification_id, x.queued_at, x.no_contacts FROM aimroute.lead_notifications x
-         WHERE x.lead_id = l.lead_id AND x.dealer_number = l.dealer_number
-         ORDER BY x.notification_id DESC LIMIT 1) n ON true
-  LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE x.outcome IS NOT NULL OR x.status = 'sending') AS attempted,
-               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
-               count(*) FILTER (WHERE x.method = 'email') AS email_total,
-               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
-               count(*) FILTER (WHERE x.method = 'email' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS email_attempted,
-               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
-               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
-               count(*) FILTER (WHERE x.method = 'mobile' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS mobile_attempted,
-               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
-               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
-               count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
-               max(x.last_attempt_at) AS last_attempt_at
-          FROM aimroute.outbox x
-         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true;
-ALTER VIEW aimroute.lead_delivery_status SET (security_invoker = true);
+-- (aimroute.lead_delivery_status: its 0.2.0 text, security_invoker with it, is set once, in the queue section below.)
 
 -- stall: a worker never stalls on one bad item (issue 14, defect 2; SPEC
 -- section 8).  A lead whose re-route raises, or a message whose claim or
@@ -1213,6 +1163,247 @@ COMMENT ON FUNCTION aimroute.routing_cache_info() IS
     'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds, its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: postal codes looked up, settings). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;
+
+-- queue: the lead is the queue (issue 16).  Routing marks a lead to be
+-- sent (aimroute.leads.notice_pending) instead of queueing its notice
+-- and messages in the inserting transaction; the delivery worker expands
+-- the marked leads in batches, set-based (aimroute.delivery_expand), by the
+-- rules of aimroute.lead_recipients through aimroute.queue_notices, which
+-- queue_lead_delivery (moves, send_lead) runs too.  The leads of 0.1.0
+-- have their notices already: the mark's default, false, is theirs.
+ALTER TABLE aimroute.leads ADD COLUMN notice_pending boolean NOT NULL DEFAULT false;
+-- What the delivery worker looks for: leads whose notice is to be queued
+-- (aimroute.delivery_expand, 075_delivery.sql), oldest first.
+CREATE INDEX leads_notice_pending_idx ON aimroute.leads (lead_id) WHERE notice_pending;
+COMMENT ON COLUMN aimroute.leads.notice_pending IS
+    'The lead is to be sent to its dealer and its notice is not queued yet: set by routing when send_to_dealer is true, cleared in the transaction that queues the notice and its messages (the delivery worker''s aimroute.delivery_expand, or a move or send_lead first). Written by aimroute only.';
+COMMENT ON COLUMN aimroute.lead_notifications.lead_id IS
+    'The lead. Not a foreign key: a foreign key check would cost every notice queued; deleting a lead deletes its notices (aimroute.leads_delete_notices).';
+COMMENT ON TABLE aimroute.outbox IS
+    'Messages to send, one per recipient and method, queued by the delivery worker for a lead routed (aimroute.delivery_expand) or in the transaction that moves or resends a lead; the delivery worker sends them. Read the views lead_delivery_status, delivery_attempts, delivery_issues and unsent_leads rather than this table.';
+CREATE FUNCTION aimroute.lead_recipients(dealer_numbers text[])
+RETURNS TABLE (dealer_number text, method text, role text, contact_id bigint,
+               integration_id bigint, recipient text, reaches_dealer boolean)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.dealer_number, 'email', CASE WHEN c.lead_to THEN 'To' ELSE 'CC' END, c.contact_id,
+           NULL::bigint, c.email, c.lead_to
+      FROM (SELECT x.*, 'Leads: Emails To' = ANY (x.contact_types) AS lead_to
+              FROM aimroute.dealer_contacts x
+             WHERE x.dealer_number = ANY (lead_recipients.dealer_numbers)
+               AND x.contact_types && '{Leads: Emails To,Leads: Emails CC}'::text[]) c
+     WHERE c.email IS NOT NULL
+    UNION ALL
+    SELECT c.dealer_number, 'mobile', 'Push', c.contact_id, NULL, c.mobile, false
+      FROM aimroute.dealer_contacts c, aimroute.settings s
+     WHERE c.dealer_number = ANY (lead_recipients.dealer_numbers)
+       AND c.contact_types && '{Leads: Emails To,Leads: Emails CC}'::text[]
+       AND c.mobile IS NOT NULL AND s.push_gateway_url IS NOT NULL
+    UNION ALL
+    SELECT i.dealer_number, 'crm', i.kind, NULL, i.integration_id, i.endpoint, true
+      FROM aimroute.crm_integrations i
+     WHERE i.dealer_number = ANY (lead_recipients.dealer_numbers) AND i.active
+$$;
+COMMENT ON FUNCTION aimroute.lead_recipients(text[]) IS
+    'Who a notice to each of these dealers goes to, one row per message: an email per Leads To and CC contact with an address, a push per such contact with a mobile (when settings.push_gateway_url is set), an ADF message per active CRM integration; reaches_dealer is true for a To email and a CRM message, without which nothing is sent (No contacts configured).';
+REVOKE EXECUTE ON FUNCTION aimroute.lead_recipients(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.lead_recipients(text[]) TO aimroute_admin, aimroute_region, aimroute_dealer;
+
+--
+-- queue_notices: a notice of each lead to the dealer paired with it, with
+-- its messages by aimroute.lead_recipients, in two statements for the
+-- whole set (internal).  Returns each lead's notice.  A dealer whose
+-- recipients do not reach it gets a notice marked no_contacts and no
+-- message.
+--
+CREATE FUNCTION aimroute.queue_notices(lead_ids bigint[], dealer_numbers text[], event text)
+RETURNS TABLE (lead_id bigint, notification_id bigint)
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH l AS (
+        SELECT x.lead_id, x.dealer_number, x.n
+          FROM unnest(queue_notices.lead_ids, queue_notices.dealer_numbers)
+               WITH ORDINALITY AS x(lead_id, dealer_number, n)),
+    r AS (
+        SELECT * FROM aimroute.lead_recipients(ARRAY(SELECT DISTINCT l.dealer_number FROM l))),
+    q AS (
+        SELECT r.dealer_number, bool_or(r.reaches_dealer) AS reaches, count(*)::integer AS messages
+          FROM r GROUP BY r.dealer_number),
+    n AS (
+        INSERT INTO aimroute.lead_notifications (lead_id, dealer_number, event, no_contacts, messages)
+        SELECT l.lead_id, l.dealer_number, queue_notices.event, NOT coalesce(q.reaches, false),
+               CASE WHEN q.reaches THEN q.messages ELSE 0 END
+          FROM l LEFT JOIN q ON q.dealer_number = l.dealer_number
+         ORDER BY l.n
+        RETURNING notification_id, lead_id, dealer_number, no_contacts),
+    m AS (
+        INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, method, role,
+                                     contact_id, integration_id, recipient)
+        SELECT n.notification_id, n.lead_id, n.dealer_number, r.method, r.role,
+               r.contact_id, r.integration_id, r.recipient
+          FROM n JOIN r ON r.dealer_number = n.dealer_number
+         WHERE NOT n.no_contacts
+         ORDER BY n.notification_id, CASE r.method WHEN 'email' THEN 1 WHEN 'mobile' THEN 2 ELSE 3 END,
+                  r.contact_id, r.integration_id)
+    SELECT n.lead_id, n.notification_id FROM n
+$$;
+COMMENT ON FUNCTION aimroute.queue_notices(bigint[], text[], text) IS
+    'Queues a notice of each lead to the dealer paired with it, and the notice''s messages (aimroute.lead_recipients), for the whole set at once; returns each lead''s notice. Internal: aimroute.delivery_expand and aimroute.queue_lead_delivery call it.';
+REVOKE EXECUTE ON FUNCTION aimroute.queue_notices(bigint[], text[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.queue_notices(bigint[], text[], text) TO aimroute_admin;
+
+COMMENT ON FUNCTION aimroute.queue_lead_delivery(bigint, text, text) IS
+    'Queues a notice of the lead to the dealer and its messages at once (aimroute.lead_recipients: one email per To and CC contact, one push per contact with a mobile, one ADF message per active CRM integration), and clears the lead''s notice_pending; returns the notice''s id. Internal: moves and send_lead call it.';
+CREATE FUNCTION aimroute.delivery_expand(max_leads integer)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken integer := 0;
+    ids bigint[];
+    dealers text[];
+    l record;
+BEGIN
+    IF max_leads IS NULL OR max_leads < 1 THEN
+        RAISE EXCEPTION 'max_leads must be 1 or more, not %', coalesce(max_leads::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        WITH batch AS (
+            SELECT x.lead_id FROM aimroute.leads x
+             WHERE x.notice_pending
+             ORDER BY x.lead_id LIMIT max_leads
+               FOR NO KEY UPDATE SKIP LOCKED),
+        cleared AS (
+            UPDATE aimroute.leads x SET notice_pending = false
+              FROM batch b
+             WHERE x.lead_id = b.lead_id
+            RETURNING x.lead_id, x.dealer_number, x.send_to_dealer)
+        SELECT count(*), array_agg(c.lead_id ORDER BY c.lead_id) FILTER (WHERE c.send_to_dealer),
+               array_agg(c.dealer_number ORDER BY c.lead_id) FILTER (WHERE c.send_to_dealer)
+          INTO taken, ids, dealers
+          FROM cleared c;
+        IF ids IS NOT NULL THEN
+            PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
+        END IF;
+        RETURN taken;
+    EXCEPTION WHEN OTHERS THEN
+        taken := 0;
+    END;
+    FOR l IN SELECT x.lead_id FROM aimroute.leads x
+              WHERE x.notice_pending
+              ORDER BY x.lead_id LIMIT max_leads
+                FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        BEGIN
+            WITH cleared AS (
+                UPDATE aimroute.leads x SET notice_pending = false
+                 WHERE x.lead_id = l.lead_id
+                RETURNING x.lead_id, x.dealer_number, x.send_to_dealer)
+            SELECT array_agg(c.lead_id) FILTER (WHERE c.send_to_dealer),
+                   array_agg(c.dealer_number) FILTER (WHERE c.send_to_dealer)
+              INTO ids, dealers
+              FROM cleared c;
+            IF ids IS NOT NULL THEN
+                PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
+            END IF;
+            taken := taken + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'aimroute: the notice of lead % was not queued: %', l.lead_id, SQLERRM
+                USING DETAIL = format('SQLSTATE %s. The lead keeps its mark (notice_pending) and is tried again at the delivery worker''s next round; the other leads are queued meanwhile.', SQLSTATE);
+        END;
+    END LOOP;
+    RETURN taken;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_expand(integer) IS
+    'Queues the notices and messages of up to max_leads leads that routing marked to be sent (notice_pending), oldest first, set-based, and clears their marks in the same transaction; skips leads other transactions have locked. Returns the leads taken. The delivery worker calls it every round; without the worker, call it to queue what routing marked.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_expand(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_expand(integer) TO aimroute_admin;
+
+CREATE OR REPLACE VIEW aimroute.lead_delivery_status WITH (security_invoker = true) AS
+SELECT l.lead_id,
+       l.dealer_number,
+       (n.notification_id IS NOT NULL AND o.attempted > 0) AS sent_to_dealer,
+       l.viewed_at IS NOT NULL AS viewed,
+       CASE WHEN o.email_attempted = 0 THEN NULL
+            WHEN o.email_delivered = o.email_total THEN 'Delivered'
+            WHEN o.email_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS email_status,
+       CASE WHEN o.mobile_attempted = 0 THEN NULL
+            WHEN o.mobile_delivered = o.mobile_total THEN 'Delivered'
+            WHEN o.mobile_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS mobile_status,
+       CASE WHEN o.crm_attempted = 0 THEN NULL
+            WHEN o.crm_delivered = o.crm_total THEN 'Delivered'
+            WHEN o.crm_delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END AS crm_status,
+       coalesce(p.no_contacts, n.no_contacts, false) AS no_contacts_configured,
+       coalesce(o.pending, 0) > 0 OR NOT coalesce(p.no_contacts, true) AS delivery_pending,
+       l.send_to_dealer,
+       n.notification_id,
+       n.queued_at AS sent_at,
+       o.last_attempt_at,
+       l.received_at,
+       (l.received_at AT TIME ZONE s.timezone)::date AS received_day,
+       l.source,
+       l.brand_code,
+       l.match_type,
+       d.name AS dealer_name,
+       d.region
+  FROM aimroute.leads l
+  CROSS JOIN aimroute.settings s
+  JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
+  LEFT JOIN LATERAL (
+        -- Not the view token, which region and dealer users do not read.
+        SELECT x.notification_id, x.queued_at, x.no_contacts FROM aimroute.lead_notifications x
+         WHERE x.lead_id = l.lead_id AND x.dealer_number = l.dealer_number
+         ORDER BY x.notification_id DESC LIMIT 1) n ON true
+  LEFT JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE x.outcome IS NOT NULL OR x.status = 'sending') AS attempted,
+               count(*) FILTER (WHERE x.status IN ('queued', 'sending')) AS pending,
+               count(*) FILTER (WHERE x.method = 'email') AS email_total,
+               count(*) FILTER (WHERE x.method = 'email' AND x.status = 'delivered') AS email_delivered,
+               count(*) FILTER (WHERE x.method = 'email' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS email_attempted,
+               count(*) FILTER (WHERE x.method = 'mobile') AS mobile_total,
+               count(*) FILTER (WHERE x.method = 'mobile' AND x.status = 'delivered') AS mobile_delivered,
+               count(*) FILTER (WHERE x.method = 'mobile' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS mobile_attempted,
+               count(*) FILTER (WHERE x.method = 'crm') AS crm_total,
+               count(*) FILTER (WHERE x.method = 'crm' AND x.status = 'delivered') AS crm_delivered,
+               count(*) FILTER (WHERE x.method = 'crm' AND (x.outcome IS NOT NULL OR x.status = 'sending')) AS crm_attempted,
+               max(x.last_attempt_at) AS last_attempt_at
+          FROM aimroute.outbox x
+         WHERE x.notification_id = n.notification_id AND x.purpose = 'lead' AND x.status <> 'cancelled') o ON true
+  LEFT JOIN LATERAL (
+        SELECT NOT EXISTS (SELECT FROM aimroute.lead_recipients(ARRAY[l.dealer_number]) r
+                            WHERE r.reaches_dealer) AS no_contacts
+         WHERE l.notice_pending AND l.send_to_dealer) p ON true;
+COMMENT ON COLUMN aimroute.lead_delivery_status.no_contacts_configured IS 'When the lead was sent, the dealer had no ''Leads: Emails To'' contact with an email and no active CRM integration, so nothing was sent; for a lead whose notice the delivery worker has not queued yet, the dealer has none now.';
+COMMENT ON COLUMN aimroute.lead_delivery_status.delivery_pending IS 'Some message still waits for its first attempt or a retry, or the lead''s messages wait for the delivery worker to queue them: the statuses can still change.';
+CREATE OR REPLACE VIEW aimroute.unsent_leads WITH (security_invoker = true) AS
+SELECT st.lead_id,
+       st.dealer_number,
+       CASE WHEN NOT st.send_to_dealer THEN 'send_to_dealer false'
+            WHEN st.no_contacts_configured THEN 'No contacts configured'
+            WHEN st.notification_id IS NULL AND NOT st.delivery_pending THEN 'Not queued'
+            WHEN NOT st.delivery_pending THEN 'All contacts undeliverable'
+            WHEN st.sent_to_dealer THEN 'Retrying'
+            ELSE 'Waiting for the delivery worker' END AS reason,
+       st.received_at,
+       st.received_day,
+       st.sent_at,
+       st.last_attempt_at,
+       st.source,
+       st.brand_code,
+       st.dealer_name,
+       st.region
+  FROM aimroute.lead_delivery_status st
+ WHERE NOT st.viewed
+   AND NOT EXISTS (SELECT FROM aimroute.lead_notifications n JOIN aimroute.outbox o USING (notification_id)
+                    WHERE n.lead_id = st.lead_id AND n.dealer_number = st.dealer_number
+                      AND o.purpose = 'lead' AND o.status = 'delivered');
+COMMENT ON COLUMN aimroute.unsent_leads.reason IS
+    'send_to_dealer false; No contacts configured (no Leads To contact, no active CRM); All contacts undeliverable (every message bounced, was suppressed or ran out of retries); Retrying (attempts failed, more are scheduled); Waiting for the delivery worker (no attempt yet, or its messages not queued yet); Not queued (a lead restored or routed before delivery was set up: aimroute.send_lead sends it).';
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
