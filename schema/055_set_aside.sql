@@ -1,19 +1,20 @@
 --
 -- Set-aside items (SPEC section 8): a worker never stalls on one bad item.
--- A lead whose re-route raises, or a message whose claim or record raises,
--- is set aside here with its error, and tried again later with a backoff;
--- the worker goes on with the others.  The re-route worker
--- (aimroute.reroute_overdue, 060_reroute.sql) and the delivery worker
--- (aimroute.delivery_claim and aimroute.delivery_record, 075_delivery.sql)
--- write and skip these rows.  docs/reliability.md.
+-- A lead whose re-route raises, a lead whose notice cannot be queued, or a
+-- message whose claim or record raises, is set aside here with its error,
+-- and tried again later with a backoff; the worker goes on with the
+-- others.  The re-route worker (aimroute.reroute_overdue, 060_reroute.sql)
+-- and the delivery worker (aimroute.delivery_expand, delivery_claim and
+-- delivery_record, 075_delivery.sql) write and skip these rows.
+-- docs/reliability.md.
 --
 CREATE TABLE aimroute.set_aside_items (
     kind             text NOT NULL
-        CONSTRAINT set_aside_items_kind_check CHECK (kind IN ('lead', 'message')),
+        CONSTRAINT set_aside_items_kind_check CHECK (kind IN ('lead', 'notice', 'message')),
     item_id          bigint NOT NULL,
     lead_id          bigint,
     step             text NOT NULL
-        CONSTRAINT set_aside_items_step_check CHECK (step IN ('re-route', 'claim', 'record')),
+        CONSTRAINT set_aside_items_step_check CHECK (step IN ('re-route', 'notice', 'claim', 'record')),
     error_code       text NOT NULL,
     error            text NOT NULL,
     detail           text,
@@ -29,11 +30,11 @@ CREATE TABLE aimroute.set_aside_items (
 );
 COMMENT ON TABLE aimroute.set_aside_items IS
     'Leads and messages a background worker set aside because processing them raised an error: the error, how often, and when they are tried next. The worker goes on with the others meanwhile. To try one again now, set its retry_at to clock_timestamp().';
-COMMENT ON COLUMN aimroute.set_aside_items.kind IS '''lead'' (the re-route worker) or ''message'' (the delivery worker).';
-COMMENT ON COLUMN aimroute.set_aside_items.item_id IS 'The lead_id of a lead, the message_id (aimroute.outbox) of a message.';
+COMMENT ON COLUMN aimroute.set_aside_items.kind IS '''lead'' (the re-route worker), ''notice'' (a lead''s notice, the delivery worker) or ''message'' (the delivery worker).';
+COMMENT ON COLUMN aimroute.set_aside_items.item_id IS 'The lead_id of a lead or of a lead whose notice it is, the message_id (aimroute.outbox) of a message.';
 COMMENT ON COLUMN aimroute.set_aside_items.lead_id IS 'The lead concerned (NULL for a message that is not about a lead, such as a daily recap).';
 COMMENT ON COLUMN aimroute.set_aside_items.step IS
-    '''re-route'' (re-routing an overdue lead), ''claim'' (preparing a message to send: the checks, the claim and the rendering; nothing was sent) or ''record'' (recording the outcome of a message that was sent; it is recorded again, never sent again).';
+    '''re-route'' (re-routing an overdue lead), ''notice'' (queueing the notice and messages of a lead routing marked to be sent; the lead keeps its mark, nothing was queued), ''claim'' (preparing a message to send: the checks, the claim and the rendering; nothing was sent) or ''record'' (recording the outcome of a message that was sent; it is recorded again, never sent again).';
 COMMENT ON COLUMN aimroute.set_aside_items.error_code IS 'The SQLSTATE of the latest error.';
 COMMENT ON COLUMN aimroute.set_aside_items.error IS 'The message of the latest error.';
 COMMENT ON COLUMN aimroute.set_aside_items.detail IS 'Its detail, if any.';
@@ -93,9 +94,10 @@ BEGIN
            retry_at = excluded.retry_at, reroute_due_at = excluded.reroute_due_at,
            send_result = excluded.send_result
     RETURNING * INTO f;
-    RAISE WARNING 'aimroute: % % set aside: % failed: %', p_kind, p_item_id,
-                  CASE p_step WHEN 're-route' THEN 're-routing it' WHEN 'claim' THEN 'preparing it'
-                              ELSE 'recording its outcome' END,
+    RAISE WARNING 'aimroute: % % set aside: % failed: %',
+                  CASE p_kind WHEN 'notice' THEN 'the notice of lead' ELSE p_kind END, p_item_id,
+                  CASE p_step WHEN 're-route' THEN 're-routing it' WHEN 'notice' THEN 'queueing it'
+                              WHEN 'claim' THEN 'preparing it' ELSE 'recording its outcome' END,
                   p_error
         USING DETAIL = format('Failure %s in a row (SQLSTATE %s); next try at %s.%s', f.failures, p_error_code,
                               f.retry_at, ' The error''s detail: ' || nullif(p_detail, '')),

@@ -7,7 +7,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(111);
+SELECT plan(119);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -114,6 +114,41 @@ SELECT is((SELECT reason FROM unsent_leads WHERE lead_id = (SELECT lead_id FROM 
 SELECT throws_ok($$SELECT aimroute.send_lead((SELECT lead_id FROM aimroute.leads WHERE comment = 'quiet'))$$,
                  '55000', NULL, 'send_lead refuses a lead not to be sent');
 SELECT throws_ok($$SELECT aimroute.send_lead(-1)$$, 'P0002', 'lead -1 does not exist', 'send_lead: unknown lead');
+
+-- A lead whose notice raises is set aside and keeps its mark; the others
+-- are queued, and the next expansion does not try it before its retry_at.
+CREATE FUNCTION pg_temp.planted_notice_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT comment FROM aimroute.leads WHERE lead_id = NEW.lead_id) = 'bad notice' THEN
+        RAISE EXCEPTION 'planted notice fault' USING DETAIL = 'put there by the test';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER planted_notice_fault BEFORE INSERT ON lead_notifications
+    FOR EACH ROW EXECUTE FUNCTION pg_temp.planted_notice_fault();
+SELECT pg_temp.lead('good notice 1', '49757');
+SELECT pg_temp.lead('bad notice', '49757');
+SELECT pg_temp.lead('good notice 2', '49757');
+SELECT is(delivery_expand(1000), 2, 'a notice that raises: the others are queued');
+SELECT is((SELECT string_agg(comment || ':' || notice_pending, ' ' ORDER BY lead_id) FROM leads
+            WHERE comment LIKE '% notice%'),
+          'good notice 1:false bad notice:true good notice 2:false', 'the bad one keeps its mark');
+SELECT is((SELECT kind || ' ' || step || ' ' || error_code || ' ' || error || ' ' || detail || ' ' || failures
+                  || ' ' || (retry_at > clock_timestamp() + interval '50 seconds')
+             FROM set_aside_items WHERE item_id = (SELECT lead_id FROM leads WHERE comment = 'bad notice')),
+          'notice notice P0001 planted notice fault put there by the test 1 true',
+          'and is set aside with its error, to be tried again in a minute');
+SELECT is(delivery_expand(1000), 0, 'the next expansion does not try it before its retry_at');
+SELECT is((SELECT failures FROM set_aside_items WHERE kind = 'notice'), 1, 'so it failed once');
+DROP TRIGGER planted_notice_fault ON lead_notifications;
+UPDATE set_aside_items SET retry_at = clock_timestamp() WHERE kind = 'notice';
+SELECT is(delivery_expand(1000), 1, 'once retried, it is queued');
+SELECT is((SELECT count(*) FROM lead_notifications
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'bad notice')), 1::bigint,
+          'with one notice');
+SELECT is((SELECT count(*) FROM set_aside_items WHERE kind = 'notice'), 0::bigint,
+          'and its set-aside row is gone');
 
 -- A rolled-back lead leaves nothing queued.
 SAVEPOINT s;

@@ -292,11 +292,11 @@ GRANT SELECT (notification_id, lead_id, dealer_number, event, queued_at, no_cont
 -- 075_delivery.sql).
 CREATE TABLE aimroute.set_aside_items (
     kind             text NOT NULL
-        CONSTRAINT set_aside_items_kind_check CHECK (kind IN ('lead', 'message')),
+        CONSTRAINT set_aside_items_kind_check CHECK (kind IN ('lead', 'notice', 'message')),
     item_id          bigint NOT NULL,
     lead_id          bigint,
     step             text NOT NULL
-        CONSTRAINT set_aside_items_step_check CHECK (step IN ('re-route', 'claim', 'record')),
+        CONSTRAINT set_aside_items_step_check CHECK (step IN ('re-route', 'notice', 'claim', 'record')),
     error_code       text NOT NULL,
     error            text NOT NULL,
     detail           text,
@@ -312,11 +312,11 @@ CREATE TABLE aimroute.set_aside_items (
 );
 COMMENT ON TABLE aimroute.set_aside_items IS
     'Leads and messages a background worker set aside because processing them raised an error: the error, how often, and when they are tried next. The worker goes on with the others meanwhile. To try one again now, set its retry_at to clock_timestamp().';
-COMMENT ON COLUMN aimroute.set_aside_items.kind IS '''lead'' (the re-route worker) or ''message'' (the delivery worker).';
-COMMENT ON COLUMN aimroute.set_aside_items.item_id IS 'The lead_id of a lead, the message_id (aimroute.outbox) of a message.';
+COMMENT ON COLUMN aimroute.set_aside_items.kind IS '''lead'' (the re-route worker), ''notice'' (a lead''s notice, the delivery worker) or ''message'' (the delivery worker).';
+COMMENT ON COLUMN aimroute.set_aside_items.item_id IS 'The lead_id of a lead or of a lead whose notice it is, the message_id (aimroute.outbox) of a message.';
 COMMENT ON COLUMN aimroute.set_aside_items.lead_id IS 'The lead concerned (NULL for a message that is not about a lead, such as a daily recap).';
 COMMENT ON COLUMN aimroute.set_aside_items.step IS
-    '''re-route'' (re-routing an overdue lead), ''claim'' (preparing a message to send: the checks, the claim and the rendering; nothing was sent) or ''record'' (recording the outcome of a message that was sent; it is recorded again, never sent again).';
+    '''re-route'' (re-routing an overdue lead), ''notice'' (queueing the notice and messages of a lead routing marked to be sent; the lead keeps its mark, nothing was queued), ''claim'' (preparing a message to send: the checks, the claim and the rendering; nothing was sent) or ''record'' (recording the outcome of a message that was sent; it is recorded again, never sent again).';
 COMMENT ON COLUMN aimroute.set_aside_items.error_code IS 'The SQLSTATE of the latest error.';
 COMMENT ON COLUMN aimroute.set_aside_items.error IS 'The message of the latest error.';
 COMMENT ON COLUMN aimroute.set_aside_items.detail IS 'Its detail, if any.';
@@ -369,9 +369,10 @@ BEGIN
            retry_at = excluded.retry_at, reroute_due_at = excluded.reroute_due_at,
            send_result = excluded.send_result
     RETURNING * INTO f;
-    RAISE WARNING 'aimroute: % % set aside: % failed: %', p_kind, p_item_id,
-                  CASE p_step WHEN 're-route' THEN 're-routing it' WHEN 'claim' THEN 'preparing it'
-                              ELSE 'recording its outcome' END,
+    RAISE WARNING 'aimroute: % % set aside: % failed: %',
+                  CASE p_kind WHEN 'notice' THEN 'the notice of lead' ELSE p_kind END, p_item_id,
+                  CASE p_step WHEN 're-route' THEN 're-routing it' WHEN 'notice' THEN 'queueing it'
+                              WHEN 'claim' THEN 'preparing it' ELSE 'recording its outcome' END,
                   p_error
         USING DETAIL = format('Failure %s in a row (SQLSTATE %s); next try at %s.%s', f.failures, p_error_code,
                               f.retry_at, ' The error''s detail: ' || nullif(p_detail, '')),
@@ -761,7 +762,8 @@ AS $$
                 (SELECT min(CASE WHEN f.step = 'record' THEN f.retry_at ELSE greatest(o.due_at, f.retry_at) END)
                    FROM aimroute.set_aside_items f
                    JOIN aimroute.outbox o ON o.message_id = f.item_id
-                  WHERE f.kind = 'message' AND o.status IN ('queued', 'sending'))) AS next_at) x
+                  WHERE f.kind = 'message' AND o.status IN ('queued', 'sending')),
+                (SELECT min(f.retry_at) FROM aimroute.set_aside_items f WHERE f.kind = 'notice')) AS next_at) x
 $$;
 
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
@@ -1263,18 +1265,28 @@ RETURNS integer
 AS $$
 DECLARE
     taken integer := 0;
+    whole boolean := false;
     ids bigint[];
     dealers text[];
     l record;
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
 BEGIN
     IF max_leads IS NULL OR max_leads < 1 THEN
         RAISE EXCEPTION 'max_leads must be 1 or more, not %', coalesce(max_leads::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The whole batch in one statement; only when that fails, lead by lead.
     BEGIN
         WITH batch AS (
             SELECT x.lead_id FROM aimroute.leads x
              WHERE x.notice_pending
+               AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                WHERE f.kind = 'notice' AND f.item_id = x.lead_id
+                                  AND f.retry_at > clock_timestamp())
              ORDER BY x.lead_id LIMIT max_leads
                FOR NO KEY UPDATE SKIP LOCKED),
         cleared AS (
@@ -1289,38 +1301,59 @@ BEGIN
         IF ids IS NOT NULL THEN
             PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
         END IF;
-        RETURN taken;
+        whole := true;
     EXCEPTION WHEN OTHERS THEN
         taken := 0;
     END;
-    FOR l IN SELECT x.lead_id FROM aimroute.leads x
-              WHERE x.notice_pending
-              ORDER BY x.lead_id LIMIT max_leads
-                FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        BEGIN
-            WITH cleared AS (
-                UPDATE aimroute.leads x SET notice_pending = false
-                 WHERE x.lead_id = l.lead_id
-                RETURNING x.lead_id, x.dealer_number, x.send_to_dealer)
-            SELECT array_agg(c.lead_id) FILTER (WHERE c.send_to_dealer),
-                   array_agg(c.dealer_number) FILTER (WHERE c.send_to_dealer)
-              INTO ids, dealers
-              FROM cleared c;
-            IF ids IS NOT NULL THEN
-                PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
-            END IF;
-            taken := taken + 1;
-        EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'aimroute: the notice of lead % was not queued: %', l.lead_id, SQLERRM
-                USING DETAIL = format('SQLSTATE %s. The lead keeps its mark (notice_pending) and is tried again at the delivery worker''s next round; the other leads are queued meanwhile.', SQLSTATE);
-        END;
-    END LOOP;
+    IF NOT whole THEN
+        FOR l IN SELECT x.lead_id FROM aimroute.leads x
+                  WHERE x.notice_pending
+                    AND NOT EXISTS (SELECT FROM aimroute.set_aside_items f
+                                     WHERE f.kind = 'notice' AND f.item_id = x.lead_id
+                                       AND f.retry_at > clock_timestamp())
+                  ORDER BY x.lead_id LIMIT max_leads
+                    FOR NO KEY UPDATE SKIP LOCKED
+        LOOP
+            BEGIN
+                WITH cleared AS (
+                    UPDATE aimroute.leads x SET notice_pending = false
+                     WHERE x.lead_id = l.lead_id
+                    RETURNING x.lead_id, x.dealer_number, x.send_to_dealer)
+                SELECT array_agg(c.lead_id) FILTER (WHERE c.send_to_dealer),
+                       array_agg(c.dealer_number) FILTER (WHERE c.send_to_dealer)
+                  INTO ids, dealers
+                  FROM cleared c;
+                IF ids IS NOT NULL THEN
+                    PERFORM FROM aimroute.queue_notices(ids, dealers, 'Routed');
+                END IF;
+                taken := taken + 1;
+            EXCEPTION WHEN OTHERS THEN
+                -- The lead keeps its mark; it is tried again at retry_at.
+                GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                    e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
+                    e_context = PG_EXCEPTION_CONTEXT;
+                PERFORM aimroute.set_aside('notice', l.lead_id, l.lead_id, 'notice', e_code, e_message,
+                                           e_detail, e_hint, e_context);
+            END;
+        END LOOP;
+    END IF;
+    -- A set-aside notice whose lead lost its mark (queued now, moved, sent
+    -- by send_lead, deleted) is no longer waiting.  Rows another session
+    -- holds are its own to keep or remove.
+    IF EXISTS (SELECT FROM aimroute.set_aside_items f WHERE f.kind = 'notice') THEN
+        DELETE FROM aimroute.set_aside_items f
+         WHERE f.kind = 'notice'
+           AND f.item_id IN (SELECT g.item_id FROM aimroute.set_aside_items g
+                              WHERE g.kind = 'notice'
+                                AND NOT EXISTS (SELECT FROM aimroute.leads x
+                                                 WHERE x.lead_id = g.item_id AND x.notice_pending)
+                                FOR UPDATE SKIP LOCKED);
+    END IF;
     RETURN taken;
 END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_expand(integer) IS
-    'Queues the notices and messages of up to max_leads leads that routing marked to be sent (notice_pending), oldest first, set-based, and clears their marks in the same transaction; skips leads other transactions have locked. Returns the leads taken. The delivery worker calls it every round; without the worker, call it to queue what routing marked.';
+    'Queues the notices and messages of up to max_leads leads that routing marked to be sent (notice_pending), oldest first, set-based, and clears their marks in the same transaction; skips leads other transactions have locked. A lead whose notice raises keeps its mark and is set aside (aimroute.set_aside_items, kind notice) until its retry_at. Returns the leads taken. The delivery worker calls it every round; without the worker, call it to queue what routing marked.';
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_expand(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_expand(integer) TO aimroute_admin;
 
