@@ -672,6 +672,26 @@ run_head_of_line() {
 		"$([ "$hung" = t ] && echo "; the endpoint still hung when the last email went" || echo "; the endpoint had timed out before the last email went")"
 }
 
+# run_copy_expansion: the routed COPY of BULK_ROWS leads (the sample mix,
+# sent) with the workers running, then the time from its commit until the
+# delivery worker has made all their messages (0 with a synchronous queue),
+# and the COPY's rate counting that time: what a bulk import costs until
+# its leads are really queued.
+run_copy_expansion() {
+	local file=$CLUSTER_DIR/bulk.tmp rate done_at lag effective
+	rate=$(sql "SELECT round(bench.time_copy('$file', $BULK_ROWS, 'routed')::numeric, 1)")
+	done_at=$(sql "SELECT clock_timestamp()")
+	rm -f "$file"
+	wait_until "SELECT bench.unexpanded_leads() = 0" "expanding the leads of the COPY"
+	lag=$(sql "SELECT round(extract(epoch FROM greatest(max(queued_at) - '$done_at', interval '0'))::numeric, 3)
+	             FROM aimroute.outbox")
+	effective=$(awk -v n="$BULK_ROWS" -v r="$rate" -v l="$lag" 'BEGIN { printf "%.1f", n / (n / r + l) }')
+	record "$SIZE" copy_expand_lag_s "$lag" s
+	record "$SIZE" copy_routed_expanded "$effective" rows/s
+	printf '  %-28s %s rows/s (workers running); all their messages existed %s s after the commit: %s rows/s counting that (%s queue)\n' \
+		"COPY, then expansion" "$rate" "$lag" "$effective" "$QUEUE_MODE"
+}
+
 # run_expansion: leads inserted as applications insert them (the routed
 # INSERT of bench.sample_full: To, CC, CRM) for EXPAND_SECONDS with the
 # workers running, then the time from the last lead's commit until all
@@ -713,7 +733,7 @@ psql_quiet() {
 # new delivery worker started the last of them went.  Target: seconds,
 # not the lease (aimroute.delivery_lease, 300 s).
 run_crash() {
-	local kind=$1 log bg ids killed pid restarted tries n exist delivered after_restart after_kill before
+	local kind=$1 log bg ids noted pid crashed restarted tries n exist delivered after_restart after_kill before
 	log=$RESULTS_DIR/pgbench-crash-$kind-$SIZE.log
 	pgbench -n -c 1 -j 1 -R "$CRASH_RATE" -T $((CRASH_WAIT + 60)) -D nsamples="$SAMPLES" \
 		-f "$BENCH_DIR/pgbench_routed_insert.sql" "$DB" >"$log" 2>&1 &
@@ -721,23 +741,28 @@ run_crash() {
 	for ((tries = 0; ; tries++)); do
 		[ "$(sql "CALL bench.wait_for(\$q\$SELECT EXISTS (SELECT FROM aimroute.outbox WHERE status = 'sending')\$q\$, 10)")" = t ] ||
 			die "crash ($kind): no message was being sent within 10 s of inserting $CRASH_RATE leads a second"
-		IFS='|' read -r ids killed pid < <(sql "
+		IFS='|' read -r ids noted pid < <(sql "
 			SELECT string_agg(message_id::text, ',' ORDER BY message_id), clock_timestamp(),
 			       (SELECT a.pid FROM pg_stat_activity a WHERE a.backend_type = 'aimroute delivery worker')
 			  FROM aimroute.outbox WHERE status = 'sending'")
 		[ -n "$ids" ] && [ -n "$pid" ] && break
 		[ "$tries" -lt 20 ] || die "crash ($kind): found no claimed message to follow"
 	done
+	# crashed: the moment the worker is dead (the server's clock is this
+	# machine's); a message recorded between noted and crashed was not
+	# held back.
 	if [ "$kind" = kill ]; then
 		kill -KILL "$pid"
+		crashed=$(date -u '+%Y-%m-%d %H:%M:%S.%6N+00')
 	else
 		as_run_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate -w stop >/dev/null
+		crashed=$(date -u '+%Y-%m-%d %H:%M:%S.%6N+00')
 		as_run_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w -t 120 start >/dev/null ||
 			{ tail -20 "$CLUSTER_DIR/server.log" >&2; die "PostgreSQL did not start after the immediate stop"; }
 	fi
 	for ((tries = 0; ; tries++)); do
 		restarted=$(psql_quiet "SELECT backend_start FROM pg_stat_activity
-		                         WHERE backend_type = 'aimroute delivery worker' AND backend_start > '$killed'")
+		                         WHERE backend_type = 'aimroute delivery worker' AND backend_start > '$crashed'")
 		[ -z "$restarted" ] || break
 		[ "$tries" -lt 1200 ] || die "crash ($kind): the delivery worker did not come back within 120 s"
 		sleep 0.1
@@ -749,11 +774,11 @@ run_crash() {
 	kill -TERM "$bg" 2>/dev/null || true
 	wait "$bg" 2>/dev/null || true
 	IFS='|' read -r exist delivered before after_restart after_kill < <(sql "
-		SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE finished_at < '$killed'),
+		SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE finished_at < '$crashed'),
 		       CASE WHEN bool_and(status NOT IN ('queued', 'sending'))
 		            THEN round(extract(epoch FROM greatest(max(finished_at) - '$restarted', interval '0'))::numeric, 2) END,
 		       CASE WHEN bool_and(status NOT IN ('queued', 'sending'))
-		            THEN round(extract(epoch FROM max(finished_at) - '$killed')::numeric, 2) END
+		            THEN round(extract(epoch FROM max(finished_at) - '$crashed')::numeric, 2) END
 		  FROM aimroute.outbox WHERE message_id IN ($ids)")
 	if [ -n "$after_restart" ]; then
 		record "$SIZE" "crash_${kind}_held_s" "$after_restart" s
@@ -761,11 +786,11 @@ run_crash() {
 		record "$SIZE" "crash_${kind}_held_s" "'Infinity'" s
 		after_restart=">$CRASH_WAIT" after_kill="-"
 	fi
-	record "$SIZE" "crash_${kind}_restart_s" "$(sql "SELECT round(extract(epoch FROM '$restarted'::timestamptz - '$killed')::numeric, 2)")" s
+	record "$SIZE" "crash_${kind}_restart_s" "$(sql "SELECT round(extract(epoch FROM '$restarted'::timestamptz - '$crashed')::numeric, 2)")" s
 	record "$SIZE" "crash_${kind}_messages" "$n" messages
-	printf '  %-28s %s messages claimed at the crash (%s still exist, %s of them recorded before it, %s delivered); the delivery worker was back %s s after the crash;\n  %-28s the last of them delivered %s s after it started (%s s after the crash)\n' \
+	printf '  %-28s %s messages being sent just before the crash (%s still exist, %s of them recorded before it, %s delivered); the delivery worker was back %s s after the crash;\n  %-28s the last of them delivered %s s after it started (%s s after the crash)\n' \
 		"crash ($kind)" "$n" "$exist" "$before" "$delivered" \
-		"$(sql "SELECT round(extract(epoch FROM '$restarted'::timestamptz - '$killed')::numeric, 2)")" '' "$after_restart" "$after_kill"
+		"$(sql "SELECT round(extract(epoch FROM '$restarted'::timestamptz - '$crashed')::numeric, 2)")" '' "$after_restart" "$after_kill"
 	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE status IN ('queued', 'sending')" "sending the last leads of the crash measure"
 }
 
@@ -786,11 +811,16 @@ measure_workers() {
 		run_head_of_line
 	done
 	[ "$SIZE" != "$FIRST_LEAD_SIZE" ] || measure_first_route_preloaded "$SIZE"
-	say "Workers: the queue's expansion while $CLIENTS clients insert leads for ${EXPAND_SECONDS}s (To, CC, CRM)"
+	# Each expansion measure leaves a backlog of messages: a restart
+	# without the workers drops it.
+	say "Workers: the queue's expansion after a COPY of $BULK_ROWS leads"
 	fresh_tables
+	run_copy_expansion
+	set_workers off
+	fresh_tables
+	set_workers on
+	say "Workers: the queue's expansion while $CLIENTS clients insert leads for ${EXPAND_SECONDS}s (To, CC, CRM)"
 	run_expansion
-	# The expansion measure leaves a backlog of messages: a restart without
-	# the workers drops it.
 	set_workers off
 	fresh_tables
 	set_workers on
@@ -860,7 +890,10 @@ describe_machine() {
 		echo "benchmark:   sizes $SIZES; $ROUNDS rounds (medians reported); $CLIENTS pgbench clients, ${DURATION}s measured per pgbench run after a warm-up;"
 		echo "             $SAMPLES sample leads; $BULK_ROWS rows per bulk import; $LOCATE_CALLS timed locator calls;"
 		echo "             workers (aimroute preloaded, restarted around them): $DELIVERY_MESSAGES emails to the loopback SMTP sink"
-		echo "             per delivery measure, $REROUTE_LEADS leads made overdue per re-route measure"
+		echo "             per delivery measure, $REROUTE_LEADS leads made overdue per re-route measure, $HOL_EMAILS emails"
+		echo "             behind a hanging endpoint (timeout ${HANG_TIMEOUT}s), ${EXPAND_SECONDS}s of inserts for the expansion measure,"
+		echo "             crashes at $CRASH_RATE leads/s; first lead with aimroute preloaded at ${FIRST_LEAD_SIZE:-no} dealers"
+		echo "queue:       $QUEUE_MODE (bench.queue_mode())"
 	} >"$RESULTS_DIR/machine.txt"
 }
 

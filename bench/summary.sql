@@ -207,6 +207,8 @@ SELECT max(value) FILTER (WHERE size = 10000 AND measure = 'routed_full_insert_u
        max(value) FILTER (WHERE size = 10000 AND measure = 'bare_insert_us') AS bare_us,
        max(value) FILTER (WHERE size = 10000 AND measure = 'copy_routed') AS copy_routed,
        max(value) FILTER (WHERE size = 10000 AND measure = 'copy_bare') AS copy_bare,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'copy_routed_expanded') AS copy_expanded,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'copy_expand_lag_s') AS copy_expand_lag,
        max(value) FILTER (WHERE size = 10000 AND measure = 'staging') AS staging,
        max(value) FILTER (WHERE size = 10000 AND measure = 'delivery_msgs_per_s') AS delivery,
        max(value) FILTER (WHERE size = 10000 AND measure = 'delivery_sink_cpu_pct') AS sink_cpu,
@@ -254,7 +256,10 @@ SELECT r.n AS "#", r.measure AS "measure",
         (2, 'COPY routed + queued / bare COPY (rows/s)',
          t.copy_routed / t.copy_bare,
          format('%s (%s / %s rows/s)', round((t.copy_routed / t.copy_bare)::numeric, 2), round(t.copy_routed),
-                round(t.copy_bare)),
+                round(t.copy_bare))
+         || CASE WHEN t.copy_expanded IS NOT NULL
+                 THEN format('; %s counting the worker''s expansion after the COPY (%s rows/s)',
+                             round((t.copy_expanded / t.copy_bare)::numeric, 2), round(t.copy_expanded)) ELSE '' END,
          '≥ 0.5', t.copy_routed / t.copy_bare >= 0.5),
         (3, 'process_staging / routed COPY',
          t.staging / t.copy_routed,
@@ -278,7 +283,8 @@ SELECT r.n AS "#", r.measure AS "measure",
          format('the last claimed message delivered %s after the new worker started (SIGKILL of the worker), %s (immediate stop)',
                 pg_temp.held(t.crash_kill), pg_temp.held(t.crash_immediate)),
          'until the worker restarts (≤ 10 s after it)', greatest(t.crash_kill, t.crash_immediate) <= 10),
-        (7, format('first lead of a session, %s dealers', to_char(:first_lead_size, 'FM999,999,999')),
+        (7, CASE WHEN :first_lead_size = 0 THEN 'first lead of a session (BENCH_FIRST_LEAD_SIZE is empty)'
+                 ELSE format('first lead of a session, %s dealers', to_char(:first_lead_size, 'FM999,999,999')) END,
          t.first_pre,
          format('%s ms preloaded (%s ms not); backend after it: PSS %s MB, heap %s MB preloaded; PSS %s MB, heap %s MB not',
                 round(t.first_pre::numeric, 1), round(t.first_plain::numeric, 1),
@@ -291,7 +297,9 @@ SELECT r.n AS "#", r.measure AS "measure",
          t.expand_lag,
          format('all messages existed %s s after the last lead; %s leads/s inserted, %s messages a lead (%s queue)',
                 round(t.expand_lag::numeric, 3), round(t.expand_rate), round(t.expand_per_lead::numeric, 2),
-                CASE WHEN t.deferred = 1 THEN 'deferred' ELSE 'synchronous' END),
+                CASE WHEN t.deferred = 1 THEN 'deferred' ELSE 'synchronous' END)
+         || CASE WHEN t.copy_expand_lag IS NOT NULL
+                 THEN format('; after a COPY: %s s', round(t.copy_expand_lag::numeric, 3)) ELSE '' END,
          '≤ 1 s', t.expand_lag <= 1)
        ) AS r(n, measure, key, measured, target, met)
  ORDER BY r.n;
