@@ -54,6 +54,8 @@
 #   BENCH_SMTP_PORT, BENCH_HTTP_PORT, BENCH_HANG_PORT  ports of the
 #                       loopback sinks and of the hanging listener (default
 #                       54341, 54342, 54343)
+#   BENCH_SMTP_SINK     fast: bench/fast_smtp_sink.py (default), aiosmtpd:
+#                       test/servers/smtp_sink.py
 #   BENCH_RESULTS_DIR   where the results go (default bench/results)
 #   BENCH_STOP_CLUSTER  1: stop the cluster at the end (default: left running)
 #   AIMROUTE_USER, AIMROUTE_PG_BINDIR  see scripts/lib.sh
@@ -79,6 +81,7 @@ REROUTE_LEADS=${BENCH_REROUTE_LEADS:-3000}
 SMTP_PORT=${BENCH_SMTP_PORT:-54341}
 HTTP_PORT=${BENCH_HTTP_PORT:-54342}
 HANG_PORT=${BENCH_HANG_PORT:-54343}
+SMTP_SINK=${BENCH_SMTP_SINK:-fast}
 FIRST_LEAD_SIZE=${BENCH_FIRST_LEAD_SIZE-100000}
 HOL_EMAILS=${BENCH_HOL_EMAILS:-500}
 HANG_TIMEOUT=${BENCH_HANG_TIMEOUT:-10}
@@ -122,6 +125,8 @@ check_settings() {
 	done
 	[ "$(printf '%s\n' "$PORT" "$SMTP_PORT" "$HTTP_PORT" "$HANG_PORT" | sort -u | wc -l)" = 4 ] ||
 		die "BENCH_PORT, BENCH_SMTP_PORT, BENCH_HTTP_PORT and BENCH_HANG_PORT must be four different ports"
+	[ "$SMTP_SINK" = fast ] || [ "$SMTP_SINK" = aiosmtpd ] ||
+		die "BENCH_SMTP_SINK: \"$SMTP_SINK\" is neither fast nor aiosmtpd"
 	[ -z "$FIRST_LEAD_SIZE" ] || [[ $FIRST_LEAD_SIZE =~ ^[1-9][0-9]*$ ]] ||
 		die "BENCH_FIRST_LEAD_SIZE: \"$FIRST_LEAD_SIZE\" is not a positive whole number (or empty: no such measure)"
 	for n in "$HOL_EMAILS" "$HANG_TIMEOUT" "$EXPAND_SECONDS" "$CRASH_RATE" "$CRASH_WAIT"; do
@@ -506,7 +511,7 @@ run_delivery() {
 	expanded "$first" "$DELIVERY_WARMUP"
 	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE status IN ('queued', 'sending')" "the delivery warm-up"
 	offset=$(sql "SELECT coalesce(bench.file_size('$log'), 0)")
-	sink=$(sink_pid "$SINK_DIR" smtp) || die "the SMTP sink is not running"
+	sink=$(smtp_sink_pid) || die "the SMTP sink is not running"
 	worker=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aimroute delivery worker'")
 	sink_ticks=$(cpu_ticks "$sink") worker_ticks=$(cpu_ticks "$worker")
 	first=$(sql "SELECT bench.queue_burst($n)")
@@ -581,6 +586,46 @@ run_reroute() {
 	sql "SELECT format('  %-28s %s messages of the moved leads (%s) sent; the last %s s after the deadline', '', count(*),
 	            string_agg(DISTINCT method || ' ' || role, ', '), round(extract(epoch FROM max(finished_at) - '$deadline')::numeric, 1))
 	       FROM aimroute.outbox WHERE queued_at >= '$deadline'"
+}
+
+# start_fast_smtp_sink: with BENCH_SMTP_SINK=fast (the default), replaces
+# the aiosmtpd SMTP sink that sinks_start started by bench/fast_smtp_sink.py
+# on the same port and log (FAST_SINK_PID): a sink that accepts and
+# discards at a small fraction of the CPU, so that it is not what bounds
+# the delivery measure.  The HTTP sink stays.
+start_fast_smtp_sink() {
+	local pid out=$SINK_DIR/fast_smtp.out i
+	[ "$SMTP_SINK" = fast ] || return 0
+	if pid=$(sink_pid "$SINK_DIR" smtp); then
+		kill -TERM "$pid"
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	rm -f "$SINK_DIR/smtp.jsonl" "$SINK_DIR/smtp.pid"
+	/usr/bin/python3 "$BENCH_DIR/fast_smtp_sink.py" --port "$SMTP_PORT" --log "$SINK_DIR/smtp.jsonl" >"$out" 2>&1 &
+	FAST_SINK_PID=$!
+	for ((i = 0; ; i++)); do
+		grep -q '^ready ' "$out" 2>/dev/null && break
+		kill -0 "$FAST_SINK_PID" 2>/dev/null || { cat "$out" >&2; die "the fast SMTP sink did not start on 127.0.0.1:$SMTP_PORT"; }
+		[ "$i" -lt 100 ] || die "the fast SMTP sink was not ready within 10 s"
+		sleep 0.1
+	done
+	say "SMTP sink: bench/fast_smtp_sink.py on 127.0.0.1:$SMTP_PORT (BENCH_SMTP_SINK=aiosmtpd for the sink of test/servers)"
+}
+
+# stop_fast_smtp_sink: stops the sink start_fast_smtp_sink started.
+stop_fast_smtp_sink() {
+	[ -n "${FAST_SINK_PID:-}" ] || return 0
+	kill -TERM "$FAST_SINK_PID" 2>/dev/null || true
+	wait "$FAST_SINK_PID" 2>/dev/null || true
+	FAST_SINK_PID=
+}
+
+# smtp_sink_pid: the pid of the SMTP sink in use.
+smtp_sink_pid() {
+	if [ -n "${FAST_SINK_PID:-}" ]; then echo "$FAST_SINK_PID"; else sink_pid "$SINK_DIR" smtp; fi
 }
 
 # start_hang_listener: bench/hang_listener.py on 127.0.0.1:HANG_PORT, in
@@ -893,7 +938,7 @@ describe_machine() {
 		echo "             per delivery measure, $REROUTE_LEADS leads made overdue per re-route measure, $HOL_EMAILS emails"
 		echo "             behind a hanging endpoint (timeout ${HANG_TIMEOUT}s), ${EXPAND_SECONDS}s of inserts for the expansion measure,"
 		echo "             crashes at $CRASH_RATE leads/s; first lead with aimroute preloaded at ${FIRST_LEAD_SIZE:-no} dealers"
-		echo "queue:       $QUEUE_MODE (bench.queue_mode())"
+		echo "queue:       $QUEUE_MODE (bench.queue_mode()); SMTP sink: $SMTP_SINK"
 	} >"$RESULTS_DIR/machine.txt"
 }
 
@@ -914,8 +959,9 @@ main() {
 	mkdir -p "$RESULTS_DIR"
 	rm -f "$RESULTS_DIR"/pgbench-*.log
 	declare -F sinks_start >/dev/null || die "scripts/lib.sh has no sinks_start: the loopback sinks cannot be started"
-	trap 'stop_hang_listener; sinks_stop "$SINK_DIR"; [ "${BENCH_STOP_CLUSTER:-}" != 1 ] || cluster_stop "$CLUSTER_DIR"' EXIT
+	trap 'stop_hang_listener; stop_fast_smtp_sink; sinks_stop "$SINK_DIR"; [ "${BENCH_STOP_CLUSTER:-}" != 1 ] || cluster_stop "$CLUSTER_DIR"' EXIT
 	sinks_start "$SINK_DIR" "$SMTP_PORT" "$HTTP_PORT"
+	start_fast_smtp_sink
 	create_database
 	QUEUE_MODE=$(sql "SELECT bench.queue_mode()")
 	record 0 queue_deferred "$([ "$QUEUE_MODE" = deferred ] && echo 1 || echo 0)" boolean
