@@ -778,7 +778,7 @@ psql_quiet() {
 # new delivery worker started the last of them went.  Target: seconds,
 # not the lease (aimroute.delivery_lease, 300 s).
 run_crash() {
-	local kind=$1 log bg ids noted pid crashed restarted tries n exist delivered after_restart after_kill before
+	local kind=$1 log bg ids noted pid postmaster crashed restarted tries n exist delivered after_restart after_kill before
 	log=$RESULTS_DIR/pgbench-crash-$kind-$SIZE.log
 	pgbench -n -c 1 -j 1 -R "$CRASH_RATE" -T $((CRASH_WAIT + 60)) -D nsamples="$SAMPLES" \
 		-f "$BENCH_DIR/pgbench_routed_insert.sql" "$DB" >"$log" 2>&1 &
@@ -800,8 +800,18 @@ run_crash() {
 		kill -KILL "$pid"
 		crashed=$(date -u '+%Y-%m-%d %H:%M:%S.%6N+00')
 	else
-		as_run_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate -w stop >/dev/null
+		# What "pg_ctl stop -m immediate" does, without the time pg_ctl
+		# takes to start (during which the worker would record what it
+		# had claimed): SIGQUIT to the postmaster, then wait until it is
+		# gone.
+		postmaster=$(head -1 "$CLUSTER_DIR/data/postmaster.pid")
+		kill -QUIT "$postmaster"
 		crashed=$(date -u '+%Y-%m-%d %H:%M:%S.%6N+00')
+		for ((tries = 0; tries < 600; tries++)); do
+			kill -0 "$postmaster" 2>/dev/null || break
+			sleep 0.1
+		done
+		! kill -0 "$postmaster" 2>/dev/null || die "crash ($kind): the postmaster did not stop within 60 s of SIGQUIT"
 		as_run_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w -t 120 start >/dev/null ||
 			{ tail -20 "$CLUSTER_DIR/server.log" >&2; die "PostgreSQL did not start after the immediate stop"; }
 	fi
@@ -825,7 +835,11 @@ run_crash() {
 		       CASE WHEN bool_and(status NOT IN ('queued', 'sending'))
 		            THEN round(extract(epoch FROM max(finished_at) - '$crashed')::numeric, 2) END
 		  FROM aimroute.outbox WHERE message_id IN ($ids)")
-	if [ -n "$after_restart" ]; then
+	if [ "$exist" = "$before" ]; then
+		# Every message noted was recorded before the crash: nothing was
+		# held back, and nothing was measured.
+		after_restart="- (none was still claimed at the crash: not measured)" after_kill="-"
+	elif [ -n "$after_restart" ]; then
 		record "$SIZE" "crash_${kind}_held_s" "$after_restart" s
 	else
 		record "$SIZE" "crash_${kind}_held_s" "'Infinity'" s

@@ -236,7 +236,8 @@ SELECT max(value) FILTER (WHERE size = 10000 AND measure = 'routed_full_insert_u
 CREATE FUNCTION pg_temp.held(seconds double precision) RETURNS text
     LANGUAGE sql
 AS $$
-    SELECT CASE WHEN seconds = 'Infinity' THEN 'more than BENCH_CRASH_WAIT s'
+    SELECT CASE WHEN seconds IS NULL THEN 'not measured (no message still claimed at the crash)'
+                WHEN seconds = 'Infinity' THEN 'more than BENCH_CRASH_WAIT s'
                 ELSE round(seconds::numeric, 2) || ' s' END
 $$;
 
