@@ -534,19 +534,21 @@ run_delivery() {
 	keep delivery_p99_ms "$p99" ms
 	keep delivery_attempts_per_msg "$(awk -v a="$attempts" -v n="$n" 'BEGIN { printf "%.3f", a / n }')" ratio
 	# CPU the SMTP sink and the delivery worker used during the burst, in %
-	# of one core over the burst's seconds: a sink near 100% is the
-	# bottleneck, and then the rate says more about the sink than about
-	# aimroute.
+	# of one core over the burst's seconds, and per message.  A sink near
+	# 100% is saturated.  A worker that sends one message at a time waits
+	# for the sink's reply before the next one, so then the sink's share is
+	# also its part of each message's time: a sink busier than the worker
+	# is what bounds the rate, even far below 100%.
 	sink_cpu=$(awk -v t="$sink_ticks" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
 	worker_cpu=$(awk -v t="$worker_ticks" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
 	keep delivery_sink_cpu_pct "$sink_cpu" %
 	keep delivery_worker_cpu_pct "$worker_cpu" %
 	printf '  %-28s %10s msgs/s  %s emails in %s s; queued to delivered p50 %s ms, p99 %s ms\n' \
 		delivery "$rate" "$n" "$seconds" "$p50" "$p99"
-	printf '  %-28s SMTP sink (pid %s) %s%% of a core, %.2f s of CPU; delivery worker %s%%, %.2f s%s\n' '' \
-		"$sink" "$sink_cpu" "$(awk -v t="$sink_ticks" -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" \
-		"$worker_cpu" "$(awk -v t="$worker_ticks" -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" \
-		"$(awk -v c="$sink_cpu" 'BEGIN { if (c >= 85) print ": the sink is the bottleneck" }')"
+	printf '  %-28s SMTP sink (pid %s) busy %s%% of a core, %.0f µs of CPU a message; delivery worker %s%%, %.0f µs a message%s\n' '' \
+		"$sink" "$sink_cpu" "$(awk -v t="$sink_ticks" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { print 1e6 * t / hz / n }')" \
+		"$worker_cpu" "$(awk -v t="$worker_ticks" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { print 1e6 * t / hz / n }')" \
+		"$(awk -v c="$sink_cpu" -v w="$worker_cpu" 'BEGIN { if (c >= 85) print ": the sink is saturated"; else if (c >= w) print ": the sink is busier than the worker" }')"
 	printf '  %-28s %s messages, %s distinct Message-IDs, all of this burst; %s attempts\n' "SMTP sink" "$got" "$ids" "$attempts"
 }
 
