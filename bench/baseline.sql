@@ -54,14 +54,13 @@ BEGIN
     END IF;
     v_brand_ok := EXISTS (SELECT FROM aimroute.brands b WHERE b.brand_code = NEW.brand_code);
 
-    -- 1. Pre-assigned: an existing dealer, active, selling the brand.
-    IF v_brand_ok AND nullif(NEW.dealer_number, '') IS NOT NULL THEN
+    -- 1. Pre-assigned: an existing dealer keeps the lead, whether or not
+    --    it is active or sells the brand (SPEC section 2, rule 1).
+    IF nullif(NEW.dealer_number, '') IS NOT NULL THEN
         SELECT d.dealer_number, ST_Distance(d.location, pc.centroid)
           INTO v_dealer, v_meters
           FROM aimroute.dealers d
-          JOIN aimroute.dealer_brands db ON db.dealer_number = d.dealer_number
-         WHERE d.dealer_number = NEW.dealer_number AND d.active_for_sales
-           AND db.brand_code = NEW.brand_code;
+         WHERE d.dealer_number = NEW.dealer_number;
         IF FOUND THEN
             v_match := 'Pre-assigned';
         END IF;

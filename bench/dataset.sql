@@ -95,6 +95,17 @@ CREATE TABLE bench.sample_leads (
     point                geography(Point, 4326)
 );
 
+-- The "full" sample leads: those of bench.sample_leads that the network
+-- routes to a dealer with all three kinds of recipient, a 'Leads: Emails
+-- To' contact, a 'Leads: Emails CC' contact and an active CRM integration,
+-- renumbered 1..k (sample_id: the row of bench.sample_leads).  A lead
+-- inserted as applications insert it, for a dealer that is fully set up,
+-- queues three messages; the routed INSERT over these samples measures
+-- that (bench/pgbench_routed_full_insert.sql).  Drawn from the same inputs
+-- and the same network, so nothing the other measures use changes.
+CREATE TABLE bench.sample_full (LIKE bench.sample_leads);
+ALTER TABLE bench.sample_full ADD PRIMARY KEY (id), ADD COLUMN sample_id integer NOT NULL;
+
 -- The centre points of the sample leads whose postal code is known,
 -- numbered 1..k: what the plain KNN query measures from.
 CREATE TABLE bench.sample_points (
@@ -118,7 +129,7 @@ CREATE FUNCTION bench.clear_network() RETURNS void
 AS $$
 BEGIN
     TRUNCATE aimroute.leads, aimroute.lead_staging, aimroute.outbox, bench.leads_plpgsql,
-             bench.agreement CASCADE;
+             bench.agreement, bench.sample_full CASCADE;
     UPDATE aimroute.settings SET default_dealer_number = NULL;
     TRUNCATE aimroute.territories, aimroute.product_assignments, aimroute.inventory,
              aimroute.dealer_brands, aimroute.brands, aimroute.dealer_contacts,
@@ -423,5 +434,50 @@ BEGIN
     SELECT row_number() OVER (ORDER BY id), id, point_country, point
       FROM bench.sample_leads
      WHERE point IS NOT NULL;
+END
+$$;
+
+--
+-- build_full_samples: bench.sample_full for the current network and
+-- samples.  Routes every sample lead once (send_to_dealer false, so
+-- nothing is queued), keeps those whose dealer has a To contact with an
+-- email, a CC contact with an email and an active CRM integration, and
+-- empties aimroute.leads again.  Returns how many it kept (about 3% of the
+-- samples: 30% of the dealers have a CC contact and 10% a CRM).
+--
+CREATE FUNCTION bench.build_full_samples() RETURNS bigint
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    kept bigint;
+BEGIN
+    TRUNCATE aimroute.leads, bench.sample_full CASCADE;
+    INSERT INTO aimroute.leads (brand_code, product_code, first_name, last_name, email, phone,
+                                address, city, state_code, country, postal_code, dealer_number,
+                                dealer_group, comment, send_to_dealer)
+    SELECT brand_code, product_code, first_name, last_name, email, phone, address, city,
+           state_code, country, postal_code, dealer_number, dealer_group, comment, false
+      FROM bench.sample_leads ORDER BY id;
+    INSERT INTO bench.sample_full
+    SELECT row_number() OVER (ORDER BY s.id), s.brand_code, s.product_code, s.first_name,
+           s.last_name, s.email, s.phone, s.address, s.city, s.state_code, s.country,
+           s.postal_code, s.dealer_number, s.dealer_group, s.comment, s.bare_dealer_number,
+           s.bare_match_type, s.bare_distance_miles, s.point_country, s.point, s.id
+      FROM bench.sample_leads s
+      JOIN aimroute.leads l ON l.comment = s.comment
+     WHERE EXISTS (SELECT FROM aimroute.dealer_contacts c
+                    WHERE c.dealer_number = l.dealer_number AND c.email IS NOT NULL
+                      AND 'Leads: Emails To' = ANY (c.contact_types))
+       AND EXISTS (SELECT FROM aimroute.dealer_contacts c
+                    WHERE c.dealer_number = l.dealer_number AND c.email IS NOT NULL
+                      AND 'Leads: Emails CC' = ANY (c.contact_types))
+       AND EXISTS (SELECT FROM aimroute.crm_integrations i
+                    WHERE i.dealer_number = l.dealer_number AND i.active);
+    GET DIAGNOSTICS kept = ROW_COUNT;
+    TRUNCATE aimroute.leads CASCADE;
+    IF kept = 0 THEN
+        RAISE EXCEPTION 'build_full_samples: no sample lead goes to a dealer with To, CC and a CRM';
+    END IF;
+    RETURN kept;
 END
 $$;

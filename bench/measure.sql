@@ -46,18 +46,47 @@ AS $$
 $$;
 
 --
+-- smaps_kb: one field of this backend's /proc/self/smaps_rollup (Linux), in
+-- kB: Pss (its resident memory, each shared page divided among the
+-- processes that map it), Anonymous (its own heap and stack), Rss.  NULL where
+-- the file cannot be read.
+--
+CREATE FUNCTION bench.smaps_kb(field text) RETURNS bigint
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    rollup text;
+BEGIN
+    BEGIN
+        rollup := pg_read_file('/proc/self/smaps_rollup');
+    EXCEPTION WHEN OTHERS THEN
+        RETURN NULL;
+    END;
+    RETURN (regexp_match(rollup, '(?:^|\n)' || field || ':\s+(\d+) kB'))[1]::bigint;
+END
+$$;
+
+--
 -- time_first_route: in a new session, the latency of its first
--- aimroute.route() call and of the next one, in milliseconds, and what the
+-- aimroute.route() call and of the next one, in milliseconds; what the
 -- session's copy of the configuration took to build and holds in memory
--- (aimroute.routing_cache_info()).
+-- (aimroute.routing_cache_info()); and the backend's memory (smaps_kb)
+-- before the first routing and after it: PSS, and Anonymous kB (the
+-- backend's own heap, without shared memory).  A backend that builds its
+-- own copy holds it on its heap; one that attaches to a copy in shared
+-- memory counts only its share of the pages it touched, in PSS.  PSS also
+-- counts the backend's share of the shared buffers it touched.
 --
 CREATE FUNCTION bench.time_first_route(OUT first_ms double precision, OUT next_ms double precision,
-                                       OUT build_ms double precision, OUT memory_mb double precision)
+                                       OUT build_ms double precision, OUT memory_mb double precision,
+                                       OUT pss_before_kb bigint, OUT pss_kb bigint,
+                                       OUT anon_kb bigint)
     LANGUAGE plpgsql
 AS $$
 DECLARE
     t0 timestamptz;
 BEGIN
+    pss_before_kb := bench.smaps_kb('Pss');
     t0 := clock_timestamp();
     PERFORM aimroute.route(s.country, s.postal_code, s.brand_code, s.product_code)
        FROM bench.sample_leads s WHERE s.id = 1;
@@ -68,6 +97,8 @@ BEGIN
     next_ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
     SELECT i.build_ms, i.memory_bytes / 1048576.0 INTO build_ms, memory_mb
       FROM aimroute.routing_cache_info() i;
+    pss_kb := bench.smaps_kb('Pss');
+    anon_kb := bench.smaps_kb('Anonymous');
 END
 $$;
 
@@ -238,6 +269,101 @@ $$;
 --
 
 --
+-- How the delivery queue works, in one place.  'synchronous': the routing
+-- trigger writes a lead's notice and its messages in the inserting
+-- transaction (0.2.0 before issue 16).  'deferred': the trigger only marks
+-- the lead, and the delivery worker expands the mark into the notice and
+-- its messages later, in its own transactions (issue 16, "the lead is the
+-- queue").  Detected by what the deferred queue adds: a function
+-- aimroute.delivery_expand or a column aimroute.leads.notice_pending.  If
+-- the queue's names differ, change queue_mode and unexpanded_leads here,
+-- and nothing else.
+--
+CREATE FUNCTION bench.queue_mode() RETURNS text
+    LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_proc p
+                              WHERE p.pronamespace = 'aimroute'::regnamespace
+                                AND p.proname = 'delivery_expand')
+                  OR EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                              WHERE a.attrelid = 'aimroute.leads'::regclass
+                                AND a.attname = 'notice_pending' AND NOT a.attisdropped)
+                THEN 'deferred' ELSE 'synchronous' END
+$$;
+
+--
+-- unexpanded_leads: the leads committed and sent whose messages the
+-- delivery worker has not made yet: those still marked (notice_pending),
+-- or, without that column, those with no notice.  Always 0 with a
+-- synchronous queue.
+--
+CREATE FUNCTION bench.unexpanded_leads() RETURNS bigint
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF bench.queue_mode() = 'synchronous' THEN
+        RETURN 0;
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = 'aimroute.leads'::regclass
+                     AND a.attname = 'notice_pending' AND NOT a.attisdropped) THEN
+        EXECUTE 'SELECT count(*) FROM aimroute.leads WHERE notice_pending' INTO n;
+    ELSE
+        SELECT count(*) INTO n FROM aimroute.leads l
+         WHERE l.send_to_dealer
+           AND NOT EXISTS (SELECT FROM aimroute.lead_notifications x WHERE x.lead_id = l.lead_id);
+    END IF;
+    RETURN n;
+END
+$$;
+
+--
+-- expansion_stats: the leads inserted since a moment (the start of the
+-- expansion measure) and their messages: how many leads, how many
+-- messages, and the seconds from the last lead received to the last
+-- message queued (with a synchronous queue, the messages are queued with
+-- their lead: about 0).
+--
+CREATE FUNCTION bench.expansion_stats(since timestamptz,
+                                      OUT leads bigint, OUT messages bigint,
+                                      OUT insert_seconds double precision,
+                                      OUT lag_seconds double precision)
+    LANGUAGE sql
+AS $$
+    SELECT (SELECT count(*) FROM aimroute.leads l WHERE l.received_at >= since),
+           (SELECT count(*) FROM aimroute.outbox o WHERE o.queued_at >= since),
+           (SELECT extract(epoch FROM max(l.received_at) - min(l.received_at))::float8
+              FROM aimroute.leads l WHERE l.received_at >= since),
+           (SELECT extract(epoch FROM greatest((SELECT max(o.queued_at) FROM aimroute.outbox o
+                                                  WHERE o.queued_at >= since)
+                                               - (SELECT max(l.received_at) FROM aimroute.leads l
+                                                   WHERE l.received_at >= since),
+                                               interval '0'))::float8)
+$$;
+
+--
+-- email_delays: the lead emails above first_id, leaving out those of one
+-- dealer (the hanging endpoint's): how many, how many delivered, the
+-- median and 99th percentile of queued to delivered in milliseconds, and
+-- when the last was delivered.
+--
+CREATE FUNCTION bench.email_delays(first_id bigint, except_dealer text,
+                                   OUT emails bigint, OUT delivered bigint,
+                                   OUT p50_ms double precision, OUT p99_ms double precision,
+                                   OUT last_at timestamptz)
+    LANGUAGE sql
+AS $$
+    SELECT count(*), count(*) FILTER (WHERE o.status = 'delivered'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM o.finished_at - o.queued_at)::float8 * 1000),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM o.finished_at - o.queued_at)::float8 * 1000),
+           max(o.finished_at)
+      FROM aimroute.outbox o
+     WHERE o.message_id > first_id AND o.method = 'email'
+       AND o.dealer_number IS DISTINCT FROM except_dealer
+$$;
+
+--
 -- wait_for: waits until the boolean query returns true, or timeout_s
 -- passes; done says which.  A procedure that commits between its polls,
 -- so that it holds no snapshot while the workers change the rows it
@@ -274,8 +400,6 @@ AS $$
 DECLARE
     ndealers integer;
     first_id bigint;
-    queued bigint;
-    emails bigint;
 BEGIN
     CREATE TEMP TABLE burst_dealers ON COMMIT DROP AS
     SELECT row_number() OVER (ORDER BY d.dealer_number)::integer AS k, d.dealer_number, d.country,
@@ -303,6 +427,24 @@ BEGIN
       FROM generate_series(1, n) AS g
       JOIN burst_dealers d ON d.k = 1 + (g - 1) % ndealers
      ORDER BY g;
+    -- With a deferred queue the messages do not exist yet: run.sh waits
+    -- until the worker has expanded the leads, then calls check_burst.
+    IF bench.queue_mode() = 'synchronous' THEN
+        PERFORM bench.check_burst(first_id, n);
+    END IF;
+    RETURN first_id;
+END
+$$;
+
+-- check_burst: raises unless the messages above first_id are n emails to
+-- To contacts, one per lead of a queue_burst(n).
+CREATE FUNCTION bench.check_burst(first_id bigint, n integer) RETURNS void
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    queued bigint;
+    emails bigint;
+BEGIN
     SELECT count(*), count(*) FILTER (WHERE method = 'email' AND role = 'To')
       INTO queued, emails
       FROM aimroute.outbox WHERE message_id > first_id;
@@ -310,7 +452,6 @@ BEGIN
         RAISE EXCEPTION 'queue_burst: % leads queued % messages (% To emails), not one email each',
                         n, queued, emails;
     END IF;
-    RETURN first_id;
 END
 $$;
 

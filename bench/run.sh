@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# bench/run.sh: the performance benchmark of SPEC section 7, in one command.
+# bench/run.sh: the performance benchmark of SPEC section 7 and of the
+# targets of issue 16, in one command.
 #
 # Builds and installs aimroute, starts a cluster of its own (port 54340, in
 # bench/.cluster) and the loopback SMTP and HTTP sinks of test/servers, and
 # for each dealer count builds a deterministic network on the real postal
 # table with its delivery recipients (bench/dataset.sql), then measures side
 # by side: routed single-row INSERT (routing and the delivery queue), the
-# same INSERT not sent (routing alone), the same INSERT with routing and the
-# queue switched off, a PL/pgSQL implementation of the same rules
-# (bench/baseline.sql), the plain PostGIS KNN query, bulk import (COPY and
-# process_staging) and the dealer locator.  Then, with the cluster
-# restarted to preload aimroute, the workers: delivery throughput to the
-# SMTP sink, and re-route throughput and lag.  Prints a summary with the
-# ratios against the SPEC's targets and writes bench/results/results.csv,
-# machine.txt and cost_vs_dealers.svg.  docs/performance.md says what each
-# figure means.
+# same for leads whose dealer has a To contact, a CC contact and a CRM (the
+# insert as applications make it), the same INSERT not sent (routing
+# alone), the same INSERT with routing and the queue switched off, a
+# PL/pgSQL implementation of the same rules (bench/baseline.sql), the plain
+# PostGIS KNN query, bulk import (COPY and process_staging) and the dealer
+# locator.  Then, with the cluster restarted to preload aimroute, the
+# workers: delivery throughput to the SMTP sink (with the sink's and the
+# worker's CPU), re-route throughput and lag, the delay of other messages
+# while one CRM endpoint hangs (bench/hang_listener.py), whether the
+# queue's expansion keeps up with inserts, how long a crash holds messages
+# back, and the first lead of a session with aimroute preloaded.  Prints a
+# summary with the ratios against the SPEC's targets and every row of issue
+# 16's target table, and writes results.csv, machine.txt and
+# cost_vs_dealers.svg.  docs/performance.md says what each figure means.
 #
 # Run as root or with sudo, like scripts/demo.sh; the cluster runs as an
-# unprivileged user.
+# unprivileged user.  With AIMROUTE_PG_BINDIR set, every PostgreSQL program
+# (pg_ctl, psql, pgbench) and the installation come from there.
 #
 # Environment:
 #   BENCH_SIZES         dealer counts to measure (default "1000 10000 100000")
@@ -31,15 +38,38 @@
 #                       (default 5000)
 #   BENCH_REROUTE_LEADS leads made overdue at once for the re-route measure
 #                       (default 3000)
-#   BENCH_SMTP_PORT, BENCH_HTTP_PORT  ports of the loopback sinks (default
-#                       54341, 54342)
-#   AIMROUTE_USER       see scripts/lib.sh
+#   BENCH_HOL_EMAILS    emails queued behind a hanging endpoint (default 500)
+#   BENCH_HANG_TIMEOUT  aimroute.delivery_timeout, in seconds, during that
+#                       measure (default 10)
+#   BENCH_EXPAND_SECONDS seconds of inserts for the expansion measure
+#                       (default 5)
+#   BENCH_CRASH_RATE    leads a second inserted during the crash measures
+#                       (default 100)
+#   BENCH_CRASH_WAIT    seconds a crash measure waits for the claimed
+#                       messages after the restart (default 90)
+#   BENCH_FIRST_LEAD_SIZE  dealers of the first-lead measure with and
+#                       without aimroute preloaded (default 100000; a network
+#                       of its own when not in BENCH_SIZES; empty: none)
+#   BENCH_PORT          port of the cluster (default 54340)
+#   BENCH_SMTP_PORT, BENCH_HTTP_PORT, BENCH_HANG_PORT  ports of the
+#                       loopback sinks and of the hanging listener (default
+#                       54341, 54342, 54343)
+#   BENCH_SMTP_SINK     fast: bench/fast_smtp_sink.py (default), aiosmtpd:
+#                       test/servers/smtp_sink.py
+#   BENCH_RESULTS_DIR   where the results go (default bench/results)
+#   BENCH_STOP_CLUSTER  1: stop the cluster at the end (default: left running)
+#   AIMROUTE_USER, AIMROUTE_PG_BINDIR  see scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+
+# Every PostgreSQL program (pg_ctl, psql, pgbench) from PG_BINDIR: the
+# installation AIMROUTE_PG_BINDIR names when it is set (scripts/lib.sh),
+# so that a private copy of PostgreSQL is used for all of the run.
+PATH=$PG_BINDIR:$PATH
 
 BENCH_DIR=$AIMROUTE_ROOT/bench
 CLUSTER_DIR=$BENCH_DIR/.cluster
-RESULTS_DIR=$BENCH_DIR/results
-PORT=54340
+RESULTS_DIR=${BENCH_RESULTS_DIR:-$BENCH_DIR/results}
+PORT=${BENCH_PORT:-54340}
 DB=aimroute_bench
 
 SIZES=${BENCH_SIZES:-1000 10000 100000}
@@ -50,6 +80,14 @@ DELIVERY_MESSAGES=${BENCH_DELIVERY_MESSAGES:-5000}
 REROUTE_LEADS=${BENCH_REROUTE_LEADS:-3000}
 SMTP_PORT=${BENCH_SMTP_PORT:-54341}
 HTTP_PORT=${BENCH_HTTP_PORT:-54342}
+HANG_PORT=${BENCH_HANG_PORT:-54343}
+SMTP_SINK=${BENCH_SMTP_SINK:-fast}
+FIRST_LEAD_SIZE=${BENCH_FIRST_LEAD_SIZE-100000}
+HOL_EMAILS=${BENCH_HOL_EMAILS:-500}
+HANG_TIMEOUT=${BENCH_HANG_TIMEOUT:-10}
+EXPAND_SECONDS=${BENCH_EXPAND_SECONDS:-5}
+CRASH_RATE=${BENCH_CRASH_RATE:-100}
+CRASH_WAIT=${BENCH_CRASH_WAIT:-90}
 SINK_DIR=$RESULTS_DIR/sinks
 CRM_URL=http://127.0.0.1:$HTTP_PORT/adf
 WORKER_WAIT=180         # seconds a worker measure may take before run.sh gives up
@@ -81,10 +119,20 @@ check_settings() {
 		die "BENCH_REROUTE_LEADS: \"$REROUTE_LEADS\" is not a whole number from 1 to $SAMPLES"
 	[ "$REROUTE_LEADS" -ge 100 ] ||
 		die "BENCH_REROUTE_LEADS: give at least 100 (the first $REROUTE_WARMUP are a warm-up)"
-	for n in "$SMTP_PORT" "$HTTP_PORT"; do
-		[[ $n =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 65535 ] || die "BENCH_SMTP_PORT/BENCH_HTTP_PORT: \"$n\" is not a port"
+	for n in "$PORT" "$SMTP_PORT" "$HTTP_PORT" "$HANG_PORT"; do
+		[[ $n =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 65535 ] ||
+			die "BENCH_PORT/BENCH_SMTP_PORT/BENCH_HTTP_PORT/BENCH_HANG_PORT: \"$n\" is not a port"
 	done
-	[ "$SMTP_PORT" != "$HTTP_PORT" ] || die "BENCH_SMTP_PORT and BENCH_HTTP_PORT are the same port"
+	[ "$(printf '%s\n' "$PORT" "$SMTP_PORT" "$HTTP_PORT" "$HANG_PORT" | sort -u | wc -l)" = 4 ] ||
+		die "BENCH_PORT, BENCH_SMTP_PORT, BENCH_HTTP_PORT and BENCH_HANG_PORT must be four different ports"
+	[ "$SMTP_SINK" = fast ] || [ "$SMTP_SINK" = aiosmtpd ] ||
+		die "BENCH_SMTP_SINK: \"$SMTP_SINK\" is neither fast nor aiosmtpd"
+	[ -z "$FIRST_LEAD_SIZE" ] || [[ $FIRST_LEAD_SIZE =~ ^[1-9][0-9]*$ ]] ||
+		die "BENCH_FIRST_LEAD_SIZE: \"$FIRST_LEAD_SIZE\" is not a positive whole number (or empty: no such measure)"
+	for n in "$HOL_EMAILS" "$HANG_TIMEOUT" "$EXPAND_SECONDS" "$CRASH_RATE" "$CRASH_WAIT"; do
+		[[ $n =~ ^[1-9][0-9]*$ ]] ||
+			die "BENCH_HOL_EMAILS/BENCH_HANG_TIMEOUT/BENCH_EXPAND_SECONDS/BENCH_CRASH_RATE/BENCH_CRASH_WAIT: \"$n\" is not a positive whole number"
+	done
 }
 
 # The server settings of the benchmark.  synchronous_commit off: a commit
@@ -226,6 +274,7 @@ build_network() {
 	sql "VACUUM aimroute.dealers" >/dev/null
 	sql "SELECT bench.build_network($size, '$CRM_URL')" >/dev/null
 	sql "SELECT bench.build_samples($SAMPLES)" >/dev/null
+	FULL_SAMPLES=$(sql "SELECT bench.build_full_samples()")
 	sql "VACUUM ANALYZE" >/dev/null
 	record "$size" build_seconds $((SECONDS - t0)) s
 	sql "SELECT format('  %s dealers (%s active), %s dealer_brands, %s territories (%s), %s product assignments, %s inventory rows',
@@ -239,25 +288,67 @@ build_network() {
 	            count(*) FILTER (WHERE 'Leads: Emails CC' = ANY (contact_types)), count(mobile),
 	            (SELECT count(*) FROM aimroute.crm_integrations WHERE active))
 	       FROM aimroute.dealer_contacts"
+	printf '  %s of the %s sample leads go to a dealer with a To contact, a CC contact and a CRM (bench.sample_full)\n' \
+		"$FULL_SAMPLES" "$SAMPLES"
 	measure_first_route "$size"
 }
 
+# FIRST_SESSIONS: new sessions measured by first_route_sessions.
+FIRST_SESSIONS=3
+
+# first_route_sessions SIZE PREFIX: FIRST_SESSIONS new sessions, one after
+# the other, each timing its first and next routing and reading its memory
+# (bench.time_first_route); records the medians as PREFIX_ms,
+# PREFIX_next_ms, PREFIX_pss_mb (the backend's PSS after its first lead) and
+# PREFIX_anon_mb (its heap: anonymous memory), and prints each session.  With aimroute preloaded and
+# a model in shared memory, the first session may build the model that the
+# others attach to: the median is the figure of a session that finds it.
+first_route_sessions() {
+	local size=$1 prefix=$2 i first next build memory before pss heap
+	local firsts=() nexts=() psses=() heaps=()
+	for ((i = 1; i <= FIRST_SESSIONS; i++)); do
+		IFS='|' read -r first next build memory before pss heap < <(sql "
+			SELECT round(first_ms::numeric, 1), round(next_ms::numeric, 3), round(build_ms::numeric, 1),
+			       round(memory_mb::numeric, 1), coalesce(round(pss_before_kb / 1024.0, 1)::text, '?'),
+			       coalesce(round(pss_kb / 1024.0, 1)::text, '?'), coalesce(round(anon_kb / 1024.0, 1)::text, '?')
+			  FROM bench.time_first_route()")
+		printf '  session %s: first lead %s ms, the next %s ms; copy built in %s ms, %s MB; backend PSS %s MB before, %s MB after (heap %s MB)\n' \
+			"$i" "$first" "$next" "$build" "$memory" "$before" "$pss" "$heap"
+		firsts+=("$first") nexts+=("$next") psses+=("$pss") heaps+=("$heap")
+	done
+	FIRST_MS=$(median "${firsts[@]}")
+	record "$size" "${prefix}_ms" "$FIRST_MS" ms
+	record "$size" "${prefix}_next_ms" "$(median "${nexts[@]}")" ms
+	[[ ${psses[0]} == '?' ]] || record "$size" "${prefix}_pss_mb" "$(median "${psses[@]}")" MB
+	[[ ${heaps[0]} == '?' ]] || record "$size" "${prefix}_anon_mb" "$(median "${heaps[@]}")" MB
+	LAST_BUILD_MS=$build LAST_MEMORY_MB=$memory
+}
+
+# median VALUE...: the median of the values.
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
 # measure_first_route SIZE: what the first lead of a new session costs (the
-# session sets up its routing state), and the pgbench warm-up that follows
-# from it: WARMUP seconds, twice that setup plus two, are left out of every
-# pgbench measurement.
+# session sets up its routing state), without aimroute preloaded, and the
+# pgbench warm-up that follows from it: WARMUP seconds, twice that setup
+# plus two, are left out of every pgbench measurement.
 measure_first_route() {
-	local size=$1 first next build memory
-	IFS='|' read -r first next build memory < <(sql "SELECT round(first_ms::numeric, 1), round(next_ms::numeric, 3),
-	                                                        round(build_ms::numeric, 1), round(memory_mb::numeric, 1)
-	                                                   FROM bench.time_first_route()")
-	record "$size" first_route_ms "$first" ms
-	record "$size" next_route_ms "$next" ms
-	record "$size" cache_build_ms "$build" ms
-	record "$size" cache_memory_mb "$memory" MB
-	WARMUP=$(awk -v ms="$first" 'BEGIN { w = 2 + 2 * ms / 1000; print (w == int(w) ? w : int(w) + 1) }')
-	printf '  first routing in a new session %s ms, the next %s ms: pgbench warm-up %s s\n' "$first" "$next" "$WARMUP"
-	printf '  the session'"'"'s copy of the configuration: built in %s ms, %s MB\n' "$build" "$memory"
+	local size=$1
+	say "First lead of a session, $size dealers, aimroute not preloaded"
+	first_route_sessions "$size" first_route
+	record "$size" cache_build_ms "$LAST_BUILD_MS" ms
+	record "$size" cache_memory_mb "$LAST_MEMORY_MB" MB
+	WARMUP=$(awk -v ms="$FIRST_MS" 'BEGIN { w = 2 + 2 * ms / 1000; print (w == int(w) ? w : int(w) + 1) }')
+	printf '  first routing in a new session %s ms (median): pgbench warm-up %s s\n' "$FIRST_MS" "$WARMUP"
+}
+
+# measure_first_route_preloaded SIZE: the same with aimroute preloaded (the
+# workers running): where the configuration model can be built once, in
+# shared memory, for every backend.
+measure_first_route_preloaded() {
+	say "First lead of a session, $1 dealers, aimroute preloaded"
+	first_route_sessions "$1" first_route_preloaded
 }
 
 # check_agreement SIZE: route sample leads through the C trigger and the
@@ -338,7 +429,7 @@ run_pgbench() {
 	fresh_tables
 	PGOPTIONS=$options "$PG_BINDIR/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T $((WARMUP + DURATION + 1)) \
 		--log --aggregate-interval=1 --log-prefix="$aggs/thread" \
-		-D nsamples="$SAMPLES" -D npoints="$POINTS" -f "$BENCH_DIR/$script" "$DB" >"$log" 2>&1 ||
+		-D nsamples="$SAMPLES" -D npoints="$POINTS" -D nfull="$FULL_SAMPLES" -f "$BENCH_DIR/$script" "$DB" >"$log" 2>&1 ||
 		{ cat "$log" >&2; die "pgbench $script failed (log: $log)"; }
 	tps=$(awk -v w="$WARMUP" -v d="$DURATION" '
 		FNR == 1 { if (NR > 1 && k < w + d) short = 1; k = 0 }
@@ -385,19 +476,50 @@ wait_until() {
 	die "$2 did not finish (sinks: $SINK_DIR)"
 }
 
+# CLK_TCK: the kernel's clock ticks per second, the unit of /proc/PID/stat.
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID: the user + system CPU time of process PID so far, in
+# clock ticks (fields 14 and 15 of /proc/PID/stat, counted after the
+# command name, which may hold spaces).
+cpu_ticks() {
+	local stat
+	stat=$(cat "/proc/$1/stat") || die "no process $1"
+	stat=${stat##*) }
+	awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# expanded FIRST N: with a deferred queue, waits until the delivery worker
+# has expanded every lead (bench.unexpanded_leads), then checks that the
+# messages above FIRST are N To emails (a queue_burst of N); with a
+# synchronous queue queue_burst checked that already.
+expanded() {
+	[ "$QUEUE_MODE" = deferred ] || return 0
+	wait_until "SELECT bench.unexpanded_leads() = 0" "expanding the queued leads"
+	[ -z "${2:-}" ] || sql "SELECT bench.check_burst($1, $2)" >/dev/null
+}
+
 # run_delivery: DELIVERY_MESSAGES emails queued in one transaction, timed
 # until the delivery worker has sent them all to the SMTP sink; checks that
 # the sink received each exactly once.  A few emails go first, not timed,
 # so that the worker's first claim (plans, connection) is not counted.
 run_delivery() {
 	local n=$DELIVERY_MESSAGES log=$SINK_DIR/smtp.jsonl first offset
-	local messages delivered attempts seconds rate p50 p99 got ids known
+	local messages delivered attempts seconds rate p50 p99 got ids known sink worker sink_ticks worker_ticks
+	local sink_cpu worker_cpu
 	first=$(sql "SELECT bench.queue_burst($DELIVERY_WARMUP)")
+	expanded "$first" "$DELIVERY_WARMUP"
 	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE status IN ('queued', 'sending')" "the delivery warm-up"
 	offset=$(sql "SELECT coalesce(bench.file_size('$log'), 0)")
+	sink=$(smtp_sink_pid) || die "the SMTP sink is not running"
+	worker=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'aimroute delivery worker'")
+	sink_ticks=$(cpu_ticks "$sink") worker_ticks=$(cpu_ticks "$worker")
 	first=$(sql "SELECT bench.queue_burst($n)")
+	expanded "$first" "$n"
 	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE message_id > $first AND status IN ('queued', 'sending')" \
 		"delivering $n emails"
+	sink_ticks=$(($(cpu_ticks "$sink") - sink_ticks))
+	worker_ticks=$(($(cpu_ticks "$worker") - worker_ticks))
 	IFS='|' read -r messages delivered attempts seconds rate p50 p99 < <(sql "
 		SELECT messages, delivered, attempts, round(seconds::numeric, 2), round(per_second::numeric, 1),
 		       round(p50_ms::numeric, 1), round(p99_ms::numeric, 1)
@@ -411,8 +533,22 @@ run_delivery() {
 	keep delivery_p50_ms "$p50" ms
 	keep delivery_p99_ms "$p99" ms
 	keep delivery_attempts_per_msg "$(awk -v a="$attempts" -v n="$n" 'BEGIN { printf "%.3f", a / n }')" ratio
+	# CPU the SMTP sink and the delivery worker used during the burst, in %
+	# of one core over the burst's seconds, and per message.  A sink near
+	# 100% is saturated.  A worker that sends one message at a time waits
+	# for the sink's reply before the next one, so then the sink's share is
+	# also its part of each message's time: a sink busier than the worker
+	# is what bounds the rate, even far below 100%.
+	sink_cpu=$(awk -v t="$sink_ticks" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
+	worker_cpu=$(awk -v t="$worker_ticks" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
+	keep delivery_sink_cpu_pct "$sink_cpu" %
+	keep delivery_worker_cpu_pct "$worker_cpu" %
 	printf '  %-28s %10s msgs/s  %s emails in %s s; queued to delivered p50 %s ms, p99 %s ms\n' \
 		delivery "$rate" "$n" "$seconds" "$p50" "$p99"
+	printf '  %-28s SMTP sink (pid %s) busy %s%% of a core, %.0f µs of CPU a message; delivery worker %s%%, %.0f µs a message%s\n' '' \
+		"$sink" "$sink_cpu" "$(awk -v t="$sink_ticks" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { print 1e6 * t / hz / n }')" \
+		"$worker_cpu" "$(awk -v t="$worker_ticks" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { print 1e6 * t / hz / n }')" \
+		"$(awk -v c="$sink_cpu" -v w="$worker_cpu" 'BEGIN { if (c >= 85) print ": the sink is saturated"; else if (c >= w) print ": the sink is busier than the worker" }')"
 	printf '  %-28s %s messages, %s distinct Message-IDs, all of this burst; %s attempts\n' "SMTP sink" "$got" "$ids" "$attempts"
 }
 
@@ -454,18 +590,305 @@ run_reroute() {
 	       FROM aimroute.outbox WHERE queued_at >= '$deadline'"
 }
 
+# start_fast_smtp_sink: with BENCH_SMTP_SINK=fast (the default), replaces
+# the aiosmtpd SMTP sink that sinks_start started by bench/fast_smtp_sink.py
+# on the same port and log (FAST_SINK_PID): a sink that accepts and
+# discards at a small fraction of the CPU, so that it is not what bounds
+# the delivery measure.  The HTTP sink stays.
+start_fast_smtp_sink() {
+	local pid out=$SINK_DIR/fast_smtp.out i
+	[ "$SMTP_SINK" = fast ] || return 0
+	if pid=$(sink_pid "$SINK_DIR" smtp); then
+		kill -TERM "$pid"
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	rm -f "$SINK_DIR/smtp.jsonl" "$SINK_DIR/smtp.pid"
+	/usr/bin/python3 "$BENCH_DIR/fast_smtp_sink.py" --port "$SMTP_PORT" --log "$SINK_DIR/smtp.jsonl" >"$out" 2>&1 &
+	FAST_SINK_PID=$!
+	for ((i = 0; ; i++)); do
+		grep -q '^ready ' "$out" 2>/dev/null && break
+		kill -0 "$FAST_SINK_PID" 2>/dev/null || { cat "$out" >&2; die "the fast SMTP sink did not start on 127.0.0.1:$SMTP_PORT"; }
+		[ "$i" -lt 100 ] || die "the fast SMTP sink was not ready within 10 s"
+		sleep 0.1
+	done
+	say "SMTP sink: bench/fast_smtp_sink.py on 127.0.0.1:$SMTP_PORT (BENCH_SMTP_SINK=aiosmtpd for the sink of test/servers)"
+}
+
+# stop_fast_smtp_sink: stops the sink start_fast_smtp_sink started.
+stop_fast_smtp_sink() {
+	[ -n "${FAST_SINK_PID:-}" ] || return 0
+	kill -TERM "$FAST_SINK_PID" 2>/dev/null || true
+	wait "$FAST_SINK_PID" 2>/dev/null || true
+	FAST_SINK_PID=
+}
+
+# smtp_sink_pid: the pid of the SMTP sink in use.
+smtp_sink_pid() {
+	if [ -n "${FAST_SINK_PID:-}" ]; then echo "$FAST_SINK_PID"; else sink_pid "$SINK_DIR" smtp; fi
+}
+
+# start_hang_listener: bench/hang_listener.py on 127.0.0.1:HANG_PORT, in
+# the background (HANG_PID), ready when it returns.
+start_hang_listener() {
+	local out=$RESULTS_DIR/hang_listener.out i
+	/usr/bin/python3 "$BENCH_DIR/hang_listener.py" --port "$HANG_PORT" >"$out" 2>&1 &
+	HANG_PID=$!
+	for ((i = 0; ; i++)); do
+		grep -q '^ready ' "$out" 2>/dev/null && return
+		kill -0 "$HANG_PID" 2>/dev/null || { cat "$out" >&2; die "the hanging listener did not start on 127.0.0.1:$HANG_PORT (set BENCH_HANG_PORT)"; }
+		[ "$i" -lt 100 ] || die "the hanging listener was not ready within 10 s"
+		sleep 0.1
+	done
+}
+
+# stop_hang_listener: stops the listener start_hang_listener started.
+stop_hang_listener() {
+	[ -n "${HANG_PID:-}" ] || return 0
+	kill -TERM "$HANG_PID" 2>/dev/null || true
+	wait "$HANG_PID" 2>/dev/null || true
+	HANG_PID=
+}
+
+# run_head_of_line: how long other messages wait while one endpoint hangs.
+# First HOL_EMAILS emails (queue_burst) alone: the delay of each, queued to
+# delivered.  Then one dealer's CRM integration is pointed at the hanging
+# listener (accepts, reads, never answers), aimroute.delivery_timeout set to
+# HANG_TIMEOUT, a lead queued for that dealer, and once the worker is
+# sending its CRM message, HOL_EMAILS emails again.  The extra delay is the
+# difference of the two p99s; the target is at most 1 s.  Then waits until
+# the hanging attempt has timed out and puts everything back.
+run_head_of_line() {
+	local n=$HOL_EMAILS first hang_first dealer emails delivered p50 p99 last base50 base99 hung extra
+	first=$(sql "SELECT bench.queue_burst($n)")
+	expanded "$first" "$n"
+	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE message_id > $first AND status IN ('queued', 'sending')" \
+		"delivering $n emails"
+	IFS='|' read -r emails delivered base50 base99 last < <(sql "
+		SELECT emails, delivered, round(p50_ms::numeric, 1), round(p99_ms::numeric, 1), last_at
+		  FROM bench.email_delays($first, NULL)")
+	[ "$delivered" = "$n" ] || die "head-of-line: $delivered of $n emails delivered without the hanging endpoint"
+
+	start_hang_listener
+	sql "ALTER SYSTEM SET aimroute.delivery_timeout = $HANG_TIMEOUT" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	dealer=$(sql "SELECT min(dealer_number) FROM aimroute.crm_integrations WHERE active AND kind = 'adf_http'")
+	[ -n "$dealer" ] || die "head-of-line: no dealer has an active adf_http CRM integration"
+	sql "UPDATE aimroute.crm_integrations SET endpoint = 'http://127.0.0.1:$HANG_PORT/adf'
+	      WHERE dealer_number = '$dealer' AND active AND kind = 'adf_http'" >/dev/null
+	hang_first=$(sql "SELECT coalesce(max(message_id), 0) FROM aimroute.outbox")
+	sql "INSERT INTO aimroute.leads (brand_code, first_name, last_name, email, country, postal_code, dealer_number, comment)
+	     SELECT (SELECT min(b.brand_code) FROM aimroute.dealer_brands b WHERE b.dealer_number = d.dealer_number),
+	            'Hanging', 'Endpoint', 'hanging@example.com', d.country, d.postal_code, d.dealer_number,
+	            'bench head-of-line: the CRM endpoint never answers'
+	       FROM aimroute.dealers d WHERE d.dealer_number = '$dealer'" >/dev/null
+	expanded
+	wait_until "SELECT EXISTS (SELECT FROM aimroute.outbox WHERE message_id > $hang_first AND dealer_number = '$dealer'
+	                            AND method = 'crm' AND status = 'sending')" "claiming the message to the hanging endpoint"
+	first=$(sql "SELECT bench.queue_burst($n)")
+	expanded "$first" "$n"
+	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE message_id > $first AND status IN ('queued', 'sending')
+	                AND dealer_number <> '$dealer'" "delivering $n emails while an endpoint hangs"
+	IFS='|' read -r emails delivered p50 p99 last < <(sql "
+		SELECT emails, delivered, round(p50_ms::numeric, 1), round(p99_ms::numeric, 1), last_at
+		  FROM bench.email_delays($first, '$dealer')")
+	# Was the endpoint still hanging when the last email went?  (Its
+	# attempt is recorded when the timeout ends it.)
+	hung=$(sql "SELECT count(*) > 0 FROM aimroute.outbox WHERE message_id > $hang_first AND dealer_number = '$dealer'
+	             AND method = 'crm' AND (status = 'sending' OR last_attempt_at > '$last')")
+	wait_until "SELECT NOT EXISTS (SELECT FROM aimroute.outbox WHERE message_id > $hang_first AND dealer_number = '$dealer'
+	                                AND method = 'crm' AND status = 'sending')" "timing out the hanging endpoint"
+	sql "UPDATE aimroute.crm_integrations SET endpoint = '$CRM_URL/' || lower(dealer_number)
+	      WHERE dealer_number = '$dealer' AND active AND kind = 'adf_http'" >/dev/null
+	sql "ALTER SYSTEM RESET aimroute.delivery_timeout" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	stop_hang_listener
+	[ "$delivered" = "$n" ] || die "head-of-line: $delivered of $n emails delivered while an endpoint hung"
+	extra=$(awk -v a="$p99" -v b="$base99" 'BEGIN { printf "%.1f", a - b }')
+	keep hol_base_p50_ms "$base50" ms
+	keep hol_base_p99_ms "$base99" ms
+	keep hol_p50_ms "$p50" ms
+	keep hol_p99_ms "$p99" ms
+	keep hol_extra_p99_ms "$extra" ms
+	keep hol_timeout_s "$HANG_TIMEOUT" s
+	keep hol_hung_throughout "$([ "$hung" = t ] && echo 1 || echo 0)" boolean
+	printf '  %-28s %s emails, queued to delivered p50 %s ms, p99 %s ms alone; p50 %s ms, p99 %s ms behind a hanging CRM (timeout %s s): %s ms more at p99%s\n' \
+		head-of-line "$n" "$base50" "$base99" "$p50" "$p99" "$HANG_TIMEOUT" "$extra" \
+		"$([ "$hung" = t ] && echo "; the endpoint still hung when the last email went" || echo "; the endpoint had timed out before the last email went")"
+}
+
+# run_copy_expansion: the routed COPY of BULK_ROWS leads (the sample mix,
+# sent) with the workers running, then the time from its commit until the
+# delivery worker has made all their messages (0 with a synchronous queue),
+# and the COPY's rate counting that time: what a bulk import costs until
+# its leads are really queued.
+run_copy_expansion() {
+	local file=$CLUSTER_DIR/bulk.tmp rate done_at lag effective
+	rate=$(sql "SELECT round(bench.time_copy('$file', $BULK_ROWS, 'routed')::numeric, 1)")
+	done_at=$(sql "SELECT clock_timestamp()")
+	rm -f "$file"
+	wait_until "SELECT bench.unexpanded_leads() = 0" "expanding the leads of the COPY"
+	lag=$(sql "SELECT round(extract(epoch FROM greatest(max(queued_at) - '$done_at', interval '0'))::numeric, 3)
+	             FROM aimroute.outbox")
+	effective=$(awk -v n="$BULK_ROWS" -v r="$rate" -v l="$lag" 'BEGIN { printf "%.1f", n / (n / r + l) }')
+	record "$SIZE" copy_expand_lag_s "$lag" s
+	record "$SIZE" copy_routed_expanded "$effective" rows/s
+	printf '  %-28s %s rows/s (workers running); all their messages existed %s s after the commit: %s rows/s counting that (%s queue)\n' \
+		"COPY, then expansion" "$rate" "$lag" "$effective" "$QUEUE_MODE"
+}
+
+# run_expansion: leads inserted as applications insert them (the routed
+# INSERT of bench.sample_full: To, CC, CRM) for EXPAND_SECONDS with the
+# workers running, then the time from the last lead's commit until all
+# its messages exist.  With a synchronous queue the messages are committed
+# with their lead; with a deferred one the delivery worker makes them, and
+# this says whether it keeps up with the inserts, so that the cost taken
+# off the INSERT is not just moved out of sight.
+run_expansion() {
+	local since log leads messages seconds lag rate
+	log=$RESULTS_DIR/pgbench-expansion-$SIZE.log
+	since=$(sql "SELECT clock_timestamp()")
+	pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$EXPAND_SECONDS" -D nfull="$FULL_SAMPLES" \
+		-f "$BENCH_DIR/pgbench_routed_full_insert.sql" "$DB" >"$log" 2>&1 ||
+		{ cat "$log" >&2; die "pgbench of the expansion measure failed (log: $log)"; }
+	wait_until "SELECT bench.unexpanded_leads() = 0" "expanding the inserted leads"
+	IFS='|' read -r leads messages seconds lag < <(sql "
+		SELECT leads, messages, round(insert_seconds::numeric, 2), round(lag_seconds::numeric, 3)
+		  FROM bench.expansion_stats('$since')")
+	rate=$(awk -v l="$leads" -v s="$seconds" 'BEGIN { printf "%.1f", (s > 0 ? l / s : 0) }')
+	record "$SIZE" expand_leads_per_s "$rate" leads/s
+	record "$SIZE" expand_messages_per_lead "$(awk -v m="$messages" -v l="$leads" 'BEGIN { printf "%.3f", m / l }')" ratio
+	record "$SIZE" expand_lag_s "$lag" s
+	printf '  %-28s %s leads in %s s (%s leads/s, workers running), %s messages; all existed %s s after the last lead (%s queue)\n' \
+		expansion "$leads" "$seconds" "$rate" "$messages" "$lag" "$QUEUE_MODE"
+}
+
+# psql_quiet QUERY: the query's result, or nothing while the server is
+# down or recovering.
+psql_quiet() {
+	"${PSQL[@]}" -tA -c "$1" 2>/dev/null || true
+}
+
+# run_crash kill|immediate: while leads are inserted (CRASH_RATE a second,
+# the routed INSERT of the sample mix) with the workers running, the
+# delivery worker is killed with SIGKILL (the postmaster then restarts
+# every process) or the server stopped with "pg_ctl stop -m immediate" and
+# started again.  The messages the worker had claimed (status 'sending') at
+# that moment are followed until they are delivered: how long after the
+# new delivery worker started the last of them went.  Target: seconds,
+# not the lease (aimroute.delivery_lease, 300 s).
+run_crash() {
+	local kind=$1 log bg ids noted pid postmaster crashed restarted tries n exist delivered after_restart after_kill before
+	log=$RESULTS_DIR/pgbench-crash-$kind-$SIZE.log
+	pgbench -n -c 1 -j 1 -R "$CRASH_RATE" -T $((CRASH_WAIT + 60)) -D nsamples="$SAMPLES" \
+		-f "$BENCH_DIR/pgbench_routed_insert.sql" "$DB" >"$log" 2>&1 &
+	bg=$!
+	for ((tries = 0; ; tries++)); do
+		[ "$(sql "CALL bench.wait_for(\$q\$SELECT EXISTS (SELECT FROM aimroute.outbox WHERE status = 'sending')\$q\$, 10)")" = t ] ||
+			die "crash ($kind): no message was being sent within 10 s of inserting $CRASH_RATE leads a second"
+		IFS='|' read -r ids noted pid < <(sql "
+			SELECT string_agg(message_id::text, ',' ORDER BY message_id), clock_timestamp(),
+			       (SELECT a.pid FROM pg_stat_activity a WHERE a.backend_type = 'aimroute delivery worker')
+			  FROM aimroute.outbox WHERE status = 'sending'")
+		[ -n "$ids" ] && [ -n "$pid" ] && break
+		[ "$tries" -lt 20 ] || die "crash ($kind): found no claimed message to follow"
+	done
+	# crashed: the moment the worker is dead (the server's clock is this
+	# machine's); a message recorded between noted and crashed was not
+	# held back.
+	if [ "$kind" = kill ]; then
+		kill -KILL "$pid"
+		crashed=$(date -u '+%Y-%m-%d %H:%M:%S.%6N+00')
+	else
+		# What "pg_ctl stop -m immediate" does, without the time pg_ctl
+		# takes to start (during which the worker would record what it
+		# had claimed): SIGQUIT to the postmaster, then wait until it is
+		# gone.
+		postmaster=$(head -1 "$CLUSTER_DIR/data/postmaster.pid")
+		kill -QUIT "$postmaster"
+		crashed=$(date -u '+%Y-%m-%d %H:%M:%S.%6N+00')
+		for ((tries = 0; tries < 600; tries++)); do
+			kill -0 "$postmaster" 2>/dev/null || break
+			sleep 0.1
+		done
+		! kill -0 "$postmaster" 2>/dev/null || die "crash ($kind): the postmaster did not stop within 60 s of SIGQUIT"
+		as_run_user "$PG_BINDIR/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w -t 120 start >/dev/null ||
+			{ tail -20 "$CLUSTER_DIR/server.log" >&2; die "PostgreSQL did not start after the immediate stop"; }
+	fi
+	for ((tries = 0; ; tries++)); do
+		restarted=$(psql_quiet "SELECT backend_start FROM pg_stat_activity
+		                         WHERE backend_type = 'aimroute delivery worker' AND backend_start > '$crashed'")
+		[ -z "$restarted" ] || break
+		[ "$tries" -lt 1200 ] || die "crash ($kind): the delivery worker did not come back within 120 s"
+		sleep 0.1
+	done
+	n=$(tr ',' '\n' <<<"$ids" | wc -l)
+	[ "$(sql "CALL bench.wait_for(\$q\$SELECT NOT EXISTS (SELECT FROM aimroute.outbox WHERE message_id IN ($ids)
+	                                                       AND status IN ('queued', 'sending'))\$q\$, $CRASH_WAIT)")" = t ] ||
+		echo "  (not all of them were sent within $CRASH_WAIT s of the restart)"
+	kill -TERM "$bg" 2>/dev/null || true
+	wait "$bg" 2>/dev/null || true
+	IFS='|' read -r exist delivered before after_restart after_kill < <(sql "
+		SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE finished_at < '$crashed'),
+		       CASE WHEN bool_and(status NOT IN ('queued', 'sending'))
+		            THEN round(extract(epoch FROM greatest(max(finished_at) - '$restarted', interval '0'))::numeric, 2) END,
+		       CASE WHEN bool_and(status NOT IN ('queued', 'sending'))
+		            THEN round(extract(epoch FROM max(finished_at) - '$crashed')::numeric, 2) END
+		  FROM aimroute.outbox WHERE message_id IN ($ids)")
+	if [ "$exist" = "$before" ]; then
+		# Every message noted was recorded before the crash: nothing was
+		# held back, and nothing was measured.
+		after_restart="- (none was still claimed at the crash: not measured)" after_kill="-"
+	elif [ -n "$after_restart" ]; then
+		record "$SIZE" "crash_${kind}_held_s" "$after_restart" s
+	else
+		record "$SIZE" "crash_${kind}_held_s" "'Infinity'" s
+		after_restart=">$CRASH_WAIT" after_kill="-"
+	fi
+	record "$SIZE" "crash_${kind}_restart_s" "$(sql "SELECT round(extract(epoch FROM '$restarted'::timestamptz - '$crashed')::numeric, 2)")" s
+	record "$SIZE" "crash_${kind}_messages" "$n" messages
+	printf '  %-28s %s messages being sent just before the crash (%s still exist, %s of them recorded before it, %s delivered); the delivery worker was back %s s after the crash;\n  %-28s the last of them delivered %s s after it started (%s s after the crash)\n' \
+		"crash ($kind)" "$n" "$exist" "$before" "$delivered" \
+		"$(sql "SELECT round(extract(epoch FROM '$restarted'::timestamptz - '$crashed')::numeric, 2)")" '' "$after_restart" "$after_kill"
+	wait_until "SELECT count(*) = 0 FROM aimroute.outbox WHERE status IN ('queued', 'sending')" "sending the last leads of the crash measure"
+}
+
 # measure_workers: the worker measures, ROUNDS times, with the cluster
 # restarted to preload aimroute (and restarted without it after), on
 # emptied tables so that the delivery worker starts with nothing to send.
+# Then, once per size: the first lead of a session with aimroute preloaded
+# (at FIRST_LEAD_SIZE dealers), the expansion of the queue while leads are
+# inserted, and the two crashes, each on emptied tables.
 measure_workers() {
 	fresh_tables
 	set_workers on
 	for ROUND in $(seq "$ROUNDS"); do
-		say "Workers, round $ROUND of $ROUNDS: $DELIVERY_MESSAGES emails to the SMTP sink, $REROUTE_LEADS leads made overdue"
+		say "Workers, round $ROUND of $ROUNDS: $DELIVERY_MESSAGES emails to the SMTP sink, $REROUTE_LEADS leads made overdue, $HOL_EMAILS emails behind a hanging endpoint"
 		fresh_tables
 		run_delivery
 		run_reroute
+		run_head_of_line
 	done
+	[ "$SIZE" != "$FIRST_LEAD_SIZE" ] || measure_first_route_preloaded "$SIZE"
+	# Each expansion measure leaves a backlog of messages: a restart
+	# without the workers drops it.
+	say "Workers: the queue's expansion after a COPY of $BULK_ROWS leads"
+	fresh_tables
+	run_copy_expansion
+	set_workers off
+	fresh_tables
+	set_workers on
+	say "Workers: the queue's expansion while $CLIENTS clients insert leads for ${EXPAND_SECONDS}s (To, CC, CRM)"
+	run_expansion
+	set_workers off
+	fresh_tables
+	set_workers on
+	say "Workers: crashes while $CRASH_RATE leads a second are inserted"
+	run_crash kill
+	fresh_tables
+	run_crash immediate
 	fresh_tables
 	set_workers off
 }
@@ -483,6 +906,9 @@ measure() {
 		# Routed and sent (routing and the delivery queue), then routed
 		# and not sent (routing alone).
 		run_pgbench routed_insert pgbench_routed_insert.sql
+		# Routed and sent for dealers with To, CC and a CRM: the insert
+		# as applications make it (bench.sample_full).
+		run_pgbench routed_full_insert pgbench_routed_full_insert.sql
 		run_pgbench routed_unsent_insert pgbench_routed_unsent_insert.sql
 		# Routing and the queue switched off: both triggers disabled,
 		# everything else of the table (identity, defaults, indexes, the
@@ -525,7 +951,10 @@ describe_machine() {
 		echo "benchmark:   sizes $SIZES; $ROUNDS rounds (medians reported); $CLIENTS pgbench clients, ${DURATION}s measured per pgbench run after a warm-up;"
 		echo "             $SAMPLES sample leads; $BULK_ROWS rows per bulk import; $LOCATE_CALLS timed locator calls;"
 		echo "             workers (aimroute preloaded, restarted around them): $DELIVERY_MESSAGES emails to the loopback SMTP sink"
-		echo "             per delivery measure, $REROUTE_LEADS leads made overdue per re-route measure"
+		echo "             per delivery measure, $REROUTE_LEADS leads made overdue per re-route measure, $HOL_EMAILS emails"
+		echo "             behind a hanging endpoint (timeout ${HANG_TIMEOUT}s), ${EXPAND_SECONDS}s of inserts for the expansion measure,"
+		echo "             crashes at $CRASH_RATE leads/s; first lead with aimroute preloaded at ${FIRST_LEAD_SIZE:-no} dealers"
+		echo "queue:       $QUEUE_MODE (bench.queue_mode()); SMTP sink: $SMTP_SINK"
 	} >"$RESULTS_DIR/machine.txt"
 }
 
@@ -546,18 +975,30 @@ main() {
 	mkdir -p "$RESULTS_DIR"
 	rm -f "$RESULTS_DIR"/pgbench-*.log
 	declare -F sinks_start >/dev/null || die "scripts/lib.sh has no sinks_start: the loopback sinks cannot be started"
-	trap 'sinks_stop "$SINK_DIR"' EXIT
+	trap 'stop_hang_listener; stop_fast_smtp_sink; sinks_stop "$SINK_DIR"; [ "${BENCH_STOP_CLUSTER:-}" != 1 ] || cluster_stop "$CLUSTER_DIR"' EXIT
 	sinks_start "$SINK_DIR" "$SMTP_PORT" "$HTTP_PORT"
+	start_fast_smtp_sink
 	create_database
+	QUEUE_MODE=$(sql "SELECT bench.queue_mode()")
+	record 0 queue_deferred "$([ "$QUEUE_MODE" = deferred ] && echo 1 || echo 0)" boolean
+	say "The delivery queue is $QUEUE_MODE (bench.queue_mode(), bench/measure.sql)"
 
 	for size in $SIZES; do
 		build_network "$size"
 		check_agreement "$size"
 		measure "$size"
 	done
+	# The first lead of a session at FIRST_LEAD_SIZE dealers, with and
+	# without aimroute preloaded, when that size was not measured whole.
+	if [ -n "$FIRST_LEAD_SIZE" ] && ! [[ " $SIZES " == *" $FIRST_LEAD_SIZE "* ]]; then
+		build_network "$FIRST_LEAD_SIZE"
+		set_workers on
+		measure_first_route_preloaded "$FIRST_LEAD_SIZE"
+		set_workers off
+	fi
 
 	say "Summary"
-	"${PSQL[@]}" -f "$BENCH_DIR/summary.sql"
+	"${PSQL[@]}" -v first_lead_size="${FIRST_LEAD_SIZE:-0}" -f "$BENCH_DIR/summary.sql"
 	"${PSQL[@]}" -c "\\copy (SELECT size, measure, value, unit FROM bench.results ORDER BY size, measure) TO '$RESULTS_DIR/results.csv' WITH (FORMAT csv, HEADER)"
 	describe_machine
 	python3 "$BENCH_DIR/plot.py" "$RESULTS_DIR/results.csv" "$RESULTS_DIR/cost_vs_dealers.svg"

@@ -54,7 +54,10 @@ SELECT size, routed, sent, bare, plpgsql, knn, copy_routed, copy_bare, staging,
                max(value) FILTER (WHERE measure = 'reroute_lag_p50_ms') AS reroute_p50,
                max(value) FILTER (WHERE measure = 'reroute_lag_p99_ms') AS reroute_p99
           FROM bench.results
-         GROUP BY size) AS r;
+         GROUP BY size
+        -- Only the sizes measured whole (not the network built for the
+        -- first lead alone, nor the run's own row 0).
+        HAVING max(value) FILTER (WHERE measure = 'routed_unsent_insert_us') IS NOT NULL) AS r;
 
 CREATE TEMP VIEW growth AS
 SELECT p.size,
@@ -190,3 +193,115 @@ SELECT t.target AS "target", coalesce(t.value, 'not measured (10000 is not in BE
                format('%s of %s leads differ', sum(p.differ), sum(p.checked)), sum(p.differ) = 0
           FROM pivot p) AS t
  ORDER BY t.n;
+
+--
+-- The targets of issue 16 ("the lead is the queue"), each measured by this
+-- run: at 10,000 dealers, except the first lead of a session, at
+-- :first_lead_size dealers (BENCH_FIRST_LEAD_SIZE).  docs/performance.md
+-- says how each is measured.
+--
+CREATE TEMP VIEW t16 AS
+SELECT max(value) FILTER (WHERE size = 10000 AND measure = 'routed_full_insert_us') AS full_us,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'routed_insert_us') AS sent_us,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'routed_unsent_insert_us') AS unsent_us,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'bare_insert_us') AS bare_us,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'copy_routed') AS copy_routed,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'copy_bare') AS copy_bare,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'copy_routed_expanded') AS copy_expanded,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'copy_expand_lag_s') AS copy_expand_lag,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'staging') AS staging,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'delivery_msgs_per_s') AS delivery,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'delivery_sink_cpu_pct') AS sink_cpu,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'delivery_worker_cpu_pct') AS worker_cpu,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'hol_extra_p99_ms') AS hol_extra,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'hol_base_p99_ms') AS hol_alone,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'hol_p99_ms') AS hol_hung,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'hol_timeout_s') AS hol_timeout,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'crash_kill_held_s') AS crash_kill,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'crash_immediate_held_s') AS crash_immediate,
+       max(value) FILTER (WHERE size = :first_lead_size AND measure = 'first_route_preloaded_ms') AS first_pre,
+       max(value) FILTER (WHERE size = :first_lead_size AND measure = 'first_route_ms') AS first_plain,
+       max(value) FILTER (WHERE size = :first_lead_size AND measure = 'first_route_preloaded_pss_mb') AS pss_pre,
+       max(value) FILTER (WHERE size = :first_lead_size AND measure = 'first_route_pss_mb') AS pss_plain,
+       max(value) FILTER (WHERE size = :first_lead_size AND measure = 'first_route_preloaded_anon_mb') AS heap_pre,
+       max(value) FILTER (WHERE size = :first_lead_size AND measure = 'first_route_anon_mb') AS heap_plain,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'locate10_p99') AS locate_p99,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'expand_lag_s') AS expand_lag,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'expand_leads_per_s') AS expand_rate,
+       max(value) FILTER (WHERE size = 10000 AND measure = 'expand_messages_per_lead') AS expand_per_lead,
+       max(value) FILTER (WHERE size = 0 AND measure = 'queue_deferred') AS deferred
+  FROM bench.results;
+
+-- held: a crash measure's seconds, or what Infinity (not delivered in time) means.
+CREATE FUNCTION pg_temp.held(seconds double precision) RETURNS text
+    LANGUAGE sql
+AS $$
+    SELECT CASE WHEN seconds IS NULL THEN 'not measured (no message still claimed at the crash)'
+                WHEN seconds = 'Infinity' THEN 'more than BENCH_CRASH_WAIT s'
+                ELSE round(seconds::numeric, 2) || ' s' END
+$$;
+
+\echo
+\echo 'Issue 16: every row of its target table, measured by this run (10,000 dealers unless stated):'
+SELECT r.n AS "#", r.measure AS "measure",
+       CASE WHEN r.key IS NULL THEN 'not measured' ELSE r.measured END AS "measured", r.target AS "target",
+       CASE WHEN r.key IS NULL OR r.met IS NULL THEN '-' WHEN r.met THEN 'met' ELSE 'NOT MET' END AS "verdict"
+  FROM t16 t,
+       LATERAL (VALUES
+        (1, 'INSERT routed + queued (To, CC, CRM) / bare INSERT',
+         t.full_us / t.bare_us,
+         format('%sx (%s µs / %s µs); routing only %sx, the sample mix sent %sx',
+                round((t.full_us / t.bare_us)::numeric, 2), round(t.full_us::numeric, 1), round(t.bare_us::numeric, 1),
+                round((t.unsent_us / t.bare_us)::numeric, 2), round((t.sent_us / t.bare_us)::numeric, 2)),
+         '≤ 1.3x', t.full_us / t.bare_us <= 1.3),
+        (2, 'COPY routed + queued / bare COPY (rows/s)',
+         t.copy_routed / t.copy_bare,
+         format('%s (%s / %s rows/s)', round((t.copy_routed / t.copy_bare)::numeric, 2), round(t.copy_routed),
+                round(t.copy_bare))
+         || CASE WHEN t.copy_expanded IS NOT NULL
+                 THEN format('; %s counting the worker''s expansion after the COPY (%s rows/s)',
+                             round((t.copy_expanded / t.copy_bare)::numeric, 2), round(t.copy_expanded)) ELSE '' END,
+         '≥ 0.5', t.copy_routed / t.copy_bare >= 0.5),
+        (3, 'process_staging / routed COPY',
+         t.staging / t.copy_routed,
+         format('%s (%s / %s rows/s)', round((t.staging / t.copy_routed)::numeric, 2), round(t.staging),
+                round(t.copy_routed)),
+         '≥ 1', t.staging / t.copy_routed >= 1),
+        (4, 'delivery to a loopback SMTP server that is not the bottleneck',
+         t.delivery,
+         format('%s msgs/s; SMTP sink busy %s%% of a core, delivery worker %s%%%s', round(t.delivery::numeric, 1),
+                round(t.sink_cpu::numeric), round(t.worker_cpu::numeric),
+                CASE WHEN t.sink_cpu >= 85 THEN ': the sink is saturated'
+                     WHEN t.sink_cpu >= t.worker_cpu THEN ': the sink is busier than the worker' END),
+         '≥ 2,000 msgs/s', t.delivery >= 2000),
+        (5, 'delay of other messages while one endpoint hangs until its timeout',
+         t.hol_extra,
+         format('+%s ms at p99 (p99 %s ms alone, %s ms behind a CRM that never answers, timeout %s s)',
+                round(t.hol_extra::numeric), round(t.hol_alone::numeric), round(t.hol_hung::numeric),
+                round(t.hol_timeout::numeric)),
+         '≤ 1 s', t.hol_extra <= 1000),
+        (6, 'messages held back after a crash',
+         greatest(t.crash_kill, t.crash_immediate),
+         format('the last claimed message delivered %s after the new worker started (SIGKILL of the worker), %s (immediate stop)',
+                pg_temp.held(t.crash_kill), pg_temp.held(t.crash_immediate)),
+         'until the worker restarts (≤ 10 s after it)', greatest(t.crash_kill, t.crash_immediate) <= 10),
+        (7, CASE WHEN :first_lead_size = 0 THEN 'first lead of a session (BENCH_FIRST_LEAD_SIZE is empty)'
+                 ELSE format('first lead of a session, %s dealers', to_char(:first_lead_size, 'FM999,999,999')) END,
+         t.first_pre,
+         format('%s ms preloaded (%s ms not); backend after it: PSS %s MB, heap %s MB preloaded; PSS %s MB, heap %s MB not',
+                round(t.first_pre::numeric, 1), round(t.first_plain::numeric, 1),
+                coalesce(round(t.pss_pre::numeric, 1)::text, '?'), coalesce(round(t.heap_pre::numeric, 1)::text, '?'),
+                coalesce(round(t.pss_plain::numeric, 1)::text, '?'), coalesce(round(t.heap_plain::numeric, 1)::text, '?')),
+         '< 20 ms', t.first_pre < 20),
+        (8, 'locator p99',
+         t.locate_p99, format('%s µs', round(t.locate_p99)), '< 500 µs', t.locate_p99 < 500),
+        (9, 'the queue''s expansion keeps up with the inserts (rows 1 and 2 hold only with it)',
+         t.expand_lag,
+         format('all messages existed %s s after the last lead; %s leads/s inserted, %s messages a lead (%s queue)',
+                round(t.expand_lag::numeric, 3), round(t.expand_rate), round(t.expand_per_lead::numeric, 2),
+                CASE WHEN t.deferred = 1 THEN 'deferred' ELSE 'synchronous' END)
+         || CASE WHEN t.copy_expand_lag IS NOT NULL
+                 THEN format('; after a COPY: %s s', round(t.copy_expand_lag::numeric, 3)) ELSE '' END,
+         '≤ 1 s', t.expand_lag <= 1)
+       ) AS r(n, measure, key, measured, target, met)
+ ORDER BY r.n;
