@@ -1537,13 +1537,10 @@ BEGIN
         DROP TABLE pg_temp.aimroute_staging_chunk;
     END IF;
 
-    RETURN QUERY
-        SELECT k.status, count(s.staging_id)
-          FROM (VALUES (1, 'processed'), (2, 'rejected'), (3, 'duplicate')) AS k(n, status)
-          LEFT JOIN aimroute.lead_staging s
-                 ON s.batch_id = v_batch AND s.status = k.status AND s.processed_at >= v_started
-         GROUP BY k.n, k.status
-         ORDER BY k.n;
+    -- The counts of the chunks: what step 3 marked, taken again after a
+    -- chunk where step 4 rejected some of those rows.  (Step 4 of a later
+    -- chunk cannot change them: a row only duplicates earlier rows.)
+    RETURN QUERY VALUES ('processed', v_leads), ('rejected', v_rejected), ('duplicate', v_duplicates);
 END
 $$;
 COMMENT ON FUNCTION aimroute.process_staging(text) IS
