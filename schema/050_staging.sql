@@ -345,19 +345,19 @@ BEGIN
                                   round(extract(epoch FROM v_window)))
                        END AS duplicate_reason
                   FROM (SELECT t.staging_id, t.staged_at, t.input_md5,
-                               coalesce(p.received_at, t.staged_at) AS received_at,
+                               coalesce(t.parsed_received_at, t.staged_at) AS received_at,
                                coalesce(t.source, 'import') AS source,
                                t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
                                t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
-                               t.dealer_group, coalesce(p.send_to_dealer, true) AS send_to_dealer, t.comment,
+                               t.dealer_group, coalesce(t.parsed_send_to_dealer, true) AS send_to_dealer, t.comment,
                                nullif(concat_ws('; ',
-                                   CASE WHEN t.received_at IS NOT NULL AND p.received_at IS NULL THEN
+                                   CASE WHEN t.received_at IS NOT NULL AND t.parsed_received_at IS NULL THEN
                                        format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
                                               aimroute.staging_quote(t.received_at))
-                                        WHEN p.received_at IN ('infinity', '-infinity') THEN
+                                        WHEN t.parsed_received_at IN ('infinity', '-infinity') THEN
                                        format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
                                    END,
-                                   CASE WHEN t.send_to_dealer IS NOT NULL AND p.send_to_dealer IS NULL THEN
+                                   CASE WHEN t.send_to_dealer IS NOT NULL AND t.parsed_send_to_dealer IS NULL THEN
                                        format('send_to_dealer %s is not a boolean (write true or false)',
                                               aimroute.staging_quote(t.send_to_dealer))
                                    END,
@@ -400,34 +400,35 @@ BEGIN
                                                        (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
                                          WHERE length(f.value) > f.max)
                                    END), '') AS problems
-                          FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
-                                       nullif(btrim(s.received_at, ws), '') AS received_at,
-                                       nullif(btrim(s.source, ws), '') AS source,
-                                       nullif(btrim(s.brand_code, ws), '') AS brand_code,
-                                       nullif(btrim(s.product_code, ws), '') AS product_code,
-                                       nullif(btrim(s.first_name, ws), '') AS first_name,
-                                       nullif(btrim(s.last_name, ws), '') AS last_name,
-                                       nullif(btrim(s.email, ws), '') AS email,
-                                       nullif(btrim(s.phone, ws), '') AS phone,
-                                       nullif(btrim(s.address, ws), '') AS address,
-                                       nullif(btrim(s.city, ws), '') AS city,
-                                       nullif(btrim(s.state_code, ws), '') AS state_code,
-                                       nullif(btrim(s.country, ws), '') AS country,
-                                       nullif(btrim(s.postal_code, ws), '') AS postal_code,
-                                       nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
-                                       nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
-                                       nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
-                                       nullif(btrim(s.comment, ws), '') AS comment
-                                  FROM aimroute.lead_staging s
-                                 WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
-                                 ORDER BY s.staging_id
-                                 LIMIT chunk_size) AS t,
-                               LATERAL (SELECT CASE WHEN t.received_at IS NOT NULL
-                                                    THEN aimroute.staging_timestamptz(t.received_at) END AS received_at,
-                                               CASE WHEN lower(t.send_to_dealer)
-                                                         ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
-                                                    THEN t.send_to_dealer::boolean END AS send_to_dealer
-                                        OFFSET 0) AS p
+                          FROM (SELECT t.*,
+                                       CASE WHEN t.received_at IS NOT NULL
+                                            THEN aimroute.staging_timestamptz(t.received_at) END AS parsed_received_at,
+                                       CASE WHEN lower(t.send_to_dealer)
+                                                 ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
+                                            THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
+                                  FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
+                                               nullif(btrim(s.received_at, ws), '') AS received_at,
+                                               nullif(btrim(s.source, ws), '') AS source,
+                                               nullif(btrim(s.brand_code, ws), '') AS brand_code,
+                                               nullif(btrim(s.product_code, ws), '') AS product_code,
+                                               nullif(btrim(s.first_name, ws), '') AS first_name,
+                                               nullif(btrim(s.last_name, ws), '') AS last_name,
+                                               nullif(btrim(s.email, ws), '') AS email,
+                                               nullif(btrim(s.phone, ws), '') AS phone,
+                                               nullif(btrim(s.address, ws), '') AS address,
+                                               nullif(btrim(s.city, ws), '') AS city,
+                                               nullif(btrim(s.state_code, ws), '') AS state_code,
+                                               nullif(btrim(s.country, ws), '') AS country,
+                                               nullif(btrim(s.postal_code, ws), '') AS postal_code,
+                                               nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
+                                               nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
+                                               nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
+                                               nullif(btrim(s.comment, ws), '') AS comment
+                                          FROM aimroute.lead_staging s
+                                         WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
+                                         ORDER BY s.staging_id
+                                         LIMIT chunk_size) AS t
+                                  OFFSET 0) AS t
                         OFFSET 0) AS c
                   LEFT JOIN LATERAL (SELECT e.staging_id, e.batch_id, e.lead_id
                                        FROM aimroute.lead_staging e
