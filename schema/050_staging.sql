@@ -329,9 +329,11 @@ BEGIN
         --    an identical row has the same problems, none); a row that
         --    becomes a lead has its lead_id drawn, in staging order, so that
         --    the mapping is exact whatever order the INSERT works in.
-        --    (The lookup is ordered so that only lead_staging_dedupe_idx
-        --    can serve it: ORDER BY staging_id tempts the planner into
-        --    walking the primary key.)
+        --    (The lookup is written so that only lead_staging_dedupe_idx
+        --    can serve it: ORDER BY staging_id, or staging_id < ... as an
+        --    index condition, tempts the planner into walking the primary
+        --    key, every earlier row for every row, when the statistics say
+        --    the table is empty, as after a TRUNCATE.)
         INSERT INTO pg_temp.aimroute_staging_chunk
         SELECT v.staging_id, v.received_at, v.source, v.brand_code, v.product_code, v.first_name,
                v.last_name, v.email, v.phone, v.address, v.city, v.state_code, v.country,
@@ -436,7 +438,7 @@ BEGIN
                                         AND e.input_md5 COLLATE "C" = c.input_md5
                                         AND e.staged_at >= c.staged_at - v_window
                                         AND e.staged_at <= c.staged_at + v_window
-                                        AND e.staging_id < c.staging_id
+                                        AND e.staging_id + 0 < c.staging_id
                                         AND e.status IS DISTINCT FROM 'rejected'
                                       ORDER BY e.staged_at, e.staging_id
                                       LIMIT 1) AS d ON true
