@@ -153,10 +153,11 @@ $$;
 
 --
 -- time_staging: rows per second of aimroute.process_staging() on a batch
--- of nrows staged rows (staging and the session's warm-up are not timed).
--- Raises unless every row became a lead.
+-- of nrows staged rows (staging and the session's warm-up are not timed),
+-- sent (send_to_dealer blank: true) or not (send_to_dealer 'false'), as
+-- time_copy's 'routed' and 'unsent'.  Raises unless every row became a lead.
 --
-CREATE FUNCTION bench.time_staging(batch text, nrows integer)
+CREATE FUNCTION bench.time_staging(batch text, nrows integer, sent boolean DEFAULT true)
 RETURNS double precision
     LANGUAGE plpgsql
 AS $$
@@ -167,9 +168,11 @@ DECLARE
 BEGIN
     INSERT INTO aimroute.lead_staging (batch_id, source, brand_code, product_code, first_name,
                                        last_name, email, phone, address, city, state_code,
-                                       country, postal_code, dealer_number, dealer_group, comment)
+                                       country, postal_code, dealer_number, dealer_group,
+                                       send_to_dealer, comment)
     SELECT batch, 'import', brand_code, product_code, first_name, last_name, email, phone,
-           address, city, state_code, country, postal_code, dealer_number, dealer_group, comment
+           address, city, state_code, country, postal_code, dealer_number, dealer_group,
+           CASE WHEN NOT sent THEN 'false' END, comment
       FROM bench.bulk_rows(nrows);
     PERFORM bench.warm_up();
     t0 := clock_timestamp();

@@ -922,6 +922,7 @@ measure() {
 		run_bulk copy_routed_unsent "bench.time_copy('$file', $BULK_ROWS, 'unsent')"
 		run_bulk copy_bare "bench.time_copy('$file', $BULK_ROWS, 'bare')"
 		run_bulk staging "bench.time_staging('bench-$SIZE-$ROUND', $BULK_ROWS)"
+		run_bulk staging_unsent "bench.time_staging('bench-$SIZE-$ROUND-unsent', $BULK_ROWS, false)"
 		run_locator 10
 		run_locator 1
 	done

@@ -23,7 +23,7 @@
 --
 
 CREATE TEMP VIEW pivot AS
-SELECT size, routed, sent, bare, plpgsql, knn, copy_routed, copy_bare, staging,
+SELECT size, routed, sent, bare, plpgsql, knn, copy_routed, copy_unsent, copy_bare, staging, staging_unsent,
        1e6 / copy_unsent - 1e6 / copy_bare AS copy_routing,
        1e6 / copy_routed - 1e6 / copy_unsent AS copy_queue,
        l10_p50, l10_p99, l1_p50, l1_p99, first_ms, cache_mb, differ, checked,
@@ -38,6 +38,7 @@ SELECT size, routed, sent, bare, plpgsql, knn, copy_routed, copy_bare, staging,
                max(value) FILTER (WHERE measure = 'copy_routed') AS copy_routed,
                max(value) FILTER (WHERE measure = 'copy_bare') AS copy_bare,
                max(value) FILTER (WHERE measure = 'staging') AS staging,
+               max(value) FILTER (WHERE measure = 'staging_unsent') AS staging_unsent,
                max(value) FILTER (WHERE measure = 'locate10_p50') AS l10_p50,
                max(value) FILTER (WHERE measure = 'locate10_p99') AS l10_p99,
                max(value) FILTER (WHERE measure = 'locate1_p50') AS l1_p50,
@@ -110,6 +111,10 @@ SELECT p.size AS dealers,
        round(p.copy_routed) AS "COPY +queue/s",
        round(p.copy_bare) AS "COPY bare/s",
        round(p.staging) AS "staging/s",
+       format('%s %s', round((p.staging / p.copy_routed)::numeric, 2),
+              CASE WHEN p.size <> 10000 THEN '' WHEN p.staging >= p.copy_routed THEN 'ok' ELSE 'MISS' END)
+           AS "staging/COPY ≥1",
+       round((p.staging_unsent / p.copy_unsent)::numeric, 2) AS "not sent: staging/COPY",
        round(p.copy_routing::numeric, 1) AS "routing in COPY µs",
        round(p.copy_queue::numeric, 1) AS "queue in COPY µs",
        round(p.l10_p50::numeric) AS "locate p50",

@@ -50,21 +50,28 @@
 -- too, with the same reason.  dedupe_window = 0 turns deduplication off.
 --
 -- How it works.  The batch is processed in chunks of 10,000 rows, in
--- staging_id order, each set-based: the chunk is read once into a temporary
--- table (values trimmed and parsed, problems listed), rejections and
--- duplicates are marked with one UPDATE each, and the valid rows are
--- inserted into aimroute.leads with one INSERT ... SELECT, which routes
--- each of them.  Each row's lead_id is drawn from the identity sequence of
+-- staging_id order, each set-based in three statements.  The first reads
+-- the chunk once into a temporary table: values trimmed and parsed,
+-- problems listed, the row each valid row duplicates looked up, and a
+-- lead_id drawn for each row that is to become a lead.  The second inserts
+-- all of the chunk's leads into aimroute.leads with one INSERT ... SELECT,
+-- which routes each of them.  The third marks every row's outcome with one
+-- UPDATE.  Each row's lead_id is drawn from the identity sequence of
 -- aimroute.leads before the INSERT and inserted with OVERRIDING SYSTEM
 -- VALUE, so the staging row -> lead mapping is exact by construction; it
 -- does not depend on the order in which rows are inserted or returned.  The
 -- caller therefore needs USAGE (or UPDATE) on that sequence as well as
--- INSERT on aimroute.leads.  If the chunk's INSERT fails, that chunk is inserted row
--- by row, each in its own subtransaction.  A NOTICE reports progress after
--- each chunk.  Calls run one at a time (a transaction-level advisory lock),
--- so that two imports cannot both miss a duplicate; staging new rows is
--- never blocked.  Processing a batch again only processes rows staged
--- since, if any.
+-- INSERT on aimroute.leads.  The INSERT runs in a subtransaction: if it
+-- fails because of a row, the chunk's leads are inserted again 100 at a
+-- time, and those of a piece that fails one at a time, each in a
+-- subtransaction of its own, so that only the rows at fault are rejected.
+-- A NOTICE reports progress after each chunk.  Calls run one at a time (a
+-- transaction-level advisory lock), so that two imports cannot both miss a
+-- duplicate; staging new rows is never blocked.  Processing a batch again
+-- only processes rows staged since, if any.  The table leaves room on each
+-- page (fillfactor 45) and no index covers status, lead_id, reason or
+-- processed_at, so that marking a row processed or rejected updates it in
+-- place (a HOT update).
 --
 
 CREATE TABLE aimroute.lead_staging (
@@ -109,15 +116,22 @@ CREATE TABLE aimroute.lead_staging (
         (status <> 'processed' OR lead_id IS NOT NULL)
         AND (status <> 'rejected' OR reason IS NOT NULL)
         AND (status <> 'duplicate' OR duplicate_of IS NOT NULL))
-);
+)
+-- Room on each page for the next version of its rows: process_staging()
+-- marks each row's outcome in place (a HOT update, no index entry added)
+-- instead of moving the row to another page.
+WITH (fillfactor = 45);
 -- The unprocessed rows of a batch, in order; and a batch's rows for reports.
 CREATE INDEX lead_staging_batch_idx ON aimroute.lead_staging (batch_id, staging_id);
 -- The duplicate lookup: the same input_md5, staged within the window, the
--- earliest first.
-CREATE INDEX lead_staging_dedupe_idx ON aimroute.lead_staging (input_md5, staged_at, staging_id);
--- Duplicates still waiting for the lead of the row they duplicate.
-CREATE INDEX lead_staging_waiting_duplicates_idx ON aimroute.lead_staging (duplicate_of)
-    WHERE status = 'duplicate' AND lead_id IS NULL;
+-- earliest first.  input_md5 is hex digits: compared byte by byte ("C"),
+-- whatever the database's collation.
+CREATE INDEX lead_staging_dedupe_idx ON aimroute.lead_staging (input_md5 COLLATE "C", staged_at, staging_id);
+-- The duplicates of a row, to give them its lead (or its rejection) once it
+-- has one.  No index covers status, lead_id, reason or processed_at, so
+-- that marking a row processed or rejected can be a HOT update.
+CREATE INDEX lead_staging_duplicates_idx ON aimroute.lead_staging (duplicate_of)
+    WHERE duplicate_of IS NOT NULL;
 
 COMMENT ON TABLE aimroute.lead_staging IS
     'Bulk import: raw lead rows as text, one batch_id per file or feed; aimroute.process_staging(batch_id) turns each into a lead (processed), a rejection or a duplicate. Rows are never deleted.';
@@ -206,6 +220,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     chunk_size      constant integer := 10000;
+    piece_size      constant integer := 100;    -- rows per INSERT once a chunk's INSERT failed
     max_length      constant integer := 1000;
     max_comment     constant integer := 10000;
     min_phone_digits constant integer := 5;
@@ -222,15 +237,14 @@ DECLARE
     v_last          bigint := 0;    -- the chunks so far reached this staging_id
     v_lo            bigint;         -- the chunk's first and last staging_id
     v_hi            bigint;
-    v_candidates    bigint;         -- rows of the chunk to become leads
+    v_step          integer;        -- leads per INSERT: 0 the whole chunk, then piece_size, then 1
     v_rows          bigint;
     v_done          bigint := 0;
     v_leads         bigint := 0;
     v_rejected      bigint := 0;
     v_duplicates    bigint := 0;
-    v_resolved      bigint;
+    v_settled       bigint[];       -- step 4: the staging_ids settled in the last round, in order
     v_failed        boolean;
-    v_error         text;
     r               record;
 BEGIN
     IF v_batch IS NULL THEN
@@ -272,10 +286,12 @@ BEGIN
                                     v_seq, current_user);
         END IF;
 
+        -- One row per staging row of the chunk: the lead it becomes
+        -- (lead_id), or its problems, or the row it duplicates
+        -- (duplicate_of; duplicate_lead_id is that row's lead if it has one
+        -- yet, duplicate_reason the reason to record).
         CREATE TEMPORARY TABLE aimroute_staging_chunk (
-            staging_id      bigint PRIMARY KEY,
-            staged_at       timestamptz NOT NULL,
-            input_md5       text NOT NULL,
+            staging_id      bigint NOT NULL,
             received_at     timestamptz,
             source          text,
             brand_code      text,
@@ -295,180 +311,155 @@ BEGIN
             comment         text,
             problems        text,
             duplicate_of    bigint,
-            lead_id         bigint
+            duplicate_lead_id bigint,
+            duplicate_reason text,
+            lead_id         bigint,
+            inserted        boolean NOT NULL DEFAULT false  -- only kept up to date once an INSERT failed
         ) ON COMMIT DROP;
     END IF;
 
     WHILE v_done < v_total LOOP
         v_now := clock_timestamp();
 
-        -- 1. The chunk: the next chunk_size unprocessed rows.  Read once,
-        --    values trimmed and parsed, problems listed.
-        SELECT min(x.staging_id), max(x.staging_id), count(*) INTO v_lo, v_hi, v_rows
-          FROM (SELECT s.staging_id FROM aimroute.lead_staging s
-                 WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
-                 ORDER BY s.staging_id
-                 LIMIT chunk_size) AS x;
-        EXIT WHEN v_rows = 0;   -- someone changed status by hand meanwhile
-
+        -- 1. The chunk: the next chunk_size unprocessed rows, read once.
+        --    Values are trimmed and parsed and problems listed; a row
+        --    without problems is looked up among the earlier rows (the
+        --    earliest staged identical row within the window that was not
+        --    rejected: the rows of this chunk have not been marked yet, but
+        --    an identical row has the same problems, none); a row that
+        --    becomes a lead has its lead_id drawn, in staging order, so that
+        --    the mapping is exact whatever order the INSERT works in.
+        --    (The lookup is written so that only lead_staging_dedupe_idx
+        --    can serve it: ORDER BY staging_id, or staging_id < ... as an
+        --    index condition, tempts the planner into walking the primary
+        --    key, every earlier row for every row, when the statistics say
+        --    the table is empty, as after a TRUNCATE.)
         INSERT INTO pg_temp.aimroute_staging_chunk
-        SELECT t.staging_id, t.staged_at, t.input_md5,
-               coalesce(p.received_at, t.staged_at), coalesce(t.source, 'import'),
-               t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
-               t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
-               t.dealer_group, coalesce(p.send_to_dealer, true), t.comment,
-               nullif(concat_ws('; ',
-                   CASE WHEN t.received_at IS NOT NULL AND p.received_at IS NULL THEN
-                       format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
-                              aimroute.staging_quote(t.received_at))
-                        WHEN p.received_at IN ('infinity', '-infinity') THEN
-                       format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
-                   END,
-                   CASE WHEN t.send_to_dealer IS NOT NULL AND p.send_to_dealer IS NULL THEN
-                       format('send_to_dealer %s is not a boolean (write true or false)',
-                              aimroute.staging_quote(t.send_to_dealer))
-                   END,
-                   CASE WHEN t.email IS NOT NULL AND (length(t.email) > 254 OR t.email !~ email_pattern) THEN
-                       format('email %s is not an address (such as name@example.com)',
-                              aimroute.staging_quote(t.email))
-                   END,
-                   CASE WHEN t.email IS NULL AND t.phone IS NULL THEN
-                       'no way to contact the customer: no email and no phone'
-                        WHEN t.email IS NULL
-                             AND length(regexp_replace(t.phone, '[^0-9]', '', 'g')) < min_phone_digits THEN
-                       format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
-                              aimroute.staging_quote(t.phone), min_phone_digits)
-                   END,
-                   CASE WHEN length(t.comment) > max_comment
-                             OR greatest(length(t.received_at), length(t.source), length(t.brand_code),
-                                         length(t.product_code), length(t.first_name), length(t.last_name),
-                                         length(t.email), length(t.phone), length(t.address), length(t.city),
-                                         length(t.state_code), length(t.country), length(t.postal_code),
-                                         length(t.dealer_number), length(t.dealer_group),
-                                         length(t.send_to_dealer)) > max_length THEN
-                       (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
-                                                 f.name, length(f.value), f.max), '; ' ORDER BY f.n)
-                          FROM (VALUES (1, 'received_at', t.received_at, max_length),
-                                       (2, 'source', t.source, max_length),
-                                       (3, 'brand_code', t.brand_code, max_length),
-                                       (4, 'product_code', t.product_code, max_length),
-                                       (5, 'first_name', t.first_name, max_length),
-                                       (6, 'last_name', t.last_name, max_length),
-                                       (7, 'email', t.email, max_length),
-                                       (8, 'phone', t.phone, max_length),
-                                       (9, 'address', t.address, max_length),
-                                       (10, 'city', t.city, max_length),
-                                       (11, 'state_code', t.state_code, max_length),
-                                       (12, 'country', t.country, max_length),
-                                       (13, 'postal_code', t.postal_code, max_length),
-                                       (14, 'dealer_number', t.dealer_number, max_length),
-                                       (15, 'dealer_group', t.dealer_group, max_length),
-                                       (16, 'send_to_dealer', t.send_to_dealer, max_length),
-                                       (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
-                         WHERE length(f.value) > f.max)
-                   END), ''),
-               NULL, NULL
-          FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
-                       nullif(btrim(s.received_at, ws), '') AS received_at,
-                       nullif(btrim(s.source, ws), '') AS source,
-                       nullif(btrim(s.brand_code, ws), '') AS brand_code,
-                       nullif(btrim(s.product_code, ws), '') AS product_code,
-                       nullif(btrim(s.first_name, ws), '') AS first_name,
-                       nullif(btrim(s.last_name, ws), '') AS last_name,
-                       nullif(btrim(s.email, ws), '') AS email,
-                       nullif(btrim(s.phone, ws), '') AS phone,
-                       nullif(btrim(s.address, ws), '') AS address,
-                       nullif(btrim(s.city, ws), '') AS city,
-                       nullif(btrim(s.state_code, ws), '') AS state_code,
-                       nullif(btrim(s.country, ws), '') AS country,
-                       nullif(btrim(s.postal_code, ws), '') AS postal_code,
-                       nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
-                       nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
-                       nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
-                       nullif(btrim(s.comment, ws), '') AS comment
-                  FROM aimroute.lead_staging s
-                 WHERE s.batch_id = v_batch AND s.status IS NULL
-                   AND s.staging_id > v_last AND s.staging_id <= v_hi) AS t,
-               LATERAL (SELECT aimroute.staging_timestamptz(t.received_at) AS received_at,
-                               CASE WHEN lower(t.send_to_dealer)
-                                         ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
-                                    THEN t.send_to_dealer::boolean END AS send_to_dealer) AS p;
+        SELECT v.staging_id, v.received_at, v.source, v.brand_code, v.product_code, v.first_name,
+               v.last_name, v.email, v.phone, v.address, v.city, v.state_code, v.country,
+               v.postal_code, v.dealer_number, v.dealer_group, v.send_to_dealer, v.comment,
+               v.problems, v.duplicate_of, v.duplicate_lead_id, v.duplicate_reason,
+               CASE WHEN v.problems IS NULL AND v.duplicate_of IS NULL THEN nextval(v_seq) END
+          FROM (SELECT c.*, d.staging_id AS duplicate_of, d.lead_id AS duplicate_lead_id,
+                       CASE WHEN d.staging_id IS NOT NULL THEN
+                           format('identical to staging row %s of batch %s, staged within the dedupe window of %s seconds',
+                                  d.staging_id, pg_catalog.quote_literal(d.batch_id),
+                                  round(extract(epoch FROM v_window)))
+                       END AS duplicate_reason
+                  FROM (SELECT t.staging_id, t.staged_at, t.input_md5,
+                               coalesce(t.parsed_received_at, t.staged_at) AS received_at,
+                               coalesce(t.source, 'import') AS source,
+                               t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
+                               t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
+                               t.dealer_group, coalesce(t.parsed_send_to_dealer, true) AS send_to_dealer, t.comment,
+                               nullif(concat_ws('; ',
+                                   CASE WHEN t.received_at IS NOT NULL AND t.parsed_received_at IS NULL THEN
+                                       format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
+                                              aimroute.staging_quote(t.received_at))
+                                        WHEN t.parsed_received_at IN ('infinity', '-infinity') THEN
+                                       format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
+                                   END,
+                                   CASE WHEN t.send_to_dealer IS NOT NULL AND t.parsed_send_to_dealer IS NULL THEN
+                                       format('send_to_dealer %s is not a boolean (write true or false)',
+                                              aimroute.staging_quote(t.send_to_dealer))
+                                   END,
+                                   CASE WHEN t.email IS NOT NULL AND (length(t.email) > 254 OR t.email !~ email_pattern) THEN
+                                       format('email %s is not an address (such as name@example.com)',
+                                              aimroute.staging_quote(t.email))
+                                   END,
+                                   CASE WHEN t.email IS NULL AND t.phone IS NULL THEN
+                                       'no way to contact the customer: no email and no phone'
+                                        WHEN t.email IS NULL
+                                             AND length(regexp_replace(t.phone, '[^0-9]', '', 'g')) < min_phone_digits THEN
+                                       format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
+                                              aimroute.staging_quote(t.phone), min_phone_digits)
+                                   END,
+                                   CASE WHEN length(t.comment) > max_comment
+                                             OR greatest(length(t.received_at), length(t.source), length(t.brand_code),
+                                                         length(t.product_code), length(t.first_name), length(t.last_name),
+                                                         length(t.email), length(t.phone), length(t.address), length(t.city),
+                                                         length(t.state_code), length(t.country), length(t.postal_code),
+                                                         length(t.dealer_number), length(t.dealer_group),
+                                                         length(t.send_to_dealer)) > max_length THEN
+                                       (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
+                                                                 f.name, length(f.value), f.max), '; ' ORDER BY f.n)
+                                          FROM (VALUES (1, 'received_at', t.received_at, max_length),
+                                                       (2, 'source', t.source, max_length),
+                                                       (3, 'brand_code', t.brand_code, max_length),
+                                                       (4, 'product_code', t.product_code, max_length),
+                                                       (5, 'first_name', t.first_name, max_length),
+                                                       (6, 'last_name', t.last_name, max_length),
+                                                       (7, 'email', t.email, max_length),
+                                                       (8, 'phone', t.phone, max_length),
+                                                       (9, 'address', t.address, max_length),
+                                                       (10, 'city', t.city, max_length),
+                                                       (11, 'state_code', t.state_code, max_length),
+                                                       (12, 'country', t.country, max_length),
+                                                       (13, 'postal_code', t.postal_code, max_length),
+                                                       (14, 'dealer_number', t.dealer_number, max_length),
+                                                       (15, 'dealer_group', t.dealer_group, max_length),
+                                                       (16, 'send_to_dealer', t.send_to_dealer, max_length),
+                                                       (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
+                                         WHERE length(f.value) > f.max)
+                                   END), '') AS problems
+                          FROM (SELECT t.*,
+                                       CASE WHEN t.received_at IS NOT NULL
+                                            THEN aimroute.staging_timestamptz(t.received_at) END AS parsed_received_at,
+                                       CASE WHEN lower(t.send_to_dealer)
+                                                 ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
+                                            THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
+                                  FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
+                                               nullif(btrim(s.received_at, ws), '') AS received_at,
+                                               nullif(btrim(s.source, ws), '') AS source,
+                                               nullif(btrim(s.brand_code, ws), '') AS brand_code,
+                                               nullif(btrim(s.product_code, ws), '') AS product_code,
+                                               nullif(btrim(s.first_name, ws), '') AS first_name,
+                                               nullif(btrim(s.last_name, ws), '') AS last_name,
+                                               nullif(btrim(s.email, ws), '') AS email,
+                                               nullif(btrim(s.phone, ws), '') AS phone,
+                                               nullif(btrim(s.address, ws), '') AS address,
+                                               nullif(btrim(s.city, ws), '') AS city,
+                                               nullif(btrim(s.state_code, ws), '') AS state_code,
+                                               nullif(btrim(s.country, ws), '') AS country,
+                                               nullif(btrim(s.postal_code, ws), '') AS postal_code,
+                                               nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
+                                               nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
+                                               nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
+                                               nullif(btrim(s.comment, ws), '') AS comment
+                                          FROM aimroute.lead_staging s
+                                         WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
+                                         ORDER BY s.staging_id
+                                         LIMIT chunk_size) AS t
+                                  OFFSET 0) AS t
+                        OFFSET 0) AS c
+                  LEFT JOIN LATERAL (SELECT e.staging_id, e.batch_id, e.lead_id
+                                       FROM aimroute.lead_staging e
+                                      WHERE c.problems IS NULL AND v_window > '0'
+                                        AND e.input_md5 COLLATE "C" = c.input_md5
+                                        AND e.staged_at >= c.staged_at - v_window
+                                        AND e.staged_at <= c.staged_at + v_window
+                                        AND e.staging_id + 0 < c.staging_id
+                                        AND e.status IS DISTINCT FROM 'rejected'
+                                      ORDER BY e.staged_at, e.staging_id
+                                      LIMIT 1) AS d ON true
+                 ORDER BY c.staging_id
+                OFFSET 0) AS v;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        EXIT WHEN v_rows = 0;   -- someone changed status by hand meanwhile
+        SELECT min(c.staging_id), max(c.staging_id) INTO v_lo, v_hi
+          FROM pg_temp.aimroute_staging_chunk c;
 
-        -- 2. Rejections.
-        UPDATE aimroute.lead_staging s
-           SET status = 'rejected', reason = c.problems, processed_at = v_now
-          FROM pg_temp.aimroute_staging_chunk c
-         WHERE s.staging_id = c.staging_id AND s.staging_id > v_last AND s.staging_id <= v_hi
-           AND c.problems IS NOT NULL;
-
-        -- 3. Duplicates: the earliest staged of the earlier identical rows
-        --    within the window that were not rejected.  (Ordered so that
-        --    only lead_staging_dedupe_idx can serve it: ORDER BY staging_id
-        --    tempts the planner into walking the primary key.)
-        IF v_window > '0' THEN
-            UPDATE pg_temp.aimroute_staging_chunk c
-               SET duplicate_of = (SELECT e.staging_id
-                                     FROM aimroute.lead_staging e
-                                    WHERE e.input_md5 = c.input_md5
-                                      AND e.staged_at >= c.staged_at - v_window
-                                      AND e.staged_at <= c.staged_at + v_window
-                                      AND e.staging_id < c.staging_id
-                                      AND e.status IS DISTINCT FROM 'rejected'
-                                    ORDER BY e.staged_at, e.staging_id
-                                    LIMIT 1)
-             WHERE c.problems IS NULL;
-            UPDATE aimroute.lead_staging s
-               SET status = 'duplicate', duplicate_of = e.staging_id, lead_id = e.lead_id,
-                   processed_at = v_now,
-                   reason = format('identical to staging row %s of batch %s, staged within the dedupe window of %s seconds',
-                                   e.staging_id, pg_catalog.quote_literal(e.batch_id),
-                                   round(extract(epoch FROM v_window)))
-              FROM pg_temp.aimroute_staging_chunk c
-              JOIN aimroute.lead_staging e ON e.staging_id = c.duplicate_of
-             WHERE s.staging_id = c.staging_id AND s.staging_id > v_last AND s.staging_id <= v_hi;
-        END IF;
-
-        -- 4. The leads: lead_ids drawn first, in staging order, so that the
-        --    mapping is exact whatever order the INSERT works in.
-        UPDATE pg_temp.aimroute_staging_chunk c
-           SET lead_id = n.lead_id
-          FROM (SELECT o.staging_id, nextval(v_seq) AS lead_id
-                  FROM (SELECT x.staging_id FROM pg_temp.aimroute_staging_chunk x
-                         WHERE x.problems IS NULL AND x.duplicate_of IS NULL
-                         ORDER BY x.staging_id OFFSET 0) AS o) AS n
-         WHERE c.staging_id = n.staging_id;
-        GET DIAGNOSTICS v_candidates = ROW_COUNT;
-
+        -- 2. The leads: the whole chunk in one INSERT ... SELECT, which
+        --    routes each row.  Should it fail because of a row, it is
+        --    tried again in pieces of piece_size leads, and the leads of a
+        --    piece that fails one at a time, each in its own
+        --    subtransaction; a lead that cannot be inserted rejects its row.
         v_failed := false;
-        BEGIN
-            INSERT INTO aimroute.leads (lead_id, received_at, source, brand_code, product_code,
-                                        first_name, last_name, email, phone, address, city,
-                                        state_code, country, postal_code, dealer_number,
-                                        dealer_group, send_to_dealer, comment)
-            OVERRIDING SYSTEM VALUE
-            SELECT c.lead_id, c.received_at, c.source, c.brand_code, c.product_code,
-                   c.first_name, c.last_name, c.email, c.phone, c.address, c.city,
-                   c.state_code, c.country, c.postal_code, c.dealer_number,
-                   c.dealer_group, c.send_to_dealer, c.comment
-              FROM pg_temp.aimroute_staging_chunk c
-             WHERE c.lead_id IS NOT NULL
-             ORDER BY c.staging_id;
-        EXCEPTION WHEN OTHERS THEN
-            IF NOT aimroute.staging_error_is_row_level(SQLSTATE) THEN
-                RAISE;
-            END IF;
-            v_failed := true;
-            v_error := SQLERRM;
-        END;
-
-        -- 4b. The chunk failed as a whole: row by row, so that only the
-        --     rows at fault are rejected.
-        IF v_failed THEN
-            RAISE WARNING 'batch %: inserting a chunk of % leads failed: %', v_batch, v_candidates, v_error
-                USING DETAIL = format('The rows of the chunk (staging_id %s to %s) are inserted one at a time; those that fail are rejected with the error as reason.',
-                                      v_lo, v_hi);
-            FOR r IN SELECT * FROM pg_temp.aimroute_staging_chunk c
-                      WHERE c.lead_id IS NOT NULL ORDER BY c.staging_id
+        FOREACH v_step IN ARRAY ARRAY[0, piece_size, 1] LOOP
+            FOR r IN SELECT coalesce(c.lead_id / nullif(v_step, 0), 0) AS piece
+                       FROM pg_temp.aimroute_staging_chunk c
+                      WHERE c.lead_id IS NOT NULL AND NOT c.inserted
+                      GROUP BY 1 ORDER BY 1
             LOOP
                 BEGIN
                     INSERT INTO aimroute.leads (lead_id, received_at, source, brand_code, product_code,
@@ -476,63 +467,104 @@ BEGIN
                                                 state_code, country, postal_code, dealer_number,
                                                 dealer_group, send_to_dealer, comment)
                     OVERRIDING SYSTEM VALUE
-                    VALUES (r.lead_id, r.received_at, r.source, r.brand_code, r.product_code,
-                            r.first_name, r.last_name, r.email, r.phone, r.address, r.city,
-                            r.state_code, r.country, r.postal_code, r.dealer_number,
-                            r.dealer_group, r.send_to_dealer, r.comment);
+                    SELECT c.lead_id, c.received_at, c.source, c.brand_code, c.product_code,
+                           c.first_name, c.last_name, c.email, c.phone, c.address, c.city,
+                           c.state_code, c.country, c.postal_code, c.dealer_number,
+                           c.dealer_group, c.send_to_dealer, c.comment
+                      FROM pg_temp.aimroute_staging_chunk c
+                     WHERE c.lead_id IS NOT NULL AND NOT c.inserted
+                       AND (v_step = 0 OR c.lead_id / nullif(v_step, 0) = r.piece)
+                     ORDER BY c.staging_id;
+                    IF v_failed THEN
+                        UPDATE pg_temp.aimroute_staging_chunk c SET inserted = true
+                         WHERE c.lead_id IS NOT NULL AND c.lead_id / v_step = r.piece;
+                    END IF;
                 EXCEPTION WHEN OTHERS THEN
                     IF NOT aimroute.staging_error_is_row_level(SQLSTATE) THEN
                         RAISE;
                     END IF;
-                    UPDATE pg_temp.aimroute_staging_chunk c
-                       SET lead_id = NULL,
-                           problems = format('could not become a lead: %s (SQLSTATE %s)', SQLERRM, SQLSTATE)
-                     WHERE c.staging_id = r.staging_id;
+                    IF v_step = 0 THEN
+                        v_failed := true;
+                        RAISE WARNING 'batch %: inserting a chunk of % leads failed: %', v_batch,
+                            (SELECT count(*) FROM pg_temp.aimroute_staging_chunk c WHERE c.lead_id IS NOT NULL),
+                            SQLERRM
+                            USING DETAIL = format('The leads of the chunk (staging_id %s to %s) are inserted again %s at a time, and those of a piece that fails one at a time; a lead that fails rejects its row, with the error as reason.',
+                                                  v_lo, v_hi, piece_size);
+                    ELSIF v_step = 1 THEN
+                        UPDATE pg_temp.aimroute_staging_chunk c
+                           SET lead_id = NULL,
+                               problems = format('could not become a lead: %s (SQLSTATE %s)', SQLERRM, SQLSTATE)
+                         WHERE c.lead_id = r.piece;
+                    END IF;
                 END;
             END LOOP;
+            EXIT WHEN NOT v_failed;
+        END LOOP;
+
+        -- 3. Every row's outcome, in one UPDATE.  A duplicate of a row of
+        --    this chunk gets that row's lead here; one of a row still
+        --    waiting, or rejected in step 2, is settled in step 4.
+        WITH outcome AS (
             UPDATE aimroute.lead_staging s
-               SET status = 'rejected', reason = c.problems, processed_at = v_now
+               SET status = CASE WHEN c.problems IS NOT NULL THEN 'rejected'
+                                 WHEN c.duplicate_of IS NOT NULL THEN 'duplicate'
+                                 ELSE 'processed' END,
+                   lead_id = CASE WHEN c.problems IS NULL
+                                  THEN coalesce(c.lead_id, c.duplicate_lead_id, o.lead_id, o.duplicate_lead_id) END,
+                   duplicate_of = c.duplicate_of,
+                   reason = coalesce(c.problems, c.duplicate_reason),
+                   processed_at = v_now
               FROM pg_temp.aimroute_staging_chunk c
-             WHERE s.staging_id = c.staging_id AND s.staging_id > v_last AND s.staging_id <= v_hi
-               AND s.status IS NULL AND c.problems IS NOT NULL;
-        END IF;
+              LEFT JOIN pg_temp.aimroute_staging_chunk o ON o.staging_id = c.duplicate_of
+             WHERE s.staging_id = c.staging_id AND s.staging_id >= v_lo AND s.staging_id <= v_hi
+            RETURNING s.status)
+        SELECT v_leads + count(*) FILTER (WHERE o.status = 'processed'),
+               v_rejected + count(*) FILTER (WHERE o.status = 'rejected'),
+               v_duplicates + count(*) FILTER (WHERE o.status = 'duplicate')
+          INTO v_leads, v_rejected, v_duplicates
+          FROM outcome o;
+        v_done := v_done + v_rows;
 
-        -- 5. The rows that became leads.
-        UPDATE aimroute.lead_staging s
-           SET status = 'processed', lead_id = c.lead_id, processed_at = v_now
-          FROM pg_temp.aimroute_staging_chunk c
-         WHERE s.staging_id = c.staging_id AND s.staging_id > v_last AND s.staging_id <= v_hi
-           AND c.lead_id IS NOT NULL;
-
-        -- 6. Duplicates waiting for a lead, in any batch: they get the lead
-        --    of the row they duplicate, or its rejection.  Chains take one
-        --    round per link.
+        -- 4. Duplicates waiting for a lead, in any batch, of a row of
+        --    this chunk: they get the lead of the row they duplicate, or
+        --    its rejection.  Then those waiting for one of them, and so on:
+        --    chains take one round per link.
+        v_settled := NULL;
         LOOP
-            UPDATE aimroute.lead_staging d
-               SET lead_id = o.lead_id
-              FROM aimroute.lead_staging o
-             WHERE d.status = 'duplicate' AND d.lead_id IS NULL
-               AND o.staging_id = d.duplicate_of AND o.lead_id IS NOT NULL;
-            GET DIAGNOSTICS v_resolved = ROW_COUNT;
-            UPDATE aimroute.lead_staging d
-               SET status = 'rejected',
-                   reason = format('identical to staging row %s, which was rejected: %s', o.staging_id, o.reason)
-              FROM aimroute.lead_staging o
-             WHERE d.status = 'duplicate' AND d.lead_id IS NULL
-               AND o.staging_id = d.duplicate_of AND o.status = 'rejected';
-            GET DIAGNOSTICS v_rows = ROW_COUNT;
-            EXIT WHEN v_resolved + v_rows = 0;
+            WITH settled AS (
+                UPDATE aimroute.lead_staging d
+                   SET lead_id = o.lead_id,
+                       status = CASE WHEN o.lead_id IS NULL THEN 'rejected' ELSE d.status END,
+                       reason = CASE WHEN o.lead_id IS NULL
+                                     THEN format('identical to staging row %s, which was rejected: %s', o.staging_id, o.reason)
+                                     ELSE d.reason END
+                  FROM aimroute.lead_staging o
+                 WHERE d.duplicate_of >= coalesce(v_settled[1], v_lo)
+                   AND d.duplicate_of <= coalesce(v_settled[cardinality(v_settled)], v_hi)
+                   AND (v_settled IS NULL OR d.duplicate_of = ANY (v_settled))
+                   AND d.status = 'duplicate' AND d.lead_id IS NULL
+                   AND o.staging_id = d.duplicate_of AND (o.lead_id IS NOT NULL OR o.status = 'rejected')
+                RETURNING d.staging_id, d.status)
+            SELECT array_agg(x.staging_id ORDER BY x.staging_id), count(*) FILTER (WHERE x.status = 'rejected')
+              INTO v_settled, v_rows
+              FROM settled x;
+            EXIT WHEN v_settled IS NULL;
+            IF v_rows > 0 THEN
+                -- Rejected with the row they duplicate (rejected in step 2):
+                -- the counts below are taken again.
+                v_failed := true;
+            END IF;
         END LOOP;
 
         -- Progress.
-        SELECT v_done + count(*),
-               v_leads + count(*) FILTER (WHERE s.status = 'processed'),
-               v_rejected + count(*) FILTER (WHERE s.status = 'rejected'),
-               v_duplicates + count(*) FILTER (WHERE s.status = 'duplicate')
-          INTO v_done, v_leads, v_rejected, v_duplicates
-          FROM aimroute.lead_staging s
-         WHERE s.batch_id = v_batch AND s.staging_id > v_last AND s.staging_id <= v_hi
-           AND s.processed_at >= v_started;
+        IF v_failed THEN
+            SELECT count(*) FILTER (WHERE s.status = 'processed'),
+                   count(*) FILTER (WHERE s.status = 'rejected'),
+                   count(*) FILTER (WHERE s.status = 'duplicate')
+              INTO v_leads, v_rejected, v_duplicates
+              FROM aimroute.lead_staging s
+             WHERE s.batch_id = v_batch AND s.staging_id <= v_hi AND s.processed_at >= v_started;
+        END IF;
         RAISE NOTICE 'batch %: % of % rows, % leads, % rejected, % duplicates',
             v_batch, v_done, v_total, v_leads, v_rejected, v_duplicates;
 
@@ -544,13 +576,10 @@ BEGIN
         DROP TABLE pg_temp.aimroute_staging_chunk;
     END IF;
 
-    RETURN QUERY
-        SELECT k.status, count(s.staging_id)
-          FROM (VALUES (1, 'processed'), (2, 'rejected'), (3, 'duplicate')) AS k(n, status)
-          LEFT JOIN aimroute.lead_staging s
-                 ON s.batch_id = v_batch AND s.status = k.status AND s.processed_at >= v_started
-         GROUP BY k.n, k.status
-         ORDER BY k.n;
+    -- The counts of the chunks: what step 3 marked, taken again after a
+    -- chunk where step 4 rejected some of those rows.  (Step 4 of a later
+    -- chunk cannot change them: a row only duplicates earlier rows.)
+    RETURN QUERY VALUES ('processed', v_leads), ('rejected', v_rejected), ('duplicate', v_duplicates);
 END
 $$;
 COMMENT ON FUNCTION aimroute.process_staging(text) IS
