@@ -543,7 +543,7 @@ run_delivery() {
 	worker_cpu=$(awk -v t="$worker_ticks" -v hz="$CLK_TCK" -v s="$seconds" 'BEGIN { printf "%.1f", 100 * t / hz / s }')
 	keep delivery_sink_cpu_pct "$sink_cpu" %
 	keep delivery_worker_cpu_pct "$worker_cpu" %
-	printf '  %-28s %10s msgs/s  %s emails in %s s; queued to delivered p50 %s ms, p99 %s ms\n' \
+	printf '  %-28s %10s msgs/s  %s emails in %s s; sent to delivered p50 %s ms, p99 %s ms\n' \
 		delivery "$rate" "$n" "$seconds" "$p50" "$p99"
 	printf '  %-28s SMTP sink (pid %s) busy %s%% of a core, %.0f µs of CPU a message; delivery worker %s%%, %.0f µs a message%s\n' '' \
 		"$sink" "$sink_cpu" "$(awk -v t="$sink_ticks" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { print 1e6 * t / hz / n }')" \
@@ -714,7 +714,7 @@ run_head_of_line() {
 	keep hol_extra_p99_ms "$extra" ms
 	keep hol_timeout_s "$HANG_TIMEOUT" s
 	keep hol_hung_throughout "$([ "$hung" = t ] && echo 1 || echo 0)" boolean
-	printf '  %-28s %s emails, queued to delivered p50 %s ms, p99 %s ms alone; p50 %s ms, p99 %s ms behind a hanging CRM (timeout %s s): %s ms more at p99%s\n' \
+	printf '  %-28s %s emails, sent to delivered p50 %s ms, p99 %s ms alone; p50 %s ms, p99 %s ms behind a hanging CRM (timeout %s s): %s ms more at p99%s\n' \
 		head-of-line "$n" "$base50" "$base99" "$p50" "$p99" "$HANG_TIMEOUT" "$extra" \
 		"$([ "$hung" = t ] && echo "; the endpoint still hung when the last email went" || echo "; the endpoint had timed out before the last email went")"
 }

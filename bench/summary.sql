@@ -133,7 +133,7 @@ SELECT p.size AS dealers,
  ORDER BY p.size;
 
 \echo 'The workers (aimroute preloaded): delivery = emails queued at once, sent to the loopback SMTP sink,'
-\echo 'per second, and each one''s time from queued to delivered; re-route = overdue leads moved per second,'
+\echo 'per second, and each one''s time from its lead's INSERT to delivered; re-route = overdue leads moved per second,'
 \echo 'and each one''s lag behind its deadline (a burst: the later leads wait for the earlier ones).'
 SELECT p.size AS dealers,
        round(p.delivery::numeric, 1) AS "delivery msgs/s",
@@ -178,7 +178,7 @@ SELECT t.target AS "target", coalesce(t.value, 'not measured (10000 is not in BE
         UNION ALL
         SELECT 6, 'delivery throughput to a loopback SMTP server: no target',
                CASE WHEN p.size IS NOT NULL
-                    THEN format('%s msgs/s; queued to delivered p50 %s ms, p99 %s ms', round(p.delivery::numeric, 1),
+                    THEN format('%s msgs/s; sent to delivered p50 %s ms, p99 %s ms', round(p.delivery::numeric, 1),
                                 round(p.delivery_p50::numeric), round(p.delivery_p99::numeric)) END,
                NULL
           FROM (VALUES (10000)) AS s(size) LEFT JOIN pivot p USING (size)
