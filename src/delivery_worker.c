@@ -76,6 +76,8 @@
 
 #define RESPONSE_MAX	 1000 /* bytes of a server's reply kept */
 #define ENDPOINT_KEY_MAX 256  /* bytes of an endpoint's key kept */
+#define RECORD_BATCH	 32	  /* outcomes recorded together, at most */
+#define RECORD_DELAY_MS	 20	  /* longest an outcome waits for others to be recorded with */
 
 /* One message to send, as delivery_claim() rendered it. */
 typedef struct DeliveryJob
@@ -186,10 +188,11 @@ static MemoryContext worker_context = NULL;
 static CURLM *multi = NULL;
 static List *idle_handles = NIL; /* easy handles to use again */
 static HTAB *endpoints = NULL;
-static List *waiting = NIL;	  /* Transfers claimed, not started, oldest first */
-static List *running = NIL;	  /* Transfers in flight */
-static List *done = NIL;	  /* Transfers ended, not recorded yet */
-static List *cut_short = NIL; /* Transfers a shutdown ended, to be given back */
+static List *waiting = NIL;		/* Transfers claimed, not started, oldest first */
+static List *running = NIL;		/* Transfers in flight */
+static List *done = NIL;		/* Transfers ended, not recorded yet */
+static List *cut_short = NIL;	/* Transfers a shutdown ended, to be given back */
+static bool room_freed = false; /* a transfer ended, and its endpoint has room */
 static WatchedSocket *sockets = NULL;
 static int nsockets = 0;
 static int max_sockets = 0;
@@ -650,6 +653,8 @@ ForgetTransfer(Transfer *t)
 	MemoryContextSwitchTo(old);
 	t->easy = NULL;
 	t->endpoint->running--;
+	if (t->endpoint->running + t->endpoint->waiting < delivery_endpoint_concurrency)
+		room_freed = true;
 	running = list_delete_ptr(running, t);
 }
 
@@ -1383,9 +1388,11 @@ TakeBack(void)
  * claims as many as there are free slots (and at most
  * aimroute.delivery_endpoint_concurrency at a time, so that a claim never
  * gives one endpoint more than twice its share), starts them, and waits on
- * the latch and the transfers' sockets; each transfer that ends frees a
- * slot, which the next claim fills, so that a message never waits for
- * another to an endpoint that hangs.  Returns the seconds until the next
+ * the latch and the transfers' sockets.  A transfer that ends frees a slot
+ * of its endpoint, which the next claim fills, so that a message never
+ * waits for another to an endpoint that hangs.  The outcomes are recorded
+ * together: RECORD_BATCH of them, or what ended RECORD_DELAY_MS after the
+ * first, or all when nothing else runs.  Returns the seconds until the next
  * message falls due (-1: none), as NextDue.
  */
 static double
@@ -1394,11 +1401,13 @@ Deliver(bool *missing)
 	bool claim = true;
 	double next = 0;
 	TimestampTz look_again = 0;
+	TimestampTz record_by = 0;
 
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) delivery_concurrency + 16);
 	for (;;)
 	{
-		long wait_ms;
+		TimestampTz now;
+		TimestampTz wake_at;
 
 		if (ProcDiePending)
 			StopSending();
@@ -1408,7 +1417,18 @@ Deliver(bool *missing)
 			ProcessConfigFile(PGC_SIGHUP);
 			curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) delivery_concurrency + 16);
 		}
-		if (!claim && GetCurrentTimestamp() >= look_again)
+		now = GetCurrentTimestamp();
+		if (done != NIL)
+		{
+			if (record_by == 0)
+				record_by = TimestampTzPlusMilliseconds(now, RECORD_DELAY_MS);
+			if (list_length(done) >= RECORD_BATCH || running == NIL || now >= record_by)
+			{
+				RecordDone();
+				record_by = 0;
+			}
+		}
+		if (!claim && now >= look_again)
 			claim = true;
 		if (claim && list_length(running) < delivery_concurrency)
 		{
@@ -1419,8 +1439,8 @@ Deliver(bool *missing)
 			{
 				/*
 				 * All claimed that could be: look again when the next
-				 * message falls due, when a transfer ends or the latch is
-				 * set.  Still due right after the claim: a row another
+				 * message falls due, when a slot frees or the latch is set.
+				 * Still due right after the claim: a row another
 				 * transaction holds (SKIP LOCKED), or one of a full
 				 * endpoint; look again in a second, not at once.
 				 */
@@ -1433,24 +1453,42 @@ Deliver(bool *missing)
 														 : next == 0 ? 1000L
 																	 : (long) (next * 1000) + 1);
 			}
+			StartWaiting();
+			if (claim && waiting != NIL)
+			{
+				/*
+				 * A message claimed waits for a slot of its endpoint, whose
+				 * messages are probably the next due: claim again when a
+				 * slot frees or the latch is set (a second at the latest),
+				 * not at once, or the claim would go through them for
+				 * nothing.
+				 */
+				claim = false;
+				look_again = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000L);
+			}
+			/* A full claim: there may be more to claim for the free slots. */
+			if (claim && list_length(running) < delivery_concurrency)
+				continue;
 		}
 		StartWaiting();
-		if (running == NIL && waiting == NIL && done == NIL && !claim)
+		if (running == NIL && waiting == NIL && !claim)
 			break;
-		wait_ms = 0;
-		if (!claim && done == NIL)
+
+		/* Wait for a transfer, the latch, the next look or the record. */
+		wake_at = claim ? TimestampTzPlusMilliseconds(now, delivery_naptime * 1000L) : look_again;
+		if (record_by != 0)
+			wake_at = Min(wake_at, record_by);
 		{
 			long secs;
 			int usecs;
 
-			TimestampDifference(GetCurrentTimestamp(), look_again, &secs, &usecs);
-			wait_ms = secs * 1000L + (usecs + 999) / 1000;
+			TimestampDifference(now, wake_at, &secs, &usecs);
+			if (WaitForTransfers(secs * 1000L + (usecs + 999) / 1000))
+				claim = true;
 		}
-		if (WaitForTransfers(wait_ms))
-			claim = true;
-		if (done != NIL)
+		if (room_freed)
 		{
-			RecordDone();
+			room_freed = false;
 			claim = true;
 		}
 	}
