@@ -1483,6 +1483,8 @@ Deliver(bool *missing)
 			int usecs;
 
 			TimestampDifference(now, wake_at, &secs, &usecs);
+			pgstat_report_activity(running != NIL ? STATE_RUNNING : STATE_IDLE,
+								   running != NIL ? "aimroute: sending messages" : NULL);
 			if (WaitForTransfers(secs * 1000L + (usecs + 999) / 1000))
 				claim = true;
 		}
