@@ -11,6 +11,9 @@
 #      has more requests open at once than
 #      aimroute.delivery_endpoint_concurrency (seen by the sink itself), and
 #      a new limit applies after a reload.
+#   c. A fast restart while transfers run, one of them hanging: the worker
+#      stops at once and gives the messages back, sent again after the
+#      restart as the same attempts.
 #
 # The sinks are real servers on loopback (t/lib/DeliverySinks.pm).  No
 # timing is asserted: what shows the property is the order of events.
@@ -22,6 +25,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 
 use DeliverySinks;
 use Placement;
@@ -158,6 +162,43 @@ ok( $node->poll_query_until(
 @requests = @{ read_log($slow, 'request') };
 ($most) = sort { $b <=> $a } map { $_->{requests_open} } @requests[ $before .. $#requests ];
 is($most, 5, 'the worker read the new limit: 5 requests open at most, and 5 at a time');
+
+### c. A fast shutdown while a transfer hangs and others run: the worker
+### gives the messages back at once, the hanging one as the same attempt.
+$hanging = (leads('49757', 1))[0];
+$hang_message = $node->safe_psql('app',
+	"SELECT message_id FROM aimroute.outbox WHERE lead_id = $hanging AND role = 'adf_http'");
+ok( defined wait_for_log(
+		$hang, sub { scalar(grep { $_->{event} eq 'request' } @{ $_[0] }) >= 3 }),
+	'a third hanging request is held by the silent endpoint');
+my $slow_before = scalar @{ read_log($slow, 'request') };
+@slow_leads = leads('33101', 5);
+ok(defined wait_for_log($slow, sub { scalar(grep { $_->{event} eq 'request' } @{ $_[0] }) > $slow_before }),
+	'and the slow endpoint has requests of five more');
+my $stop_started = time;
+$node->restart;
+cmp_ok(time - $stop_started, '<', $timeout,
+	'the restart did not wait for the hanging transfer (its timeout is 20 s)');
+$list = join(',', @slow_leads);
+ok( $node->poll_query_until(
+		'app',
+		"SELECT count(*) = 5 FROM aimroute.outbox WHERE lead_id IN ($list) AND status = 'delivered'"),
+	'after the restart the slow endpoint\'s five are delivered');
+ok( defined wait_for_log(
+		$hang, sub { scalar(grep { $_->{event} eq 'request' } @{ $_[0] }) >= 4 }),
+	'and the hanging message is sent again');
+is( $node->safe_psql(
+		'app',
+		"SELECT attempts || ' ' || (SELECT count(*) FROM aimroute.delivery_attempt_log a WHERE a.message_id = o.message_id)"
+		  . " FROM aimroute.outbox o WHERE message_id = $hang_message"),
+	'1 0',
+	'as its first attempt again: given back at the shutdown, not Interrupted');
+is( $node->safe_psql(
+		'app',
+		"SELECT count(*) FROM aimroute.delivery_attempt_log a JOIN aimroute.outbox o USING (message_id)"
+		  . " WHERE o.lead_id IN ($list) AND a.outcome <> 'Delivered'"),
+	'0',
+	'the slow endpoint\'s messages cut short were given back too: no attempt but Delivered');
 
 $node->stop;
 done_testing();
