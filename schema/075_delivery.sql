@@ -589,7 +589,10 @@ GRANT EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.s
 --
 -- The messages of full_endpoints (delivery_endpoint) are not claimed: the
 -- worker's slots for those endpoints are all taken, and their messages
--- stay queued rather than hold slots of the others.
+-- stay queued rather than hold slots of the others.  Nor are the messages
+-- held: the worker's own, still being sent or waiting for a slot, whose
+-- lease may have run out meanwhile (a lease shorter than
+-- aimroute.delivery_timeout): they are not sent twice at once.
 --
 -- A message whose claim raises does not stop the others (SPEC section 8):
 -- it is set aside (aimroute.set_aside_items, 055_set_aside.sql) with its
@@ -599,7 +602,7 @@ GRANT EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.s
 -- message.  Set-aside rows of messages no longer waiting are removed.
 --
 CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval,
-                                        full_endpoints text[] DEFAULT '{}')
+                                        full_endpoints text[] DEFAULT '{}', held bigint[] DEFAULT '{}')
 RETURNS SETOF aimroute.delivery_job
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -646,6 +649,7 @@ BEGIN
                                            AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
                         AND (coalesce(cardinality(full_endpoints), 0) = 0
                              OR aimroute.delivery_endpoint(o, s) <> ALL (full_endpoints))
+                        AND (coalesce(cardinality(held), 0) = 0 OR o.message_id <> ALL (held))
                       ORDER BY o.due_at, o.message_id
                       LIMIT max_messages
                       FOR UPDATE SKIP LOCKED
@@ -692,10 +696,10 @@ BEGIN
     RETURN QUERY SELECT * FROM unnest(jobs);
 END
 $$;
-COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval, text[]) IS
-    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval, none to the endpoints listed (aimroute.delivery_endpoint); a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
-REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[]) TO aimroute_admin;
+COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) IS
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval, none to the endpoints listed (aimroute.delivery_endpoint) and none of the messages held (the worker''s own, still being sent); a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) TO aimroute_admin;
 
 --
 -- delivery_take_back: a delivery worker that starts takes back at once what

@@ -210,6 +210,7 @@ static int ClaimBatch(int max_messages);
 static void EndpointKey(const char *url, char *key);
 static Endpoint *EndpointOf(const char *url);
 static Datum FullEndpoints(void);
+static Datum HeldMessages(void);
 static void StartWaiting(void);
 static void StartTransfer(Transfer *t);
 static void FinishTransfer(Transfer *t, CURLcode rc);
@@ -266,7 +267,7 @@ DeliveryWorkerInit(void)
 		600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"aimroute.delivery_lease", "How long a claimed message is the delivery worker's.",
-		"A worker that stops between sending a message and recording the outcome leaves it claimed; the restarted worker takes it back at once and sends it again, with the same Message-ID.  The lease bounds only a claim nobody takes back; the worker leases for twice aimroute.delivery_timeout and 10 seconds at least.",
+		"A worker that stops between sending a message and recording the outcome leaves it claimed; the restarted worker takes it back at once and sends it again, with the same Message-ID.  The lease bounds only a claim nobody takes back.",
 		&delivery_lease, 300, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"aimroute.delivery_concurrency", "Messages the delivery worker sends at once, at most.",
@@ -385,11 +386,9 @@ CopyColumn(HeapTuple row, TupleDesc desc, int column, MemoryContext context)
  * ClaimBatch claims up to max_messages due messages, skipping those of the
  * endpoints whose slots are all taken, and queues them as Transfers waiting
  * for a slot; the claim is committed when it returns.  Returns how many
- * rows the claim returned.
- *
- * The lease is twice aimroute.delivery_timeout and 10 seconds at least,
- * longer than a message waits for its slot and is sent: the worker never
- * claims again a message it still holds.
+ * rows the claim returned.  The messages the worker holds are not claimed
+ * again, even when their lease ran out while they were being sent (a lease
+ * shorter than aimroute.delivery_timeout).
  */
 static int
 ClaimBatch(int max_messages)
@@ -397,14 +396,14 @@ ClaimBatch(int max_messages)
 	static const char *const sql =
 		"SELECT message_id, attempt, transport, url, mail_from, recipient, username, password,"
 		" content_type, message_key, payload"
-		" FROM aimroute.delivery_claim($1, make_interval(secs => $2), $3)";
+		" FROM aimroute.delivery_claim($1, make_interval(secs => $2), $3, $4)";
 	/* A database not updated to 0.2.0 has the claim without endpoints. */
 	static const char *const old_sql =
 		"SELECT message_id, attempt, transport, url, mail_from, recipient, username, password,"
 		" content_type, message_key, payload"
 		" FROM aimroute.delivery_claim($1, make_interval(secs => $2))";
-	Oid types[3] = { INT4OID, FLOAT8OID, TEXTARRAYOID };
-	Datum args[3];
+	Oid types[4] = { INT4OID, FLOAT8OID, TEXTARRAYOID, INT8ARRAYOID };
+	Datum args[4];
 	bool with_endpoints;
 	uint64 claimed;
 
@@ -415,9 +414,10 @@ ClaimBatch(int max_messages)
 	}
 	with_endpoints = WorkerHasFunction("delivery_endpoint");
 	args[0] = Int32GetDatum(max_messages);
-	args[1] = Float8GetDatum((double) Max(delivery_lease, 2 * delivery_timeout + 10));
+	args[1] = Float8GetDatum((double) delivery_lease);
 	args[2] = FullEndpoints();
-	if (SPI_execute_with_args(with_endpoints ? sql : old_sql, with_endpoints ? 3 : 2, types, args,
+	args[3] = HeldMessages();
+	if (SPI_execute_with_args(with_endpoints ? sql : old_sql, with_endpoints ? 4 : 2, types, args,
 							  NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "delivery worker: could not claim messages");
 	claimed = SPI_processed;
@@ -529,6 +529,25 @@ FullEndpoints(void)
 		if (e->running + e->waiting >= delivery_endpoint_concurrency)
 			keys[n++] = CStringGetTextDatum(e->key);
 	return PointerGetDatum(construct_array(keys, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * HeldMessages returns, as a bigint[] Datum, the messages the worker holds:
+ * being sent, waiting for a slot, or sent and waiting to be recorded.
+ */
+static Datum
+HeldMessages(void)
+{
+	List *lists[3] = { running, waiting, done };
+	Datum *ids = palloc(sizeof(Datum) *
+						Max(1, list_length(running) + list_length(waiting) + list_length(done)));
+	int n = 0;
+	ListCell *lc;
+
+	for (size_t i = 0; i < lengthof(lists); i++)
+		foreach (lc, lists[i])
+			ids[n++] = Int64GetDatum(((Transfer *) lfirst(lc))->job.message_id);
+	return PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /*

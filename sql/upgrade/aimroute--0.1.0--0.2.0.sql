@@ -1075,7 +1075,8 @@ $$;
 -- multi: the delivery worker sends many messages at once (issue 16), at
 -- most aimroute.delivery_endpoint_concurrency to one endpoint; its claim
 -- skips the messages of the endpoints whose slots are all taken
--- (aimroute.delivery_endpoint), so a new argument of delivery_claim.
+-- (aimroute.delivery_endpoint) and the messages it still sends, so two new
+-- arguments of delivery_claim.
 DROP FUNCTION aimroute.delivery_claim(integer, interval);
 CREATE FUNCTION aimroute.delivery_endpoint(m aimroute.outbox, s aimroute.settings) RETURNS text
     LANGUAGE sql IMMUTABLE
@@ -1090,7 +1091,7 @@ REVOKE EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.
 GRANT EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) TO aimroute_admin;
 
 CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval,
-                                        full_endpoints text[] DEFAULT '{}')
+                                        full_endpoints text[] DEFAULT '{}', held bigint[] DEFAULT '{}')
 RETURNS SETOF aimroute.delivery_job
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -1137,6 +1138,7 @@ BEGIN
                                            AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
                         AND (coalesce(cardinality(full_endpoints), 0) = 0
                              OR aimroute.delivery_endpoint(o, s) <> ALL (full_endpoints))
+                        AND (coalesce(cardinality(held), 0) = 0 OR o.message_id <> ALL (held))
                       ORDER BY o.due_at, o.message_id
                       LIMIT max_messages
                       FOR UPDATE SKIP LOCKED
@@ -1183,10 +1185,10 @@ BEGIN
     RETURN QUERY SELECT * FROM unnest(jobs);
 END
 $$;
-COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval, text[]) IS
-    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval, none to the endpoints listed (aimroute.delivery_endpoint); a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
-REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[]) TO aimroute_admin;
+COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) IS
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval, none to the endpoints listed (aimroute.delivery_endpoint) and none of the messages held (the worker''s own, still being sent); a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) TO aimroute_admin;
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
