@@ -1420,6 +1420,7 @@ Deliver(bool *missing)
 	bool claim = true;
 	double next = 0;
 	TimestampTz look_again = 0;
+	TimestampTz quiet_until = 0;
 	TimestampTz record_by = 0;
 
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) delivery_concurrency + 16);
@@ -1454,7 +1455,9 @@ Deliver(bool *missing)
 			int wanted = Min(Min(delivery_batch_size, delivery_endpoint_concurrency),
 							 delivery_concurrency - list_length(running));
 
-			if (ClaimBatch(wanted) < wanted)
+			int claimed = ClaimBatch(wanted);
+
+			if (claimed < wanted)
 			{
 				/*
 				 * All claimed that could be: look again when the next
@@ -1471,6 +1474,15 @@ Deliver(bool *missing)
 														 next < 0	 ? delivery_naptime * 1000L
 														 : next == 0 ? 1000L
 																	 : (long) (next * 1000) + 1);
+				/*
+				 * Nothing claimed though messages are due: they are all of
+				 * full endpoints (or locked), and finding that out went
+				 * through them all.  New messages (the latch) do not make
+				 * the worker go through them again before the next look; a
+				 * slot that frees does.
+				 */
+				if (claimed == 0 && next == 0)
+					quiet_until = look_again;
 			}
 			StartWaiting();
 			if (claim && waiting != NIL)
@@ -1504,7 +1516,8 @@ Deliver(bool *missing)
 			TimestampDifference(now, wake_at, &secs, &usecs);
 			pgstat_report_activity(running != NIL ? STATE_RUNNING : STATE_IDLE,
 								   running != NIL ? "aimroute: sending messages" : NULL);
-			if (WaitForTransfers(secs * 1000L + (usecs + 999) / 1000))
+			if (WaitForTransfers(secs * 1000L + (usecs + 999) / 1000) &&
+				GetCurrentTimestamp() >= quiet_until)
 				claim = true;
 		}
 		if (room_freed)
