@@ -257,10 +257,10 @@ DeliveryWorkerInit(void)
 		"aimroute.delivery_naptime", "Longest sleep of the delivery worker between rounds.",
 		"It also wakes when a message falls due and when a lead is queued.", &delivery_naptime, 10,
 		1, 3600, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable(
-		"aimroute.delivery_batch_size", "Messages the delivery worker claims at a time, at most.",
-		"A claim also takes no more than the free transfer slots, nor more than aimroute.delivery_endpoint_concurrency.",
-		&delivery_batch_size, 50, 1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("aimroute.delivery_batch_size",
+							"Messages the delivery worker claims at a time, at most.",
+							"A claim also takes no more than the free transfer slots.",
+							&delivery_batch_size, 50, 1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable(
 		"aimroute.delivery_timeout", "Longest time one SMTP or HTTP send may take.",
 		"A send that takes longer fails and is retried on the schedule.", &delivery_timeout, 30, 1,
@@ -1404,9 +1404,9 @@ TakeBack(void)
 
 /*
  * Deliver sends due messages until none is due and no transfer runs: it
- * claims as many as there are free slots (and at most
- * aimroute.delivery_endpoint_concurrency at a time, so that a claim never
- * gives one endpoint more than twice its share), starts them, and waits on
+ * claims as many as there are free transfer slots (those beyond their
+ * endpoint's slots wait in the worker for one of them, not for the
+ * others), starts them, and waits on
  * the latch and the transfers' sockets.  A transfer that ends frees a slot
  * of its endpoint, which the next claim fills, so that a message never
  * waits for another to an endpoint that hangs.  The outcomes are recorded
@@ -1452,8 +1452,7 @@ Deliver(bool *missing)
 			claim = true;
 		if (claim && list_length(running) < delivery_concurrency)
 		{
-			int wanted = Min(Min(delivery_batch_size, delivery_endpoint_concurrency),
-							 delivery_concurrency - list_length(running));
+			int wanted = Min(delivery_batch_size, delivery_concurrency - list_length(running));
 
 			int claimed = ClaimBatch(wanted);
 
