@@ -9,8 +9,9 @@
 # a fresh database, 50 dealers with one 'Leads: Emails To' contact each;
 # then a burst of BENCH_DELIVERY_MESSAGES leads, pre-assigned to those
 # dealers, in one transaction: one email each.  The rate is delivered
-# messages / (last finished_at - last queued_at), as bench/run.sh measures
-# it.  The sinks:
+# messages / (last finished_at - the burst's commit), and the delays
+# finished_at - the commit: a build that makes the messages in the worker
+# (the lead as the queue) is measured from the same moment.  The sinks:
 #   aiosmtpd  test/servers/smtp_sink.py (Python, one process, JSON log);
 #   postfix   Debian's Postfix (apt-get install postfix), configured in
 #             bench/.delivery/postfix-* (its own config_directory and
@@ -151,19 +152,26 @@ create_database() {
 	done
 }
 
-# burst N: N leads in one transaction, one email each; prints the largest message_id before them.
+# burst N: N leads in one transaction, one email each; prints the largest
+# message_id before them and, after a "|", the time the transaction
+# committed (a build that makes the messages later, in the worker, gives
+# them a later queued_at: the rate and delays count from the commit).
 burst() {
-	sql "SELECT coalesce(max(message_id), 0) FROM aimroute.outbox"
+	local first
+	first=$(sql "SELECT coalesce(max(message_id), 0) FROM aimroute.outbox")
 	sql "INSERT INTO aimroute.leads (brand_code, first_name, last_name, email, country, postal_code, dealer_number)
 	     SELECT 'DB', 'Burst', 'Lead ' || g, 'burst' || g || '@example.com', 'US', '60601', 'D' || (1 + g % 50)
 	       FROM generate_series(1, $1) g" >/dev/null
+	echo "$first|$(sql "SELECT clock_timestamp()")"
 }
 
-# wait_sent FIRST: wait until no message above FIRST is queued or being sent.
+# wait_sent FIRST N: wait until N messages above FIRST are delivered and none is queued or being sent.
 wait_sent() {
 	local i
 	for ((i = 0; ; i++)); do
-		[ "$(sql "SELECT count(*) FROM aimroute.outbox WHERE message_id > $1 AND status IN ('queued', 'sending')")" = 0 ] && return
+		[ "$(sql "SELECT count(*) FILTER (WHERE status IN ('queued', 'sending')) = 0
+		                AND count(*) FILTER (WHERE status = 'delivered') >= $2
+		           FROM aimroute.outbox WHERE message_id > $1")" = t ] && return
 		[ "$i" -lt 3000 ] || die "the burst was not sent within 300 s (SELECT status, count(*) FROM aimroute.outbox GROUP BY 1)"
 		sleep 0.1
 	done
@@ -288,22 +296,22 @@ measure() {
 	local build=$1 sink=$2 r first rate p50 p99 seconds sink0 sink1 worker0 worker1 wpid rows=()
 	"start_$sink"
 	sql "UPDATE aimroute.settings SET smtp_url = '$SINK_URL'" >/dev/null
-	first=$(burst 20) # warm-up: plans, connections
-	wait_sent "$first"
+	IFS='|' read -r first committed < <(burst 20) # warm-up: plans, connections
+	wait_sent "$first" 20
 	wpid=$(worker_pid)
 	for ((r = 1; r <= ROUNDS; r++)); do
 		sink0=$(cpu_seconds $(sink_pids))
 		worker0=$(cpu_seconds "$wpid")
-		first=$(burst "$MESSAGES")
-		wait_sent "$first"
+		IFS='|' read -r first committed < <(burst "$MESSAGES")
+		wait_sent "$first" "$MESSAGES"
 		sink1=$(cpu_seconds $(sink_pids))
 		worker1=$(cpu_seconds "$wpid")
 		IFS='|' read -r rate seconds p50 p99 < <(sql "
 			SELECT round(count(*) FILTER (WHERE status = 'delivered')
-			             / extract(epoch FROM max(finished_at) - max(queued_at))::numeric, 1),
-			       round(extract(epoch FROM max(finished_at) - max(queued_at))::numeric, 2),
-			       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - queued_at) * 1000)::numeric),
-			       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - queued_at) * 1000)::numeric)
+			             / extract(epoch FROM max(finished_at) - '$committed'::timestamptz)::numeric, 1),
+			       round(extract(epoch FROM max(finished_at) - '$committed'::timestamptz)::numeric, 2),
+			       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - '$committed'::timestamptz) * 1000)::numeric),
+			       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - '$committed'::timestamptz) * 1000)::numeric)
 			  FROM aimroute.outbox WHERE message_id > $first")
 		[ "$(sql "SELECT count(*) FROM aimroute.outbox WHERE message_id > $first AND status = 'delivered'")" = "$MESSAGES" ] ||
 			die "$build/$sink: not every message was delivered: $(sql "SELECT string_agg(DISTINCT coalesce(last_response, status), '; ') FROM aimroute.outbox WHERE message_id > $first AND status <> 'delivered'")"
@@ -344,5 +352,5 @@ for row in "${RESULTS[@]}"; do
 		"$(awk -v r="$rate" -v t="$TARGET" 'BEGIN { printf "%.2f", r / t }')" "$p50" "$p99" "$sink_cpu" \
 		"$(awk -v c="$sink_cpu" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / s }')" "$worker_cpu"
 done
-echo "msgs/s: delivered / (last finished_at - last queued_at); sink CPU %: the sink's CPU seconds over those seconds"
+echo "msgs/s: delivered / (last finished_at - the burst's commit); p50/p99: finished_at - the commit; sink CPU %: the sink's CPU seconds over those seconds"
 echo "(100% = one core busy all along: that sink is the bottleneck).  Machine: $(nproc) cores, $(uname -r)."
