@@ -774,10 +774,36 @@ REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute
 GRANT EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval) TO aimroute_admin;
 
 --
+-- delivery_endpoint: where a message goes, as the delivery worker counts
+-- its transfers (internal): the scheme and authority of the URL it is sent
+-- to (the SMTP server, the push gateway, a CRM's HTTP host and port), in
+-- lower case; '' when there is none.  src/delivery_worker.c computes the
+-- same key from the URL of the rendered message.
+--
+CREATE FUNCTION aimroute.delivery_endpoint(m aimroute.outbox, s aimroute.settings) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN coalesce(lower(substring(CASE WHEN m.method = 'mobile' THEN s.push_gateway_url
+                                         WHEN m.method = 'crm' AND m.role <> 'adf_email' THEN m.recipient
+                                         ELSE s.smtp_url END
+                                    FROM '^[^:/?#]+://[^/?#]*')), '');
+COMMENT ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) IS
+    'Where the delivery worker sends a message, as it counts its transfers per endpoint (aimroute.delivery_endpoint_concurrency): the URL''s scheme and authority, in lower case. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) TO aimroute_admin;
+
+--
 -- delivery_claim: the worker's claim of up to max_messages due messages,
 -- under a lease (delivery_claim_one), rendered.  First it records again
 -- the outcomes whose recording failed (set aside at step 'record': those
 -- messages were sent, and are never sent again for that attempt).
+--
+-- The messages of full_endpoints (delivery_endpoint) are not claimed: the
+-- worker's slots for those endpoints are all taken, and their messages
+-- stay queued rather than hold slots of the others.  Nor are the messages
+-- held: the worker's own, still being sent or waiting for a slot, whose
+-- lease may have run out meanwhile (a lease shorter than
+-- aimroute.delivery_timeout): they are not sent twice at once.
 --
 -- A message whose claim raises does not stop the others (SPEC section 8):
 -- it is set aside (aimroute.set_aside_items, 055_set_aside.sql) with its
@@ -786,7 +812,8 @@ GRANT EXECUTE ON FUNCTION aimroute.delivery_claim_one(aimroute.outbox, aimroute.
 -- whole first, in one subtransaction, and only after a failure message by
 -- message.  Set-aside rows of messages no longer waiting are removed.
 --
-CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval)
+CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval,
+                                        full_endpoints text[] DEFAULT '{}', held bigint[] DEFAULT '{}')
 RETURNS SETOF aimroute.delivery_job
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -831,6 +858,9 @@ BEGIN
                         AND NOT EXISTS (SELECT FROM aimroute.set_aside_items x
                                          WHERE x.kind = 'message' AND x.item_id = o.message_id
                                            AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
+                        AND (coalesce(cardinality(full_endpoints), 0) = 0
+                             OR aimroute.delivery_endpoint(o, s) <> ALL (full_endpoints))
+                        AND (coalesce(cardinality(held), 0) = 0 OR o.message_id <> ALL (held))
                       ORDER BY o.due_at, o.message_id
                       LIMIT max_messages
                       FOR UPDATE SKIP LOCKED
@@ -877,10 +907,10 @@ BEGIN
     RETURN QUERY SELECT * FROM unnest(jobs);
 END
 $$;
-COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
-    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval; a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
-REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval) TO aimroute_admin;
+COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) IS
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval, none to the endpoints listed (aimroute.delivery_endpoint) and none of the messages held (the worker''s own, still being sent); a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) TO aimroute_admin;
 
 --
 -- delivery_take_back: a delivery worker that starts takes back at once what

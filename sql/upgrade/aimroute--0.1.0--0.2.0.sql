@@ -552,99 +552,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval)
-RETURNS SETOF aimroute.delivery_job
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s aimroute.settings;
-    m aimroute.outbox;
-    f aimroute.set_aside_items;
-    j aimroute.delivery_job;
-    jobs aimroute.delivery_job[] := '{}';
-    claimed bigint[] := '{}';
-    whole boolean := true;
-    e_code text;
-    e_message text;
-    e_detail text;
-    e_hint text;
-    e_context text;
-BEGIN
-    SELECT * INTO s FROM aimroute.settings;
-    -- delivery_record sets the message aside again when it fails again.
-    FOR f IN SELECT * FROM aimroute.set_aside_items x
-              WHERE x.kind = 'message' AND x.step = 'record' AND x.retry_at <= clock_timestamp()
-              ORDER BY x.retry_at
-              FOR UPDATE SKIP LOCKED
-    LOOP
-        PERFORM aimroute.delivery_record(f.item_id, (f.send_result ->> 'attempt')::integer,
-                                         (f.send_result ->> 'curl_code')::integer,
-                                         (f.send_result ->> 'response_code')::integer,
-                                         f.send_result ->> 'response', f.send_result ->> 'smtp_command');
-    END LOOP;
-    DELETE FROM aimroute.set_aside_items x
-     WHERE x.kind = 'message'
-       AND NOT EXISTS (SELECT FROM aimroute.outbox o
-                        WHERE o.message_id = x.item_id AND o.status IN ('queued', 'sending'));
-
-    LOOP
-        BEGIN
-            jobs := '{}';
-            claimed := '{}';
-            FOR m IN SELECT * FROM aimroute.outbox o
-                      WHERE o.status IN ('queued', 'sending') AND o.due_at <= clock_timestamp()
-                        AND NOT EXISTS (SELECT FROM aimroute.set_aside_items x
-                                         WHERE x.kind = 'message' AND x.item_id = o.message_id
-                                           AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
-                      ORDER BY o.due_at, o.message_id
-                      LIMIT max_messages
-                      FOR UPDATE SKIP LOCKED
-            LOOP
-                IF whole THEN
-                    j := aimroute.delivery_claim_one(m, s, lease);
-                ELSE
-                    BEGIN
-                        j := aimroute.delivery_claim_one(m, s, lease);
-                    EXCEPTION WHEN OTHERS THEN
-                        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-                            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
-                            e_context = PG_EXCEPTION_CONTEXT;
-                        PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'claim', e_code, e_message,
-                                                   e_detail, e_hint, e_context);
-                        -- Shown in delivery_attempts, when the log takes it.
-                        BEGIN
-                            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
-                            VALUES (m.message_id, m.attempts + 1, 'Set aside',
-                                    left('not sent: preparing it failed: ' || e_message, 2000));
-                        EXCEPTION WHEN OTHERS THEN
-                            NULL;
-                        END;
-                        CONTINUE;
-                    END;
-                END IF;
-                claimed := claimed || m.message_id;
-                IF j.message_id IS NOT NULL THEN
-                    jobs := jobs || j;
-                END IF;
-            END LOOP;
-            EXIT;
-        EXCEPTION WHEN OTHERS THEN
-            -- Not a message's own error (a bad max_messages, say): the caller's.
-            IF NOT whole THEN
-                RAISE;
-            END IF;
-            whole := false;
-        END;
-    END LOOP;
-    IF cardinality(claimed) > 0 THEN
-        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = ANY (claimed);
-    END IF;
-    RETURN QUERY SELECT * FROM unnest(jobs);
-END
-$$;
-COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval) IS
-    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval; a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+-- (aimroute.delivery_claim(): its 0.2.0 text is set once, in the multi section below.)
 
 CREATE OR REPLACE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
                                          response_code integer, response text,
@@ -1822,6 +1730,124 @@ END
 $$;
 COMMENT ON FUNCTION aimroute.process_staging(text) IS
     'Bulk import: validates every unprocessed row of a batch of aimroute.lead_staging, inserts the valid ones into aimroute.leads (routing them) and marks each row processed, rejected or duplicate; returns how many rows of this call ended in each status.';
+
+-- multi: the delivery worker sends many messages at once (issue 16), at
+-- most aimroute.delivery_endpoint_concurrency to one endpoint; its claim
+-- skips the messages of the endpoints whose slots are all taken
+-- (aimroute.delivery_endpoint) and the messages it still sends, so two new
+-- arguments of delivery_claim.
+DROP FUNCTION aimroute.delivery_claim(integer, interval);
+CREATE FUNCTION aimroute.delivery_endpoint(m aimroute.outbox, s aimroute.settings) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN coalesce(lower(substring(CASE WHEN m.method = 'mobile' THEN s.push_gateway_url
+                                         WHEN m.method = 'crm' AND m.role <> 'adf_email' THEN m.recipient
+                                         ELSE s.smtp_url END
+                                    FROM '^[^:/?#]+://[^/?#]*')), '');
+COMMENT ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) IS
+    'Where the delivery worker sends a message, as it counts its transfers per endpoint (aimroute.delivery_endpoint_concurrency): the URL''s scheme and authority, in lower case. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_endpoint(aimroute.outbox, aimroute.settings) TO aimroute_admin;
+
+CREATE FUNCTION aimroute.delivery_claim(max_messages integer, lease interval,
+                                        full_endpoints text[] DEFAULT '{}', held bigint[] DEFAULT '{}')
+RETURNS SETOF aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    m aimroute.outbox;
+    f aimroute.set_aside_items;
+    j aimroute.delivery_job;
+    jobs aimroute.delivery_job[] := '{}';
+    claimed bigint[] := '{}';
+    whole boolean := true;
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    -- delivery_record sets the message aside again when it fails again.
+    FOR f IN SELECT * FROM aimroute.set_aside_items x
+              WHERE x.kind = 'message' AND x.step = 'record' AND x.retry_at <= clock_timestamp()
+              ORDER BY x.retry_at
+              FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM aimroute.delivery_record(f.item_id, (f.send_result ->> 'attempt')::integer,
+                                         (f.send_result ->> 'curl_code')::integer,
+                                         (f.send_result ->> 'response_code')::integer,
+                                         f.send_result ->> 'response', f.send_result ->> 'smtp_command');
+    END LOOP;
+    DELETE FROM aimroute.set_aside_items x
+     WHERE x.kind = 'message'
+       AND NOT EXISTS (SELECT FROM aimroute.outbox o
+                        WHERE o.message_id = x.item_id AND o.status IN ('queued', 'sending'));
+
+    LOOP
+        BEGIN
+            jobs := '{}';
+            claimed := '{}';
+            FOR m IN SELECT * FROM aimroute.outbox o
+                      WHERE o.status IN ('queued', 'sending') AND o.due_at <= clock_timestamp()
+                        AND NOT EXISTS (SELECT FROM aimroute.set_aside_items x
+                                         WHERE x.kind = 'message' AND x.item_id = o.message_id
+                                           AND (x.retry_at > clock_timestamp() OR x.step = 'record'))
+                        AND (coalesce(cardinality(full_endpoints), 0) = 0
+                             OR aimroute.delivery_endpoint(o, s) <> ALL (full_endpoints))
+                        AND (coalesce(cardinality(held), 0) = 0 OR o.message_id <> ALL (held))
+                      ORDER BY o.due_at, o.message_id
+                      LIMIT max_messages
+                      FOR UPDATE SKIP LOCKED
+            LOOP
+                IF whole THEN
+                    j := aimroute.delivery_claim_one(m, s, lease);
+                ELSE
+                    BEGIN
+                        j := aimroute.delivery_claim_one(m, s, lease);
+                    EXCEPTION WHEN OTHERS THEN
+                        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+                            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
+                            e_context = PG_EXCEPTION_CONTEXT;
+                        PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'claim', e_code, e_message,
+                                                   e_detail, e_hint, e_context);
+                        -- Shown in delivery_attempts, when the log takes it.
+                        BEGIN
+                            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+                            VALUES (m.message_id, m.attempts + 1, 'Set aside',
+                                    left('not sent: preparing it failed: ' || e_message, 2000));
+                        EXCEPTION WHEN OTHERS THEN
+                            NULL;
+                        END;
+                        CONTINUE;
+                    END;
+                END IF;
+                claimed := claimed || m.message_id;
+                IF j.message_id IS NOT NULL THEN
+                    jobs := jobs || j;
+                END IF;
+            END LOOP;
+            EXIT;
+        EXCEPTION WHEN OTHERS THEN
+            -- Not a message's own error (a bad max_messages, say): the caller's.
+            IF NOT whole THEN
+                RAISE;
+            END IF;
+            whole := false;
+        END;
+    END LOOP;
+    IF cardinality(claimed) > 0 THEN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = ANY (claimed);
+    END IF;
+    RETURN QUERY SELECT * FROM unnest(jobs);
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) IS
+    'The delivery worker''s claim: up to max_messages due messages, rendered, leased for the given interval, none to the endpoints listed (aimroute.delivery_endpoint) and none of the messages held (the worker''s own, still being sent); a message whose claim raises is set aside in aimroute.set_aside_items, with a WARNING, and tried again later. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_claim(integer, interval, text[], bigint[]) TO aimroute_admin;
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script

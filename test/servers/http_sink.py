@@ -4,9 +4,11 @@
 # It stands in for a CRM or webhook endpoint.  Every request (but GET
 # /health) is appended to a log file as one JSON line before it is answered.
 # The first path segment picks the answer (see README.md beside this file):
-# /fail 500, /notfound 404, /slow waits --stall-seconds then 200, /flaky 500
-# twice per Idempotency-Key then 200, /status/NNN answers NNN, anything
-# else 200 "accepted".
+# /fail 500, /notfound 404, /slow waits --stall-seconds then 200, /hang
+# never answers (until the client hangs up), /flaky 500 twice per
+# Idempotency-Key then 200, /status/NNN answers NNN, anything else 200
+# "accepted".  Each request's log line also says how many connections and
+# requests the sink had open at that moment.
 #
 # Usage: /usr/bin/python3 http_sink.py --port N --log FILE [--pidfile F]
 #                                      [--stall-seconds S]
@@ -41,6 +43,24 @@ class SinkServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.log_file = open(log_path, "a", encoding="utf-8")
         self.flaky_counts = {}
+        self.connections = 0
+        self.requests = 0
+
+    def process_request_thread(self, request, client_address):
+        """process_request_thread serves one connection, counted while it is open."""
+        with self.lock:
+            self.connections += 1
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.lock:
+                self.connections -= 1
+
+    def open_now(self, change):
+        """open_now adds change to the requests in progress and returns (connections, requests)."""
+        with self.lock:
+            self.requests += change
+            return self.connections, self.requests
 
     def log_event(self, record):
         """log_event appends one JSON line to the log, flushed at once."""
@@ -129,14 +149,36 @@ class SinkRequestHandler(BaseHTTPRequestHandler):
             parsed = json.loads(text_body) if text_body else None
         except ValueError:
             parsed = None
+        connections, requests = self.server.open_now(1)
+        try:
+            self.server.log_event({
+                "event": "request", "time": now_iso(), "method": self.command,
+                "path": self.path, "headers": dict(self.headers.items()),
+                "body": text_body, "json": parsed, "status": status,
+                "connections": connections, "requests_open": requests,
+            })
+            if segment == "slow":
+                time.sleep(self.server.stall_seconds)
+            if segment == "hang":
+                self.hang()
+                return
+            self.reply(status, text)
+        finally:
+            self.server.open_now(-1)
+
+    def hang(self):
+        """hang never answers: it waits until the client hangs up, then logs it."""
+        started = time.monotonic()
+        try:
+            while self.connection.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.close_connection = True
         self.server.log_event({
-            "event": "request", "time": now_iso(), "method": self.command,
-            "path": self.path, "headers": dict(self.headers.items()),
-            "body": text_body, "json": parsed, "status": status,
+            "event": "hang_closed", "time": now_iso(), "path": self.path,
+            "seconds": round(time.monotonic() - started, 3),
         })
-        if segment == "slow":
-            time.sleep(self.server.stall_seconds)
-        self.reply(status, text)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET = handle_any
 
