@@ -1480,20 +1480,22 @@ Deliver(bool *missing)
 				record_by = 0;
 			}
 		}
+		/*
+		 * Leads committed since the last look woke the latch: their
+		 * messages are made now, whether or not a slot is free, so that
+		 * they exist (and show) while the transfers run.
+		 */
+		if (expand)
+		{
+			Expand();
+			expand = false;
+		}
 		if (!claim && now >= look_again)
 			claim = true;
 		if (claim && list_length(running) < delivery_concurrency)
 		{
 			int wanted = Min(delivery_batch_size, delivery_concurrency - list_length(running));
-			int claimed;
-
-			/* Leads committed since the last claim woke the latch. */
-			if (expand)
-			{
-				Expand();
-				expand = false;
-			}
-			claimed = ClaimBatch(wanted);
+			int claimed = ClaimBatch(wanted);
 
 			if (claimed < wanted)
 			{

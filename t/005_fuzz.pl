@@ -886,6 +886,11 @@ is( $node->safe_psql(
 	     + (SELECT count(*) FROM aimroute.dealers WHERE NOT fuzz.valid_utf8(postal_code))}),
 	'0',
 	'every stored postal code and explanation is valid UTF-8');
+# Routing marks a lead to be sent; the delivery worker makes its notice.
+ok( $node->poll_query_until(
+		'app', q{
+	SELECT NOT EXISTS (SELECT FROM aimroute.leads WHERE notice_pending)}),
+	'the delivery worker made the notice of every lead routing marked');
 is( $node->safe_psql(
 		'app', q{
 	SELECT count(*) FROM aimroute.leads l
