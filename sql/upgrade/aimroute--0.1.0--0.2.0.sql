@@ -1129,9 +1129,15 @@ GRANT EXECUTE ON FUNCTION aimroute.lead_recipients(text[]) TO aimroute_admin, ai
 --
 CREATE FUNCTION aimroute.queue_notices(lead_ids bigint[], dealer_numbers text[], event text)
 RETURNS TABLE (lead_id bigint, notification_id bigint)
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
+-- PL/pgSQL rather than SQL for its kept plan: a SQL function plans its
+-- statement again on every call, which cost each move or send_lead about
+-- 0.4 ms (three times the statement itself).
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH l AS (
         SELECT x.lead_id, x.dealer_number, x.n
           FROM unnest(queue_notices.lead_ids, queue_notices.dealer_numbers)
@@ -1157,7 +1163,8 @@ AS $$
          WHERE NOT n.no_contacts
          ORDER BY n.notification_id, CASE r.method WHEN 'email' THEN 1 WHEN 'mobile' THEN 2 ELSE 3 END,
                   r.contact_id, r.integration_id)
-    SELECT n.lead_id, n.notification_id FROM n
+    SELECT n.lead_id, n.notification_id FROM n;
+END
 $$;
 COMMENT ON FUNCTION aimroute.queue_notices(bigint[], text[], text) IS
     'Queues a notice of each lead to the dealer paired with it, and the notice''s messages (aimroute.lead_recipients), for the whole set at once; returns each lead''s notice. Internal: aimroute.delivery_expand and aimroute.queue_lead_delivery call it.';
