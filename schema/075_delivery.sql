@@ -1052,9 +1052,8 @@ BEGIN
                outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
                last_attempt_at = clock_timestamp()
          WHERE o.message_id = m.message_id;
-        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
-            UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
-             WHERE c.contact_id = m.contact_id AND c.delivery_status IS DISTINCT FROM 'Hard Bounce';
+        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') THEN
+            PERFORM aimroute.suppress_address(m.recipient, v_outcome);
         END IF;
         IF m.purpose = 'lead' THEN
             PERFORM aimroute.delivery_settle(m.notification_id);
@@ -1242,11 +1241,96 @@ REVOKE EXECUTE ON FUNCTION aimroute.send_lead(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.send_lead(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
+-- Bounces (docs/delivery.md, Bounces).  The suppression list is by
+-- address: a bounce of an address, however it arrived -- the SMTP reply
+-- (delivery_record), record_bounce, a DSN (record_dsn), a provider's event
+-- (record_delivery_event) -- goes through suppress_address, which gives
+-- every dealer contact with that address the bounce status.  The claim
+-- reads only the contact's delivery_status.  Resetting one contact to
+-- Active lifts it for the address (aimroute.dealer_contacts_lift_address,
+-- 070_contacts.sql).
+--
+
+--
+-- suppress_address: every dealer contact with this address, of any dealer
+-- and in any letter case, takes the bounce status; a soft bounce does not
+-- replace a hard one.  Returns the contacts changed.  Internal: every
+-- bounce path calls it.
+--
+CREATE FUNCTION aimroute.suppress_address(address text, status text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed integer;
+BEGIN
+    IF status IS NULL OR status NOT IN ('Hard Bounce', 'Soft Bounce') THEN
+        RAISE EXCEPTION 'invalid suppression status %', coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The status is ''Hard Bounce'' or ''Soft Bounce''.';
+    END IF;
+    UPDATE aimroute.dealer_contacts c SET delivery_status = suppress_address.status
+     WHERE lower(c.email) = lower(btrim(suppress_address.address))
+       AND c.delivery_status <> 'Hard Bounce' AND c.delivery_status <> suppress_address.status;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.suppress_address(text, text) IS
+    'The suppression list is by address: every dealer contact with this address (any dealer, any letter case) takes the status ''Hard Bounce'' or ''Soft Bounce'' (a soft bounce does not replace a hard one); returns the contacts changed. Internal: every bounce path calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.suppress_address(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.suppress_address(text, text) TO aimroute_admin;
+
+--
+-- record_message_bounce: a bounce reported after the message was sent (a
+-- DSN, a provider's event, record_bounce).  The message becomes failed
+-- with the bounce as its outcome -- a Delivered message becomes the
+-- bounce -- with an attempt row, its notice is settled (failure notices,
+-- delivery_issues) and its address suppressed.  Returns false, changing
+-- nothing, for a message that was cancelled, is not an email, or has that
+-- bounce (or a hard one) recorded already.  Internal.
+--
+CREATE FUNCTION aimroute.record_message_bounce(message_id bigint, status text, detail text)
+RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = record_message_bounce.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status = 'cancelled' OR NOT (m.method = 'email' OR m.role = 'adf_email') THEN
+        RETURN false;
+    END IF;
+    PERFORM aimroute.suppress_address(m.recipient, status);
+    IF m.status = 'failed' AND m.outcome IN ('Hard Bounce', status) THEN
+        RETURN false;
+    END IF;
+    detail := left(coalesce(detail, 'no detail given'), 2000);
+    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+    VALUES (m.message_id, m.attempts, status, detail);
+    UPDATE aimroute.outbox o
+       SET status = 'failed', outcome = record_message_bounce.status, last_response = detail,
+           last_attempt_at = clock_timestamp(), finished_at = coalesce(o.finished_at, clock_timestamp())
+     WHERE o.message_id = m.message_id;
+    IF m.purpose = 'lead' THEN
+        PERFORM aimroute.delivery_settle(m.notification_id);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_message_bounce(bigint, text, text) IS
+    'Records a bounce reported after the message was sent: the message becomes failed with outcome ''Hard Bounce'' or ''Soft Bounce'' (a Delivered one too), with an attempt row; its notice is settled and its address suppressed (aimroute.suppress_address). Returns false for a message cancelled, not an email, or with that bounce recorded already. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) TO aimroute_admin;
+
+--
 -- record_bounce: a bounce that a mail provider reported after accepting
 -- the message.  Every contact with that address gets the bounce status
--- (a hard bounce outranks a soft one); the latest message delivered to the
--- address in the last 30 days is recorded as bounced.  Returns the number
--- of contacts changed.
+-- (aimroute.suppress_address); the latest message delivered to the address
+-- in the last 30 days is recorded as bounced.  Returns the number of
+-- contacts changed.
 --
 CREATE FUNCTION aimroute.record_bounce(email text, kind text, detail text)
 RETURNS integer
@@ -1256,7 +1340,7 @@ AS $$
 DECLARE
     v_status text;
     changed integer;
-    m aimroute.outbox;
+    latest bigint;
 BEGIN
     v_status := CASE lower(btrim(kind))
                   WHEN 'hard' THEN 'Hard Bounce' WHEN 'hard bounce' THEN 'Hard Bounce'
@@ -1271,26 +1355,17 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass the recipient address the mail provider reported, such as sales@dealer.example.com.';
     END IF;
-    UPDATE aimroute.dealer_contacts c SET delivery_status = v_status
-     WHERE lower(c.email) = lower(btrim(record_bounce.email))
-       AND c.delivery_status IS DISTINCT FROM 'Hard Bounce' AND c.delivery_status IS DISTINCT FROM v_status;
-    GET DIAGNOSTICS changed = ROW_COUNT;
+    changed := aimroute.suppress_address(record_bounce.email, v_status);
 
-    SELECT * INTO m FROM aimroute.outbox o
+    SELECT o.message_id INTO latest FROM aimroute.outbox o
      WHERE lower(o.recipient) = lower(btrim(record_bounce.email)) AND o.status = 'delivered'
        AND o.finished_at > clock_timestamp() - interval '30 days'
-     ORDER BY o.finished_at DESC LIMIT 1 FOR UPDATE;
+     ORDER BY o.finished_at DESC LIMIT 1;
     IF FOUND THEN
-        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
-        VALUES (m.message_id, m.attempts, v_status, 'bounced after delivery: ' || coalesce(detail, 'no detail given'));
-        UPDATE aimroute.outbox o SET status = 'failed', outcome = v_status, last_attempt_at = clock_timestamp(),
-               last_response = 'bounced after delivery: ' || coalesce(detail, 'no detail given')
-         WHERE o.message_id = m.message_id;
-        IF m.purpose = 'lead' THEN
-            PERFORM aimroute.delivery_settle(m.notification_id);
-        END IF;
+        PERFORM aimroute.record_message_bounce(latest, v_status,
+                                               'bounced after delivery: ' || coalesce(detail, 'no detail given'));
     END IF;
-    IF changed = 0 AND NOT FOUND THEN
+    IF changed = 0 AND latest IS NULL THEN
         RAISE NOTICE 'no contact and no recent message has the address %', btrim(record_bounce.email);
     END IF;
     RETURN changed;
@@ -1317,7 +1392,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
-    'Takes a contact off the suppression list: its delivery_status becomes Active, and later messages are sent to it again.';
+    'Takes a contact off the suppression list: its delivery_status becomes Active, and so does that of every contact with the same address (the suppression list is by address); later messages are sent to them again.';
 REVOKE EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 

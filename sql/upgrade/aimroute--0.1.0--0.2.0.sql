@@ -1902,6 +1902,236 @@ $$;
 COMMENT ON FUNCTION aimroute.render_email(text, text, text, text, text, timestamptz, text) IS
     'An email as sent over SMTP: headers (the subject on one line, 200 characters at most), a blank line and the body in base64, CRLF line ends.';
 
+-- bounce: bounces as they really arrive (issue 17, first part).  The
+-- suppression list is by address: every bounce path goes through
+-- aimroute.suppress_address, which suppresses every contact with the
+-- address, and a contact set back to Active lifts it for the address
+-- (trigger dealer_contacts_lift_address).  A bounce reported after sending
+-- is recorded by aimroute.record_message_bounce.
+COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
+    'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and no email is sent to it until aimroute.set_delivery_status_active(contact_id). The list is by address: a bounce suppresses every contact with the address, and resetting one lifts it for all of them.';
+
+CREATE OR REPLACE FUNCTION aimroute.dealer_contacts_lift_address() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.dealer_contacts c SET delivery_status = 'Active'
+     WHERE lower(c.email) = lower(NEW.email) AND c.delivery_status <> 'Active';
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER dealer_contacts_lift_address AFTER UPDATE OF delivery_status ON aimroute.dealer_contacts
+    FOR EACH ROW WHEN (NEW.delivery_status = 'Active' AND OLD.delivery_status <> 'Active' AND NEW.email IS NOT NULL)
+    EXECUTE FUNCTION aimroute.dealer_contacts_lift_address();
+
+CREATE OR REPLACE FUNCTION aimroute.suppress_address(address text, status text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed integer;
+BEGIN
+    IF status IS NULL OR status NOT IN ('Hard Bounce', 'Soft Bounce') THEN
+        RAISE EXCEPTION 'invalid suppression status %', coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The status is ''Hard Bounce'' or ''Soft Bounce''.';
+    END IF;
+    UPDATE aimroute.dealer_contacts c SET delivery_status = suppress_address.status
+     WHERE lower(c.email) = lower(btrim(suppress_address.address))
+       AND c.delivery_status <> 'Hard Bounce' AND c.delivery_status <> suppress_address.status;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.suppress_address(text, text) IS
+    'The suppression list is by address: every dealer contact with this address (any dealer, any letter case) takes the status ''Hard Bounce'' or ''Soft Bounce'' (a soft bounce does not replace a hard one); returns the contacts changed. Internal: every bounce path calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.suppress_address(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.suppress_address(text, text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.record_message_bounce(message_id bigint, status text, detail text)
+RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = record_message_bounce.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status = 'cancelled' OR NOT (m.method = 'email' OR m.role = 'adf_email') THEN
+        RETURN false;
+    END IF;
+    PERFORM aimroute.suppress_address(m.recipient, status);
+    IF m.status = 'failed' AND m.outcome IN ('Hard Bounce', status) THEN
+        RETURN false;
+    END IF;
+    detail := left(coalesce(detail, 'no detail given'), 2000);
+    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+    VALUES (m.message_id, m.attempts, status, detail);
+    UPDATE aimroute.outbox o
+       SET status = 'failed', outcome = record_message_bounce.status, last_response = detail,
+           last_attempt_at = clock_timestamp(), finished_at = coalesce(o.finished_at, clock_timestamp())
+     WHERE o.message_id = m.message_id;
+    IF m.purpose = 'lead' THEN
+        PERFORM aimroute.delivery_settle(m.notification_id);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_message_bounce(bigint, text, text) IS
+    'Records a bounce reported after the message was sent: the message becomes failed with outcome ''Hard Bounce'' or ''Soft Bounce'' (a Delivered one too), with an attempt row; its notice is settled and its address suppressed (aimroute.suppress_address). Returns false for a message cancelled, not an email, or with that bounce recorded already. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
+                                         response_code integer, response text,
+                                         smtp_command text DEFAULT NULL)
+RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+    s aimroute.settings;
+    smtp boolean;
+    recipient_reply boolean;
+    v_outcome text;
+    detail text := left(response, 2000);
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = delivery_record.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status <> 'sending' OR m.attempts <> delivery_record.attempt THEN
+        -- Deleted, or recorded already: nothing to do, nothing to record again.
+        DELETE FROM aimroute.set_aside_items x
+         WHERE x.kind = 'message' AND x.item_id = delivery_record.message_id AND x.step = 'record'
+           AND (x.send_result ->> 'attempt')::integer = delivery_record.attempt;
+        RETURN NULL;
+    END IF;
+    BEGIN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = m.message_id;
+        SELECT * INTO s FROM aimroute.settings;
+        smtp := m.method = 'email' OR m.role = 'adf_email';
+        IF smtp THEN
+            -- Only the recipient's own replies are bounces: to RCPT, or to the
+            -- end of DATA (one recipient a message).  A refusal of the sender
+            -- or of the login says nothing about the contact.
+            recipient_reply := coalesce(upper(smtp_command) IN ('RCPT', 'DATA'), true);
+            v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
+                            WHEN recipient_reply AND response_code IN (550, 551, 553) THEN 'Hard Bounce'
+                            WHEN recipient_reply AND response_code IN (452, 552) THEN 'Soft Bounce'
+                            WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
+                            ELSE 'Will retry' END;
+        ELSE
+            v_outcome := CASE WHEN curl_code = 0 AND response_code BETWEEN 200 AND 299 THEN 'Delivered'
+                            ELSE 'Will retry' END;
+        END IF;
+        IF v_outcome = 'Will retry' AND m.attempts > cardinality(s.delivery_retry_schedule) THEN
+            v_outcome := 'Failed';
+            detail := format('%s (gave up after %s attempts)', detail, m.attempts);
+        END IF;
+
+        IF smtp AND curl_code <> 0 AND smtp_command IS NOT NULL THEN
+            detail := format('%s (after %s)', detail, upper(smtp_command));
+        END IF;
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
+        VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
+        IF v_outcome = 'Will retry' THEN
+            UPDATE aimroute.outbox o
+               SET status = 'queued', outcome = 'Will retry', last_response = detail, last_attempt_at = clock_timestamp(),
+                   due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
+             WHERE o.message_id = m.message_id;
+            RETURN v_outcome;
+        END IF;
+        UPDATE aimroute.outbox o
+           SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
+               outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
+               last_attempt_at = clock_timestamp()
+         WHERE o.message_id = m.message_id;
+        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') THEN
+            PERFORM aimroute.suppress_address(m.recipient, v_outcome);
+        END IF;
+        IF m.purpose = 'lead' THEN
+            PERFORM aimroute.delivery_settle(m.notification_id);
+        END IF;
+        RETURN v_outcome;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT, e_context = PG_EXCEPTION_CONTEXT;
+    END;
+    PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'record', e_code, e_message, e_detail,
+                               e_hint, e_context, NULL,
+                               jsonb_build_object('attempt', m.attempts, 'curl_code', curl_code,
+                                                  'response_code', response_code, 'response', response,
+                                                  'smtp_command', smtp_command));
+    -- Shown in delivery_attempts, when the log takes it.
+    BEGIN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, 'Set aside',
+                left('sent, but recording its outcome failed: ' || e_message, 2000));
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
+    'Records the outcome of one delivery attempt (libcurl code, server reply code and text, the SMTP command replied to): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.record_bounce(email text, kind text, detail text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text;
+    changed integer;
+    latest bigint;
+BEGIN
+    v_status := CASE lower(btrim(kind))
+                  WHEN 'hard' THEN 'Hard Bounce' WHEN 'hard bounce' THEN 'Hard Bounce'
+                  WHEN 'soft' THEN 'Soft Bounce' WHEN 'soft bounce' THEN 'Soft Bounce' END;
+    IF v_status IS NULL THEN
+        RAISE EXCEPTION 'invalid bounce kind %', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'kind is ''hard'' (the address does not exist) or ''soft'' (a full inbox, for example).';
+    END IF;
+    IF email IS NULL OR btrim(email) = '' THEN
+        RAISE EXCEPTION 'record_bounce needs the email address that bounced'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the recipient address the mail provider reported, such as sales@dealer.example.com.';
+    END IF;
+    changed := aimroute.suppress_address(record_bounce.email, v_status);
+
+    SELECT o.message_id INTO latest FROM aimroute.outbox o
+     WHERE lower(o.recipient) = lower(btrim(record_bounce.email)) AND o.status = 'delivered'
+       AND o.finished_at > clock_timestamp() - interval '30 days'
+     ORDER BY o.finished_at DESC LIMIT 1;
+    IF FOUND THEN
+        PERFORM aimroute.record_message_bounce(latest, v_status,
+                                               'bounced after delivery: ' || coalesce(detail, 'no detail given'));
+    END IF;
+    IF changed = 0 AND latest IS NULL THEN
+        RAISE NOTICE 'no contact and no recent message has the address %', btrim(record_bounce.email);
+    END IF;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_bounce(text, text, text) IS
+    'Takes a bounce reported by a mail provider (kind ''hard'' or ''soft''): every contact with the address is suppressed, and the latest message delivered to it is recorded as bounced. Returns the contacts changed.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) TO aimroute_admin;
+
+COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
+    'Takes a contact off the suppression list: its delivery_status becomes Active, and so does that of every contact with the same address (the suppression list is by address); later messages are sent to them again.';
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.

@@ -1,0 +1,123 @@
+-- test/bounces.sql: bounces as they arrive (SPEC section 4, issue 17;
+-- docs/delivery.md, Bounces).  The suppression list is by address, however
+-- the bounce arrived: the SMTP reply (delivery_record), record_bounce, a
+-- DSN (record_dsn), a provider's event (record_delivery_event); resetting
+-- one contact lifts it for the address.  The envelope sender carries the
+-- message's key (VERP).  t/003_delivery.pl sends over real SMTP and reads
+-- the envelope sender the server received.  Everything is rolled back.
+BEGIN;
+SELECT plan(17);
+SET LOCAL search_path = aimroute, public;
+SET LOCAL client_min_messages = warning;
+
+INSERT INTO brands VALUES ('BX', 'Bounce Boats');
+INSERT INTO dealers (dealer_number, name, country, postal_code, region) VALUES
+    ('BX-HQ', 'HQ', 'US', '10001', NULL),
+    ('BX-A', 'Alpha Bounce', 'US', '49757', 'North'),
+    ('BX-B', 'Bravo Bounce', 'US', '60601', 'North');
+INSERT INTO dealer_brands VALUES ('BX-A', 'BX'), ('BX-B', 'BX');
+INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES
+    ('BX-A', 'BX', 'postal', 'US', '49757'), ('BX-B', 'BX', 'postal', 'US', '60601');
+-- One mailbox shared by a contact of each dealer, written two ways.
+INSERT INTO dealer_contacts (dealer_number, name, email, contact_types) VALUES
+    ('BX-A', 'A shared', 'Shared@Box.example', '{Leads: Emails To}'),
+    ('BX-B', 'B shared', 'shared@box.example', '{Leads: Emails To}'),
+    ('BX-B', 'B own', 'own@b.example', '{Leads: Emails To}'),
+    ('BX-A', 'A other', 'other@a.example', '{Leads: Emails CC}');
+INSERT INTO notification_contacts (email, contact_type) VALUES
+    ('ops@oem.example', 'Dealer Lead Delivery Notification (real-time)');
+UPDATE settings SET default_dealer_number = 'BX-HQ', push_gateway_url = NULL, smtp_from = 'leads@oem.example',
+       delivery_retry_schedule = '{20 seconds}', reroute_enabled = false, product_routing_enabled = false,
+       inventory_routing_enabled = false, radius_enabled = true, radius_countries = '{US,CA}';
+
+CREATE FUNCTION pg_temp.lead(tag text, zip text) RETURNS bigint LANGUAGE sql AS $$
+    INSERT INTO aimroute.leads (brand_code, country, postal_code, first_name, comment)
+    VALUES ('BX', 'US', zip, 'Bo', tag) RETURNING lead_id
+$$;
+CREATE FUNCTION pg_temp.lid(tag text) RETURNS bigint LANGUAGE sql AS $$
+    SELECT lead_id FROM aimroute.leads WHERE comment = tag
+$$;
+-- The worker's round, as in test/delivery.sql: the reply the test gives
+-- a recipient (default: accepted).
+CREATE FUNCTION pg_temp.deliver(replies jsonb DEFAULT '{}') RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    j aimroute.delivery_job;
+    r jsonb;
+BEGIN
+    PERFORM aimroute.delivery_expand(1000);
+    UPDATE aimroute.outbox SET due_at = clock_timestamp() WHERE status = 'queued';
+    FOR j IN SELECT * FROM aimroute.delivery_claim(1000, '5 minutes') LOOP
+        r := coalesce(replies -> (SELECT o.recipient FROM aimroute.outbox o WHERE o.message_id = j.message_id),
+                      '[0, 250, "250 OK"]'::jsonb);
+        PERFORM aimroute.delivery_record(j.message_id, j.attempt, (r ->> 0)::int, (r ->> 1)::int, r ->> 2, 'DATA');
+    END LOOP;
+END
+$$;
+CREATE FUNCTION pg_temp.statuses() RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(dealer_number || ':' || email || '=' || delivery_status, ' ' ORDER BY contact_id)
+      FROM aimroute.dealer_contacts WHERE dealer_number LIKE 'BX-%'
+$$;
+CREATE FUNCTION pg_temp.shared_id(dealer text) RETURNS bigint LANGUAGE sql AS $$
+    SELECT contact_id FROM aimroute.dealer_contacts WHERE dealer_number = dealer AND lower(email) = 'shared@box.example'
+$$;
+
+-- 1. The suppression list is by address.
+-- The SMTP reply: a 550 to dealer A's contact suppresses dealer B's too.
+SELECT pg_temp.lead('smtp', '49757');
+SELECT pg_temp.deliver('{"Shared@Box.example": [55, 550, "550 5.1.1 user unknown"]}');
+SELECT is(pg_temp.statuses(),
+          'BX-A:Shared@Box.example=Hard Bounce BX-B:shared@box.example=Hard Bounce BX-B:own@b.example=Active BX-A:other@a.example=Active',
+          'a 550 in the SMTP reply suppresses every contact with the address, at every dealer, in any letter case');
+SELECT pg_temp.lead('smtp b', '60601');
+SELECT pg_temp.deliver();
+SELECT is((SELECT string_agg(recipient || '=' || outcome, ' ' ORDER BY message_id) FROM outbox
+            WHERE lead_id = pg_temp.lid('smtp b') AND purpose = 'lead'),
+          'shared@box.example=Suppressed own@b.example=Delivered',
+          'dealer B''s contact with that address gets nothing more');
+-- Resetting one contact lifts it for the address.
+SELECT set_delivery_status_active(pg_temp.shared_id('BX-B'));
+SELECT is(pg_temp.statuses(),
+          'BX-A:Shared@Box.example=Active BX-B:shared@box.example=Active BX-B:own@b.example=Active BX-A:other@a.example=Active',
+          'resetting one contact to Active lifts the suppression for every contact with the address');
+-- So does an UPDATE of delivery_status.
+UPDATE dealer_contacts SET delivery_status = 'Soft Bounce' WHERE lower(email) = 'shared@box.example';
+UPDATE dealer_contacts SET delivery_status = 'Active' WHERE contact_id = pg_temp.shared_id('BX-A');
+SELECT is((SELECT string_agg(DISTINCT delivery_status, ',') FROM dealer_contacts WHERE lower(email) = 'shared@box.example'),
+          'Active', 'an UPDATE of one contact''s delivery_status to Active lifts it for the address too');
+-- The soft bounce of the SMTP reply, and a soft one never replaces a hard one.
+SELECT pg_temp.lead('smtp soft', '60601');
+SELECT pg_temp.deliver('{"shared@box.example": [55, 452, "452 4.2.2 mailbox full"]}');
+SELECT is((SELECT string_agg(DISTINCT delivery_status, ',') FROM dealer_contacts WHERE lower(email) = 'shared@box.example'),
+          'Soft Bounce', 'a 452 suppresses every contact with the address as Soft Bounce');
+SELECT is(suppress_address(' SHARED@box.example', 'Hard Bounce'), 2, 'suppress_address: a hard bounce replaces a soft one');
+SELECT is(suppress_address('shared@box.example', 'Soft Bounce'), 0, 'and a soft one does not replace a hard one');
+SELECT throws_ok($$SELECT aimroute.suppress_address('x@y.example', 'Bounced')$$, '22023',
+                 'invalid suppression status ''Bounced''', 'suppress_address: unknown status');
+SELECT set_delivery_status_active(pg_temp.shared_id('BX-A'));
+-- record_bounce: every contact with the address, and the latest message delivered to it.
+SELECT pg_temp.lead('late', '49757');
+SELECT pg_temp.deliver();
+SELECT is(record_bounce('shared@BOX.example', 'hard', 'mailbox disabled'), 2,
+          'record_bounce suppresses both contacts with the address');
+SELECT is((SELECT status || ' ' || outcome || ' ' || last_response FROM outbox
+            WHERE lead_id = pg_temp.lid('late') AND recipient = 'Shared@Box.example'),
+          'failed Hard Bounce bounced after delivery: mailbox disabled',
+          'the latest message delivered to the address is the bounce');
+SELECT is((SELECT email_status FROM lead_delivery_status WHERE lead_id = pg_temp.lid('late')), 'Partial Delivery',
+          'lead_delivery_status follows: the lead, Delivered before, is a Partial Delivery by email (its CC got it)');
+SELECT is((SELECT failure || ' ' || failed_recipients FROM delivery_issues WHERE lead_id = pg_temp.lid('late')),
+          'Partial Delivery Shared@Box.example (Hard Bounce)', 'and so does delivery_issues');
+SELECT is((SELECT count(*) FROM outbox WHERE purpose = 'failure notice' AND lead_id = pg_temp.lid('late')), 1::bigint,
+          'the real-time failure notice is queued');
+SELECT is(record_message_bounce((SELECT message_id FROM outbox WHERE lead_id = pg_temp.lid('late') AND recipient = 'Shared@Box.example'),
+                                'Soft Bounce', 'again'),
+          false, 'a bounce recorded twice (or a soft one after a hard one) changes nothing');
+SELECT is((SELECT count(*) FROM delivery_attempts WHERE lead_id = pg_temp.lid('late') AND outcome = 'Hard Bounce'), 1::bigint,
+          'one attempt row for the bounce');
+SELECT is(set_delivery_status_active(pg_temp.shared_id('BX-A'))::text, '', 'reset');
+SELECT is(pg_temp.statuses(),
+          'BX-A:Shared@Box.example=Active BX-B:shared@box.example=Active BX-B:own@b.example=Active BX-A:other@a.example=Active',
+          'after the reset every contact is Active');
+
+SELECT * FROM finish();
+ROLLBACK;
