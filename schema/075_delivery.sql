@@ -603,6 +603,30 @@ REVOKE EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) TO aimroute_admin;
 
 --
+-- VERP (docs/delivery.md, Bounces): with settings.bounce_address, every
+-- email's envelope sender names its message, so that a DSN mailed to it
+-- names the message even when the DSN's body is mangled.  The key is the
+-- message's id and the UTC time it was queued, to the microsecond: the
+-- left part of its Message-ID without 'aimroute.'.  record_dsn takes the
+-- key back and checks both halves.
+--
+CREATE FUNCTION aimroute.verp_key(m aimroute.outbox) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN m.message_id || '.' || to_char(m.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS');
+COMMENT ON FUNCTION aimroute.verp_key(aimroute.outbox) IS
+    'The key of a message in its VERP envelope sender: <message_id>.<queued_at in UTC as YYYYMMDDHHMISSUUUUUU>, as in its Message-ID.';
+
+CREATE FUNCTION aimroute.envelope_sender(m aimroute.outbox, s aimroute.settings) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN s.bounce_address IS NULL THEN s.smtp_from
+                ELSE split_part(s.bounce_address, '@', 1) || '+' || aimroute.verp_key(m) || '@'
+                     || split_part(s.bounce_address, '@', 2) END;
+COMMENT ON FUNCTION aimroute.envelope_sender(aimroute.outbox, aimroute.settings) IS
+    'The envelope sender (MAIL FROM) of an email: settings.bounce_address with +<key> (aimroute.verp_key) before its @, such as bounces+123.20260101120000000000@oem.example; settings.smtp_from when bounce_address is NULL.';
+
+--
 -- delivery_render: what the worker sends for one claimed message
 -- (internal).  Lead emails and pushes are rendered when sent, so they show
 -- the lead as it is then.
@@ -618,7 +642,7 @@ DECLARE
     token text;
     dealer_name text;
 BEGIN
-    j := ROW(m.message_id, m.attempts, 'smtp', s.smtp_url, s.smtp_from, m.recipient, s.smtp_username,
+    j := ROW(m.message_id, m.attempts, 'smtp', s.smtp_url, aimroute.envelope_sender(m, s), m.recipient, s.smtp_username,
              s.smtp_password, NULL, m.message_key, NULL)::aimroute.delivery_job;
     IF m.purpose <> 'lead' THEN
         j.payload := aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp());

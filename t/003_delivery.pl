@@ -311,5 +311,22 @@ is( $node->safe_psql(
 	'0',
 	'a day is recapped once');
 
+# VERP (issue 17): with settings.bounce_address the envelope sender names
+# the message; without it, it is smtp_from.
+is($to_mail->{mail_from}, 'leads@oem.example', 'without bounce_address the envelope sender is smtp_from');
+$node->safe_psql('app', "UPDATE aimroute.settings SET bounce_address = 'bounces\@oem.example'");
+my $verp = lead('verp', '49757');
+ok(settled($verp), 'VERP: the lead goes out');
+my ($verp_mail) = grep { $_->{subject} =~ /^New lead $verp:/ } @{ messages('sales@ok.example') };
+my ($verp_key, $verp_from) = split /\|/,
+  $node->safe_psql('app',
+	"SELECT o.message_key || '|' || aimroute.envelope_sender(o, s) FROM aimroute.outbox o, aimroute.settings s"
+	  . " WHERE o.lead_id = $verp AND o.recipient = 'sales\@ok.example'");
+like($verp_mail->{mail_from}, qr/^bounces\+\d+\.\d{20}\@oem\.example$/,
+	'the SMTP server received MAIL FROM bounces+<key>@oem.example');
+is($verp_mail->{mail_from}, $verp_from, 'the key is the message\'s (aimroute.envelope_sender)');
+is($verp_mail->{message_id}, $verp_key, 'the Message-ID is kept');
+is($verp_mail->{headers}{From}, 'leads@oem.example', 'and From: is still smtp_from');
+
 $node->stop;
 done_testing();

@@ -6,7 +6,7 @@
 -- message's key (VERP).  t/003_delivery.pl sends over real SMTP and reads
 -- the envelope sender the server received.  Everything is rolled back.
 BEGIN;
-SELECT plan(17);
+SELECT plan(22);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -118,6 +118,37 @@ SELECT is(set_delivery_status_active(pg_temp.shared_id('BX-A'))::text, '', 'rese
 SELECT is(pg_temp.statuses(),
           'BX-A:Shared@Box.example=Active BX-B:shared@box.example=Active BX-B:own@b.example=Active BX-A:other@a.example=Active',
           'after the reset every contact is Active');
+
+-- 2. VERP: the envelope sender names the message.
+CREATE FUNCTION pg_temp.claim() RETURNS SETOF aimroute.delivery_job LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM aimroute.delivery_expand(1000);
+    UPDATE aimroute.outbox SET due_at = clock_timestamp() WHERE status = 'queued';
+    RETURN QUERY SELECT * FROM aimroute.delivery_claim(1000, '5 minutes');
+END
+$$;
+SELECT pg_temp.lead('plain', '60601');
+CREATE TEMP TABLE plain_jobs AS SELECT * FROM pg_temp.claim();
+SELECT is((SELECT string_agg(DISTINCT mail_from, ',') FROM plain_jobs), 'leads@oem.example',
+          'without bounce_address the envelope sender is smtp_from');
+SELECT delivery_record(message_id, attempt, 0, 250, '250 OK') FROM plain_jobs;
+UPDATE settings SET bounce_address = 'bounces@oem.example';
+SELECT pg_temp.lead('verp', '60601');
+CREATE TEMP TABLE verp_claimed AS SELECT * FROM pg_temp.claim();
+CREATE TEMP TABLE verp_jobs AS SELECT j.*, o.message_key AS key_kept, o.recipient AS to_whom, o.queued_at
+  FROM verp_claimed j JOIN outbox o USING (message_id);
+SELECT is((SELECT count(*) FROM verp_jobs), 2::bigint, 'two emails claimed');
+SELECT is((SELECT count(*) FROM verp_jobs
+            WHERE mail_from = format('bounces+%s.%s@oem.example', message_id,
+                                     to_char(queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS'))),
+          2::bigint, 'with bounce_address each email''s envelope sender is bounces+<message_id>.<queued_at, UTC, to the microsecond>@oem.example');
+SELECT is((SELECT count(*) FROM verp_jobs
+            WHERE key_kept = format('<aimroute.%s@oem.example>', split_part(split_part(mail_from, '+', 2), '@', 1))),
+          2::bigint, 'the key is the left part of the Message-ID');
+SELECT ok((SELECT bool_and(payload LIKE '%From: leads@oem.example' || E'\r\n' || '%'
+                           AND payload LIKE '%Message-ID: ' || key_kept || E'\r\n' || '%') FROM verp_jobs),
+          'the From: header is still smtp_from, and the Message-ID is kept');
+SELECT delivery_record(message_id, attempt, 0, 250, '250 OK') FROM verp_jobs;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1907,7 +1907,9 @@ COMMENT ON FUNCTION aimroute.render_email(text, text, text, text, text, timestam
 -- aimroute.suppress_address, which suppresses every contact with the
 -- address, and a contact set back to Active lifts it for the address
 -- (trigger dealer_contacts_lift_address).  A bounce reported after sending
--- is recorded by aimroute.record_message_bounce.
+-- is recorded by aimroute.record_message_bounce.  VERP: with the new
+-- setting bounce_address, every email's envelope sender carries its
+-- message's key (aimroute.envelope_sender, called by delivery_render).
 COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
     'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and no email is sent to it until aimroute.set_delivery_status_active(contact_id). The list is by address: a bounce suppresses every contact with the address, and resetting one lifts it for all of them.';
 
@@ -2131,6 +2133,222 @@ GRANT EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) TO aimroute_a
 
 COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
     'Takes a contact off the suppression list: its delivery_status becomes Active, and so does that of every contact with the same address (the suppression list is by address); later messages are sent to them again.';
+
+ALTER TABLE aimroute.settings ADD COLUMN bounce_address text
+    CONSTRAINT settings_bounce_address_check CHECK (bounce_address ~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$');
+COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
+GRANT SELECT (bounce_address) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION aimroute.verp_key(m aimroute.outbox) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN m.message_id || '.' || to_char(m.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS');
+COMMENT ON FUNCTION aimroute.verp_key(aimroute.outbox) IS
+    'The key of a message in its VERP envelope sender: <message_id>.<queued_at in UTC as YYYYMMDDHHMISSUUUUUU>, as in its Message-ID.';
+
+CREATE FUNCTION aimroute.envelope_sender(m aimroute.outbox, s aimroute.settings) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN s.bounce_address IS NULL THEN s.smtp_from
+                ELSE split_part(s.bounce_address, '@', 1) || '+' || aimroute.verp_key(m) || '@'
+                     || split_part(s.bounce_address, '@', 2) END;
+COMMENT ON FUNCTION aimroute.envelope_sender(aimroute.outbox, aimroute.settings) IS
+    'The envelope sender (MAIL FROM) of an email: settings.bounce_address with +<key> (aimroute.verp_key) before its @, such as bounces+123.20260101120000000000@oem.example; settings.smtp_from when bounce_address is NULL.';
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_render(m aimroute.outbox, s aimroute.settings)
+RETURNS aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j aimroute.delivery_job;
+    l aimroute.leads;
+    token text;
+    dealer_name text;
+BEGIN
+    j := ROW(m.message_id, m.attempts, 'smtp', s.smtp_url, aimroute.envelope_sender(m, s), m.recipient, s.smtp_username,
+             s.smtp_password, NULL, m.message_key, NULL)::aimroute.delivery_job;
+    IF m.purpose <> 'lead' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp());
+        RETURN j;
+    END IF;
+
+    SELECT * INTO l FROM aimroute.leads x WHERE x.lead_id = m.lead_id;
+    SELECT n.view_token INTO token FROM aimroute.lead_notifications n WHERE n.notification_id = m.notification_id;
+    SELECT d.name INTO dealer_name FROM aimroute.dealers d WHERE d.dealer_number = m.dealer_number;
+    IF m.method = 'email' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient, aimroute.lead_email_subject(l),
+                         aimroute.lead_email_text(l, dealer_name,
+                             CASE WHEN m.role = 'To' THEN s.view_link_url || token END),
+                         m.message_key, clock_timestamp());
+    ELSIF m.method = 'mobile' THEN
+        j.transport := 'http'; j.url := s.push_gateway_url; j.recipient := NULL;
+        j.username := NULL; j.password := NULL;     -- the SMTP login is for the SMTP server only
+        j.content_type := 'application/json';
+        j.payload := json_build_object(
+            'to', m.recipient,
+            'title', aimroute.lead_email_subject(l),
+            'body', concat_ws(', ', nullif(concat_ws(' ', l.first_name, l.last_name), ''),
+                              nullif(concat_ws(' ', l.city, l.state_code), ''), l.phone),
+            'lead_id', l.lead_id,
+            'dealer_number', l.dealer_number,
+            'url', CASE WHEN EXISTS (SELECT FROM aimroute.dealer_contacts c
+                                      WHERE c.contact_id = m.contact_id
+                                        AND 'Leads: Emails To' = ANY (c.contact_types))
+                        THEN s.view_link_url || token END,
+            'message_key', m.message_key)::text;
+    ELSIF m.role = 'adf_email' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient,
+                         format('ADF lead %s for dealer %s', l.lead_id, l.dealer_number),
+                         aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp());
+    ELSE
+        j.transport := 'http'; j.url := m.recipient; j.recipient := NULL;
+        j.username := NULL; j.password := NULL;
+        j.content_type := 'application/xml';
+        j.payload := aimroute.lead_adf(l.lead_id);
+    END IF;
+    RETURN j;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) TO aimroute_admin;
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
