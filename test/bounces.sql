@@ -6,7 +6,7 @@
 -- message's key (VERP).  t/003_delivery.pl sends over real SMTP and reads
 -- the envelope sender the server received.  Everything is rolled back.
 BEGIN;
-SELECT plan(22);
+SELECT plan(41);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -149,6 +149,121 @@ SELECT ok((SELECT bool_and(payload LIKE '%From: leads@oem.example' || E'\r\n' ||
                            AND payload LIKE '%Message-ID: ' || key_kept || E'\r\n' || '%') FROM verp_jobs),
           'the From: header is still smtp_from, and the Message-ID is kept');
 SELECT delivery_record(message_id, attempt, 0, 250, '250 OK') FROM verp_jobs;
+
+-- 3. record_dsn: DSNs as a relay (Postfix) writes them, CRLF line ends.
+-- dsn(to, final recipient, action, status, diagnostic, returned Message-ID)
+CREATE FUNCTION pg_temp.dsn(to_addr text, final text, action text, status text, diag text, returned_id text)
+RETURNS text LANGUAGE sql AS $$
+    SELECT concat_ws(E'\r\n',
+        'Return-Path: <>',
+        'Delivered-To: ' || to_addr,
+        'Date: Sun,  6 Dec 2026 11:40:00 +0000 (UTC)',
+        'From: MAILER-DAEMON@relay.oem.example (Mail Delivery System)',
+        'Subject: Undelivered Mail Returned to Sender',
+        'To: ' || to_addr,
+        'Auto-Submitted: auto-replied',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/report; report-type=delivery-status;',
+        E'\tboundary="4F1A2B3C.1733485200/relay.oem.example"',
+        'Message-Id: <20261206114000.4F1A2B3C@relay.oem.example>',
+        '',
+        'This is a MIME-encapsulated message.',
+        '',
+        '--4F1A2B3C.1733485200/relay.oem.example',
+        'Content-Description: Notification',
+        'Content-Type: text/plain; charset=us-ascii',
+        '',
+        'This is the mail system at host relay.oem.example.',
+        '',
+        '<' || final || '>: host mx.box.example[192.0.2.7] said: ' || diag,
+        '',
+        '--4F1A2B3C.1733485200/relay.oem.example',
+        'Content-Description: Delivery report',
+        'Content-Type: message/delivery-status',
+        '',
+        'Reporting-MTA: dns; relay.oem.example',
+        'X-Postfix-Queue-ID: 4F1A2B3C',
+        'Arrival-Date: Sun,  6 Dec 2026 11:39:58 +0000 (UTC)',
+        '',
+        'Final-Recipient: rfc822; ' || final,
+        'Original-Recipient: rfc822;' || final,
+        'Action: ' || action,
+        'Status: ' || status,
+        'Remote-MTA: dns; mx.box.example',
+        'Diagnostic-Code: smtp; ' || diag,
+        '    (in reply to RCPT TO command)',
+        '',
+        '--4F1A2B3C.1733485200/relay.oem.example',
+        'Content-Description: Undelivered Message Headers',
+        'Content-Type: text/rfc822-headers',
+        '',
+        'From: leads@oem.example',
+        'To: ' || final,
+        'Subject: New lead',
+        'Message-ID: ' || returned_id,
+        '',
+        '--4F1A2B3C.1733485200/relay.oem.example--',
+        '')
+$$;
+CREATE FUNCTION pg_temp.msg(tag text, rcpt text) RETURNS aimroute.outbox LANGUAGE sql AS $$
+    SELECT * FROM aimroute.outbox WHERE lead_id = pg_temp.lid(tag) AND recipient = rcpt AND purpose = 'lead'
+$$;
+CREATE FUNCTION pg_temp.verp(tag text, rcpt text) RETURNS text LANGUAGE sql AS $$
+    SELECT 'bounces+' || aimroute.verp_key(pg_temp.msg(tag, rcpt)) || '@oem.example'
+$$;
+SELECT is(record_dsn(pg_temp.dsn(pg_temp.verp('verp', 'own@b.example'), 'own@b.example', 'delayed', '4.4.1',
+                                 '451 4.4.1 try again later', '<someone@else.example>')),
+          0, 'Action delayed: no bounce recorded');
+SELECT is((SELECT outcome || ' ' || message_status || ' ' || response FROM delivery_attempts
+            WHERE message_id = (pg_temp.msg('verp', 'own@b.example')).message_id ORDER BY attempt_id DESC LIMIT 1),
+          'Delayed delivered delayed, not a bounce: 4.4.1 smtp; 451 4.4.1 try again later (in reply to RCPT TO command) (DSN, dns; relay.oem.example, message found by VERP)',
+          'but an attempt row Delayed, with the status and diagnostic; the message stays delivered');
+SELECT is(record_dsn(pg_temp.dsn(pg_temp.verp('verp', 'own@b.example'), 'own@b.example', 'failed', '5.2.2',
+                                 '552 5.2.2 mailbox full', '<someone@else.example>')),
+          1, '5.2.2 (mailbox full): one bounce recorded');
+SELECT is((SELECT status || ' ' || outcome FROM outbox WHERE message_id = (pg_temp.msg('verp', 'own@b.example')).message_id)
+            || ' ' || (SELECT delivery_status FROM dealer_contacts WHERE email = 'own@b.example'),
+          'failed Soft Bounce Soft Bounce', '5.2.2 is a Soft Bounce, as providers treat it; the contact is suppressed');
+SELECT is(record_dsn(pg_temp.dsn(pg_temp.verp('verp', 'shared@box.example'), 'shared@box.example', 'failed', '5.1.1',
+                                 '550 5.1.1 <shared@box.example>: Recipient address rejected: User unknown',
+                                 '<someone@else.example>')),
+          1, '5.1.1: one bounce recorded, the message found by its VERP address');
+SELECT is((SELECT status || ' ' || outcome FROM outbox WHERE message_id = (pg_temp.msg('verp', 'shared@box.example')).message_id),
+          'failed Hard Bounce', 'the Delivered message becomes the Hard Bounce');
+SELECT is((SELECT string_agg(DISTINCT delivery_status, ',') FROM dealer_contacts WHERE lower(email) = 'shared@box.example'),
+          'Hard Bounce', 'every contact with the address is suppressed');
+SELECT is((SELECT email_status FROM lead_delivery_status WHERE lead_id = pg_temp.lid('verp')), 'Failure',
+          'lead_delivery_status: the lead, Delivered before, is a Failure');
+SELECT is((SELECT failure FROM delivery_issues WHERE lead_id = pg_temp.lid('verp')), 'Failure', 'delivery_issues lists it');
+SELECT is((SELECT count(*) FROM outbox WHERE purpose = 'failure notice' AND lead_id = pg_temp.lid('verp')), 1::bigint,
+          'and the real-time failure notice is queued');
+SELECT is(record_dsn(pg_temp.dsn(pg_temp.verp('verp', 'shared@box.example'), 'shared@box.example', 'failed', '5.1.1',
+                                 '550 5.1.1 user unknown', '<someone@else.example>')),
+          0, 'the same DSN again records nothing');
+-- By the returned Message-ID, when the DSN went to smtp_from.
+SELECT set_delivery_status_active(pg_temp.shared_id('BX-A'));
+SELECT is(record_dsn(pg_temp.dsn('leads@oem.example', 'Shared@Box.example', 'failed', '5.1.1', '550 5.1.1 user unknown',
+                                 (pg_temp.msg('plain', 'shared@box.example')).message_key)),
+          1, 'without VERP, the returned headers'' Message-ID names the message');
+SELECT is((SELECT outcome FROM outbox WHERE message_id = (pg_temp.msg('plain', 'shared@box.example')).message_id),
+          'Hard Bounce', 'and it is the bounce');
+-- Nothing is recorded against a message the DSN does not name exactly.
+SELECT is(record_dsn(pg_temp.dsn('bounces+' || (pg_temp.msg('plain', 'own@b.example')).message_id || '.00000000000000000000@oem.example',
+                                 'own@b.example', 'failed', '5.1.1', '550 user unknown', '<aimroute.1.2@oem.example>')),
+          0, 'a VERP key with the right message id and a wrong time, and a Message-ID of no message: nothing recorded');
+SELECT is(record_dsn(pg_temp.dsn(pg_temp.verp('plain', 'own@b.example'), 'someone@else.example', 'failed', '5.1.1',
+                                 '550 user unknown', '<x@y>')),
+          0, 'a report on another recipient than the message''s: nothing recorded');
+SELECT is((SELECT status FROM outbox WHERE message_id = (pg_temp.msg('plain', 'own@b.example')).message_id),
+          'delivered', 'and that message stays delivered');
+-- Not a DSN: a clear error.
+SELECT throws_ok($$SELECT aimroute.record_dsn(E'From: a@b.example\r\nSubject: out of office\r\nContent-Type: text/plain\r\n\r\nI am away.')$$,
+                 '22023', 'not a delivery status notification: its Content-Type is text/plain, not multipart/report',
+                 'a message that is not multipart/report is refused');
+SELECT throws_ok($$SELECT aimroute.record_dsn(E'Content-Type: multipart/report; boundary=b\n\n--b\nContent-Type: text/plain\n\nhello\n--b--\n')$$,
+                 '22023', 'not a delivery status notification: it has no message/delivery-status part',
+                 'a report without a delivery-status part is refused');
+SELECT throws_ok($$SELECT aimroute.record_dsn(NULL)$$, '22004', 'record_dsn needs the DSN', 'NULL is refused');
 
 SELECT * FROM finish();
 ROLLBACK;

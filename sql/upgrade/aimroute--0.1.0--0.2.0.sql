@@ -1910,6 +1910,9 @@ COMMENT ON FUNCTION aimroute.render_email(text, text, text, text, text, timestam
 -- is recorded by aimroute.record_message_bounce.  VERP: with the new
 -- setting bounce_address, every email's envelope sender carries its
 -- message's key (aimroute.envelope_sender, called by delivery_render).
+-- aimroute.record_dsn reads one raw DSN (RFC 3464) and records its
+-- bounces against the message it names (VERP, or the returned
+-- Message-ID).
 COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
     'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and no email is sent to it until aimroute.set_delivery_status_active(contact_id). The list is by address: a bounce suppresses every contact with the address, and resetting one lifts it for all of them.';
 
@@ -2349,6 +2352,209 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.mime_fields(block text)
+RETURNS TABLE (name text, value text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT lower(f.m[1]), btrim(f.m[2], E' \t')
+      FROM regexp_matches(regexp_replace(block, E'\n[ \t]+', ' ', 'g'),
+                          E'^([!-9;-~]+)[ \t]*:[ \t]*(.*)$', 'gn') AS f (m)
+$$;
+COMMENT ON FUNCTION aimroute.mime_fields(text) IS
+    'The header fields of a block of text (LF line ends): folded lines unfolded, names in lower case. Internal: record_dsn reads DSNs with it.';
+
+CREATE OR REPLACE FUNCTION aimroute.record_dsn(message text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw text;
+    head text;
+    body text;
+    ctype text;
+    boundary text;
+    part text;
+    p_head text;
+    p_body text;
+    p_type text;
+    status_text text;
+    returned text;
+    m aimroute.outbox;
+    k record;
+    found_by text;
+    msgid text;
+    blk text;
+    reporter text;
+    v_action text;
+    v_status text;
+    v_diag text;
+    v_final text;
+    v_original text;
+    v_kind text;
+    detail text;
+    recorded integer := 0;
+    pos integer;
+BEGIN
+    IF message IS NULL OR btrim(message) = '' THEN
+        RAISE EXCEPTION 'record_dsn needs the DSN'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass one whole raw DSN (RFC 3464), headers included, as the mail server mailed it to the bounce address.';
+    END IF;
+    raw := replace(replace(message, E'\r\n', E'\n'), E'\r', E'\n');
+    -- An mbox "From " line, as a pipe from a mail server may start with.
+    raw := regexp_replace(raw, E'^From [^\n]*\n', '');
+    pos := strpos(raw, E'\n\n');
+    IF pos = 0 THEN
+        head := raw;
+        body := '';
+    ELSE
+        head := left(raw, pos - 1);
+        body := substr(raw, pos + 2);
+    END IF;
+    SELECT f.value INTO ctype FROM aimroute.mime_fields(head) f WHERE f.name = 'content-type' LIMIT 1;
+    IF ctype IS NULL OR lower(ctype) !~ '^multipart/report\M' THEN
+        RAISE EXCEPTION 'not a delivery status notification: its Content-Type is %, not multipart/report',
+                        coalesce(split_part(ctype, ';', 1), 'missing')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_dsn takes one whole raw DSN (RFC 3464: multipart/report with a message/delivery-status part), headers included, as the mail server mailed it to the bounce address.';
+    END IF;
+    boundary := coalesce(substring(ctype FROM '(?i)boundary[ \t]*=[ \t]*"([^"]+)"'),
+                         substring(ctype FROM '(?i)boundary[ \t]*=[ \t]*([^"; \t]+)'));
+    IF boundary IS NULL THEN
+        RAISE EXCEPTION 'not a delivery status notification: its multipart/report Content-Type has no boundary'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the DSN as the mail server sent it, with its headers unchanged.';
+    END IF;
+    FOREACH part IN ARRAY regexp_split_to_array(
+        body, '(^|\n)--' || regexp_replace(boundary, '([^A-Za-z0-9])', '\\\1', 'g') || E'(--)?[ \t]*(\n|$)')
+    LOOP
+        IF left(part, 1) = E'\n' THEN
+            p_head := '';
+            p_body := substr(part, 2);
+        ELSE
+            pos := strpos(part, E'\n\n');
+            CONTINUE WHEN pos = 0;
+            p_head := left(part, pos - 1);
+            p_body := substr(part, pos + 2);
+        END IF;
+        SELECT lower(btrim(split_part(f.value, ';', 1))) INTO p_type
+          FROM aimroute.mime_fields(p_head) f WHERE f.name = 'content-type' LIMIT 1;
+        IF EXISTS (SELECT FROM aimroute.mime_fields(p_head) f
+                    WHERE f.name = 'content-transfer-encoding' AND lower(f.value) = 'base64') THEN
+            BEGIN
+                p_body := convert_from(decode(regexp_replace(p_body, '[^A-Za-z0-9+/=]', '', 'g'), 'base64'), 'UTF8');
+                p_body := replace(p_body, E'\r\n', E'\n');
+            EXCEPTION WHEN OTHERS THEN
+                CONTINUE;
+            END;
+        END IF;
+        IF p_type IN ('message/delivery-status', 'message/global-delivery-status') AND status_text IS NULL THEN
+            status_text := p_body;
+        ELSIF p_type IN ('text/rfc822-headers', 'message/rfc822', 'message/global', 'message/global-headers')
+              AND returned IS NULL THEN
+            -- The returned message's headers, up to its first blank line.
+            returned := split_part(p_body, E'\n\n', 1);
+        END IF;
+    END LOOP;
+    IF status_text IS NULL THEN
+        RAISE EXCEPTION 'not a delivery status notification: it has no message/delivery-status part'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_dsn takes RFC 3464 DSNs (multipart/report; report-type=delivery-status); a bounce in plain text can be recorded with aimroute.record_bounce(email, kind, detail).';
+    END IF;
+
+    -- The message: by its VERP address (in the DSN's headers, in the
+    -- returned headers' Return-Path, or anywhere in the report), both
+    -- halves of the key checked; else by the returned Message-ID.
+    FOR k IN SELECT x.v[1]::bigint AS id, x.v[1] || '.' || x.v[2] AS key
+               FROM regexp_matches(concat_ws(E'\n', head, returned, status_text),
+                                   '\+([0-9]{1,18})\.([0-9]{20})@', 'g') AS x (v)
+    LOOP
+        SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = k.id AND aimroute.verp_key(o) = k.key;
+        IF FOUND THEN
+            found_by := 'VERP';
+            EXIT;
+        END IF;
+    END LOOP;
+    IF found_by IS NULL AND returned IS NOT NULL THEN
+        SELECT f.value INTO msgid FROM aimroute.mime_fields(returned) f WHERE f.name = 'message-id' LIMIT 1;
+        msgid := '<' || btrim(msgid, ' <>') || '>';
+        IF msgid ~ '^<aimroute\.[0-9]{1,18}\.' THEN
+            SELECT * INTO m FROM aimroute.outbox o
+             WHERE o.message_id = substring(msgid FROM '^<aimroute\.([0-9]+)\.')::bigint
+               AND lower(o.message_key) = lower(msgid);
+            IF FOUND THEN
+                found_by := 'Message-ID';
+            END IF;
+        END IF;
+    END IF;
+    IF found_by IS NULL THEN
+        RAISE WARNING 'the DSN names no message aimroute sent: nothing recorded'
+            USING DETAIL = format('No VERP address of settings.bounce_address with a key of an outbox message, and %s.',
+                                  coalesce('the returned Message-ID ' || msgid || ' is no message''s key',
+                                           'no returned headers with a Message-ID')),
+                  HINT = 'Set settings.bounce_address so that DSNs name their message; a bounce of a known address can be recorded with aimroute.record_bounce(email, kind, detail).';
+        RETURN 0;
+    END IF;
+
+    SELECT f.value INTO reporter
+      FROM aimroute.mime_fields(split_part(btrim(status_text, E'\n'), E'\n\n', 1)) f
+     WHERE f.name = 'reporting-mta' LIMIT 1;
+    FOREACH blk IN ARRAY regexp_split_to_array(btrim(status_text, E' \t\n'), E'\n([ \t]*\n)+') LOOP
+        SELECT max(f.value) FILTER (WHERE f.name = 'final-recipient'),
+               max(f.value) FILTER (WHERE f.name = 'original-recipient'),
+               lower(max(f.value) FILTER (WHERE f.name = 'action')),
+               max(f.value) FILTER (WHERE f.name = 'status'),
+               max(f.value) FILTER (WHERE f.name = 'diagnostic-code')
+          INTO v_final, v_original, v_action, v_status, v_diag
+          FROM aimroute.mime_fields(blk) f;
+        CONTINUE WHEN v_final IS NULL;
+        -- Only a report on the message's own recipient counts.
+        IF lower(m.recipient) NOT IN (lower(btrim(substring(v_final FROM ';(.*)$'), ' <>')),
+                                      coalesce(lower(btrim(substring(v_original FROM ';(.*)$'), ' <>')), '')) THEN
+            RAISE WARNING 'the DSN reports on %, but message % went to %: not recorded', v_final, m.message_id, m.recipient;
+            CONTINUE;
+        END IF;
+        v_status := substring(v_status FROM '^[ \t]*([245]\.[0-9]{1,3}\.[0-9]{1,3})');
+        detail := concat_ws(' ', v_status, v_diag) || format(' (DSN%s, message found by %s)',
+                                                             ', ' || reporter, found_by);
+        IF v_action = 'delayed' THEN
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            VALUES (m.message_id, m.attempts, 'Delayed', left('delayed, not a bounce: ' || detail, 2000));
+            CONTINUE;
+        ELSIF v_action IS DISTINCT FROM 'failed' THEN
+            RAISE NOTICE 'the DSN says % for message %: nothing to record', coalesce(v_action, 'no Action'), m.message_id;
+            CONTINUE;
+        END IF;
+        v_kind := CASE WHEN v_status IN ('5.2.2', '4.2.2') THEN 'Soft Bounce'
+                       WHEN v_status LIKE '5.%' THEN 'Hard Bounce'
+                       WHEN v_status LIKE '4.%' THEN 'Soft Bounce'
+                       -- No usable Status: the SMTP reply code of the Diagnostic-Code.
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*(452|552)' THEN 'Soft Bounce'
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*5' THEN 'Hard Bounce'
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*4' THEN 'Soft Bounce' END;
+        IF v_kind IS NULL THEN
+            RAISE WARNING 'the DSN reports a failure of message % with no Status: not recorded', m.message_id;
+            CONTINUE;
+        END IF;
+        IF aimroute.record_message_bounce(m.message_id, v_kind, 'bounced after delivery: ' || detail) THEN
+            recorded := recorded + 1;
+        ELSE
+            RAISE NOTICE 'message % has this bounce recorded already (or was cancelled)', m.message_id;
+        END IF;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_dsn(text) IS
+    'Records one raw DSN (RFC 3464) against the message it names (its VERP address, or the returned Message-ID) and that message''s address: Action failed with Status 5.x.x is a Hard Bounce, 5.2.2 and 4.x.x a Soft Bounce; Action delayed an attempt row ''Delayed''. Returns the bounces recorded. Not a DSN: an error; a DSN of no message of ours: 0 with a WARNING.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_dsn(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_dsn(text) TO aimroute_admin;
+
+COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
+    'Delivered; Hard Bounce (550: recipient not found; or reported after delivery by a DSN or record_bounce); Soft Bounce (452/552: inbox full; or reported later); Delayed (a DSN said the message is delayed: not a bounce, the message keeps its status); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
