@@ -6,7 +6,7 @@
 -- message's key (VERP).  t/003_delivery.pl sends over real SMTP and reads
 -- the envelope sender the server received.  Everything is rolled back.
 BEGIN;
-SELECT plan(41);
+SELECT plan(68);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -264,6 +264,123 @@ SELECT throws_ok($$SELECT aimroute.record_dsn(E'Content-Type: multipart/report; 
                  '22023', 'not a delivery status notification: it has no message/delivery-status part',
                  'a report without a delivery-status part is refused');
 SELECT throws_ok($$SELECT aimroute.record_dsn(NULL)$$, '22004', 'record_dsn needs the DSN', 'NULL is refused');
+
+-- 4. record_delivery_event: provider webhooks.  The fixtures follow each
+-- provider's public description of its events; the message keys are the
+-- ones aimroute sent.
+CREATE FUNCTION pg_temp.fresh(tag text) RETURNS void LANGUAGE sql AS $$
+    UPDATE aimroute.dealer_contacts SET delivery_status = 'Active' WHERE dealer_number LIKE 'BX-%';
+    SELECT pg_temp.lead(tag, '60601');
+    SELECT pg_temp.deliver();
+$$;
+CREATE FUNCTION pg_temp.state(tag text, rcpt text) RETURNS text LANGUAGE sql AS $$
+    SELECT o.status || ' ' || o.outcome || ' ' || c.delivery_status
+      FROM aimroute.outbox o JOIN aimroute.dealer_contacts c USING (contact_id)
+     WHERE o.lead_id = pg_temp.lid(tag) AND o.recipient = rcpt AND o.purpose = 'lead'
+$$;
+CREATE FUNCTION pg_temp.last_row(tag text, rcpt text) RETURNS text LANGUAGE sql AS $$
+    SELECT a.outcome || ': ' || a.response FROM aimroute.delivery_attempts a
+     WHERE a.lead_id = pg_temp.lid(tag) AND a.recipient = rcpt ORDER BY a.attempt_id DESC LIMIT 1
+$$;
+
+-- SendGrid: the Event Webhook posts an array of events.
+SELECT pg_temp.fresh('sg');
+SELECT is(record_delivery_event('sendgrid', jsonb_build_array(
+    jsonb_build_object('email', 'own@b.example', 'timestamp', 1765020000, 'event', 'processed',
+                       'smtp-id', (pg_temp.msg('sg', 'own@b.example')).message_key, 'sg_message_id', 'sg1.filter0001'),
+    jsonb_build_object('email', 'own@b.example', 'timestamp', 1765020003, 'event', 'delivered', 'response', '250 2.0.0 OK queued',
+                       'smtp-id', (pg_temp.msg('sg', 'own@b.example')).message_key, 'sg_message_id', 'sg1.filter0001'),
+    jsonb_build_object('email', 'shared@box.example', 'timestamp', 1765020004, 'event', 'bounce', 'type', 'bounce',
+                       'status', '5.1.1', 'reason', '550 5.1.1 The email account that you tried to reach does not exist',
+                       'smtp-id', (pg_temp.msg('sg', 'shared@box.example')).message_key, 'sg_message_id', 'sg2.filter0001'))),
+          2, 'sendgrid: an array of processed (ignored), delivered and bounce: two recorded');
+SELECT is(pg_temp.last_row('sg', 'own@b.example'), 'Delivered: delivered to the mailbox: 250 2.0.0 OK queued (sendgrid)',
+          'sendgrid delivered: an attempt row');
+SELECT is(pg_temp.state('sg', 'shared@box.example'), 'failed Hard Bounce Hard Bounce',
+          'sendgrid bounce: the Delivered message becomes the Hard Bounce, the contact is suppressed');
+SELECT is(record_delivery_event('sendgrid', jsonb_build_object('email', 'own@b.example', 'event', 'bounce', 'type', 'blocked',
+              'status', '5.7.1', 'reason', '554 5.7.1 blocked using a blocklist', 'smtp-id', (pg_temp.msg('sg', 'own@b.example')).message_key)),
+          1, 'sendgrid block: recorded');
+SELECT is(pg_temp.state('sg', 'own@b.example'), 'failed Soft Bounce Soft Bounce', 'a block is a Soft Bounce');
+SELECT is(record_delivery_event('sendgrid', '{"email": "nobody@nowhere.example", "event": "bounce", "status": "5.1.1"}'), 0,
+          'a bounce of an address no contact and no message has: nothing recorded');
+
+-- Mailgun: {"signature": ..., "event-data": ...}; Message-ID without brackets.
+SELECT pg_temp.fresh('mg');
+SELECT is(record_delivery_event('mailgun', jsonb_build_object('signature', jsonb_build_object('timestamp', '1765020000', 'token', 't', 'signature', 's'),
+    'event-data', jsonb_build_object('event', 'failed', 'severity', 'temporary', 'reason', 'generic', 'recipient', 'own@b.example',
+        'envelope', jsonb_build_object('sender', pg_temp.verp('mg', 'own@b.example'), 'targets', 'own@b.example'),
+        'message', jsonb_build_object('headers', jsonb_build_object('message-id', btrim((pg_temp.msg('mg', 'own@b.example')).message_key, '<>'))),
+        'delivery-status', jsonb_build_object('code', 421, 'message', '4.7.0 try again later', 'attempt-no', 1)))),
+          1, 'mailgun temporary failure: recorded');
+SELECT is(pg_temp.last_row('mg', 'own@b.example') || ' / ' || pg_temp.state('mg', 'own@b.example'),
+          'Delayed: delayed, not a bounce: 421 4.7.0 try again later generic (mailgun) / delivered Delivered Active',
+          'as a Delayed attempt: not a bounce');
+SELECT is(record_delivery_event('mailgun', jsonb_build_object('event-data', jsonb_build_object('event', 'failed', 'severity', 'permanent',
+        'reason', 'bounce', 'recipient', 'shared@box.example',
+        'message', jsonb_build_object('headers', jsonb_build_object('message-id', btrim((pg_temp.msg('mg', 'shared@box.example')).message_key, '<>'))),
+        'delivery-status', jsonb_build_object('code', 550, 'message', '5.1.1 No such user', 'description', '')))),
+          1, 'mailgun permanent failure: recorded');
+SELECT is(pg_temp.state('mg', 'shared@box.example'), 'failed Hard Bounce Hard Bounce', 'as a Hard Bounce');
+SELECT is(record_delivery_event('mailgun', jsonb_build_object('event-data', jsonb_build_object('event', 'complained',
+        'recipient', 'own@b.example',
+        'message', jsonb_build_object('headers', jsonb_build_object('message-id', btrim((pg_temp.msg('mg', 'own@b.example')).message_key, '<>')))))),
+          1, 'mailgun spam complaint: recorded');
+SELECT is(pg_temp.state('mg', 'own@b.example') || ' / ' || pg_temp.last_row('mg', 'own@b.example'),
+          'delivered Delivered Hard Bounce / Complaint: marked as spam by its reader: complaint (mailgun)',
+          'a complaint suppresses the address; the message stays delivered, with a Complaint row');
+
+-- Amazon SES through SNS: the event is the notification's Message, as a string.
+SELECT pg_temp.fresh('ses');
+SELECT is(record_delivery_event('ses', jsonb_build_object('Type', 'Notification', 'MessageId', 'sns-1',
+    'TopicArn', 'arn:aws:sns:us-east-1:123456789012:ses-bounces', 'Timestamp', '2026-12-06T11:40:00.000Z',
+    'Message', jsonb_build_object('notificationType', 'Bounce',
+        'bounce', jsonb_build_object('bounceType', 'Permanent', 'bounceSubType', 'General', 'reportingMTA', 'dns; a1.smtp-out.amazonses.com',
+            'bouncedRecipients', jsonb_build_array(jsonb_build_object('emailAddress', 'shared@box.example', 'action', 'failed',
+                'status', '5.1.1', 'diagnosticCode', 'smtp; 550 5.1.1 user unknown'))),
+        'mail', jsonb_build_object('source', pg_temp.verp('ses', 'shared@box.example'), 'messageId', '0100018c-ses-id',
+            'destination', jsonb_build_array('shared@box.example'),
+            'headers', jsonb_build_array(jsonb_build_object('name', 'Message-ID', 'value', (pg_temp.msg('ses', 'shared@box.example')).message_key))))::text)),
+          1, 'ses bounce in an SNS notification: recorded');
+SELECT is(pg_temp.state('ses', 'shared@box.example') || ' / ' || pg_temp.last_row('ses', 'shared@box.example'),
+          'failed Hard Bounce Hard Bounce / Hard Bounce: bounced after delivery: 5.1.1 smtp; 550 5.1.1 user unknown (Permanent General) (ses)',
+          'a Permanent bounce is a Hard Bounce');
+SELECT is(record_delivery_event('ses', jsonb_build_object('eventType', 'Delivery',
+        'delivery', jsonb_build_object('recipients', jsonb_build_array('own@b.example'), 'smtpResponse', '250 2.6.0 Message received'),
+        'mail', jsonb_build_object('source', pg_temp.verp('ses', 'own@b.example')))),
+          1, 'ses delivery, raw message delivery (no SNS envelope): recorded');
+SELECT is(pg_temp.last_row('ses', 'own@b.example'), 'Delivered: delivered to the mailbox: 250 2.6.0 Message received (ses)',
+          'as an attempt row');
+SELECT is(record_delivery_event('ses', '{"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns.example/confirm"}'), 0,
+          'an SNS subscription confirmation records nothing');
+SELECT throws_ok($$SELECT aimroute.record_delivery_event('ses', '{"Type": "Notification", "Message": "not json"}')$$, '22023',
+                 'the SNS notification''s Message is not an SES event in JSON', 'an SNS notification whose Message is not JSON is refused');
+
+-- Postmark: no key of ours in the event; the latest message delivered to the address.
+SELECT pg_temp.fresh('pm');
+SELECT is(record_delivery_event('postmark', '{"RecordType": "Bounce", "ID": 42, "Type": "HardBounce", "TypeCode": 1,
+    "MessageID": "883953f4-0000-0000-0000-000000000000", "Description": "The server was unable to deliver your message",
+    "Details": "smtp; 550 5.1.1 user unknown", "Email": "Shared@Box.example", "BouncedAt": "2026-12-06T11:40:00Z",
+    "Inactive": true, "CanActivate": true, "MessageStream": "outbound"}'),
+          1, 'postmark hard bounce: recorded');
+SELECT is(pg_temp.state('pm', 'shared@box.example'), 'failed Hard Bounce Hard Bounce',
+          'against the latest message delivered to the address');
+SELECT is(record_delivery_event('postmark', '{"RecordType": "Delivery", "MessageID": "883953f4-1", "Recipient": "own@b.example",
+    "DeliveredAt": "2026-12-06T11:40:00Z", "Details": "Test delivery webhook details", "Tag": "", "ServerID": 1}'),
+          1, 'postmark delivery: recorded');
+SELECT is(record_delivery_event('postmark', '{"RecordType": "SpamComplaint", "Type": "SpamComplaint", "TypeCode": 512,
+    "Email": "own@b.example", "Details": "complaint", "MessageID": "883953f4-1"}'),
+          1, 'postmark spam complaint: recorded');
+SELECT is(pg_temp.state('pm', 'own@b.example'), 'delivered Delivered Hard Bounce', 'the address is suppressed');
+SELECT is(record_delivery_event('postmark', '{"RecordType": "Open", "Recipient": "own@b.example"}'), 0, 'an open records nothing');
+
+-- Bad input.
+SELECT throws_ok($$SELECT aimroute.record_delivery_event('mandrill', '{}')$$, '22023', 'unknown mail provider ''mandrill''',
+                 'an unknown provider is refused');
+SELECT throws_ok($$SELECT aimroute.record_delivery_event('sendgrid', '"bounce"')$$, '22023',
+                 'a sendgrid event is a JSON object, not string', 'an event that is not an object is refused');
+SELECT throws_ok($$SELECT aimroute.record_delivery_event('postmark', NULL)$$, '22004', 'record_delivery_event needs the event',
+                 'a NULL event is refused');
 
 SELECT * FROM finish();
 ROLLBACK;

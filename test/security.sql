@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(86);
+SELECT plan(87);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -148,6 +148,7 @@ SELECT throws_ok($$SELECT aimroute.record_bounce('sales@two.example', 'hard', 'x
 SELECT throws_ok($$SELECT aimroute.suppress_address('sales@two.example', 'Hard Bounce')$$, '42501', NULL,
                  'suppress_address is the admins''');
 SELECT throws_ok($$SELECT aimroute.record_dsn('x')$$, '42501', NULL, 'record_dsn is the admins''');
+SELECT throws_ok($$SELECT aimroute.record_delivery_event('sendgrid', '{}')$$, '42501', NULL, 'record_delivery_event is the admins''');
 -- The suppression list is by address: a dealer that resets its contact
 -- lifts it for another dealer's contact with the same address, and
 -- changes nothing else there.

@@ -1913,6 +1913,8 @@ COMMENT ON FUNCTION aimroute.render_email(text, text, text, text, text, timestam
 -- aimroute.record_dsn reads one raw DSN (RFC 3464) and records its
 -- bounces against the message it names (VERP, or the returned
 -- Message-ID).
+-- aimroute.record_delivery_event takes the webhook events of sendgrid,
+-- mailgun, ses (SNS) and postmark (aimroute.delivery_event_reports).
 COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
     'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and no email is sent to it until aimroute.set_delivery_status_active(contact_id). The list is by address: a bounce suppresses every contact with the address, and resetting one lifts it for all of them.';
 
@@ -2553,8 +2555,209 @@ COMMENT ON FUNCTION aimroute.record_dsn(text) IS
 REVOKE EXECUTE ON FUNCTION aimroute.record_dsn(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.record_dsn(text) TO aimroute_admin;
 
+CREATE OR REPLACE FUNCTION aimroute.delivery_event_reports(provider text, event jsonb)
+RETURNS TABLE (address text, kind text, detail text)
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d jsonb;
+    ev text;
+    code text;
+BEGIN
+    IF jsonb_typeof(event) IS DISTINCT FROM 'object' THEN
+        RETURN;
+    END IF;
+    IF provider = 'sendgrid' THEN
+        ev := lower(event ->> 'event');
+        address := event ->> 'email';
+        code := event ->> 'status';
+        detail := concat_ws(' ', code, coalesce(event ->> 'reason', event ->> 'response'));
+        kind := CASE WHEN ev IN ('bounce', 'blocked') AND (ev = 'blocked' OR lower(event ->> 'type') = 'blocked') THEN 'Soft Bounce'
+                     WHEN ev = 'bounce' AND (code LIKE '4.%' OR code = '5.2.2') THEN 'Soft Bounce'
+                     WHEN ev IN ('bounce', 'dropped') THEN 'Hard Bounce'
+                     WHEN ev = 'spamreport' THEN 'Complaint'
+                     WHEN ev = 'delivered' THEN 'Delivered'
+                     WHEN ev = 'deferred' THEN 'Delayed' END;
+        IF ev IN ('blocked') OR lower(event ->> 'type') = 'blocked' THEN
+            detail := 'blocked: ' || detail;
+        END IF;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    ELSIF provider = 'mailgun' THEN
+        d := coalesce(event -> 'event-data', event);
+        ev := lower(d ->> 'event');
+        address := d ->> 'recipient';
+        code := d -> 'delivery-status' ->> 'code';
+        detail := concat_ws(' ', code, d -> 'delivery-status' ->> 'message',
+                            nullif(d -> 'delivery-status' ->> 'description', ''), d ->> 'reason');
+        kind := CASE WHEN ev = 'failed' AND lower(d ->> 'severity') = 'temporary' THEN 'Delayed'
+                     WHEN ev = 'failed' AND (code IN ('452', '552') OR detail ~ '\m5\.2\.2\M') THEN 'Soft Bounce'
+                     WHEN ev = 'failed' THEN 'Hard Bounce'
+                     WHEN ev = 'complained' THEN 'Complaint'
+                     WHEN ev = 'delivered' THEN 'Delivered' END;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    ELSIF provider = 'ses' THEN
+        ev := coalesce(event ->> 'notificationType', event ->> 'eventType');
+        IF ev = 'Bounce' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress',
+                       CASE WHEN event -> 'bounce' ->> 'bounceType' = 'Permanent' AND r ->> 'status' IS DISTINCT FROM '5.2.2'
+                            THEN 'Hard Bounce' ELSE 'Soft Bounce' END,
+                       concat_ws(' ', r ->> 'status', r ->> 'diagnosticCode',
+                                 format('(%s %s)', event -> 'bounce' ->> 'bounceType', event -> 'bounce' ->> 'bounceSubType'))
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'bounce' -> 'bouncedRecipients') = 'array'
+                                                 THEN event -> 'bounce' -> 'bouncedRecipients' ELSE '[]' END) r;
+        ELSIF ev = 'Complaint' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress', 'Complaint',
+                       concat_ws(' ', 'complaint', event -> 'complaint' ->> 'complaintFeedbackType')
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'complaint' -> 'complainedRecipients') = 'array'
+                                                 THEN event -> 'complaint' -> 'complainedRecipients' ELSE '[]' END) r;
+        ELSIF ev = 'Delivery' THEN
+            RETURN QUERY
+                SELECT r #>> '{}', 'Delivered', event -> 'delivery' ->> 'smtpResponse'
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'delivery' -> 'recipients') = 'array'
+                                                 THEN event -> 'delivery' -> 'recipients' ELSE '[]' END) r;
+        ELSIF ev = 'DeliveryDelay' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress', 'Delayed',
+                       concat_ws(' ', event -> 'deliveryDelay' ->> 'delayType', r ->> 'status', r ->> 'diagnosticCode')
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'deliveryDelay' -> 'delayedRecipients') = 'array'
+                                                 THEN event -> 'deliveryDelay' -> 'delayedRecipients' ELSE '[]' END) r;
+        END IF;
+    ELSIF provider = 'postmark' THEN
+        ev := event ->> 'RecordType';
+        address := coalesce(event ->> 'Email', event ->> 'Recipient');
+        detail := concat_ws(': ', event ->> 'Type', coalesce(nullif(event ->> 'Details', ''), event ->> 'Description'));
+        kind := CASE WHEN ev = 'Bounce' AND event ->> 'Type' IN ('HardBounce', 'BadEmailAddress') THEN 'Hard Bounce'
+                     WHEN ev = 'Bounce' AND event ->> 'Type' IN ('SoftBounce', 'Transient', 'DnsError', 'Blocked') THEN 'Soft Bounce'
+                     WHEN ev = 'SpamComplaint' OR (ev = 'Bounce' AND event ->> 'Type' = 'SpamComplaint') THEN 'Complaint'
+                     WHEN ev = 'Delivery' THEN 'Delivered' END;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_event_reports(text, jsonb) IS
+    'What one webhook event of sendgrid, mailgun, ses or postmark reports, per recipient: the address, the kind (Hard Bounce, Soft Bounce, Complaint, Delivered, Delayed) and the detail. Internal: record_delivery_event calls it.';
+
+CREATE OR REPLACE FUNCTION aimroute.record_delivery_event(provider text, event jsonb)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p text := lower(btrim(provider));
+    e jsonb := event;
+    r record;
+    k record;
+    mid bigint;
+    recorded integer := 0;
+    changed boolean;
+BEGIN
+    IF p IS NULL OR p NOT IN ('sendgrid', 'mailgun', 'ses', 'postmark') THEN
+        RAISE EXCEPTION 'unknown mail provider %', coalesce(quote_literal(provider), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_delivery_event takes the webhook events of ''sendgrid'', ''mailgun'', ''ses'' (an SNS notification) and ''postmark''; for another provider, call aimroute.record_bounce(email, kind, detail).';
+    END IF;
+    IF e IS NULL THEN
+        RAISE EXCEPTION 'record_delivery_event needs the event'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the JSON body the provider POSTed to the webhook.';
+    END IF;
+    IF jsonb_typeof(e) = 'array' THEN
+        SELECT coalesce(sum(aimroute.record_delivery_event(p, x)), 0) INTO recorded FROM jsonb_array_elements(e) x;
+        RETURN recorded;
+    END IF;
+    IF jsonb_typeof(e) <> 'object' THEN
+        RAISE EXCEPTION 'a % event is a JSON object, not %', p, jsonb_typeof(e)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the JSON body the provider POSTed to the webhook (SendGrid: the array, or one of its events).';
+    END IF;
+    IF p = 'ses' AND e ->> 'Type' = 'SubscriptionConfirmation' THEN
+        RAISE WARNING 'an SNS subscription confirmation, not an SES event: nothing recorded'
+            USING HINT = format('Confirm the subscription by opening its SubscribeURL once: %s', e ->> 'SubscribeURL');
+        RETURN 0;
+    END IF;
+    IF p = 'ses' AND e ->> 'Type' = 'Notification' THEN
+        BEGIN
+            e := (e ->> 'Message')::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'the SNS notification''s Message is not an SES event in JSON'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Point the SNS topic of the SES configuration set (or identity notifications) at the webhook, without raw message delivery or with it: both are read.';
+        END;
+    END IF;
+
+    FOR r IN SELECT lower(btrim(x.address, ' <>')) AS address, x.kind, x.detail
+               FROM aimroute.delivery_event_reports(p, e) x
+    LOOP
+        IF r.address IS NULL OR r.address = '' THEN
+            RAISE WARNING 'a % % event with no recipient address: not recorded', p, r.kind;
+            CONTINUE;
+        END IF;
+        mid := NULL;
+        -- The message whose key the event carries (VERP address or
+        -- Message-ID, both halves checked), to this very address.
+        FOR k IN SELECT x.v[1]::bigint AS id, x.v[1] || '.' || x.v[2] AS key
+                   FROM regexp_matches(event::text, '(?:\+|<?aimroute\.)([0-9]{1,18})\.([0-9]{20})@', 'g') AS x (v)
+        LOOP
+            SELECT o.message_id INTO mid FROM aimroute.outbox o
+             WHERE o.message_id = k.id AND aimroute.verp_key(o) = k.key AND lower(o.recipient) = r.address;
+            EXIT WHEN mid IS NOT NULL;
+        END LOOP;
+        IF mid IS NULL THEN
+            SELECT o.message_id INTO mid FROM aimroute.outbox o
+             WHERE lower(o.recipient) = r.address AND o.status = 'delivered'
+               AND (o.method = 'email' OR o.role = 'adf_email')
+               AND o.finished_at > clock_timestamp() - interval '30 days'
+             ORDER BY o.finished_at DESC LIMIT 1;
+        END IF;
+        r.detail := left(coalesce(nullif(r.detail, ''), CASE r.kind WHEN 'Complaint' THEN 'complaint' ELSE 'no detail given' END)
+                         || format(' (%s)', p), 2000);
+
+        IF r.kind IN ('Hard Bounce', 'Soft Bounce') THEN
+            changed := aimroute.suppress_address(r.address, r.kind) > 0;
+            IF mid IS NOT NULL THEN
+                changed := aimroute.record_message_bounce(mid, r.kind, 'bounced after delivery: ' || r.detail) OR changed;
+            END IF;
+        ELSIF r.kind = 'Complaint' THEN
+            changed := aimroute.suppress_address(r.address, 'Hard Bounce') > 0;
+            IF mid IS NOT NULL AND NOT EXISTS (SELECT FROM aimroute.delivery_attempt_log a
+                                                WHERE a.message_id = mid AND a.outcome = 'Complaint') THEN
+                INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+                SELECT o.message_id, o.attempts, 'Complaint', 'marked as spam by its reader: ' || r.detail
+                  FROM aimroute.outbox o WHERE o.message_id = mid;
+                changed := true;
+            END IF;
+        ELSIF mid IS NOT NULL THEN
+            -- Delivered or Delayed: an attempt row; the message keeps its status.
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            SELECT o.message_id, o.attempts, r.kind,
+                   CASE r.kind WHEN 'Delayed' THEN 'delayed, not a bounce: ' ELSE 'delivered to the mailbox: ' END || r.detail
+              FROM aimroute.outbox o WHERE o.message_id = mid;
+            changed := true;
+        ELSE
+            RAISE NOTICE 'a % % event for %, but no message of aimroute to that address: nothing recorded', p, r.kind, r.address;
+            changed := false;
+        END IF;
+        recorded := recorded + changed::integer;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_delivery_event(text, jsonb) IS
+    'Records one webhook event (or an array of them) of ''sendgrid'', ''mailgun'', ''ses'' (an SNS notification) or ''postmark'': bounces and blocks as Hard or Soft Bounce of the message and its address, spam complaints suppress the address, delivered and delayed events are attempt rows. Returns the reports recorded.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) TO aimroute_admin;
+
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
-    'Delivered; Hard Bounce (550: recipient not found; or reported after delivery by a DSN or record_bounce); Soft Bounce (452/552: inbox full; or reported later); Delayed (a DSN said the message is delayed: not a bounce, the message keeps its status); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
+    'Delivered (accepted by the server; or, reported by a mail provider''s event, delivered to the mailbox); Hard Bounce (550: recipient not found; or reported after delivery by a DSN, a provider''s event or record_bounce); Soft Bounce (452/552: inbox full; a block; or reported later); Delayed (a DSN or a provider said the message is delayed: not a bounce, the message keeps its status); Complaint (its reader marked it as spam: the address is suppressed, the message stays delivered); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
