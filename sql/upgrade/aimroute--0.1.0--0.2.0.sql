@@ -2759,6 +2759,162 @@ GRANT EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) TO aimrout
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
     'Delivered (accepted by the server; or, reported by a mail provider''s event, delivered to the mailbox); Hard Bounce (550: recipient not found; or reported after delivery by a DSN, a provider''s event or record_bounce); Soft Bounce (452/552: inbox full; a block; or reported later); Delayed (a DSN or a provider said the message is delayed: not a bounce, the message keeps its status); Complaint (its reader marked it as spam: the address is suppressed, the message stays delivered); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 
+-- mailbox: settings.smtp_tls (issue 17, second part).  'try' is what
+-- the worker always did (STARTTLS when the server offers it); 'required'
+-- sends no login and no message unless the connection is TLS.
+-- In steps: a column added with a default, here, is refused ("function
+-- delivery_endpoint(outbox,settings) uses its row type").
+ALTER TABLE aimroute.settings ADD COLUMN smtp_tls text
+    CONSTRAINT settings_smtp_tls_check CHECK (smtp_tls IN ('try', 'required'));
+ALTER TABLE aimroute.settings ALTER COLUMN smtp_tls SET DEFAULT 'try';
+-- Not a change of the configuration: config_version stays as it was.
+ALTER TABLE aimroute.settings DISABLE TRIGGER bump_config_version;
+UPDATE aimroute.settings SET smtp_tls = 'try';
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+ALTER TABLE aimroute.settings ALTER COLUMN smtp_tls SET NOT NULL;
+COMMENT ON COLUMN aimroute.settings.smtp_tls IS 'TLS with an smtp:// server: try (default): STARTTLS when the server offers it, else plaintext; required: STARTTLS or nothing is sent (no login, no message), a retryable failure.';
+GRANT SELECT (smtp_tls) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
