@@ -13,6 +13,7 @@ MODULE_big = aimroute
 OBJS = \
 	src/adf.o \
 	src/aimroute.o \
+	src/bounce_mailbox.o \
 	src/catalog.o \
 	src/country.o \
 	src/delivery.o \

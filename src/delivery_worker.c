@@ -295,6 +295,7 @@ DeliveryWorkerInit(void)
 		"CA certificates (a PEM file) the delivery worker trusts for TLS; empty: the system's.",
 		"For a mail server, CRM or push gateway whose certificate an internal CA signed.",
 		&tls_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	BounceMailboxInit();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -1665,6 +1666,7 @@ DeliveryRound(bool *missing)
 	double next;
 
 	EmptyPlaintextConnections();
+	sleep_ms = Min(sleep_ms, BounceMailboxRound(tls_ca_file, delivery_timeout));
 	Expand();
 	next = NextDue(missing);
 	if (!*missing && next == 0)

@@ -7,8 +7,12 @@
 # Covers settings.smtp_tls: 'required' sends nothing to a server without
 # STARTTLS (a retry, with a response that says why), not even over a
 # connection 'try' left open, and sends through STARTTLS to Postfix; and
-# the bounces Postfix reports after its 250: Hard Bounce (550), Soft Bounce
-# (452), the contact suppressed, the next lead Suppressed.
+# the bounces Postfix reports after its 250, which it delivers into a
+# Dovecot mailbox that the delivery worker reads over IMAP
+# (settings.bounce_mailbox_url): Hard Bounce (550), Soft Bounce (452), the
+# contact suppressed, the next lead Suppressed, a message that is not a
+# DSN skipped with a WARNING, and after a restart nothing read twice, then
+# the same mailbox over IMAPS.
 #
 # Postfix's master runs only as root, so the servers are started by
 # scripts/test.sh (test/servers/mail_servers.sh, as root) before the Perl
@@ -47,6 +51,7 @@ aimroute.database = 'app'
 aimroute.delivery_naptime = 1s
 aimroute.delivery_timeout = 10s
 aimroute.tls_ca_file = '$mail{CA_FILE}'
+aimroute.bounce_mailbox_interval = 1s
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE app');
@@ -61,15 +66,17 @@ $node->safe_psql(
 	  ('HQ', 'Corporate', 'US', '10001', NULL),
 	  ('OK', 'All Good Marine', 'US', '49757', 'Great Lakes'),
 	  ('HARD', 'Mistyped Marine', 'US', '60601', 'Great Lakes'),
-	  ('FULL', 'Full Inbox Marine', 'US', '53202', 'Great Lakes');
+	  ('FULL', 'Full Inbox Marine', 'US', '53202', 'Great Lakes'),
+	  ('GONE', 'Gone Marine', 'US', '90210', 'West');
 	INSERT INTO dealer_brands SELECT dealer_number, 'MS' FROM dealers WHERE dealer_number <> 'HQ';
 	INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES
 	  ('OK', NULL, 'postal', 'US', '49757'), ('HARD', NULL, 'postal', 'US', '60601'),
-	  ('FULL', NULL, 'postal', 'US', '53202');
+	  ('FULL', NULL, 'postal', 'US', '53202'), ('GONE', NULL, 'postal', 'US', '90210');
 	INSERT INTO dealer_contacts (dealer_number, name, email, mobile, contact_types) VALUES
 	  ('OK', 'Sales', 'sales\@ok.example', NULL, '{Leads: Emails To}'),
 	  ('HARD', 'Sales', 'hardbounce\@hard.example', NULL, '{Leads: Emails To}'),
-	  ('FULL', 'Sales', 'full\@full.example', NULL, '{Leads: Emails To}');
+	  ('FULL', 'Sales', 'full\@full.example', NULL, '{Leads: Emails To}'),
+	  ('GONE', 'Sales', 'hardbounce.gone\@gone.example', NULL, '{Leads: Emails To}');
 	INSERT INTO notification_contacts (email, contact_type, region) VALUES
 	  ('ops\@ops.example', 'Dealer Lead Delivery Notification (real-time)', NULL);
 	UPDATE settings SET default_dealer_number = 'HQ', smtp_url = '$plain->{url}', smtp_tls = 'required',
@@ -149,31 +156,28 @@ my $full = lead('full', '53202');
 ok(outcome_is($hard, 'hardbounce@hard.example', 'Delivered'), '550 at the dealer: Postfix said 250 first');
 ok(outcome_is($full, 'full@full.example', 'Delivered'), '452 at the dealer: Postfix said 250 first');
 
-# dsns(count): the DSN files in the bounce maildir, once there are count.
-sub dsns
-{
-	my ($count) = @_;
-	for (my $i = 0; $i < 300; $i++)
-	{
-		my @files = sort glob("$mail{MAILDIR}/new/*");
-		return @files if @files >= $count;
-		usleep(100_000);
-	}
-	return sort glob("$mail{MAILDIR}/new/*");
-}
-my @dsns = dsns(2);
-is(scalar @dsns, 2, 'Postfix delivered two DSNs into the bounce mailbox');
-my $recorded = 0;
-for my $file (@dsns)
-{
-	my $raw = slurp_file($file);
-	$recorded += $node->safe_psql('app', 'SELECT aimroute.record_dsn($dsn$' . $raw . '$dsn$)');
-}
-is($recorded, 2, 'record_dsn recorded both');
-like(message($hard, 'hardbounce@hard.example'), qr/^Hard Bounce\|bounced after delivery: 5\.1\.1/,
-	'550: the message became a Hard Bounce');
-like(message($full, 'full@full.example'), qr/^Soft Bounce\|bounced after delivery: 4\.2\.2/,
-	'452: the message became a Soft Bounce');
+# A message in the bounce mailbox that is not a DSN (an out-of-office
+# reply), delivered to the maildir before the DSNs.
+open(my $ooo, '>', "$mail{MAILDIR}/new/1000000000.ooo.test") or die "cannot write to the maildir: $!";
+print $ooo "From: Sales <sales\@ok.example>\nTo: bounces\@oem.example\nSubject: Out of office\n"
+  . "Message-ID: <ooo.1\@ok.example>\n\nI am away until Monday.\n";
+close $ooo;
+
+# The worker reads the mailbox (IMAP, STARTTLS as smtp_tls requires) and
+# records what Postfix reported.
+my $log_offset = -s $node->logfile;
+$node->safe_psql('app',
+	"UPDATE aimroute.settings SET bounce_mailbox_url = 'imap://127.0.0.1:$mail{IMAP_PORT}/INBOX',"
+	  . " bounce_mailbox_username = '$mail{IMAP_USER}', bounce_mailbox_password = '$mail{IMAP_PASSWORD}'");
+ok(outcome_is($hard, 'hardbounce@hard.example', 'Hard Bounce'), '550: the message became a Hard Bounce');
+ok(outcome_is($full, 'full@full.example', 'Soft Bounce'), '452: the message became a Soft Bounce');
+like(message($hard, 'hardbounce@hard.example'), qr/^Hard Bounce\|bounced after delivery: 5\.1\.1 .*DSN, .*message found by VERP/,
+	'from Postfix\'s DSN, found by its VERP address');
+like(message($full, 'full@full.example'), qr/^Soft Bounce\|bounced after delivery: 4\.2\.2/, 'with its status');
+ok($node->poll_query_until('app', "SELECT handled = 3 AND bounces = 2 FROM aimroute.bounce_mailbox_state"),
+	'the worker handled the three messages of the mailbox, two of them bounces');
+ok($node->wait_for_log(qr/WARNING:  bounce mailbox .*: message UID \d+ is not a DSN aimroute can read, skipped/, $log_offset),
+	'the out-of-office reply is skipped with a WARNING');
 is( $node->safe_psql('app',
 		"SELECT string_agg(email || ' ' || delivery_status, ', ' ORDER BY email) FROM aimroute.dealer_contacts"
 		  . " WHERE dealer_number IN ('HARD', 'FULL')"),
@@ -183,6 +187,34 @@ is($node->safe_psql('app', "SELECT email_status FROM aimroute.lead_delivery_stat
 	'Failure', 'the lead shows Failure');
 my $again = lead('again', '60601');
 ok(outcome_is($again, 'hardbounce@hard.example', 'Suppressed'), 'the next lead to the contact is Suppressed');
+is( $node->safe_psql('app',
+		"SELECT count(*) FROM aimroute.delivery_attempts a JOIN aimroute.outbox o USING (message_id)"
+		  . " WHERE o.lead_id = $hard AND a.response LIKE 'bounced after delivery:%'"),
+	'1', 'the bounce is recorded once');
+
+# A restart: the mailbox is read on from where it was, now over IMAPS.
+my $last_uid = $node->safe_psql('app', 'SELECT last_uid FROM aimroute.bounce_mailbox_state');
+$node->restart;
+$log_offset = -s $node->logfile;
+$node->safe_psql('app', "UPDATE aimroute.settings SET bounce_mailbox_url = 'imaps://127.0.0.1:$mail{IMAPS_PORT}/INBOX'");
+my $gone = lead('gone', '90210');
+ok(outcome_is($gone, 'hardbounce.gone@gone.example', 'Hard Bounce'),
+	'after a restart, over IMAPS: the next DSN is recorded');
+ok($node->poll_query_until('app', "SELECT handled = 4 AND bounces = 3 AND last_uid = $last_uid + 1 FROM aimroute.bounce_mailbox_state"),
+	'only the new message was handled');
+ok($node->wait_for_log(qr/read 1 message of the bounce mailbox imaps:/, $log_offset), 'the worker says it read one message');
+unlike(slurp_file($node->logfile, $log_offset), qr/read \d+ messages? of the bounce mailbox imap:|is not a DSN/, 'and nothing of before the restart again');
+is($node->safe_psql('app', "SELECT coalesce(last_error, '') FROM aimroute.bounce_mailbox_state"), '', 'no error noted');
+
+# A wrong password: a WARNING and the error noted, nothing else changes.
+$log_offset = -s $node->logfile;
+$node->safe_psql('app', "UPDATE aimroute.settings SET bounce_mailbox_password = 'wrong'");
+ok($node->poll_query_until('app', "SELECT last_error IS NOT NULL FROM aimroute.bounce_mailbox_state"),
+	'a login refused is noted in bounce_mailbox_state.last_error');
+ok($node->wait_for_log(qr/WARNING:  aimroute delivery worker: could not read the bounce mailbox imaps:/, $log_offset),
+	'with a WARNING');
+my @warnings = grep { /could not read the bounce mailbox/ } split /\n/, slurp_file($node->logfile, $log_offset);
+ok(@warnings && !grep({ /wrong|\Q$mail{IMAP_PASSWORD}\E/ } @warnings), 'that shows no password');
 
 $node->stop;
 stop($dealers);

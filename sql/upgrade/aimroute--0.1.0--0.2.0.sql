@@ -2759,9 +2759,12 @@ GRANT EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) TO aimrout
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
     'Delivered (accepted by the server; or, reported by a mail provider''s event, delivered to the mailbox); Hard Bounce (550: recipient not found; or reported after delivery by a DSN, a provider''s event or record_bounce); Soft Bounce (452/552: inbox full; a block; or reported later); Delayed (a DSN or a provider said the message is delayed: not a bounce, the message keeps its status); Complaint (its reader marked it as spam: the address is suppressed, the message stays delivered); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 
--- mailbox: settings.smtp_tls (issue 17, second part).  'try' is what
--- the worker always did (STARTTLS when the server offers it); 'required'
--- sends no login and no message unless the connection is TLS.
+-- mailbox: issue 17, second part.  settings.smtp_tls: 'try' is what the
+-- worker always did (STARTTLS when the server offers it); 'required' sends
+-- no login and no message unless the connection is TLS.  The bounce
+-- mailbox: settings.bounce_mailbox_url and its login (admins only), read
+-- by the delivery worker over IMAP (src/bounce_mailbox.c), its position
+-- in aimroute.bounce_mailbox_state.
 -- In steps: a column added with a default, here, is refused ("function
 -- delivery_endpoint(outbox,settings) uses its row type").
 ALTER TABLE aimroute.settings ADD COLUMN smtp_tls text
@@ -2774,6 +2777,14 @@ ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
 ALTER TABLE aimroute.settings ALTER COLUMN smtp_tls SET NOT NULL;
 COMMENT ON COLUMN aimroute.settings.smtp_tls IS 'TLS with an smtp:// server: try (default): STARTTLS when the server offers it, else plaintext; required: STARTTLS or nothing is sent (no login, no message), a retryable failure.';
 GRANT SELECT (smtp_tls) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+ALTER TABLE aimroute.settings ADD COLUMN bounce_mailbox_url text
+    CONSTRAINT settings_bounce_mailbox_url_check CHECK (aimroute.url_is_valid(bounce_mailbox_url, '{imap,imaps}'));
+ALTER TABLE aimroute.settings ADD COLUMN bounce_mailbox_username text;
+ALTER TABLE aimroute.settings ADD COLUMN bounce_mailbox_password text;
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_url IS 'The IMAP mailbox the DSNs to bounce_address arrive in, such as imaps://mail.oem.example/INBOX: the delivery worker reads its new messages and records each with record_dsn (aimroute.bounce_mailbox_state); NULL (default): none is read. Admins only.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_username IS 'The login at the bounce mailbox''s IMAP server. Admins only.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_password IS 'Its password. Admins only.';
 
 CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
     LANGUAGE plpgsql
@@ -2877,6 +2888,9 @@ BEGIN
     ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
         bad := 'bounce_address';
         allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -2904,7 +2918,10 @@ BEGIN
             timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
             smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
             smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            smtp_tls = NEW.smtp_tls, push_gateway_url = NEW.push_gateway_url,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
+            push_gateway_url = NEW.push_gateway_url,
             delivery_retry_schedule = NEW.delivery_retry_schedule,
             daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
             view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
@@ -2914,6 +2931,146 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+CREATE TABLE aimroute.bounce_mailbox_state (
+    singleton     boolean PRIMARY KEY DEFAULT true
+        CONSTRAINT bounce_mailbox_state_one_row CHECK (singleton),
+    mailbox_url   text NOT NULL,
+    uidvalidity   bigint,
+    last_uid      bigint NOT NULL DEFAULT 0,
+    handled       bigint NOT NULL DEFAULT 0,
+    bounces       bigint NOT NULL DEFAULT 0,
+    failing_uid   bigint,
+    failures      integer NOT NULL DEFAULT 0,
+    checked_at    timestamptz,
+    last_error    text
+);
+COMMENT ON TABLE aimroute.bounce_mailbox_state IS
+    'Where the delivery worker is in the bounce mailbox (settings.bounce_mailbox_url): every message up to last_uid was handled. Delete the row to read the mailbox again from its first message (record_dsn records nothing twice).';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.singleton IS 'Always true: one row.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.mailbox_url IS 'The mailbox last read, as settings.bounce_mailbox_url named it.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.uidvalidity IS 'The mailbox''s IMAP UIDVALIDITY, which tells one mailbox from another: when it changes (another mailbox, or the same made again), the worker reads from the first message.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.last_uid IS 'The highest IMAP UID handled: recorded by record_dsn, or skipped with a WARNING.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.handled IS 'Messages handled in all.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.bounces IS 'Bounces record_dsn recorded from them.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.failing_uid IS 'A message whose record raised an error that was not about its content; failures counts its tries, and after 3 it is skipped.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.failures IS 'Tries of failing_uid that raised.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.checked_at IS 'When the worker last read the mailbox, or tried to.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.last_error IS 'Why the last try to read it failed (connection, login, TLS); NULL when it worked.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.bounce_mailbox_state', '');
+GRANT ALL ON aimroute.bounce_mailbox_state TO aimroute_admin;
+
+--
+-- bounce_mailbox_position: where to go on reading a mailbox (internal, the
+-- delivery worker): the highest UID handled, 0 for a mailbox new or made
+-- again (its UIDVALIDITY changed).  Notes the check.
+--
+CREATE FUNCTION aimroute.bounce_mailbox_position(p_mailbox_url text, p_uidvalidity bigint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st aimroute.bounce_mailbox_state;
+BEGIN
+    INSERT INTO aimroute.bounce_mailbox_state (mailbox_url, uidvalidity)
+    VALUES (p_mailbox_url, p_uidvalidity)
+    ON CONFLICT (singleton) DO NOTHING;
+    SELECT * INTO st FROM aimroute.bounce_mailbox_state s WHERE s.singleton FOR UPDATE;
+    IF st.uidvalidity IS NOT NULL AND st.uidvalidity IS DISTINCT FROM p_uidvalidity THEN
+        RAISE WARNING 'bounce mailbox %: its UIDVALIDITY is % where it was %, so it is read from its first message',
+                      p_mailbox_url, p_uidvalidity, st.uidvalidity
+            USING DETAIL = 'Another mailbox, or the same one made again; record_dsn records no DSN twice.';
+        st.last_uid := 0;
+    END IF;
+    UPDATE aimroute.bounce_mailbox_state s
+       SET mailbox_url = p_mailbox_url, uidvalidity = p_uidvalidity, last_uid = st.last_uid,
+           checked_at = clock_timestamp(), last_error = NULL
+     WHERE s.singleton;
+    RETURN st.last_uid;
+END
+$$;
+COMMENT ON FUNCTION aimroute.bounce_mailbox_position(text, bigint) IS
+    'The highest IMAP UID of the bounce mailbox handled so far, 0 when the mailbox is new or its UIDVALIDITY changed. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.bounce_mailbox_position(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_position(text, bigint) TO aimroute_admin;
+
+--
+-- bounce_mailbox_failed: a try to read the mailbox failed (internal).
+--
+CREATE FUNCTION aimroute.bounce_mailbox_failed(p_mailbox_url text, p_error text) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO aimroute.bounce_mailbox_state (mailbox_url, checked_at, last_error)
+    VALUES (p_mailbox_url, clock_timestamp(), left(p_error, 1000))
+    ON CONFLICT (singleton) DO UPDATE SET checked_at = excluded.checked_at, last_error = excluded.last_error;
+END;
+COMMENT ON FUNCTION aimroute.bounce_mailbox_failed(text, text) IS
+    'Notes why reading the bounce mailbox failed (bounce_mailbox_state.last_error). Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.bounce_mailbox_failed(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_failed(text, text) TO aimroute_admin;
+
+--
+-- bounce_mailbox_record: records one message of the mailbox (internal, the
+-- delivery worker), and moves the position past it in the same
+-- transaction.  A message already handled records nothing.  Not a DSN (or
+-- a DSN record_dsn refuses, SQLSTATE class 22): a WARNING, and it is
+-- skipped.  Any other error (a lock, the server): a WARNING and NULL, the
+-- position stays and the worker stops reading until its next look; the
+-- third try of the same message that raises skips it, so that one message
+-- never stops the mailbox.  Returns the bounces recorded.
+--
+CREATE FUNCTION aimroute.bounce_mailbox_record(p_mailbox_url text, p_uidvalidity bigint, p_uid bigint,
+                                               p_message text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st aimroute.bounce_mailbox_state;
+    recorded integer := 0;
+    e_code text;
+    e_message text;
+BEGIN
+    SELECT * INTO st FROM aimroute.bounce_mailbox_state s WHERE s.singleton FOR UPDATE;
+    IF NOT FOUND OR st.uidvalidity IS DISTINCT FROM p_uidvalidity OR p_uid <= st.last_uid THEN
+        RETURN 0;   -- handled already, or the mailbox changed meanwhile
+    END IF;
+    BEGIN
+        recorded := aimroute.record_dsn(p_message);
+    EXCEPTION
+        WHEN data_exception THEN
+            GET STACKED DIAGNOSTICS e_message = MESSAGE_TEXT;
+            RAISE WARNING 'bounce mailbox %: message UID % is not a DSN aimroute can read, skipped: %',
+                          p_mailbox_url, p_uid, e_message
+                USING HINT = 'It stays in the mailbox, marked \Seen; a bounce it reports can be recorded with aimroute.record_bounce(email, kind, detail).';
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT;
+            st.failures := CASE WHEN st.failing_uid = p_uid THEN st.failures + 1 ELSE 1 END;
+            IF st.failures < 3 THEN
+                RAISE WARNING 'bounce mailbox %: recording message UID % failed (try %), tried again later: %',
+                              p_mailbox_url, p_uid, st.failures, e_message
+                    USING DETAIL = format('SQLSTATE %s.', e_code);
+                UPDATE aimroute.bounce_mailbox_state s
+                   SET failing_uid = p_uid, failures = st.failures, last_error = left(e_message, 1000)
+                 WHERE s.singleton;
+                RETURN NULL;
+            END IF;
+            RAISE WARNING 'bounce mailbox %: recording message UID % failed 3 times, skipped: %',
+                          p_mailbox_url, p_uid, e_message
+                USING DETAIL = format('SQLSTATE %s.', e_code),
+                      HINT = 'It stays in the mailbox, marked \Seen; record it by hand with aimroute.record_dsn once the cause is fixed.';
+    END;
+    UPDATE aimroute.bounce_mailbox_state s
+       SET last_uid = p_uid, handled = s.handled + 1, bounces = s.bounces + coalesce(recorded, 0),
+           failing_uid = NULL, failures = 0
+     WHERE s.singleton;
+    RETURN coalesce(recorded, 0);
+END
+$$;
+COMMENT ON FUNCTION aimroute.bounce_mailbox_record(text, bigint, bigint, text) IS
+    'Records one message of the bounce mailbox with record_dsn and moves bounce_mailbox_state.last_uid past it, in one transaction; a message handled already records nothing, one that is not a DSN is skipped with a WARNING. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.bounce_mailbox_record(text, bigint, bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_record(text, bigint, bigint, text) TO aimroute_admin;
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script

@@ -21,12 +21,31 @@
 #                              is delivered by Postfix's virtual(8) into the
 #                              maildir DIR/mail/bounces/Maildir, owned by
 #                              RUN_USER.
-#   DIR/env                    RELAY_PORT, DEALER_PORT, CA_FILE, MAILDIR,
-#                              POSTFIX_LOG, as shell assignments.
-# The ports: AIMROUTE_MAIL_BASE_PORT and the next one when set, else free
+#   DIR/dovecot/               Dovecot as the bounce mailbox: IMAP on
+#                              IMAP_PORT (STARTTLS offered), IMAPS on
+#                              IMAPS_PORT, both on 127.0.0.1 with that
+#                              certificate; one user, IMAP_USER with
+#                              IMAP_PASSWORD, whose INBOX is that maildir.
+#   DIR/env                    RELAY_PORT, DEALER_PORT, IMAP_PORT, IMAPS_PORT,
+#                              IMAP_USER, IMAP_PASSWORD, CA_FILE, MAILDIR,
+#                              POSTFIX_LOG, DOVECOT_LOG, as shell assignments.
+# The ports: AIMROUTE_MAIL_BASE_PORT and the next three when set, else free
 # ones.  RUN_USER as scripts/lib.sh picks it.
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 source "$AIMROUTE_ROOT/scripts/postfix.sh"
+
+# dovecot_stop: stops the Dovecot of DIR, by the pid file it wrote.
+dovecot_stop() {
+	local pid i
+	[ -f "$DIR/dovecot/run/master.pid" ] || return 0
+	pid=$(tr -d ' ' <"$DIR/dovecot/run/master.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	rm -f "$DIR/dovecot/run/master.pid"
+}
 
 [ $# -eq 2 ] || die "usage: $0 start|stop DIR"
 action=$1
@@ -35,6 +54,7 @@ DIR=$2
 case $action in
 stop)
 	postfix_stop "$DIR/postfix"
+	dovecot_stop
 	exit 0
 	;;
 start) ;;
@@ -46,12 +66,19 @@ pick_run_user
 if [ -n "${AIMROUTE_MAIL_BASE_PORT:-}" ]; then
 	RELAY_PORT=$AIMROUTE_MAIL_BASE_PORT
 	DEALER_PORT=$((AIMROUTE_MAIL_BASE_PORT + 1))
+	IMAP_PORT=$((AIMROUTE_MAIL_BASE_PORT + 2))
+	IMAPS_PORT=$((AIMROUTE_MAIL_BASE_PORT + 3))
 else
 	RELAY_PORT=$(free_port)
 	DEALER_PORT=$(free_port)
+	IMAP_PORT=$(free_port)
+	IMAPS_PORT=$(free_port)
 fi
+IMAP_USER=bounces
+IMAP_PASSWORD=test-only-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 
 postfix_stop "$DIR/postfix"
+dovecot_stop
 rm -rf "$DIR"
 mkdir -p "$DIR/tls" "$DIR/mail"
 chmod 755 "$DIR" "$DIR/tls"
@@ -93,14 +120,79 @@ postfix_set "$PF" \
 postfix_start "$PF" "$RELAY_PORT"
 # postfix_start's POSTFIX_PID is the master's; stop finds it by its pid file.
 
+# Dovecot: the bounce mailbox over IMAP and IMAPS, loopback only.
+command -v /usr/sbin/dovecot >/dev/null ||
+	die "Dovecot is not installed: apt-get install -y dovecot-imapd (its own service is not used)"
+DC=$DIR/dovecot
+mkdir -p "$DC/run"
+chmod 755 "$DC"
+printf '%s:{PLAIN}%s::::::\n' "$IMAP_USER" "$IMAP_PASSWORD" >"$DC/users"
+chown dovecot "$DC/users"
+chmod 600 "$DC/users"
+cat >"$DC/dovecot.conf" <<-CONF
+	# Written by test/servers/mail_servers.sh: the bounce mailbox of the tests.
+	base_dir = $DC/run
+	state_dir = $DC/run
+	log_path = $DC/dovecot.log
+	info_log_path = $DC/dovecot.log
+	protocols = imap
+	listen = 127.0.0.1
+	ssl = yes
+	ssl_cert = <$DIR/tls/cert.pem
+	ssl_key = <$DIR/tls/key.pem
+	disable_plaintext_auth = no
+	auth_mechanisms = plain login
+	first_valid_uid = $uid
+	last_valid_uid = $uid
+	mail_location = maildir:$DIR/mail/bounces/Maildir
+	passdb {
+	  driver = passwd-file
+	  args = scheme=PLAIN username_format=%u $DC/users
+	}
+	userdb {
+	  driver = static
+	  args = uid=$uid gid=$gid home=$DIR/mail/bounces
+	}
+	service imap-login {
+	  inet_listener imap {
+	    address = 127.0.0.1
+	    port = $IMAP_PORT
+	  }
+	  inet_listener imaps {
+	    address = 127.0.0.1
+	    port = $IMAPS_PORT
+	    ssl = yes
+	  }
+	}
+	service auth {
+	  unix_listener auth-userdb {
+	    mode = 0600
+	  }
+	}
+CONF
+/usr/sbin/dovecot -c "$DC/dovecot.conf"
+for ((i = 0; ; i++)); do
+	ss -ltn "sport = :$IMAPS_PORT" | grep -q LISTEN && ss -ltn "sport = :$IMAP_PORT" | grep -q LISTEN && break
+	[ "$i" -lt 100 ] || die "Dovecot did not start: $(tail -5 "$DC/dovecot.log")"
+	sleep 0.1
+done
+
 cat >"$DIR/env" <<-ENV
 	RELAY_PORT=$RELAY_PORT
 	DEALER_PORT=$DEALER_PORT
+	IMAP_PORT=$IMAP_PORT
+	IMAPS_PORT=$IMAPS_PORT
+	IMAP_USER=$IMAP_USER
+	IMAP_PASSWORD=$IMAP_PASSWORD
 	CA_FILE=$DIR/tls/cert.pem
 	MAILDIR=$DIR/mail/bounces/Maildir
 	POSTFIX_LOG=$PF/maillog
+	DOVECOT_LOG=$DC/dovecot.log
 ENV
-chmod 644 "$DIR/env"
+# The password is the test's: for RUN_USER, who runs the test, only.
+chown "$RUN_USER" "$DIR/env"
+chmod 600 "$DIR/env"
 chmod 755 "$PF"
-chmod 644 "$PF/maillog"
-echo "mail servers: Postfix on 127.0.0.1:$RELAY_PORT (STARTTLS), dealers' server expected on 127.0.0.1:$DEALER_PORT; $DIR/env"
+chmod 644 "$PF/maillog" "$DC/dovecot.log"
+echo "mail servers: Postfix on 127.0.0.1:$RELAY_PORT (STARTTLS), dealers' server expected on 127.0.0.1:$DEALER_PORT," \
+	"Dovecot on 127.0.0.1:$IMAP_PORT (IMAP) and :$IMAPS_PORT (IMAPS); $DIR/env"
