@@ -91,7 +91,8 @@ GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_failed(text, text) TO aimroute
 -- delivery worker), and moves the position past it in the same
 -- transaction.  A message already handled records nothing.  Not a DSN (or
 -- a DSN record_dsn refuses, SQLSTATE class 22): a WARNING, and it is
--- skipped.  Any other error (a lock, the server): a WARNING and NULL, the
+-- skipped; so is a message too large to fetch (p_message NULL).  Any
+-- other error (a lock, the server): a WARNING and NULL, the
 -- position stays and the worker stops reading until its next look; the
 -- third try of the same message that raises skips it, so that one message
 -- never stops the mailbox.  Returns the bounces recorded.
@@ -111,6 +112,11 @@ BEGIN
     IF NOT FOUND OR st.uidvalidity IS DISTINCT FROM p_uidvalidity OR p_uid <= st.last_uid THEN
         RETURN 0;   -- handled already, or the mailbox changed meanwhile
     END IF;
+    IF p_message IS NULL THEN
+        RAISE WARNING 'bounce mailbox %: message UID % is larger than the worker reads (16 MB), skipped',
+                      p_mailbox_url, p_uid
+            USING HINT = 'It stays in the mailbox, marked \Seen; a DSN is rarely that large: look at it in a mail client.';
+    ELSE
     BEGIN
         recorded := aimroute.record_dsn(p_message);
     EXCEPTION
@@ -136,6 +142,7 @@ BEGIN
                 USING DETAIL = format('SQLSTATE %s.', e_code),
                       HINT = 'It stays in the mailbox, marked \Seen; record it by hand with aimroute.record_dsn once the cause is fixed.';
     END;
+    END IF;
     UPDATE aimroute.bounce_mailbox_state s
        SET last_uid = p_uid, handled = s.handled + 1, bounces = s.bounces + coalesce(recorded, 0),
            failing_uid = NULL, failures = 0

@@ -56,7 +56,7 @@ static bool ReadSettings(Mailbox *m);
 static bool SplitUrl(Mailbox *m);
 static CURL *Connect(Mailbox *m, const char *ca_file, int timeout, StringInfo body, char *error);
 static bool Run(CURL *h, const char *url, const char *command, StringInfo body, char *error,
-				const char **failure);
+				const char **failure, bool *too_large);
 static size_t KeepText(char *data, size_t size, size_t nitems, void *arg);
 static int StopOnShutdown(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 						  curl_off_t ulnow);
@@ -258,14 +258,16 @@ Connect(Mailbox *m, const char *ca_file, int timeout, StringInfo body, char *err
 /*
  * Run runs one IMAP command on url (command NULL: a FETCH of the URL's
  * ;UID=), what the server answered in body; false, with *failure, when it
- * failed.
+ * failed, and *too_large when that was an answer of more than MESSAGE_MAX
+ * bytes (the connection is closed then).
  */
 static bool
 Run(CURL *h, const char *url, const char *command, StringInfo body, char *error,
-	const char **failure)
+	const char **failure, bool *too_large)
 {
 	CURLcode rc;
 
+	*too_large = false;
 	resetStringInfo(body);
 	error[0] = '\0';
 	curl_easy_setopt(h, CURLOPT_URL, url);
@@ -277,7 +279,10 @@ Run(CURL *h, const char *url, const char *command, StringInfo body, char *error,
 		*failure = "the server does not offer STARTTLS and settings.smtp_tls is 'required': no "
 				   "login was sent";
 	else if (rc == CURLE_WRITE_ERROR)
+	{
 		*failure = psprintf("a message of more than %d bytes", MESSAGE_MAX);
+		*too_large = true;
+	}
 	else
 		*failure = pstrdup(error[0] != '\0' ? error : curl_easy_strerror(rc));
 	return false;
@@ -392,6 +397,7 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 	int n;
 	int handled = 0;
 	int bounces = 0;
+	bool too_large = false;
 	CURL *h;
 
 	if (!SplitUrl(m))
@@ -404,7 +410,7 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 
 	/* Its UIDVALIDITY: a mailbox made again numbers its messages anew. */
 	if (!Run(h, m->root_url, psprintf("STATUS \"%s\" (UIDVALIDITY)", m->name), &body, error,
-			 &failure))
+			 &failure, &too_large))
 		goto fail;
 	p = strstr(body.data, "UIDVALIDITY ");
 	if (p == NULL || (uidvalidity = strtou64(p + strlen("UIDVALIDITY "), NULL, 10)) == 0)
@@ -427,7 +433,7 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 	WorkerCommitTransaction();
 
 	if (!Run(h, m->box_url, psprintf("UID SEARCH UID " UINT64_FORMAT ":*", position + 1), &body,
-			 error, &failure))
+			 error, &failure, &too_large))
 		goto fail;
 	uids = ParseSearch(body.data, position, &n);
 
@@ -439,7 +445,8 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 		bool isnull = true;
 
 		if (!Run(h, psprintf("%s;UID=" UINT64_FORMAT, m->box_url, uids[i]), NULL, &body, error,
-				 &failure))
+				 &failure, &too_large) &&
+			!too_large)
 			goto fail;
 		if (!WorkerBeginTransaction("aimroute: recording a message of the bounce mailbox"))
 		{
@@ -449,9 +456,10 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 		args[0] = CStringGetTextDatum(m->url);
 		args[1] = Int64GetDatum((int64) uidvalidity);
 		args[2] = Int64GetDatum((int64) uids[i]);
-		args[3] = CStringGetTextDatum(AsDatabaseText(&body));
+		/* Too large: NULL, which it skips with a WARNING. */
+		args[3] = too_large ? (Datum) 0 : CStringGetTextDatum(AsDatabaseText(&body));
 		if (SPI_execute_with_args("SELECT aimroute.bounce_mailbox_record($1, $2, $3, $4)", 4, types,
-								  args, NULL, false, 1) != SPI_OK_SELECT)
+								  args, too_large ? "   n" : NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "delivery worker: could not record a message of the bounce mailbox");
 		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)

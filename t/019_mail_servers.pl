@@ -206,6 +206,16 @@ ok($node->wait_for_log(qr/read 1 message of the bounce mailbox imaps:/, $log_off
 unlike(slurp_file($node->logfile, $log_offset), qr/read \d+ messages? of the bounce mailbox imap:|is not a DSN/, 'and nothing of before the restart again');
 is($node->safe_psql('app', "SELECT coalesce(last_error, '') FROM aimroute.bounce_mailbox_state"), '', 'no error noted');
 
+# A message too large to read (over 16 MB) is skipped, not read again and again.
+$log_offset = -s $node->logfile;
+open(my $big, '>', "$mail{MAILDIR}/new/1000000001.big.test") or die "cannot write to the maildir: $!";
+print $big "From: someone\@ok.example\nTo: bounces\@oem.example\nSubject: large\n\n", ("x" x 1023 . "\n") x 17000;
+close $big;
+ok($node->wait_for_log(qr/WARNING:  bounce mailbox .*: message UID \d+ is larger than the worker reads \(16 MB\), skipped/, $log_offset),
+	'a message over 16 MB is skipped with a WARNING');
+ok($node->poll_query_until('app', "SELECT handled = 5 AND bounces = 3 FROM aimroute.bounce_mailbox_state"),
+	'and counted as handled');
+
 # A wrong password: a WARNING and the error noted, nothing else changes.
 $log_offset = -s $node->logfile;
 $node->safe_psql('app', "UPDATE aimroute.settings SET bounce_mailbox_password = 'wrong'");
