@@ -3039,7 +3039,7 @@ BEGIN
     IF p_message IS NULL THEN
         RAISE WARNING 'bounce mailbox %: message UID % is larger than the worker reads (16 MB), skipped',
                       p_mailbox_url, p_uid
-            USING HINT = 'It stays in the mailbox, marked \Seen; a DSN is rarely that large: look at it in a mail client.';
+            USING HINT = 'It stays in the mailbox; a DSN is rarely that large: look at it in a mail client.';
     ELSE
     BEGIN
         recorded := aimroute.record_dsn(p_message);
