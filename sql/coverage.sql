@@ -107,4 +107,16 @@ SELECT p.proname, r.rolname, has_function_privilege(r.rolname, p.oid, 'EXECUTE')
    AND p.proname IN ('coverage', 'coverage_geojson', 'white_space', 'dealer_areas')
    AND r.rolname IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer', 'pg_monitor')
  ORDER BY 1, 2;
+-- A region user runs them, and counts only the leads of its region's
+-- dealers (none here: C1 and C2 are in no region); a dealer user may not.
+CREATE ROLE aimroute_regress_cov_region IN ROLE aimroute_region;
+CREATE ROLE aimroute_regress_cov_dealer IN ROLE aimroute_dealer;
+SET ROLE aimroute_regress_cov_region;
+SELECT count(*) AS region_user_rows FROM coverage('CVG');
+SELECT sum(leads_30_days) AS region_user_leads FROM white_space('CVG');
+RESET ROLE;
+SET ROLE aimroute_regress_cov_dealer;
+SELECT count(*) FROM coverage('CVG');
+RESET ROLE;
+DROP ROLE aimroute_regress_cov_region, aimroute_regress_cov_dealer;
 RESET search_path;
