@@ -26,9 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from PIL import Image  # noqa: E402  (python3-pil, a dependency of python3-matplotlib)
+from PIL import Image, ImageColor  # noqa: E402  (python3-pil, a dependency of python3-matplotlib)
 
 WHITE_SPACE = "#e8000b"  # red: no dealer area is drawn in it
+BACKGROUND = "#f4f4f0"
 # Dealer areas: soft colours, none of them red or near it, so that white
 # space stands out; neighbouring dealers get different ones (see colour_dealers).
 AREA_COLOURS = [
@@ -98,7 +99,7 @@ def draw(points, dealers, colours, view, title, out_path):
     covered = [(lon, lat, p) for lon, lat, p in inside if p["match_type"] != "Default"]
     white = [(lon, lat, p) for lon, lat, p in inside if p["match_type"] == "Default"]
     fig, ax = plt.subplots(figsize=figsize, dpi=100)
-    ax.set_facecolor("#f4f4f0")
+    ax.set_facecolor(BACKGROUND)
     ax.scatter([lon for lon, _, _ in covered], [lat for _, lat, _ in covered],
                c=[colours.get(p["dealer_number"], "#999999") for _, _, p in covered],
                s=marker, linewidths=0, rasterized=True)
@@ -136,12 +137,24 @@ def draw(points, dealers, colours, view, title, out_path):
 
 
 def save_small(fig, out_path):
-    """Save the figure as a PNG of 64 colours: a few times smaller, the same to the eye."""
+    """Save the figure as a PNG of at most 256 colours: a few times smaller.
+
+    The palette holds the map's own colours exactly (white space, the dealer
+    areas, black, white, the background), whatever their share of the
+    pixels, and adaptive colours for the rest (anti-aliased edges, text):
+    an adaptive palette alone drops red when white space is rare.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     buf.seek(0)
     with Image.open(buf) as image:
-        image.convert("RGB").quantize(colors=64).save(out_path, optimize=True)
+        rgb = image.convert("RGB")
+    fixed = [WHITE_SPACE, "#000000", "#ffffff", BACKGROUND] + AREA_COLOURS
+    adaptive = rgb.quantize(colors=256 - len(fixed)).getpalette()[:3 * (256 - len(fixed))]
+    palette = [v for c in fixed for v in ImageColor.getrgb(c)] + adaptive
+    holder = Image.new("P", (1, 1))
+    holder.putpalette(palette + [0] * (768 - len(palette)))
+    rgb.quantize(palette=holder, dither=0).save(out_path, optimize=True)
 
 
 def main():

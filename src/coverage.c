@@ -23,6 +23,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
@@ -155,6 +156,7 @@ CoverageWalk(const char *brand, const char *country, CoverageEmit emit, void *ar
 			MemoryContext old = MemoryContextSwitchTo(per_point);
 			CoveragePoint point;
 
+			CHECK_FOR_INTERRUPTS(); /* a whole country takes a while: let it be cancelled */
 			memset(&point, 0, sizeof(point));
 			point.country = NullableText(tuple, desc, 1);
 			point.postal_code = NullableText(tuple, desc, 2);
