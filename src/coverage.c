@@ -119,7 +119,8 @@ CoverageArgs(FunctionCallInfo fcinfo, const char **brand, const char **country)
 /*
  * CoverageWalk routes a lead of the brand from every postal code with a
  * centre point (of the country, when not NULL), in (country, postal_code)
- * order, and hands each to emit.  Each point lives until the next one.
+ * order, and hands each to emit, which runs in a memory context reset
+ * after each point.
  */
 static void
 CoverageWalk(const char *brand, const char *country, CoverageEmit emit, void *arg)
@@ -163,9 +164,8 @@ CoverageWalk(const char *brand, const char *country, CoverageEmit emit, void *ar
 			point.state_code = NullableText(tuple, desc, 3);
 			point.county = NullableText(tuple, desc, 4);
 			RoutePoint(&point, brand);
+			emit(arg, &point); /* what it keeps, it copies (tuplestore, StringInfo) */
 
-			MemoryContextSwitchTo(caller);
-			emit(arg, &point);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(per_point);
 		}
