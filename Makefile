@@ -16,6 +16,7 @@ OBJS = \
 	src/bounce_mailbox.o \
 	src/catalog.o \
 	src/country.o \
+	src/coverage.o \
 	src/delivery.o \
 	src/delivery_worker.o \
 	src/leads.o \
@@ -41,7 +42,7 @@ SHLIB_LINK = -lz -lcurl
 PG_CPPFLAGS = -I$(srcdir)/src -DAIMROUTE_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
-REGRESS = normalize reference settings loader routing staging
+REGRESS = normalize reference settings loader routing staging coverage
 REGRESS_OPTS = --inputdir=$(srcdir) --load-extension=plpgsql
 
 EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out

@@ -26,6 +26,7 @@ AIMROUTE_PACKAGES=(
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
 	libcurl4-openssl-dev zlib1g-dev python3-aiosmtpd pgbouncer
 	clang libclang-rt-14-dev libxml2-utils
+	gdal-bin python3-matplotlib
 	postfix dovecot-imapd openssl iproute2
 )
 
