@@ -53,7 +53,7 @@ install_packages() {
 	fi
 	say "Installing Debian packages: ${missing[*]}"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	# Postfix and Dovecot are for t/019_mail_servers.pl, which runs its own
+	# Postfix and Dovecot are for t/020_mail_servers.pl, which runs its own
 	# instances in directories of their own (test/servers/mail_servers.sh):
 	# the system's Postfix gets no configuration, so it does not start.
 	echo 'postfix postfix/main_mailer_type select No configuration' | as_root debconf-set-selections

@@ -82,16 +82,16 @@ run_pgtap() {
 		(cd "$AIMROUTE_ROOT" && pg_prove -d "$db" $PGTAP_FILES)
 }
 
-# mail_servers_start: the mail servers of t/019_mail_servers.pl (Postfix
+# mail_servers_start: the mail servers of t/020_mail_servers.pl (Postfix
 # runs only as root), when that file is among those to run and this script
 # runs as root; sets MAIL_ENV to their env file.
 MAIL_DIR=$CHECK_DIR/mail
 MAIL_ENV=
 mail_servers_start() {
 	# shellcheck disable=SC2086 # TAP_FILES is a list of globs
-	ls $TAP_FILES 2>/dev/null | grep -q 019_mail_servers || return 0
+	ls $TAP_FILES 2>/dev/null | grep -q 020_mail_servers || return 0
 	if [ "$(id -u)" != 0 ]; then
-		say "t/019_mail_servers.pl needs root to start Postfix: it will be skipped"
+		say "t/020_mail_servers.pl needs root to start Postfix: it will be skipped"
 		return 0
 	fi
 	bash "$AIMROUTE_ROOT/test/servers/mail_servers.sh" start "$MAIL_DIR" && MAIL_ENV=$MAIL_DIR/env

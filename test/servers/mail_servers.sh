@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/servers/mail_servers.sh: the real mail servers of t/019_mail_servers.pl,
+# test/servers/mail_servers.sh: the real mail servers of t/020_mail_servers.pl,
 # on loopback only, each in DIR and nowhere else.
 #
 #   mail_servers.sh start DIR   (as root: Postfix's master runs only as root)

@@ -1,4 +1,4 @@
-# t/019_mail_servers.pl: delivery through a real mail server (issue 17,
+# t/020_mail_servers.pl: delivery through a real mail server (issue 17,
 # second part): Debian's Postfix as the OEM's relay, with STARTTLS on a
 # certificate made for the test, relaying to test/servers/smtp_sink.py as
 # the dealers' mail servers (550 unknown user, 452 mailbox full, 250), and
