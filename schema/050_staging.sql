@@ -167,6 +167,18 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_staging', '');
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_staging_staging_id_seq', '');
 
 --
+-- staging_value: a staged value as process_staging() reads it, trimmed of
+-- white space (space, tab, CR, LF, form feed, vertical tab), NULL when
+-- blank: nullif(btrim(value, E' \t\r\n\f\x0B'), ''), in C (src/staging.c),
+-- which does not measure every character of the value first.
+--
+CREATE FUNCTION aimroute.staging_value(value text) RETURNS text
+    AS 'MODULE_PATHNAME', 'aimroute_staging_value'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.staging_value(text) IS
+    'A staged value trimmed of white space (space, tab, CR, LF, form feed, vertical tab), NULL when blank (internal to aimroute.process_staging).';
+
+--
 -- staging_timestamptz: a staged received_at as a timestamptz, or NULL when
 -- it is not one (internal; the session's DateStyle and TimeZone apply).
 --
@@ -224,7 +236,6 @@ DECLARE
     max_length      constant integer := 1000;
     max_comment     constant integer := 10000;
     min_phone_digits constant integer := 5;
-    ws              constant text := E' \t\r\n\f\x0B';
     email_pattern   constant text :=
         '^[^[:space:]@<>(),;:"\[\]\\]+@[^[:space:]@<>(),;:"\[\]\\.]+(\.[^[:space:]@<>(),;:"\[\]\\.]+)+$';
     v_batch         text := process_staging.batch_id;
@@ -374,13 +385,17 @@ BEGIN
                                        format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
                                               aimroute.staging_quote(t.phone), min_phone_digits)
                                    END,
-                                   CASE WHEN length(t.comment) > max_comment
-                                             OR greatest(length(t.received_at), length(t.source), length(t.brand_code),
-                                                         length(t.product_code), length(t.first_name), length(t.last_name),
-                                                         length(t.email), length(t.phone), length(t.address), length(t.city),
-                                                         length(t.state_code), length(t.country), length(t.postal_code),
-                                                         length(t.dealer_number), length(t.dealer_group),
-                                                         length(t.send_to_dealer)) > max_length THEN
+                                   -- A value has at most as many characters as bytes:
+                                   -- only a row with a value that long in bytes is
+                                   -- measured in characters (the list below, NULL
+                                   -- when none is too long).
+                                   CASE WHEN octet_length(t.comment) > max_comment
+                                             OR greatest(octet_length(t.received_at), octet_length(t.source), octet_length(t.brand_code),
+                                                         octet_length(t.product_code), octet_length(t.first_name), octet_length(t.last_name),
+                                                         octet_length(t.email), octet_length(t.phone), octet_length(t.address), octet_length(t.city),
+                                                         octet_length(t.state_code), octet_length(t.country), octet_length(t.postal_code),
+                                                         octet_length(t.dealer_number), octet_length(t.dealer_group),
+                                                         octet_length(t.send_to_dealer)) > max_length THEN
                                        (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
                                                                  f.name, length(f.value), f.max), '; ' ORDER BY f.n)
                                           FROM (VALUES (1, 'received_at', t.received_at, max_length),
@@ -409,23 +424,23 @@ BEGIN
                                                  ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
                                             THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
                                   FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
-                                               nullif(btrim(s.received_at, ws), '') AS received_at,
-                                               nullif(btrim(s.source, ws), '') AS source,
-                                               nullif(btrim(s.brand_code, ws), '') AS brand_code,
-                                               nullif(btrim(s.product_code, ws), '') AS product_code,
-                                               nullif(btrim(s.first_name, ws), '') AS first_name,
-                                               nullif(btrim(s.last_name, ws), '') AS last_name,
-                                               nullif(btrim(s.email, ws), '') AS email,
-                                               nullif(btrim(s.phone, ws), '') AS phone,
-                                               nullif(btrim(s.address, ws), '') AS address,
-                                               nullif(btrim(s.city, ws), '') AS city,
-                                               nullif(btrim(s.state_code, ws), '') AS state_code,
-                                               nullif(btrim(s.country, ws), '') AS country,
-                                               nullif(btrim(s.postal_code, ws), '') AS postal_code,
-                                               nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
-                                               nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
-                                               nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
-                                               nullif(btrim(s.comment, ws), '') AS comment
+                                               aimroute.staging_value(s.received_at) AS received_at,
+                                               aimroute.staging_value(s.source) AS source,
+                                               aimroute.staging_value(s.brand_code) AS brand_code,
+                                               aimroute.staging_value(s.product_code) AS product_code,
+                                               aimroute.staging_value(s.first_name) AS first_name,
+                                               aimroute.staging_value(s.last_name) AS last_name,
+                                               aimroute.staging_value(s.email) AS email,
+                                               aimroute.staging_value(s.phone) AS phone,
+                                               aimroute.staging_value(s.address) AS address,
+                                               aimroute.staging_value(s.city) AS city,
+                                               aimroute.staging_value(s.state_code) AS state_code,
+                                               aimroute.staging_value(s.country) AS country,
+                                               aimroute.staging_value(s.postal_code) AS postal_code,
+                                               aimroute.staging_value(s.dealer_number) AS dealer_number,
+                                               aimroute.staging_value(s.dealer_group) AS dealer_group,
+                                               aimroute.staging_value(s.send_to_dealer) AS send_to_dealer,
+                                               aimroute.staging_value(s.comment) AS comment
                                           FROM aimroute.lead_staging s
                                          WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
                                          ORDER BY s.staging_id
