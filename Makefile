@@ -30,6 +30,7 @@ OBJS = \
 	src/reroute_worker.o \
 	src/routing.o \
 	src/search_path.o \
+	src/staging.o \
 	src/worker.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
