@@ -55,12 +55,12 @@ def lead_page(lead):
     return page(f"Lead {lead['lead_id']}",
                 f"<h1>Lead {lead['lead_id']} for {html.escape(lead['dealer_name'])}</h1>"
                 f"<p class=\"note\">Marked viewed {html.escape(when(lead['viewed_at'], lead['timezone']))}: "
-                f"it is yours and will not go to another dealer.</p><table>{table}</table>")
+                f"the lead is yours and is no longer re-routed to another dealer.</p><table>{table}</table>")
 
 
 GONE = page('This link is no longer yours',
             '<h1>This link is no longer yours</h1><p class="gone">This lead has gone to another dealer, '
-            'or the link is not one of ours. Nothing was changed. Newer leads come in new emails.</p>')
+            'or the link is not one we sent. Nothing was changed.</p>')
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
