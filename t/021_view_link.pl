@@ -56,6 +56,8 @@ my $dsn = sprintf('host=%s port=%d dbname=app user=view_page', $node->host, $nod
 my $page = IPC::Run::start(
 	[ '/usr/bin/python3', Cwd::abs_path(dirname(__FILE__) . '/../examples/view-link/view_link.py'), '--port', '0', '--dsn', $dsn ],
 	'<', \undef, '>&', $page_log);
+# The page goes with the test, however it ends.
+END { local $?; $page->kill_kill if $page && $page->pumpable; }
 my $base;
 for (1 .. 100)
 {
