@@ -6,12 +6,13 @@
 -- (test/servers/README.md).
 --
 --     psql -v ON_ERROR_STOP=1 -d aimroute -v smtp_port=54325 -v http_port=54326 \
---          -f demo/delivery.sql
+--          -v view_link_url='http://127.0.0.1:54327/view?token=' -f demo/delivery.sql
 --
 -- Run it after demo/network.sql and before demo/leads.sql: a lead's
 -- messages are queued when it is routed, to the contacts its dealer has
 -- then.  smtp_port and http_port are the sinks' ports (default 54325 and
--- 54326, as in scripts/demo.sh).
+-- 54326, as in scripts/demo.sh); view_link_url is where the reference
+-- page behind the view link (examples/view-link) listens.
 --
 -- The sinks answer by the recipient, so the contacts choose what happens:
 --   - most dealers have a 'Leads: Emails To' contact, sales@<dealer>.example;
@@ -81,7 +82,7 @@ UPDATE aimroute.settings
        push_gateway_url = format('http://127.0.0.1:%s/ok/push', :'http_port'),
        delivery_retry_schedule = '{5 seconds,10 seconds}',
        oem_name = 'Tamarack Outdoor Group',
-       view_link_url = 'https://leads.tamarack.example/view?token=',
+       view_link_url = :'view_link_url',
        timezone = 'America/Chicago';
 
 ------------------------------------------------------------------------------

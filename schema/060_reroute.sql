@@ -225,7 +225,7 @@ $$;
 COMMENT ON FUNCTION aimroute.open_view_link(text) IS
     'The view link of a notification was opened: marks the lead viewed while that notification''s dealer holds it (true); otherwise false.';
 REVOKE EXECUTE ON FUNCTION aimroute.open_view_link(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aimroute.open_view_link(text) TO aimroute_admin, aimroute_region, aimroute_dealer;
+GRANT EXECUTE ON FUNCTION aimroute.open_view_link(text) TO aimroute_admin, aimroute_region, aimroute_dealer, aimroute_view_link;
 
 CREATE FUNCTION aimroute.reroute_worker_running() RETURNS boolean
     AS 'MODULE_PATHNAME', 'aimroute_reroute_worker_running'

@@ -12,6 +12,8 @@
 # Environment: AIMROUTE_PORT (default 54330), AIMROUTE_CLUSTER_DIR (default
 # <checkout>/.cluster), AIMROUTE_SMTP_PORT (default 54325) and
 # AIMROUTE_HTTP_PORT (default 54326) for the SMTP and HTTP sinks,
+# AIMROUTE_VIEW_LINK_PORT (default 54327) for the page behind the view link
+# in lead emails (examples/view-link),
 # AIMROUTE_MAP_DIR (default <cluster dir>/maps) for the coverage maps,
 # AIMROUTE_USER (see scripts/lib.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -20,6 +22,8 @@ PORT=${AIMROUTE_PORT:-54330}
 CLUSTER_DIR=${AIMROUTE_CLUSTER_DIR:-$AIMROUTE_ROOT/.cluster}
 SMTP_PORT=${AIMROUTE_SMTP_PORT:-54325}
 HTTP_PORT=${AIMROUTE_HTTP_PORT:-54326}
+VIEW_LINK_PORT=${AIMROUTE_VIEW_LINK_PORT:-54327}
+VIEW_LINK_URL="http://127.0.0.1:$VIEW_LINK_PORT/view?token="
 SINK_DIR=$CLUSTER_DIR/sinks
 MAP_DIR=${AIMROUTE_MAP_DIR:-$CLUSTER_DIR/maps}
 DELIVERY_TIMEOUT=60 # seconds to wait for the delivery worker to settle the demo leads
@@ -36,6 +40,39 @@ restart_on_new_library "$CLUSTER_DIR"
 sinks_start "$SINK_DIR" "$SMTP_PORT" "$HTTP_PORT"
 
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -d aimroute)
+
+# view_link_start: (re)start the reference page behind the view link
+# (examples/view-link) on loopback, as RUN_USER, logged in as
+# aimroute_view_page: a login that is only in the role aimroute_view_link.
+view_link_start() {
+	local pid i
+	if pid=$(cat "$SINK_DIR/view_link.pid" 2>/dev/null) && grep -qs view_link.py "/proc/$pid/cmdline"; then
+		say "Stopping the view link page of an earlier run"
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	fi
+	rm -f "$SINK_DIR/view_link.pid" "$SINK_DIR/view_link.log"
+	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
+		DO \$\$ BEGIN
+		    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'aimroute_view_page') THEN
+		        CREATE ROLE aimroute_view_page LOGIN;
+		    END IF;
+		END \$\$" -c "GRANT aimroute_view_link TO aimroute_view_page"
+	# shellcheck disable=SC2016 # the inner shell expands $1, $@ and $!
+	pid=$(as_run_user /bin/bash -c 'log=$1; shift; setsid "$@" </dev/null >"$log" 2>&1 & echo $!' \
+		view_link "$SINK_DIR/view_link.log" /usr/bin/python3 "$AIMROUTE_ROOT/examples/view-link/view_link.py" \
+		--port "$VIEW_LINK_PORT" --dsn "host=$PGHOST port=$PGPORT dbname=aimroute user=aimroute_view_page")
+	echo "$pid" >"$SINK_DIR/view_link.pid"
+	for ((i = 0; ; i++)); do
+		grep -q 'listening on' "$SINK_DIR/view_link.log" 2>/dev/null && break
+		if ! kill -0 "$pid" 2>/dev/null || [ "$i" -ge 150 ]; then
+			cat "$SINK_DIR/view_link.log" >&2
+			die "the view link page did not start on 127.0.0.1:$VIEW_LINK_PORT (a port in use? set AIMROUTE_VIEW_LINK_PORT)"
+		fi
+		sleep 0.1
+	done
+	say "The view link page: ${VIEW_LINK_URL}<token> (log: $SINK_DIR/view_link.log)"
+}
 
 # wait_for_delivery: poll until no lead and no message waits for the
 # delivery worker, DELIVERY_TIMEOUT seconds at most; says what is left.
@@ -82,8 +119,12 @@ say "Loading the demo dealer network"
 say "The demo network"
 "${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/show.sql"
 
+say "Starting the page behind the view link in lead emails (examples/view-link)"
+view_link_start
+
 say "Setting up lead delivery: dealer contacts, CRMs, notification contacts, the sinks as servers"
-"${PSQL[@]}" -v smtp_port="$SMTP_PORT" -v http_port="$HTTP_PORT" -f "$AIMROUTE_ROOT/demo/delivery.sql"
+"${PSQL[@]}" -v smtp_port="$SMTP_PORT" -v http_port="$HTTP_PORT" -v view_link_url="$VIEW_LINK_URL" \
+	-f "$AIMROUTE_ROOT/demo/delivery.sql"
 
 say "Routing a batch of demo leads"
 "${PSQL[@]}" -f "$AIMROUTE_ROOT/demo/leads.sql"
@@ -114,6 +155,10 @@ say "Drawing the coverage maps (matplotlib)"
 /usr/bin/python3 "$AIMROUTE_ROOT/demo/coverage_map.py" "$MAP_DIR/coverage_lwb.geojson" "$MAP_DIR/dealers_lwb.csv" \
 	"$MAP_DIR" "Loonwater Boats (LWB), if the radius were 100 miles"
 
+# One view link, as a dealer's To contact received it: opening it marks
+# that lead viewed and stops its re-routing.
+VIEW_LINK=$(grep -o "${VIEW_LINK_URL}[A-Za-z0-9_-]*" "$SINK_DIR/smtp.jsonl" | head -n 1 || true)
+
 cat <<DONE
 
 aimroute is running: psql -h $PGHOST -p $PGPORT -U aimroute aimroute
@@ -121,6 +166,9 @@ The delivery sinks are running: SMTP on 127.0.0.1:$SMTP_PORT, HTTP on 127.0.0.1:
   what they received: $SINK_DIR/smtp.jsonl and http.jsonl (one JSON object a line)
 The coverage maps: $MAP_DIR/coverage_us_ca.png and coverage_great_lakes.png
   (red is white space; docs/coverage.md says how to read them)
-Stop the sinks with: kill \$(cat $SINK_DIR/smtp.pid $SINK_DIR/http.pid)
+The view link page is running on 127.0.0.1:$VIEW_LINK_PORT (examples/view-link); a link from an email:
+  ${VIEW_LINK:-(none: no email with a view link reached the SMTP sink)}
+  (opening it marks that lead viewed and stops its re-routing)
+Stop the sinks and the page with: kill \$(cat $SINK_DIR/smtp.pid $SINK_DIR/http.pid $SINK_DIR/view_link.pid)
 Stop the cluster with: $PG_BINDIR/pg_ctl -D $CLUSTER_DIR/data stop  (as $RUN_USER)
 DONE

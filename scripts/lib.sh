@@ -28,6 +28,7 @@ AIMROUTE_PACKAGES=(
 	clang libclang-rt-14-dev libxml2-utils
 	gdal-bin python3-matplotlib
 	postfix dovecot-imapd openssl iproute2
+	chromium python3-psycopg2 # the view link page (examples/view-link) and t/021_view_link.pl
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(91);
+SELECT plan(104);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -237,6 +237,43 @@ SELECT is(mark_viewed(pg_temp.id('three'), 'sales@three.example'), true, 'an adm
 SELECT is(mark_viewed(pg_temp.id('three'), 'sales@three.example'), true, 'viewing again is harmless');
 SELECT is(mark_viewed(pg_temp.id('three'), 'stranger@example.com'), false, 'an address that is no To contact is refused');
 RESET ROLE;
+
+-- The page behind the view link: a login in aimroute_view_link opens a
+-- link and reads the lead it shows, and nothing else.
+CREATE ROLE sec_page LOGIN IN ROLE aimroute_view_link;
+SELECT lives_ok($$
+    INSERT INTO aimroute.leads (brand_code, country, postal_code, first_name, comment)
+    VALUES ('SEC', 'US', '10002', 'Pat', 'page');
+    SELECT aimroute.delivery_expand(1000);
+    SELECT set_config('sec.stale', n.view_token, true)
+      FROM aimroute.lead_notifications n JOIN aimroute.leads l USING (lead_id) WHERE l.comment = 'page';
+    SELECT aimroute.reassign(l.lead_id, 'SEC-2', 'moved') FROM aimroute.leads l WHERE l.comment = 'page';
+    SELECT aimroute.delivery_expand(1000);
+    SELECT set_config('sec.token', n.view_token, true)
+      FROM aimroute.lead_notifications n JOIN aimroute.leads l USING (lead_id)
+     WHERE l.comment = 'page' AND n.dealer_number = 'SEC-2';
+$$, 'a lead emailed to SEC-1, then moved to SEC-2 and emailed there');
+SET LOCAL ROLE sec_page;
+SELECT is((SELECT count(*) FROM aimroute.view_link_lead(current_setting('sec.stale'))), 0::bigint,
+          'the page reads nothing through the link of the dealer that lost the lead');
+SELECT is(aimroute.open_view_link(current_setting('sec.stale')), false, 'and that link opens nothing');
+SELECT is((SELECT count(*) FROM aimroute.view_link_lead(repeat('A', 40))), 0::bigint, 'nor through an unknown token');
+SELECT is((SELECT first_name || ' ' || dealer_number || ' ' || dealer_name || ' ' || (viewed_at IS NULL)
+             FROM aimroute.view_link_lead(current_setting('sec.token'))),
+          'Pat SEC-2 East Two true', 'the page reads the lead through the link of the dealer that holds it');
+SELECT is(aimroute.open_view_link(current_setting('sec.token')), true, 'and opens that link');
+SELECT is((SELECT viewed_at IS NOT NULL FROM aimroute.view_link_lead(current_setting('sec.token'))), true,
+          'which marks the lead viewed');
+SELECT throws_ok($$SELECT * FROM aimroute.leads$$, '42501', NULL, 'the page''s login reads no lead');
+SELECT throws_ok($$SELECT view_token FROM aimroute.lead_notifications$$, '42501', NULL, 'no view token');
+SELECT throws_ok($$SELECT * FROM aimroute.settings$$, '42501', NULL, 'no settings');
+SELECT throws_ok($$SELECT aimroute.mark_viewed(1, 'sales@one.example')$$, '42501', NULL, 'and runs no mark_viewed');
+RESET ROLE;
+SELECT is((SELECT viewed_by FROM leads WHERE comment = 'page'),
+          (SELECT 'view link ' || n.notification_id FROM lead_notifications n
+            WHERE n.view_token = current_setting('sec.token')), 'the view is the link''s');
+SELECT is(has_function_privilege('public', 'aimroute.view_link_lead(text)', 'EXECUTE'), false,
+          'PUBLIC may not run view_link_lead');
 
 -- Every SECURITY DEFINER function pins its search_path.
 SELECT is((SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p

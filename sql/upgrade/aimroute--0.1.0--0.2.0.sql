@@ -3577,6 +3577,46 @@ COMMENT ON FUNCTION aimroute.process_staging(text) IS
 REVOKE EXECUTE ON FUNCTION aimroute.process_staging(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.process_staging(text) TO aimroute_admin;
 
+-- viewlink: the page behind the view link (issue 17).  A fourth role,
+-- aimroute_view_link, for that page: it may open a link and read the lead
+-- the link shows, and nothing else; view_link_lead is that read.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'aimroute_view_link') THEN
+        CREATE ROLE aimroute_view_link NOLOGIN;
+    END IF;
+END
+$$;
+COMMENT ON ROLE aimroute_view_link IS 'aimroute: the page behind the view link; opens a link and reads the lead it shows (open_view_link, view_link_lead), nothing else.';
+GRANT USAGE ON SCHEMA aimroute TO aimroute_view_link;
+GRANT EXECUTE ON FUNCTION aimroute.open_view_link(text) TO aimroute_view_link;
+CREATE FUNCTION aimroute.view_link_lead(token text)
+RETURNS TABLE (lead_id bigint, dealer_number text, dealer_name text, received_at timestamptz,
+               timezone text, brand text, product_code text, first_name text, last_name text,
+               email text, phone text, address text, city text, state_code text,
+               postal_code text, country text, comment text, viewed_at timestamptz,
+               reroute_due_at timestamptz)
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.lead_id, l.dealer_number, d.name, l.received_at, s.timezone,
+           coalesce(b.name, l.brand_code), l.product_code, l.first_name, l.last_name,
+           l.email, l.phone, l.address, l.city, l.state_code,
+           coalesce(l.postal_code, l.postal_code_input), coalesce(l.country, l.country_input),
+           l.comment, l.viewed_at, l.reroute_due_at
+      FROM aimroute.lead_notifications n
+      JOIN aimroute.leads l ON l.lead_id = n.lead_id AND l.dealer_number = n.dealer_number
+      JOIN aimroute.dealers d ON d.dealer_number = l.dealer_number
+      LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
+      CROSS JOIN aimroute.settings s
+     WHERE n.view_token = view_link_lead.token
+$$;
+COMMENT ON FUNCTION aimroute.view_link_lead(text) IS
+    'The lead a notification''s view link shows: its key details while that notification''s dealer holds it; no row for an unknown token or the link of a dealer that lost the lead. Changes nothing (open_view_link marks it viewed).';
+REVOKE EXECUTE ON FUNCTION aimroute.view_link_lead(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.view_link_lead(text) TO aimroute_admin, aimroute_region, aimroute_dealer, aimroute_view_link;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.

@@ -370,7 +370,7 @@ lines(k1, k2, k3, k4, line) AS (
                   FROM pg_auth_members m WHERE m.member = r.oid),
                (SELECT 'comment ' || quote_literal(s.description) FROM pg_shdescription s
                  WHERE s.classoid = 'pg_authid'::regclass AND s.objoid = r.oid))
-      FROM pg_roles r WHERE r.rolname IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer')
+      FROM pg_roles r WHERE r.rolname IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer', 'aimroute_view_link')
     UNION ALL
     SELECT 'role ' || quote_ident(pg_get_userbyid(x.grantee)), 10, o.what, 0,
            'role ' || quote_ident(pg_get_userbyid(x.grantee)) || ': granted '
@@ -396,7 +396,7 @@ lines(k1, k2, k3, k4, line) AS (
             SELECT 'this database', d.datacl FROM pg_database d WHERE d.datname = current_database()
            ) AS o(what, acl),
            aclexplode(o.acl) x
-     WHERE pg_get_userbyid(x.grantee) IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer')
+     WHERE pg_get_userbyid(x.grantee) IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer', 'aimroute_view_link')
      GROUP BY x.grantee, o.what, x.is_grantable
     UNION ALL
     SELECT 'default privileges', 0, '', 0,
@@ -405,7 +405,7 @@ lines(k1, k2, k3, k4, line) AS (
                   a.defaclobjtype, (SELECT string_agg(x::text, ', ' ORDER BY x::text) FROM unnest(a.defaclacl) x))
       FROM pg_default_acl a
      WHERE a.defaclnamespace IN (SELECT s.oid FROM schemas s)
-        OR pg_get_userbyid(a.defaclrole) IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer')
+        OR pg_get_userbyid(a.defaclrole) IN ('aimroute_admin', 'aimroute_region', 'aimroute_dealer', 'aimroute_view_link')
 )
 SELECT string_agg(l.line, E'\n' ORDER BY l.k1 COLLATE "C", l.k2, l.k3 COLLATE "C", l.k4, l.line COLLATE "C")
   FROM lines l;
