@@ -13,6 +13,12 @@
  * twice (the change back) is resolved by PostgreSQL's own rule, as
  * '... 02:30'::timestamp AT TIME ZONE settings.timezone would be.
  *
+ * With settings.reroute_clock = 'business_hours', reroute_after counts
+ * only the open time of the dealer holding the lead (dealers.business_hours
+ * in dealers.timezone, or settings.timezone; opening_hours.c), skip days
+ * counting none.  A dealer without business hours, or whose hours are never
+ * open on a day that is not skipped, keeps the elapsed clock above.
+ *
  * A view ends the hold: aimroute.mark_viewed records one.  Only aimroute
  * writes a lead's view and deadline (schema/040_leads.sql), so the view
  * is recorded as the extension's owner, once the lead has been read with
@@ -33,6 +39,7 @@
 #include "access/htup_details.h"
 
 #include "kept_plan.h"
+#include "opening_hours.h"
 #include "owner.h"
 #include "reroute.h"
 #include "search_path.h"
@@ -63,6 +70,9 @@ static const char *const view_record_sql =
 static SPIPlanPtr view_record_plan = NULL;
 static Oid view_record_types[4] = { INT8OID, TEXTOID, TEXTOID, NAMEOID };
 
+/* A dealer's business hours and time zone (RerouteDeadlineFor). */
+static SPIPlanPtr dealer_hours_plan = NULL;
+
 static SPIPlanPtr holder_plan = NULL;
 static SPIPlanPtr holder_lock_plan = NULL;
 
@@ -76,7 +86,7 @@ PG_FUNCTION_INFO_V1(aimroute_reroute_deadline);
  * SkipDaysMask turns an int[] of ISO weekdays into RerouteSettings'
  * bitmask, refusing anything but 1 to 7.
  */
-static uint8
+uint8
 SkipDaysMask(ArrayType *days)
 {
 	Datum *elems;
@@ -126,6 +136,8 @@ ReadRerouteSettings(HeapTuple row, TupleDesc desc, int first, RerouteSettings *s
 	strlcpy(s->timezone, isnull ? "UTC" : TextDatumGetCString(d), sizeof(s->timezone));
 	/* pg_tzset's zones live as long as the backend: keep the pointer. */
 	s->tz = pg_tzset(s->timezone);
+	d = heap_getattr(row, first + 4, desc, &isnull);
+	s->business_hours = !isnull && strcmp(TextDatumGetCString(d), "business_hours") == 0;
 }
 
 /*
@@ -219,6 +231,60 @@ RerouteDeadline(const RerouteSettings *s, TimestampTz from)
 	for (int i = 0; i < 7 && (s->skip_days & (1 << IsoWeekday(&tm))) != 0; i++)
 		AddDays(&tm, 1);
 	return FromLocal(&tm, fsec, tz);
+}
+
+/*
+ * RerouteDeadlineFor is the re-route deadline of a lead assigned to dealer
+ * dealer_number at from: RerouteDeadline's, or under the business-hours
+ * clock the moment reroute_after of the dealer's open time has passed.
+ */
+TimestampTz
+RerouteDeadlineFor(const RerouteSettings *s, const char *dealer_number, TimestampTz from)
+{
+	Oid type = TEXTOID;
+	Datum arg;
+	int pinned;
+	OpeningHours oh;
+	bool has_hours = false;
+	pg_tz *tz = s->tz;
+	int64 usecs;
+	TimestampTz due;
+
+	if (!s->business_hours || dealer_number == NULL || TIMESTAMP_NOT_FINITE(from))
+		return RerouteDeadline(s, from);
+
+	arg = CStringGetTextDatum(dealer_number);
+	pinned = SpiConnectPinned();
+	if (SPI_execute_plan(KeptPlan(&dealer_hours_plan,
+								  "SELECT d.business_hours, d.timezone FROM aimroute.dealers d"
+								  " WHERE d.dealer_number OPERATOR(pg_catalog.=) $1",
+								  1, &type, 0),
+						 &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the business hours of dealer %s", dealer_number);
+	if (SPI_processed == 1)
+	{
+		char *hours = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char *zone = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		if (hours != NULL)
+		{
+			OpeningHoursParseOrError(hours, &oh);
+			has_hours = true;
+		}
+		/* A zone the server no longer knows: the OEM's, as for NULL. */
+		if (zone != NULL && pg_tzset(zone) != NULL)
+			tz = pg_tzset(zone);
+	}
+	SpiFinishPinned(pinned);
+	if (!has_hours || tz == NULL)
+		return RerouteDeadline(s, from);
+
+	/* Days of 24 hours and months of 30 days, as extract(epoch from interval). */
+	usecs =
+		((int64) s->after.month * DAYS_PER_MONTH + s->after.day) * USECS_PER_DAY + s->after.time;
+	if (!BusinessHoursDeadline(&oh, tz, s->skip_days, from, usecs, &due))
+		return RerouteDeadline(s, from);
+	return due;
 }
 
 /*

@@ -9,6 +9,7 @@
 #include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "pgtime.h"
+#include "utils/array.h"
 
 /* The re-route settings of aimroute.settings. */
 typedef struct RerouteSettings
@@ -17,13 +18,18 @@ typedef struct RerouteSettings
 	Interval after;
 	uint8 skip_days; /* bit d set: ISO weekday d (1 = Monday) is skipped */
 	char timezone[TZ_STRLEN_MAX + 1];
-	pg_tz *tz; /* timezone, looked up once; NULL when not recognized */
+	pg_tz *tz;			 /* timezone, looked up once; NULL when not recognized */
+	bool business_hours; /* reroute_clock = 'business_hours' */
 } RerouteSettings;
 
 /* The columns ReadRerouteSettings reads, in this order. */
-#define REROUTE_SETTINGS_COLUMNS "reroute_enabled, reroute_after, reroute_skip_days, timezone"
+#define REROUTE_SETTINGS_COLUMNS                                                                   \
+	"reroute_enabled, reroute_after, reroute_skip_days, timezone, reroute_clock"
 
+extern uint8 SkipDaysMask(ArrayType *days);
 extern void ReadRerouteSettings(HeapTuple row, TupleDesc desc, int first, RerouteSettings *s);
 extern TimestampTz RerouteDeadline(const RerouteSettings *s, TimestampTz from);
+extern TimestampTz RerouteDeadlineFor(const RerouteSettings *s, const char *dealer_number,
+									  TimestampTz from);
 
 #endif /* AIMROUTE_REROUTE_H */
