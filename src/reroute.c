@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -35,10 +36,12 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "access/htup_details.h"
 
 #include "kept_plan.h"
+#include "model.h"
 #include "opening_hours.h"
 #include "owner.h"
 #include "reroute.h"
@@ -73,9 +76,23 @@ static Oid view_record_types[4] = { INT8OID, TEXTOID, TEXTOID, NAMEOID };
 /* A dealer's business hours and time zone (RerouteDeadlineFor). */
 static SPIPlanPtr dealer_hours_plan = NULL;
 
+/*
+ * settings.reroute_clock, read once per state of the configuration (the
+ * routing model's key): the model itself does not carry it, and a library
+ * of this version may run on the schema of an older one (before ALTER
+ * EXTENSION UPDATE), which has no such column.
+ */
+static struct
+{
+	bool valid;
+	ModelKey key;
+	bool business_hours;
+} clock_cache;
+
 static SPIPlanPtr holder_plan = NULL;
 static SPIPlanPtr holder_lock_plan = NULL;
 
+static bool BusinessHoursClock(void);
 static char *LeadHolder(int64 lead_id, bool lock);
 static bool ActsForAimroute(Oid role);
 
@@ -136,8 +153,6 @@ ReadRerouteSettings(HeapTuple row, TupleDesc desc, int first, RerouteSettings *s
 	strlcpy(s->timezone, isnull ? "UTC" : TextDatumGetCString(d), sizeof(s->timezone));
 	/* pg_tzset's zones live as long as the backend: keep the pointer. */
 	s->tz = pg_tzset(s->timezone);
-	d = heap_getattr(row, first + 4, desc, &isnull);
-	s->business_hours = !isnull && strcmp(TextDatumGetCString(d), "business_hours") == 0;
 }
 
 /*
@@ -234,6 +249,46 @@ RerouteDeadline(const RerouteSettings *s, TimestampTz from)
 }
 
 /*
+ * BusinessHoursClock tells whether settings.reroute_clock is
+ * 'business_hours' in the configuration routing reads now.
+ */
+static bool
+BusinessHoursClock(void)
+{
+	const ModelKey *key = &ModelCurrent()->data->key;
+	Oid settings;
+	int pinned;
+
+	if (clock_cache.valid && clock_cache.key.database == key->database &&
+		clock_cache.key.relid == key->relid && clock_cache.key.version == key->version &&
+		clock_cache.key.xmin == key->xmin)
+		return clock_cache.business_hours;
+
+	clock_cache.valid = false;
+	clock_cache.business_hours = false;
+	settings = get_relname_relid("settings", get_namespace_oid("aimroute", false));
+	if (OidIsValid(settings) && get_attnum(settings, "reroute_clock") != InvalidAttrNumber)
+	{
+		pinned = SpiConnectPinned();
+		if (SPI_execute("SELECT s.reroute_clock OPERATOR(pg_catalog.=) 'business_hours'"
+						" FROM aimroute.settings s",
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read aimroute.settings.reroute_clock");
+		if (SPI_processed == 1)
+		{
+			bool isnull;
+			Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			clock_cache.business_hours = !isnull && DatumGetBool(d);
+		}
+		SpiFinishPinned(pinned);
+	}
+	clock_cache.key = *key;
+	clock_cache.valid = true;
+	return clock_cache.business_hours;
+}
+
+/*
  * RerouteDeadlineFor is the re-route deadline of a lead assigned to dealer
  * dealer_number at from: RerouteDeadline's, or under the business-hours
  * clock the moment reroute_after of the dealer's open time has passed.
@@ -250,7 +305,7 @@ RerouteDeadlineFor(const RerouteSettings *s, const char *dealer_number, Timestam
 	int64 usecs;
 	TimestampTz due;
 
-	if (!s->business_hours || dealer_number == NULL || TIMESTAMP_NOT_FINITE(from))
+	if (dealer_number == NULL || TIMESTAMP_NOT_FINITE(from) || !BusinessHoursClock())
 		return RerouteDeadline(s, from);
 
 	arg = CStringGetTextDatum(dealer_number);

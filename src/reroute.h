@@ -18,13 +18,11 @@ typedef struct RerouteSettings
 	Interval after;
 	uint8 skip_days; /* bit d set: ISO weekday d (1 = Monday) is skipped */
 	char timezone[TZ_STRLEN_MAX + 1];
-	pg_tz *tz;			 /* timezone, looked up once; NULL when not recognized */
-	bool business_hours; /* reroute_clock = 'business_hours' */
+	pg_tz *tz; /* timezone, looked up once; NULL when not recognized */
 } RerouteSettings;
 
 /* The columns ReadRerouteSettings reads, in this order. */
-#define REROUTE_SETTINGS_COLUMNS                                                                   \
-	"reroute_enabled, reroute_after, reroute_skip_days, timezone, reroute_clock"
+#define REROUTE_SETTINGS_COLUMNS "reroute_enabled, reroute_after, reroute_skip_days, timezone"
 
 extern uint8 SkipDaysMask(ArrayType *days);
 extern void ReadRerouteSettings(HeapTuple row, TupleDesc desc, int first, RerouteSettings *s);

@@ -2868,8 +2868,18 @@ ALTER TABLE aimroute.dealers ADD COLUMN business_hours text
 COMMENT ON COLUMN aimroute.dealers.business_hours IS
     'When the dealer is open, in OpenStreetMap opening_hours syntax (such as ''Mo-Fr 08:00-18:00; Sa 09:00-13:00''), in its time zone; with settings.reroute_clock = ''business_hours'' the re-route deadline counts only this time. NULL: none (the elapsed clock).';
 
-ALTER TABLE aimroute.settings ADD COLUMN reroute_clock text NOT NULL DEFAULT 'elapsed'
+-- In steps: a new column with a default, or a new NOT NULL column, makes
+-- PostgreSQL check the table's rows, which it refuses while a function
+-- takes the row type (aimroute.delivery_endpoint).  SET NOT NULL does not.
+-- Filling in the default is not a change of the configuration: no new
+-- config_version.
+ALTER TABLE aimroute.settings ADD COLUMN reroute_clock text
     CONSTRAINT settings_reroute_clock_check CHECK (reroute_clock IN ('elapsed', 'business_hours'));
+ALTER TABLE aimroute.settings ALTER COLUMN reroute_clock SET DEFAULT 'elapsed';
+ALTER TABLE aimroute.settings DISABLE TRIGGER bump_config_version;
+UPDATE aimroute.settings SET reroute_clock = 'elapsed';
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+ALTER TABLE aimroute.settings ALTER COLUMN reroute_clock SET NOT NULL;
 COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
 GRANT SELECT (reroute_clock) ON aimroute.settings TO aimroute_region, aimroute_dealer;
 
