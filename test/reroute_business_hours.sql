@@ -8,7 +8,7 @@
 -- statement of the rule, the routing trigger, moves and reroute_overdue().
 -- Everything is rolled back.
 BEGIN;
-SELECT plan(51);
+SELECT plan(52);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 -- The session's own time zone must not matter.
@@ -241,6 +241,9 @@ UPDATE leads SET reroute_due_at = reroute_due_at(now() - interval '5 hours', dea
 SELECT is(reroute_overdue(), 1, 'open 24/7, the same lead is past its deadline and re-routed');
 SELECT is((SELECT dealer_number || ' ' || match_type FROM leads WHERE comment = 'overdue?'), 'RBH-MKE Re-Route',
           'to the next best dealer');
+SELECT ok((SELECT h.reason LIKE 'not viewed by dealer RBH-CHI by % America/Chicago (reroute_after 04:00:00 of its business hours: 24/7, America/Chicago); excluded %'
+              FROM lead_history h WHERE h.lead_id = (SELECT lead_id FROM leads WHERE comment = 'overdue?')),
+          'the explanation names the business-hours clock and the hours it counted');
 SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'overdue?'), reroute_due_at(now(), 'RBH-MKE'),
           'which gets the deadline of its own hours');
 

@@ -3124,6 +3124,50 @@ END
 $$;
 
 
+-- hours: a re-route under the business-hours clock says whose open time
+-- the deadline counted.
+CREATE OR REPLACE FUNCTION aimroute.reroute_lead(lead aimroute.leads, s aimroute.settings)
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    held text[];
+    d aimroute.routing_decision;
+    why text;
+BEGIN
+    SELECT array_agg(DISTINCT x) INTO held
+      FROM (SELECT lead.dealer_number
+            UNION ALL SELECT h.from_dealer FROM aimroute.lead_history h WHERE h.lead_id = lead.lead_id
+            UNION ALL SELECT h.to_dealer FROM aimroute.lead_history h WHERE h.lead_id = lead.lead_id) AS t(x)
+     WHERE x IS NOT NULL;
+    why := format('not viewed by dealer %s by %s', lead.dealer_number,
+                  to_char(lead.reroute_due_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI:SS')
+                  || ' ' || s.timezone);
+    -- Under the business-hours clock, whose open time the deadline counts.
+    why := why || coalesce((SELECT format(' (reroute_after %s of its business hours: %s, %s)',
+                                          s.reroute_after, h.business_hours, coalesce(h.timezone, s.timezone))
+                              FROM aimroute.dealers h
+                             WHERE h.dealer_number = lead.dealer_number AND h.business_hours IS NOT NULL
+                               AND s.reroute_clock = 'business_hours'), '');
+    IF lead.reroute_count >= s.reroute_max_dealers THEN
+        PERFORM aimroute.move_lead(lead.lead_id, s.default_dealer_number, 'Default',
+            aimroute.dealer_distance_miles(lead.country, lead.postal_code, s.default_dealer_number),
+            'Re-Route', format('%s; re-routed %s times already (reroute_max_dealers %s): default dealer',
+                               why, lead.reroute_count, s.reroute_max_dealers));
+    ELSE
+        d := aimroute.route(lead.country, lead.postal_code, lead.brand_code, lead.product_code,
+                            NULL, lead.dealer_group, held, lead.state_code);
+        PERFORM aimroute.move_lead(lead.lead_id, d.dealer_number,
+            CASE WHEN d.match_type = 'Default' THEN 'Default' ELSE 'Re-Route' END::aimroute.match_type,
+            d.distance_miles, 'Re-Route',
+            format('%s; excluded every dealer that held it (%s)', why, array_to_string(held, ', ')),
+            d.steps);
+    END IF;
+    UPDATE aimroute.leads l SET reroute_count = l.reroute_count + 1 WHERE l.lead_id = lead.lead_id;
+END
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
