@@ -8,7 +8,7 @@
 -- statement of the rule, the routing trigger, moves and reroute_overdue().
 -- Everything is rolled back.
 BEGIN;
-SELECT plan(52);
+SELECT plan(55);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 -- The session's own time zone must not matter.
@@ -206,13 +206,24 @@ SELECT is(reroute_due_at('2026-12-04 22:00Z', 'RBH-MAD'), reroute_deadline('2026
           'and so does a dealer that is never open');
 UPDATE dealers SET business_hours = NULL WHERE dealer_number = 'RBH-MAD';
 
+-- From here on, whenever the test runs, the clocks differ: each dealer is
+-- open only on one day, two or three days from now in its zone.
+UPDATE dealers SET business_hours = left(to_char(now() AT TIME ZONE 'America/Chicago' + interval '3 days', 'Dy'), 2)
+                                    || ' 10:00-18:00'
+ WHERE dealer_number = 'RBH-CHI';
+UPDATE dealers SET business_hours = left(to_char(now() AT TIME ZONE 'Europe/Berlin' + interval '2 days', 'Dy'), 2)
+                                    || ' 10:00-18:00'
+ WHERE dealer_number = 'RBH-MKE';
+
 -- The routing trigger (C) gives the deadline of the dealer it chose.
 INSERT INTO leads (brand_code, country, postal_code, comment) VALUES ('RBH', 'US', '60601', 'bh');
 SELECT is((SELECT dealer_number FROM leads WHERE comment = 'bh'), 'RBH-CHI', 'routed to Chicago');
 SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'bh'),
-          (SELECT business_hours_deadline(routed_at, '4 hours', 'Mo-Fr 08:00-18:00', 'America/Chicago', '{}')
-             FROM leads WHERE comment = 'bh'),
+          (SELECT business_hours_deadline(routed_at, '4 hours', d.business_hours, 'America/Chicago', '{}')
+             FROM leads l JOIN dealers d USING (dealer_number) WHERE l.comment = 'bh'),
           'the routing trigger counts Chicago''s business hours');
+SELECT ok((SELECT reroute_due_at > routed_at + interval '1 day' FROM leads WHERE comment = 'bh'),
+          'not four elapsed hours');
 SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'bh'),
           (SELECT reroute_due_at(routed_at, dealer_number) FROM leads WHERE comment = 'bh'),
           'the trigger (C) and reroute_due_at(assigned_at, dealer) (SQL) agree');
@@ -221,6 +232,18 @@ SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'bh'),
 SELECT reassign(lead_id, 'RBH-MKE', 'test') FROM leads WHERE comment = 'bh';
 SELECT is((SELECT reroute_due_at FROM leads WHERE comment = 'bh'), reroute_due_at(now(), 'RBH-MKE'),
           'reassign: Milwaukee''s hours in Berlin time from now');
+-- A region user's move by UPDATE: the new dealer's hours, read with the
+-- region user's rights.
+CREATE ROLE rbh_region IN ROLE aimroute_region;
+UPDATE dealers SET region = 'BH Lakes' WHERE dealer_number IN ('RBH-CHI', 'RBH-MKE', 'RBH-MAD');
+INSERT INTO user_scopes (role_name, dealer_number, region) VALUES ('rbh_region', NULL, 'BH Lakes');
+SET LOCAL ROLE rbh_region;
+SELECT lives_ok($$UPDATE aimroute.leads SET dealer_number = 'RBH-CHI' WHERE comment = 'bh'$$,
+                'a region user moves the lead back to Chicago by UPDATE');
+RESET ROLE;
+SELECT is((SELECT dealer_number || ' ' || (reroute_due_at = reroute_due_at(now(), 'RBH-CHI'))
+             FROM leads WHERE comment = 'bh'), 'RBH-CHI true',
+          'with Chicago''s business-hours deadline from now');
 
 -- Re-routing: assigned five hours ago to a dealer open only on a day that
 -- is neither today nor yesterday, the lead is not overdue, although the
