@@ -22,6 +22,7 @@ OBJS = \
 	src/leads.o \
 	src/model.o \
 	src/model_share.o \
+	src/opening_hours.o \
 	src/owner.o \
 	src/postal.o \
 	src/postal_loader.o \

@@ -16,6 +16,15 @@ CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE 
 ALTER TABLE aimroute.brands ENABLE ALWAYS TRIGGER bump_config_version;
 GRANT SELECT ON aimroute.brands TO aimroute_region, aimroute_dealer;
 
+-- business_hours_valid: true, or the error that points at the bad token
+-- of an opening_hours value (src/opening_hours.c); dealers' CHECK.
+CREATE FUNCTION aimroute.business_hours_valid(business_hours text)
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'aimroute_business_hours_valid'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.business_hours_valid(text) IS
+    'True when business_hours is an opening_hours value aimroute reads (docs/rerouting.md); otherwise raises an error naming the bad token and its position.';
+
 CREATE TABLE aimroute.dealers (
     dealer_number     text PRIMARY KEY
         CONSTRAINT dealers_dealer_number_trimmed CHECK (dealer_number <> '' AND dealer_number = btrim(dealer_number)),
@@ -29,6 +38,8 @@ CREATE TABLE aimroute.dealers (
     dealer_group      text,
     timezone          text,
     region            text,
+    business_hours    text
+        CONSTRAINT dealers_business_hours_valid CHECK (aimroute.business_hours_valid(business_hours)),
     CONSTRAINT dealers_country_normalized
         CHECK (country = aimroute.normalize_country(country))
 );
@@ -40,6 +51,8 @@ COMMENT ON COLUMN aimroute.dealers.postal_code IS 'Normalized on input; state_co
 COMMENT ON COLUMN aimroute.dealers.location IS 'Where the dealer is; radius and distance are measured from here. Defaults to the postal code''s centre point.';
 COMMENT ON COLUMN aimroute.dealers.active_for_sales IS 'Only active dealers receive leads (the default dealer excepted).';
 COMMENT ON COLUMN aimroute.dealers.timezone IS 'The dealer''s time zone (a pg_timezone_names name), NULL for the OEM''s.';
+COMMENT ON COLUMN aimroute.dealers.business_hours IS
+    'When the dealer is open, in OpenStreetMap opening_hours syntax (such as ''Mo-Fr 08:00-18:00; Sa 09:00-13:00''), in its time zone; with settings.reroute_clock = ''business_hours'' the re-route deadline counts only this time. NULL: none (the elapsed clock).';
 COMMENT ON COLUMN aimroute.dealers.region IS
     'The OEM''s sales region of the dealer (free text, such as ''Great Lakes''); notification contacts and region users are scoped by it.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.dealers', '');

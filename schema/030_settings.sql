@@ -68,7 +68,9 @@ CREATE TABLE aimroute.settings (
     bounce_mailbox_url         text
         CONSTRAINT settings_bounce_mailbox_url_check CHECK (aimroute.url_is_valid(bounce_mailbox_url, '{imap,imaps}')),
     bounce_mailbox_username    text,
-    bounce_mailbox_password    text
+    bounce_mailbox_password    text,
+    reroute_clock              text NOT NULL DEFAULT 'elapsed'
+        CONSTRAINT settings_reroute_clock_check CHECK (reroute_clock IN ('elapsed', 'business_hours'))
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -95,6 +97,7 @@ COMMENT ON COLUMN aimroute.settings.daily_recap_hour IS 'Local hour (settings.ti
 COMMENT ON COLUMN aimroute.settings.oem_name IS 'The OEM''s name, the provider in ADF messages.';
 COMMENT ON COLUMN aimroute.settings.view_link_url IS 'Start of the view link in lead emails: the notice''s token is appended, and the page behind it calls aimroute.open_view_link(token).';
 COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
+COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
 
 --
 -- settings_validate: refuses a bad value with an error naming the setting
@@ -205,6 +208,9 @@ BEGIN
     ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
         bad := 'bounce_mailbox_url';
         allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
+    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
+        bad := 'reroute_clock';
+        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -238,7 +244,8 @@ BEGIN
             push_gateway_url = NEW.push_gateway_url,
             delivery_retry_schedule = NEW.delivery_retry_schedule,
             daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
+            reroute_clock = NEW.reroute_clock
          WHERE s.singleton;
         RETURN NULL;
     END IF;
@@ -305,5 +312,5 @@ GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
               push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
-              bounce_address, smtp_tls)
+              bounce_address, smtp_tls, reroute_clock)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

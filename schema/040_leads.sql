@@ -243,7 +243,7 @@ BEGIN
            reroute_due_at = CASE WHEN p_match <> 'Default' AND send_to_dealer
                                       AND p_dealer IS DISTINCT FROM
                                           (SELECT s.default_dealer_number FROM aimroute.settings s)
-                                 THEN aimroute.reroute_due_at(now()) END
+                                 THEN aimroute.reroute_due_at(now(), p_dealer) END
      WHERE lead_id = p_lead_id;
     PERFORM set_config('aimroute_ctx.event', '', true);
     PERFORM set_config('aimroute_ctx.reason', '', true);
@@ -401,7 +401,7 @@ BEGIN
         NEW.reroute_due_at := CASE WHEN NEW.send_to_dealer
                                         AND NEW.dealer_number IS DISTINCT FROM
                                             (SELECT s.default_dealer_number FROM aimroute.settings s)
-                                   THEN aimroute.reroute_due_at(now()) END;
+                                   THEN aimroute.reroute_due_at(now(), NEW.dealer_number) END;
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'permission denied to change the view or re-route deadline of lead %', OLD.lead_id

@@ -28,6 +28,12 @@ BEGIN
     why := format('not viewed by dealer %s by %s', lead.dealer_number,
                   to_char(lead.reroute_due_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI:SS')
                   || ' ' || s.timezone);
+    -- Under the business-hours clock, whose open time the deadline counts.
+    why := why || coalesce((SELECT format(' (reroute_after %s of its business hours: %s, %s)',
+                                          s.reroute_after, h.business_hours, coalesce(h.timezone, s.timezone))
+                              FROM aimroute.dealers h
+                             WHERE h.dealer_number = lead.dealer_number AND h.business_hours IS NOT NULL
+                               AND s.reroute_clock = 'business_hours'), '');
     IF lead.reroute_count >= s.reroute_max_dealers THEN
         PERFORM aimroute.move_lead(lead.lead_id, s.default_dealer_number, 'Default',
             aimroute.dealer_distance_miles(lead.country, lead.postal_code, s.default_dealer_number),

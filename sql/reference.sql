@@ -40,6 +40,12 @@ INSERT INTO dealers (dealer_number, name, country) VALUES ('D900', 'Nowhere', 'A
 INSERT INTO dealers (dealer_number, name, country, timezone) VALUES ('D901', 'Bad TZ', 'US', 'Mars/Olympus');
 INSERT INTO dealers (dealer_number, name, country) VALUES ('  ', 'Blank', 'US');
 INSERT INTO dealers (dealer_number, name, country, timezone) VALUES ('D902', 'Good TZ', 'US', 'America/Detroit');
+-- Business hours in OpenStreetMap opening_hours syntax: a bad token is named.
+INSERT INTO dealers (dealer_number, name, country, business_hours) VALUES ('D903', 'Holidays', 'US', 'Mo-Fr 08:00-18:00; PH off');
+INSERT INTO dealers (dealer_number, name, country, business_hours) VALUES ('D903', 'Night', 'US', 'Fr 22:00-02:00');
+INSERT INTO dealers (dealer_number, name, country, business_hours) VALUES ('D903', 'Good hours', 'US', 'Mo-Fr 08:00-12:00,13:00-18:00; Sa 09:00-13:00; Su off');
+SELECT dealer_number, business_hours FROM dealers WHERE dealer_number = 'D903';
+DELETE FROM dealers WHERE dealer_number = 'D903';
 
 INSERT INTO dealer_brands VALUES ('D100', 'LKB'), ('D200', 'LKB'), ('D300', 'TRV'),
                                  ('D400', 'LKB'), ('D400', 'TRV');

@@ -362,7 +362,9 @@ RoutedColumns(LeadChanges *changes, TupleDesc desc, const LeadColumns *c,
 	if (result->reroute.enabled && result->match != MATCH_DEFAULT && !result->default_dealer &&
 		send)
 		SetColumn(changes, c->attnum[LC_REROUTE_DUE_AT],
-				  TimestampTzGetDatum(RerouteDeadline(&result->reroute, routed_at)), false);
+				  TimestampTzGetDatum(
+					  RerouteDeadlineFor(&result->reroute, result->dealer_number, routed_at)),
+				  false);
 	else
 		SetColumn(changes, c->attnum[LC_REROUTE_DUE_AT], (Datum) 0, true);
 }

@@ -13,6 +13,12 @@
  * twice (the change back) is resolved by PostgreSQL's own rule, as
  * '... 02:30'::timestamp AT TIME ZONE settings.timezone would be.
  *
+ * With settings.reroute_clock = 'business_hours', reroute_after counts
+ * only the open time of the dealer holding the lead (dealers.business_hours
+ * in dealers.timezone, or settings.timezone; opening_hours.c), skip days
+ * counting none.  A dealer without business hours, or whose hours are never
+ * open on a day that is not skipped, keeps the elapsed clock above.
+ *
  * A view ends the hold: aimroute.mark_viewed records one.  Only aimroute
  * writes a lead's view and deadline (schema/040_leads.sql), so the view
  * is recorded as the extension's owner, once the lead has been read with
@@ -21,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -29,10 +36,13 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "access/htup_details.h"
 
 #include "kept_plan.h"
+#include "model.h"
+#include "opening_hours.h"
 #include "owner.h"
 #include "reroute.h"
 #include "search_path.h"
@@ -63,9 +73,26 @@ static const char *const view_record_sql =
 static SPIPlanPtr view_record_plan = NULL;
 static Oid view_record_types[4] = { INT8OID, TEXTOID, TEXTOID, NAMEOID };
 
+/* A dealer's business hours and time zone (RerouteDeadlineFor). */
+static SPIPlanPtr dealer_hours_plan = NULL;
+
+/*
+ * settings.reroute_clock, read once per state of the configuration (the
+ * routing model's key): the model itself does not carry it, and a library
+ * of this version may run on the schema of an older one (before ALTER
+ * EXTENSION UPDATE), which has no such column.
+ */
+static struct
+{
+	bool valid;
+	ModelKey key;
+	bool business_hours;
+} clock_cache;
+
 static SPIPlanPtr holder_plan = NULL;
 static SPIPlanPtr holder_lock_plan = NULL;
 
+static bool BusinessHoursClock(void);
 static char *LeadHolder(int64 lead_id, bool lock);
 static bool ActsForAimroute(Oid role);
 
@@ -76,7 +103,7 @@ PG_FUNCTION_INFO_V1(aimroute_reroute_deadline);
  * SkipDaysMask turns an int[] of ISO weekdays into RerouteSettings'
  * bitmask, refusing anything but 1 to 7.
  */
-static uint8
+uint8
 SkipDaysMask(ArrayType *days)
 {
 	Datum *elems;
@@ -219,6 +246,100 @@ RerouteDeadline(const RerouteSettings *s, TimestampTz from)
 	for (int i = 0; i < 7 && (s->skip_days & (1 << IsoWeekday(&tm))) != 0; i++)
 		AddDays(&tm, 1);
 	return FromLocal(&tm, fsec, tz);
+}
+
+/*
+ * BusinessHoursClock tells whether settings.reroute_clock is
+ * 'business_hours' in the configuration routing reads now.
+ */
+static bool
+BusinessHoursClock(void)
+{
+	const ModelKey *key = &ModelCurrent()->data->key;
+	Oid settings;
+	int pinned;
+
+	if (clock_cache.valid && clock_cache.key.database == key->database &&
+		clock_cache.key.relid == key->relid && clock_cache.key.version == key->version &&
+		clock_cache.key.xmin == key->xmin)
+		return clock_cache.business_hours;
+
+	clock_cache.valid = false;
+	clock_cache.business_hours = false;
+	settings = get_relname_relid("settings", get_namespace_oid("aimroute", false));
+	if (OidIsValid(settings) && get_attnum(settings, "reroute_clock") != InvalidAttrNumber)
+	{
+		pinned = SpiConnectPinned();
+		if (SPI_execute("SELECT s.reroute_clock OPERATOR(pg_catalog.=) 'business_hours'"
+						" FROM aimroute.settings s",
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read aimroute.settings.reroute_clock");
+		if (SPI_processed == 1)
+		{
+			bool isnull;
+			Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			clock_cache.business_hours = !isnull && DatumGetBool(d);
+		}
+		SpiFinishPinned(pinned);
+	}
+	clock_cache.key = *key;
+	clock_cache.valid = true;
+	return clock_cache.business_hours;
+}
+
+/*
+ * RerouteDeadlineFor is the re-route deadline of a lead assigned to dealer
+ * dealer_number at from: RerouteDeadline's, or under the business-hours
+ * clock the moment reroute_after of the dealer's open time has passed.
+ */
+TimestampTz
+RerouteDeadlineFor(const RerouteSettings *s, const char *dealer_number, TimestampTz from)
+{
+	Oid type = TEXTOID;
+	Datum arg;
+	int pinned;
+	OpeningHours oh;
+	bool has_hours = false;
+	pg_tz *tz = s->tz;
+	int64 usecs;
+	TimestampTz due;
+
+	if (dealer_number == NULL || TIMESTAMP_NOT_FINITE(from) || !BusinessHoursClock())
+		return RerouteDeadline(s, from);
+
+	arg = CStringGetTextDatum(dealer_number);
+	pinned = SpiConnectPinned();
+	if (SPI_execute_plan(KeptPlan(&dealer_hours_plan,
+								  "SELECT d.business_hours, d.timezone FROM aimroute.dealers d"
+								  " WHERE d.dealer_number OPERATOR(pg_catalog.=) $1",
+								  1, &type, 0),
+						 &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the business hours of dealer %s", dealer_number);
+	if (SPI_processed == 1)
+	{
+		char *hours = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char *zone = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		if (hours != NULL)
+		{
+			OpeningHoursParseOrError(hours, &oh);
+			has_hours = true;
+		}
+		/* A zone the server no longer knows: the OEM's, as for NULL. */
+		if (zone != NULL && pg_tzset(zone) != NULL)
+			tz = pg_tzset(zone);
+	}
+	SpiFinishPinned(pinned);
+	if (!has_hours || tz == NULL)
+		return RerouteDeadline(s, from);
+
+	/* Days of 24 hours and months of 30 days, as extract(epoch from interval). */
+	usecs =
+		((int64) s->after.month * DAYS_PER_MONTH + s->after.day) * USECS_PER_DAY + s->after.time;
+	if (!BusinessHoursDeadline(&oh, tz, s->skip_days, from, usecs, &due))
+		return RerouteDeadline(s, from);
+	return due;
 }
 
 /*

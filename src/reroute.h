@@ -9,6 +9,7 @@
 #include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "pgtime.h"
+#include "utils/array.h"
 
 /* The re-route settings of aimroute.settings. */
 typedef struct RerouteSettings
@@ -23,7 +24,10 @@ typedef struct RerouteSettings
 /* The columns ReadRerouteSettings reads, in this order. */
 #define REROUTE_SETTINGS_COLUMNS "reroute_enabled, reroute_after, reroute_skip_days, timezone"
 
+extern uint8 SkipDaysMask(ArrayType *days);
 extern void ReadRerouteSettings(HeapTuple row, TupleDesc desc, int first, RerouteSettings *s);
 extern TimestampTz RerouteDeadline(const RerouteSettings *s, TimestampTz from);
+extern TimestampTz RerouteDeadlineFor(const RerouteSettings *s, const char *dealer_number,
+									  TimestampTz from);
 
 #endif /* AIMROUTE_REROUTE_H */

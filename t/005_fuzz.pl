@@ -11,7 +11,8 @@
 # coverage_geojson(), explain_lead(), reassign(), mark_viewed(),
 # open_view_link(), send_lead(), record_bounce(), record_dsn(),
 # record_delivery_event(), set_delivery_status_active(), adf_render(),
-# lead_adf(), the reference and delivery tables (dealers with NaN/Infinity
+# lead_adf(), business_hours_valid(), business_hours_deadline(), the
+# reference and delivery tables (dealers with NaN/Infinity
 # locations included), settings, re-routing, and load_postal_codes() on
 # generated files (binary junk with NULs, shifted columns, giant lines,
 # truncated gzip).  Deliveries go to loopback SMTP and HTTP sinks only:
@@ -774,11 +775,48 @@ my %generators = (
 				'radius_countries = ' . lit(val('{US,CA}', '{US}', '{usa,Canada}', '{}', '{XX}', '{NULL}')),
 				'default_dealer_number = ' . lit(val('HQ', 'D100')),
 				'reroute_max_dealers = ' . lit(val('1', '3', '100', '0')),
-				'oem_name = ' . lit(val('Lakeshore Marine')), 'timezone = ' . lit(val('UTC', 'America/Chicago')));
+				'oem_name = ' . lit(val('Lakeshore Marine')), 'timezone = ' . lit(val('UTC', 'America/Chicago')),
+				'reroute_clock = ' . lit(val('elapsed', 'business_hours')));
 			return "UPDATE aimroute.settings SET $set";
 		}
 	],
+	# Business hours (OpenStreetMap opening_hours): shuffled pieces of the
+	# syntax, odd spacing, what aimroute refuses (PH, months, +, past
+	# midnight), or hostile text; validated, stored on a dealer, and counted
+	# by the deadline function.
+	business_hours => [
+		2,
+		sub {
+			my $v = business_hours_value();
+			my $tz = lit(val('America/New_York', 'Europe/Berlin', 'Australia/Lord_Howe', 'UTC', 'Mars/Olympus'));
+			my $after = lit(val('4 hours', '1 minute', '90 days', '0', '-1 hour', '1 year', '1 mon 2 days'));
+			my $skip = lit(val('{}', '{6,7}', '{1,2,3,4,5,6}', '{1,2,3,4,5,6,7}', '{0}', '{NULL}'));
+			my $at = pick('now()', "'2026-03-08 06:30Z'", "'2026-11-01 05:30Z'", lit(val('infinity', '-infinity', 'epoch')));
+			return [ 'business_hours_valid', 'SELECT aimroute.business_hours_valid(' . lit($v) . ')' ],
+			  [ 'business_hours_deadline', "SELECT aimroute.business_hours_deadline($at, ${after}::interval, " . lit($v) . ", $tz, ${skip}::integer[])" ],
+			  [ 'business_hours_dealer', 'UPDATE aimroute.dealers SET business_hours = ' . lit($v)
+				  . ', timezone = ' . lit(val('America/Chicago', 'Europe/Berlin')) . ' WHERE dealer_number = ' . lit(pick('D100', 'D200', 'D300', 'D400')) ];
+		}
+	],
 );
+
+# Pieces of opening_hours values, good and bad.
+my @hours_pieces = ('Mo', 'Tu', 'We', 'Th', 'Fr', 'Sa', 'Su', 'Mo-Fr', 'Sa-Mo', '-', ',', ';', ' ', '  ', "\t",
+	'08:00', '18:00', '24:00', '00:00', '23:59', '99:99', '8:00', '08:00-18:00', '22:00-02:00', '12:00-12:00',
+	'off', 'closed', '24/7', 'PH', 'SH', 'Jan', 'week', 'sunrise', '+', '"comment"', '||', '[1]', '2026', 'open',
+	'mo', 'Mon');
+
+# business_hours_value returns a value for dealers.business_hours.
+sub business_hours_value
+{
+	return hostile() if chance(0.15);
+	return pick('Mo-Fr 08:00-18:00; Sa 09:00-13:00', '24/7', 'Mo-Fr 08:00-12:00,13:00-18:00; Su off', 'Sa')
+	  if chance(0.2);
+	my $v = join('', map { pick(@hours_pieces) } 1 .. 1 + int(rand(20)));
+	$v .= soup(2) if chance(0.1);
+	$v = $v x (1 + int(rand(2000))) if chance(0.02);
+	return $v;
+}
 
 sub btrim { my $s = shift; return undef unless defined $s; $s =~ s/^\s+|\s+$//g; return $s }
 
@@ -815,7 +853,10 @@ my %allowed = (
 	load_postal_codes => [qw(22023 58P01 42809 XX001)],
 	settings => [qw(22 23)],
 	simulate_routing_typed => [qw(22)],
-	reroute_overdue => [qw(22023 2201W)]);
+	reroute_overdue => [qw(22023 2201W)],
+	business_hours_valid => [qw(22023)],
+	business_hours_deadline => [qw(22)],
+	business_hours_dealer => [qw(22 23)]);
 
 my $total_weight = 0;
 $total_weight += $_->[0] for values %generators;

@@ -3617,6 +3617,334 @@ COMMENT ON FUNCTION aimroute.view_link_lead(text) IS
 REVOKE EXECUTE ON FUNCTION aimroute.view_link_lead(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.view_link_lead(text) TO aimroute_admin, aimroute_region, aimroute_dealer, aimroute_view_link;
 
+-- hours: business hours (issue 20, part 2; SPEC section 10).
+-- dealers.business_hours (an OpenStreetMap opening_hours value, checked by
+-- aimroute.business_hours_valid) and settings.reroute_clock: under
+-- 'business_hours' the re-route deadline counts only the open time of the
+-- dealer holding the lead, in its time zone
+-- (aimroute.business_hours_deadline, aimroute.reroute_due_at(assigned_at,
+-- dealer_number)); moves give the new dealer its own deadline.
+CREATE FUNCTION aimroute.business_hours_valid(business_hours text)
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'aimroute_business_hours_valid'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.business_hours_valid(text) IS
+    'True when business_hours is an opening_hours value aimroute reads (docs/rerouting.md); otherwise raises an error naming the bad token and its position.';
+
+ALTER TABLE aimroute.dealers ADD COLUMN business_hours text
+    CONSTRAINT dealers_business_hours_valid CHECK (aimroute.business_hours_valid(business_hours));
+COMMENT ON COLUMN aimroute.dealers.business_hours IS
+    'When the dealer is open, in OpenStreetMap opening_hours syntax (such as ''Mo-Fr 08:00-18:00; Sa 09:00-13:00''), in its time zone; with settings.reroute_clock = ''business_hours'' the re-route deadline counts only this time. NULL: none (the elapsed clock).';
+
+-- In steps: a new column with a default, or a new NOT NULL column, makes
+-- PostgreSQL check the table's rows, which it refuses while a function
+-- takes the row type (aimroute.delivery_endpoint).  SET NOT NULL does not.
+-- Filling in the default is not a change of the configuration: no new
+-- config_version.
+ALTER TABLE aimroute.settings ADD COLUMN reroute_clock text
+    CONSTRAINT settings_reroute_clock_check CHECK (reroute_clock IN ('elapsed', 'business_hours'));
+ALTER TABLE aimroute.settings ALTER COLUMN reroute_clock SET DEFAULT 'elapsed';
+ALTER TABLE aimroute.settings DISABLE TRIGGER bump_config_version;
+UPDATE aimroute.settings SET reroute_clock = 'elapsed';
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+ALTER TABLE aimroute.settings ALTER COLUMN reroute_clock SET NOT NULL;
+COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
+GRANT SELECT (reroute_clock) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
+    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
+        bad := 'reroute_clock';
+        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
+            reroute_clock = NEW.reroute_clock
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION aimroute.business_hours_deadline(assigned_at timestamptz, reroute_after interval,
+                                                 business_hours text, timezone text,
+                                                 skip_days integer[])
+RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'aimroute_business_hours_deadline'
+    LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.business_hours_deadline(timestamptz, interval, text, text, integer[]) IS
+    'The moment reroute_after of open time (business_hours, an OpenStreetMap opening_hours value, in time zone timezone; days of 24 hours) has passed since assigned_at, skip days (ISO weekdays) counting none; NULL when no day that is not skipped is open.';
+
+CREATE FUNCTION aimroute.reroute_due_at(assigned_at timestamptz, dealer_number text)
+RETURNS timestamptz
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN s.reroute_enabled
+                THEN coalesce(CASE WHEN s.reroute_clock = 'business_hours'
+                                   THEN (SELECT aimroute.business_hours_deadline(
+                                                    assigned_at, s.reroute_after, d.business_hours,
+                                                    coalesce(d.timezone, s.timezone), s.reroute_skip_days)
+                                           FROM aimroute.dealers d
+                                          WHERE d.dealer_number = reroute_due_at.dealer_number) END,
+                              aimroute.reroute_deadline(assigned_at, s.reroute_after, s.reroute_skip_days, s.timezone))
+           END
+      FROM aimroute.settings s
+$$;
+COMMENT ON FUNCTION aimroute.reroute_due_at(timestamptz, text) IS
+    'The re-route deadline of a lead assigned to dealer dealer_number at assigned_at under the current settings (settings.reroute_clock); NULL when re-routing is off.';
+
+CREATE OR REPLACE FUNCTION aimroute.move_lead(p_lead_id bigint, p_dealer text, p_match aimroute.match_type,
+                                   p_distance double precision, p_event text, p_reason text,
+                                   p_log aimroute.routing_step[] DEFAULT '{}')
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_log aimroute.routing_step[];
+    old_dealer text;
+    old_viewer text;
+    old_viewed_at timestamptz;
+    added aimroute.routing_step[];
+BEGIN
+    SELECT routing_log, dealer_number, viewed_by, viewed_at INTO old_log, old_dealer, old_viewer, old_viewed_at
+      FROM aimroute.leads WHERE lead_id = p_lead_id;
+    SELECT array_agg(ROW(coalesce(cardinality(old_log), 0) + n, s.rule, s.message,
+                         s.dealer_number, s.distance_miles)::aimroute.routing_step ORDER BY n)
+      INTO added
+      FROM unnest(ARRAY[ROW(0, p_event,
+                            format('moved from dealer %s to dealer %s by %s: %s%s', old_dealer,
+                                   p_dealer, session_user, coalesce(p_reason, 'no reason given'),
+                                   '; it had been viewed by ' || old_viewer || ' at ' || old_viewed_at),
+                            p_dealer, p_distance)::aimroute.routing_step] || p_log)
+           WITH ORDINALITY AS s(step, rule, message, dealer_number, distance_miles, n);
+    PERFORM set_config('aimroute_ctx.event', p_event, true);
+    PERFORM set_config('aimroute_ctx.reason', coalesce(p_reason, ''), true);
+    -- A new dealer has not viewed the lead: its view, if any, was the old
+    -- dealer's (the explanation keeps it).  The default dealer, the end of
+    -- the line, gets no deadline, whatever the match type.
+    UPDATE aimroute.leads
+       SET dealer_number = p_dealer, match_type = p_match, distance_miles = p_distance,
+           routed_at = now(), routing_log = routing_log || added,
+           viewed_at = NULL, viewed_by = NULL,
+           reroute_due_at = CASE WHEN p_match <> 'Default' AND send_to_dealer
+                                      AND p_dealer IS DISTINCT FROM
+                                          (SELECT s.default_dealer_number FROM aimroute.settings s)
+                                 THEN aimroute.reroute_due_at(now(), p_dealer) END
+     WHERE lead_id = p_lead_id;
+    PERFORM set_config('aimroute_ctx.event', '', true);
+    PERFORM set_config('aimroute_ctx.reason', '', true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION aimroute.leads_protect_view() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(current_user, 'aimroute_admin', 'USAGE')
+       OR pg_catalog.pg_has_role(current_user, (SELECT e.extowner FROM pg_catalog.pg_extension e
+                                                 WHERE e.extname = 'aimroute'), 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.dealer_number IS DISTINCT FROM OLD.dealer_number THEN
+        NEW.viewed_at := NULL;
+        NEW.viewed_by := NULL;
+        NEW.reroute_count := OLD.reroute_count;
+        NEW.reroute_due_at := CASE WHEN NEW.send_to_dealer
+                                        AND NEW.dealer_number IS DISTINCT FROM
+                                            (SELECT s.default_dealer_number FROM aimroute.settings s)
+                                   THEN aimroute.reroute_due_at(now(), NEW.dealer_number) END;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'permission denied to change the view or re-route deadline of lead %', OLD.lead_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'viewed_at, viewed_by, reroute_due_at and reroute_count are written by aimroute only.',
+              HINT = 'A view is recorded by aimroute.mark_viewed(lead_id, your own address in aimroute.user_scopes.email) or by the view link of the lead''s email.';
+END
+$$;
+
+
+-- hours: a re-route under the business-hours clock says whose open time
+-- the deadline counted.
+CREATE OR REPLACE FUNCTION aimroute.reroute_lead(lead aimroute.leads, s aimroute.settings)
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    held text[];
+    d aimroute.routing_decision;
+    why text;
+BEGIN
+    SELECT array_agg(DISTINCT x) INTO held
+      FROM (SELECT lead.dealer_number
+            UNION ALL SELECT h.from_dealer FROM aimroute.lead_history h WHERE h.lead_id = lead.lead_id
+            UNION ALL SELECT h.to_dealer FROM aimroute.lead_history h WHERE h.lead_id = lead.lead_id) AS t(x)
+     WHERE x IS NOT NULL;
+    why := format('not viewed by dealer %s by %s', lead.dealer_number,
+                  to_char(lead.reroute_due_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI:SS')
+                  || ' ' || s.timezone);
+    -- Under the business-hours clock, whose open time the deadline counts.
+    why := why || coalesce((SELECT format(' (reroute_after %s of its business hours: %s, %s)',
+                                          s.reroute_after, h.business_hours, coalesce(h.timezone, s.timezone))
+                              FROM aimroute.dealers h
+                             WHERE h.dealer_number = lead.dealer_number AND h.business_hours IS NOT NULL
+                               AND s.reroute_clock = 'business_hours'), '');
+    IF lead.reroute_count >= s.reroute_max_dealers THEN
+        PERFORM aimroute.move_lead(lead.lead_id, s.default_dealer_number, 'Default',
+            aimroute.dealer_distance_miles(lead.country, lead.postal_code, s.default_dealer_number),
+            'Re-Route', format('%s; re-routed %s times already (reroute_max_dealers %s): default dealer',
+                               why, lead.reroute_count, s.reroute_max_dealers));
+    ELSE
+        d := aimroute.route(lead.country, lead.postal_code, lead.brand_code, lead.product_code,
+                            NULL, lead.dealer_group, held, lead.state_code);
+        PERFORM aimroute.move_lead(lead.lead_id, d.dealer_number,
+            CASE WHEN d.match_type = 'Default' THEN 'Default' ELSE 'Re-Route' END::aimroute.match_type,
+            d.distance_miles, 'Re-Route',
+            format('%s; excluded every dealer that held it (%s)', why, array_to_string(held, ', ')),
+            d.steps);
+    END IF;
+    UPDATE aimroute.leads l SET reroute_count = l.reroute_count + 1 WHERE l.lead_id = lead.lead_id;
+END
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
