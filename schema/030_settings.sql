@@ -60,7 +60,9 @@ CREATE TABLE aimroute.settings (
     oem_name                   text NOT NULL DEFAULT 'aimroute'
         CONSTRAINT settings_oem_name_check CHECK (btrim(oem_name) <> ''),
     view_link_url              text NOT NULL DEFAULT 'https://leads.aimroute.invalid/view?token='
-        CONSTRAINT settings_view_link_url_check CHECK (aimroute.url_is_valid(view_link_url, '{http,https}'))
+        CONSTRAINT settings_view_link_url_check CHECK (aimroute.url_is_valid(view_link_url, '{http,https}')),
+    bounce_address             text
+        CONSTRAINT settings_bounce_address_check CHECK (bounce_address ~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$')
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -82,6 +84,7 @@ COMMENT ON COLUMN aimroute.settings.delivery_retry_schedule IS 'Waits before eac
 COMMENT ON COLUMN aimroute.settings.daily_recap_hour IS 'Local hour (settings.timezone) of the daily delivery-failure recap (default 7).';
 COMMENT ON COLUMN aimroute.settings.oem_name IS 'The OEM''s name, the provider in ADF messages.';
 COMMENT ON COLUMN aimroute.settings.view_link_url IS 'Start of the view link in lead emails: the notice''s token is appended, and the page behind it calls aimroute.open_view_link(token).';
+COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
 
 --
 -- settings_validate: refuses a bad value with an error naming the setting
@@ -183,6 +186,9 @@ BEGIN
     ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
         bad := 'view_link_url';
         allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -213,7 +219,7 @@ BEGIN
             push_gateway_url = NEW.push_gateway_url,
             delivery_retry_schedule = NEW.delivery_retry_schedule,
             daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
          WHERE s.singleton;
         RETURN NULL;
     END IF;
@@ -278,5 +284,6 @@ ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
 GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default_dealer_number,
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
-              push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url)
+              push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
+              bounce_address)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

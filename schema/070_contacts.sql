@@ -88,7 +88,31 @@ COMMENT ON COLUMN aimroute.dealer_contacts.contact_types IS
 COMMENT ON COLUMN aimroute.dealer_contacts.mobile IS
     'Mobile number for push notices of new leads (through settings.push_gateway_url); NULL: no push.';
 COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
-    'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and nothing is sent to it until aimroute.set_delivery_status_active(contact_id).';
+    'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and no email is sent to it until aimroute.set_delivery_status_active(contact_id). The list is by address: a bounce suppresses every contact with the address, and resetting one lifts it for all of them.';
+
+--
+-- dealer_contacts_lift_address: the suppression list is by address, so a
+-- contact set back to Active (set_delivery_status_active, or an UPDATE of
+-- its delivery_status) lifts it for every contact with that address, of
+-- any dealer.  SECURITY DEFINER: a dealer user who may reset its own
+-- contact cannot see the other dealers' contacts with the same address;
+-- it changes nothing but their delivery_status, to Active, and only after
+-- the caller was allowed to reset a contact with that address.
+--
+CREATE FUNCTION aimroute.dealer_contacts_lift_address() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.dealer_contacts c SET delivery_status = 'Active'
+     WHERE lower(c.email) = lower(NEW.email) AND c.delivery_status <> 'Active';
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER dealer_contacts_lift_address AFTER UPDATE OF delivery_status ON aimroute.dealer_contacts
+    FOR EACH ROW WHEN (NEW.delivery_status = 'Active' AND OLD.delivery_status <> 'Active' AND NEW.email IS NOT NULL)
+    EXECUTE FUNCTION aimroute.dealer_contacts_lift_address();
 
 ALTER TABLE aimroute.dealer_contacts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY admin_all ON aimroute.dealer_contacts TO aimroute_admin USING (true) WITH CHECK (true);

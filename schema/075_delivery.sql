@@ -613,8 +613,32 @@ REVOKE EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_settle(bigint) TO aimroute_admin;
 
 --
+-- VERP (docs/delivery.md, Bounces): with settings.bounce_address, every
+-- email's envelope sender names its message, so that a DSN mailed to it
+-- names the message even when the DSN's body is mangled.  The key is the
+-- message's id and the UTC time it was queued, to the microsecond: the
+-- left part of its Message-ID without 'aimroute.'.  record_dsn takes the
+-- key back and checks both halves.
+--
+CREATE FUNCTION aimroute.verp_key(m aimroute.outbox) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN m.message_id || '.' || to_char(m.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS');
+COMMENT ON FUNCTION aimroute.verp_key(aimroute.outbox) IS
+    'The key of a message in its VERP envelope sender: <message_id>.<queued_at in UTC as YYYYMMDDHHMISSUUUUUU>, as in its Message-ID.';
+
+CREATE FUNCTION aimroute.envelope_sender(m aimroute.outbox, s aimroute.settings) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN s.bounce_address IS NULL THEN s.smtp_from
+                ELSE split_part(s.bounce_address, '@', 1) || '+' || aimroute.verp_key(m) || '@'
+                     || split_part(s.bounce_address, '@', 2) END;
+COMMENT ON FUNCTION aimroute.envelope_sender(aimroute.outbox, aimroute.settings) IS
+    'The envelope sender (MAIL FROM) of an email: settings.bounce_address with +<key> (aimroute.verp_key) before its @, such as bounces+123.20260101120000000000@oem.example; settings.smtp_from when bounce_address is NULL.';
+
+--
 -- delivery_render_batch: what the worker sends for each of a set of
--- claimed messages, in one statement (internal), in their order.  Lead
+-- claimed messages, in one statement (internal), a row each.  Lead
 -- emails and pushes are rendered when sent, so they show the lead as it is
 -- then.  PL/pgSQL for its kept plan: the statement is planned once a
 -- session, not once a claim.
@@ -629,7 +653,7 @@ BEGIN
     SELECT m.message_id, m.attempts,
            CASE WHEN k.http THEN 'http' ELSE 'smtp' END,
            CASE k.kind WHEN 'push' THEN s.push_gateway_url WHEN 'adf_http' THEN m.recipient ELSE s.smtp_url END,
-           s.smtp_from,
+           aimroute.envelope_sender(m, s),
            -- The SMTP login is for the SMTP server only.
            CASE WHEN NOT k.http THEN m.recipient END,
            CASE WHEN NOT k.http THEN s.smtp_username END,
@@ -661,7 +685,7 @@ BEGIN
                        format('ADF lead %s for dealer %s', l.lead_id, l.dealer_number),
                        aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp())
                ELSE aimroute.lead_adf(l.lead_id) END
-      FROM unnest(messages) WITH ORDINALITY AS m
+      FROM unnest(messages) AS m
       CROSS JOIN LATERAL (
           SELECT x.kind, x.kind IN ('push', 'adf_http') AS http
             FROM (SELECT CASE WHEN m.purpose <> 'lead' THEN 'notice'
@@ -671,12 +695,11 @@ BEGIN
                               ELSE 'adf_http' END AS kind) x) k
       LEFT JOIN aimroute.leads l ON k.kind <> 'notice' AND l.lead_id = m.lead_id
       LEFT JOIN aimroute.lead_notifications n ON k.kind <> 'notice' AND n.notification_id = m.notification_id
-      LEFT JOIN aimroute.dealers d ON k.kind <> 'notice' AND d.dealer_number = m.dealer_number
-     ORDER BY m.ordinality;
+      LEFT JOIN aimroute.dealers d ON k.kind <> 'notice' AND d.dealer_number = m.dealer_number;
 END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_render_batch(aimroute.outbox[], aimroute.settings) IS
-    'What the delivery worker sends for each of the messages given, in their order: where to, how, and the whole email or HTTP body. Internal.';
+    'What the delivery worker sends for each of the messages given, a row each: where to, how, the envelope sender, and the whole email or HTTP body. Internal.';
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_render_batch(aimroute.outbox[], aimroute.settings) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_render_batch(aimroute.outbox[], aimroute.settings) TO aimroute_admin;
 
@@ -1161,9 +1184,8 @@ BEGIN
                outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
                last_attempt_at = clock_timestamp()
          WHERE o.message_id = m.message_id;
-        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') AND m.contact_id IS NOT NULL THEN
-            UPDATE aimroute.dealer_contacts c SET delivery_status = v_outcome
-             WHERE c.contact_id = m.contact_id AND c.delivery_status IS DISTINCT FROM 'Hard Bounce';
+        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') THEN
+            PERFORM aimroute.suppress_address(m.recipient, v_outcome);
         END IF;
         IF m.purpose = 'lead' THEN
             PERFORM aimroute.delivery_settle(m.notification_id);
@@ -1446,11 +1468,96 @@ REVOKE EXECUTE ON FUNCTION aimroute.send_lead(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.send_lead(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 
 --
+-- Bounces (docs/delivery.md, Bounces).  The suppression list is by
+-- address: a bounce of an address, however it arrived -- the SMTP reply
+-- (delivery_record), record_bounce, a DSN (record_dsn), a provider's event
+-- (record_delivery_event) -- goes through suppress_address, which gives
+-- every dealer contact with that address the bounce status.  The claim
+-- reads only the contact's delivery_status.  Resetting one contact to
+-- Active lifts it for the address (aimroute.dealer_contacts_lift_address,
+-- 070_contacts.sql).
+--
+
+--
+-- suppress_address: every dealer contact with this address, of any dealer
+-- and in any letter case, takes the bounce status; a soft bounce does not
+-- replace a hard one.  Returns the contacts changed.  Internal: every
+-- bounce path calls it.
+--
+CREATE FUNCTION aimroute.suppress_address(address text, status text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed integer;
+BEGIN
+    IF status IS NULL OR status NOT IN ('Hard Bounce', 'Soft Bounce') THEN
+        RAISE EXCEPTION 'invalid suppression status %', coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The status is ''Hard Bounce'' or ''Soft Bounce''.';
+    END IF;
+    UPDATE aimroute.dealer_contacts c SET delivery_status = suppress_address.status
+     WHERE lower(c.email) = lower(btrim(suppress_address.address))
+       AND c.delivery_status <> 'Hard Bounce' AND c.delivery_status <> suppress_address.status;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.suppress_address(text, text) IS
+    'The suppression list is by address: every dealer contact with this address (any dealer, any letter case) takes the status ''Hard Bounce'' or ''Soft Bounce'' (a soft bounce does not replace a hard one); returns the contacts changed. Internal: every bounce path calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.suppress_address(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.suppress_address(text, text) TO aimroute_admin;
+
+--
+-- record_message_bounce: a bounce reported after the message was sent (a
+-- DSN, a provider's event, record_bounce).  The message becomes failed
+-- with the bounce as its outcome -- a Delivered message becomes the
+-- bounce -- with an attempt row, its notice is settled (failure notices,
+-- delivery_issues) and its address suppressed.  Returns false, changing
+-- nothing, for a message that was cancelled, is not an email, or has that
+-- bounce (or a hard one) recorded already.  Internal.
+--
+CREATE FUNCTION aimroute.record_message_bounce(message_id bigint, status text, detail text)
+RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = record_message_bounce.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status = 'cancelled' OR NOT (m.method = 'email' OR m.role = 'adf_email') THEN
+        RETURN false;
+    END IF;
+    PERFORM aimroute.suppress_address(m.recipient, status);
+    IF m.status = 'failed' AND m.outcome IN ('Hard Bounce', status) THEN
+        RETURN false;
+    END IF;
+    detail := left(coalesce(detail, 'no detail given'), 2000);
+    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+    VALUES (m.message_id, m.attempts, status, detail);
+    UPDATE aimroute.outbox o
+       SET status = 'failed', outcome = record_message_bounce.status, last_response = detail,
+           last_attempt_at = clock_timestamp(), finished_at = coalesce(o.finished_at, clock_timestamp())
+     WHERE o.message_id = m.message_id;
+    IF m.purpose = 'lead' THEN
+        PERFORM aimroute.delivery_settle(m.notification_id);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_message_bounce(bigint, text, text) IS
+    'Records a bounce reported after the message was sent: the message becomes failed with outcome ''Hard Bounce'' or ''Soft Bounce'' (a Delivered one too), with an attempt row; its notice is settled and its address suppressed (aimroute.suppress_address). Returns false for a message cancelled, not an email, or with that bounce recorded already. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) TO aimroute_admin;
+
+--
 -- record_bounce: a bounce that a mail provider reported after accepting
 -- the message.  Every contact with that address gets the bounce status
--- (a hard bounce outranks a soft one); the latest message delivered to the
--- address in the last 30 days is recorded as bounced.  Returns the number
--- of contacts changed.
+-- (aimroute.suppress_address); the latest message delivered to the address
+-- in the last 30 days is recorded as bounced.  Returns the number of
+-- contacts changed.
 --
 CREATE FUNCTION aimroute.record_bounce(email text, kind text, detail text)
 RETURNS integer
@@ -1460,7 +1567,7 @@ AS $$
 DECLARE
     v_status text;
     changed integer;
-    m aimroute.outbox;
+    latest bigint;
 BEGIN
     v_status := CASE lower(btrim(kind))
                   WHEN 'hard' THEN 'Hard Bounce' WHEN 'hard bounce' THEN 'Hard Bounce'
@@ -1475,26 +1582,17 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass the recipient address the mail provider reported, such as sales@dealer.example.com.';
     END IF;
-    UPDATE aimroute.dealer_contacts c SET delivery_status = v_status
-     WHERE lower(c.email) = lower(btrim(record_bounce.email))
-       AND c.delivery_status IS DISTINCT FROM 'Hard Bounce' AND c.delivery_status IS DISTINCT FROM v_status;
-    GET DIAGNOSTICS changed = ROW_COUNT;
+    changed := aimroute.suppress_address(record_bounce.email, v_status);
 
-    SELECT * INTO m FROM aimroute.outbox o
+    SELECT o.message_id INTO latest FROM aimroute.outbox o
      WHERE lower(o.recipient) = lower(btrim(record_bounce.email)) AND o.status = 'delivered'
        AND o.finished_at > clock_timestamp() - interval '30 days'
-     ORDER BY o.finished_at DESC LIMIT 1 FOR UPDATE;
+     ORDER BY o.finished_at DESC LIMIT 1;
     IF FOUND THEN
-        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
-        VALUES (m.message_id, m.attempts, v_status, 'bounced after delivery: ' || coalesce(detail, 'no detail given'));
-        UPDATE aimroute.outbox o SET status = 'failed', outcome = v_status, last_attempt_at = clock_timestamp(),
-               last_response = 'bounced after delivery: ' || coalesce(detail, 'no detail given')
-         WHERE o.message_id = m.message_id;
-        IF m.purpose = 'lead' THEN
-            PERFORM aimroute.delivery_settle(m.notification_id);
-        END IF;
+        PERFORM aimroute.record_message_bounce(latest, v_status,
+                                               'bounced after delivery: ' || coalesce(detail, 'no detail given'));
     END IF;
-    IF changed = 0 AND NOT FOUND THEN
+    IF changed = 0 AND latest IS NULL THEN
         RAISE NOTICE 'no contact and no recent message has the address %', btrim(record_bounce.email);
     END IF;
     RETURN changed;
@@ -1504,6 +1602,446 @@ COMMENT ON FUNCTION aimroute.record_bounce(text, text, text) IS
     'Takes a bounce reported by a mail provider (kind ''hard'' or ''soft''): every contact with the address is suppressed, and the latest message delivered to it is recorded as bounced. Returns the contacts changed.';
 REVOKE EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) TO aimroute_admin;
+
+--
+-- DSNs (RFC 3464).  mime_fields: the header fields of a block of text
+-- (a message's or a MIME part's headers, a group of DSN fields), folded
+-- lines unfolded, names in lower case, in order.  LF line ends.
+--
+CREATE FUNCTION aimroute.mime_fields(block text)
+RETURNS TABLE (name text, value text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT lower(f.m[1]), btrim(f.m[2], E' \t')
+      FROM regexp_matches(regexp_replace(block, E'\n[ \t]+', ' ', 'g'),
+                          E'^([!-9;-~]+)[ \t]*:[ \t]*(.*)$', 'gn') AS f (m)
+$$;
+COMMENT ON FUNCTION aimroute.mime_fields(text) IS
+    'The header fields of a block of text (LF line ends): folded lines unfolded, names in lower case. Internal: record_dsn reads DSNs with it.';
+
+--
+-- record_dsn: one raw DSN, as the mail server mailed it to the bounce
+-- address.  The message it reports on is named by the VERP address it
+-- was sent to (settings.bounce_address, both halves of the key checked),
+-- or else by the Message-ID of the returned headers.  Per recipient
+-- (message/delivery-status): Action failed with Status 5.x.x is a Hard
+-- Bounce, except 5.2.2 (mailbox full), which is soft, as mail providers
+-- treat it; with 4.x.x a Soft Bounce; Action delayed is an attempt row
+-- 'Delayed', not a bounce; delivered, relayed and expanded change nothing.
+-- Only a recipient block that names the message's own recipient
+-- (Final-Recipient or Original-Recipient) counts.  Returns the bounces
+-- recorded.  Not a DSN at all: an ERROR; a DSN of no message of ours, or
+-- with nothing to record: 0, with a WARNING or NOTICE saying why.
+--
+CREATE FUNCTION aimroute.record_dsn(message text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw text;
+    head text;
+    body text;
+    ctype text;
+    boundary text;
+    part text;
+    p_head text;
+    p_body text;
+    p_type text;
+    status_text text;
+    returned text;
+    m aimroute.outbox;
+    k record;
+    found_by text;
+    msgid text;
+    blk text;
+    reporter text;
+    v_action text;
+    v_status text;
+    v_diag text;
+    v_final text;
+    v_original text;
+    v_kind text;
+    detail text;
+    recorded integer := 0;
+    pos integer;
+BEGIN
+    IF message IS NULL OR btrim(message) = '' THEN
+        RAISE EXCEPTION 'record_dsn needs the DSN'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass one whole raw DSN (RFC 3464), headers included, as the mail server mailed it to the bounce address.';
+    END IF;
+    raw := replace(replace(message, E'\r\n', E'\n'), E'\r', E'\n');
+    -- An mbox "From " line, as a pipe from a mail server may start with.
+    raw := regexp_replace(raw, E'^From [^\n]*\n', '');
+    pos := strpos(raw, E'\n\n');
+    IF pos = 0 THEN
+        head := raw;
+        body := '';
+    ELSE
+        head := left(raw, pos - 1);
+        body := substr(raw, pos + 2);
+    END IF;
+    SELECT f.value INTO ctype FROM aimroute.mime_fields(head) f WHERE f.name = 'content-type' LIMIT 1;
+    IF ctype IS NULL OR lower(ctype) !~ '^multipart/report\M' THEN
+        RAISE EXCEPTION 'not a delivery status notification: its Content-Type is %, not multipart/report',
+                        coalesce(split_part(ctype, ';', 1), 'missing')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_dsn takes one whole raw DSN (RFC 3464: multipart/report with a message/delivery-status part), headers included, as the mail server mailed it to the bounce address.';
+    END IF;
+    boundary := coalesce(substring(ctype FROM '(?i)boundary[ \t]*=[ \t]*"([^"]+)"'),
+                         substring(ctype FROM '(?i)boundary[ \t]*=[ \t]*([^"; \t]+)'));
+    IF boundary IS NULL THEN
+        RAISE EXCEPTION 'not a delivery status notification: its multipart/report Content-Type has no boundary'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the DSN as the mail server sent it, with its headers unchanged.';
+    END IF;
+    FOREACH part IN ARRAY regexp_split_to_array(
+        body, '(^|\n)--' || regexp_replace(boundary, '([^A-Za-z0-9])', '\\\1', 'g') || E'(--)?[ \t]*(\n|$)')
+    LOOP
+        IF left(part, 1) = E'\n' THEN
+            p_head := '';
+            p_body := substr(part, 2);
+        ELSE
+            pos := strpos(part, E'\n\n');
+            CONTINUE WHEN pos = 0;
+            p_head := left(part, pos - 1);
+            p_body := substr(part, pos + 2);
+        END IF;
+        SELECT lower(btrim(split_part(f.value, ';', 1))) INTO p_type
+          FROM aimroute.mime_fields(p_head) f WHERE f.name = 'content-type' LIMIT 1;
+        IF EXISTS (SELECT FROM aimroute.mime_fields(p_head) f
+                    WHERE f.name = 'content-transfer-encoding' AND lower(f.value) = 'base64') THEN
+            BEGIN
+                p_body := convert_from(decode(regexp_replace(p_body, '[^A-Za-z0-9+/=]', '', 'g'), 'base64'), 'UTF8');
+                p_body := replace(p_body, E'\r\n', E'\n');
+            EXCEPTION WHEN OTHERS THEN
+                CONTINUE;
+            END;
+        END IF;
+        IF p_type IN ('message/delivery-status', 'message/global-delivery-status') AND status_text IS NULL THEN
+            status_text := p_body;
+        ELSIF p_type IN ('text/rfc822-headers', 'message/rfc822', 'message/global', 'message/global-headers')
+              AND returned IS NULL THEN
+            -- The returned message's headers, up to its first blank line.
+            returned := split_part(p_body, E'\n\n', 1);
+        END IF;
+    END LOOP;
+    IF status_text IS NULL THEN
+        RAISE EXCEPTION 'not a delivery status notification: it has no message/delivery-status part'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_dsn takes RFC 3464 DSNs (multipart/report; report-type=delivery-status); a bounce in plain text can be recorded with aimroute.record_bounce(email, kind, detail).';
+    END IF;
+
+    -- The message: by its VERP address (in the DSN's headers, in the
+    -- returned headers' Return-Path, or anywhere in the report), both
+    -- halves of the key checked; else by the returned Message-ID.
+    FOR k IN SELECT x.v[1]::bigint AS id, x.v[1] || '.' || x.v[2] AS key
+               FROM regexp_matches(concat_ws(E'\n', head, returned, status_text),
+                                   '\+([0-9]{1,18})\.([0-9]{20})@', 'g') AS x (v)
+    LOOP
+        SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = k.id AND aimroute.verp_key(o) = k.key;
+        IF FOUND THEN
+            found_by := 'VERP';
+            EXIT;
+        END IF;
+    END LOOP;
+    IF found_by IS NULL AND returned IS NOT NULL THEN
+        SELECT f.value INTO msgid FROM aimroute.mime_fields(returned) f WHERE f.name = 'message-id' LIMIT 1;
+        msgid := '<' || btrim(msgid, ' <>') || '>';
+        IF msgid ~ '^<aimroute\.[0-9]{1,18}\.' THEN
+            SELECT * INTO m FROM aimroute.outbox o
+             WHERE o.message_id = substring(msgid FROM '^<aimroute\.([0-9]+)\.')::bigint
+               AND lower(o.message_key) = lower(msgid);
+            IF FOUND THEN
+                found_by := 'Message-ID';
+            END IF;
+        END IF;
+    END IF;
+    IF found_by IS NULL THEN
+        RAISE WARNING 'the DSN names no message aimroute sent: nothing recorded'
+            USING DETAIL = format('No VERP address of settings.bounce_address with a key of an outbox message, and %s.',
+                                  coalesce('the returned Message-ID ' || msgid || ' is no message''s key',
+                                           'no returned headers with a Message-ID')),
+                  HINT = 'Set settings.bounce_address so that DSNs name their message; a bounce of a known address can be recorded with aimroute.record_bounce(email, kind, detail).';
+        RETURN 0;
+    END IF;
+
+    SELECT f.value INTO reporter
+      FROM aimroute.mime_fields(split_part(btrim(status_text, E'\n'), E'\n\n', 1)) f
+     WHERE f.name = 'reporting-mta' LIMIT 1;
+    FOREACH blk IN ARRAY regexp_split_to_array(btrim(status_text, E' \t\n'), E'\n([ \t]*\n)+') LOOP
+        SELECT max(f.value) FILTER (WHERE f.name = 'final-recipient'),
+               max(f.value) FILTER (WHERE f.name = 'original-recipient'),
+               lower(max(f.value) FILTER (WHERE f.name = 'action')),
+               max(f.value) FILTER (WHERE f.name = 'status'),
+               max(f.value) FILTER (WHERE f.name = 'diagnostic-code')
+          INTO v_final, v_original, v_action, v_status, v_diag
+          FROM aimroute.mime_fields(blk) f;
+        CONTINUE WHEN v_final IS NULL;
+        -- Only a report on the message's own recipient counts.
+        IF lower(m.recipient) NOT IN (lower(btrim(substring(v_final FROM ';(.*)$'), ' <>')),
+                                      coalesce(lower(btrim(substring(v_original FROM ';(.*)$'), ' <>')), '')) THEN
+            RAISE WARNING 'the DSN reports on %, but message % went to %: not recorded', v_final, m.message_id, m.recipient;
+            CONTINUE;
+        END IF;
+        v_status := substring(v_status FROM '^[ \t]*([245]\.[0-9]{1,3}\.[0-9]{1,3})');
+        detail := concat_ws(' ', v_status, v_diag) || format(' (DSN%s, message found by %s)',
+                                                             ', ' || reporter, found_by);
+        IF v_action = 'delayed' THEN
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            VALUES (m.message_id, m.attempts, 'Delayed', left('delayed, not a bounce: ' || detail, 2000));
+            CONTINUE;
+        ELSIF v_action IS DISTINCT FROM 'failed' THEN
+            RAISE NOTICE 'the DSN says % for message %: nothing to record', coalesce(v_action, 'no Action'), m.message_id;
+            CONTINUE;
+        END IF;
+        v_kind := CASE WHEN v_status IN ('5.2.2', '4.2.2') THEN 'Soft Bounce'
+                       WHEN v_status LIKE '5.%' THEN 'Hard Bounce'
+                       WHEN v_status LIKE '4.%' THEN 'Soft Bounce'
+                       -- No usable Status: the SMTP reply code of the Diagnostic-Code.
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*(452|552)' THEN 'Soft Bounce'
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*5' THEN 'Hard Bounce'
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*4' THEN 'Soft Bounce' END;
+        IF v_kind IS NULL THEN
+            RAISE WARNING 'the DSN reports a failure of message % with no Status: not recorded', m.message_id;
+            CONTINUE;
+        END IF;
+        IF aimroute.record_message_bounce(m.message_id, v_kind, 'bounced after delivery: ' || detail) THEN
+            recorded := recorded + 1;
+        ELSE
+            RAISE NOTICE 'message % has this bounce recorded already (or was cancelled)', m.message_id;
+        END IF;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_dsn(text) IS
+    'Records one raw DSN (RFC 3464) against the message it names (its VERP address, or the returned Message-ID) and that message''s address: Action failed with Status 5.x.x is a Hard Bounce, 5.2.2 and 4.x.x a Soft Bounce; Action delayed an attempt row ''Delayed''. Returns the bounces recorded. Not a DSN: an error; a DSN of no message of ours: 0 with a WARNING.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_dsn(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_dsn(text) TO aimroute_admin;
+
+--
+-- delivery_event_reports: one provider webhook event as what it reports,
+-- one row per recipient: the address, the kind ('Hard Bounce', 'Soft
+-- Bounce', 'Complaint', 'Delivered', 'Delayed') and the detail in words.
+-- Events that report none of these (opens, clicks, 'processed') give no
+-- row.  Internal: record_delivery_event calls it; docs/delivery.md has the
+-- rules of each provider.
+--
+CREATE FUNCTION aimroute.delivery_event_reports(provider text, event jsonb)
+RETURNS TABLE (address text, kind text, detail text)
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d jsonb;
+    ev text;
+    code text;
+BEGIN
+    IF jsonb_typeof(event) IS DISTINCT FROM 'object' THEN
+        RETURN;
+    END IF;
+    IF provider = 'sendgrid' THEN
+        ev := lower(event ->> 'event');
+        address := event ->> 'email';
+        code := event ->> 'status';
+        detail := concat_ws(' ', code, coalesce(event ->> 'reason', event ->> 'response'));
+        kind := CASE WHEN ev IN ('bounce', 'blocked') AND (ev = 'blocked' OR lower(event ->> 'type') = 'blocked') THEN 'Soft Bounce'
+                     WHEN ev = 'bounce' AND (code LIKE '4.%' OR code = '5.2.2') THEN 'Soft Bounce'
+                     WHEN ev IN ('bounce', 'dropped') THEN 'Hard Bounce'
+                     WHEN ev = 'spamreport' THEN 'Complaint'
+                     WHEN ev = 'delivered' THEN 'Delivered'
+                     WHEN ev = 'deferred' THEN 'Delayed' END;
+        IF ev IN ('blocked') OR lower(event ->> 'type') = 'blocked' THEN
+            detail := 'blocked: ' || detail;
+        END IF;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    ELSIF provider = 'mailgun' THEN
+        d := coalesce(event -> 'event-data', event);
+        ev := lower(d ->> 'event');
+        address := d ->> 'recipient';
+        code := d -> 'delivery-status' ->> 'code';
+        detail := concat_ws(' ', code, d -> 'delivery-status' ->> 'message',
+                            nullif(d -> 'delivery-status' ->> 'description', ''), d ->> 'reason');
+        kind := CASE WHEN ev = 'failed' AND lower(d ->> 'severity') = 'temporary' THEN 'Delayed'
+                     WHEN ev = 'failed' AND (code IN ('452', '552') OR detail ~ '\m5\.2\.2\M') THEN 'Soft Bounce'
+                     WHEN ev = 'failed' THEN 'Hard Bounce'
+                     WHEN ev = 'complained' THEN 'Complaint'
+                     WHEN ev = 'delivered' THEN 'Delivered' END;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    ELSIF provider = 'ses' THEN
+        ev := coalesce(event ->> 'notificationType', event ->> 'eventType');
+        IF ev = 'Bounce' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress',
+                       CASE WHEN event -> 'bounce' ->> 'bounceType' = 'Permanent' AND r ->> 'status' IS DISTINCT FROM '5.2.2'
+                            THEN 'Hard Bounce' ELSE 'Soft Bounce' END,
+                       concat_ws(' ', r ->> 'status', r ->> 'diagnosticCode',
+                                 format('(%s %s)', event -> 'bounce' ->> 'bounceType', event -> 'bounce' ->> 'bounceSubType'))
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'bounce' -> 'bouncedRecipients') = 'array'
+                                                 THEN event -> 'bounce' -> 'bouncedRecipients' ELSE '[]' END) r;
+        ELSIF ev = 'Complaint' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress', 'Complaint',
+                       concat_ws(' ', 'complaint', event -> 'complaint' ->> 'complaintFeedbackType')
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'complaint' -> 'complainedRecipients') = 'array'
+                                                 THEN event -> 'complaint' -> 'complainedRecipients' ELSE '[]' END) r;
+        ELSIF ev = 'Delivery' THEN
+            RETURN QUERY
+                SELECT r #>> '{}', 'Delivered', event -> 'delivery' ->> 'smtpResponse'
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'delivery' -> 'recipients') = 'array'
+                                                 THEN event -> 'delivery' -> 'recipients' ELSE '[]' END) r;
+        ELSIF ev = 'DeliveryDelay' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress', 'Delayed',
+                       concat_ws(' ', event -> 'deliveryDelay' ->> 'delayType', r ->> 'status', r ->> 'diagnosticCode')
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'deliveryDelay' -> 'delayedRecipients') = 'array'
+                                                 THEN event -> 'deliveryDelay' -> 'delayedRecipients' ELSE '[]' END) r;
+        END IF;
+    ELSIF provider = 'postmark' THEN
+        ev := event ->> 'RecordType';
+        address := coalesce(event ->> 'Email', event ->> 'Recipient');
+        detail := concat_ws(': ', event ->> 'Type', coalesce(nullif(event ->> 'Details', ''), event ->> 'Description'));
+        kind := CASE WHEN ev = 'Bounce' AND event ->> 'Type' IN ('HardBounce', 'BadEmailAddress') THEN 'Hard Bounce'
+                     WHEN ev = 'Bounce' AND event ->> 'Type' IN ('SoftBounce', 'Transient', 'DnsError', 'Blocked') THEN 'Soft Bounce'
+                     WHEN ev = 'SpamComplaint' OR (ev = 'Bounce' AND event ->> 'Type' = 'SpamComplaint') THEN 'Complaint'
+                     WHEN ev = 'Delivery' THEN 'Delivered' END;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_event_reports(text, jsonb) IS
+    'What one webhook event of sendgrid, mailgun, ses or postmark reports, per recipient: the address, the kind (Hard Bounce, Soft Bounce, Complaint, Delivered, Delayed) and the detail. Internal: record_delivery_event calls it.';
+
+--
+-- record_delivery_event: one webhook event of a mail provider (sendgrid,
+-- mailgun, ses as an SNS notification, postmark), or an array of them as
+-- SendGrid posts them.  The message is the one whose key (VERP address or
+-- Message-ID) the event carries and whose recipient is the address
+-- reported; else the latest message delivered to the address in the last
+-- 30 days.  A bounce is recorded as record_dsn records one (the address is
+-- suppressed even when no message is found); a spam complaint suppresses
+-- the address as a Hard Bounce and is an attempt row 'Complaint' (the
+-- message stays delivered); delivered and delayed events are attempt rows.
+-- Returns the reports recorded.
+--
+CREATE FUNCTION aimroute.record_delivery_event(provider text, event jsonb)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p text := lower(btrim(provider));
+    e jsonb := event;
+    r record;
+    k record;
+    mid bigint;
+    recorded integer := 0;
+    changed boolean;
+BEGIN
+    IF p IS NULL OR p NOT IN ('sendgrid', 'mailgun', 'ses', 'postmark') THEN
+        RAISE EXCEPTION 'unknown mail provider %', coalesce(quote_literal(provider), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_delivery_event takes the webhook events of ''sendgrid'', ''mailgun'', ''ses'' (an SNS notification) and ''postmark''; for another provider, call aimroute.record_bounce(email, kind, detail).';
+    END IF;
+    IF e IS NULL THEN
+        RAISE EXCEPTION 'record_delivery_event needs the event'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the JSON body the provider POSTed to the webhook.';
+    END IF;
+    IF jsonb_typeof(e) = 'array' THEN
+        SELECT coalesce(sum(aimroute.record_delivery_event(p, x)), 0) INTO recorded FROM jsonb_array_elements(e) x;
+        RETURN recorded;
+    END IF;
+    IF jsonb_typeof(e) <> 'object' THEN
+        RAISE EXCEPTION 'a % event is a JSON object, not %', p, jsonb_typeof(e)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the JSON body the provider POSTed to the webhook (SendGrid: the array, or one of its events).';
+    END IF;
+    IF p = 'ses' AND e ->> 'Type' = 'SubscriptionConfirmation' THEN
+        RAISE WARNING 'an SNS subscription confirmation, not an SES event: nothing recorded'
+            USING HINT = format('Confirm the subscription by opening its SubscribeURL once: %s', e ->> 'SubscribeURL');
+        RETURN 0;
+    END IF;
+    IF p = 'ses' AND e ->> 'Type' = 'Notification' THEN
+        BEGIN
+            e := (e ->> 'Message')::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'the SNS notification''s Message is not an SES event in JSON'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Point the SNS topic of the SES configuration set (or identity notifications) at the webhook, without raw message delivery or with it: both are read.';
+        END;
+    END IF;
+
+    FOR r IN SELECT lower(btrim(x.address, ' <>')) AS address, x.kind, x.detail
+               FROM aimroute.delivery_event_reports(p, e) x
+    LOOP
+        IF r.address IS NULL OR r.address = '' THEN
+            RAISE WARNING 'a % % event with no recipient address: not recorded', p, r.kind;
+            CONTINUE;
+        END IF;
+        mid := NULL;
+        -- The message whose key the event carries (VERP address or
+        -- Message-ID, both halves checked), to this very address.
+        FOR k IN SELECT x.v[1]::bigint AS id, x.v[1] || '.' || x.v[2] AS key
+                   FROM regexp_matches(event::text, '(?:\+|<?aimroute\.)([0-9]{1,18})\.([0-9]{20})@', 'g') AS x (v)
+        LOOP
+            SELECT o.message_id INTO mid FROM aimroute.outbox o
+             WHERE o.message_id = k.id AND aimroute.verp_key(o) = k.key AND lower(o.recipient) = r.address;
+            EXIT WHEN mid IS NOT NULL;
+        END LOOP;
+        IF mid IS NULL THEN
+            SELECT o.message_id INTO mid FROM aimroute.outbox o
+             WHERE lower(o.recipient) = r.address AND o.status = 'delivered'
+               AND (o.method = 'email' OR o.role = 'adf_email')
+               AND o.finished_at > clock_timestamp() - interval '30 days'
+             ORDER BY o.finished_at DESC LIMIT 1;
+        END IF;
+        r.detail := left(coalesce(nullif(r.detail, ''), CASE r.kind WHEN 'Complaint' THEN 'complaint' ELSE 'no detail given' END)
+                         || format(' (%s)', p), 2000);
+
+        IF r.kind IN ('Hard Bounce', 'Soft Bounce') THEN
+            changed := aimroute.suppress_address(r.address, r.kind) > 0;
+            IF mid IS NOT NULL THEN
+                changed := aimroute.record_message_bounce(mid, r.kind, 'bounced after delivery: ' || r.detail) OR changed;
+            END IF;
+        ELSIF r.kind = 'Complaint' THEN
+            changed := aimroute.suppress_address(r.address, 'Hard Bounce') > 0;
+            IF mid IS NOT NULL AND NOT EXISTS (SELECT FROM aimroute.delivery_attempt_log a
+                                                WHERE a.message_id = mid AND a.outcome = 'Complaint') THEN
+                INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+                SELECT o.message_id, o.attempts, 'Complaint', 'marked as spam by its reader: ' || r.detail
+                  FROM aimroute.outbox o WHERE o.message_id = mid;
+                changed := true;
+            END IF;
+        ELSIF mid IS NOT NULL THEN
+            -- Delivered or Delayed: an attempt row; the message keeps its status.
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            SELECT o.message_id, o.attempts, r.kind,
+                   CASE r.kind WHEN 'Delayed' THEN 'delayed, not a bounce: ' ELSE 'delivered to the mailbox: ' END || r.detail
+              FROM aimroute.outbox o WHERE o.message_id = mid;
+            changed := true;
+        ELSE
+            RAISE NOTICE 'a % % event for %, but no message of aimroute to that address: nothing recorded', p, r.kind, r.address;
+            changed := false;
+        END IF;
+        recorded := recorded + changed::integer;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_delivery_event(text, jsonb) IS
+    'Records one webhook event (or an array of them) of ''sendgrid'', ''mailgun'', ''ses'' (an SNS notification) or ''postmark'': bounces and blocks as Hard or Soft Bounce of the message and its address, spam complaints suppress the address, delivered and delayed events are attempt rows. Returns the reports recorded.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) TO aimroute_admin;
 
 CREATE FUNCTION aimroute.set_delivery_status_active(contact_id bigint)
 RETURNS void
@@ -1521,7 +2059,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
-    'Takes a contact off the suppression list: its delivery_status becomes Active, and later messages are sent to it again.';
+    'Takes a contact off the suppression list: its delivery_status becomes Active, and so does that of every contact with the same address (the suppression list is by address); later messages are sent to them again.';
 REVOKE EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.set_delivery_status_active(bigint) TO aimroute_admin, aimroute_region, aimroute_dealer;
 

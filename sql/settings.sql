@@ -31,6 +31,8 @@ UPDATE settings SET dedupe_window = '8 days';
 UPDATE settings SET smtp_url = 'http://127.0.0.1:25';
 UPDATE settings SET smtp_url = 'smtp://';
 UPDATE settings SET smtp_from = 'not an address';
+UPDATE settings SET bounce_address = 'bounces+x@oem.example';
+UPDATE settings SET bounce_address = 'a-local-part-longer-than-32-characters@oem.example';
 UPDATE settings SET push_gateway_url = 'ftp://push.example';
 -- One URL rule for every URL (url_is_valid): no white space anywhere.
 UPDATE settings SET push_gateway_url = 'https://push.example/send now';

@@ -311,5 +311,70 @@ is( $node->safe_psql(
 	'0',
 	'a day is recapped once');
 
+# VERP (issue 17): with settings.bounce_address the envelope sender names
+# the message; without it, it is smtp_from.
+is($to_mail->{mail_from}, 'leads@oem.example', 'without bounce_address the envelope sender is smtp_from');
+$node->safe_psql('app', "UPDATE aimroute.settings SET bounce_address = 'bounces\@oem.example'");
+my $verp = lead('verp', '49757');
+ok(settled($verp), 'VERP: the lead goes out');
+my ($verp_mail) = grep { $_->{subject} =~ /^New lead $verp:/ } @{ messages('sales@ok.example') };
+my ($verp_key, $verp_from) = split /\|/,
+  $node->safe_psql('app',
+	"SELECT o.message_key || '|' || aimroute.envelope_sender(o, s) FROM aimroute.outbox o, aimroute.settings s"
+	  . " WHERE o.lead_id = $verp AND o.recipient = 'sales\@ok.example'");
+like($verp_mail->{mail_from}, qr/^bounces\+\d+\.\d{20}\@oem\.example$/,
+	'the SMTP server received MAIL FROM bounces+<key>@oem.example');
+is($verp_mail->{mail_from}, $verp_from, 'the key is the message\'s (aimroute.envelope_sender)');
+is($verp_mail->{message_id}, $verp_key, 'the Message-ID is kept');
+is($verp_mail->{headers}{From}, 'leads@oem.example', 'and From: is still smtp_from');
+
+# A DSN, as the relay mails it to the VERP address after it said 250:
+# the Delivered message becomes the Hard Bounce, the contact is
+# suppressed, the failure notice goes out, the next lead skips the contact.
+my $dsn = join("\r\n",
+	'Return-Path: <>',
+	"To: $verp_mail->{mail_from}",
+	'From: MAILER-DAEMON@relay.oem.example (Mail Delivery System)',
+	'Subject: Undelivered Mail Returned to Sender',
+	'MIME-Version: 1.0',
+	'Content-Type: multipart/report; report-type=delivery-status; boundary="B0UNCE"',
+	'',
+	'--B0UNCE',
+	'Content-Type: text/plain',
+	'',
+	'Your message could not be delivered.',
+	'--B0UNCE',
+	'Content-Type: message/delivery-status',
+	'',
+	'Reporting-MTA: dns; relay.oem.example',
+	'',
+	'Final-Recipient: rfc822; sales@ok.example',
+	'Action: failed',
+	'Status: 5.1.1',
+	'Diagnostic-Code: smtp; 550 5.1.1 user unknown',
+	'',
+	'--B0UNCE',
+	'Content-Type: text/rfc822-headers',
+	'',
+	"Message-ID: $verp_key",
+	'',
+	'--B0UNCE--',
+	'');
+$dsn =~ s/'/''/g;
+is($node->safe_psql('app', "SELECT aimroute.record_dsn('$dsn')"), '1', 'record_dsn records the bounce the relay reported');
+is( $node->safe_psql(
+		'app', "SELECT delivery_status FROM aimroute.dealer_contacts WHERE email = 'sales\@ok.example'"),
+	'Hard Bounce',
+	'the contact is suppressed');
+is(status($verp), 't Partial Delivery Delivered Delivered f', 'the lead, Delivered before, is a Partial Delivery');
+ok(defined wait_for_log($smtp, sub { grep { $_->{subject} =~ /^Lead $verp not delivered/ && $_->{rcpt_tos}[0] eq 'ops@oem.example' } @{ $_[0] } }),
+	'the real-time failure notice went out');
+my $after = lead('after dsn', '49757');
+ok(settled($after), 'the next lead goes out');
+is( $node->safe_psql(
+		'app', "SELECT outcome FROM aimroute.outbox WHERE lead_id = $after AND recipient = 'sales\@ok.example'"),
+	'Suppressed',
+	'and skips the suppressed contact');
+
 $node->stop;
 done_testing();

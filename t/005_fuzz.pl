@@ -9,10 +9,11 @@
 # table and process_staging(), normalize_country(), normalize_postal_code(),
 # postal_code_is_valid(), locate_dealers(), route(), explain_lead(),
 # reassign(), mark_viewed(), open_view_link(), send_lead(), record_bounce(),
-# set_delivery_status_active(), adf_render(), lead_adf(), the reference and
-# delivery tables (dealers with NaN/Infinity locations included), settings,
-# re-routing, and load_postal_codes() on generated files (binary junk with
-# NULs, shifted columns, giant lines, truncated gzip).  Deliveries go to
+# record_dsn(), record_delivery_event(), set_delivery_status_active(),
+# adf_render(), lead_adf(), the reference and delivery tables (dealers with
+# NaN/Infinity locations included), settings, re-routing, and
+# load_postal_codes() on generated files (binary junk with NULs, shifted
+# columns, giant lines, truncated gzip).  Deliveries go to
 # loopback SMTP and HTTP sinks only: every endpoint the fuzzer writes is on
 # 127.0.0.1 or refused by validation.
 #
@@ -583,6 +584,58 @@ my %generators = (
 	set_delivery_status_active => [
 		1, sub { return 'SELECT aimroute.set_delivery_status_active(' . some_id('dealer_contacts', 'contact_id') . ')' }
 	],
+	# A DSN around a message's VERP address or a hostile one, hostile
+	# fields, any line ends, cut anywhere.
+	record_dsn => [
+		2,
+		sub {
+			my $key = chance(0.6)
+			  ? q{(SELECT 'bounces+' || aimroute.verp_key(o) || '@oem.example' FROM aimroute.outbox o ORDER BY random() LIMIT 1)}
+			  : lit(val('bounces+1.20260101000000000000@oem.example', 'bounces@oem.example'));
+			my $rcpt = chance(0.5) ? '(SELECT recipient FROM aimroute.outbox ORDER BY random() LIMIT 1)' : lit(val(@emails));
+			my $nl = pick("\r\n", "\n", "\r", "\r\n");
+			my $b = chance(0.8) ? 'B0UND' : (hostile() // '');
+			my $v = sub { return val(@_) // '' };
+			my $head = "Return-Path: <>${nl}To: ";
+			my $middle = "${nl}Content-Type: " . $v->('multipart/report') . "; report-type=delivery-status; boundary=\"$b\"$nl$nl"
+			  . "--$b${nl}Content-Type: " . $v->('message/delivery-status', 'message/global-delivery-status') . "$nl$nl"
+			  . 'Reporting-MTA: dns; ' . $v->('relay.oem.example') . "$nl${nl}Final-Recipient: rfc822; ";
+			my $tail = "${nl}Action: " . $v->('failed', 'delayed', 'delivered', 'relayed') . "${nl}Status: "
+			  . $v->('5.1.1', '4.2.2', '5.2.2', '2.0.0', '5.7.1') . "${nl}Diagnostic-Code: " . $v->('smtp; 550 5.1.1 no such user', 'smtp; 452 full')
+			  . "$nl$nl--$b${nl}Content-Type: " . $v->('text/rfc822-headers', 'message/rfc822') . "$nl${nl}Message-ID: "
+			  . $v->('<aimroute.1.20260101000000000000@oem.example>') . "$nl$nl--$b--$nl";
+			my $dsn = 'concat(' . lits($head) . ", $key, " . lits($middle) . ", $rcpt, " . lits($tail) . ')';
+			$dsn = "left($dsn, " . int(rand(900)) . ')' if chance(0.3);
+			$dsn = lit(hostile()) if chance(0.1);
+			return "SELECT fuzz.expect(aimroute.record_dsn($dsn) >= 0, 'record_dsn counts what it recorded')";
+		}
+	],
+	# One event of each provider's shape with hostile values, or hostile JSON.
+	record_delivery_event => [
+		2,
+		sub {
+			my $addr = chance(0.5) ? '(SELECT recipient FROM aimroute.outbox ORDER BY random() LIMIT 1)' : lit(val(@emails));
+			my $key = '(SELECT message_key FROM aimroute.outbox ORDER BY random() LIMIT 1)';
+			my $event = pick(
+				"jsonb_build_object('event', " . lit(val('bounce', 'dropped', 'spamreport', 'delivered', 'deferred'))
+				  . ", 'email', $addr, 'status', " . lit(val('5.1.1', '4.2.2')) . ", 'type', " . lit(val('blocked', 'bounce'))
+				  . ", 'reason', " . lit(hostile()) . ", 'smtp-id', $key)",
+				"jsonb_build_object('event-data', jsonb_build_object('event', " . lit(val('failed', 'complained', 'delivered'))
+				  . ", 'severity', " . lit(val('permanent', 'temporary')) . ", 'recipient', $addr"
+				  . ", 'delivery-status', jsonb_build_object('code', " . lit(val('550', '452')) . ', \'message\', ' . lit(hostile()) . ')))',
+				"jsonb_build_object('Type', 'Notification', 'Message', jsonb_build_object('notificationType', "
+				  . lit(val('Bounce', 'Complaint', 'Delivery', 'DeliveryDelay')) . ", 'bounce', jsonb_build_object('bounceType', "
+				  . lit(val('Permanent', 'Transient')) . ", 'bouncedRecipients', jsonb_build_array(jsonb_build_object('emailAddress', $addr)))"
+				  . ", 'delivery', jsonb_build_object('recipients', " . pick("jsonb_build_array($addr)", lit(hostile()) . '::text::jsonb', "'{}'::jsonb") . '))::text)',
+				"jsonb_build_object('Type', 'Notification', 'Message', " . lit(hostile()) . ')',
+				"jsonb_build_object('RecordType', " . lit(val('Bounce', 'Delivery', 'SpamComplaint')) . ", 'Type', "
+				  . lit(val('HardBounce', 'SoftBounce', 'Blocked')) . ", 'Email', $addr, 'Details', " . lit(hostile()) . ')',
+				'to_jsonb(' . lit(hostile()) . '::text)',
+				'jsonb_build_array(' . lit(hostile()) . ", 1, NULL, '{}'::jsonb)");
+			my $provider = lit(val('sendgrid', 'mailgun', 'ses', 'postmark'));
+			return "SELECT fuzz.expect(aimroute.record_delivery_event($provider, $event) >= 0, 'record_delivery_event counts what it recorded')";
+		}
+	],
 	reassign_dealer_leads => [
 		0.5, sub { return 'SELECT count(*) FROM aimroute.reassign_dealer_leads(' . lits(val('D300', 'D999', 'HQ'), hostile()) . ')' }
 	],
@@ -730,6 +783,8 @@ my %allowed = (
 	send_lead => [qw(P0002 55000)],
 	record_bounce => [qw(22023 22004)],
 	set_delivery_status_active => [qw(P0002)],
+	record_dsn => [qw(22023 22004)],
+	record_delivery_event => [qw(22)],
 	reassign_dealer_leads => [qw(23503 55006)],
 	dealers => [qw(22 23 54000)],
 	dealers_typed => [qw(22 23 54000)],

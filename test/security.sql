@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(82);
+SELECT plan(87);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -145,6 +145,27 @@ SELECT lives_ok($$INSERT INTO aimroute.dealer_contacts (dealer_number, email) VA
                 'but keeps its own');
 SELECT throws_ok($$SELECT aimroute.record_bounce('sales@two.example', 'hard', 'x')$$, '42501', NULL,
                  'record_bounce is the admins''');
+SELECT throws_ok($$SELECT aimroute.suppress_address('sales@two.example', 'Hard Bounce')$$, '42501', NULL,
+                 'suppress_address is the admins''');
+SELECT throws_ok($$SELECT aimroute.record_dsn('x')$$, '42501', NULL, 'record_dsn is the admins''');
+SELECT throws_ok($$SELECT aimroute.record_delivery_event('sendgrid', '{}')$$, '42501', NULL, 'record_delivery_event is the admins''');
+-- The suppression list is by address: a dealer that resets its contact
+-- lifts it for another dealer's contact with the same address, and
+-- changes nothing else there.
+RESET ROLE;
+INSERT INTO aimroute.dealer_contacts (dealer_number, email, contact_types) VALUES
+    ('SEC-1', 'shared@both.example', '{Leads: Emails CC}'), ('SEC-2', 'Shared@Both.example', '{Leads: Emails CC}');
+SELECT aimroute.suppress_address('shared@both.example', 'Hard Bounce');
+SET LOCAL ROLE sec_d1;
+SELECT lives_ok($$SELECT aimroute.set_delivery_status_active(contact_id) FROM aimroute.dealer_contacts
+                   WHERE email = 'shared@both.example'$$, 'a dealer resets its own contact');
+RESET ROLE;
+SELECT is((SELECT string_agg(dealer_number || '=' || delivery_status || ':' || contact_types::text, ' ' ORDER BY dealer_number)
+             FROM aimroute.dealer_contacts WHERE lower(email) = 'shared@both.example'),
+          'SEC-1=Active:{"Leads: Emails CC"} SEC-2=Active:{"Leads: Emails CC"}',
+          'and the other dealer''s contact with the address is Active again, and nothing else changed');
+DELETE FROM aimroute.dealer_contacts WHERE lower(email) = 'shared@both.example';
+SET LOCAL ROLE sec_d1;
 SELECT throws_ok($$SELECT aimroute.delivery_claim(10, '1 minute')$$, '42501', NULL, 'the worker''s functions are not callable');
 SELECT throws_ok($$UPDATE aimroute.settings SET radius_miles = 1$$, '42501', NULL, 'settings are not writable');
 SELECT throws_ok($$INSERT INTO aimroute.user_scopes (role_name, dealer_number) VALUES ('sec_d1', 'SEC-2')$$, '42501', NULL,

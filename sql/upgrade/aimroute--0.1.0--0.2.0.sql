@@ -1902,6 +1902,863 @@ $$;
 COMMENT ON FUNCTION aimroute.render_email(text, text, text, text, text, timestamptz, text) IS
     'An email as sent over SMTP: headers (the subject on one line, 200 characters at most), a blank line and the body in base64, CRLF line ends.';
 
+-- bounce: bounces as they really arrive (issue 17, first part).  The
+-- suppression list is by address: every bounce path goes through
+-- aimroute.suppress_address, which suppresses every contact with the
+-- address, and a contact set back to Active lifts it for the address
+-- (trigger dealer_contacts_lift_address).  A bounce reported after sending
+-- is recorded by aimroute.record_message_bounce.  VERP: with the new
+-- setting bounce_address, every email's envelope sender carries its
+-- message's key (aimroute.envelope_sender, called by delivery_render).
+-- aimroute.record_dsn reads one raw DSN (RFC 3464) and records its
+-- bounces against the message it names (VERP, or the returned
+-- Message-ID).
+-- aimroute.record_delivery_event takes the webhook events of sendgrid,
+-- mailgun, ses (SNS) and postmark (aimroute.delivery_event_reports).
+COMMENT ON COLUMN aimroute.dealer_contacts.delivery_status IS
+    'Active, or Hard Bounce / Soft Bounce: then the contact is on the suppression list and no email is sent to it until aimroute.set_delivery_status_active(contact_id). The list is by address: a bounce suppresses every contact with the address, and resetting one lifts it for all of them.';
+
+CREATE OR REPLACE FUNCTION aimroute.dealer_contacts_lift_address() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.dealer_contacts c SET delivery_status = 'Active'
+     WHERE lower(c.email) = lower(NEW.email) AND c.delivery_status <> 'Active';
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER dealer_contacts_lift_address AFTER UPDATE OF delivery_status ON aimroute.dealer_contacts
+    FOR EACH ROW WHEN (NEW.delivery_status = 'Active' AND OLD.delivery_status <> 'Active' AND NEW.email IS NOT NULL)
+    EXECUTE FUNCTION aimroute.dealer_contacts_lift_address();
+
+CREATE OR REPLACE FUNCTION aimroute.suppress_address(address text, status text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed integer;
+BEGIN
+    IF status IS NULL OR status NOT IN ('Hard Bounce', 'Soft Bounce') THEN
+        RAISE EXCEPTION 'invalid suppression status %', coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The status is ''Hard Bounce'' or ''Soft Bounce''.';
+    END IF;
+    UPDATE aimroute.dealer_contacts c SET delivery_status = suppress_address.status
+     WHERE lower(c.email) = lower(btrim(suppress_address.address))
+       AND c.delivery_status <> 'Hard Bounce' AND c.delivery_status <> suppress_address.status;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.suppress_address(text, text) IS
+    'The suppression list is by address: every dealer contact with this address (any dealer, any letter case) takes the status ''Hard Bounce'' or ''Soft Bounce'' (a soft bounce does not replace a hard one); returns the contacts changed. Internal: every bounce path calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.suppress_address(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.suppress_address(text, text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.record_message_bounce(message_id bigint, status text, detail text)
+RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = record_message_bounce.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status = 'cancelled' OR NOT (m.method = 'email' OR m.role = 'adf_email') THEN
+        RETURN false;
+    END IF;
+    PERFORM aimroute.suppress_address(m.recipient, status);
+    IF m.status = 'failed' AND m.outcome IN ('Hard Bounce', status) THEN
+        RETURN false;
+    END IF;
+    detail := left(coalesce(detail, 'no detail given'), 2000);
+    INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+    VALUES (m.message_id, m.attempts, status, detail);
+    UPDATE aimroute.outbox o
+       SET status = 'failed', outcome = record_message_bounce.status, last_response = detail,
+           last_attempt_at = clock_timestamp(), finished_at = coalesce(o.finished_at, clock_timestamp())
+     WHERE o.message_id = m.message_id;
+    IF m.purpose = 'lead' THEN
+        PERFORM aimroute.delivery_settle(m.notification_id);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_message_bounce(bigint, text, text) IS
+    'Records a bounce reported after the message was sent: the message becomes failed with outcome ''Hard Bounce'' or ''Soft Bounce'' (a Delivered one too), with an attempt row; its notice is settled and its address suppressed (aimroute.suppress_address). Returns false for a message cancelled, not an email, or with that bounce recorded already. Internal.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_message_bounce(bigint, text, text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_record(message_id bigint, attempt integer, curl_code integer,
+                                         response_code integer, response text,
+                                         smtp_command text DEFAULT NULL)
+RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m aimroute.outbox;
+    s aimroute.settings;
+    smtp boolean;
+    recipient_reply boolean;
+    v_outcome text;
+    detail text := left(response, 2000);
+    e_code text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_context text;
+BEGIN
+    SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = delivery_record.message_id FOR UPDATE;
+    IF NOT FOUND OR m.status <> 'sending' OR m.attempts <> delivery_record.attempt THEN
+        -- Deleted, or recorded already: nothing to do, nothing to record again.
+        DELETE FROM aimroute.set_aside_items x
+         WHERE x.kind = 'message' AND x.item_id = delivery_record.message_id AND x.step = 'record'
+           AND (x.send_result ->> 'attempt')::integer = delivery_record.attempt;
+        RETURN NULL;
+    END IF;
+    BEGIN
+        DELETE FROM aimroute.set_aside_items x WHERE x.kind = 'message' AND x.item_id = m.message_id;
+        SELECT * INTO s FROM aimroute.settings;
+        smtp := m.method = 'email' OR m.role = 'adf_email';
+        IF smtp THEN
+            -- Only the recipient's own replies are bounces: to RCPT, or to the
+            -- end of DATA (one recipient a message).  A refusal of the sender
+            -- or of the login says nothing about the contact.
+            recipient_reply := coalesce(upper(smtp_command) IN ('RCPT', 'DATA'), true);
+            v_outcome := CASE WHEN curl_code = 0 THEN 'Delivered'
+                            WHEN recipient_reply AND response_code IN (550, 551, 553) THEN 'Hard Bounce'
+                            WHEN recipient_reply AND response_code IN (452, 552) THEN 'Soft Bounce'
+                            WHEN response_code BETWEEN 500 AND 599 THEN 'Failed'
+                            ELSE 'Will retry' END;
+        ELSE
+            v_outcome := CASE WHEN curl_code = 0 AND response_code BETWEEN 200 AND 299 THEN 'Delivered'
+                            ELSE 'Will retry' END;
+        END IF;
+        IF v_outcome = 'Will retry' AND m.attempts > cardinality(s.delivery_retry_schedule) THEN
+            v_outcome := 'Failed';
+            detail := format('%s (gave up after %s attempts)', detail, m.attempts);
+        END IF;
+
+        IF smtp AND curl_code <> 0 AND smtp_command IS NOT NULL THEN
+            detail := format('%s (after %s)', detail, upper(smtp_command));
+        END IF;
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response_code, response)
+        VALUES (m.message_id, m.attempts, v_outcome, nullif(response_code, 0), detail);
+        IF v_outcome = 'Will retry' THEN
+            UPDATE aimroute.outbox o
+               SET status = 'queued', outcome = 'Will retry', last_response = detail, last_attempt_at = clock_timestamp(),
+                   due_at = clock_timestamp() + s.delivery_retry_schedule[m.attempts]
+             WHERE o.message_id = m.message_id;
+            RETURN v_outcome;
+        END IF;
+        UPDATE aimroute.outbox o
+           SET status = CASE WHEN v_outcome = 'Delivered' THEN 'delivered' ELSE 'failed' END,
+               outcome = v_outcome, last_response = detail, finished_at = clock_timestamp(),
+               last_attempt_at = clock_timestamp()
+         WHERE o.message_id = m.message_id;
+        IF v_outcome IN ('Hard Bounce', 'Soft Bounce') THEN
+            PERFORM aimroute.suppress_address(m.recipient, v_outcome);
+        END IF;
+        IF m.purpose = 'lead' THEN
+            PERFORM aimroute.delivery_settle(m.notification_id);
+        END IF;
+        RETURN v_outcome;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+            e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT, e_context = PG_EXCEPTION_CONTEXT;
+    END;
+    PERFORM aimroute.set_aside('message', m.message_id, m.lead_id, 'record', e_code, e_message, e_detail,
+                               e_hint, e_context, NULL,
+                               jsonb_build_object('attempt', m.attempts, 'curl_code', curl_code,
+                                                  'response_code', response_code, 'response', response,
+                                                  'smtp_command', smtp_command));
+    -- Shown in delivery_attempts, when the log takes it.
+    BEGIN
+        INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+        VALUES (m.message_id, m.attempts, 'Set aside',
+                left('sent, but recording its outcome failed: ' || e_message, 2000));
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) IS
+    'Records the outcome of one delivery attempt (libcurl code, server reply code and text, the SMTP command replied to): delivered, hard or soft bounce (the contact is suppressed), a retry on the schedule of settings.delivery_retry_schedule, or failure. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_record(bigint, integer, integer, integer, text, text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.record_bounce(email text, kind text, detail text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text;
+    changed integer;
+    latest bigint;
+BEGIN
+    v_status := CASE lower(btrim(kind))
+                  WHEN 'hard' THEN 'Hard Bounce' WHEN 'hard bounce' THEN 'Hard Bounce'
+                  WHEN 'soft' THEN 'Soft Bounce' WHEN 'soft bounce' THEN 'Soft Bounce' END;
+    IF v_status IS NULL THEN
+        RAISE EXCEPTION 'invalid bounce kind %', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'kind is ''hard'' (the address does not exist) or ''soft'' (a full inbox, for example).';
+    END IF;
+    IF email IS NULL OR btrim(email) = '' THEN
+        RAISE EXCEPTION 'record_bounce needs the email address that bounced'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the recipient address the mail provider reported, such as sales@dealer.example.com.';
+    END IF;
+    changed := aimroute.suppress_address(record_bounce.email, v_status);
+
+    SELECT o.message_id INTO latest FROM aimroute.outbox o
+     WHERE lower(o.recipient) = lower(btrim(record_bounce.email)) AND o.status = 'delivered'
+       AND o.finished_at > clock_timestamp() - interval '30 days'
+     ORDER BY o.finished_at DESC LIMIT 1;
+    IF FOUND THEN
+        PERFORM aimroute.record_message_bounce(latest, v_status,
+                                               'bounced after delivery: ' || coalesce(detail, 'no detail given'));
+    END IF;
+    IF changed = 0 AND latest IS NULL THEN
+        RAISE NOTICE 'no contact and no recent message has the address %', btrim(record_bounce.email);
+    END IF;
+    RETURN changed;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_bounce(text, text, text) IS
+    'Takes a bounce reported by a mail provider (kind ''hard'' or ''soft''): every contact with the address is suppressed, and the latest message delivered to it is recorded as bounced. Returns the contacts changed.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_bounce(text, text, text) TO aimroute_admin;
+
+COMMENT ON FUNCTION aimroute.set_delivery_status_active(bigint) IS
+    'Takes a contact off the suppression list: its delivery_status becomes Active, and so does that of every contact with the same address (the suppression list is by address); later messages are sent to them again.';
+
+ALTER TABLE aimroute.settings ADD COLUMN bounce_address text
+    CONSTRAINT settings_bounce_address_check CHECK (bounce_address ~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$');
+COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
+GRANT SELECT (bounce_address) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION aimroute.verp_key(m aimroute.outbox) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN m.message_id || '.' || to_char(m.queued_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS');
+COMMENT ON FUNCTION aimroute.verp_key(aimroute.outbox) IS
+    'The key of a message in its VERP envelope sender: <message_id>.<queued_at in UTC as YYYYMMDDHHMISSUUUUUU>, as in its Message-ID.';
+
+CREATE FUNCTION aimroute.envelope_sender(m aimroute.outbox, s aimroute.settings) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN s.bounce_address IS NULL THEN s.smtp_from
+                ELSE split_part(s.bounce_address, '@', 1) || '+' || aimroute.verp_key(m) || '@'
+                     || split_part(s.bounce_address, '@', 2) END;
+COMMENT ON FUNCTION aimroute.envelope_sender(aimroute.outbox, aimroute.settings) IS
+    'The envelope sender (MAIL FROM) of an email: settings.bounce_address with +<key> (aimroute.verp_key) before its @, such as bounces+123.20260101120000000000@oem.example; settings.smtp_from when bounce_address is NULL.';
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_render(m aimroute.outbox, s aimroute.settings)
+RETURNS aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j aimroute.delivery_job;
+    l aimroute.leads;
+    token text;
+    dealer_name text;
+BEGIN
+    j := ROW(m.message_id, m.attempts, 'smtp', s.smtp_url, aimroute.envelope_sender(m, s), m.recipient, s.smtp_username,
+             s.smtp_password, NULL, m.message_key, NULL)::aimroute.delivery_job;
+    IF m.purpose <> 'lead' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp());
+        RETURN j;
+    END IF;
+
+    SELECT * INTO l FROM aimroute.leads x WHERE x.lead_id = m.lead_id;
+    SELECT n.view_token INTO token FROM aimroute.lead_notifications n WHERE n.notification_id = m.notification_id;
+    SELECT d.name INTO dealer_name FROM aimroute.dealers d WHERE d.dealer_number = m.dealer_number;
+    IF m.method = 'email' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient, aimroute.lead_email_subject(l),
+                         aimroute.lead_email_text(l, dealer_name,
+                             CASE WHEN m.role = 'To' THEN s.view_link_url || token END),
+                         m.message_key, clock_timestamp());
+    ELSIF m.method = 'mobile' THEN
+        j.transport := 'http'; j.url := s.push_gateway_url; j.recipient := NULL;
+        j.username := NULL; j.password := NULL;     -- the SMTP login is for the SMTP server only
+        j.content_type := 'application/json';
+        j.payload := json_build_object(
+            'to', m.recipient,
+            'title', aimroute.lead_email_subject(l),
+            'body', concat_ws(', ', nullif(concat_ws(' ', l.first_name, l.last_name), ''),
+                              nullif(concat_ws(' ', l.city, l.state_code), ''), l.phone),
+            'lead_id', l.lead_id,
+            'dealer_number', l.dealer_number,
+            'url', CASE WHEN EXISTS (SELECT FROM aimroute.dealer_contacts c
+                                      WHERE c.contact_id = m.contact_id
+                                        AND 'Leads: Emails To' = ANY (c.contact_types))
+                        THEN s.view_link_url || token END,
+            'message_key', m.message_key)::text;
+    ELSIF m.role = 'adf_email' THEN
+        j.payload := aimroute.render_email(s.smtp_from, m.recipient,
+                         format('ADF lead %s for dealer %s', l.lead_id, l.dealer_number),
+                         aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp());
+    ELSE
+        j.transport := 'http'; j.url := m.recipient; j.recipient := NULL;
+        j.username := NULL; j.password := NULL;
+        j.content_type := 'application/xml';
+        j.payload := aimroute.lead_adf(l.lead_id);
+    END IF;
+    RETURN j;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.delivery_render(aimroute.outbox, aimroute.settings) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.mime_fields(block text)
+RETURNS TABLE (name text, value text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT lower(f.m[1]), btrim(f.m[2], E' \t')
+      FROM regexp_matches(regexp_replace(block, E'\n[ \t]+', ' ', 'g'),
+                          E'^([!-9;-~]+)[ \t]*:[ \t]*(.*)$', 'gn') AS f (m)
+$$;
+COMMENT ON FUNCTION aimroute.mime_fields(text) IS
+    'The header fields of a block of text (LF line ends): folded lines unfolded, names in lower case. Internal: record_dsn reads DSNs with it.';
+
+CREATE OR REPLACE FUNCTION aimroute.record_dsn(message text)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw text;
+    head text;
+    body text;
+    ctype text;
+    boundary text;
+    part text;
+    p_head text;
+    p_body text;
+    p_type text;
+    status_text text;
+    returned text;
+    m aimroute.outbox;
+    k record;
+    found_by text;
+    msgid text;
+    blk text;
+    reporter text;
+    v_action text;
+    v_status text;
+    v_diag text;
+    v_final text;
+    v_original text;
+    v_kind text;
+    detail text;
+    recorded integer := 0;
+    pos integer;
+BEGIN
+    IF message IS NULL OR btrim(message) = '' THEN
+        RAISE EXCEPTION 'record_dsn needs the DSN'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass one whole raw DSN (RFC 3464), headers included, as the mail server mailed it to the bounce address.';
+    END IF;
+    raw := replace(replace(message, E'\r\n', E'\n'), E'\r', E'\n');
+    -- An mbox "From " line, as a pipe from a mail server may start with.
+    raw := regexp_replace(raw, E'^From [^\n]*\n', '');
+    pos := strpos(raw, E'\n\n');
+    IF pos = 0 THEN
+        head := raw;
+        body := '';
+    ELSE
+        head := left(raw, pos - 1);
+        body := substr(raw, pos + 2);
+    END IF;
+    SELECT f.value INTO ctype FROM aimroute.mime_fields(head) f WHERE f.name = 'content-type' LIMIT 1;
+    IF ctype IS NULL OR lower(ctype) !~ '^multipart/report\M' THEN
+        RAISE EXCEPTION 'not a delivery status notification: its Content-Type is %, not multipart/report',
+                        coalesce(split_part(ctype, ';', 1), 'missing')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_dsn takes one whole raw DSN (RFC 3464: multipart/report with a message/delivery-status part), headers included, as the mail server mailed it to the bounce address.';
+    END IF;
+    boundary := coalesce(substring(ctype FROM '(?i)boundary[ \t]*=[ \t]*"([^"]+)"'),
+                         substring(ctype FROM '(?i)boundary[ \t]*=[ \t]*([^"; \t]+)'));
+    IF boundary IS NULL THEN
+        RAISE EXCEPTION 'not a delivery status notification: its multipart/report Content-Type has no boundary'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the DSN as the mail server sent it, with its headers unchanged.';
+    END IF;
+    FOREACH part IN ARRAY regexp_split_to_array(
+        body, '(^|\n)--' || regexp_replace(boundary, '([^A-Za-z0-9])', '\\\1', 'g') || E'(--)?[ \t]*(\n|$)')
+    LOOP
+        IF left(part, 1) = E'\n' THEN
+            p_head := '';
+            p_body := substr(part, 2);
+        ELSE
+            pos := strpos(part, E'\n\n');
+            CONTINUE WHEN pos = 0;
+            p_head := left(part, pos - 1);
+            p_body := substr(part, pos + 2);
+        END IF;
+        SELECT lower(btrim(split_part(f.value, ';', 1))) INTO p_type
+          FROM aimroute.mime_fields(p_head) f WHERE f.name = 'content-type' LIMIT 1;
+        IF EXISTS (SELECT FROM aimroute.mime_fields(p_head) f
+                    WHERE f.name = 'content-transfer-encoding' AND lower(f.value) = 'base64') THEN
+            BEGIN
+                p_body := convert_from(decode(regexp_replace(p_body, '[^A-Za-z0-9+/=]', '', 'g'), 'base64'), 'UTF8');
+                p_body := replace(p_body, E'\r\n', E'\n');
+            EXCEPTION WHEN OTHERS THEN
+                CONTINUE;
+            END;
+        END IF;
+        IF p_type IN ('message/delivery-status', 'message/global-delivery-status') AND status_text IS NULL THEN
+            status_text := p_body;
+        ELSIF p_type IN ('text/rfc822-headers', 'message/rfc822', 'message/global', 'message/global-headers')
+              AND returned IS NULL THEN
+            -- The returned message's headers, up to its first blank line.
+            returned := split_part(p_body, E'\n\n', 1);
+        END IF;
+    END LOOP;
+    IF status_text IS NULL THEN
+        RAISE EXCEPTION 'not a delivery status notification: it has no message/delivery-status part'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_dsn takes RFC 3464 DSNs (multipart/report; report-type=delivery-status); a bounce in plain text can be recorded with aimroute.record_bounce(email, kind, detail).';
+    END IF;
+
+    -- The message: by its VERP address (in the DSN's headers, in the
+    -- returned headers' Return-Path, or anywhere in the report), both
+    -- halves of the key checked; else by the returned Message-ID.
+    FOR k IN SELECT x.v[1]::bigint AS id, x.v[1] || '.' || x.v[2] AS key
+               FROM regexp_matches(concat_ws(E'\n', head, returned, status_text),
+                                   '\+([0-9]{1,18})\.([0-9]{20})@', 'g') AS x (v)
+    LOOP
+        SELECT * INTO m FROM aimroute.outbox o WHERE o.message_id = k.id AND aimroute.verp_key(o) = k.key;
+        IF FOUND THEN
+            found_by := 'VERP';
+            EXIT;
+        END IF;
+    END LOOP;
+    IF found_by IS NULL AND returned IS NOT NULL THEN
+        SELECT f.value INTO msgid FROM aimroute.mime_fields(returned) f WHERE f.name = 'message-id' LIMIT 1;
+        msgid := '<' || btrim(msgid, ' <>') || '>';
+        IF msgid ~ '^<aimroute\.[0-9]{1,18}\.' THEN
+            SELECT * INTO m FROM aimroute.outbox o
+             WHERE o.message_id = substring(msgid FROM '^<aimroute\.([0-9]+)\.')::bigint
+               AND lower(o.message_key) = lower(msgid);
+            IF FOUND THEN
+                found_by := 'Message-ID';
+            END IF;
+        END IF;
+    END IF;
+    IF found_by IS NULL THEN
+        RAISE WARNING 'the DSN names no message aimroute sent: nothing recorded'
+            USING DETAIL = format('No VERP address of settings.bounce_address with a key of an outbox message, and %s.',
+                                  coalesce('the returned Message-ID ' || msgid || ' is no message''s key',
+                                           'no returned headers with a Message-ID')),
+                  HINT = 'Set settings.bounce_address so that DSNs name their message; a bounce of a known address can be recorded with aimroute.record_bounce(email, kind, detail).';
+        RETURN 0;
+    END IF;
+
+    SELECT f.value INTO reporter
+      FROM aimroute.mime_fields(split_part(btrim(status_text, E'\n'), E'\n\n', 1)) f
+     WHERE f.name = 'reporting-mta' LIMIT 1;
+    FOREACH blk IN ARRAY regexp_split_to_array(btrim(status_text, E' \t\n'), E'\n([ \t]*\n)+') LOOP
+        SELECT max(f.value) FILTER (WHERE f.name = 'final-recipient'),
+               max(f.value) FILTER (WHERE f.name = 'original-recipient'),
+               lower(max(f.value) FILTER (WHERE f.name = 'action')),
+               max(f.value) FILTER (WHERE f.name = 'status'),
+               max(f.value) FILTER (WHERE f.name = 'diagnostic-code')
+          INTO v_final, v_original, v_action, v_status, v_diag
+          FROM aimroute.mime_fields(blk) f;
+        CONTINUE WHEN v_final IS NULL;
+        -- Only a report on the message's own recipient counts.
+        IF lower(m.recipient) NOT IN (lower(btrim(substring(v_final FROM ';(.*)$'), ' <>')),
+                                      coalesce(lower(btrim(substring(v_original FROM ';(.*)$'), ' <>')), '')) THEN
+            RAISE WARNING 'the DSN reports on %, but message % went to %: not recorded', v_final, m.message_id, m.recipient;
+            CONTINUE;
+        END IF;
+        v_status := substring(v_status FROM '^[ \t]*([245]\.[0-9]{1,3}\.[0-9]{1,3})');
+        detail := concat_ws(' ', v_status, v_diag) || format(' (DSN%s, message found by %s)',
+                                                             ', ' || reporter, found_by);
+        IF v_action = 'delayed' THEN
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            VALUES (m.message_id, m.attempts, 'Delayed', left('delayed, not a bounce: ' || detail, 2000));
+            CONTINUE;
+        ELSIF v_action IS DISTINCT FROM 'failed' THEN
+            RAISE NOTICE 'the DSN says % for message %: nothing to record', coalesce(v_action, 'no Action'), m.message_id;
+            CONTINUE;
+        END IF;
+        v_kind := CASE WHEN v_status IN ('5.2.2', '4.2.2') THEN 'Soft Bounce'
+                       WHEN v_status LIKE '5.%' THEN 'Hard Bounce'
+                       WHEN v_status LIKE '4.%' THEN 'Soft Bounce'
+                       -- No usable Status: the SMTP reply code of the Diagnostic-Code.
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*(452|552)' THEN 'Soft Bounce'
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*5' THEN 'Hard Bounce'
+                       WHEN v_diag ~* '^smtp[ \t]*;[ \t]*4' THEN 'Soft Bounce' END;
+        IF v_kind IS NULL THEN
+            RAISE WARNING 'the DSN reports a failure of message % with no Status: not recorded', m.message_id;
+            CONTINUE;
+        END IF;
+        IF aimroute.record_message_bounce(m.message_id, v_kind, 'bounced after delivery: ' || detail) THEN
+            recorded := recorded + 1;
+        ELSE
+            RAISE NOTICE 'message % has this bounce recorded already (or was cancelled)', m.message_id;
+        END IF;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_dsn(text) IS
+    'Records one raw DSN (RFC 3464) against the message it names (its VERP address, or the returned Message-ID) and that message''s address: Action failed with Status 5.x.x is a Hard Bounce, 5.2.2 and 4.x.x a Soft Bounce; Action delayed an attempt row ''Delayed''. Returns the bounces recorded. Not a DSN: an error; a DSN of no message of ours: 0 with a WARNING.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_dsn(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_dsn(text) TO aimroute_admin;
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_event_reports(provider text, event jsonb)
+RETURNS TABLE (address text, kind text, detail text)
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d jsonb;
+    ev text;
+    code text;
+BEGIN
+    IF jsonb_typeof(event) IS DISTINCT FROM 'object' THEN
+        RETURN;
+    END IF;
+    IF provider = 'sendgrid' THEN
+        ev := lower(event ->> 'event');
+        address := event ->> 'email';
+        code := event ->> 'status';
+        detail := concat_ws(' ', code, coalesce(event ->> 'reason', event ->> 'response'));
+        kind := CASE WHEN ev IN ('bounce', 'blocked') AND (ev = 'blocked' OR lower(event ->> 'type') = 'blocked') THEN 'Soft Bounce'
+                     WHEN ev = 'bounce' AND (code LIKE '4.%' OR code = '5.2.2') THEN 'Soft Bounce'
+                     WHEN ev IN ('bounce', 'dropped') THEN 'Hard Bounce'
+                     WHEN ev = 'spamreport' THEN 'Complaint'
+                     WHEN ev = 'delivered' THEN 'Delivered'
+                     WHEN ev = 'deferred' THEN 'Delayed' END;
+        IF ev IN ('blocked') OR lower(event ->> 'type') = 'blocked' THEN
+            detail := 'blocked: ' || detail;
+        END IF;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    ELSIF provider = 'mailgun' THEN
+        d := coalesce(event -> 'event-data', event);
+        ev := lower(d ->> 'event');
+        address := d ->> 'recipient';
+        code := d -> 'delivery-status' ->> 'code';
+        detail := concat_ws(' ', code, d -> 'delivery-status' ->> 'message',
+                            nullif(d -> 'delivery-status' ->> 'description', ''), d ->> 'reason');
+        kind := CASE WHEN ev = 'failed' AND lower(d ->> 'severity') = 'temporary' THEN 'Delayed'
+                     WHEN ev = 'failed' AND (code IN ('452', '552') OR detail ~ '\m5\.2\.2\M') THEN 'Soft Bounce'
+                     WHEN ev = 'failed' THEN 'Hard Bounce'
+                     WHEN ev = 'complained' THEN 'Complaint'
+                     WHEN ev = 'delivered' THEN 'Delivered' END;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    ELSIF provider = 'ses' THEN
+        ev := coalesce(event ->> 'notificationType', event ->> 'eventType');
+        IF ev = 'Bounce' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress',
+                       CASE WHEN event -> 'bounce' ->> 'bounceType' = 'Permanent' AND r ->> 'status' IS DISTINCT FROM '5.2.2'
+                            THEN 'Hard Bounce' ELSE 'Soft Bounce' END,
+                       concat_ws(' ', r ->> 'status', r ->> 'diagnosticCode',
+                                 format('(%s %s)', event -> 'bounce' ->> 'bounceType', event -> 'bounce' ->> 'bounceSubType'))
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'bounce' -> 'bouncedRecipients') = 'array'
+                                                 THEN event -> 'bounce' -> 'bouncedRecipients' ELSE '[]' END) r;
+        ELSIF ev = 'Complaint' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress', 'Complaint',
+                       concat_ws(' ', 'complaint', event -> 'complaint' ->> 'complaintFeedbackType')
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'complaint' -> 'complainedRecipients') = 'array'
+                                                 THEN event -> 'complaint' -> 'complainedRecipients' ELSE '[]' END) r;
+        ELSIF ev = 'Delivery' THEN
+            RETURN QUERY
+                SELECT r #>> '{}', 'Delivered', event -> 'delivery' ->> 'smtpResponse'
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'delivery' -> 'recipients') = 'array'
+                                                 THEN event -> 'delivery' -> 'recipients' ELSE '[]' END) r;
+        ELSIF ev = 'DeliveryDelay' THEN
+            RETURN QUERY
+                SELECT r ->> 'emailAddress', 'Delayed',
+                       concat_ws(' ', event -> 'deliveryDelay' ->> 'delayType', r ->> 'status', r ->> 'diagnosticCode')
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(event -> 'deliveryDelay' -> 'delayedRecipients') = 'array'
+                                                 THEN event -> 'deliveryDelay' -> 'delayedRecipients' ELSE '[]' END) r;
+        END IF;
+    ELSIF provider = 'postmark' THEN
+        ev := event ->> 'RecordType';
+        address := coalesce(event ->> 'Email', event ->> 'Recipient');
+        detail := concat_ws(': ', event ->> 'Type', coalesce(nullif(event ->> 'Details', ''), event ->> 'Description'));
+        kind := CASE WHEN ev = 'Bounce' AND event ->> 'Type' IN ('HardBounce', 'BadEmailAddress') THEN 'Hard Bounce'
+                     WHEN ev = 'Bounce' AND event ->> 'Type' IN ('SoftBounce', 'Transient', 'DnsError', 'Blocked') THEN 'Soft Bounce'
+                     WHEN ev = 'SpamComplaint' OR (ev = 'Bounce' AND event ->> 'Type' = 'SpamComplaint') THEN 'Complaint'
+                     WHEN ev = 'Delivery' THEN 'Delivered' END;
+        IF kind IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION aimroute.delivery_event_reports(text, jsonb) IS
+    'What one webhook event of sendgrid, mailgun, ses or postmark reports, per recipient: the address, the kind (Hard Bounce, Soft Bounce, Complaint, Delivered, Delayed) and the detail. Internal: record_delivery_event calls it.';
+
+CREATE OR REPLACE FUNCTION aimroute.record_delivery_event(provider text, event jsonb)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p text := lower(btrim(provider));
+    e jsonb := event;
+    r record;
+    k record;
+    mid bigint;
+    recorded integer := 0;
+    changed boolean;
+BEGIN
+    IF p IS NULL OR p NOT IN ('sendgrid', 'mailgun', 'ses', 'postmark') THEN
+        RAISE EXCEPTION 'unknown mail provider %', coalesce(quote_literal(provider), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'record_delivery_event takes the webhook events of ''sendgrid'', ''mailgun'', ''ses'' (an SNS notification) and ''postmark''; for another provider, call aimroute.record_bounce(email, kind, detail).';
+    END IF;
+    IF e IS NULL THEN
+        RAISE EXCEPTION 'record_delivery_event needs the event'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the JSON body the provider POSTed to the webhook.';
+    END IF;
+    IF jsonb_typeof(e) = 'array' THEN
+        SELECT coalesce(sum(aimroute.record_delivery_event(p, x)), 0) INTO recorded FROM jsonb_array_elements(e) x;
+        RETURN recorded;
+    END IF;
+    IF jsonb_typeof(e) <> 'object' THEN
+        RAISE EXCEPTION 'a % event is a JSON object, not %', p, jsonb_typeof(e)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the JSON body the provider POSTed to the webhook (SendGrid: the array, or one of its events).';
+    END IF;
+    IF p = 'ses' AND e ->> 'Type' = 'SubscriptionConfirmation' THEN
+        RAISE WARNING 'an SNS subscription confirmation, not an SES event: nothing recorded'
+            USING HINT = format('Confirm the subscription by opening its SubscribeURL once: %s', e ->> 'SubscribeURL');
+        RETURN 0;
+    END IF;
+    IF p = 'ses' AND e ->> 'Type' = 'Notification' THEN
+        BEGIN
+            e := (e ->> 'Message')::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'the SNS notification''s Message is not an SES event in JSON'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Point the SNS topic of the SES configuration set (or identity notifications) at the webhook, without raw message delivery or with it: both are read.';
+        END;
+    END IF;
+
+    FOR r IN SELECT lower(btrim(x.address, ' <>')) AS address, x.kind, x.detail
+               FROM aimroute.delivery_event_reports(p, e) x
+    LOOP
+        IF r.address IS NULL OR r.address = '' THEN
+            RAISE WARNING 'a % % event with no recipient address: not recorded', p, r.kind;
+            CONTINUE;
+        END IF;
+        mid := NULL;
+        -- The message whose key the event carries (VERP address or
+        -- Message-ID, both halves checked), to this very address.
+        FOR k IN SELECT x.v[1]::bigint AS id, x.v[1] || '.' || x.v[2] AS key
+                   FROM regexp_matches(event::text, '(?:\+|<?aimroute\.)([0-9]{1,18})\.([0-9]{20})@', 'g') AS x (v)
+        LOOP
+            SELECT o.message_id INTO mid FROM aimroute.outbox o
+             WHERE o.message_id = k.id AND aimroute.verp_key(o) = k.key AND lower(o.recipient) = r.address;
+            EXIT WHEN mid IS NOT NULL;
+        END LOOP;
+        IF mid IS NULL THEN
+            SELECT o.message_id INTO mid FROM aimroute.outbox o
+             WHERE lower(o.recipient) = r.address AND o.status = 'delivered'
+               AND (o.method = 'email' OR o.role = 'adf_email')
+               AND o.finished_at > clock_timestamp() - interval '30 days'
+             ORDER BY o.finished_at DESC LIMIT 1;
+        END IF;
+        r.detail := left(coalesce(nullif(r.detail, ''), CASE r.kind WHEN 'Complaint' THEN 'complaint' ELSE 'no detail given' END)
+                         || format(' (%s)', p), 2000);
+
+        IF r.kind IN ('Hard Bounce', 'Soft Bounce') THEN
+            changed := aimroute.suppress_address(r.address, r.kind) > 0;
+            IF mid IS NOT NULL THEN
+                changed := aimroute.record_message_bounce(mid, r.kind, 'bounced after delivery: ' || r.detail) OR changed;
+            END IF;
+        ELSIF r.kind = 'Complaint' THEN
+            changed := aimroute.suppress_address(r.address, 'Hard Bounce') > 0;
+            IF mid IS NOT NULL AND NOT EXISTS (SELECT FROM aimroute.delivery_attempt_log a
+                                                WHERE a.message_id = mid AND a.outcome = 'Complaint') THEN
+                INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+                SELECT o.message_id, o.attempts, 'Complaint', 'marked as spam by its reader: ' || r.detail
+                  FROM aimroute.outbox o WHERE o.message_id = mid;
+                changed := true;
+            END IF;
+        ELSIF mid IS NOT NULL THEN
+            -- Delivered or Delayed: an attempt row; the message keeps its status.
+            INSERT INTO aimroute.delivery_attempt_log (message_id, attempt, outcome, response)
+            SELECT o.message_id, o.attempts, r.kind,
+                   CASE r.kind WHEN 'Delayed' THEN 'delayed, not a bounce: ' ELSE 'delivered to the mailbox: ' END || r.detail
+              FROM aimroute.outbox o WHERE o.message_id = mid;
+            changed := true;
+        ELSE
+            RAISE NOTICE 'a % % event for %, but no message of aimroute to that address: nothing recorded', p, r.kind, r.address;
+            changed := false;
+        END IF;
+        recorded := recorded + changed::integer;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION aimroute.record_delivery_event(text, jsonb) IS
+    'Records one webhook event (or an array of them) of ''sendgrid'', ''mailgun'', ''ses'' (an SNS notification) or ''postmark'': bounces and blocks as Hard or Soft Bounce of the message and its address, spam complaints suppress the address, delivered and delayed events are attempt rows. Returns the reports recorded.';
+REVOKE EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) TO aimroute_admin;
+
+COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
+    'Delivered (accepted by the server; or, reported by a mail provider''s event, delivered to the mailbox); Hard Bounce (550: recipient not found; or reported after delivery by a DSN, a provider''s event or record_bounce); Soft Bounce (452/552: inbox full; a block; or reported later); Delayed (a DSN or a provider said the message is delayed: not a bounce, the message keeps its status); Complaint (its reader marked it as spam: the address is suppressed, the message stays delivered); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
+
 -- claim: the delivery worker claims and records set-based (issue 16, row
 -- 4).  delivery_claim leases (delivery_lease) and renders
 -- (delivery_render_batch) the plain messages of a claim in a few
@@ -1968,7 +2825,7 @@ BEGIN
     SELECT m.message_id, m.attempts,
            CASE WHEN k.http THEN 'http' ELSE 'smtp' END,
            CASE k.kind WHEN 'push' THEN s.push_gateway_url WHEN 'adf_http' THEN m.recipient ELSE s.smtp_url END,
-           s.smtp_from,
+           aimroute.envelope_sender(m, s),
            -- The SMTP login is for the SMTP server only.
            CASE WHEN NOT k.http THEN m.recipient END,
            CASE WHEN NOT k.http THEN s.smtp_username END,
@@ -2000,7 +2857,7 @@ BEGIN
                        format('ADF lead %s for dealer %s', l.lead_id, l.dealer_number),
                        aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp())
                ELSE aimroute.lead_adf(l.lead_id) END
-      FROM unnest(messages) WITH ORDINALITY AS m
+      FROM unnest(messages) AS m
       CROSS JOIN LATERAL (
           SELECT x.kind, x.kind IN ('push', 'adf_http') AS http
             FROM (SELECT CASE WHEN m.purpose <> 'lead' THEN 'notice'
@@ -2010,12 +2867,11 @@ BEGIN
                               ELSE 'adf_http' END AS kind) x) k
       LEFT JOIN aimroute.leads l ON k.kind <> 'notice' AND l.lead_id = m.lead_id
       LEFT JOIN aimroute.lead_notifications n ON k.kind <> 'notice' AND n.notification_id = m.notification_id
-      LEFT JOIN aimroute.dealers d ON k.kind <> 'notice' AND d.dealer_number = m.dealer_number
-     ORDER BY m.ordinality;
+      LEFT JOIN aimroute.dealers d ON k.kind <> 'notice' AND d.dealer_number = m.dealer_number;
 END
 $$;
 COMMENT ON FUNCTION aimroute.delivery_render_batch(aimroute.outbox[], aimroute.settings) IS
-    'What the delivery worker sends for each of the messages given, in their order: where to, how, and the whole email or HTTP body. Internal.';
+    'What the delivery worker sends for each of the messages given, a row each: where to, how, the envelope sender, and the whole email or HTTP body. Internal.';
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_render_batch(aimroute.outbox[], aimroute.settings) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_render_batch(aimroute.outbox[], aimroute.settings) TO aimroute_admin;
 
