@@ -13,8 +13,10 @@ MODULE_big = aimroute
 OBJS = \
 	src/adf.o \
 	src/aimroute.o \
+	src/bounce_mailbox.o \
 	src/catalog.o \
 	src/country.o \
+	src/coverage.o \
 	src/delivery.o \
 	src/delivery_worker.o \
 	src/leads.o \
@@ -28,6 +30,7 @@ OBJS = \
 	src/reroute_worker.o \
 	src/routing.o \
 	src/search_path.o \
+	src/staging.o \
 	src/worker.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))
@@ -40,7 +43,7 @@ SHLIB_LINK = -lz -lcurl
 PG_CPPFLAGS = -I$(srcdir)/src -DAIMROUTE_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
-REGRESS = normalize reference settings loader routing staging
+REGRESS = normalize reference settings loader routing staging coverage
 REGRESS_OPTS = --inputdir=$(srcdir) --load-extension=plpgsql
 
 EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out

@@ -17,7 +17,7 @@
 #             one process, parses only the Message-ID; about a tenth of a
 #             millisecond of CPU a message);
 #   postfix   Debian's Postfix (apt-get install postfix), configured in
-#             bench/.delivery/postfix-* (its own config_directory and
+#             bench/.delivery/postfix-* by scripts/postfix.sh (its own config_directory and
 #             queue_directory; the queue on /dev/shm when there is room):
 #             listening on 127.0.0.1 only, on a free port, every message
 #             accepted and discarded (discard transport).  Its CPU time is
@@ -41,6 +41,7 @@
 #   BENCH_DELIVERY_SETTINGS    extra postgresql.conf lines for the "after"
 #                              build, e.g. "aimroute.delivery_endpoint_concurrency = 16"
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/postfix.sh"
 
 MESSAGES=${BENCH_DELIVERY_MESSAGES:-5000}
 ROUNDS=${BENCH_DELIVERY_ROUNDS:-3}
@@ -66,11 +67,6 @@ done
 [ "$(id -u)" = 0 ] || die "run bench/delivery.sh as root (PostgreSQL runs as an unprivileged user)"
 
 sql() { psql -X -q -tA -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
-
-# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # cpu_seconds PID...: user + system CPU seconds of the processes, with
 # their reaped children's.
@@ -211,77 +207,19 @@ start_fast() {
 # start_postfix: Debian's Postfix in a directory of its own, loopback only,
 # on a free port, discarding every message.
 start_postfix() {
-	local port base=$WORK d i
-	command -v /usr/lib/postfix/sbin/master >/dev/null ||
-		die "Postfix is not installed: apt-get install -y postfix (its own service is not used)"
+	local port base=$WORK
 	# The queue is written and fsynced for every message: on /dev/shm it
 	# costs the sink CPU time only, not a disk's latency.
 	[ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')" -gt 1000000 ] && base=/dev/shm
 	POSTFIX_DIR=$(mktemp -d "$base/aimroute-postfix-XXXX")
 	chmod 755 "$POSTFIX_DIR"
 	port=$(free_port)
-	mkdir -p "$POSTFIX_DIR/etc" "$POSTFIX_DIR/data" "$POSTFIX_DIR/spool"
-	cat >"$POSTFIX_DIR/etc/main.cf" <<-EOF
-		# Written by bench/delivery.sh: a loopback sink that accepts and discards.
-		compatibility_level = 3.6
-		config_directory = $POSTFIX_DIR/etc
-		queue_directory = $POSTFIX_DIR/spool
-		data_directory = $POSTFIX_DIR/data
-		mail_owner = postfix
-		setgid_group = postdrop
-		myhostname = sink.invalid
-		inet_interfaces = loopback-only
-		inet_protocols = ipv4
-		mynetworks = 127.0.0.0/8
-		mydestination =
-		local_recipient_maps =
-		relay_domains =
-		alias_maps =
-		alias_database =
-		default_transport = discard:bench sink
-		relay_transport = discard:bench sink
-		smtpd_relay_restrictions = permit_mynetworks, reject
-		smtpd_recipient_restrictions = permit_mynetworks, reject
-		smtpd_peername_lookup = no
-		in_flow_delay = 0
-		smtpd_error_sleep_time = 0
-		maillog_file = /dev/stdout
-	EOF
-	cat >"$POSTFIX_DIR/etc/master.cf" <<-EOF
-		127.0.0.1:$port inet n - n - - smtpd
-		pickup    unix  n - n 60 1 pickup
-		cleanup   unix  n - n - 0 cleanup
-		qmgr      unix  n - n 300 1 qmgr
-		rewrite   unix  - - n - - trivial-rewrite
-		bounce    unix  - - n - 0 bounce
-		defer     unix  - - n - 0 bounce
-		trace     unix  - - n - 0 bounce
-		verify    unix  - - n - 1 verify
-		flush     unix  n - n 1000 0 flush
-		proxymap  unix  - - n - - proxymap
-		showq     unix  n - n - - showq
-		error     unix  - - n - - error
-		retry     unix  - - n - - error
-		discard   unix  - - n - - discard
-		anvil     unix  - - n - 1 anvil
-		scache    unix  - - n - 1 scache
-		postlog   unix-dgram n - n - 1 postlogd
-	EOF
-	# The queue's directories, as postfix-script would make them.
-	for d in active bounce corrupt defer deferred flush hold incoming private saved trace pid; do
-		install -d -o postfix -m 700 "$POSTFIX_DIR/spool/$d"
-	done
-	install -d -o postfix -g postdrop -m 730 "$POSTFIX_DIR/spool/maildrop"
-	install -d -o postfix -g postdrop -m 710 "$POSTFIX_DIR/spool/public"
-	chown postfix "$POSTFIX_DIR/data"
-	# The master in the foreground (-d): no syslog needed, its log on stdout.
-	setsid /usr/lib/postfix/sbin/master -c "$POSTFIX_DIR/etc" -d >"$POSTFIX_DIR/maillog" 2>&1 &
-	SINK_PID=$!
-	for ((i = 0; ; i++)); do
-		ss -ltn "sport = :$port" | grep -q LISTEN && break
-		[ "$i" -lt 100 ] || die "Postfix did not start: $(tail -5 "$POSTFIX_DIR/maillog")"
-		sleep 0.1
-	done
+	postfix_setup "$POSTFIX_DIR" "$port"
+	# A sink that accepts every message and discards it.
+	postfix_set "$POSTFIX_DIR" 'myhostname = sink.invalid' \
+		'default_transport = discard:bench sink' 'relay_transport = discard:bench sink'
+	postfix_start "$POSTFIX_DIR" "$port"
+	SINK_PID=$POSTFIX_PID
 	SINK_URL="smtp://127.0.0.1:$port"
 }
 

@@ -222,6 +222,33 @@ END
 $$;
 
 --
+-- time_coverage: aimroute.coverage() of every postal code (the US and
+-- Canada) for the brand with the most dealers, timed twice in the
+-- caller's session: first (in a new session, that includes taking the
+-- routing model and looking up every postal code) and again.  Returns the
+-- brand, both times in milliseconds, the rows and the white space.
+--
+CREATE FUNCTION bench.time_coverage(OUT brand text, OUT first_ms double precision,
+                                    OUT again_ms double precision, OUT postal_codes bigint,
+                                    OUT white_space bigint)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    t0 timestamptz;
+BEGIN
+    SELECT b.brand_code INTO brand
+      FROM aimroute.dealer_brands b GROUP BY b.brand_code ORDER BY count(*) DESC, b.brand_code LIMIT 1;
+    t0 := clock_timestamp();
+    SELECT count(*), count(*) FILTER (WHERE c.match_type = 'Default') INTO postal_codes, white_space
+      FROM aimroute.coverage(brand) c;
+    first_ms := extract(epoch FROM clock_timestamp() - t0) * 1e3;
+    t0 := clock_timestamp();
+    PERFORM count(*) FROM aimroute.coverage(brand);
+    again_ms := extract(epoch FROM clock_timestamp() - t0) * 1e3;
+END
+$$;
+
+--
 -- check_agreement: routes sample leads 1..nrows through the C trigger
 -- (aimroute.leads) and through the PL/pgSQL baseline (bench.leads_plpgsql)
 -- and keeps both answers side by side in bench.agreement.  Empties both

@@ -12,7 +12,7 @@
 # alone), the same INSERT with routing and the queue switched off, a
 # PL/pgSQL implementation of the same rules (bench/baseline.sql), the plain
 # PostGIS KNN query, bulk import (COPY and process_staging) and the dealer
-# locator.  Then, with the cluster restarted to preload aimroute, the
+# locator, and coverage() of every postal code for one brand.  Then, with the cluster restarted to preload aimroute, the
 # workers: delivery throughput to the SMTP sink (with the sink's and the
 # worker's CPU), re-route throughput and lag, the delay of other messages
 # while one CRM endpoint hangs (bench/hang_listener.py), whether the
@@ -461,6 +461,18 @@ run_locator() {
 	keep "locate${k}_p99" "$p99" us
 	keep "locate${k}_mean" "$mean" us
 	printf '  %-28s p50 %7s µs  p99 %7s µs  mean %7s µs\n' "locate_dealers max_results $k" "$p50" "$p99" "$mean"
+}
+
+# run_coverage: aimroute.coverage() of the US and Canada for one brand
+# (bench.time_coverage), in a new session and again in it.
+run_coverage() {
+	local brand first again n white
+	IFS='|' read -r brand first again n white < <(sql "SELECT brand, round(first_ms::numeric), round(again_ms::numeric),
+	                                                   postal_codes, white_space FROM bench.time_coverage()")
+	keep coverage_first_ms "$first" ms
+	keep coverage_again_ms "$again" ms
+	printf '  %-28s %7s ms in a new session, %s ms again (%s postal codes, %s white space)\n' \
+		"coverage $brand" "$first" "$again" "$n" "$white"
 }
 
 # wait_until CONDITION WHAT: wait (bench.wait_for) until the boolean query
@@ -925,6 +937,7 @@ measure() {
 		run_bulk staging_unsent "bench.time_staging('bench-$SIZE-$ROUND-unsent', $BULK_ROWS, false)"
 		run_locator 10
 		run_locator 1
+		run_coverage
 	done
 	rm -f "$file"
 	measure_workers

@@ -27,7 +27,8 @@ SELECT size, routed, sent, bare, plpgsql, knn, copy_routed, copy_unsent, copy_ba
        1e6 / copy_unsent - 1e6 / copy_bare AS copy_routing,
        1e6 / copy_routed - 1e6 / copy_unsent AS copy_queue,
        l10_p50, l10_p99, l1_p50, l1_p99, first_ms, cache_mb, differ, checked,
-       delivery, delivery_p50, delivery_p99, reroute, reroute_first, reroute_p50, reroute_p99
+       delivery, delivery_p50, delivery_p99, reroute, reroute_first, reroute_p50, reroute_p99,
+       coverage_first, coverage_again
   FROM (SELECT size,
                max(value) FILTER (WHERE measure = 'routed_unsent_insert_us') AS routed,
                max(value) FILTER (WHERE measure = 'routed_insert_us') AS sent,
@@ -53,7 +54,9 @@ SELECT size, routed, sent, bare, plpgsql, knn, copy_routed, copy_unsent, copy_ba
                max(value) FILTER (WHERE measure = 'reroute_leads_per_s') AS reroute,
                max(value) FILTER (WHERE measure = 'reroute_lag_first_ms') AS reroute_first,
                max(value) FILTER (WHERE measure = 'reroute_lag_p50_ms') AS reroute_p50,
-               max(value) FILTER (WHERE measure = 'reroute_lag_p99_ms') AS reroute_p99
+               max(value) FILTER (WHERE measure = 'reroute_lag_p99_ms') AS reroute_p99,
+               max(value) FILTER (WHERE measure = 'coverage_first_ms') AS coverage_first,
+               max(value) FILTER (WHERE measure = 'coverage_again_ms') AS coverage_again
           FROM bench.results
          GROUP BY size
         -- Only the sizes measured whole (not the network built for the
@@ -196,7 +199,14 @@ SELECT t.target AS "target", coalesce(t.value, 'not measured (10000 is not in BE
         UNION ALL
         SELECT 10, 'PL/pgSQL baseline agrees with C routing on dealer_number',
                format('%s of %s leads differ', sum(p.differ), sum(p.checked)), sum(p.differ) = 0
-          FROM pivot p) AS t
+          FROM pivot p
+        UNION ALL
+        SELECT 11, 'coverage() of the US and Canada for one brand under 2 s (SPEC section 9)',
+               CASE WHEN p.size IS NOT NULL
+                    THEN format('%s ms in a new session (%s ms again)', round(p.coverage_first::numeric),
+                                round(p.coverage_again::numeric)) END,
+               p.coverage_first < 2000
+          FROM (VALUES (10000)) AS s(size) LEFT JOIN pivot p USING (size)) AS t
  ORDER BY t.n;
 
 --

@@ -62,7 +62,13 @@ CREATE TABLE aimroute.settings (
     view_link_url              text NOT NULL DEFAULT 'https://leads.aimroute.invalid/view?token='
         CONSTRAINT settings_view_link_url_check CHECK (aimroute.url_is_valid(view_link_url, '{http,https}')),
     bounce_address             text
-        CONSTRAINT settings_bounce_address_check CHECK (bounce_address ~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$')
+        CONSTRAINT settings_bounce_address_check CHECK (bounce_address ~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$'),
+    smtp_tls                   text NOT NULL DEFAULT 'try'
+        CONSTRAINT settings_smtp_tls_check CHECK (smtp_tls IN ('try', 'required')),
+    bounce_mailbox_url         text
+        CONSTRAINT settings_bounce_mailbox_url_check CHECK (aimroute.url_is_valid(bounce_mailbox_url, '{imap,imaps}')),
+    bounce_mailbox_username    text,
+    bounce_mailbox_password    text
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -79,6 +85,10 @@ COMMENT ON COLUMN aimroute.settings.timezone IS 'The OEM''s time zone, for skip 
 COMMENT ON COLUMN aimroute.settings.dedupe_window IS 'A staged row identical to one staged this recently is a duplicate (default 60 seconds).';
 COMMENT ON COLUMN aimroute.settings.smtp_url IS 'SMTP server for email delivery (default smtp://127.0.0.1:25).';
 COMMENT ON COLUMN aimroute.settings.smtp_from IS 'Sender address of lead emails.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_url IS 'The IMAP mailbox the DSNs to bounce_address arrive in, such as imaps://mail.oem.example/INBOX: the delivery worker reads its new messages and records each with record_dsn (aimroute.bounce_mailbox_state); NULL (default): none is read. Admins only.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_username IS 'The login at the bounce mailbox''s IMAP server. Admins only.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_password IS 'Its password. Admins only.';
+COMMENT ON COLUMN aimroute.settings.smtp_tls IS 'TLS with an smtp:// server: try (default): STARTTLS when the server offers it, else plaintext; required: STARTTLS or nothing is sent (no login, no message), a retryable failure.';
 COMMENT ON COLUMN aimroute.settings.push_gateway_url IS 'HTTP endpoint of the mobile push gateway; NULL: no push.';
 COMMENT ON COLUMN aimroute.settings.delivery_retry_schedule IS 'Waits before each retry of a failed delivery (default 20 seconds, 20 minutes, 20 hours).';
 COMMENT ON COLUMN aimroute.settings.daily_recap_hour IS 'Local hour (settings.timezone) of the daily delivery-failure recap (default 7).';
@@ -168,6 +178,9 @@ BEGIN
     ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
         bad := 'smtp_from';
         allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
     ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
         bad := 'push_gateway_url';
         allowed := 'an http:// or https:// URL, or NULL for no mobile push';
@@ -189,6 +202,9 @@ BEGIN
     ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
         bad := 'bounce_address';
         allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -216,6 +232,9 @@ BEGIN
             timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
             smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
             smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
             push_gateway_url = NEW.push_gateway_url,
             delivery_retry_schedule = NEW.delivery_retry_schedule,
             daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
@@ -280,10 +299,11 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.settings', '');
 CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.settings
     FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
 ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
--- Settings without the SMTP credentials, which only admins read.
+-- Settings without the SMTP credentials and the bounce mailbox, which only
+-- admins read.
 GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default_dealer_number,
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
               push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
-              bounce_address)
+              bounce_address, smtp_tls)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

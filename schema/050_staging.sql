@@ -167,6 +167,18 @@ SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_staging', '');
 SELECT pg_catalog.pg_extension_config_dump('aimroute.lead_staging_staging_id_seq', '');
 
 --
+-- staging_value: a staged value as process_staging() reads it, trimmed of
+-- white space (space, tab, CR, LF, form feed, vertical tab), NULL when
+-- blank: nullif(btrim(value, E' \t\r\n\f\x0B'), ''), in C (src/staging.c),
+-- which does not measure every character of the value first.
+--
+CREATE FUNCTION aimroute.staging_value(value text) RETURNS text
+    AS 'MODULE_PATHNAME', 'aimroute_staging_value'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.staging_value(text) IS
+    'A staged value trimmed of white space (space, tab, CR, LF, form feed, vertical tab), NULL when blank (internal to aimroute.process_staging).';
+
+--
 -- staging_timestamptz: a staged received_at as a timestamptz, or NULL when
 -- it is not one (internal; the session's DateStyle and TimeZone apply).
 --
@@ -224,7 +236,6 @@ DECLARE
     max_length      constant integer := 1000;
     max_comment     constant integer := 10000;
     min_phone_digits constant integer := 5;
-    ws              constant text := E' \t\r\n\f\x0B';
     email_pattern   constant text :=
         '^[^[:space:]@<>(),;:"\[\]\\]+@[^[:space:]@<>(),;:"\[\]\\.]+(\.[^[:space:]@<>(),;:"\[\]\\.]+)+$';
     v_batch         text := process_staging.batch_id;
@@ -245,6 +256,7 @@ DECLARE
     v_duplicates    bigint := 0;
     v_settled       bigint[];       -- step 4: the staging_ids settled in the last round, in order
     v_failed        boolean;
+    v_parse_each    boolean;        -- step 1: each received_at parsed on its own, catching errors
     r               record;
 BEGIN
     IF v_batch IS NULL THEN
@@ -333,118 +345,140 @@ BEGIN
         --    can serve it: ORDER BY staging_id, or staging_id < ... as an
         --    index condition, tempts the planner into walking the primary
         --    key, every earlier row for every row, when the statistics say
-        --    the table is empty, as after a TRUNCATE.)
-        INSERT INTO pg_temp.aimroute_staging_chunk
-        SELECT v.staging_id, v.received_at, v.source, v.brand_code, v.product_code, v.first_name,
-               v.last_name, v.email, v.phone, v.address, v.city, v.state_code, v.country,
-               v.postal_code, v.dealer_number, v.dealer_group, v.send_to_dealer, v.comment,
-               v.problems, v.duplicate_of, v.duplicate_lead_id, v.duplicate_reason,
-               CASE WHEN v.problems IS NULL AND v.duplicate_of IS NULL THEN nextval(v_seq) END
-          FROM (SELECT c.*, d.staging_id AS duplicate_of, d.lead_id AS duplicate_lead_id,
-                       CASE WHEN d.staging_id IS NOT NULL THEN
-                           format('identical to staging row %s of batch %s, staged within the dedupe window of %s seconds',
-                                  d.staging_id, pg_catalog.quote_literal(d.batch_id),
-                                  round(extract(epoch FROM v_window)))
-                       END AS duplicate_reason
-                  FROM (SELECT t.staging_id, t.staged_at, t.input_md5,
-                               coalesce(t.parsed_received_at, t.staged_at) AS received_at,
-                               coalesce(t.source, 'import') AS source,
-                               t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
-                               t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
-                               t.dealer_group, coalesce(t.parsed_send_to_dealer, true) AS send_to_dealer, t.comment,
-                               nullif(concat_ws('; ',
-                                   CASE WHEN t.received_at IS NOT NULL AND t.parsed_received_at IS NULL THEN
-                                       format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
-                                              aimroute.staging_quote(t.received_at))
-                                        WHEN t.parsed_received_at IN ('infinity', '-infinity') THEN
-                                       format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
-                                   END,
-                                   CASE WHEN t.send_to_dealer IS NOT NULL AND t.parsed_send_to_dealer IS NULL THEN
-                                       format('send_to_dealer %s is not a boolean (write true or false)',
-                                              aimroute.staging_quote(t.send_to_dealer))
-                                   END,
-                                   CASE WHEN t.email IS NOT NULL AND (length(t.email) > 254 OR t.email !~ email_pattern) THEN
-                                       format('email %s is not an address (such as name@example.com)',
-                                              aimroute.staging_quote(t.email))
-                                   END,
-                                   CASE WHEN t.email IS NULL AND t.phone IS NULL THEN
-                                       'no way to contact the customer: no email and no phone'
-                                        WHEN t.email IS NULL
-                                             AND length(regexp_replace(t.phone, '[^0-9]', '', 'g')) < min_phone_digits THEN
-                                       format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
-                                              aimroute.staging_quote(t.phone), min_phone_digits)
-                                   END,
-                                   CASE WHEN length(t.comment) > max_comment
-                                             OR greatest(length(t.received_at), length(t.source), length(t.brand_code),
-                                                         length(t.product_code), length(t.first_name), length(t.last_name),
-                                                         length(t.email), length(t.phone), length(t.address), length(t.city),
-                                                         length(t.state_code), length(t.country), length(t.postal_code),
-                                                         length(t.dealer_number), length(t.dealer_group),
-                                                         length(t.send_to_dealer)) > max_length THEN
-                                       (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
-                                                                 f.name, length(f.value), f.max), '; ' ORDER BY f.n)
-                                          FROM (VALUES (1, 'received_at', t.received_at, max_length),
-                                                       (2, 'source', t.source, max_length),
-                                                       (3, 'brand_code', t.brand_code, max_length),
-                                                       (4, 'product_code', t.product_code, max_length),
-                                                       (5, 'first_name', t.first_name, max_length),
-                                                       (6, 'last_name', t.last_name, max_length),
-                                                       (7, 'email', t.email, max_length),
-                                                       (8, 'phone', t.phone, max_length),
-                                                       (9, 'address', t.address, max_length),
-                                                       (10, 'city', t.city, max_length),
-                                                       (11, 'state_code', t.state_code, max_length),
-                                                       (12, 'country', t.country, max_length),
-                                                       (13, 'postal_code', t.postal_code, max_length),
-                                                       (14, 'dealer_number', t.dealer_number, max_length),
-                                                       (15, 'dealer_group', t.dealer_group, max_length),
-                                                       (16, 'send_to_dealer', t.send_to_dealer, max_length),
-                                                       (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
-                                         WHERE length(f.value) > f.max)
-                                   END), '') AS problems
-                          FROM (SELECT t.*,
-                                       CASE WHEN t.received_at IS NOT NULL
-                                            THEN aimroute.staging_timestamptz(t.received_at) END AS parsed_received_at,
-                                       CASE WHEN lower(t.send_to_dealer)
-                                                 ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
-                                            THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
-                                  FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
-                                               nullif(btrim(s.received_at, ws), '') AS received_at,
-                                               nullif(btrim(s.source, ws), '') AS source,
-                                               nullif(btrim(s.brand_code, ws), '') AS brand_code,
-                                               nullif(btrim(s.product_code, ws), '') AS product_code,
-                                               nullif(btrim(s.first_name, ws), '') AS first_name,
-                                               nullif(btrim(s.last_name, ws), '') AS last_name,
-                                               nullif(btrim(s.email, ws), '') AS email,
-                                               nullif(btrim(s.phone, ws), '') AS phone,
-                                               nullif(btrim(s.address, ws), '') AS address,
-                                               nullif(btrim(s.city, ws), '') AS city,
-                                               nullif(btrim(s.state_code, ws), '') AS state_code,
-                                               nullif(btrim(s.country, ws), '') AS country,
-                                               nullif(btrim(s.postal_code, ws), '') AS postal_code,
-                                               nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
-                                               nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
-                                               nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
-                                               nullif(btrim(s.comment, ws), '') AS comment
-                                          FROM aimroute.lead_staging s
-                                         WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
-                                         ORDER BY s.staging_id
-                                         LIMIT chunk_size) AS t
-                                  OFFSET 0) AS t
-                        OFFSET 0) AS c
-                  LEFT JOIN LATERAL (SELECT e.staging_id, e.batch_id, e.lead_id
-                                       FROM aimroute.lead_staging e
-                                      WHERE c.problems IS NULL AND v_window > '0'
-                                        AND e.input_md5 COLLATE "C" = c.input_md5
-                                        AND e.staged_at >= c.staged_at - v_window
-                                        AND e.staged_at <= c.staged_at + v_window
-                                        AND e.staging_id + 0 < c.staging_id
-                                        AND e.status IS DISTINCT FROM 'rejected'
-                                      ORDER BY e.staged_at, e.staging_id
-                                      LIMIT 1) AS d ON true
-                 ORDER BY c.staging_id
-                OFFSET 0) AS v;
-        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        --    the table is empty, as after a TRUNCATE.)  The received_at
+        --    values are cast all at once; should one not be a timestamp,
+        --    the chunk is read again with each parsed on its own
+        --    (staging_timestamptz: an exception block, a subtransaction,
+        --    for every value).
+        v_parse_each := false;
+        LOOP
+            BEGIN
+                INSERT INTO pg_temp.aimroute_staging_chunk
+                SELECT v.staging_id, v.received_at, v.source, v.brand_code, v.product_code, v.first_name,
+                       v.last_name, v.email, v.phone, v.address, v.city, v.state_code, v.country,
+                       v.postal_code, v.dealer_number, v.dealer_group, v.send_to_dealer, v.comment,
+                       v.problems, v.duplicate_of, v.duplicate_lead_id, v.duplicate_reason,
+                       CASE WHEN v.problems IS NULL AND v.duplicate_of IS NULL THEN nextval(v_seq) END
+                  FROM (SELECT c.*, d.staging_id AS duplicate_of, d.lead_id AS duplicate_lead_id,
+                               CASE WHEN d.staging_id IS NOT NULL THEN
+                                   format('identical to staging row %s of batch %s, staged within the dedupe window of %s seconds',
+                                          d.staging_id, pg_catalog.quote_literal(d.batch_id),
+                                          round(extract(epoch FROM v_window)))
+                               END AS duplicate_reason
+                          FROM (SELECT t.staging_id, t.staged_at, t.input_md5,
+                                       coalesce(t.parsed_received_at, t.staged_at) AS received_at,
+                                       coalesce(t.source, 'import') AS source,
+                                       t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
+                                       t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
+                                       t.dealer_group, coalesce(t.parsed_send_to_dealer, true) AS send_to_dealer, t.comment,
+                                       nullif(concat_ws('; ',
+                                           CASE WHEN t.received_at IS NOT NULL AND t.parsed_received_at IS NULL THEN
+                                               format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
+                                                      aimroute.staging_quote(t.received_at))
+                                                WHEN t.parsed_received_at IN ('infinity', '-infinity') THEN
+                                               format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
+                                           END,
+                                           CASE WHEN t.send_to_dealer IS NOT NULL AND t.parsed_send_to_dealer IS NULL THEN
+                                               format('send_to_dealer %s is not a boolean (write true or false)',
+                                                      aimroute.staging_quote(t.send_to_dealer))
+                                           END,
+                                           CASE WHEN t.email IS NOT NULL AND (length(t.email) > 254 OR t.email !~ email_pattern) THEN
+                                               format('email %s is not an address (such as name@example.com)',
+                                                      aimroute.staging_quote(t.email))
+                                           END,
+                                           CASE WHEN t.email IS NULL AND t.phone IS NULL THEN
+                                               'no way to contact the customer: no email and no phone'
+                                                WHEN t.email IS NULL
+                                                     AND length(regexp_replace(t.phone, '[^0-9]', '', 'g')) < min_phone_digits THEN
+                                               format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
+                                                      aimroute.staging_quote(t.phone), min_phone_digits)
+                                           END,
+                                           -- A value has at most as many characters as bytes:
+                                           -- only a row with a value that long in bytes is
+                                           -- measured in characters (the list below, NULL
+                                           -- when none is too long).
+                                           CASE WHEN octet_length(t.comment) > max_comment
+                                                     OR greatest(octet_length(t.received_at), octet_length(t.source), octet_length(t.brand_code),
+                                                                 octet_length(t.product_code), octet_length(t.first_name), octet_length(t.last_name),
+                                                                 octet_length(t.email), octet_length(t.phone), octet_length(t.address), octet_length(t.city),
+                                                                 octet_length(t.state_code), octet_length(t.country), octet_length(t.postal_code),
+                                                                 octet_length(t.dealer_number), octet_length(t.dealer_group),
+                                                                 octet_length(t.send_to_dealer)) > max_length THEN
+                                               (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
+                                                                         f.name, length(f.value), f.max), '; ' ORDER BY f.n)
+                                                  FROM (VALUES (1, 'received_at', t.received_at, max_length),
+                                                               (2, 'source', t.source, max_length),
+                                                               (3, 'brand_code', t.brand_code, max_length),
+                                                               (4, 'product_code', t.product_code, max_length),
+                                                               (5, 'first_name', t.first_name, max_length),
+                                                               (6, 'last_name', t.last_name, max_length),
+                                                               (7, 'email', t.email, max_length),
+                                                               (8, 'phone', t.phone, max_length),
+                                                               (9, 'address', t.address, max_length),
+                                                               (10, 'city', t.city, max_length),
+                                                               (11, 'state_code', t.state_code, max_length),
+                                                               (12, 'country', t.country, max_length),
+                                                               (13, 'postal_code', t.postal_code, max_length),
+                                                               (14, 'dealer_number', t.dealer_number, max_length),
+                                                               (15, 'dealer_group', t.dealer_group, max_length),
+                                                               (16, 'send_to_dealer', t.send_to_dealer, max_length),
+                                                               (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
+                                                 WHERE length(f.value) > f.max)
+                                           END), '') AS problems
+                                  FROM (SELECT t.*,
+                                               CASE WHEN t.received_at IS NULL THEN NULL
+                                                    WHEN v_parse_each THEN aimroute.staging_timestamptz(t.received_at)
+                                                    ELSE t.received_at::timestamptz END AS parsed_received_at,
+                                               CASE WHEN lower(t.send_to_dealer)
+                                                         ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
+                                                    THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
+                                          FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
+                                                       aimroute.staging_value(s.received_at) AS received_at,
+                                                       aimroute.staging_value(s.source) AS source,
+                                                       aimroute.staging_value(s.brand_code) AS brand_code,
+                                                       aimroute.staging_value(s.product_code) AS product_code,
+                                                       aimroute.staging_value(s.first_name) AS first_name,
+                                                       aimroute.staging_value(s.last_name) AS last_name,
+                                                       aimroute.staging_value(s.email) AS email,
+                                                       aimroute.staging_value(s.phone) AS phone,
+                                                       aimroute.staging_value(s.address) AS address,
+                                                       aimroute.staging_value(s.city) AS city,
+                                                       aimroute.staging_value(s.state_code) AS state_code,
+                                                       aimroute.staging_value(s.country) AS country,
+                                                       aimroute.staging_value(s.postal_code) AS postal_code,
+                                                       aimroute.staging_value(s.dealer_number) AS dealer_number,
+                                                       aimroute.staging_value(s.dealer_group) AS dealer_group,
+                                                       aimroute.staging_value(s.send_to_dealer) AS send_to_dealer,
+                                                       aimroute.staging_value(s.comment) AS comment
+                                                  FROM aimroute.lead_staging s
+                                                 WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
+                                                 ORDER BY s.staging_id
+                                                 LIMIT chunk_size) AS t
+                                          OFFSET 0) AS t
+                                OFFSET 0) AS c
+                          LEFT JOIN LATERAL (SELECT e.staging_id, e.batch_id, e.lead_id
+                                               FROM aimroute.lead_staging e
+                                              WHERE c.problems IS NULL AND v_window > '0'
+                                                AND e.input_md5 COLLATE "C" = c.input_md5
+                                                AND e.staged_at >= c.staged_at - v_window
+                                                AND e.staged_at <= c.staged_at + v_window
+                                                AND e.staging_id + 0 < c.staging_id
+                                                AND e.status IS DISTINCT FROM 'rejected'
+                                              ORDER BY e.staged_at, e.staging_id
+                                              LIMIT 1) AS d ON true
+                         ORDER BY c.staging_id
+                        OFFSET 0) AS v;
+                GET DIAGNOSTICS v_rows = ROW_COUNT;
+                EXIT;
+            EXCEPTION WHEN data_exception THEN
+                -- A received_at that is not a timestamp: read the chunk
+                -- again, each received_at on its own.
+                IF v_parse_each THEN
+                    RAISE;
+                END IF;
+                v_parse_each := true;
+            END;
+        END LOOP;
         EXIT WHEN v_rows = 0;   -- someone changed status by hand meanwhile
         SELECT min(c.staging_id), max(c.staging_id) INTO v_lo, v_hi
           FROM pg_temp.aimroute_staging_chunk c;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: the main job, from a fresh Debian 12 machine to a running
 # aimroute with real postal data, a demo dealer network, and demo leads
-# routed and delivered by email, push and CRM to loopback servers.
+# routed and delivered by email, push and CRM to loopback servers, and a
+# map of where a lead from anywhere would go (docs/coverage.md).
 #
 # Run as root or with sudo (it installs Debian packages and the extension);
 # the cluster and the delivery sinks run as an unprivileged user.  Running
@@ -11,6 +12,7 @@
 # Environment: AIMROUTE_PORT (default 54330), AIMROUTE_CLUSTER_DIR (default
 # <checkout>/.cluster), AIMROUTE_SMTP_PORT (default 54325) and
 # AIMROUTE_HTTP_PORT (default 54326) for the SMTP and HTTP sinks,
+# AIMROUTE_MAP_DIR (default <cluster dir>/maps) for the coverage maps,
 # AIMROUTE_USER (see scripts/lib.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -19,6 +21,7 @@ CLUSTER_DIR=${AIMROUTE_CLUSTER_DIR:-$AIMROUTE_ROOT/.cluster}
 SMTP_PORT=${AIMROUTE_SMTP_PORT:-54325}
 HTTP_PORT=${AIMROUTE_HTTP_PORT:-54326}
 SINK_DIR=$CLUSTER_DIR/sinks
+MAP_DIR=${AIMROUTE_MAP_DIR:-$CLUSTER_DIR/maps}
 DELIVERY_TIMEOUT=60 # seconds to wait for the delivery worker to settle the demo leads
 
 install_packages
@@ -103,11 +106,21 @@ say "How the leads were delivered"
 "${PSQL[@]}" -v smtp_log="$SINK_DIR/smtp.jsonl" -v http_log="$SINK_DIR/http.jsonl" \
 	-f "$AIMROUTE_ROOT/demo/show_delivery.sql"
 
+say "Coverage of Loonwater Boats: white space, dealers' areas, what if (docs/coverage.md)"
+mkdir -p "$MAP_DIR"
+"${PSQL[@]}" -v geojson="$MAP_DIR/coverage_lwb.geojson" -v dealers="$MAP_DIR/dealers_lwb.csv" \
+	-f "$AIMROUTE_ROOT/demo/coverage.sql"
+say "Drawing the coverage maps (matplotlib)"
+/usr/bin/python3 "$AIMROUTE_ROOT/demo/coverage_map.py" "$MAP_DIR/coverage_lwb.geojson" "$MAP_DIR/dealers_lwb.csv" \
+	"$MAP_DIR" "Loonwater Boats (LWB), if the radius were 100 miles"
+
 cat <<DONE
 
 aimroute is running: psql -h $PGHOST -p $PGPORT -U aimroute aimroute
 The delivery sinks are running: SMTP on 127.0.0.1:$SMTP_PORT, HTTP on 127.0.0.1:$HTTP_PORT;
   what they received: $SINK_DIR/smtp.jsonl and http.jsonl (one JSON object a line)
+The coverage maps: $MAP_DIR/coverage_us_ca.png and coverage_great_lakes.png
+  (red is white space; docs/coverage.md says how to read them)
 Stop the sinks with: kill \$(cat $SINK_DIR/smtp.pid $SINK_DIR/http.pid)
 Stop the cluster with: $PG_BINDIR/pg_ctl -D $CLUSTER_DIR/data stop  (as $RUN_USER)
 DONE

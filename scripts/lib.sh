@@ -26,6 +26,8 @@ AIMROUTE_PACKAGES=(
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
 	libcurl4-openssl-dev zlib1g-dev python3-aiosmtpd pgbouncer
 	clang libclang-rt-14-dev libxml2-utils
+	gdal-bin python3-matplotlib
+	postfix dovecot-imapd openssl iproute2
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -51,11 +53,20 @@ install_packages() {
 	fi
 	say "Installing Debian packages: ${missing[*]}"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	# Postfix and Dovecot are for t/020_mail_servers.pl, which runs its own
+	# instances in directories of their own (test/servers/mail_servers.sh):
+	# the system's Postfix gets no configuration, so it does not start.
+	echo 'postfix postfix/main_mailer_type select No configuration' | as_root debconf-set-selections
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	# Debian's postgresql-common starts a "main" cluster on 5432, and the
 	# pgbouncer package its service on 127.0.0.1:6432; ours are separate
 	# (t/010_pgbouncer.pl runs its own on a free port) and do not need
 	# them, but leave them alone: they may be the user's.
+	# The Dovecot service this install may have started is not needed
+	# either (the test runs its own, on loopback): stop it.
+	case " ${missing[*]} " in
+	*" dovecot-imapd "*) as_root invoke-rc.d dovecot stop >/dev/null 2>&1 || true ;;
+	esac
 }
 
 # build_and_install: compile with -Werror and install into PostgreSQL.
@@ -82,6 +93,11 @@ pick_run_user() {
 		fi
 	fi
 	[ "$(id -u "$RUN_USER")" != 0 ] || die "AIMROUTE_USER must not be root: PostgreSQL refuses to run as root"
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # as_run_user CMD...: run CMD as RUN_USER.

@@ -82,9 +82,25 @@ run_pgtap() {
 		(cd "$AIMROUTE_ROOT" && pg_prove -d "$db" $PGTAP_FILES)
 }
 
+# mail_servers_start: the mail servers of t/020_mail_servers.pl (Postfix
+# runs only as root), when that file is among those to run and this script
+# runs as root; sets MAIL_ENV to their env file.
+MAIL_DIR=$CHECK_DIR/mail
+MAIL_ENV=
+mail_servers_start() {
+	# shellcheck disable=SC2086 # TAP_FILES is a list of globs
+	ls $TAP_FILES 2>/dev/null | grep -q 020_mail_servers || return 0
+	if [ "$(id -u)" != 0 ]; then
+		say "t/020_mail_servers.pl needs root to start Postfix: it will be skipped"
+		return 0
+	fi
+	bash "$AIMROUTE_ROOT/test/servers/mail_servers.sh" start "$MAIL_DIR" && MAIL_ENV=$MAIL_DIR/env
+}
+
 run_perl_tap() {
+	mail_servers_start || return 1
 	as_run_user env PGHOST= PGPORT= PGUSER= \
-		AIMROUTE_POSTGIS_PLACEMENT="${AIMROUTE_POSTGIS_PLACEMENT:-}" \
+		AIMROUTE_POSTGIS_PLACEMENT="${AIMROUTE_POSTGIS_PLACEMENT:-}" AIMROUTE_MAIL_SERVERS="$MAIL_ENV" \
 		make -C "$AIMROUTE_ROOT" -s PG_CONFIG="$PG_CONFIG" prove_installcheck PROVE_TESTS="$TAP_FILES"
 }
 
@@ -98,7 +114,7 @@ owned_dir "$CHECK_DIR"
 cluster_stop "$CLUSTER_DIR"
 rm -rf "$CLUSTER_DIR"
 cluster_start "$CLUSTER_DIR" "$PORT"
-trap 'cluster_stop "$CLUSTER_DIR"' EXIT
+trap 'cluster_stop "$CLUSTER_DIR"; [ ! -d "$MAIL_DIR" ] || bash "$AIMROUTE_ROOT/test/servers/mail_servers.sh" stop "$MAIL_DIR"' EXIT
 
 layer regress "pg_regress (sql/, expected/)" run_pg_regress
 for placement in $PLACEMENTS; do

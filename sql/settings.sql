@@ -33,6 +33,10 @@ UPDATE settings SET smtp_url = 'smtp://';
 UPDATE settings SET smtp_from = 'not an address';
 UPDATE settings SET bounce_address = 'bounces+x@oem.example';
 UPDATE settings SET bounce_address = 'a-local-part-longer-than-32-characters@oem.example';
+UPDATE settings SET smtp_tls = 'always';
+UPDATE settings SET smtp_tls = NULL;
+UPDATE settings SET bounce_mailbox_url = 'pop3://mail.oem.example';
+UPDATE settings SET bounce_mailbox_url = 'imaps:///INBOX';
 UPDATE settings SET push_gateway_url = 'ftp://push.example';
 -- One URL rule for every URL (url_is_valid): no white space anywhere.
 UPDATE settings SET push_gateway_url = 'https://push.example/send now';

@@ -9,4 +9,8 @@ extern int64 QueueLeadDelivery(int64 lead_id, const char *dealer_number, const c
 extern void DeliveryWorkerInit(void);
 extern void DeliveryWakeWorkerAtCommit(void);
 
+/* bounce_mailbox.c: the delivery worker reads the bounce mailbox. */
+extern void BounceMailboxInit(void);
+extern long BounceMailboxRound(const char *ca_file, int timeout);
+
 #endif /* AIMROUTE_DELIVERY_H */

@@ -183,6 +183,7 @@ static int delivery_timeout = 30;
 static int delivery_lease = 300;
 static int delivery_concurrency = 32;
 static int delivery_endpoint_concurrency = 8;
+static char *tls_ca_file = NULL;
 static DeliveryShared *delivery_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -206,6 +207,8 @@ static bool wait_set_stale = true;
 static TimestampTz curl_deadline = -1; /* when libcurl wants its timeout run; -1: never */
 static TimestampTz recap_retry_at = 0;
 static int recap_failures = 0;
+static bool smtp_tls_required = false; /* settings.smtp_tls, as the last claim read it */
+static bool plaintext_cached = false;  /* a connection may have been opened under 'try' */
 
 static void DeliveryShmemRequest(void);
 static void DeliveryShmemStartup(void);
@@ -249,6 +252,9 @@ static void Expand(void);
 static double Deliver(bool *missing);
 static long DeliveryRound(bool *missing);
 static char *PrintableText(const StringInfo s);
+static bool SmtpTlsRequired(void);
+static void NewMultiHandle(void);
+static void EmptyPlaintextConnections(void);
 
 PG_FUNCTION_INFO_V1(aimroute_delivery_worker_running);
 
@@ -284,6 +290,12 @@ DeliveryWorkerInit(void)
 		"Messages the delivery worker sends at once to one endpoint, at most.",
 		"An endpoint is an SMTP server or an HTTP host and port: one that is slow or never answers holds only these slots.",
 		&delivery_endpoint_concurrency, 8, 1, 1000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable(
+		"aimroute.tls_ca_file",
+		"CA certificates (a PEM file) the delivery worker trusts for TLS; empty: the system's.",
+		"For a mail server, CRM or push gateway whose certificate an internal CA signed.",
+		&tls_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	BounceMailboxInit();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -419,6 +431,7 @@ ClaimBatch(int max_messages)
 		return 0;
 	}
 	with_endpoints = WorkerHasFunction("delivery_endpoint");
+	smtp_tls_required = SmtpTlsRequired();
 	args[0] = Int32GetDatum(max_messages);
 	args[1] = Float8GetDatum((double) delivery_lease);
 	args[2] = FullEndpoints();
@@ -610,6 +623,8 @@ StartTransfer(Transfer *t)
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long) Min(delivery_timeout, 10));
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, StopOnShutdown);
+	if (tls_ca_file != NULL && tls_ca_file[0] != '\0')
+		curl_easy_setopt(h, CURLOPT_CAINFO, tls_ca_file);
 	t->list = t->job.smtp ? SmtpOptions(h, &t->job, &t->out, &t->upload)
 						  : HttpOptions(h, &t->job, &t->out);
 	MemoryContextSwitchTo(old);
@@ -636,7 +651,16 @@ FinishTransfer(Transfer *t, CURLcode rc)
 	t->out.curl_code = (int) rc;
 	t->out.response_code = 0;
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->out.response_code);
-	if (rc != CURLE_OK)
+	if (rc == CURLE_USE_SSL_FAILED)
+	{
+		/* What the server said last is its EHLO's 250: not the point. */
+		t->out.response_code = 0;
+		resetStringInfo(&t->out.response);
+		appendStringInfoString(
+			&t->out.response,
+			"the server does not offer STARTTLS and settings.smtp_tls is 'required': nothing was sent (no login, no message)");
+	}
+	else if (rc != CURLE_OK)
 	{
 		if (t->out.response.len > 0)
 			appendStringInfoString(&t->out.response, "; ");
@@ -932,8 +956,23 @@ SmtpOptions(CURL *h, DeliveryJob *job, DeliveryOutcome *out, UploadState *upload
 		curl_easy_setopt(h, CURLOPT_USERNAME, job->username);
 	if (job->password != NULL)
 		curl_easy_setopt(h, CURLOPT_PASSWORD, job->password);
-	/* STARTTLS when the server offers it; smtps:// is TLS throughout. */
-	curl_easy_setopt(h, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
+	/*
+	 * smtps:// is TLS throughout.  With smtp://, STARTTLS when the server
+	 * offers it; settings.smtp_tls = 'required': STARTTLS or nothing.  libcurl
+	 * would reuse a connection opened in plaintext under 'try' for a transfer
+	 * that requires TLS, so none is reused until the cache is emptied.
+	 */
+	if (smtp_tls_required)
+	{
+		curl_easy_setopt(h, CURLOPT_USE_SSL, (long) CURLUSESSL_ALL);
+		if (plaintext_cached)
+			curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+	}
+	else
+	{
+		curl_easy_setopt(h, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY);
+		plaintext_cached = true;
+	}
 	list = curl_slist_append(NULL, psprintf("<%s>", job->recipient != NULL ? job->recipient : ""));
 	upload->data = job->payload;
 	upload->left = strlen(job->payload);
@@ -1368,11 +1407,7 @@ DeliveryStart(int slot)
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		elog(ERROR, "delivery worker: could not initialize libcurl");
-	multi = curl_multi_init();
-	if (multi == NULL)
-		elog(ERROR, "delivery worker: could not create a libcurl multi handle");
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, WatchSocket);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, SetCurlTimer);
+	NewMultiHandle();
 	worker_context =
 		AllocSetContextCreate(TopMemoryContext, "aimroute delivery", ALLOCSET_DEFAULT_SIZES);
 	memset(&control, 0, sizeof(control));
@@ -1577,6 +1612,53 @@ Deliver(bool *missing)
 }
 
 /*
+ * SmtpTlsRequired reads settings.smtp_tls, inside a transaction of the
+ * worker: whether SMTP must be TLS (false in a database not updated to 0.2.0).
+ */
+static bool
+SmtpTlsRequired(void)
+{
+	return WorkerFloat("SELECT (pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'smtp_tls'"
+					   " IS NOT DISTINCT FROM 'required')::integer::pg_catalog.float8"
+					   " FROM aimroute.settings s",
+					   true) > 0;
+}
+
+/*
+ * NewMultiHandle makes the multi handle the transfers run in, with an empty
+ * connection cache; the old one, with the connections it kept, is closed.
+ * Only when no transfer runs.
+ */
+static void
+NewMultiHandle(void)
+{
+	if (multi != NULL)
+		curl_multi_cleanup(multi);
+	multi = curl_multi_init();
+	if (multi == NULL)
+		elog(ERROR, "delivery worker: could not create a libcurl multi handle");
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, WatchSocket);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, SetCurlTimer);
+	nsockets = 0;
+	wait_set_stale = true;
+	curl_deadline = -1;
+}
+
+/*
+ * EmptyPlaintextConnections closes the connections kept from sends under
+ * settings.smtp_tls = 'try' once it is 'required' and nothing runs: until
+ * then, each send that requires TLS opens a connection of its own.
+ */
+static void
+EmptyPlaintextConnections(void)
+{
+	if (!smtp_tls_required || !plaintext_cached || running != NIL || waiting != NIL)
+		return;
+	NewMultiHandle();
+	plaintext_cached = false;
+}
+
+/*
  * DeliveryRound is one round of the worker: the daily recap when due, then
  * the due messages (Deliver); it returns how long to sleep, in
  * milliseconds, and *missing when aimroute is not installed.
@@ -1587,6 +1669,8 @@ DeliveryRound(bool *missing)
 	long sleep_ms = delivery_naptime * 1000L;
 	double next;
 
+	EmptyPlaintextConnections();
+	sleep_ms = Min(sleep_ms, BounceMailboxRound(tls_ca_file, delivery_timeout));
 	Expand();
 	next = NextDue(missing);
 	if (!*missing && next == 0)

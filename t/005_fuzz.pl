@@ -7,15 +7,16 @@
 # postal codes with odd spacing and hyphens, wrong types through text
 # literals.  They go to INSERT INTO leads (every input column), the staging
 # table and process_staging(), normalize_country(), normalize_postal_code(),
-# postal_code_is_valid(), locate_dealers(), route(), explain_lead(),
-# reassign(), mark_viewed(), open_view_link(), send_lead(), record_bounce(),
-# record_dsn(), record_delivery_event(), set_delivery_status_active(),
-# adf_render(), lead_adf(), the reference and delivery tables (dealers with
-# NaN/Infinity locations included), settings, re-routing, and
-# load_postal_codes() on generated files (binary junk with NULs, shifted
-# columns, giant lines, truncated gzip).  Deliveries go to
-# loopback SMTP and HTTP sinks only: every endpoint the fuzzer writes is on
-# 127.0.0.1 or refused by validation.
+# postal_code_is_valid(), locate_dealers(), route(), coverage(),
+# coverage_geojson(), explain_lead(), reassign(), mark_viewed(),
+# open_view_link(), send_lead(), record_bounce(), record_dsn(),
+# record_delivery_event(), set_delivery_status_active(), adf_render(),
+# lead_adf(), the reference and delivery tables (dealers with NaN/Infinity
+# locations included), settings, re-routing, and load_postal_codes() on
+# generated files (binary junk with NULs, shifted columns, giant lines,
+# truncated gzip).  Deliveries go to loopback SMTP and HTTP sinks only:
+# every endpoint the fuzzer writes is on 127.0.0.1 or refused by
+# validation.
 #
 # Each statement runs in fuzz.run(), which records any error (SQLSTATE,
 # message); invariants on results raise SQLSTATE FZ001 (FZ002: a known bug,
@@ -519,6 +520,20 @@ my %generators = (
 			  . " FROM (SELECT aimroute.route($args) AS d, $excl AS e) x, LATERAL (SELECT (x.d).*) r";
 		}
 	],
+	coverage => [
+		1,
+		sub {
+			my ($b, $c) = (lit(val(@brands)), lit(chance(0.3) ? undef : val(@countries)));
+			return "SELECT fuzz.expect(count(*) = (SELECT count(*) FROM aimroute.postal_codes p"
+			  . " WHERE p.centroid IS NOT NULL AND (${c}::text IS NULL OR p.country = aimroute.normalize_country($c)))"
+			  . " AND bool_and(dealer_number IS NOT NULL AND match_type IS NOT NULL),"
+			  . " 'coverage() has a dealer for every postal code with a centre point')"
+			  . " FROM aimroute.coverage($b, $c)",
+			  "SELECT fuzz.expect(json_array_length(aimroute.coverage_geojson($b, $c)->'features')"
+			  . " = (SELECT count(*) FROM aimroute.coverage($b, $c)),"
+			  . " 'coverage_geojson() has a feature per row of coverage()')";
+		}
+	],
 	explain_lead => [
 		4,
 		sub {
@@ -777,6 +792,7 @@ my %allowed = (
 	lead_staging => [qw(23502 54000)],
 	process_staging => [qw(22004)],
 	locate_dealers => [qw(22023)],
+	coverage => [qw(22004 22023)],
 	explain_lead_typed => [qw(22)],
 	adf_render_typed => [qw(22)],
 	reassign => [qw(P0002 23503)],

@@ -408,6 +408,15 @@ for my $role (qw(sp_admin sp_region sp_dealer))
 same_read('sp_admin', 'simulate_routing',
 	"SELECT * FROM aimroute.simulate_routing('2000-01-01', '2100-01-01')");
 
+# Coverage, by the roles that may run it (Canada: the GeoJSON as a digest).
+for my $role (qw(sp_admin sp_region))
+{
+	same_read($role, "coverage as $role",
+		"SELECT * FROM aimroute.coverage('SP', 'CA');"
+		  . " SELECT pg_catalog.md5(aimroute.coverage_geojson('SP', 'CA')::pg_catalog.text);"
+		  . " SELECT * FROM aimroute.white_space('SP', 'US'); SELECT * FROM aimroute.dealer_areas('SP')");
+}
+
 # Acting on leads: a dealer user, a region user, an admin.
 same_change('sp_dealer', 'mark_viewed by a dealer user',
 	"SELECT aimroute.mark_viewed($id{'single'}, 'sales\@n1.example');", leads_check('single'));

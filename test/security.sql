@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(87);
+SELECT plan(91);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -87,6 +87,12 @@ SELECT is((SELECT count(*) FROM lead_notifications WHERE dealer_number <> 'SEC-1
 SELECT is((SELECT count(*) FROM dealers), 4::bigint, 'the dealer network itself is reference data, readable');
 SELECT throws_ok($$SELECT smtp_password FROM aimroute.settings$$, '42501', NULL, 'the SMTP password is not readable');
 SELECT throws_ok($$SELECT smtp_username FROM aimroute.settings$$, '42501', NULL, 'nor the user name');
+SELECT throws_ok($$SELECT bounce_mailbox_password FROM aimroute.settings$$, '42501', NULL,
+                 'nor the bounce mailbox''s password');
+SELECT throws_ok($$SELECT bounce_mailbox_username FROM aimroute.settings$$, '42501', NULL, 'its login');
+SELECT throws_ok($$SELECT bounce_mailbox_url FROM aimroute.settings$$, '42501', NULL, 'or its URL');
+SELECT throws_ok($$SELECT * FROM aimroute.bounce_mailbox_state$$, '42501', NULL,
+                 'nor where the worker is in the bounce mailbox');
 SELECT is((SELECT timezone FROM settings), 'UTC', 'the other settings are');
 SELECT throws_ok($$SELECT view_token FROM aimroute.lead_notifications$$, '42501', NULL,
                  'a dealer user does not read view tokens (a token marks the lead viewed)');

@@ -1,7 +1,7 @@
 -- test/staging.sql: bulk import of 100,000 staged rows, about 1% of them bad,
 -- through aimroute.process_staging(), on the real postal data.
 BEGIN;
-SELECT plan(20);
+SELECT plan(27);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -172,6 +172,49 @@ SELECT results_eq(
     'processing the batch again processes nothing');
 SELECT is((SELECT count(*) FROM leads) - (SELECT leads_before FROM staging_run), 98900::bigint,
           'and creates no lead');
+
+-- Values are read trimmed, blank as NULL, by aimroute.staging_value(): the
+-- same as nullif(btrim(value, white space), ''), multibyte text included.
+SELECT is((SELECT count(*) FROM (VALUES (E' a b\t'), (''), (E' \t\r\n\f\x0B'), ('x'), (E'\x0B\u00e9\f'),
+                                        (E'\u00a0x\u00a0'), (E'\u65e5 \u672c'), (E'  \u00fc'), (E'\u00fc\n'), (NULL)) v(x)
+            WHERE staging_value(x) IS DISTINCT FROM nullif(btrim(x, E' \t\r\n\f\x0B'), '')),
+          0::bigint, 'staging_value trims as btrim does, blanks are NULL');
+
+-- Lengths are counted in characters, not bytes: 1,000 two-byte characters
+-- are not too long, 1,001 are.
+INSERT INTO lead_staging (batch_id, brand_code, email, country, postal_code, last_name, comment)
+VALUES ('tap-long', 'TAP', 'long1@example.com', 'US', '49757', repeat(E'\u00e9', 1000), repeat(E'\u00fc', 10000)),
+       ('tap-long', 'TAP', 'long2@example.com', 'US', '49757', repeat(E'\u00e9', 1001), 'one too many');
+SELECT results_eq($$SELECT status, rows FROM process_staging('tap-long')$$,
+                  $$VALUES ('processed', 1::bigint), ('rejected', 1::bigint), ('duplicate', 0::bigint)$$,
+                  'multibyte values within the limits in characters become leads');
+SELECT is((SELECT reason FROM lead_staging WHERE batch_id = 'tap-long' AND status = 'rejected'),
+          'last_name is too long (1001 characters; at most 1000)',
+          'a value over the limit in characters is rejected, with its length in characters');
+
+-- received_at: a chunk's values are cast all at once, and a chunk with a
+-- value that is not a timestamp is read again with each parsed on its
+-- own.  Both ways give every row the same received_at and outcome.
+INSERT INTO lead_staging (batch_id, received_at, brand_code, email, country, postal_code, comment)
+SELECT b, v, 'TAP', b || n || '@example.com', 'US', '49757', b || ' ' || n
+  FROM unnest(ARRAY['tap-times', 'tap-times-bad']) b,
+       unnest(ARRAY['2024-05-01 14:30:00+00', '2024-05-01T14:30:00Z', 'May 1 2024 2:30pm',
+                    E' 2024-05-01 14:30:00.25+02\t', '2024-05-01 14:30', '2024-13-01 10:00']) WITH ORDINALITY AS t(v, n)
+ WHERE b = 'tap-times-bad' OR n < 6
+ ORDER BY b, n;
+SELECT results_eq($$SELECT status, rows FROM process_staging('tap-times')$$,
+                  $$VALUES ('processed', 5::bigint), ('rejected', 0::bigint), ('duplicate', 0::bigint)$$,
+                  'a chunk of valid received_at values: every row becomes a lead');
+SELECT results_eq($$SELECT status, rows FROM process_staging('tap-times-bad')$$,
+                  $$VALUES ('processed', 5::bigint), ('rejected', 1::bigint), ('duplicate', 0::bigint)$$,
+                  'a chunk with one received_at that is not a timestamp: only that row is rejected');
+SELECT is((SELECT count(*) FROM lead_staging s JOIN leads l USING (lead_id)
+            WHERE s.batch_id IN ('tap-times', 'tap-times-bad') AND s.status = 'processed'
+              AND l.received_at = btrim(s.received_at, E' \t')::timestamptz),
+          10::bigint, 'each lead has its row''s received_at, read the same way in both chunks');
+SELECT is((SELECT reason FROM lead_staging WHERE batch_id = 'tap-times-bad' AND status = 'rejected'),
+          'received_at "2024-13-01 10:00" is not a timestamp (write it as 2024-05-01 14:30:00+00)',
+          'the row whose received_at is not a timestamp says so');
 
 SELECT * FROM finish();
 ROLLBACK;

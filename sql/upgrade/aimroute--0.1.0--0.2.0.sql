@@ -2759,6 +2759,824 @@ GRANT EXECUTE ON FUNCTION aimroute.record_delivery_event(text, jsonb) TO aimrout
 COMMENT ON COLUMN aimroute.delivery_attempts.outcome IS
     'Delivered (accepted by the server; or, reported by a mail provider''s event, delivered to the mailbox); Hard Bounce (550: recipient not found; or reported after delivery by a DSN, a provider''s event or record_bounce); Soft Bounce (452/552: inbox full; a block; or reported later); Delayed (a DSN or a provider said the message is delayed: not a bounce, the message keeps its status); Complaint (its reader marked it as spam: the address is suppressed, the message stays delivered); Will retry (connection, DNS, HTTP or temporary SMTP error); Failed (out of retries, a permanent SMTP error, no push gateway); Suppressed (contact on the suppression list, not sent); Interrupted (the worker stopped before recording; sent again with the same key); Set aside (preparing it, or recording its outcome after it was sent, raised an error: see aimroute.set_aside_items; tried again later, and a message sent is not sent again); Cancelled (the lead left the dealer first).';
 
+-- coverage: coverage and white space (issue 19, SPEC section 9): aimroute.coverage(),
+-- coverage_geojson(), white_space() and dealer_areas(), as schema/085_coverage.sql
+-- creates them; admins and region users may run them.
+CREATE FUNCTION aimroute.coverage(brand_code text, country text DEFAULT NULL)
+RETURNS TABLE (country text, postal_code text, state_code text, county text,
+               dealer_number text, match_type aimroute.match_type,
+               distance_miles double precision)
+    AS 'MODULE_PATHNAME', 'aimroute_coverage'
+    LANGUAGE C STABLE PARALLEL SAFE ROWS 50000;
+COMMENT ON FUNCTION aimroute.coverage(text, text) IS
+    'For every postal code with a centre point (of the country, or of every country when NULL), where a lead of the brand from there would go under the current configuration -- no product, no dealer group, no pre-assigned dealer -- routed by the routing core itself: dealer, match type (Default is white space) and miles. Inside BEGIN ... ROLLBACK after a configuration change it answers "what if".';
+REVOKE EXECUTE ON FUNCTION aimroute.coverage(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.coverage(text, text) TO aimroute_admin, aimroute_region;
+
+CREATE FUNCTION aimroute.coverage_geojson(brand_code text, country text DEFAULT NULL)
+RETURNS json
+    AS 'MODULE_PATHNAME', 'aimroute_coverage_geojson'
+    LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.coverage_geojson(text, text) IS
+    'aimroute.coverage() as a GeoJSON FeatureCollection (RFC 7946, json, one feature per line): a Point at each postal centre (longitude, latitude) with properties country, postal_code, state_code, county, dealer_number, match_type, distance_miles and white_space.';
+REVOKE EXECUTE ON FUNCTION aimroute.coverage_geojson(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.coverage_geojson(text, text) TO aimroute_admin, aimroute_region;
+
+--
+-- white_space: by state or province, the postal codes that fall to the
+-- default dealer, and the stored leads of the last 30 days that went to it.
+--
+CREATE FUNCTION aimroute.white_space(brand_code text, country text DEFAULT NULL)
+RETURNS TABLE (country text, state_code text, postal_codes bigint,
+               white_space_postal_codes bigint, white_space_percent numeric,
+               leads_30_days bigint, default_dealer_leads_30_days bigint)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH areas AS (
+        SELECT c.country, c.state_code, count(*) AS postal_codes,
+               count(*) FILTER (WHERE c.match_type = 'Default') AS white
+          FROM aimroute.coverage(white_space.brand_code, white_space.country) c
+         GROUP BY c.country, c.state_code
+    ), leads AS (
+        SELECT l.country, coalesce(p.state_code, upper(btrim(l.state_code))) AS state_code,
+               count(*) AS leads,
+               count(*) FILTER (WHERE l.dealer_number = s.default_dealer_number) AS defaulted
+          FROM aimroute.leads l
+          CROSS JOIN aimroute.settings s
+          LEFT JOIN aimroute.postal_codes p ON p.country = l.country AND p.postal_code = l.postal_code
+         WHERE l.brand_code = white_space.brand_code
+           AND l.received_at >= now() - interval '30 days'
+           AND (white_space.country IS NULL
+                OR l.country = aimroute.normalize_country(white_space.country))
+         GROUP BY 1, 2
+    )
+    SELECT coalesce(a.country, l.country), coalesce(a.state_code, l.state_code),
+           coalesce(a.postal_codes, 0), coalesce(a.white, 0),
+           CASE WHEN a.postal_codes > 0 THEN round(100.0 * a.white / a.postal_codes, 1) END,
+           coalesce(l.leads, 0), coalesce(l.defaulted, 0)
+      FROM areas a
+      -- NULL (an unknown country or state) meets NULL: the keys are coalesced.
+      FULL JOIN leads l ON coalesce(l.country, '') = coalesce(a.country, '')
+                       AND coalesce(l.state_code, '') = coalesce(a.state_code, '')
+     ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION aimroute.white_space(text, text) IS
+    'White space of a brand by country and state or province: postal codes with a centre point, those that fall to the default dealer (count and percent, from aimroute.coverage()), and the stored leads of the brand received in the last 30 days, all and those whose dealer is the default dealer (the leads the caller may see).';
+REVOKE EXECUTE ON FUNCTION aimroute.white_space(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.white_space(text, text) TO aimroute_admin, aimroute_region;
+
+--
+-- dealer_areas: each dealer's effective area, the postal codes it wins
+-- and by which rule.
+--
+CREATE FUNCTION aimroute.dealer_areas(brand_code text, country text DEFAULT NULL)
+RETURNS TABLE (dealer_number text, name text, match_type aimroute.match_type,
+               postal_codes bigint, states text[], max_distance_miles double precision)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.dealer_number, d.name, c.match_type, count(*),
+           array_agg(DISTINCT c.state_code ORDER BY c.state_code) FILTER (WHERE c.state_code IS NOT NULL),
+           max(c.distance_miles)
+      FROM aimroute.coverage(dealer_areas.brand_code, dealer_areas.country) c
+      LEFT JOIN aimroute.dealers d ON d.dealer_number = c.dealer_number
+     GROUP BY c.dealer_number, d.name, c.match_type
+     ORDER BY c.dealer_number, c.match_type
+$$;
+COMMENT ON FUNCTION aimroute.dealer_areas(text, text) IS
+    'Each dealer''s effective area for a brand, from aimroute.coverage(): per dealer and winning rule (match type), the postal codes it would get, their states or provinces and the farthest of them in miles; the default dealer''s Default row is the white space.';
+REVOKE EXECUTE ON FUNCTION aimroute.dealer_areas(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.dealer_areas(text, text) TO aimroute_admin, aimroute_region;
+
+-- mailbox: issue 17, second part.  settings.smtp_tls: 'try' is what the
+-- worker always did (STARTTLS when the server offers it); 'required' sends
+-- no login and no message unless the connection is TLS.  The bounce
+-- mailbox: settings.bounce_mailbox_url and its login (admins only), read
+-- by the delivery worker over IMAP (src/bounce_mailbox.c), its position
+-- in aimroute.bounce_mailbox_state.
+-- In steps: a column added with a default, here, is refused ("function
+-- delivery_endpoint(outbox,settings) uses its row type").
+ALTER TABLE aimroute.settings ADD COLUMN smtp_tls text
+    CONSTRAINT settings_smtp_tls_check CHECK (smtp_tls IN ('try', 'required'));
+ALTER TABLE aimroute.settings ALTER COLUMN smtp_tls SET DEFAULT 'try';
+-- Not a change of the configuration: config_version stays as it was.
+ALTER TABLE aimroute.settings DISABLE TRIGGER bump_config_version;
+UPDATE aimroute.settings SET smtp_tls = 'try';
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+ALTER TABLE aimroute.settings ALTER COLUMN smtp_tls SET NOT NULL;
+COMMENT ON COLUMN aimroute.settings.smtp_tls IS 'TLS with an smtp:// server: try (default): STARTTLS when the server offers it, else plaintext; required: STARTTLS or nothing is sent (no login, no message), a retryable failure.';
+GRANT SELECT (smtp_tls) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+ALTER TABLE aimroute.settings ADD COLUMN bounce_mailbox_url text
+    CONSTRAINT settings_bounce_mailbox_url_check CHECK (aimroute.url_is_valid(bounce_mailbox_url, '{imap,imaps}'));
+ALTER TABLE aimroute.settings ADD COLUMN bounce_mailbox_username text;
+ALTER TABLE aimroute.settings ADD COLUMN bounce_mailbox_password text;
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_url IS 'The IMAP mailbox the DSNs to bounce_address arrive in, such as imaps://mail.oem.example/INBOX: the delivery worker reads its new messages and records each with record_dsn (aimroute.bounce_mailbox_state); NULL (default): none is read. Admins only.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_username IS 'The login at the bounce mailbox''s IMAP server. Admins only.';
+COMMENT ON COLUMN aimroute.settings.bounce_mailbox_password IS 'Its password. Admins only.';
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TABLE aimroute.bounce_mailbox_state (
+    singleton     boolean PRIMARY KEY DEFAULT true
+        CONSTRAINT bounce_mailbox_state_one_row CHECK (singleton),
+    mailbox_url   text NOT NULL,
+    uidvalidity   bigint,
+    last_uid      bigint NOT NULL DEFAULT 0,
+    handled       bigint NOT NULL DEFAULT 0,
+    bounces       bigint NOT NULL DEFAULT 0,
+    failing_uid   bigint,
+    failures      integer NOT NULL DEFAULT 0,
+    checked_at    timestamptz,
+    last_error    text
+);
+COMMENT ON TABLE aimroute.bounce_mailbox_state IS
+    'Where the delivery worker is in the bounce mailbox (settings.bounce_mailbox_url): every message up to last_uid was handled. Delete the row to read the mailbox again from its first message (record_dsn records nothing twice).';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.singleton IS 'Always true: one row.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.mailbox_url IS 'The mailbox last read, as settings.bounce_mailbox_url named it.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.uidvalidity IS 'The mailbox''s IMAP UIDVALIDITY, which tells one mailbox from another: when it changes (another mailbox, or the same made again), the worker reads from the first message.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.last_uid IS 'The highest IMAP UID handled: recorded by record_dsn, or skipped with a WARNING.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.handled IS 'Messages handled in all.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.bounces IS 'Bounces record_dsn recorded from them.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.failing_uid IS 'A message whose record raised an error that was not about its content; failures counts its tries, and after 3 it is skipped.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.failures IS 'Tries of failing_uid that raised.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.checked_at IS 'When the worker last read the mailbox, or tried to.';
+COMMENT ON COLUMN aimroute.bounce_mailbox_state.last_error IS 'Why the last try to read it failed (connection, login, TLS); NULL when it worked.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.bounce_mailbox_state', '');
+GRANT ALL ON aimroute.bounce_mailbox_state TO aimroute_admin;
+
+--
+-- bounce_mailbox_position: where to go on reading a mailbox (internal, the
+-- delivery worker): the highest UID handled, 0 for a mailbox new or made
+-- again (its UIDVALIDITY changed).  Notes the check.
+--
+CREATE FUNCTION aimroute.bounce_mailbox_position(p_mailbox_url text, p_uidvalidity bigint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st aimroute.bounce_mailbox_state;
+BEGIN
+    INSERT INTO aimroute.bounce_mailbox_state (mailbox_url, uidvalidity)
+    VALUES (p_mailbox_url, p_uidvalidity)
+    ON CONFLICT (singleton) DO NOTHING;
+    SELECT * INTO st FROM aimroute.bounce_mailbox_state s WHERE s.singleton FOR UPDATE;
+    IF st.uidvalidity IS NOT NULL AND st.uidvalidity IS DISTINCT FROM p_uidvalidity THEN
+        RAISE WARNING 'bounce mailbox %: its UIDVALIDITY is % where it was %, so it is read from its first message',
+                      p_mailbox_url, p_uidvalidity, st.uidvalidity
+            USING DETAIL = 'Another mailbox, or the same one made again; record_dsn records no DSN twice.';
+        st.last_uid := 0;
+    END IF;
+    UPDATE aimroute.bounce_mailbox_state s
+       SET mailbox_url = p_mailbox_url, uidvalidity = p_uidvalidity, last_uid = st.last_uid,
+           checked_at = clock_timestamp(), last_error = NULL
+     WHERE s.singleton;
+    RETURN st.last_uid;
+END
+$$;
+COMMENT ON FUNCTION aimroute.bounce_mailbox_position(text, bigint) IS
+    'The highest IMAP UID of the bounce mailbox handled so far, 0 when the mailbox is new or its UIDVALIDITY changed. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.bounce_mailbox_position(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_position(text, bigint) TO aimroute_admin;
+
+--
+-- bounce_mailbox_failed: a try to read the mailbox failed (internal).
+--
+CREATE FUNCTION aimroute.bounce_mailbox_failed(p_mailbox_url text, p_error text) RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO aimroute.bounce_mailbox_state (mailbox_url, checked_at, last_error)
+    VALUES (p_mailbox_url, clock_timestamp(), left(p_error, 1000))
+    ON CONFLICT (singleton) DO UPDATE SET checked_at = excluded.checked_at, last_error = excluded.last_error;
+END;
+COMMENT ON FUNCTION aimroute.bounce_mailbox_failed(text, text) IS
+    'Notes why reading the bounce mailbox failed (bounce_mailbox_state.last_error). Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.bounce_mailbox_failed(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_failed(text, text) TO aimroute_admin;
+
+--
+-- bounce_mailbox_record: records one message of the mailbox (internal, the
+-- delivery worker), and moves the position past it in the same
+-- transaction.  A message already handled records nothing.  Not a DSN (or
+-- a DSN record_dsn refuses, SQLSTATE class 22): a WARNING, and it is
+-- skipped; so is a message too large to fetch (p_message NULL).  Any
+-- other error (a lock, the server): a WARNING and NULL, the
+-- position stays and the worker stops reading until its next look; the
+-- third try of the same message that raises skips it, so that one message
+-- never stops the mailbox.  Returns the bounces recorded.
+--
+CREATE FUNCTION aimroute.bounce_mailbox_record(p_mailbox_url text, p_uidvalidity bigint, p_uid bigint,
+                                               p_message text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st aimroute.bounce_mailbox_state;
+    recorded integer := 0;
+    e_code text;
+    e_message text;
+BEGIN
+    SELECT * INTO st FROM aimroute.bounce_mailbox_state s WHERE s.singleton FOR UPDATE;
+    IF NOT FOUND OR st.uidvalidity IS DISTINCT FROM p_uidvalidity OR p_uid <= st.last_uid THEN
+        RETURN 0;   -- handled already, or the mailbox changed meanwhile
+    END IF;
+    IF p_message IS NULL THEN
+        RAISE WARNING 'bounce mailbox %: message UID % is larger than the worker reads (16 MB), skipped',
+                      p_mailbox_url, p_uid
+            USING HINT = 'It stays in the mailbox; a DSN is rarely that large: look at it in a mail client.';
+    ELSE
+    BEGIN
+        recorded := aimroute.record_dsn(p_message);
+    EXCEPTION
+        WHEN data_exception THEN
+            GET STACKED DIAGNOSTICS e_message = MESSAGE_TEXT;
+            RAISE WARNING 'bounce mailbox %: message UID % is not a DSN aimroute can read, skipped: %',
+                          p_mailbox_url, p_uid, e_message
+                USING HINT = 'It stays in the mailbox, marked \Seen; a bounce it reports can be recorded with aimroute.record_bounce(email, kind, detail).';
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT;
+            st.failures := CASE WHEN st.failing_uid = p_uid THEN st.failures + 1 ELSE 1 END;
+            IF st.failures < 3 THEN
+                RAISE WARNING 'bounce mailbox %: recording message UID % failed (try %), tried again later: %',
+                              p_mailbox_url, p_uid, st.failures, e_message
+                    USING DETAIL = format('SQLSTATE %s.', e_code);
+                UPDATE aimroute.bounce_mailbox_state s
+                   SET failing_uid = p_uid, failures = st.failures, last_error = left(e_message, 1000)
+                 WHERE s.singleton;
+                RETURN NULL;
+            END IF;
+            RAISE WARNING 'bounce mailbox %: recording message UID % failed 3 times, skipped: %',
+                          p_mailbox_url, p_uid, e_message
+                USING DETAIL = format('SQLSTATE %s.', e_code),
+                      HINT = 'It stays in the mailbox, marked \Seen; record it by hand with aimroute.record_dsn once the cause is fixed.';
+    END;
+    END IF;
+    UPDATE aimroute.bounce_mailbox_state s
+       SET last_uid = p_uid, handled = s.handled + 1, bounces = s.bounces + coalesce(recorded, 0),
+           failing_uid = NULL, failures = 0
+     WHERE s.singleton;
+    RETURN coalesce(recorded, 0);
+END
+$$;
+COMMENT ON FUNCTION aimroute.bounce_mailbox_record(text, bigint, bigint, text) IS
+    'Records one message of the bounce mailbox with record_dsn and moves bounce_mailbox_state.last_uid past it, in one transaction; a message handled already records nothing, one that is not a DSN is skipped with a WARNING. Internal: the delivery worker calls it.';
+REVOKE EXECUTE ON FUNCTION aimroute.bounce_mailbox_record(text, bigint, bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.bounce_mailbox_record(text, bigint, bigint, text) TO aimroute_admin;
+-- stage: process_staging() is cheaper a row (issue 16).  It reads staged
+-- values with staging_value(), in C, instead of nullif(btrim(...), ''),
+-- which measures every character of a multibyte value first; it measures
+-- the lengths of a row's values in characters only when one is too long
+-- in bytes; and it casts a chunk's received_at values all at once,
+-- parsing each on its own (with an exception block) only in a chunk where
+-- one is not a timestamp.
+CREATE FUNCTION aimroute.staging_value(value text) RETURNS text
+    AS 'MODULE_PATHNAME', 'aimroute_staging_value'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.staging_value(text) IS
+    'A staged value trimmed of white space (space, tab, CR, LF, form feed, vertical tab), NULL when blank (internal to aimroute.process_staging).';
+CREATE OR REPLACE FUNCTION aimroute.process_staging(batch_id text)
+RETURNS TABLE (status text, rows bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    chunk_size      constant integer := 10000;
+    piece_size      constant integer := 100;    -- rows per INSERT once a chunk's INSERT failed
+    max_length      constant integer := 1000;
+    max_comment     constant integer := 10000;
+    min_phone_digits constant integer := 5;
+    email_pattern   constant text :=
+        '^[^[:space:]@<>(),;:"\[\]\\]+@[^[:space:]@<>(),;:"\[\]\\.]+(\.[^[:space:]@<>(),;:"\[\]\\.]+)+$';
+    v_batch         text := process_staging.batch_id;
+    v_started       timestamptz := clock_timestamp();
+    v_now           timestamptz;
+    v_window        interval;
+    v_default       text;
+    v_seq           regclass;
+    v_total         bigint;
+    v_last          bigint := 0;    -- the chunks so far reached this staging_id
+    v_lo            bigint;         -- the chunk's first and last staging_id
+    v_hi            bigint;
+    v_step          integer;        -- leads per INSERT: 0 the whole chunk, then piece_size, then 1
+    v_rows          bigint;
+    v_done          bigint := 0;
+    v_leads         bigint := 0;
+    v_rejected      bigint := 0;
+    v_duplicates    bigint := 0;
+    v_settled       bigint[];       -- step 4: the staging_ids settled in the last round, in order
+    v_failed        boolean;
+    v_parse_each    boolean;        -- step 1: each received_at parsed on its own, catching errors
+    r               record;
+BEGIN
+    IF v_batch IS NULL THEN
+        RAISE EXCEPTION 'batch_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the batch_id the rows were staged with, as in SELECT * FROM aimroute.process_staging(''feed-2024-05-01'').';
+    END IF;
+
+    -- One import at a time: a duplicate is judged against rows another
+    -- call might be processing.
+    PERFORM pg_advisory_xact_lock('aimroute.lead_staging'::regclass::oid::bigint);
+
+    SELECT count(*) INTO v_total
+      FROM aimroute.lead_staging s
+     WHERE s.batch_id = v_batch AND s.status IS NULL;
+
+    IF v_total = 0 THEN
+        IF EXISTS (SELECT FROM aimroute.lead_staging s WHERE s.batch_id = v_batch) THEN
+            RAISE NOTICE 'batch %: every row is already processed; nothing to do', v_batch;
+        ELSE
+            RAISE NOTICE 'batch % has no staged rows', pg_catalog.quote_literal(v_batch)
+                USING HINT = 'Stage rows with INSERT or COPY INTO aimroute.lead_staging (batch_id, ...) first; the batch_id must match exactly, case and spaces included.';
+        END IF;
+    ELSE
+        SELECT s.dedupe_window, s.default_dealer_number INTO v_window, v_default
+          FROM aimroute.settings s;
+        IF v_default IS NULL THEN
+            RAISE EXCEPTION 'no default dealer is configured'
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An imported lead that no rule places goes to the default dealer.',
+                      HINT = 'UPDATE aimroute.settings SET default_dealer_number = ''...'' (a dealer of aimroute.dealers), then process the batch again.';
+        END IF;
+        v_seq := pg_get_serial_sequence('aimroute.leads', 'lead_id')::regclass;
+        IF NOT has_sequence_privilege(v_seq, 'USAGE, UPDATE') THEN
+            RAISE EXCEPTION 'permission denied for sequence %', v_seq
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'aimroute.process_staging() draws each new lead''s lead_id from it.',
+                      HINT = format('GRANT USAGE ON SEQUENCE %s TO %I, together with INSERT ON aimroute.leads.',
+                                    v_seq, current_user);
+        END IF;
+
+        -- One row per staging row of the chunk: the lead it becomes
+        -- (lead_id), or its problems, or the row it duplicates
+        -- (duplicate_of; duplicate_lead_id is that row's lead if it has one
+        -- yet, duplicate_reason the reason to record).
+        CREATE TEMPORARY TABLE aimroute_staging_chunk (
+            staging_id      bigint NOT NULL,
+            received_at     timestamptz,
+            source          text,
+            brand_code      text,
+            product_code    text,
+            first_name      text,
+            last_name       text,
+            email           text,
+            phone           text,
+            address         text,
+            city            text,
+            state_code      text,
+            country         text,
+            postal_code     text,
+            dealer_number   text,
+            dealer_group    text,
+            send_to_dealer  boolean,
+            comment         text,
+            problems        text,
+            duplicate_of    bigint,
+            duplicate_lead_id bigint,
+            duplicate_reason text,
+            lead_id         bigint,
+            inserted        boolean NOT NULL DEFAULT false  -- only kept up to date once an INSERT failed
+        ) ON COMMIT DROP;
+    END IF;
+
+    WHILE v_done < v_total LOOP
+        v_now := clock_timestamp();
+
+        -- 1. The chunk: the next chunk_size unprocessed rows, read once.
+        --    Values are trimmed and parsed and problems listed; a row
+        --    without problems is looked up among the earlier rows (the
+        --    earliest staged identical row within the window that was not
+        --    rejected: the rows of this chunk have not been marked yet, but
+        --    an identical row has the same problems, none); a row that
+        --    becomes a lead has its lead_id drawn, in staging order, so that
+        --    the mapping is exact whatever order the INSERT works in.
+        --    (The lookup is written so that only lead_staging_dedupe_idx
+        --    can serve it: ORDER BY staging_id, or staging_id < ... as an
+        --    index condition, tempts the planner into walking the primary
+        --    key, every earlier row for every row, when the statistics say
+        --    the table is empty, as after a TRUNCATE.)  The received_at
+        --    values are cast all at once; should one not be a timestamp,
+        --    the chunk is read again with each parsed on its own
+        --    (staging_timestamptz: an exception block, a subtransaction,
+        --    for every value).
+        v_parse_each := false;
+        LOOP
+            BEGIN
+                INSERT INTO pg_temp.aimroute_staging_chunk
+                SELECT v.staging_id, v.received_at, v.source, v.brand_code, v.product_code, v.first_name,
+                       v.last_name, v.email, v.phone, v.address, v.city, v.state_code, v.country,
+                       v.postal_code, v.dealer_number, v.dealer_group, v.send_to_dealer, v.comment,
+                       v.problems, v.duplicate_of, v.duplicate_lead_id, v.duplicate_reason,
+                       CASE WHEN v.problems IS NULL AND v.duplicate_of IS NULL THEN nextval(v_seq) END
+                  FROM (SELECT c.*, d.staging_id AS duplicate_of, d.lead_id AS duplicate_lead_id,
+                               CASE WHEN d.staging_id IS NOT NULL THEN
+                                   format('identical to staging row %s of batch %s, staged within the dedupe window of %s seconds',
+                                          d.staging_id, pg_catalog.quote_literal(d.batch_id),
+                                          round(extract(epoch FROM v_window)))
+                               END AS duplicate_reason
+                          FROM (SELECT t.staging_id, t.staged_at, t.input_md5,
+                                       coalesce(t.parsed_received_at, t.staged_at) AS received_at,
+                                       coalesce(t.source, 'import') AS source,
+                                       t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
+                                       t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
+                                       t.dealer_group, coalesce(t.parsed_send_to_dealer, true) AS send_to_dealer, t.comment,
+                                       nullif(concat_ws('; ',
+                                           CASE WHEN t.received_at IS NOT NULL AND t.parsed_received_at IS NULL THEN
+                                               format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
+                                                      aimroute.staging_quote(t.received_at))
+                                                WHEN t.parsed_received_at IN ('infinity', '-infinity') THEN
+                                               format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
+                                           END,
+                                           CASE WHEN t.send_to_dealer IS NOT NULL AND t.parsed_send_to_dealer IS NULL THEN
+                                               format('send_to_dealer %s is not a boolean (write true or false)',
+                                                      aimroute.staging_quote(t.send_to_dealer))
+                                           END,
+                                           CASE WHEN t.email IS NOT NULL AND (length(t.email) > 254 OR t.email !~ email_pattern) THEN
+                                               format('email %s is not an address (such as name@example.com)',
+                                                      aimroute.staging_quote(t.email))
+                                           END,
+                                           CASE WHEN t.email IS NULL AND t.phone IS NULL THEN
+                                               'no way to contact the customer: no email and no phone'
+                                                WHEN t.email IS NULL
+                                                     AND length(regexp_replace(t.phone, '[^0-9]', '', 'g')) < min_phone_digits THEN
+                                               format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
+                                                      aimroute.staging_quote(t.phone), min_phone_digits)
+                                           END,
+                                           -- A value has at most as many characters as bytes:
+                                           -- only a row with a value that long in bytes is
+                                           -- measured in characters (the list below, NULL
+                                           -- when none is too long).
+                                           CASE WHEN octet_length(t.comment) > max_comment
+                                                     OR greatest(octet_length(t.received_at), octet_length(t.source), octet_length(t.brand_code),
+                                                                 octet_length(t.product_code), octet_length(t.first_name), octet_length(t.last_name),
+                                                                 octet_length(t.email), octet_length(t.phone), octet_length(t.address), octet_length(t.city),
+                                                                 octet_length(t.state_code), octet_length(t.country), octet_length(t.postal_code),
+                                                                 octet_length(t.dealer_number), octet_length(t.dealer_group),
+                                                                 octet_length(t.send_to_dealer)) > max_length THEN
+                                               (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
+                                                                         f.name, length(f.value), f.max), '; ' ORDER BY f.n)
+                                                  FROM (VALUES (1, 'received_at', t.received_at, max_length),
+                                                               (2, 'source', t.source, max_length),
+                                                               (3, 'brand_code', t.brand_code, max_length),
+                                                               (4, 'product_code', t.product_code, max_length),
+                                                               (5, 'first_name', t.first_name, max_length),
+                                                               (6, 'last_name', t.last_name, max_length),
+                                                               (7, 'email', t.email, max_length),
+                                                               (8, 'phone', t.phone, max_length),
+                                                               (9, 'address', t.address, max_length),
+                                                               (10, 'city', t.city, max_length),
+                                                               (11, 'state_code', t.state_code, max_length),
+                                                               (12, 'country', t.country, max_length),
+                                                               (13, 'postal_code', t.postal_code, max_length),
+                                                               (14, 'dealer_number', t.dealer_number, max_length),
+                                                               (15, 'dealer_group', t.dealer_group, max_length),
+                                                               (16, 'send_to_dealer', t.send_to_dealer, max_length),
+                                                               (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
+                                                 WHERE length(f.value) > f.max)
+                                           END), '') AS problems
+                                  FROM (SELECT t.*,
+                                               CASE WHEN t.received_at IS NULL THEN NULL
+                                                    WHEN v_parse_each THEN aimroute.staging_timestamptz(t.received_at)
+                                                    ELSE t.received_at::timestamptz END AS parsed_received_at,
+                                               CASE WHEN lower(t.send_to_dealer)
+                                                         ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
+                                                    THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
+                                          FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
+                                                       aimroute.staging_value(s.received_at) AS received_at,
+                                                       aimroute.staging_value(s.source) AS source,
+                                                       aimroute.staging_value(s.brand_code) AS brand_code,
+                                                       aimroute.staging_value(s.product_code) AS product_code,
+                                                       aimroute.staging_value(s.first_name) AS first_name,
+                                                       aimroute.staging_value(s.last_name) AS last_name,
+                                                       aimroute.staging_value(s.email) AS email,
+                                                       aimroute.staging_value(s.phone) AS phone,
+                                                       aimroute.staging_value(s.address) AS address,
+                                                       aimroute.staging_value(s.city) AS city,
+                                                       aimroute.staging_value(s.state_code) AS state_code,
+                                                       aimroute.staging_value(s.country) AS country,
+                                                       aimroute.staging_value(s.postal_code) AS postal_code,
+                                                       aimroute.staging_value(s.dealer_number) AS dealer_number,
+                                                       aimroute.staging_value(s.dealer_group) AS dealer_group,
+                                                       aimroute.staging_value(s.send_to_dealer) AS send_to_dealer,
+                                                       aimroute.staging_value(s.comment) AS comment
+                                                  FROM aimroute.lead_staging s
+                                                 WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
+                                                 ORDER BY s.staging_id
+                                                 LIMIT chunk_size) AS t
+                                          OFFSET 0) AS t
+                                OFFSET 0) AS c
+                          LEFT JOIN LATERAL (SELECT e.staging_id, e.batch_id, e.lead_id
+                                               FROM aimroute.lead_staging e
+                                              WHERE c.problems IS NULL AND v_window > '0'
+                                                AND e.input_md5 COLLATE "C" = c.input_md5
+                                                AND e.staged_at >= c.staged_at - v_window
+                                                AND e.staged_at <= c.staged_at + v_window
+                                                AND e.staging_id + 0 < c.staging_id
+                                                AND e.status IS DISTINCT FROM 'rejected'
+                                              ORDER BY e.staged_at, e.staging_id
+                                              LIMIT 1) AS d ON true
+                         ORDER BY c.staging_id
+                        OFFSET 0) AS v;
+                GET DIAGNOSTICS v_rows = ROW_COUNT;
+                EXIT;
+            EXCEPTION WHEN data_exception THEN
+                -- A received_at that is not a timestamp: read the chunk
+                -- again, each received_at on its own.
+                IF v_parse_each THEN
+                    RAISE;
+                END IF;
+                v_parse_each := true;
+            END;
+        END LOOP;
+        EXIT WHEN v_rows = 0;   -- someone changed status by hand meanwhile
+        SELECT min(c.staging_id), max(c.staging_id) INTO v_lo, v_hi
+          FROM pg_temp.aimroute_staging_chunk c;
+
+        -- 2. The leads: the whole chunk in one INSERT ... SELECT, which
+        --    routes each row.  Should it fail because of a row, it is
+        --    tried again in pieces of piece_size leads, and the leads of a
+        --    piece that fails one at a time, each in its own
+        --    subtransaction; a lead that cannot be inserted rejects its row.
+        v_failed := false;
+        FOREACH v_step IN ARRAY ARRAY[0, piece_size, 1] LOOP
+            FOR r IN SELECT coalesce(c.lead_id / nullif(v_step, 0), 0) AS piece
+                       FROM pg_temp.aimroute_staging_chunk c
+                      WHERE c.lead_id IS NOT NULL AND NOT c.inserted
+                      GROUP BY 1 ORDER BY 1
+            LOOP
+                BEGIN
+                    INSERT INTO aimroute.leads (lead_id, received_at, source, brand_code, product_code,
+                                                first_name, last_name, email, phone, address, city,
+                                                state_code, country, postal_code, dealer_number,
+                                                dealer_group, send_to_dealer, comment)
+                    OVERRIDING SYSTEM VALUE
+                    SELECT c.lead_id, c.received_at, c.source, c.brand_code, c.product_code,
+                           c.first_name, c.last_name, c.email, c.phone, c.address, c.city,
+                           c.state_code, c.country, c.postal_code, c.dealer_number,
+                           c.dealer_group, c.send_to_dealer, c.comment
+                      FROM pg_temp.aimroute_staging_chunk c
+                     WHERE c.lead_id IS NOT NULL AND NOT c.inserted
+                       AND (v_step = 0 OR c.lead_id / nullif(v_step, 0) = r.piece)
+                     ORDER BY c.staging_id;
+                    IF v_failed THEN
+                        UPDATE pg_temp.aimroute_staging_chunk c SET inserted = true
+                         WHERE c.lead_id IS NOT NULL AND c.lead_id / v_step = r.piece;
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    IF NOT aimroute.staging_error_is_row_level(SQLSTATE) THEN
+                        RAISE;
+                    END IF;
+                    IF v_step = 0 THEN
+                        v_failed := true;
+                        RAISE WARNING 'batch %: inserting a chunk of % leads failed: %', v_batch,
+                            (SELECT count(*) FROM pg_temp.aimroute_staging_chunk c WHERE c.lead_id IS NOT NULL),
+                            SQLERRM
+                            USING DETAIL = format('The leads of the chunk (staging_id %s to %s) are inserted again %s at a time, and those of a piece that fails one at a time; a lead that fails rejects its row, with the error as reason.',
+                                                  v_lo, v_hi, piece_size);
+                    ELSIF v_step = 1 THEN
+                        UPDATE pg_temp.aimroute_staging_chunk c
+                           SET lead_id = NULL,
+                               problems = format('could not become a lead: %s (SQLSTATE %s)', SQLERRM, SQLSTATE)
+                         WHERE c.lead_id = r.piece;
+                    END IF;
+                END;
+            END LOOP;
+            EXIT WHEN NOT v_failed;
+        END LOOP;
+
+        -- 3. Every row's outcome, in one UPDATE.  A duplicate of a row of
+        --    this chunk gets that row's lead here; one of a row still
+        --    waiting, or rejected in step 2, is settled in step 4.
+        WITH outcome AS (
+            UPDATE aimroute.lead_staging s
+               SET status = CASE WHEN c.problems IS NOT NULL THEN 'rejected'
+                                 WHEN c.duplicate_of IS NOT NULL THEN 'duplicate'
+                                 ELSE 'processed' END,
+                   lead_id = CASE WHEN c.problems IS NULL
+                                  THEN coalesce(c.lead_id, c.duplicate_lead_id, o.lead_id, o.duplicate_lead_id) END,
+                   duplicate_of = c.duplicate_of,
+                   reason = coalesce(c.problems, c.duplicate_reason),
+                   processed_at = v_now
+              FROM pg_temp.aimroute_staging_chunk c
+              LEFT JOIN pg_temp.aimroute_staging_chunk o ON o.staging_id = c.duplicate_of
+             WHERE s.staging_id = c.staging_id AND s.staging_id >= v_lo AND s.staging_id <= v_hi
+            RETURNING s.status)
+        SELECT v_leads + count(*) FILTER (WHERE o.status = 'processed'),
+               v_rejected + count(*) FILTER (WHERE o.status = 'rejected'),
+               v_duplicates + count(*) FILTER (WHERE o.status = 'duplicate')
+          INTO v_leads, v_rejected, v_duplicates
+          FROM outcome o;
+        v_done := v_done + v_rows;
+
+        -- 4. Duplicates waiting for a lead, in any batch, of a row of
+        --    this chunk: they get the lead of the row they duplicate, or
+        --    its rejection.  Then those waiting for one of them, and so on:
+        --    chains take one round per link.
+        v_settled := NULL;
+        LOOP
+            WITH settled AS (
+                UPDATE aimroute.lead_staging d
+                   SET lead_id = o.lead_id,
+                       status = CASE WHEN o.lead_id IS NULL THEN 'rejected' ELSE d.status END,
+                       reason = CASE WHEN o.lead_id IS NULL
+                                     THEN format('identical to staging row %s, which was rejected: %s', o.staging_id, o.reason)
+                                     ELSE d.reason END
+                  FROM aimroute.lead_staging o
+                 WHERE d.duplicate_of >= coalesce(v_settled[1], v_lo)
+                   AND d.duplicate_of <= coalesce(v_settled[cardinality(v_settled)], v_hi)
+                   AND (v_settled IS NULL OR d.duplicate_of = ANY (v_settled))
+                   AND d.status = 'duplicate' AND d.lead_id IS NULL
+                   AND o.staging_id = d.duplicate_of AND (o.lead_id IS NOT NULL OR o.status = 'rejected')
+                RETURNING d.staging_id, d.status)
+            SELECT array_agg(x.staging_id ORDER BY x.staging_id), count(*) FILTER (WHERE x.status = 'rejected')
+              INTO v_settled, v_rows
+              FROM settled x;
+            EXIT WHEN v_settled IS NULL;
+            IF v_rows > 0 THEN
+                -- Rejected with the row they duplicate (rejected in step 2):
+                -- the counts below are taken again.
+                v_failed := true;
+            END IF;
+        END LOOP;
+
+        -- Progress.
+        IF v_failed THEN
+            SELECT count(*) FILTER (WHERE s.status = 'processed'),
+                   count(*) FILTER (WHERE s.status = 'rejected'),
+                   count(*) FILTER (WHERE s.status = 'duplicate')
+              INTO v_leads, v_rejected, v_duplicates
+              FROM aimroute.lead_staging s
+             WHERE s.batch_id = v_batch AND s.staging_id <= v_hi AND s.processed_at >= v_started;
+        END IF;
+        RAISE NOTICE 'batch %: % of % rows, % leads, % rejected, % duplicates',
+            v_batch, v_done, v_total, v_leads, v_rejected, v_duplicates;
+
+        v_last := v_hi;
+        TRUNCATE pg_temp.aimroute_staging_chunk;
+    END LOOP;
+
+    IF v_total > 0 THEN
+        DROP TABLE pg_temp.aimroute_staging_chunk;
+    END IF;
+
+    -- The counts of the chunks: what step 3 marked, taken again after a
+    -- chunk where step 4 rejected some of those rows.  (Step 4 of a later
+    -- chunk cannot change them: a row only duplicates earlier rows.)
+    RETURN QUERY VALUES ('processed', v_leads), ('rejected', v_rejected), ('duplicate', v_duplicates);
+END
+$$;
+COMMENT ON FUNCTION aimroute.process_staging(text) IS
+    'Bulk import: validates every unprocessed row of a batch of aimroute.lead_staging, inserts the valid ones into aimroute.leads (routing them) and marks each row processed, rejected or duplicate; returns how many rows of this call ended in each status.';
+REVOKE EXECUTE ON FUNCTION aimroute.process_staging(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.process_staging(text) TO aimroute_admin;
+
 -- claim: the delivery worker claims and records set-based (issue 16, row
 -- 4).  delivery_claim leases (delivery_lease) and renders
 -- (delivery_render_batch) the plain messages of a claim in a few
