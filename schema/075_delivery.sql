@@ -1023,6 +1023,10 @@ BEGIN
         claimed := ARRAY(SELECT b.message_id FROM unnest(batch) b);
         whole := true;
     EXCEPTION WHEN OTHERS THEN
+        -- In the server log, as when recording together fails: a claim
+        -- that keeps failing so is slower, though every message goes.
+        RAISE LOG 'aimroute: claiming % messages together failed (%), claiming them one by one',
+                  cardinality(batch), SQLERRM;
         whole := false;
     END;
 
