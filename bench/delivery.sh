@@ -13,6 +13,9 @@
 # finished_at - the commit: a build that makes the messages in the worker
 # (the lead as the queue) is measured from the same moment.  The sinks:
 #   aiosmtpd  test/servers/smtp_sink.py (Python, one process, JSON log);
+#   fast      bench/fast_smtp_sink.py (the sink of bench/run.sh: Python,
+#             one process, parses only the Message-ID; about a tenth of a
+#             millisecond of CPU a message);
 #   postfix   Debian's Postfix (apt-get install postfix), configured in
 #             bench/.delivery/postfix-* by scripts/postfix.sh (its own config_directory and
 #             queue_directory; the queue on /dev/shm when there is room):
@@ -33,7 +36,7 @@
 #                              printed (default 3)
 #   BENCH_DELIVERY_BEFORE      git revision measured first ("before"; default
 #                              main; empty: only the checkout)
-#   BENCH_DELIVERY_SINKS       default "aiosmtpd postfix"
+#   BENCH_DELIVERY_SINKS       default "aiosmtpd postfix"; also "fast"
 #   BENCH_DELIVERY_PORT        PostgreSQL's port (default 54343)
 #   BENCH_DELIVERY_SETTINGS    extra postgresql.conf lines for the "after"
 #                              build, e.g. "aimroute.delivery_endpoint_concurrency = 16"
@@ -59,7 +62,7 @@ POSTFIX_DIR=
 [[ $MESSAGES =~ ^[1-9][0-9]*$ ]] || die "BENCH_DELIVERY_MESSAGES: \"$MESSAGES\" is not a positive whole number"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_DELIVERY_ROUNDS: \"$ROUNDS\" is not a positive whole number"
 for s in $SINKS; do
-	case $s in aiosmtpd | postfix) ;; *) die "BENCH_DELIVERY_SINKS: unknown sink \"$s\" (aiosmtpd, postfix)" ;; esac
+	case $s in aiosmtpd | fast | postfix) ;; *) die "BENCH_DELIVERY_SINKS: unknown sink \"$s\" (aiosmtpd, fast, postfix)" ;; esac
 done
 [ "$(id -u)" = 0 ] || die "run bench/delivery.sh as root (PostgreSQL runs as an unprivileged user)"
 
@@ -173,21 +176,32 @@ wait_sent() {
 	done
 }
 
-# start_aiosmtpd: test/servers/smtp_sink.py on a free port.
-start_aiosmtpd() {
-	local log=$WORK/aiosmtpd.jsonl out=$WORK/aiosmtpd.out i
+# start_python_sink SCRIPT NAME: the Python SMTP sink SCRIPT on a free port,
+# logging to $WORK/NAME.jsonl.
+start_python_sink() {
+	local script=$1 log=$WORK/$2.jsonl out=$WORK/$2.out i
 	rm -f "$log" "$out"
 	touch "$log" "$out"
 	chown "$RUN_USER:" "$log" "$out"
-	as_run_user /usr/bin/python3 "$AIMROUTE_ROOT/test/servers/smtp_sink.py" --port 0 --log "$log" >"$out" 2>&1 &
+	as_run_user /usr/bin/python3 "$script" --port 0 --log "$log" >"$out" 2>&1 &
 	for ((i = 0; ; i++)); do
 		grep -q '^ready ' "$out" && break
-		[ "$i" -lt 100 ] || die "the aiosmtpd sink did not start: $(cat "$out")"
+		[ "$i" -lt 100 ] || die "the $2 sink did not start: $(cat "$out")"
 		sleep 0.1
 	done
-	SINK_PID=$(pgrep -f -n "^/usr/bin/python3 $AIMROUTE_ROOT/test/servers/smtp_sink.py --port 0 --log $log")
+	SINK_PID=$(pgrep -f -n "^/usr/bin/python3 $script --port 0 --log $log")
 	SINK_URL="smtp://127.0.0.1:$(awk '/^ready / { print $2 }' "$out")"
 	POSTFIX_DIR=
+}
+
+# start_aiosmtpd: test/servers/smtp_sink.py on a free port.
+start_aiosmtpd() {
+	start_python_sink "$AIMROUTE_ROOT/test/servers/smtp_sink.py" aiosmtpd
+}
+
+# start_fast: bench/fast_smtp_sink.py on a free port.
+start_fast() {
+	start_python_sink "$AIMROUTE_ROOT/bench/fast_smtp_sink.py" fast
 }
 
 # start_postfix: Debian's Postfix in a directory of its own, loopback only,
@@ -283,12 +297,14 @@ for build in "${builds[@]}"; do
 done
 
 say "Delivery: $MESSAGES emails a burst, median of $ROUNDS bursts; target $TARGET msgs/s (issue 16)"
-printf '%-7s %-9s %9s %9s %8s %8s %12s %10s %12s\n' build sink msgs/s "/target" "p50 ms" "p99 ms" "sink CPU s" "sink CPU" "worker CPU s"
+printf '%-7s %-9s %9s %9s %8s %8s %12s %10s %12s %12s\n' build sink msgs/s "/target" "p50 ms" "p99 ms" "sink CPU s" "sink CPU" "worker CPU s" "worker µs/msg"
 for row in "${RESULTS[@]}"; do
 	IFS='|' read -r build sink rate seconds p50 p99 sink_cpu worker_cpu <<<"$row"
-	printf '%-7s %-9s %9s %9s %8s %8s %12s %9s%% %12s\n' "$build" "$sink" "$rate" \
+	printf '%-7s %-9s %9s %9s %8s %8s %12s %9s%% %12s %12s\n' "$build" "$sink" "$rate" \
 		"$(awk -v r="$rate" -v t="$TARGET" 'BEGIN { printf "%.2f", r / t }')" "$p50" "$p99" "$sink_cpu" \
-		"$(awk -v c="$sink_cpu" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / s }')" "$worker_cpu"
+		"$(awk -v c="$sink_cpu" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / s }')" "$worker_cpu" \
+		"$(awk -v c="$worker_cpu" -v n="$MESSAGES" 'BEGIN { printf "%.0f", 1e6 * c / n }')"
 done
 echo "msgs/s: delivered / (last finished_at - the burst's commit); p50/p99: finished_at - the commit; sink CPU %: the sink's CPU seconds over those seconds"
-echo "(100% = one core busy all along: that sink is the bottleneck).  Machine: $(nproc) cores, $(uname -r)."
+echo "(100% = one core busy all along: that sink is the bottleneck); worker µs/msg: the delivery worker's CPU over the burst, a message"
+echo "(it also expands the burst's leads into their messages).  Machine: $(nproc) cores, $(uname -r); load average now $(cut -d' ' -f1-3 /proc/loadavg)."

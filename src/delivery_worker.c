@@ -1115,16 +1115,20 @@ Record(Transfer *t)
 
 /*
  * RecordTogether records the outcomes of several sends in one statement of
- * one transaction (its caller's), in a subtransaction: when that raises --
- * delivery_record sets aside a message whose own record fails, so this is
- * a lock or the server, not a message -- it is rolled back, logged, and
- * false is returned, and the caller records each outcome on its own, as
- * the worker did before outcomes were recorded together.
+ * one transaction (its caller's), in a subtransaction:
+ * aimroute.delivery_record_batch records the deliveries set-based and the
+ * other outcomes one by one.  When that raises -- delivery_record sets
+ * aside a message whose own record fails, so this is a lock or the server,
+ * not a message -- it is rolled back, logged, and false is returned, and
+ * the caller records each outcome on its own, as the worker did before
+ * outcomes were recorded together.
  */
 static bool
 RecordTogether(List *transfers)
 {
-	static const char *const sql =
+	static const char *const sql = "SELECT aimroute.delivery_record_batch($1, $2, $3, $4, $5, $6)";
+	/* A database not updated to 0.2.0 has no delivery_record_batch. */
+	static const char *const old_sql =
 		"SELECT aimroute.delivery_record(r.message_id, r.attempt, r.curl_code, r.response_code,"
 		" r.response, r.smtp_command)"
 		" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
@@ -1171,7 +1175,7 @@ RecordTogether(List *transfers)
 	args[5] = PointerGetDatum(
 		construct_md_array(commands, no_command, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 
-	statement.sql = sql;
+	statement.sql = WorkerHasFunction("delivery_record_batch") ? sql : old_sql;
 	statement.nargs = 6;
 	statement.types = types;
 	statement.args = args;

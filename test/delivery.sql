@@ -7,7 +7,7 @@
 -- views.  t/003_delivery.pl sends the same messages over real SMTP and
 -- HTTP.  Everything is rolled back.
 BEGIN;
-SELECT plan(122);
+SELECT plan(141);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -407,6 +407,147 @@ SELECT is((SELECT string_agg(DISTINCT n.dealer_number || ':' || n.messages || ':
           'DQ-A:5:false:5 DQ-B:0:true:0 DQ-C:1:false:1', 'each lead of the batch by its own dealer''s recipients');
 SELECT throws_ok($$SELECT aimroute.delivery_expand(0)$$, '22023', 'max_leads must be 1 or more, not 0',
                  'delivery_expand: a bad max_leads');
+
+-- The claim, set-based: one claim of messages of every kind.  Plain ones
+-- (queued, their lead still with the dealer, their contact active) are
+-- leased and rendered together, without delivery_claim_one; a message to
+-- a suppressed contact, one whose lead moved, one whose lease ran out go
+-- through delivery_claim_one in the same claim.
+SET LOCAL track_functions = 'all';
+SELECT count(*) FROM delivery_claim(1000, '5 minutes');  -- what earlier tests left due, out of the way
+SELECT pg_temp.lead('sb expired', '49757');
+SELECT delivery_expand(1000);
+SELECT count(*) FROM delivery_claim(1000, '5 minutes');
+UPDATE outbox SET due_at = clock_timestamp() - interval '1 second',
+                  message_key = '<expired.' || message_id || '@oem.example>'
+ WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb expired') AND role = 'CC';
+SELECT pg_temp.lead('sb plain', '49757');
+SELECT pg_temp.lead('sb moved', '49757');
+SELECT delivery_expand(1000);
+SELECT reassign((SELECT lead_id FROM leads WHERE comment = 'sb moved'), 'DQ-C', 'customer moved');
+CREATE TEMP TABLE one_by_one AS
+    SELECT pg_stat_get_xact_function_calls('aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval)'::regprocedure) AS calls;
+CREATE TEMP TABLE sb_jobs AS
+    SELECT j.*, o.recipient AS to_whom, l.comment FROM delivery_claim(1000, '5 minutes') j
+      JOIN outbox o USING (message_id) JOIN leads l USING (lead_id)
+     WHERE l.comment LIKE 'sb %';
+SELECT is((SELECT string_agg(method || ':' || role || '=' || status || coalesce('/' || outcome, ''), ' ' ORDER BY message_id)
+             FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain')),
+          'email:To=failed/Suppressed email:CC=sending mobile:Push=sending crm:adf_http=sending crm:adf_email=sending',
+          'set-based claim: the plain messages are leased, the suppressed contact''s email is settled');
+SELECT is((SELECT string_agg(dealer_number || ':' || role || '=' || status || coalesce('/' || outcome, ''), ' ' ORDER BY message_id)
+             FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb moved') AND role IN ('CC', 'To')),
+          'DQ-A:To=cancelled/Cancelled DQ-A:CC=cancelled/Cancelled DQ-C:To=sending',
+          'the moved lead''s old messages are cancelled, its new dealer''s claimed');
+SELECT is((SELECT string_agg(a.outcome, ',' ORDER BY a.attempt_id) || ' ' || o.status || ' ' || o.attempts
+             FROM outbox o JOIN delivery_attempt_log a USING (message_id)
+            WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb expired') AND o.role = 'CC'
+            GROUP BY o.status, o.attempts),
+          'Interrupted sending 2', 'a lease run out: logged Interrupted and claimed again as the next attempt');
+SELECT is((SELECT message_key FROM sb_jobs WHERE comment = 'sb expired' AND to_whom = 'owner@a.example'),
+          (SELECT '<expired.' || message_id || '@oem.example>' FROM outbox
+            WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb expired') AND role = 'CC'),
+          'with the same key');
+SELECT is((SELECT count(*) FROM sb_jobs), 6::bigint,
+          'the claim returns the 5 plain messages and the one claimed again');
+SELECT is(pg_stat_get_xact_function_calls('aimroute.delivery_claim_one(aimroute.outbox, aimroute.settings, interval)'::regprocedure)
+              - (SELECT calls FROM one_by_one), 7::bigint,
+          'only the others go through delivery_claim_one: 1 suppressed, 5 cancelled, 1 interrupted');
+SELECT is((SELECT regexp_replace(payload, E'^Date: [^\r]*', '')
+             FROM sb_jobs WHERE comment = 'sb plain' AND to_whom = 'owner@a.example'),
+          (SELECT regexp_replace((delivery_render(o, s)).payload, E'^Date: [^\r]*', '') FROM outbox o, settings s
+            WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain') AND o.role = 'CC'),
+          'an email rendered with others is the email rendered on its own');
+SELECT is((SELECT string_agg(transport || ' ' || coalesce(content_type, '-'), ', ' ORDER BY message_id)
+             FROM sb_jobs WHERE comment = 'sb plain'),
+          'smtp -, http application/json, http application/xml, smtp -', 'each by its transport');
+
+-- Recording together: the deliveries set-based, every other outcome by
+-- delivery_record, as delivery_record alone would record them.
+SELECT is(delivery_record_batch(array_agg(j.message_id ORDER BY j.message_id), array_agg(j.attempt ORDER BY j.message_id),
+                                array_agg(CASE j.role WHEN 'adf_email' THEN 55 ELSE 0 END ORDER BY j.message_id),
+                                array_agg(CASE j.role WHEN 'adf_email' THEN 550 WHEN 'adf_http' THEN 500
+                                                      WHEN 'Push' THEN 202 ELSE 250 END ORDER BY j.message_id),
+                                array_agg(j.role || ' reply' ORDER BY j.message_id),
+                                array_agg(CASE WHEN j.transport = 'smtp' THEN 'DATA' END ORDER BY j.message_id)),
+          2, 'delivery_record_batch: two deliveries recorded together')
+  FROM (SELECT s.*, o.role FROM sb_jobs s JOIN outbox o USING (message_id) WHERE s.comment = 'sb plain') j;
+SELECT is((SELECT string_agg(role || '=' || status || '/' || outcome || '/' || coalesce(last_response, '-'), ' ' ORDER BY message_id)
+             FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain') AND role <> 'To'),
+          'CC=delivered/Delivered/CC reply Push=delivered/Delivered/Push reply adf_http=queued/Will retry/adf_http reply adf_email=failed/Hard Bounce/adf_email reply (after DATA)',
+          'delivered, retried and bounced as delivery_record judges them');
+SELECT is((SELECT string_agg(a.outcome || ':' || coalesce(a.response_code, 0), ' ' ORDER BY a.message_id)
+             FROM delivery_attempt_log a JOIN outbox o USING (message_id)
+            WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain') AND a.outcome <> 'Suppressed'),
+          'Delivered:250 Delivered:202 Will retry:500 Hard Bounce:550', 'each attempt logged once');
+SELECT is((SELECT count(*) FROM outbox o JOIN lead_notifications n USING (notification_id)
+            WHERE o.purpose = 'failure notice' AND n.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain')),
+          0::bigint, 'no failure notice while a message of the notice is still to be sent');
+UPDATE outbox SET due_at = clock_timestamp()
+ WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain') AND role = 'adf_http';
+CREATE TEMP TABLE sb_retry AS
+    SELECT j.* FROM delivery_claim(1000, '5 minutes') j JOIN outbox o USING (message_id)
+     WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain');
+SELECT is(delivery_record_batch(ARRAY[message_id, message_id + 1000000], ARRAY[attempt, 1], '{0,0}', '{200,200}',
+                                '{"HTTP 200",x}', '{NULL,NULL}'),
+          1, 'the last delivery of a notice recorded together (a message that is not being sent: ignored)')
+  FROM sb_retry;
+SELECT is((SELECT string_agg(o.recipient, ' ' ORDER BY o.recipient) FROM outbox o
+            WHERE o.purpose = 'failure notice'
+              AND o.notification_id = (SELECT notification_id FROM outbox
+                                        WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb plain') LIMIT 1)),
+          'manager@a.example ops@oem.example', 'that settles the notice: its failure notices are queued');
+
+-- A message whose claim raises is set aside; the others of the claim are
+-- claimed all the same (the set-based try fails, and the claim goes
+-- message by message).  So is a delivery whose record raises.
+CREATE FUNCTION pg_temp.planted_claim_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'sending' AND OLD.status = 'queued'
+       AND (SELECT comment FROM aimroute.leads WHERE lead_id = NEW.lead_id) = 'sb bad' AND NEW.role = 'CC' THEN
+        RAISE EXCEPTION 'planted claim fault';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER planted_claim_fault BEFORE UPDATE ON outbox FOR EACH ROW EXECUTE FUNCTION pg_temp.planted_claim_fault();
+SELECT pg_temp.lead('sb bad', '49757');
+SELECT delivery_expand(1000);
+CREATE TEMP TABLE bad_jobs AS
+    SELECT j.*, o.role FROM delivery_claim(1000, '5 minutes') j JOIN outbox o USING (message_id)
+     WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb bad');
+SELECT is((SELECT string_agg(role, ',' ORDER BY message_id) FROM bad_jobs), 'Push,adf_http,adf_email',
+          'a claim that raises for one message: the others are claimed');
+SELECT is((SELECT string_agg(role || '=' || status || coalesce('/' || outcome, '') || ':' || attempts, ' ' ORDER BY message_id)
+             FROM outbox WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb bad')),
+          'To=failed/Suppressed:0 CC=queued:0 Push=sending:1 adf_http=sending:1 adf_email=sending:1',
+          'and settled (the suppressed one) or leased');
+SELECT is((SELECT step || ' ' || error FROM set_aside_items
+            WHERE kind = 'message' AND item_id = (SELECT message_id FROM outbox
+                                                   WHERE lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb bad') AND role = 'CC')),
+          'claim planted claim fault', 'the bad one is set aside, queued, no attempt counted');
+DROP TRIGGER planted_claim_fault ON outbox;
+CREATE FUNCTION pg_temp.planted_record_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.outcome = 'Delivered' AND (SELECT role FROM aimroute.outbox WHERE message_id = NEW.message_id) = 'Push'
+       AND (SELECT comment FROM aimroute.leads l JOIN aimroute.outbox o USING (lead_id) WHERE o.message_id = NEW.message_id) = 'sb bad' THEN
+        RAISE EXCEPTION 'planted record fault';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER planted_record_fault BEFORE INSERT ON delivery_attempt_log FOR EACH ROW EXECUTE FUNCTION pg_temp.planted_record_fault();
+SELECT is(delivery_record_batch(array_agg(message_id ORDER BY message_id), array_agg(attempt ORDER BY message_id),
+                                array_fill(0, ARRAY[count(*)::integer]), array_fill(250, ARRAY[count(*)::integer]),
+                                array_fill('OK'::text, ARRAY[count(*)::integer]), array_fill(NULL::text, ARRAY[count(*)::integer])),
+          0, 'deliveries whose recording together raises are recorded one by one')
+  FROM bad_jobs;
+SELECT is((SELECT string_agg(o.role || '=' || o.status || coalesce('/' || f.step, ''), ' ' ORDER BY o.message_id)
+             FROM outbox o LEFT JOIN set_aside_items f ON f.kind = 'message' AND f.item_id = o.message_id
+            WHERE o.lead_id = (SELECT lead_id FROM leads WHERE comment = 'sb bad') AND o.role <> 'To'),
+          'CC=queued/claim Push=sending/record adf_http=delivered adf_email=delivered',
+          'the one whose record raises is set aside at its record step, the others delivered');
+DROP TRIGGER planted_record_fault ON delivery_attempt_log;
 
 -- The daily recap.
 SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '06:59') AT TIME ZONE 'America/Chicago'),
