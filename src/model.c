@@ -55,6 +55,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/dsm.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -222,17 +223,80 @@ OpenVersion(void)
 }
 
 /*
+ * Where the version row was last found: its relation's file and its place
+ * in block 0.  The row is updated in place of itself on every change of
+ * the configuration (a HOT update, nearly always on the same page), so the
+ * next read looks there first.
+ */
+static struct
+{
+	bool valid;
+	RelFileNode node;
+	ItemPointerData tid;
+} version_row;
+
+/*
+ * VersionFromTuple fills a key from the version row.
+ */
+static void
+VersionFromTuple(HeapTuple tuple, TupleDesc desc, int attnum, ModelKey *key, bool *own)
+{
+	bool isnull;
+	Datum d = heap_getattr(tuple, attnum, desc, &isnull);
+
+	if (!isnull)
+		key->version = DatumGetInt64(d);
+	/* The raw xmin: freezing the row does not change the key. */
+	key->xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
+	*own = TransactionIdIsCurrentTransactionId(key->xmin);
+}
+
+/*
+ * FetchRememberedVersion reads the version row where it was last found,
+ * when the snapshot sees it there; false, reading nothing, otherwise.
+ *
+ * Exact: the table holds one row for any snapshot (its primary key is a
+ * boolean that must be true), so a row of this table the snapshot sees is
+ * the row.  Only a place in block 0 is remembered: that block exists
+ * whenever the relation's file holds any row, and reading it never asks
+ * the kernel for the file's size, which a scan's start does.  A new file
+ * (TRUNCATE, VACUUM FULL, CLUSTER) is a new node, and the scan is used.
+ */
+static bool
+FetchRememberedVersion(Relation rel, Snapshot snapshot, int attnum, ModelKey *key, bool *own)
+{
+	HeapTupleData tuple;
+	Buffer buffer;
+
+	if (!version_row.valid || !RelFileNodeEquals(version_row.node, rel->rd_node) ||
+		ItemPointerGetBlockNumber(&version_row.tid) != 0)
+		return false;
+	tuple.t_self = version_row.tid;
+	if (!heap_fetch(rel, snapshot, &tuple, &buffer, true))
+	{
+		if (BufferIsValid(buffer))
+			ReleaseBuffer(buffer);
+		return false;
+	}
+	VersionFromTuple(&tuple, RelationGetDescr(rel), attnum, key, own);
+	ReleaseBuffer(buffer);
+	return true;
+}
+
+/*
  * ReadVersion reads aimroute.config_version under the active snapshot, the
  * one routing's queries use: the key of the configuration it sees, and
  * whether this transaction wrote that version (own).  It reads the heap
- * directly: this runs for every lead, and a one-row scan costs less than
- * executing a query.  The number is not confidential, so no privilege is
- * checked.
+ * directly: this runs for every statement that routes, and fetching the
+ * one row where it was last seen costs less than a scan, which costs less
+ * than executing a query.  The number is not confidential, so no
+ * privilege is checked.
  */
 static void
 ReadVersion(ModelKey *key, bool *own)
 {
 	Relation rel;
+	Snapshot snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 	TableScanDesc scan;
 	HeapTuple tuple;
 	int attnum;
@@ -244,21 +308,23 @@ ReadVersion(ModelKey *key, bool *own)
 	rel = OpenVersion();
 	key->relid = RelationGetRelid(rel);
 	attnum = SPI_fnumber(RelationGetDescr(rel), "version");
-	scan = table_beginscan(
-		rel, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 0, NULL);
+	if (attnum > 0 && FetchRememberedVersion(rel, snapshot, attnum, key, own))
+	{
+		table_close(rel, AccessShareLock);
+		return;
+	}
+	version_row.valid = false;
+	scan = table_beginscan(rel, snapshot, 0, NULL);
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		bool isnull;
-		Datum d = heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
-
-		if (attnum > 0 && !isnull)
-			key->version = DatumGetInt64(d);
-		/* The raw xmin: freezing the row does not change the key. */
-		key->xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
-		*own = TransactionIdIsCurrentTransactionId(key->xmin);
+		if (attnum > 0)
+			VersionFromTuple(tuple, RelationGetDescr(rel), attnum, key, own);
+		version_row.node = rel->rd_node;
+		version_row.tid = tuple->t_self;
 		rows++;
 	}
 	table_endscan(scan);
+	version_row.valid = rows == 1 && attnum > 0;
 	table_close(rel, AccessShareLock);
 	if (rows != 1 || attnum <= 0)
 		ereport(ERROR,

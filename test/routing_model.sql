@@ -9,7 +9,7 @@
 -- and commits, "rr" reads in REPEATABLE READ.  What "w" commits is removed
 -- at the end.
 BEGIN;
-SELECT plan(24);
+SELECT plan(32);
 -- PostGIS is in public, in a schema of its own or in aimroute
 -- (t/lib/Placement.pm): the reference below calls ST_Distance.
 SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
@@ -161,6 +161,38 @@ SELECT is((SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL,
           (SELECT x.answer FROM dblink('fresh', $q$SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
                                AS x(answer text)),
           'the model rebuilt here and one built from scratch in a new session: the same dealer, distance and explanation');
+
+-- The version row is read where it was last seen, on the table's first
+-- page, when the snapshot sees it there; otherwise the table is scanned.
+-- A new file (VACUUM FULL), and the row pushed off the first page by
+-- versions an old snapshot still sees, change nothing: each statement
+-- routes by the version its snapshot sees.
+CREATE TEMP TABLE wide_radius AS SELECT pg_temp.routed() AS answer;
+SELECT dblink_exec('w', 'VACUUM FULL aimroute.config_version');
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1$$);
+SELECT is(pg_temp.routed(), 'RC-HQ Default', 'after VACUUM FULL of config_version: the 1-mile radius counts');
+SELECT dblink_exec('rr', 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+SELECT is(pg_temp.routed('rr'), 'RC-HQ Default', 'REPEATABLE READ: routed by the 1-mile radius');
+SELECT dblink_exec('w', $$
+    DO $d$
+    BEGIN
+        FOR i IN 1..400 LOOP
+            UPDATE aimroute.settings SET radius_miles = CASE WHEN i % 2 = 0 THEN 1500 ELSE 1 END;
+        END LOOP;
+    END
+    $d$
+$$);
+SELECT cmp_ok((SELECT (ctid::text::point)[0] FROM aimroute.config_version), '>', 0::float8,
+              'the version row now lives past the first page of config_version');
+SELECT is(pg_temp.routed(), (SELECT answer FROM wide_radius), 'the row off the first page: the wide radius again');
+SELECT is(pg_temp.routed('rr'), 'RC-HQ Default', 'REPEATABLE READ: still its snapshot''s radius, on the first page');
+SELECT dblink_exec('rr', 'COMMIT');
+SELECT is(pg_temp.routed('rr'), (SELECT answer FROM wide_radius), 'after COMMIT: the wide radius');
+SELECT dblink_exec('w', 'VACUUM aimroute.config_version');
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1$$);
+SELECT is(pg_temp.routed(), 'RC-HQ Default', 'after VACUUM and one more change: the 1-mile radius');
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1500$$);
+SELECT is(pg_temp.routed(), (SELECT answer FROM wide_radius), 'and back: the wide radius');
 
 -- routing_cache_info() tells what the session holds and when it changed.
 SELECT ok((SELECT enabled AND dealers >= 3 AND postal_codes >= 1 AND memory_bytes > 0 AND build_ms >= 0
