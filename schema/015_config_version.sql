@@ -60,6 +60,6 @@ CREATE FUNCTION aimroute.routing_cache_info(
     AS 'MODULE_PATHNAME', 'aimroute_routing_cache_info'
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
-    'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds, its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: postal codes looked up, settings). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
+    'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds (dealers, territories, postal_codes: every row of aimroute.postal_codes), its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: settings, PostGIS call info). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 REVOKE EXECUTE ON FUNCTION aimroute.routing_cache_info() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.routing_cache_info() TO aimroute_admin;

@@ -561,9 +561,15 @@ aimroute_dealer_distance_miles(PG_FUNCTION_ARGS)
 	int pinned = PinSearchPath();
 	Model *model = ModelCurrent();
 	int dealer = ModelFindDealer(model, dealer_number);
-	Place *place = dealer >= 0 ? ModelPlace(model, country, postal_code) : NULL;
-	double metres =
-		place != NULL && place->has_centroid ? ModelDistance(model, dealer, place->centroid) : NAN;
+	Place place;
+	double metres = NAN;
+
+	if (dealer >= 0)
+	{
+		ModelPlace(model, country, postal_code, &place);
+		if (place.has_centroid)
+			metres = ModelDistance(model, dealer, place.centroid);
+	}
 
 	RestoreSearchPath(pinned);
 	if (isnan(metres))

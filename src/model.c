@@ -15,9 +15,14 @@
  * (model_share.c); otherwise, or when the backend's own transaction changed
  * the configuration, the backend builds the same block in its own memory.
  * The search reads it the same way wherever it is.  What cannot be shared
- * stays with each backend (Model): the PostGIS functions' call info, the
- * settings' time zone, and the postal codes looked up so far, copied as
- * leads look them up.
+ * stays with each backend (Model): the PostGIS functions' call info and
+ * the settings' time zone.
+ *
+ * The model holds every postal code of aimroute.postal_codes too (about
+ * 46,000 with the bundled file), with its centre point already on the
+ * unit sphere: a lead's postal code is a binary search, in the first
+ * session as in the thousandth, instead of an index probe the first time
+ * a session meets the code.
  *
  * The model is never stale: every statement that changes one of those
  * tables gives aimroute.config_version a new, never reused number (a
@@ -42,32 +47,27 @@
 
 #include <math.h>
 
-#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
-#include "access/stratnum.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "executor/executor.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/dsm.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
-#include "utils/relcache.h"
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "utils/datum.h"
 #include "utils/memutils.h"
 
 #include "model.h"
@@ -78,7 +78,6 @@
 #include "search_path.h"
 
 #define EARTH_MEAN_RADIUS_M 6371008.7714  /* WGS84 mean radius */
-#define MAX_PLACES			200000		  /* postal codes kept before starting over */
 #define FIRST_BLOCK			(1024 * 1024) /* a model's bytes to start building with */
 
 PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
@@ -130,11 +129,10 @@ static int ReadQuery(const char *sql, bool read_only, long count);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
-static HTAB *NewPlaceTable(MemoryContext context);
 static void FindPostgisFunctions(Model *c);
 static bool PointLatLon(Model *c, Datum point, double *lat, double *lon);
 static bool CallNullable(FmgrInfo *fn, Datum arg, Datum *result);
-static void FindPostalCodes(Model *c);
+static void LoadPostalCodes(Builder *b);
 
 /*
  * The arrays of a 3-d tree, as addresses in one backend: the search and
@@ -499,8 +497,6 @@ NewModel(void)
 
 	m->context = context;
 	FindPostgisFunctions(m);
-	FindPostalCodes(m);
-	m->places = NewPlaceTable(context);
 	return m;
 }
 
@@ -590,7 +586,7 @@ aimroute_routing_cache_info(PG_FUNCTION_ARGS)
 	values[3] = Float8GetDatum(c->data->build_ms);
 	values[4] = Int32GetDatum(c->data->ndealers);
 	values[5] = Int32GetDatum(c->data->nterritories);
-	values[6] = Int64GetDatum(hash_get_num_entries(c->places));
+	values[6] = Int64GetDatum(c->data->npostal);
 	values[7] = Int64GetDatum((int64) c->data->size);
 	values[8] = CStringGetTextDatum(c->segment != NULL ? "shared" : "local");
 	values[9] = Int64GetDatum(session);
@@ -629,6 +625,7 @@ Build(Model *m, const ModelKey *key)
 	LoadDealers(&b);
 	LoadDealerLinks(&b);
 	LoadTerritories(&b);
+	LoadPostalCodes(&b);
 	BuildGroups(&b);
 	BuildTrees(&b);
 	SpiFinishPinned(pinned);
@@ -785,32 +782,6 @@ PointLatLon(Model *c, Datum point, double *lat, double *lon)
 	*lat = DatumGetFloat8(y);
 	*lon = DatumGetFloat8(x);
 	return true;
-}
-
-/*
- * FindPostalCodes finds aimroute.postal_codes, its primary key and the
- * columns LookUpPlace reads.
- */
-static void
-FindPostalCodes(Model *c)
-{
-	static const char *const columns[4] = { "place_name", "state_code", "county", "centroid" };
-	Relation rel;
-
-	c->postal_relid = get_relname_relid("postal_codes", get_namespace_oid("aimroute", false));
-	if (!OidIsValid(c->postal_relid))
-		elog(ERROR, "aimroute.postal_codes does not exist");
-	rel = table_open(c->postal_relid, AccessShareLock);
-	c->postal_index = RelationGetPrimaryKeyIndex(rel);
-	table_close(rel, AccessShareLock);
-	if (!OidIsValid(c->postal_index))
-		elog(ERROR, "aimroute.postal_codes has no primary key");
-	for (int i = 0; i < 4; i++)
-	{
-		c->postal_att[i] = get_attnum(c->postal_relid, columns[i]);
-		if (c->postal_att[i] == InvalidAttrNumber)
-			elog(ERROR, "aimroute.postal_codes has no column \"%s\"", columns[i]);
-	}
 }
 
 /*
@@ -1249,6 +1220,94 @@ LoadTerritories(Builder *b)
 	HEAD(b)->nterritories = n;
 	qsort_arg(At(b, territories, ModelTerritory), n, sizeof(ModelTerritory), CompareTerritories,
 			  b->bytes);
+}
+
+/*
+ * PostalHash hashes a country and postal code: the same in every backend,
+ * as the slots of a shared model need.
+ */
+static uint32
+PostalHash(const char *country, const char *code)
+{
+	return hash_combine(hash_bytes((const unsigned char *) country, strlen(country)),
+						hash_bytes((const unsigned char *) code, strlen(code)));
+}
+
+/*
+ * LoadPostalCodes copies aimroute.postal_codes, each centre point with its
+ * place on the unit sphere, into a hash table of open addressing (linear
+ * probing): a lead's code is found in one or two probes.  Each row is kept
+ * next to its strings and centre point, so that finding a code touches
+ * little more than its slot and its row.
+ */
+static void
+LoadPostalCodes(Builder *b)
+{
+	ModelRef slots;
+	uint64 nslots = 16; /* too many for the model's 4 GB: Keep says so */
+	int n = 0;
+
+	if (ReadQuery("SELECT country, postal_code, place_name, state_code, county, centroid"
+				  " FROM aimroute.postal_codes",
+				  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read aimroute.postal_codes");
+	while (nslots < SPI_processed * 2)
+		nslots *= 2;
+	slots = Keep(b, sizeof(PostalSlot) * nslots);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple tuple = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		PostalRow p = { 0 };
+		ModelRef row;
+		bool isnull;
+		Datum centroid = SPI_getbinval(tuple, desc, 6, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(scratch);
+		double lat;
+		double lon;
+		uint32 hash;
+		uint32 at;
+
+		/* Country and code are NOT NULL: a row without them could match no lead. */
+		if (heap_attisnull(tuple, 1, desc) || heap_attisnull(tuple, 2, desc))
+		{
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		row = Keep(b, sizeof(PostalRow));
+		p.country = KeepText(b, tuple, desc, 1);
+		p.code = KeepText(b, tuple, desc, 2);
+		p.place_name = KeepText(b, tuple, desc, 3);
+		p.state_code = KeepText(b, tuple, desc, 4);
+		p.county = KeepText(b, tuple, desc, 5);
+		if (!isnull)
+		{
+			centroid = PointerGetDatum(PG_DETOAST_DATUM(centroid));
+			if (PointLatLon(b->model, centroid, &lat, &lon))
+			{
+				Size size = VARSIZE_ANY(DatumGetPointer(centroid));
+
+				p.centroid = Keep(b, size);
+				memcpy(At(b, p.centroid, char), DatumGetPointer(centroid), size);
+				UnitVector(lat, lon, p.xyz);
+			}
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(scratch);
+		*At(b, row, PostalRow) = p;
+
+		/* The primary key makes (country, code) unique: no duplicate to find. */
+		hash = PostalHash(b->bytes + p.country, b->bytes + p.code);
+		for (at = hash & (nslots - 1); At(b, slots, PostalSlot)[at].row != 0;
+			 at = (at + 1) & (nslots - 1))
+			;
+		At(b, slots, PostalSlot)[at] = (PostalSlot){ hash, row };
+		n++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	HEAD(b)->npostal = n;
+	HEAD(b)->postal_slots = slots;
+	HEAD(b)->npostal_slots = (uint32) nslots;
 }
 
 /*
@@ -2121,21 +2180,6 @@ ModelTerritories(Model *c, const char *country, const char *postal, const char *
 }
 
 /*
- * NewPlaceTable starts an empty table of looked-up postal codes.
- */
-static HTAB *
-NewPlaceTable(MemoryContext context)
-{
-	HASHCTL ctl;
-
-	ctl.keysize = sizeof(((Place *) NULL)->key);
-	ctl.entrysize = sizeof(Place);
-	ctl.hcxt = context;
-	return hash_create("aimroute postal codes", 1024, &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-}
-
-/*
  * CallNullable calls a one-argument function; false when it returns NULL.
  */
 static bool
@@ -2151,115 +2195,56 @@ CallNullable(FmgrInfo *fn, Datum arg, Datum *result)
 }
 
 /*
- * LookUpPlace reads one postal code of aimroute.postal_codes into place,
- * allocating in the current memory context; false when it is not there.
- * It probes the primary key directly under the active snapshot: a postal
- * code not seen before is routine on the INSERT path, and an index probe
- * costs a fraction of executing a query.
+ * FindPostal finds a postal code of a country in the model; NULL when
+ * aimroute.postal_codes does not have it.
  */
-static bool
-LookUpPlace(Model *c, const char *country, const char *code, Place *place)
+static const PostalRow *
+FindPostal(Model *c, const char *country, const char *code)
 {
-	Relation heap = table_open(c->postal_relid, AccessShareLock);
-	Relation index = index_open(c->postal_index, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(heap, NULL);
-	IndexScanDesc scan;
-	ScanKeyData keys[2];
-	bool found;
+	const PostalSlot *slots = ModelAt(c, c->data->postal_slots);
+	uint32 mask = c->data->npostal_slots - 1;
+	uint32 hash = PostalHash(country, code);
 
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(country));
-	keys[0].sk_collation = index->rd_indcollation[0];
-	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(code));
-	keys[1].sk_collation = index->rd_indcollation[1];
-	scan = index_beginscan(
-		heap, index, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found)
+	for (uint32 at = hash & mask; slots[at].row != 0; at = (at + 1) & mask)
 	{
-		bool isnull;
-		Datum d;
-		double lat;
-		double lon;
+		const PostalRow *row = ModelAt(c, slots[at].row);
 
-		place->known = true;
-		d = slot_getattr(slot, c->postal_att[0], &isnull);
-		place->place_name = isnull ? NULL : TextDatumGetCString(d);
-		d = slot_getattr(slot, c->postal_att[1], &isnull);
-		place->state_code = isnull ? NULL : TextDatumGetCString(d);
-		d = slot_getattr(slot, c->postal_att[2], &isnull);
-		place->county = isnull ? NULL : TextDatumGetCString(d);
-		d = slot_getattr(slot, c->postal_att[3], &isnull);
-		if (!isnull && PointLatLon(c, d, &lat, &lon))
-		{
-			place->has_centroid = true;
-			place->centroid = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-			UnitVector(lat, lon, place->xyz);
-		}
+		if (slots[at].hash == hash && strcmp(c->base + row->code, code) == 0 &&
+			strcmp(c->base + row->country, country) == 0)
+			return row;
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(heap, AccessShareLock);
-	return found;
+	return NULL;
 }
 
 /*
- * ModelPlace finds a postal code (normalized lexically) of a country,
- * with the fallback of PostalResolve (a Canadian code's FSA) when the code
- * is not known.  The answer is kept for the next lead; a
- * code too long for the table's key is looked up every time, in the
- * caller's memory context.
+ * ModelPlace finds a postal code (normalized lexically) of a country, with
+ * the fallback of PostalResolve (a Canadian code's FSA) when the code is
+ * not known.  What it fills in place points into lexical or the model's
+ * bytes.
  */
-Place *
-ModelPlace(Model *c, const char *country, const char *lexical)
+void
+ModelPlace(Model *c, const char *country, const char *lexical, Place *place)
 {
-	char key[sizeof(((Place *) NULL)->key)];
-	Place *place;
-	bool keep = strlen(country) + 1 + strlen(lexical) < sizeof(key);
-	MemoryContext old = CurrentMemoryContext;
-	bool found;
+	const PostalRow *row = FindPostal(c, country, lexical);
+	char *fallback;
 
-	if (keep)
+	memset(place, 0, sizeof(*place));
+	place->code = lexical;
+	if (row == NULL && (fallback = PostalFallback(country, lexical)) != NULL)
 	{
-		snprintf(key, sizeof(key), "%s:%s", country, lexical);
-		place = hash_search(c->places, key, HASH_FIND, NULL);
-		if (place != NULL)
-			return place;
-		if (hash_get_num_entries(c->places) >= MAX_PLACES)
-		{
-			hash_destroy(c->places);
-			c->places = NewPlaceTable(c->context);
-		}
-		place = hash_search(c->places, key, HASH_ENTER, &found);
-		memset((char *) place + sizeof(key), 0, sizeof(Place) - sizeof(key));
+		place->code = fallback;
+		row = FindPostal(c, country, fallback);
 	}
-	else
-		place = palloc0(sizeof(Place));
-
-	PG_TRY();
+	if (row == NULL)
+		return;
+	place->known = true;
+	place->place_name = ModelText(c, row->place_name);
+	place->state_code = ModelText(c, row->state_code);
+	place->county = ModelText(c, row->county);
+	if (row->centroid != 0)
 	{
-		char *fallback;
-
-		/* What the place holds lives as long as the place. */
-		MemoryContextSwitchTo(keep ? c->context : old);
-		place->code = pstrdup(lexical);
-		if (!LookUpPlace(c, country, lexical, place) &&
-			(fallback = PostalFallback(country, lexical)) != NULL)
-		{
-			place->code = fallback;
-			LookUpPlace(c, country, place->code, place);
-		}
+		place->has_centroid = true;
+		place->centroid = PointerGetDatum(ModelAt(c, row->centroid));
+		memcpy(place->xyz, row->xyz, sizeof(place->xyz));
 	}
-	PG_CATCH();
-	{
-		/* Leave no half-filled entry behind. */
-		MemoryContextSwitchTo(old);
-		if (keep)
-			hash_search(c->places, key, HASH_REMOVE, NULL);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-	return place;
 }
