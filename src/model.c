@@ -79,6 +79,7 @@
 
 #define EARTH_MEAN_RADIUS_M 6371008.7714  /* WGS84 mean radius */
 #define FIRST_BLOCK			(1024 * 1024) /* a model's bytes to start building with */
+#define RECENT_PLACES		4096		  /* postal codes a session keeps before starting over */
 
 PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
 
@@ -133,6 +134,7 @@ static void FindPostgisFunctions(Model *c);
 static bool PointLatLon(Model *c, Datum point, double *lat, double *lon);
 static bool CallNullable(FmgrInfo *fn, Datum arg, Datum *result);
 static void LoadPostalCodes(Builder *b);
+static HTAB *NewRecentPlaces(MemoryContext context);
 
 /*
  * The arrays of a 3-d tree, as addresses in one backend: the search and
@@ -2217,13 +2219,13 @@ FindPostal(Model *c, const char *country, const char *code)
 }
 
 /*
- * ModelPlace finds a postal code (normalized lexically) of a country, with
- * the fallback of PostalResolve (a Canadian code's FSA) when the code is
- * not known.  What it fills in place points into lexical or the model's
- * bytes.
+ * PlaceInModel finds a postal code (normalized lexically) of a country in
+ * the model, with the fallback of PostalResolve (a Canadian code's FSA)
+ * when the code is not known.  What it fills in place points into lexical
+ * or the model's bytes.
  */
-void
-ModelPlace(Model *c, const char *country, const char *lexical, Place *place)
+static void
+PlaceInModel(Model *c, const char *country, const char *lexical, Place *place)
 {
 	const PostalRow *row = FindPostal(c, country, lexical);
 	char *fallback;
@@ -2247,4 +2249,136 @@ ModelPlace(Model *c, const char *country, const char *lexical, Place *place)
 		place->centroid = PointerGetDatum(ModelAt(c, row->centroid));
 		memcpy(place->xyz, row->xyz, sizeof(place->xyz));
 	}
+}
+
+/*
+ * A postal code looked up lately, copied into the session's memory with
+ * what routing reads of it.  The codes a session meets again and again
+ * (one web form's region, one dealer's market) are found here without
+ * touching the model's postal codes: megabytes, where each look-up is a
+ * cache and TLB miss or two.
+ */
+typedef struct RecentKey
+{
+	char country[4];
+	char lexical[16]; /* the code as asked for, zero-padded */
+} RecentKey;
+
+typedef struct RecentPlace
+{
+	RecentKey key;
+	Place place; /* its strings and centre point are in bytes */
+	char bytes[200];
+} RecentPlace;
+
+/*
+ * CopyInto copies size bytes to the free part of a recent place's bytes;
+ * NULL when they do not fit.
+ */
+static const char *
+CopyInto(RecentPlace *r, Size *used, const void *data, Size size)
+{
+	char *to = r->bytes + *used;
+
+	if (*used + size > sizeof(r->bytes))
+		return NULL;
+	memcpy(to, data, size);
+	*used += size;
+	return to;
+}
+
+/*
+ * CopyText copies a string, NULL for NULL, to a recent place's bytes; false
+ * when it does not fit.
+ */
+static bool
+CopyText(RecentPlace *r, Size *used, const char **s)
+{
+	if (*s == NULL)
+		return true;
+	*s = CopyInto(r, used, *s, strlen(*s) + 1);
+	return *s != NULL;
+}
+
+/*
+ * Remember keeps a place looked up among the recent places, when it fits.
+ */
+static void
+Remember(Model *c, const RecentKey *key, const Place *place)
+{
+	RecentPlace *r;
+	Size used = 0;
+	Place copy = *place;
+	bool fits;
+
+	if (hash_get_num_entries(c->recent) >= RECENT_PLACES)
+	{
+		hash_destroy(c->recent);
+		c->recent = NewRecentPlaces(c->context);
+	}
+	r = hash_search(c->recent, key, HASH_ENTER, NULL);
+	fits = CopyText(r, &used, &copy.code) && CopyText(r, &used, &copy.place_name) &&
+		   CopyText(r, &used, &copy.state_code) && CopyText(r, &used, &copy.county);
+	if (fits && copy.has_centroid)
+	{
+		/* The centre point's varlena, aligned like a palloc'd one. */
+		used = MAXALIGN(used);
+		copy.centroid = PointerGetDatum(CopyInto(r, &used, DatumGetPointer(place->centroid),
+												 VARSIZE_ANY(DatumGetPointer(place->centroid))));
+		fits = DatumGetPointer(copy.centroid) != NULL;
+	}
+	if (!fits)
+	{
+		hash_search(c->recent, key, HASH_REMOVE, NULL);
+		return;
+	}
+	r->place = copy;
+}
+
+/*
+ * NewRecentPlaces starts an empty table of recent places.
+ */
+static HTAB *
+NewRecentPlaces(MemoryContext context)
+{
+	HASHCTL ctl;
+
+	ctl.keysize = sizeof(RecentKey);
+	ctl.entrysize = sizeof(RecentPlace);
+	ctl.hcxt = context;
+	return hash_create("aimroute recent postal codes", 256, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * ModelPlace finds a postal code (normalized lexically) of a country, with
+ * the fallback of PostalResolve (a Canadian code's FSA) when the code is
+ * not known: in the session's recent places, else in the model, and keeps
+ * it among the recent places.  What it fills in place is valid until the
+ * next ModelPlace.
+ */
+void
+ModelPlace(Model *c, const char *country, const char *lexical, Place *place)
+{
+	RecentKey key;
+	RecentPlace *r;
+
+	if (strlen(country) >= sizeof(key.country) || strlen(lexical) >= sizeof(key.lexical))
+	{
+		PlaceInModel(c, country, lexical, place);
+		return;
+	}
+	memset(&key, 0, sizeof(key));
+	strcpy(key.country, country);
+	strcpy(key.lexical, lexical);
+	if (c->recent == NULL)
+		c->recent = NewRecentPlaces(c->context);
+	r = hash_search(c->recent, &key, HASH_FIND, NULL);
+	if (r != NULL)
+	{
+		*place = r->place;
+		return;
+	}
+	PlaceInModel(c, country, lexical, place);
+	Remember(c, &key, place);
 }

@@ -172,6 +172,7 @@ typedef struct Model
 	struct dsm_segment *segment; /* the bytes are in this shared segment, or */
 	MemoryContext bytes_context; /* in this child of context */
 	RoutingSettings settings;
+	HTAB *recent;		  /* postal codes looked up lately (RecentPlace): NULL until the first */
 	FmgrInfo distance;	  /* PostGIS st_distance(geography, geography, boolean) */
 	FmgrInfo to_geometry; /* PostGIS geometry(geography) */
 	FmgrInfo st_x;		  /* PostGIS st_x(geometry) */
