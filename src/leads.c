@@ -81,7 +81,18 @@ typedef struct LeadColumns
 	Datum match_values[MATCH_REROUTE + 1];
 } LeadColumns;
 
-/* The columns routing writes into a new lead, for heap_modify_tuple_by_cols. */
+/*
+ * A new lead's columns, taken apart once: each read of a column of a row
+ * with nulls would otherwise walk the row from its start, and writing the
+ * routed columns would take it apart again.
+ */
+typedef struct LeadRow
+{
+	Datum *values;
+	bool *nulls;
+} LeadRow;
+
+/* The columns routing writes into a new lead. */
 typedef struct LeadChanges
 {
 	int n;
@@ -92,15 +103,16 @@ typedef struct LeadChanges
 
 static int ColumnNumber(TupleDesc desc, const char *name);
 static void LeadColumnsFor(TupleDesc desc, LeadColumns *c);
-static char *GetTextColumn(HeapTuple tuple, TupleDesc desc, int attnum);
+static char *GetTextColumn(const LeadRow *row, int attnum);
 static Datum MatchTypeDatum(Oid enum_type, MatchKind match);
 static void ReadExcluded(ArrayType *array, RouteRequest *request);
 static char *DealerName(const char *dealer_number);
 static char *TextArg(FunctionCallInfo fcinfo, int i);
 static void ReadRequestArgs(FunctionCallInfo fcinfo, RouteRequest *request);
-static bool ArrivedRouted(HeapTuple tuple, TupleDesc desc, const LeadColumns *c);
-static void ReadLeadRequest(HeapTuple tuple, TupleDesc desc, const LeadColumns *c,
-							RouteRequest *request);
+static bool ArrivedRouted(const LeadRow *row, const LeadColumns *c);
+static void ReadLeadRequest(const LeadRow *row, const LeadColumns *c, RouteRequest *request);
+static HeapTuple RoutedTuple(HeapTuple tuple, TupleDesc desc, LeadRow *row,
+							 const LeadChanges *changes);
 static void SetColumn(LeadChanges *changes, int attnum, Datum value, bool isnull);
 static void SetTextColumn(LeadChanges *changes, int attnum, const char *value);
 static void RoutedColumns(LeadChanges *changes, TupleDesc desc, const LeadColumns *c,
@@ -177,15 +189,12 @@ LeadColumnsFor(TupleDesc desc, LeadColumns *c)
 }
 
 /*
- * GetTextColumn reads a text column of a tuple, or NULL.
+ * GetTextColumn reads a text column of a new lead, or NULL.
  */
 static char *
-GetTextColumn(HeapTuple tuple, TupleDesc desc, int attnum)
+GetTextColumn(const LeadRow *row, int attnum)
 {
-	bool isnull;
-	Datum d = heap_getattr(tuple, attnum, desc, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
+	return row->nulls[attnum - 1] ? NULL : TextDatumGetCString(row->values[attnum - 1]);
 }
 
 /*
@@ -280,34 +289,54 @@ DealerName(const char *dealer_number)
  * INSERT never writes an explanation.
  */
 static bool
-ArrivedRouted(HeapTuple tuple, TupleDesc desc, const LeadColumns *c)
+ArrivedRouted(const LeadRow *row, const LeadColumns *c)
 {
-	bool isnull;
-	Datum log;
+	int log = c->attnum[LC_ROUTING_LOG] - 1;
 	ArrayType *steps;
 
-	if (heap_attisnull(tuple, c->attnum[LC_MATCH_TYPE], desc) ||
-		heap_attisnull(tuple, c->attnum[LC_ROUTED_AT], desc))
+	if (row->nulls[c->attnum[LC_MATCH_TYPE] - 1] || row->nulls[c->attnum[LC_ROUTED_AT] - 1] ||
+		row->nulls[log])
 		return false;
-	log = heap_getattr(tuple, c->attnum[LC_ROUTING_LOG], desc, &isnull);
-	steps = isnull ? NULL : DatumGetArrayTypeP(log);
-	return steps != NULL && ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps)) > 0;
+	steps = DatumGetArrayTypeP(row->values[log]);
+	return ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps)) > 0;
 }
 
 /*
  * ReadLeadRequest reads what routing needs of a new lead.
  */
 static void
-ReadLeadRequest(HeapTuple tuple, TupleDesc desc, const LeadColumns *c, RouteRequest *request)
+ReadLeadRequest(const LeadRow *row, const LeadColumns *c, RouteRequest *request)
 {
 	memset(request, 0, sizeof(*request));
-	request->country = GetTextColumn(tuple, desc, c->attnum[LC_COUNTRY]);
-	request->postal_code = GetTextColumn(tuple, desc, c->attnum[LC_POSTAL_CODE]);
-	request->state_code = GetTextColumn(tuple, desc, c->attnum[LC_STATE_CODE]);
-	request->brand_code = GetTextColumn(tuple, desc, c->attnum[LC_BRAND_CODE]);
-	request->product_code = GetTextColumn(tuple, desc, c->attnum[LC_PRODUCT_CODE]);
-	request->dealer_number = GetTextColumn(tuple, desc, c->attnum[LC_DEALER_NUMBER]);
-	request->dealer_group = GetTextColumn(tuple, desc, c->attnum[LC_DEALER_GROUP]);
+	request->country = GetTextColumn(row, c->attnum[LC_COUNTRY]);
+	request->postal_code = GetTextColumn(row, c->attnum[LC_POSTAL_CODE]);
+	request->state_code = GetTextColumn(row, c->attnum[LC_STATE_CODE]);
+	request->brand_code = GetTextColumn(row, c->attnum[LC_BRAND_CODE]);
+	request->product_code = GetTextColumn(row, c->attnum[LC_PRODUCT_CODE]);
+	request->dealer_number = GetTextColumn(row, c->attnum[LC_DEALER_NUMBER]);
+	request->dealer_group = GetTextColumn(row, c->attnum[LC_DEALER_GROUP]);
+}
+
+/*
+ * RoutedTuple makes the routed lead: the new lead's columns with the
+ * changes written in, and the new lead's identity, as
+ * heap_modify_tuple_by_cols makes it.
+ */
+static HeapTuple
+RoutedTuple(HeapTuple tuple, TupleDesc desc, LeadRow *row, const LeadChanges *changes)
+{
+	HeapTuple routed;
+
+	for (int i = 0; i < changes->n; i++)
+	{
+		row->values[changes->attnums[i] - 1] = changes->values[i];
+		row->nulls[changes->attnums[i] - 1] = changes->nulls[i];
+	}
+	routed = heap_form_tuple(desc, row->values, row->nulls);
+	routed->t_data->t_ctid = tuple->t_data->t_ctid;
+	routed->t_self = tuple->t_self;
+	routed->t_tableOid = tuple->t_tableOid;
+	return routed;
 }
 
 /*
@@ -385,8 +414,8 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	RouteRequest request;
 	RouteResult result;
 	LeadChanges changes;
+	LeadRow row;
 	bool send;
-	bool isnull;
 	int pinned;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -395,11 +424,14 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 	desc = trigdata->tg_relation->rd_att;
 	tuple = trigdata->tg_trigtuple;
 	LeadColumnsFor(desc, &c);
-	if (ArrivedRouted(tuple, desc, &c))
+	row.values = palloc(sizeof(Datum) * desc->natts);
+	row.nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tuple, desc, row.values, row.nulls);
+	if (ArrivedRouted(&row, &c))
 		return PointerGetDatum(tuple);
-	ReadLeadRequest(tuple, desc, &c, &request);
-	send = DatumGetBool(heap_getattr(tuple, c.attnum[LC_SEND_TO_DEALER], desc, &isnull));
-	send = isnull || send;
+	ReadLeadRequest(&row, &c, &request);
+	send = row.nulls[c.attnum[LC_SEND_TO_DEALER] - 1] ||
+		   DatumGetBool(row.values[c.attnum[LC_SEND_TO_DEALER] - 1]);
 
 	/* Routing and queueing run under aimroute's search_path, not the caller's. */
 	pinned = PinSearchPath();
@@ -428,19 +460,19 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 		 * its messages are queued here, in the inserting transaction, as
 		 * 0.1.0 did.
 		 */
-		Datum lead_id = heap_getattr(tuple, c.attnum[LC_LEAD_ID], desc, &isnull);
+		int lead_id = c.attnum[LC_LEAD_ID] - 1;
 
-		if (isnull)
+		if (row.nulls[lead_id])
 			elog(ERROR, "a lead without lead_id");
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		(void) QueueLeadDelivery(DatumGetInt64(lead_id), result.dealer_number, "Routed");
+		(void) QueueLeadDelivery(DatumGetInt64(row.values[lead_id]), result.dealer_number,
+								 "Routed");
 		SPI_finish();
 	}
 	RestoreSearchPath(pinned);
 
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, changes.n, changes.attnums,
-													 changes.values, changes.nulls));
+	return PointerGetDatum(RoutedTuple(tuple, desc, &row, &changes));
 }
 
 /*
@@ -563,9 +595,15 @@ aimroute_dealer_distance_miles(PG_FUNCTION_ARGS)
 	int pinned = PinSearchPath();
 	Model *model = ModelCurrent();
 	int dealer = ModelFindDealer(model, dealer_number);
-	Place *place = dealer >= 0 ? ModelPlace(model, country, postal_code) : NULL;
-	double metres =
-		place != NULL && place->has_centroid ? ModelDistance(model, dealer, place->centroid) : NAN;
+	Place place;
+	double metres = NAN;
+
+	if (dealer >= 0)
+	{
+		ModelPlace(model, country, postal_code, &place);
+		if (place.has_centroid)
+			metres = ModelDistance(model, dealer, place.centroid);
+	}
 
 	RestoreSearchPath(pinned);
 	if (isnan(metres))

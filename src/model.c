@@ -15,9 +15,14 @@
  * (model_share.c); otherwise, or when the backend's own transaction changed
  * the configuration, the backend builds the same block in its own memory.
  * The search reads it the same way wherever it is.  What cannot be shared
- * stays with each backend (Model): the PostGIS functions' call info, the
- * settings' time zone, and the postal codes looked up so far, copied as
- * leads look them up.
+ * stays with each backend (Model): the PostGIS functions' call info and
+ * the settings' time zone.
+ *
+ * The model holds every postal code of aimroute.postal_codes too (about
+ * 46,000 with the bundled file), with its centre point already on the
+ * unit sphere: a lead's postal code is a binary search, in the first
+ * session as in the thousandth, instead of an index probe the first time
+ * a session meets the code.
  *
  * The model is never stale: every statement that changes one of those
  * tables gives aimroute.config_version a new, never reused number (a
@@ -42,31 +47,27 @@
 
 #include <math.h>
 
-#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
-#include "access/stratnum.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "executor/executor.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/dsm.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
-#include "utils/relcache.h"
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "utils/datum.h"
 #include "utils/memutils.h"
 
 #include "model.h"
@@ -77,8 +78,8 @@
 #include "search_path.h"
 
 #define EARTH_MEAN_RADIUS_M 6371008.7714  /* WGS84 mean radius */
-#define MAX_PLACES			200000		  /* postal codes kept before starting over */
 #define FIRST_BLOCK			(1024 * 1024) /* a model's bytes to start building with */
+#define RECENT_PLACES		4096		  /* postal codes a session keeps before starting over */
 
 PG_FUNCTION_INFO_V1(aimroute_routing_cache_info);
 
@@ -129,11 +130,11 @@ static int ReadQuery(const char *sql, bool read_only, long count);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
-static HTAB *NewPlaceTable(MemoryContext context);
 static void FindPostgisFunctions(Model *c);
 static bool PointLatLon(Model *c, Datum point, double *lat, double *lon);
 static bool CallNullable(FmgrInfo *fn, Datum arg, Datum *result);
-static void FindPostalCodes(Model *c);
+static void LoadPostalCodes(Builder *b);
+static HTAB *NewRecentPlaces(MemoryContext context);
 
 /*
  * The arrays of a 3-d tree, as addresses in one backend: the search and
@@ -222,17 +223,80 @@ OpenVersion(void)
 }
 
 /*
+ * Where the version row was last found: its relation's file and its place
+ * in block 0.  The row is updated in place of itself on every change of
+ * the configuration (a HOT update, nearly always on the same page), so the
+ * next read looks there first.
+ */
+static struct
+{
+	bool valid;
+	RelFileNode node;
+	ItemPointerData tid;
+} version_row;
+
+/*
+ * VersionFromTuple fills a key from the version row.
+ */
+static void
+VersionFromTuple(HeapTuple tuple, TupleDesc desc, int attnum, ModelKey *key, bool *own)
+{
+	bool isnull;
+	Datum d = heap_getattr(tuple, attnum, desc, &isnull);
+
+	if (!isnull)
+		key->version = DatumGetInt64(d);
+	/* The raw xmin: freezing the row does not change the key. */
+	key->xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
+	*own = TransactionIdIsCurrentTransactionId(key->xmin);
+}
+
+/*
+ * FetchRememberedVersion reads the version row where it was last found,
+ * when the snapshot sees it there; false, reading nothing, otherwise.
+ *
+ * Exact: the table holds one row for any snapshot (its primary key is a
+ * boolean that must be true), so a row of this table the snapshot sees is
+ * the row.  Only a place in block 0 is remembered: that block exists
+ * whenever the relation's file holds any row, and reading it never asks
+ * the kernel for the file's size, which a scan's start does.  A new file
+ * (TRUNCATE, VACUUM FULL, CLUSTER) is a new node, and the scan is used.
+ */
+static bool
+FetchRememberedVersion(Relation rel, Snapshot snapshot, int attnum, ModelKey *key, bool *own)
+{
+	HeapTupleData tuple;
+	Buffer buffer;
+
+	if (!version_row.valid || !RelFileNodeEquals(version_row.node, rel->rd_node) ||
+		ItemPointerGetBlockNumber(&version_row.tid) != 0)
+		return false;
+	tuple.t_self = version_row.tid;
+	if (!heap_fetch(rel, snapshot, &tuple, &buffer, true))
+	{
+		if (BufferIsValid(buffer))
+			ReleaseBuffer(buffer);
+		return false;
+	}
+	VersionFromTuple(&tuple, RelationGetDescr(rel), attnum, key, own);
+	ReleaseBuffer(buffer);
+	return true;
+}
+
+/*
  * ReadVersion reads aimroute.config_version under the active snapshot, the
  * one routing's queries use: the key of the configuration it sees, and
  * whether this transaction wrote that version (own).  It reads the heap
- * directly: this runs for every lead, and a one-row scan costs less than
- * executing a query.  The number is not confidential, so no privilege is
- * checked.
+ * directly: this runs for every statement that routes, and fetching the
+ * one row where it was last seen costs less than a scan, which costs less
+ * than executing a query.  The number is not confidential, so no
+ * privilege is checked.
  */
 static void
 ReadVersion(ModelKey *key, bool *own)
 {
 	Relation rel;
+	Snapshot snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 	TableScanDesc scan;
 	HeapTuple tuple;
 	int attnum;
@@ -244,21 +308,23 @@ ReadVersion(ModelKey *key, bool *own)
 	rel = OpenVersion();
 	key->relid = RelationGetRelid(rel);
 	attnum = SPI_fnumber(RelationGetDescr(rel), "version");
-	scan = table_beginscan(
-		rel, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 0, NULL);
+	if (attnum > 0 && FetchRememberedVersion(rel, snapshot, attnum, key, own))
+	{
+		table_close(rel, AccessShareLock);
+		return;
+	}
+	version_row.valid = false;
+	scan = table_beginscan(rel, snapshot, 0, NULL);
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		bool isnull;
-		Datum d = heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
-
-		if (attnum > 0 && !isnull)
-			key->version = DatumGetInt64(d);
-		/* The raw xmin: freezing the row does not change the key. */
-		key->xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
-		*own = TransactionIdIsCurrentTransactionId(key->xmin);
+		if (attnum > 0)
+			VersionFromTuple(tuple, RelationGetDescr(rel), attnum, key, own);
+		version_row.node = rel->rd_node;
+		version_row.tid = tuple->t_self;
 		rows++;
 	}
 	table_endscan(scan);
+	version_row.valid = rows == 1 && attnum > 0;
 	table_close(rel, AccessShareLock);
 	if (rows != 1 || attnum <= 0)
 		ereport(ERROR,
@@ -433,8 +499,6 @@ NewModel(void)
 
 	m->context = context;
 	FindPostgisFunctions(m);
-	FindPostalCodes(m);
-	m->places = NewPlaceTable(context);
 	return m;
 }
 
@@ -524,7 +588,7 @@ aimroute_routing_cache_info(PG_FUNCTION_ARGS)
 	values[3] = Float8GetDatum(c->data->build_ms);
 	values[4] = Int32GetDatum(c->data->ndealers);
 	values[5] = Int32GetDatum(c->data->nterritories);
-	values[6] = Int64GetDatum(hash_get_num_entries(c->places));
+	values[6] = Int64GetDatum(c->data->npostal);
 	values[7] = Int64GetDatum((int64) c->data->size);
 	values[8] = CStringGetTextDatum(c->segment != NULL ? "shared" : "local");
 	values[9] = Int64GetDatum(session);
@@ -563,6 +627,7 @@ Build(Model *m, const ModelKey *key)
 	LoadDealers(&b);
 	LoadDealerLinks(&b);
 	LoadTerritories(&b);
+	LoadPostalCodes(&b);
 	BuildGroups(&b);
 	BuildTrees(&b);
 	SpiFinishPinned(pinned);
@@ -719,32 +784,6 @@ PointLatLon(Model *c, Datum point, double *lat, double *lon)
 	*lat = DatumGetFloat8(y);
 	*lon = DatumGetFloat8(x);
 	return true;
-}
-
-/*
- * FindPostalCodes finds aimroute.postal_codes, its primary key and the
- * columns LookUpPlace reads.
- */
-static void
-FindPostalCodes(Model *c)
-{
-	static const char *const columns[4] = { "place_name", "state_code", "county", "centroid" };
-	Relation rel;
-
-	c->postal_relid = get_relname_relid("postal_codes", get_namespace_oid("aimroute", false));
-	if (!OidIsValid(c->postal_relid))
-		elog(ERROR, "aimroute.postal_codes does not exist");
-	rel = table_open(c->postal_relid, AccessShareLock);
-	c->postal_index = RelationGetPrimaryKeyIndex(rel);
-	table_close(rel, AccessShareLock);
-	if (!OidIsValid(c->postal_index))
-		elog(ERROR, "aimroute.postal_codes has no primary key");
-	for (int i = 0; i < 4; i++)
-	{
-		c->postal_att[i] = get_attnum(c->postal_relid, columns[i]);
-		if (c->postal_att[i] == InvalidAttrNumber)
-			elog(ERROR, "aimroute.postal_codes has no column \"%s\"", columns[i]);
-	}
 }
 
 /*
@@ -1183,6 +1222,94 @@ LoadTerritories(Builder *b)
 	HEAD(b)->nterritories = n;
 	qsort_arg(At(b, territories, ModelTerritory), n, sizeof(ModelTerritory), CompareTerritories,
 			  b->bytes);
+}
+
+/*
+ * PostalHash hashes a country and postal code: the same in every backend,
+ * as the slots of a shared model need.
+ */
+static uint32
+PostalHash(const char *country, const char *code)
+{
+	return hash_combine(hash_bytes((const unsigned char *) country, strlen(country)),
+						hash_bytes((const unsigned char *) code, strlen(code)));
+}
+
+/*
+ * LoadPostalCodes copies aimroute.postal_codes, each centre point with its
+ * place on the unit sphere, into a hash table of open addressing (linear
+ * probing): a lead's code is found in one or two probes.  Each row is kept
+ * next to its strings and centre point, so that finding a code touches
+ * little more than its slot and its row.
+ */
+static void
+LoadPostalCodes(Builder *b)
+{
+	ModelRef slots;
+	uint64 nslots = 16; /* too many for the model's 4 GB: Keep says so */
+	int n = 0;
+
+	if (ReadQuery("SELECT country, postal_code, place_name, state_code, county, centroid"
+				  " FROM aimroute.postal_codes",
+				  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read aimroute.postal_codes");
+	while (nslots < SPI_processed * 2)
+		nslots *= 2;
+	slots = Keep(b, sizeof(PostalSlot) * nslots);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple tuple = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		PostalRow p = { 0 };
+		ModelRef row;
+		bool isnull;
+		Datum centroid = SPI_getbinval(tuple, desc, 6, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(scratch);
+		double lat;
+		double lon;
+		uint32 hash;
+		uint32 at;
+
+		/* Country and code are NOT NULL: a row without them could match no lead. */
+		if (heap_attisnull(tuple, 1, desc) || heap_attisnull(tuple, 2, desc))
+		{
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		row = Keep(b, sizeof(PostalRow));
+		p.country = KeepText(b, tuple, desc, 1);
+		p.code = KeepText(b, tuple, desc, 2);
+		p.place_name = KeepText(b, tuple, desc, 3);
+		p.state_code = KeepText(b, tuple, desc, 4);
+		p.county = KeepText(b, tuple, desc, 5);
+		if (!isnull)
+		{
+			centroid = PointerGetDatum(PG_DETOAST_DATUM(centroid));
+			if (PointLatLon(b->model, centroid, &lat, &lon))
+			{
+				Size size = VARSIZE_ANY(DatumGetPointer(centroid));
+
+				p.centroid = Keep(b, size);
+				memcpy(At(b, p.centroid, char), DatumGetPointer(centroid), size);
+				UnitVector(lat, lon, p.xyz);
+			}
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(scratch);
+		*At(b, row, PostalRow) = p;
+
+		/* The primary key makes (country, code) unique: no duplicate to find. */
+		hash = PostalHash(b->bytes + p.country, b->bytes + p.code);
+		for (at = hash & (nslots - 1); At(b, slots, PostalSlot)[at].row != 0;
+			 at = (at + 1) & (nslots - 1))
+			;
+		At(b, slots, PostalSlot)[at] = (PostalSlot){ hash, row };
+		n++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	HEAD(b)->npostal = n;
+	HEAD(b)->postal_slots = slots;
+	HEAD(b)->npostal_slots = (uint32) nslots;
 }
 
 /*
@@ -2055,21 +2182,6 @@ ModelTerritories(Model *c, const char *country, const char *postal, const char *
 }
 
 /*
- * NewPlaceTable starts an empty table of looked-up postal codes.
- */
-static HTAB *
-NewPlaceTable(MemoryContext context)
-{
-	HASHCTL ctl;
-
-	ctl.keysize = sizeof(((Place *) NULL)->key);
-	ctl.entrysize = sizeof(Place);
-	ctl.hcxt = context;
-	return hash_create("aimroute postal codes", 1024, &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-}
-
-/*
  * CallNullable calls a one-argument function; false when it returns NULL.
  */
 static bool
@@ -2085,115 +2197,188 @@ CallNullable(FmgrInfo *fn, Datum arg, Datum *result)
 }
 
 /*
- * LookUpPlace reads one postal code of aimroute.postal_codes into place,
- * allocating in the current memory context; false when it is not there.
- * It probes the primary key directly under the active snapshot: a postal
- * code not seen before is routine on the INSERT path, and an index probe
- * costs a fraction of executing a query.
+ * FindPostal finds a postal code of a country in the model; NULL when
+ * aimroute.postal_codes does not have it.
  */
-static bool
-LookUpPlace(Model *c, const char *country, const char *code, Place *place)
+static const PostalRow *
+FindPostal(Model *c, const char *country, const char *code)
 {
-	Relation heap = table_open(c->postal_relid, AccessShareLock);
-	Relation index = index_open(c->postal_index, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(heap, NULL);
-	IndexScanDesc scan;
-	ScanKeyData keys[2];
-	bool found;
+	const PostalSlot *slots = ModelAt(c, c->data->postal_slots);
+	uint32 mask = c->data->npostal_slots - 1;
+	uint32 hash = PostalHash(country, code);
 
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(country));
-	keys[0].sk_collation = index->rd_indcollation[0];
-	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(code));
-	keys[1].sk_collation = index->rd_indcollation[1];
-	scan = index_beginscan(
-		heap, index, ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found)
+	for (uint32 at = hash & mask; slots[at].row != 0; at = (at + 1) & mask)
 	{
-		bool isnull;
-		Datum d;
-		double lat;
-		double lon;
+		const PostalRow *row = ModelAt(c, slots[at].row);
 
-		place->known = true;
-		d = slot_getattr(slot, c->postal_att[0], &isnull);
-		place->place_name = isnull ? NULL : TextDatumGetCString(d);
-		d = slot_getattr(slot, c->postal_att[1], &isnull);
-		place->state_code = isnull ? NULL : TextDatumGetCString(d);
-		d = slot_getattr(slot, c->postal_att[2], &isnull);
-		place->county = isnull ? NULL : TextDatumGetCString(d);
-		d = slot_getattr(slot, c->postal_att[3], &isnull);
-		if (!isnull && PointLatLon(c, d, &lat, &lon))
-		{
-			place->has_centroid = true;
-			place->centroid = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-			UnitVector(lat, lon, place->xyz);
-		}
+		if (slots[at].hash == hash && strcmp(c->base + row->code, code) == 0 &&
+			strcmp(c->base + row->country, country) == 0)
+			return row;
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(heap, AccessShareLock);
-	return found;
+	return NULL;
 }
 
 /*
- * ModelPlace finds a postal code (normalized lexically) of a country,
- * with the fallback of PostalResolve (a Canadian code's FSA) when the code
- * is not known.  The answer is kept for the next lead; a
- * code too long for the table's key is looked up every time, in the
- * caller's memory context.
+ * PlaceInModel finds a postal code (normalized lexically) of a country in
+ * the model, with the fallback of PostalResolve (a Canadian code's FSA)
+ * when the code is not known.  What it fills in place points into lexical
+ * or the model's bytes.
  */
-Place *
-ModelPlace(Model *c, const char *country, const char *lexical)
+static void
+PlaceInModel(Model *c, const char *country, const char *lexical, Place *place)
 {
-	char key[sizeof(((Place *) NULL)->key)];
-	Place *place;
-	bool keep = strlen(country) + 1 + strlen(lexical) < sizeof(key);
-	MemoryContext old = CurrentMemoryContext;
-	bool found;
+	const PostalRow *row = FindPostal(c, country, lexical);
+	char *fallback;
 
-	if (keep)
+	memset(place, 0, sizeof(*place));
+	place->code = lexical;
+	if (row == NULL && (fallback = PostalFallback(country, lexical)) != NULL)
 	{
-		snprintf(key, sizeof(key), "%s:%s", country, lexical);
-		place = hash_search(c->places, key, HASH_FIND, NULL);
-		if (place != NULL)
-			return place;
-		if (hash_get_num_entries(c->places) >= MAX_PLACES)
-		{
-			hash_destroy(c->places);
-			c->places = NewPlaceTable(c->context);
-		}
-		place = hash_search(c->places, key, HASH_ENTER, &found);
-		memset((char *) place + sizeof(key), 0, sizeof(Place) - sizeof(key));
+		place->code = fallback;
+		row = FindPostal(c, country, fallback);
 	}
-	else
-		place = palloc0(sizeof(Place));
+	if (row == NULL)
+		return;
+	place->known = true;
+	place->place_name = ModelText(c, row->place_name);
+	place->state_code = ModelText(c, row->state_code);
+	place->county = ModelText(c, row->county);
+	if (row->centroid != 0)
+	{
+		place->has_centroid = true;
+		place->centroid = PointerGetDatum(ModelAt(c, row->centroid));
+		memcpy(place->xyz, row->xyz, sizeof(place->xyz));
+	}
+}
 
-	PG_TRY();
-	{
-		char *fallback;
+/*
+ * A postal code looked up lately, copied into the session's memory with
+ * what routing reads of it.  The codes a session meets again and again
+ * (one web form's region, one dealer's market) are found here without
+ * touching the model's postal codes: megabytes, where each look-up is a
+ * cache and TLB miss or two.
+ */
+typedef struct RecentKey
+{
+	char country[4];
+	char lexical[16]; /* the code as asked for, zero-padded */
+} RecentKey;
 
-		/* What the place holds lives as long as the place. */
-		MemoryContextSwitchTo(keep ? c->context : old);
-		place->code = pstrdup(lexical);
-		if (!LookUpPlace(c, country, lexical, place) &&
-			(fallback = PostalFallback(country, lexical)) != NULL)
-		{
-			place->code = fallback;
-			LookUpPlace(c, country, place->code, place);
-		}
-	}
-	PG_CATCH();
+typedef struct RecentPlace
+{
+	RecentKey key;
+	Place place; /* its strings and centre point are in bytes */
+	char bytes[200];
+} RecentPlace;
+
+/*
+ * CopyInto copies size bytes to the free part of a recent place's bytes;
+ * NULL when they do not fit.
+ */
+static const char *
+CopyInto(RecentPlace *r, Size *used, const void *data, Size size)
+{
+	char *to = r->bytes + *used;
+
+	if (*used + size > sizeof(r->bytes))
+		return NULL;
+	memcpy(to, data, size);
+	*used += size;
+	return to;
+}
+
+/*
+ * CopyText copies a string, NULL for NULL, to a recent place's bytes; false
+ * when it does not fit.
+ */
+static bool
+CopyText(RecentPlace *r, Size *used, const char **s)
+{
+	if (*s == NULL)
+		return true;
+	*s = CopyInto(r, used, *s, strlen(*s) + 1);
+	return *s != NULL;
+}
+
+/*
+ * Remember keeps a place looked up among the recent places, when it fits.
+ */
+static void
+Remember(Model *c, const RecentKey *key, const Place *place)
+{
+	RecentPlace *r;
+	Size used = 0;
+	Place copy = *place;
+	bool fits;
+
+	if (hash_get_num_entries(c->recent) >= RECENT_PLACES)
 	{
-		/* Leave no half-filled entry behind. */
-		MemoryContextSwitchTo(old);
-		if (keep)
-			hash_search(c->places, key, HASH_REMOVE, NULL);
-		PG_RE_THROW();
+		hash_destroy(c->recent);
+		c->recent = NewRecentPlaces(c->context);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-	return place;
+	r = hash_search(c->recent, key, HASH_ENTER, NULL);
+	fits = CopyText(r, &used, &copy.code) && CopyText(r, &used, &copy.place_name) &&
+		   CopyText(r, &used, &copy.state_code) && CopyText(r, &used, &copy.county);
+	if (fits && copy.has_centroid)
+	{
+		/* The centre point's varlena, aligned like a palloc'd one. */
+		used = MAXALIGN(used);
+		copy.centroid = PointerGetDatum(CopyInto(r, &used, DatumGetPointer(place->centroid),
+												 VARSIZE_ANY(DatumGetPointer(place->centroid))));
+		fits = DatumGetPointer(copy.centroid) != NULL;
+	}
+	if (!fits)
+	{
+		hash_search(c->recent, key, HASH_REMOVE, NULL);
+		return;
+	}
+	r->place = copy;
+}
+
+/*
+ * NewRecentPlaces starts an empty table of recent places.
+ */
+static HTAB *
+NewRecentPlaces(MemoryContext context)
+{
+	HASHCTL ctl;
+
+	ctl.keysize = sizeof(RecentKey);
+	ctl.entrysize = sizeof(RecentPlace);
+	ctl.hcxt = context;
+	return hash_create("aimroute recent postal codes", 256, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * ModelPlace finds a postal code (normalized lexically) of a country, with
+ * the fallback of PostalResolve (a Canadian code's FSA) when the code is
+ * not known: in the session's recent places, else in the model, and keeps
+ * it among the recent places.  What it fills in place is valid until the
+ * next ModelPlace.
+ */
+void
+ModelPlace(Model *c, const char *country, const char *lexical, Place *place)
+{
+	RecentKey key;
+	RecentPlace *r;
+
+	if (strlen(country) >= sizeof(key.country) || strlen(lexical) >= sizeof(key.lexical))
+	{
+		PlaceInModel(c, country, lexical, place);
+		return;
+	}
+	memset(&key, 0, sizeof(key));
+	strcpy(key.country, country);
+	strcpy(key.lexical, lexical);
+	if (c->recent == NULL)
+		c->recent = NewRecentPlaces(c->context);
+	r = hash_search(c->recent, &key, HASH_FIND, NULL);
+	if (r != NULL)
+	{
+		*place = r->place;
+		return;
+	}
+	PlaceInModel(c, country, lexical, place);
+	Remember(c, &key, place);
 }

@@ -82,6 +82,25 @@ typedef struct ModelTerritory
 	int dealer;
 } ModelTerritory;
 
+/* A postal code of aimroute.postal_codes: where it is. */
+typedef struct PostalRow
+{
+	ModelRef country;
+	ModelRef code;
+	ModelRef place_name; /* 0: none */
+	ModelRef state_code;
+	ModelRef county;
+	ModelRef centroid; /* geography; 0: none, or PostGIS gives it no latitude */
+	double xyz[3];	   /* the centre point on the unit sphere */
+} PostalRow;
+
+/* A slot of the postal codes' hash table: the code's hash and its row (0: empty). */
+typedef struct PostalSlot
+{
+	uint32 hash;
+	ModelRef row; /* PostalRow, followed by its strings and centre point */
+} PostalSlot;
+
 /* A dealer group's member in a country. */
 typedef struct GroupMember
 {
@@ -135,12 +154,15 @@ typedef struct ModelData
 	int nterritories;
 	ModelRef groups; /* GroupMember, sorted by country, group, dealer */
 	int ngroups;
+	int npostal;
+	ModelRef postal_slots; /* PostalSlot: a hash table of the postal codes */
+	uint32 npostal_slots;  /* a power of two, at least twice npostal */
 } ModelData;
 
 /*
  * One backend's handle on a model: where its bytes are, and what stays
- * with the backend -- settings with pointers, the postal codes looked up,
- * the PostGIS functions' call info.
+ * with the backend -- settings with pointers, the PostGIS functions' call
+ * info.
  */
 typedef struct Model
 {
@@ -150,14 +172,11 @@ typedef struct Model
 	struct dsm_segment *segment; /* the bytes are in this shared segment, or */
 	MemoryContext bytes_context; /* in this child of context */
 	RoutingSettings settings;
-	HTAB *places;			  /* postal codes looked up so far */
-	FmgrInfo distance;		  /* PostGIS st_distance(geography, geography, boolean) */
-	FmgrInfo to_geometry;	  /* PostGIS geometry(geography) */
-	FmgrInfo st_x;			  /* PostGIS st_x(geometry) */
-	FmgrInfo st_y;			  /* PostGIS st_y(geometry) */
-	Oid postal_relid;		  /* aimroute.postal_codes */
-	Oid postal_index;		  /* its primary key (country, postal_code) */
-	AttrNumber postal_att[4]; /* place_name, state_code, county, centroid */
+	HTAB *recent;		  /* postal codes looked up lately (RecentPlace): NULL until the first */
+	FmgrInfo distance;	  /* PostGIS st_distance(geography, geography, boolean) */
+	FmgrInfo to_geometry; /* PostGIS geometry(geography) */
+	FmgrInfo st_x;		  /* PostGIS st_x(geometry) */
+	FmgrInfo st_y;		  /* PostGIS st_y(geometry) */
 } Model;
 
 /* A piece of a model's bytes. */
@@ -201,15 +220,17 @@ ModelBrandName(const Model *m, int brand)
 	return ModelText(m, ((const ModelRef *) (m->base + m->data->brand_names))[brand]);
 }
 
-/* Where a lead's postal code is, as aimroute.postal_codes says. */
+/*
+ * Where a lead's postal code is, as aimroute.postal_codes says: strings
+ * and the centre point in the model's bytes, valid while the model is.
+ */
 typedef struct Place
 {
-	char key[40]; /* country, ':', the code as normalized lexically */
-	char *code;	  /* the stored code (a Canadian code may fall back to its FSA) */
-	bool known;	  /* found in aimroute.postal_codes */
-	char *place_name;
-	char *state_code;
-	char *county;
+	const char *code; /* the stored code (a Canadian code may fall back to its FSA) */
+	bool known;		  /* found in aimroute.postal_codes */
+	const char *place_name;
+	const char *state_code;
+	const char *county;
 	bool has_centroid;
 	Datum centroid;
 	double xyz[3];
@@ -243,7 +264,7 @@ extern int ModelFindBrand(Model *c, const char *code);
 extern int ModelFindProduct(Model *c, const char *code);
 extern bool ModelSells(const Model *c, const ModelDealer *d, int brand);
 extern bool ModelAccepts(Model *c, const CandidateFilter *f, int dealer);
-extern Place *ModelPlace(Model *c, const char *country, const char *lexical);
+extern void ModelPlace(Model *c, const char *country, const char *lexical, Place *place);
 extern double ModelDistance(Model *c, int dealer, Datum centroid);
 extern int ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
 						double limit_m, Candidate **out);

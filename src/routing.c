@@ -67,8 +67,8 @@ typedef struct LeadPlace
 	const char *country;
 	char *postal_code;
 	bool postal_known;
-	char *place_name;
-	char *state_code;
+	const char *place_name;
+	const char *state_code;
 	char *county_code; /* "MI/Mackinac" */
 	Datum centroid;
 	bool has_centroid;
@@ -246,27 +246,27 @@ FindPlace(Routing *r)
 	const RouteRequest *q = r->request;
 	LeadPlace *p = &r->place;
 	char *lexical;
-	Place *place;
+	Place place;
 
 	if (q->postal_code == NULL)
 		return;
 	lexical = PostalNormalizeLexical(p->country, q->postal_code, strlen(q->postal_code));
 	if (lexical == NULL)
 		return;
-	place = ModelPlace(r->model, p->country, lexical);
-	p->postal_code = pstrdup(place->code);
-	if (!place->known)
+	ModelPlace(r->model, p->country, lexical, &place);
+	p->postal_code = pstrdup(place.code);
+	if (!place.known)
 		return;
 	p->postal_known = true;
-	p->place_name = place->place_name;
-	p->state_code = place->state_code;
-	if (place->county && place->state_code)
-		p->county_code = psprintf("%s/%s", place->state_code, place->county);
-	if (place->has_centroid)
+	p->place_name = place.place_name;
+	p->state_code = place.state_code;
+	if (place.county && place.state_code)
+		p->county_code = psprintf("%s/%s", place.state_code, place.county);
+	if (place.has_centroid)
 	{
 		p->has_centroid = true;
-		p->centroid = place->centroid;
-		memcpy(p->xyz, place->xyz, sizeof(p->xyz));
+		p->centroid = place.centroid;
+		memcpy(p->xyz, place.xyz, sizeof(p->xyz));
 	}
 }
 

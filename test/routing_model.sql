@@ -9,7 +9,7 @@
 -- and commits, "rr" reads in REPEATABLE READ.  What "w" commits is removed
 -- at the end.
 BEGIN;
-SELECT plan(24);
+SELECT plan(43);
 -- PostGIS is in public, in a schema of its own or in aimroute
 -- (t/lib/Placement.pm): the reference below calls ST_Distance.
 SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
@@ -161,6 +161,84 @@ SELECT is((SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL,
           (SELECT x.answer FROM dblink('fresh', $q$SELECT row(r.*)::text FROM aimroute.route('US', '60601', 'RC1', NULL, NULL, NULL, NULL, NULL) r$q$)
                                AS x(answer text)),
           'the model rebuilt here and one built from scratch in a new session: the same dealer, distance and explanation');
+
+-- The version row is read where it was last seen, on the table's first
+-- page, when the snapshot sees it there; otherwise the table is scanned.
+-- A new file (VACUUM FULL), and the row pushed off the first page by
+-- versions an old snapshot still sees, change nothing: each statement
+-- routes by the version its snapshot sees.
+CREATE TEMP TABLE wide_radius AS SELECT pg_temp.routed() AS answer;
+SELECT dblink_exec('w', 'VACUUM FULL aimroute.config_version');
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1$$);
+SELECT is(pg_temp.routed(), 'RC-HQ Default', 'after VACUUM FULL of config_version: the 1-mile radius counts');
+SELECT dblink_exec('rr', 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+SELECT is(pg_temp.routed('rr'), 'RC-HQ Default', 'REPEATABLE READ: routed by the 1-mile radius');
+SELECT dblink_exec('w', $$
+    DO $d$
+    BEGIN
+        FOR i IN 1..400 LOOP
+            UPDATE aimroute.settings SET radius_miles = CASE WHEN i % 2 = 0 THEN 1500 ELSE 1 END;
+        END LOOP;
+    END
+    $d$
+$$);
+SELECT cmp_ok((SELECT (ctid::text::point)[0] FROM aimroute.config_version), '>', 0::float8,
+              'the version row now lives past the first page of config_version');
+SELECT is(pg_temp.routed(), (SELECT answer FROM wide_radius), 'the row off the first page: the wide radius again');
+SELECT is(pg_temp.routed('rr'), 'RC-HQ Default', 'REPEATABLE READ: still its snapshot''s radius, on the first page');
+SELECT dblink_exec('rr', 'COMMIT');
+SELECT is(pg_temp.routed('rr'), (SELECT answer FROM wide_radius), 'after COMMIT: the wide radius');
+SELECT dblink_exec('w', 'VACUUM aimroute.config_version');
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1$$);
+SELECT is(pg_temp.routed(), 'RC-HQ Default', 'after VACUUM and one more change: the 1-mile radius');
+SELECT dblink_exec('w', $$UPDATE aimroute.settings SET radius_miles = 1500$$);
+SELECT is(pg_temp.routed(), (SELECT answer FROM wide_radius), 'and back: the wide radius');
+
+-- Postal codes are part of the model, and the session's copies of the
+-- codes it looked up lately belong to one version: a code another session
+-- adds, changes or deletes counts at the next statement, whether this
+-- session looked it up before or not; so does one this transaction adds,
+-- until it is rolled back.
+CREATE FUNCTION pg_temp.place(country text, code text) RETURNS text LANGUAGE sql AS $$
+    SELECT (r.steps[1]).message FROM aimroute.route(country, code, 'RC1', NULL, NULL, NULL, NULL, NULL) r
+$$;
+SELECT is(pg_temp.place('US', '00998'), 'postal code 00998 not found for US: no centre point, no county appended',
+          'an unknown ZIP: not found');
+SELECT is(pg_temp.place('US', '00998'), 'postal code 00998 not found for US: no centre point, no county appended',
+          '... and again, from the session''s copies');
+SELECT dblink_exec('w', $$INSERT INTO aimroute.postal_codes (country, postal_code, place_name, state_code, county, centroid)
+                         VALUES ('US', '00998', 'Test Place', 'IL', 'Cook', 'SRID=4326;POINT(-87.62 41.88)')$$);
+SELECT is(pg_temp.place('US', '00998'), 'postal code US 00998: Test Place, state IL, county IL/Cook',
+          'another session adds the ZIP: found at the next statement');
+SELECT dblink_exec('w', $$UPDATE aimroute.postal_codes SET place_name = 'Moved Place', county = 'Lake'
+                           WHERE country = 'US' AND postal_code = '00998'$$);
+SELECT is(pg_temp.place('US', '00998'), 'postal code US 00998: Moved Place, state IL, county IL/Lake',
+          'another session changes it: the change counts');
+SELECT dblink_exec('w', $$DELETE FROM aimroute.postal_codes WHERE country = 'US' AND postal_code = '00998'$$);
+SELECT is(pg_temp.place('US', '00998'), 'postal code 00998 not found for US: no centre point, no county appended',
+          'another session deletes it: not found again');
+SAVEPOINT own_postal;
+INSERT INTO postal_codes (country, postal_code, place_name, state_code, county, centroid)
+VALUES ('US', '00998', 'Own Place', 'WI', 'Milwaukee', 'SRID=4326;POINT(-87.9065 43.0389)');
+SELECT is(pg_temp.place('US', '00998'), 'postal code US 00998: Own Place, state WI, county WI/Milwaukee',
+          'this transaction adds it: found');
+ROLLBACK TO SAVEPOINT own_postal;
+SELECT is(pg_temp.place('US', '00998'), 'postal code 00998 not found for US: no centre point, no county appended',
+          'rolled back: not found');
+-- A full Canadian code falls back to its FSA, the first time and from the
+-- session's copies; a code too long for the copies is looked up each time.
+SELECT is(pg_temp.place('CA', 'k1a 0b1'), (SELECT format('postal code CA K1A: %s, state %s, county unknown', place_name, state_code)
+                                           FROM postal_codes WHERE country = 'CA' AND postal_code = 'K1A'),
+          'a full Canadian code: its FSA');
+SELECT is(pg_temp.place('CA', 'K1A0B1'), (SELECT format('postal code CA K1A: %s, state %s, county unknown', place_name, state_code)
+                                          FROM postal_codes WHERE country = 'CA' AND postal_code = 'K1A'),
+          '... and again, from the session''s copies');
+SELECT is(pg_temp.place('US', '0099800998009980'),
+          'postal code 0099800998009980 not found for US: no centre point, no county appended',
+          'a code too long for the session''s copies: not found');
+SELECT is(pg_temp.place('US', '0099800998009980'),
+          'postal code 0099800998009980 not found for US: no centre point, no county appended',
+          '... and again');
 
 -- routing_cache_info() tells what the session holds and when it changed.
 SELECT ok((SELECT enabled AND dealers >= 3 AND postal_codes >= 1 AND memory_bytes > 0 AND build_ms >= 0

@@ -4409,6 +4409,11 @@ COMMENT ON FUNCTION aimroute.delivery_record_batch(bigint[], integer[], integer[
     'Records the outcomes of several delivery attempts (delivery_record''s arguments as arrays, one element a message): the deliveries together, set-based, every other outcome through delivery_record; returns how many were recorded together. Internal: the delivery worker calls it.';
 REVOKE EXECUTE ON FUNCTION aimroute.delivery_record_batch(bigint[], integer[], integer[], integer[], text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aimroute.delivery_record_batch(bigint[], integer[], integer[], integer[], text[], text[]) TO aimroute_admin;
+-- route: the routing model holds every postal code (issue 16, rows 1
+-- and 2): routing_cache_info().postal_codes counts the model's postal
+-- codes, and session_bytes holds copies of the codes looked up lately.
+COMMENT ON FUNCTION aimroute.routing_cache_info() IS
+    'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds (dealers, territories, postal_codes: every row of aimroute.postal_codes), its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: settings, PostGIS call info, copies of the postal codes looked up lately). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
