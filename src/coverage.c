@@ -186,7 +186,7 @@ static void
 RoutePoint(CoveragePoint *point, const char *brand)
 {
 	RouteRequest request;
-	Place *place;
+	Place place;
 
 	memset(&request, 0, sizeof(request));
 	request.country = point->country;
@@ -194,13 +194,13 @@ RoutePoint(CoveragePoint *point, const char *brand)
 	request.brand_code = brand;
 	RouteLead(&request, &point->result);
 
-	place = ModelPlace(ModelCurrent(), point->country, point->postal_code);
-	if (place->has_centroid)
+	ModelPlace(ModelCurrent(), point->country, point->postal_code, &place);
+	if (place.has_centroid)
 	{
 		/* The unit vector routing measures with (UnitVector), back to degrees. */
 		point->has_point = true;
-		point->latitude = asin(Max(-1.0, Min(1.0, place->xyz[2]))) * 180.0 / M_PI;
-		point->longitude = atan2(place->xyz[1], place->xyz[0]) * 180.0 / M_PI;
+		point->latitude = asin(Max(-1.0, Min(1.0, place.xyz[2]))) * 180.0 / M_PI;
+		point->longitude = atan2(place.xyz[1], place.xyz[0]) * 180.0 / M_PI;
 	}
 }
 
