@@ -1,15 +1,16 @@
 # t/020_mail_servers.pl: delivery through a real mail server (issue 17,
 # second part): Debian's Postfix as the OEM's relay, with STARTTLS on a
 # certificate made for the test, relaying to test/servers/smtp_sink.py as
-# the dealers' mail servers (550 unknown user, 452 mailbox full, 250), and
-# mailing its own DSNs to the VERP address.
+# the dealers' mail servers (550 unknown user, 552 and 452 mailbox full,
+# 250), and mailing its own DSNs to the VERP address.
 #
 # Covers settings.smtp_tls: 'required' sends nothing to a server without
 # STARTTLS (a retry, with a response that says why), not even over a
 # connection 'try' left open, and sends through STARTTLS to Postfix; and
 # the bounces Postfix reports after its 250, which it delivers into a
 # Dovecot mailbox that the delivery worker reads over IMAP
-# (settings.bounce_mailbox_url): Hard Bounce (550), Soft Bounce (452), the
+# (settings.bounce_mailbox_url): Hard Bounce (550), Soft Bounce (552 5.2.2),
+# a delay notice (452, still queued at Postfix: an attempt row, no bounce), the
 # contact suppressed, the next lead Suppressed, a message that is not a
 # DSN skipped with a WARNING, and after a restart nothing read twice, then
 # the same mailbox over IMAPS.
@@ -67,15 +68,18 @@ $node->safe_psql(
 	  ('OK', 'All Good Marine', 'US', '49757', 'Great Lakes'),
 	  ('HARD', 'Mistyped Marine', 'US', '60601', 'Great Lakes'),
 	  ('FULL', 'Full Inbox Marine', 'US', '53202', 'Great Lakes'),
+	  ('SLOW', 'Slow Server Marine', 'US', '53703', 'Great Lakes'),
 	  ('GONE', 'Gone Marine', 'US', '90210', 'West');
 	INSERT INTO dealer_brands SELECT dealer_number, 'MS' FROM dealers WHERE dealer_number <> 'HQ';
 	INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES
 	  ('OK', NULL, 'postal', 'US', '49757'), ('HARD', NULL, 'postal', 'US', '60601'),
-	  ('FULL', NULL, 'postal', 'US', '53202'), ('GONE', NULL, 'postal', 'US', '90210');
+	  ('FULL', NULL, 'postal', 'US', '53202'), ('SLOW', NULL, 'postal', 'US', '53703'),
+	  ('GONE', NULL, 'postal', 'US', '90210');
 	INSERT INTO dealer_contacts (dealer_number, name, email, mobile, contact_types) VALUES
 	  ('OK', 'Sales', 'sales\@ok.example', NULL, '{Leads: Emails To}'),
 	  ('HARD', 'Sales', 'hardbounce\@hard.example', NULL, '{Leads: Emails To}'),
-	  ('FULL', 'Sales', 'full\@full.example', NULL, '{Leads: Emails To}'),
+	  ('FULL', 'Sales', 'full552\@full.example', NULL, '{Leads: Emails To}'),
+	  ('SLOW', 'Sales', 'full\@slow.example', NULL, '{Leads: Emails To}'),
 	  ('GONE', 'Sales', 'hardbounce.gone\@gone.example', NULL, '{Leads: Emails To}');
 	INSERT INTO notification_contacts (email, contact_type, region) VALUES
 	  ('ops\@ops.example', 'Dealer Lead Delivery Notification (real-time)', NULL);
@@ -153,8 +157,10 @@ like(slurp_file($mail{POSTFIX_LOG}), qr/TLS connection established from/, 'Postf
 # Bounces after Postfix's 250: Postfix mails DSNs to the VERP address.
 my $hard = lead('hard', '60601');
 my $full = lead('full', '53202');
+my $slow = lead('slow', '53703');
 ok(outcome_is($hard, 'hardbounce@hard.example', 'Delivered'), '550 at the dealer: Postfix said 250 first');
-ok(outcome_is($full, 'full@full.example', 'Delivered'), '452 at the dealer: Postfix said 250 first');
+ok(outcome_is($full, 'full552@full.example', 'Delivered'), '552 at the dealer: Postfix said 250 first');
+ok(outcome_is($slow, 'full@slow.example', 'Delivered'), '452 at the dealer: Postfix said 250 first');
 
 # A message in the bounce mailbox that is not a DSN (an out-of-office
 # reply), delivered to the maildir before the DSNs.
@@ -170,18 +176,29 @@ $node->safe_psql('app',
 	"UPDATE aimroute.settings SET bounce_mailbox_url = 'imap://127.0.0.1:$mail{IMAP_PORT}/INBOX',"
 	  . " bounce_mailbox_username = '$mail{IMAP_USER}', bounce_mailbox_password = '$mail{IMAP_PASSWORD}'");
 ok(outcome_is($hard, 'hardbounce@hard.example', 'Hard Bounce'), '550: the message became a Hard Bounce');
-ok(outcome_is($full, 'full@full.example', 'Soft Bounce'), '452: the message became a Soft Bounce');
+ok(outcome_is($full, 'full552@full.example', 'Soft Bounce'), '552 5.2.2: the message became a Soft Bounce');
 like(message($hard, 'hardbounce@hard.example'), qr/^Hard Bounce\|bounced after delivery: 5\.1\.1 .*DSN, .*message found by VERP/,
 	'from Postfix\'s DSN, found by its VERP address');
-like(message($full, 'full@full.example'), qr/^Soft Bounce\|bounced after delivery: 4\.2\.2/, 'with its status');
-ok($node->poll_query_until('app', "SELECT handled = 3 AND bounces = 2 FROM aimroute.bounce_mailbox_state"),
-	'the worker handled the three messages of the mailbox, two of them bounces');
+like(message($full, 'full552@full.example'), qr/^Soft Bounce\|bounced after delivery: 5\.2\.2/, 'with its status');
+# 452 at the dealer's server: Postfix keeps the message and tries again;
+# after delay_warning_time (1 s here) it mails a delay notice (Action:
+# delayed), which is an attempt row, not a bounce.
+ok($node->poll_query_until('app', "SELECT handled = 4 AND bounces = 2 FROM aimroute.bounce_mailbox_state"),
+	'the worker handled the four messages of the mailbox, two of them bounces');
+like( $node->safe_psql('app',
+		"SELECT string_agg(a.outcome || ': ' || a.response, ' / ') FROM aimroute.delivery_attempts a"
+		  . " JOIN aimroute.outbox o USING (message_id) WHERE o.lead_id = $slow AND a.outcome = 'Delayed'"),
+	qr/^Delayed: delayed, not a bounce: 4\.2\.2 .*message found by VERP/,
+	'452: Postfix\'s delay notice is recorded as a Delayed attempt, found by its VERP address');
+like(message($slow, 'full@slow.example'), qr/^Delivered\|/, 'the delayed message stays Delivered');
+is($node->safe_psql('app', "SELECT delivery_status FROM aimroute.dealer_contacts WHERE dealer_number = 'SLOW'"),
+	'Active', 'and its contact is not suppressed');
 ok($node->wait_for_log(qr/WARNING:  bounce mailbox .*: message UID \d+ is not a DSN aimroute can read, skipped/, $log_offset),
 	'the out-of-office reply is skipped with a WARNING');
 is( $node->safe_psql('app',
 		"SELECT string_agg(email || ' ' || delivery_status, ', ' ORDER BY email) FROM aimroute.dealer_contacts"
 		  . " WHERE dealer_number IN ('HARD', 'FULL')"),
-	'full@full.example Soft Bounce, hardbounce@hard.example Hard Bounce',
+	'full552@full.example Soft Bounce, hardbounce@hard.example Hard Bounce',
 	'both contacts are suppressed');
 is($node->safe_psql('app', "SELECT email_status FROM aimroute.lead_delivery_status WHERE lead_id = $hard"),
 	'Failure', 'the lead shows Failure');
@@ -200,7 +217,7 @@ $node->safe_psql('app', "UPDATE aimroute.settings SET bounce_mailbox_url = 'imap
 my $gone = lead('gone', '90210');
 ok(outcome_is($gone, 'hardbounce.gone@gone.example', 'Hard Bounce'),
 	'after a restart, over IMAPS: the next DSN is recorded');
-ok($node->poll_query_until('app', "SELECT handled = 4 AND bounces = 3 AND last_uid = $last_uid + 1 FROM aimroute.bounce_mailbox_state"),
+ok($node->poll_query_until('app', "SELECT handled = 5 AND bounces = 3 AND last_uid = $last_uid + 1 FROM aimroute.bounce_mailbox_state"),
 	'only the new message was handled');
 ok($node->wait_for_log(qr/read 1 message of the bounce mailbox imaps:/, $log_offset), 'the worker says it read one message');
 unlike(slurp_file($node->logfile, $log_offset), qr/read \d+ messages? of the bounce mailbox imap:|is not a DSN/, 'and nothing of before the restart again');
@@ -213,7 +230,7 @@ print $big "From: someone\@ok.example\nTo: bounces\@oem.example\nSubject: large\
 close $big;
 ok($node->wait_for_log(qr/WARNING:  bounce mailbox .*: message UID \d+ is larger than the worker reads \(16 MB\), skipped/, $log_offset),
 	'a message over 16 MB is skipped with a WARNING');
-ok($node->poll_query_until('app', "SELECT handled = 5 AND bounces = 3 FROM aimroute.bounce_mailbox_state"),
+ok($node->poll_query_until('app', "SELECT handled = 6 AND bounces = 3 FROM aimroute.bounce_mailbox_state"),
 	'and counted as handled');
 
 # A wrong password: a WARNING and the error noted, nothing else changes.

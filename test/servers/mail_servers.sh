@@ -15,9 +15,11 @@
 #                              oem.example is relayed to 127.0.0.1:DEALER_PORT,
 #                              where the test runs test/servers/smtp_sink.py
 #                              as the dealers' mail servers; a refusal there
-#                              (550, or 452: tried once, maximal_queue_lifetime
-#                              = 0) makes Postfix mail a DSN to the envelope
-#                              sender; mail to bounces(+anything)@oem.example
+#                              (550, 552: at once; 452: tried again every
+#                              second or two for an hour, with a delay notice
+#                              after a second) makes Postfix mail a DSN to
+#                              the envelope sender; mail to
+#                              bounces(+anything)@oem.example
 #                              is delivered by Postfix's virtual(8) into the
 #                              maildir DIR/mail/bounces/Maildir, owned by
 #                              RUN_USER.
@@ -107,9 +109,12 @@ postfix_set "$PF" \
 	'smtpd_tls_received_header = yes' \
 	'smtpd_tls_loglevel = 1' \
 	'smtp_tls_security_level = none' \
-	'maximal_queue_lifetime = 0' \
-	'bounce_queue_lifetime = 0' \
-	'delay_warning_time = 0' \
+	'maximal_queue_lifetime = 1h' \
+	'bounce_queue_lifetime = 1h' \
+	'delay_warning_time = 1s' \
+	'queue_run_delay = 1s' \
+	'minimal_backoff_time = 1s' \
+	'maximal_backoff_time = 2s' \
 	'recipient_delimiter = +' \
 	'virtual_mailbox_domains = oem.example' \
 	"virtual_mailbox_base = $DIR/mail" \
