@@ -28,7 +28,10 @@ SELECT dblink_exec('r', $$
            reroute_enabled = true, reroute_after = '24 hours', reroute_skip_days = '{}', reroute_max_dealers = 3;
     INSERT INTO aimroute.leads (brand_code, country, postal_code, comment)
     VALUES ('RRC', 'US', '60601', 'race-1'), ('RRC', 'US', '60601', 'race-2'), ('RRC', 'US', '60601', 'race-3');
-    UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() WHERE comment LIKE 'race-%';
+    -- Due in the order of their numbers, whatever order the UPDATE visits
+    -- them in (the heap's, which earlier files' deleted rows can change).
+    UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() - make_interval(secs => 4 - right(comment, 1)::integer)
+     WHERE comment LIKE 'race-%';
 $$);
 
 CREATE FUNCTION pg_temp.id(tag text) RETURNS bigint LANGUAGE sql AS $$
