@@ -4831,6 +4831,7 @@ DECLARE
     summary text;
     text_items text[] := '{}';
     html_items text[] := '{}';
+    lead_ids bigint[] := '{}';
     ops text[];
     intro text;
     signature text := s.oem_name || ' lead delivery (aimroute)';
@@ -4858,6 +4859,7 @@ BEGIN
         statuses := concat_ws(', ', 'email ' || i.email_status, 'mobile ' || i.mobile_status, 'CRM ' || i.crm_status);
         summary := format('%s (%s): %s (%s)', aimroute.notice_line(i.dealer_name), i.dealer_number, i.failure, statuses);
         link := aimroute.notice_link(s.lead_details_url, i.lead_id, NULL);
+        lead_ids := lead_ids || i.lead_id;
         text_items := text_items || concat_ws(E'\n',
             title,
             '  Dealer:  ' || summary,
@@ -4871,10 +4873,7 @@ BEGIN
                  THEN E'\n<div><a href="' || aimroute.html_escape(link) || '">Open the lead</a></div>' END,
             '</li>');
     END LOOP;
-    leads := (SELECT count(DISTINCT x.lead_id) FROM aimroute.delivery_issues x
-               WHERE (x.failed_at AT TIME ZONE s.timezone)::date = p_day
-                 AND (p_region IS NULL OR x.region = p_region)
-                 AND (p_dealer_number IS NULL OR x.dealer_number = p_dealer_number));
+    leads := (SELECT count(DISTINCT x) FROM unnest(lead_ids) AS x);
     IF leads = 0 THEN
         RETURN;
     END IF;
