@@ -8,7 +8,7 @@
 -- t/003_delivery.pl reads the same notices as a mail client through a
 -- real SMTP server.  Everything is rolled back.
 BEGIN;
-SELECT plan(43);
+SELECT plan(44);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -141,6 +141,12 @@ SELECT ok((SELECT split_part(payload, E'\r\n\r\n', 1) LIKE E'%\r\nMIME-Version: 
 SELECT ok((SELECT bool_and(pg_temp.payload(o.message_id) LIKE E'%\r\nContent-Type: text/plain; charset=UTF-8\r\n%')
              FROM outbox o WHERE o.purpose = 'lead' AND o.method = 'email'),
           'lead emails are still one text/plain part');
+
+-- A notice queued before notices had an HTML part (by 0.1.0, before an
+-- upgrade) is sent as it was written: one text/plain part.
+UPDATE outbox SET body_html = NULL WHERE message_id = (SELECT message_id FROM notice);
+SELECT ok((SELECT pg_temp.payload(message_id) LIKE E'%\r\nContent-Type: text/plain; charset=UTF-8\r\n%' FROM notice),
+          'a notice without an HTML part is sent as plain text');
 
 -- Without URL templates: no link, and the notice says so.
 UPDATE settings SET lead_details_url = NULL, lead_list_url = NULL;
