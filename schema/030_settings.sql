@@ -70,7 +70,13 @@ CREATE TABLE aimroute.settings (
     bounce_mailbox_username    text,
     bounce_mailbox_password    text,
     reroute_clock              text NOT NULL DEFAULT 'elapsed'
-        CONSTRAINT settings_reroute_clock_check CHECK (reroute_clock IN ('elapsed', 'business_hours'))
+        CONSTRAINT settings_reroute_clock_check CHECK (reroute_clock IN ('elapsed', 'business_hours')),
+    lead_details_url           text
+        CONSTRAINT settings_lead_details_url_check
+        CHECK (aimroute.url_is_valid(lead_details_url, '{http,https}') AND strpos(lead_details_url, '{lead_id}') > 0),
+    lead_list_url              text
+        CONSTRAINT settings_lead_list_url_check
+        CHECK (aimroute.url_is_valid(lead_list_url, '{http,https}') AND strpos(lead_list_url, '{date}') > 0)
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -97,6 +103,8 @@ COMMENT ON COLUMN aimroute.settings.daily_recap_hour IS 'Local hour (settings.ti
 COMMENT ON COLUMN aimroute.settings.oem_name IS 'The OEM''s name, the provider in ADF messages.';
 COMMENT ON COLUMN aimroute.settings.view_link_url IS 'Start of the view link in lead emails: the notice''s token is appended, and the page behind it calls aimroute.open_view_link(token).';
 COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
+COMMENT ON COLUMN aimroute.settings.lead_details_url IS 'The page of one lead in the OEM''s own tools, linked from failure notices and the daily recap: an http:// or https:// URL template where {lead_id} stands for the lead, such as https://crm.oem.example/leads/{lead_id}; NULL (default): no link, and the notice says so.';
+COMMENT ON COLUMN aimroute.settings.lead_list_url IS 'The list of a day''s leads in the OEM''s own tools, linked from the daily recap: an http:// or https:// URL template where {date} stands for the day recapped (YYYY-MM-DD, settings.timezone), such as https://crm.oem.example/leads?date={date}; NULL (default): no link, and the recap says so.';
 COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
 
 --
@@ -211,6 +219,14 @@ BEGIN
     ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
         bad := 'reroute_clock';
         allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_details_url, '{http,https}')
+               AND strpos(NEW.lead_details_url, '{lead_id}') > 0) THEN
+        bad := 'lead_details_url';
+        allowed := 'an http:// or https:// URL template with {lead_id} where the lead goes, such as https://crm.oem.example/leads/{lead_id}, or NULL for no link';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_list_url, '{http,https}')
+               AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
+        bad := 'lead_list_url';
+        allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -245,7 +261,8 @@ BEGIN
             delivery_retry_schedule = NEW.delivery_retry_schedule,
             daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
             view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
-            reroute_clock = NEW.reroute_clock
+            reroute_clock = NEW.reroute_clock,
+            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url
          WHERE s.singleton;
         RETURN NULL;
     END IF;
@@ -312,5 +329,5 @@ GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
               push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
-              bounce_address, smtp_tls, reroute_clock)
+              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

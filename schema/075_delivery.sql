@@ -111,7 +111,8 @@ CREATE TABLE aimroute.outbox (
     finished_at      timestamptz,
     message_key      text,
     last_attempt_at  timestamptz,
-    last_response    text
+    last_response    text,
+    body_html        text
 );
 CREATE INDEX outbox_lead_idx ON aimroute.outbox (lead_id);
 CREATE INDEX outbox_due_idx ON aimroute.outbox (due_at) WHERE status IN ('queued', 'sending');
@@ -128,6 +129,7 @@ COMMENT ON COLUMN aimroute.outbox.status IS
     'queued (waiting for its first or next attempt), sending (claimed by the worker, under a lease until due_at), delivered, failed (bounced, suppressed or out of retries) or cancelled (the lead left the dealer first).';
 COMMENT ON COLUMN aimroute.outbox.due_at IS 'queued: when the next attempt is due; sending: when the worker''s lease runs out.';
 COMMENT ON COLUMN aimroute.outbox.last_attempt_at IS 'When the latest attempt was recorded (sent or skipped).';
+COMMENT ON COLUMN aimroute.outbox.body_html IS 'The HTML part of a failure notice or daily recap, sent with body (the plain-text part) as multipart/alternative; NULL for every other message.';
 COMMENT ON COLUMN aimroute.outbox.message_key IS 'The Message-ID (email) or Idempotency-Key (HTTP) every attempt of this message carries, so a receiver can recognize a repeat.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.outbox', 'message_id')::regclass, '');
@@ -517,6 +519,367 @@ AS $$
 $$;
 
 --
+-- Notices to people (failure notices, the daily recap; docs/delivery.md,
+-- Notices): the lead's key details, what failed and why in words, links to
+-- the OEM's own lead pages (settings.lead_details_url, lead_list_url), and
+-- the SQL for operators last.  Each is queued with a plain-text body and
+-- an HTML one (outbox.body, outbox.body_html) and sent as
+-- multipart/alternative (render_email_alternative).
+--
+CREATE FUNCTION aimroute.html_escape(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN replace(replace(replace(replace(replace(t, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
+COMMENT ON FUNCTION aimroute.html_escape(text) IS
+    'Text made safe for HTML content and quoted attribute values: & < > " and '' as character references.';
+
+-- notice_line: one line of a notice, whatever the value holds: control
+-- characters (CR, LF, tabs) become a space, so that a lead's name cannot
+-- start a line of its own (a forged link, a forged header).
+CREATE FUNCTION aimroute.notice_line(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN nullif(btrim(regexp_replace(t, '[[:cntrl:]]+', ' ', 'g')), '');
+COMMENT ON FUNCTION aimroute.notice_line(text) IS
+    'A value as one line of a notice: control characters (CR, LF, tab) as a space, trimmed; NULL when nothing is left.';
+
+CREATE FUNCTION aimroute.notice_link(template text, lead_id bigint, day date) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN replace(replace(template, '{lead_id}', coalesce(lead_id::text, '')),
+                   '{date}', coalesce(to_char(day::timestamp, 'YYYY-MM-DD'), ''));
+COMMENT ON FUNCTION aimroute.notice_link(text, bigint, date) IS
+    'A link of a notice from its URL template (settings.lead_details_url, settings.lead_list_url): {lead_id} and {date} (YYYY-MM-DD) replaced; NULL when the template is NULL.';
+
+-- failure_reason: why a message was not delivered, in words, with the
+-- receiver's own answer after it.
+CREATE FUNCTION aimroute.failure_reason(method text, role text, recipient text, outcome text, response text)
+RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s %s %s', w.who, aimroute.notice_line(recipient),
+               CASE WHEN outcome = 'Hard Bounce' THEN 'does not exist or does not take mail'
+                    WHEN outcome = 'Soft Bounce' THEN 'has a full mailbox'
+                    WHEN outcome = 'Suppressed'
+                        THEN 'is on the suppression list after an earlier bounce, so nothing was sent to it: correct the address, then reset the contact (aimroute.set_delivery_status_active)'
+                    WHEN method = 'mobile' THEN 'could not be reached through the push gateway'
+                    WHEN role = 'adf_http' THEN 'did not take the lead'
+                    WHEN response LIKE '%gave up after%' THEN 'could not be reached'
+                    ELSE 'refused the message' END
+               || CASE WHEN response LIKE '%gave up after%' THEN ', and the last retry has run out' ELSE '' END)
+           || coalesce(format(' (%s %s)',
+                              CASE WHEN outcome = 'Suppressed' OR response LIKE 'not sent:%' THEN 'aimroute:'
+                                   WHEN method = 'email' OR role = 'adf_email' THEN 'the mail server answered'
+                                   ELSE 'the answer was' END,
+                              left(aimroute.notice_line(response), 300)), '')
+      FROM (SELECT CASE role WHEN 'To' THEN 'The dealer''s lead address'
+                             WHEN 'CC' THEN 'The dealer''s copy (CC) address'
+                             WHEN 'adf_email' THEN 'The dealer''s CRM address'
+                             WHEN 'adf_http' THEN 'The dealer''s CRM endpoint'
+                             WHEN 'Push' THEN 'The mobile number'
+                             ELSE 'The address' END AS who) w
+$$;
+COMMENT ON FUNCTION aimroute.failure_reason(text, text, text, text, text) IS
+    'Why a message was not delivered, in words (such as: The dealer''s lead address sales@... does not exist or does not take mail), with the receiver''s answer in brackets.';
+
+-- lead_key_details: what a person needs to recognize a lead, as labelled
+-- lines, each one line (notice_line); empty values are left out.
+CREATE FUNCTION aimroute.lead_key_details(p_lead_id bigint, p_dealer_number text, s aimroute.settings)
+RETURNS TABLE (label text, value text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT x.label, aimroute.notice_line(x.value)
+      FROM aimroute.leads l
+      LEFT JOIN aimroute.dealers d ON d.dealer_number = p_dealer_number
+      LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
+     CROSS JOIN LATERAL (VALUES
+            (1, 'Lead', l.lead_id::text),
+            (2, 'Received', to_char(l.received_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI') || ' ' || s.timezone),
+            (3, 'Name', concat_ws(' ', l.first_name, l.last_name)),
+            (4, 'Email', l.email),
+            (5, 'Phone', l.phone),
+            (6, 'Product', concat_ws(' ', coalesce(b.name, l.brand_code), l.product_code)),
+            (7, 'Place', concat_ws(', ', l.city,
+                                   nullif(concat_ws(' ', l.state_code, coalesce(l.postal_code, l.postal_code_input)), ''),
+                                   l.country)),
+            (8, 'Dealer', coalesce(d.name || ' (' || p_dealer_number || ')', p_dealer_number)
+                          || coalesce(', region ' || d.region, ''))) AS x (n, label, value)
+     WHERE l.lead_id = p_lead_id AND aimroute.notice_line(x.value) IS NOT NULL
+     ORDER BY x.n
+$$;
+COMMENT ON FUNCTION aimroute.lead_key_details(bigint, text, aimroute.settings) IS
+    'A lead''s key details for a notice: lead, received, name, email, phone, product, place and dealer, as label and one-line value (empty ones left out).';
+
+-- notice_html: the HTML page of a notice around its content: inline
+-- styles only (mail clients drop style sheets), the operators' SQL in a
+-- grey footer.  Every text in it is escaped by its caller or here.
+CREATE FUNCTION aimroute.notice_html(title text, content text, operator_lines text[], signature text)
+RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat(
+        '<!DOCTYPE html>', E'\n',
+        '<html><head><meta charset="utf-8"><title>', aimroute.html_escape(title), '</title></head>', E'\n',
+        '<body style="margin:0;padding:16px;background:#f3f4f6;font-family:Helvetica,Arial,sans-serif;font-size:14px;color:#1f2328">', E'\n',
+        '<div style="max-width:680px;margin:0 auto;background:#ffffff;border:1px solid #d0d7de;border-radius:6px;padding:20px 24px">', E'\n',
+        content,
+        '<div style="margin-top:20px;padding-top:10px;border-top:1px solid #d0d7de;font-size:12px;color:#57606a">', E'\n',
+        '<p style="margin:0 0 4px">For operators:</p>', E'\n',
+        (SELECT string_agg('<div><code style="font-family:Menlo,Consolas,monospace">' || aimroute.html_escape(o) || '</code></div>', E'\n')
+           FROM unnest(operator_lines) AS o), E'\n',
+        '<p style="margin:10px 0 0">', aimroute.html_escape(signature), '</p>', E'\n',
+        '</div></div></body></html>', E'\n')
+$$;
+COMMENT ON FUNCTION aimroute.notice_html(text, text, text[], text) IS
+    'The HTML page of a notice: its escaped title, the content (HTML), the operators'' SQL as a footer, and the signature.';
+
+-- notice_details_html: a lead's key details as an HTML table.
+CREATE FUNCTION aimroute.notice_details_html(labels text[], vals text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '<table style="border-collapse:collapse;margin:8px 0 12px">' || E'\n'
+           || string_agg('<tr><th style="text-align:left;vertical-align:top;padding:2px 16px 2px 0;color:#57606a;font-weight:normal">'
+                         || aimroute.html_escape(x.label) || '</th><td style="padding:2px 0">'
+                         || aimroute.html_escape(x.value) || '</td></tr>', E'\n' ORDER BY x.n)
+           || E'\n</table>\n'
+      FROM unnest(labels, vals) WITH ORDINALITY AS x (label, value, n)
+$$;
+COMMENT ON FUNCTION aimroute.notice_details_html(text[], text[]) IS
+    'Labelled values as an HTML table, escaped.';
+
+CREATE FUNCTION aimroute.notice_link_html(url text, words text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN '<a href="' || aimroute.html_escape(url) || '" style="display:inline-block;padding:6px 14px;background:#0b5cad;color:#ffffff;text-decoration:none;border-radius:4px">'
+           || aimroute.html_escape(words) || '</a>';
+COMMENT ON FUNCTION aimroute.notice_link_html(text, text) IS
+    'A link of a notice as an HTML button, URL and words escaped.';
+
+--
+-- failure_notice_content: the real-time failure notice of a notice whose
+-- delivery ended in total or partial failure: subject, text and HTML.
+--
+CREATE FUNCTION aimroute.failure_notice_content(p_notification_id bigint, s aimroute.settings,
+                                                OUT subject text, OUT text_body text, OUT html_body text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n aimroute.lead_notifications;
+    dealer_name text;
+    total integer;
+    delivered integer;
+    reasons text[];
+    verdict text;
+    labels text[];
+    vals text[];
+    link text;
+    intro text;
+    no_link text := 'There is no link to the lead''s page: settings.lead_details_url is not set.';
+    ops text[];
+    signature text := s.oem_name || ' lead delivery (aimroute)';
+BEGIN
+    SELECT * INTO n FROM aimroute.lead_notifications x WHERE x.notification_id = p_notification_id;
+    SELECT d.name INTO dealer_name FROM aimroute.dealers d WHERE d.dealer_number = n.dealer_number;
+    SELECT count(*) FILTER (WHERE o.status <> 'cancelled'),
+           count(*) FILTER (WHERE o.status = 'delivered'),
+           array_agg(aimroute.failure_reason(o.method, o.role, o.recipient, o.outcome, o.last_response)
+                     ORDER BY o.message_id) FILTER (WHERE o.status = 'failed')
+      INTO total, delivered, reasons
+      FROM aimroute.outbox o
+     WHERE o.notification_id = n.notification_id AND o.purpose = 'lead';
+    verdict := CASE WHEN delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END;
+    SELECT array_agg(k.label), array_agg(k.value) INTO labels, vals
+      FROM aimroute.lead_key_details(n.lead_id, n.dealer_number, s) k;
+    link := aimroute.notice_link(s.lead_details_url, n.lead_id, NULL);
+    intro := format('Lead %s was sent to %s on %s %s, and its delivery ended in %s: %s of %s messages delivered.',
+                    n.lead_id, coalesce(aimroute.notice_line(dealer_name) || ' (' || n.dealer_number || ')', 'dealer ' || n.dealer_number),
+                    to_char(n.queued_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI'), s.timezone,
+                    verdict, delivered, total);
+    ops := ARRAY['What to check: SELECT * FROM aimroute.delivery_attempts WHERE lead_id = ' || n.lead_id || ';',
+                 'Send it again once fixed: SELECT aimroute.send_lead(' || n.lead_id || ');'];
+    subject := format('Lead %s not delivered to dealer %s (%s)', n.lead_id, n.dealer_number, verdict);
+    text_body := concat_ws(E'\n',
+        intro,
+        '',
+        (SELECT string_agg(rpad(x.label || ':', 10) || ' ' || x.value, E'\n' ORDER BY x.n)
+           FROM unnest(labels, vals) WITH ORDINALITY AS x (label, value, n)),
+        '',
+        'Not delivered:',
+        (SELECT string_agg('  - ' || r, E'\n') FROM unnest(reasons) AS r),
+        '',
+        coalesce('Open the lead: ' || link, no_link),
+        '',
+        'For operators:',
+        (SELECT string_agg('  ' || o, E'\n') FROM unnest(ops) AS o),
+        '',
+        '-- ',
+        signature);
+    html_body := aimroute.notice_html(subject,
+        concat('<h1 style="font-size:18px;margin:0 0 10px">', aimroute.html_escape(subject), '</h1>', E'\n',
+               '<p style="margin:0 0 8px">', aimroute.html_escape(intro), '</p>', E'\n',
+               aimroute.notice_details_html(labels, vals),
+               '<h2 style="font-size:15px;margin:12px 0 6px">Not delivered</h2>', E'\n',
+               '<ul style="margin:0 0 12px;padding-left:20px">', E'\n',
+               (SELECT string_agg('<li style="margin:0 0 4px">' || aimroute.html_escape(r) || '</li>', E'\n') FROM unnest(reasons) AS r),
+               E'\n</ul>\n',
+               '<p style="margin:12px 0">',
+               coalesce(aimroute.notice_link_html(link, 'Open the lead'), aimroute.html_escape(no_link)),
+               '</p>', E'\n'),
+        ops, signature);
+END
+$$;
+COMMENT ON FUNCTION aimroute.failure_notice_content(bigint, aimroute.settings) IS
+    'The real-time failure notice of a lead notice: subject, plain text and HTML with the lead''s key details, each message not delivered and why in words, the link to the lead''s page (settings.lead_details_url) and the operators'' SQL. Internal: delivery_settle queues it.';
+REVOKE EXECUTE ON FUNCTION aimroute.failure_notice_content(bigint, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.failure_notice_content(bigint, aimroute.settings) TO aimroute_admin;
+
+--
+-- daily_recap_content: the daily recap of a day's failing leads for one
+-- recipient (a region's, a dealer's or all): subject, text and HTML, and
+-- how many leads it lists (0: nothing to send).
+--
+CREATE FUNCTION aimroute.daily_recap_content(p_day date, p_region text, p_dealer_number text, s aimroute.settings,
+                                             OUT leads integer, OUT subject text, OUT text_body text, OUT html_body text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i record;
+    list_link text := aimroute.notice_link(s.lead_list_url, NULL, p_day);
+    link text;
+    title text;
+    reasons text[];
+    statuses text;
+    summary text;
+    text_items text[] := '{}';
+    html_items text[] := '{}';
+    lead_ids bigint[] := '{}';
+    ops text[];
+    intro text;
+    signature text := s.oem_name || ' lead delivery (aimroute)';
+BEGIN
+    FOR i IN
+        SELECT x.* FROM aimroute.delivery_issues x
+         WHERE (x.failed_at AT TIME ZONE s.timezone)::date = p_day
+           AND (p_region IS NULL OR x.region = p_region)
+           AND (p_dealer_number IS NULL OR x.dealer_number = p_dealer_number)
+         ORDER BY x.lead_id, x.notification_id
+    LOOP
+        SELECT array_agg(aimroute.failure_reason(o.method, o.role, o.recipient, o.outcome, o.last_response)
+                         ORDER BY o.message_id)
+          INTO reasons
+          FROM aimroute.outbox o
+         WHERE o.notification_id = i.notification_id AND o.purpose = 'lead' AND o.status = 'failed';
+        SELECT concat_ws(', ', l.lead_id::text,
+                         aimroute.notice_line(concat_ws(' ', l.first_name, l.last_name)),
+                         aimroute.notice_line(concat_ws(' ', coalesce(b.name, l.brand_code), l.product_code)),
+                         aimroute.notice_line(concat_ws(', ', l.city, nullif(concat_ws(' ', l.state_code, l.postal_code), ''))))
+          INTO title
+          FROM aimroute.leads l LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
+         WHERE l.lead_id = i.lead_id;
+        title := 'Lead ' || title;
+        statuses := concat_ws(', ', 'email ' || i.email_status, 'mobile ' || i.mobile_status, 'CRM ' || i.crm_status);
+        summary := format('%s (%s): %s (%s)', aimroute.notice_line(i.dealer_name), i.dealer_number, i.failure, statuses);
+        link := aimroute.notice_link(s.lead_details_url, i.lead_id, NULL);
+        lead_ids := lead_ids || i.lead_id;
+        text_items := text_items || concat_ws(E'\n',
+            title,
+            '  Dealer:  ' || summary,
+            (SELECT string_agg('  Why:     ' || r, E'\n') FROM unnest(reasons) AS r),
+            '  Open:    ' || link);
+        html_items := html_items || concat(
+            '<li style="margin:0 0 12px"><div style="font-weight:bold">', aimroute.html_escape(title), '</div>', E'\n',
+            '<div>Dealer: ', aimroute.html_escape(summary), '</div>', E'\n',
+            (SELECT string_agg('<div style="color:#57606a">Why: ' || aimroute.html_escape(r) || '</div>', E'\n') FROM unnest(reasons) AS r),
+            CASE WHEN link IS NOT NULL
+                 THEN E'\n<div><a href="' || aimroute.html_escape(link) || '">Open the lead</a></div>' END,
+            '</li>');
+    END LOOP;
+    leads := (SELECT count(DISTINCT x) FROM unnest(lead_ids) AS x);
+    IF leads = 0 THEN
+        RETURN;
+    END IF;
+    subject := format('Lead delivery failures on %s: %s lead%s%s', p_day, leads, CASE WHEN leads = 1 THEN '' ELSE 's' END,
+                      coalesce(' (region ' || p_region || ')', ' (dealer ' || p_dealer_number || ')', ''));
+    intro := format('%s lead%s whose delivery failed wholly or partly on %s (%s).', leads,
+                    CASE WHEN leads = 1 THEN '' ELSE 's' END, to_char(p_day, 'YYYY-MM-DD'), s.timezone);
+    ops := ARRAY[format('The details: SELECT * FROM aimroute.delivery_issues WHERE (failed_at AT TIME ZONE %L)::date = %L;',
+                        s.timezone, to_char(p_day, 'YYYY-MM-DD'))];
+    text_body := concat_ws(E'\n',
+        intro,
+        coalesce('The day''s list: ' || list_link,
+                 'There is no link to the day''s list: settings.lead_list_url is not set.'),
+        '',
+        array_to_string(text_items, E'\n\n'),
+        '',
+        'For operators:',
+        '  ' || ops[1],
+        '',
+        '-- ',
+        signature);
+    html_body := aimroute.notice_html(subject,
+        concat('<h1 style="font-size:18px;margin:0 0 10px">', aimroute.html_escape(subject), '</h1>', E'\n',
+               '<p style="margin:0 0 8px">', aimroute.html_escape(intro), '</p>', E'\n',
+               '<p style="margin:0 0 14px">',
+               coalesce(aimroute.notice_link_html(list_link, 'Open the day''s list'),
+                        aimroute.html_escape('There is no link to the day''s list: settings.lead_list_url is not set.')),
+               '</p>', E'\n',
+               '<ol style="margin:0;padding-left:20px">', E'\n', array_to_string(html_items, E'\n'), E'\n</ol>\n'),
+        ops, signature);
+END
+$$;
+COMMENT ON FUNCTION aimroute.daily_recap_content(date, text, text, aimroute.settings) IS
+    'The daily recap of a day''s failing leads for one recipient (p_region, p_dealer_number: NULL for all) on p_day: how many leads, subject, plain text and HTML with each lead''s key details, why it failed in words, links to its page and to the day''s list (settings.lead_details_url, lead_list_url) and the operators'' SQL. Internal: queue_daily_recap queues it.';
+REVOKE EXECUTE ON FUNCTION aimroute.daily_recap_content(date, text, text, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.daily_recap_content(date, text, text, aimroute.settings) TO aimroute_admin;
+
+-- render_email_alternative: a notice as sent: the headers of render_email,
+-- then multipart/alternative with the text part first and the HTML part
+-- last (the one a mail client shows when it can), each in base64.  The
+-- boundary starts with =_, which base64 never holds.  PL/pgSQL, as
+-- render_email, for its kept plan.
+CREATE FUNCTION aimroute.render_email_alternative(mail_from text, rcpt text, subject text, text_body text,
+                                                  html_body text, message_key text, sent_at timestamptz)
+RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    boundary text := '=_aimroute_' || md5(coalesce(message_key, '') || sent_at::text);
+BEGIN
+    RETURN concat_ws(E'\r\n',
+        'Date: ' || to_char(sent_at AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS') || ' +0000',
+        'From: ' || mail_from,
+        'To: ' || rcpt,
+        'Subject: ' || aimroute.mime_header_text(left(regexp_replace(subject, '[\r\n\t]+', ' ', 'g'), 200)),
+        'Message-ID: ' || message_key,
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/alternative; boundary="' || boundary || '"',
+        'X-Mailer: aimroute',
+        '',
+        '--' || boundary,
+        'Content-Type: text/plain; charset=UTF-8',
+        'Content-Transfer-Encoding: base64',
+        '',
+        replace(encode(convert_to(text_body, 'UTF8'), 'base64'), E'\n', E'\r\n'),
+        '--' || boundary,
+        'Content-Type: text/html; charset=UTF-8',
+        'Content-Transfer-Encoding: base64',
+        '',
+        replace(encode(convert_to(html_body, 'UTF8'), 'base64'), E'\n', E'\r\n'),
+        '--' || boundary || '--',
+        '');
+END
+$$;
+COMMENT ON FUNCTION aimroute.render_email_alternative(text, text, text, text, text, text, timestamptz) IS
+    'A notice as sent over SMTP: the headers of render_email, then a multipart/alternative body with a text/plain and a text/html part, each in base64, CRLF line ends.';
+
+--
 -- delivery_job: what the worker needs to send one message.
 --
 CREATE TYPE aimroute.delivery_job AS (
@@ -550,8 +913,7 @@ DECLARE
     total integer;
     delivered integer;
     open_count integer;
-    failures text;
-    verdict text;
+    notice record;
     queued integer;
 BEGIN
     SELECT * INTO n FROM aimroute.lead_notifications x WHERE x.notification_id = p_notification_id FOR UPDATE;
@@ -560,37 +922,20 @@ BEGIN
     END IF;
     SELECT count(*) FILTER (WHERE o.status <> 'cancelled'),
            count(*) FILTER (WHERE o.status = 'delivered'),
-           count(*) FILTER (WHERE o.status IN ('queued', 'sending')),
-           string_agg(format('  %s %s (%s): %s%s', o.method, o.recipient, o.role, o.outcome,
-                             ' - ' || left(o.last_response, 200)), E'\n' ORDER BY o.message_id)
-               FILTER (WHERE o.status = 'failed')
-      INTO total, delivered, open_count, failures
+           count(*) FILTER (WHERE o.status IN ('queued', 'sending'))
+      INTO total, delivered, open_count
       FROM aimroute.outbox o
      WHERE o.notification_id = n.notification_id AND o.purpose = 'lead';
     IF open_count > 0 OR total = 0 OR delivered = total THEN
         RETURN 0;
     END IF;
-    verdict := CASE WHEN delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END;
     SELECT * INTO s FROM aimroute.settings;
     SELECT * INTO d FROM aimroute.dealers x WHERE x.dealer_number = n.dealer_number;
+    SELECT * INTO notice FROM aimroute.failure_notice_content(n.notification_id, s);
     INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, purpose, method, role,
-                                 contact_id, recipient, subject, body)
+                                 contact_id, recipient, subject, body, body_html)
     SELECT n.notification_id, n.lead_id, n.dealer_number, 'failure notice', 'email', 'Notice',
-           r.contact_id, r.email,
-           format('Lead %s not delivered to dealer %s (%s)', n.lead_id, n.dealer_number, verdict),
-           concat_ws(E'\n',
-               format('Lead %s was sent to dealer %s (%s) on %s %s, and its delivery ended in %s:',
-                      n.lead_id, n.dealer_number, d.name,
-                      to_char(n.queued_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI'), s.timezone, verdict),
-               '',
-               format('  %s of %s messages delivered; not delivered:', delivered, total),
-               failures,
-               '',
-               'What to check: SELECT * FROM aimroute.delivery_attempts WHERE lead_id = ' || n.lead_id || ';',
-               'Send it again once fixed: SELECT aimroute.send_lead(' || n.lead_id || ');',
-               '',
-               '-- ',
-               s.oem_name || ' lead delivery (aimroute)')
+           r.contact_id, r.email, notice.subject, notice.text_body, notice.html_body
       FROM (SELECT NULL::bigint AS contact_id, c.email
               FROM aimroute.notification_contacts c
              WHERE c.contact_type = 'Dealer Lead Delivery Notification (real-time)'
@@ -665,8 +1010,12 @@ BEGIN
            CASE k.kind WHEN 'push' THEN 'application/json' WHEN 'adf_http' THEN 'application/xml' END,
            m.message_key,
            CASE k.kind
+               -- A notice queued before notices had an HTML part has none.
                WHEN 'notice' THEN
-                   aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp())
+                   CASE WHEN m.body_html IS NULL
+                        THEN aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp())
+                        ELSE aimroute.render_email_alternative(s.smtp_from, m.recipient, m.subject, m.body, m.body_html,
+                                                               m.message_key, clock_timestamp()) END
                WHEN 'email' THEN
                    aimroute.render_email(s.smtp_from, m.recipient, aimroute.lead_email_subject(l),
                        aimroute.lead_email_text(l, d.name, CASE WHEN m.role = 'To' THEN s.view_link_url || n.view_token END),
@@ -1394,43 +1743,18 @@ BEGIN
         INSERT INTO aimroute.daily_recaps (day) VALUES (recap_day) ON CONFLICT (day) DO NOTHING;
         CONTINUE WHEN NOT FOUND;
 
-        WITH issues AS (
-            SELECT i.* FROM aimroute.delivery_issues i
-             WHERE (i.failed_at AT TIME ZONE s.timezone)::date = recap_day
-        ), recipients AS (
-            SELECT NULL::bigint AS contact_id, c.email, c.region, NULL::text AS dealer_number
-              FROM aimroute.notification_contacts c
-             WHERE c.contact_type = 'Lead Delivery Notification Daily'
-            UNION
-            SELECT c.contact_id, c.email, NULL, c.dealer_number
-              FROM aimroute.dealer_contacts c
-             WHERE c.email IS NOT NULL AND 'Lead Delivery Notification Daily' = ANY (c.contact_types)
-        ), per_recipient AS (
-            SELECT r.contact_id, r.email, r.region, r.dealer_number, count(DISTINCT i.lead_id) AS n,
-                   string_agg(format('  lead %s  dealer %s (%s)  %s  email %s, mobile %s, CRM %s',
-                                     i.lead_id, i.dealer_number, i.dealer_name, i.failure,
-                                     coalesce(i.email_status, '-'), coalesce(i.mobile_status, '-'),
-                                     coalesce(i.crm_status, '-')), E'\n' ORDER BY i.lead_id, i.notification_id) AS lines
-              FROM recipients r
-              JOIN issues i ON (r.region IS NULL OR i.region = r.region)
-                           AND (r.dealer_number IS NULL OR i.dealer_number = r.dealer_number)
-             GROUP BY 1, 2, 3, 4
-        )
-        INSERT INTO aimroute.outbox (purpose, method, role, contact_id, dealer_number, recipient, subject, body)
-        SELECT 'daily recap', 'email', 'Recap', p.contact_id, p.dealer_number, p.email,
-               format('Lead delivery failures on %s: %s lead%s%s', recap_day, p.n, CASE WHEN p.n = 1 THEN '' ELSE 's' END,
-                      coalesce(' (region ' || p.region || ')', ' (dealer ' || p.dealer_number || ')', '')),
-               concat_ws(E'\n',
-                   format('Leads whose delivery failed wholly or partly on %s (%s):', recap_day, s.timezone),
-                   '',
-                   p.lines,
-                   '',
-                   format('The details: SELECT * FROM aimroute.delivery_issues WHERE (failed_at AT TIME ZONE %L)::date = %L;',
-                          s.timezone, recap_day),
-                   '',
-                   '-- ',
-                   s.oem_name || ' lead delivery (aimroute)')
-          FROM per_recipient p;
+        INSERT INTO aimroute.outbox (purpose, method, role, contact_id, dealer_number, recipient, subject, body, body_html)
+        SELECT 'daily recap', 'email', 'Recap', r.contact_id, r.dealer_number, r.email,
+               x.subject, x.text_body, x.html_body
+          FROM (SELECT NULL::bigint AS contact_id, n.email, n.region, NULL::text AS dealer_number
+                  FROM aimroute.notification_contacts n
+                 WHERE n.contact_type = 'Lead Delivery Notification Daily'
+                UNION
+                SELECT c.contact_id, c.email, NULL, c.dealer_number
+                  FROM aimroute.dealer_contacts c
+                 WHERE c.email IS NOT NULL AND 'Lead Delivery Notification Daily' = ANY (c.contact_types)) AS r
+         CROSS JOIN LATERAL aimroute.daily_recap_content(recap_day, r.region, r.dealer_number, s) AS x
+         WHERE x.leads > 0;
         GET DIAGNOSTICS queued = ROW_COUNT;
         SELECT count(DISTINCT i.lead_id) INTO lead_count FROM aimroute.delivery_issues i
          WHERE (i.failed_at AT TIME ZONE s.timezone)::date = recap_day;

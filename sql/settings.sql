@@ -53,6 +53,11 @@ UPDATE settings SET daily_recap_hour = 24;
 UPDATE settings SET daily_recap_hour = -1;
 UPDATE settings SET oem_name = '  ';
 UPDATE settings SET view_link_url = 'dealers.example.com/lead?token=';
+-- Notice links are URL templates with their placeholder.
+UPDATE settings SET lead_details_url = 'https://crm.oem.example/leads/';
+UPDATE settings SET lead_details_url = 'crm.oem.example/leads/{lead_id}';
+UPDATE settings SET lead_list_url = 'https://crm.oem.example/leads?day={lead_id}';
+UPDATE settings SET lead_list_url = 'https://crm.oem.example/leads?date={date} ';
 UPDATE settings SET singleton = false;
 UPDATE settings SET radius_enabled = NULL;
 UPDATE settings SET reroute_enabled = NULL;
@@ -65,6 +70,10 @@ UPDATE settings SET radius_countries = '{usa,Canada,MEX,US}', radius_miles = 250
 SELECT radius_countries, radius_miles, reroute_skip_days, timezone, default_dealer_number,
        push_gateway_url, delivery_retry_schedule, dedupe_window
   FROM settings;
+UPDATE settings SET lead_details_url = 'https://crm.oem.example/leads/{lead_id}',
+       lead_list_url = 'https://crm.oem.example/leads?date={date}';
+SELECT lead_details_url, lead_list_url FROM settings;
+UPDATE settings SET lead_details_url = NULL, lead_list_url = NULL;
 -- The default dealer cannot be deleted while it is the default.
 DELETE FROM dealers WHERE dealer_number = 'HQ';
 
@@ -96,6 +105,8 @@ UPDATE settings SET daily_recap_hour = 24;
 UPDATE settings SET reroute_clock = 'business';
 UPDATE settings SET oem_name = ' ';
 UPDATE settings SET view_link_url = 'ftp://x';
+UPDATE settings SET lead_details_url = 'https://x/leads';
+UPDATE settings SET lead_list_url = 'ftp://x/{date}';
 UPDATE settings SET singleton = false;
 UPDATE settings SET default_dealer_number = 'NO-SUCH-DEALER';
 \set VERBOSITY default

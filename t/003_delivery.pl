@@ -84,7 +84,9 @@ $node->safe_psql(
 	  ('daily\@oem.example', 'Lead Delivery Notification Daily', NULL);
 	UPDATE settings SET default_dealer_number = 'HQ', smtp_url = '$smtp_url',
 	       smtp_from = 'leads\@oem.example', push_gateway_url = '$http_url/ok/push',
-	       delivery_retry_schedule = '{1 second,1 second}', oem_name = 'Delivery Boats Inc.';
+	       delivery_retry_schedule = '{1 second,1 second}', oem_name = 'Delivery Boats Inc.',
+	       lead_details_url = 'https://crm.oem.example/leads/{lead_id}',
+	       lead_list_url = 'https://crm.oem.example/leads?date={date}';
 });
 
 # lead(tag, postal code [, send_to_dealer]): insert a lead and return its id.
@@ -167,6 +169,21 @@ is( $node->safe_psql(
 	'550: the contact is a Hard Bounce');
 ok(defined wait_for_log($smtp, sub { grep { $_->{subject} =~ /^Lead $part not delivered/ && $_->{rcpt_tos}[0] eq 'ops@oem.example' } @{ $_[0] } }),
 	'a real-time failure notice reached the OEM contact');
+# The notice as a mail client reads it: the sink parsed it with Python's
+# email package (test/servers/smtp_sink.py).
+my ($notice) = grep { $_->{subject} =~ /^Lead $part not delivered/ } @{ messages('ops@oem.example') };
+is($notice->{content_type}, 'multipart/alternative', 'the notice is multipart/alternative');
+is(join(' ', map { $_->{content_type} } @{ $notice->{parts} }), 'text/plain text/html', 'with a text and an HTML part');
+my ($notice_text, $notice_html) = map { $_->{content} } @{ $notice->{parts} };
+like($notice_text, qr/^Name: +Ann O'Brien & <Sons>$/m, 'the text part names the lead as typed');
+like($notice_text,
+	qr/The dealer's lead address hardbounce\@part\.example does not exist or does not take mail \(the mail server answered 550/,
+	'and says what failed and why, in words, with the server\'s answer');
+like($notice_text, qr{^Open the lead: https://crm\.oem\.example/leads/$part$}m, 'and links the lead\'s page');
+like($notice_text, qr/^  What to check: SELECT \* FROM aimroute\.delivery_attempts WHERE lead_id = $part;$/m,
+	'the SQL stays, for operators');
+like($notice_html, qr{<td[^>]*>Ann O&#39;Brien &amp; &lt;Sons&gt;</td>}, 'the HTML part escapes the name');
+like($notice_html, qr{<a href="https://crm\.oem\.example/leads/$part"}, 'and links the lead\'s page');
 is(scalar(grep { $_->{subject} =~ /^Lead $part / } @{ messages('west@oem.example') }),
 	0, 'and not the West region\'s contact (the dealer is in Great Lakes)');
 
@@ -303,8 +320,12 @@ is( $node->safe_psql(
 my $recap = wait_for_log($smtp, sub { grep { $_->{subject} =~ /^Lead delivery failures/ } @{ $_[0] } });
 ok($recap, 'and delivered');
 my ($recap_mail) = grep { ($_->{subject} // '') =~ /^Lead delivery failures/ } @{ $recap // [] };
-like($recap_mail->{body}, qr/lead $part .*Partial Delivery/, 'it lists the Partial Delivery lead');
-like($recap_mail->{body}, qr/lead $full .*Failure/, 'and the failed lead');
+like($recap_mail->{body}, qr/^Lead $part, .*\n  Dealer: .*: Partial Delivery/m, 'it lists the Partial Delivery lead');
+like($recap_mail->{body}, qr/^Lead $full, .*\n  Dealer: .*: Failure/m, 'and the failed lead');
+is(join(' ', map { $_->{content_type} } @{ $recap_mail->{parts} }), 'text/plain text/html', 'the recap has a text and an HTML part');
+my $recap_day = $node->safe_psql('app', "SELECT to_char(max(day), 'YYYY-MM-DD') FROM aimroute.daily_recaps");
+like($recap_mail->{body}, qr{^The day's list: https://crm\.oem\.example/leads\?date=$recap_day$}m, 'and links the day\'s list');
+like($recap_mail->{parts}[1]{content}, qr{<a href="https://crm\.oem\.example/leads\?date=$recap_day"}, 'in both parts');
 is( $node->safe_psql(
 		'app',
 		"SELECT aimroute.queue_daily_recap((current_date + 1 + time '09:00') AT TIME ZONE 'UTC')"),

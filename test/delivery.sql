@@ -230,7 +230,7 @@ SELECT is((SELECT string_agg(recipient, ' ' ORDER BY recipient) FROM outbox
             WHERE purpose = 'failure notice' AND lead_id = (SELECT lead_id FROM leads WHERE comment = 'c')),
           'manager@a.example ops@oem.example', 'failure notices go to the OEM contact and the dealer''s notification contact');
 SELECT ok((SELECT bool_and(subject = format('Lead %s not delivered to dealer DQ-A (Partial Delivery)', lead_id)
-                           AND body LIKE '%owner@a.example (CC): Hard Bounce%')
+                           AND body LIKE '%The dealer''s copy (CC) address owner@a.example does not exist or does not take mail%')
              FROM outbox WHERE purpose = 'failure notice'),
           'the notice names the lead, the verdict and each recipient not reached');
 SELECT pg_temp.deliver((SELECT lead_id FROM leads WHERE comment = 'c'));
@@ -554,7 +554,7 @@ SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + 
           0, 'no recap before settings.daily_recap_hour');
 SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '07:00') AT TIME ZONE 'America/Chicago'),
           2, 'at the hour: one recap for the OEM''s daily contact, one for the dealer''s');
-SELECT ok((SELECT body LIKE '%lead ' || (SELECT lead_id FROM leads WHERE comment = 'c') || '  dealer DQ-A (Alpha Marine)  Partial Delivery%'
+SELECT ok((SELECT body LIKE '%Lead ' || (SELECT lead_id FROM leads WHERE comment = 'c') || ', Ann%Dealer:  Alpha Marine (DQ-A): Partial Delivery%'
              FROM outbox WHERE purpose = 'daily recap' AND recipient = 'daily@oem.example'),
           'the recap lists the prior day''s failing leads');
 SELECT is(queue_daily_recap(((now() AT TIME ZONE 'America/Chicago')::date + 1 + time '08:00') AT TIME ZONE 'America/Chicago'),

@@ -4415,6 +4415,718 @@ GRANT EXECUTE ON FUNCTION aimroute.delivery_record_batch(bigint[], integer[], in
 COMMENT ON FUNCTION aimroute.routing_cache_info() IS
     'The model of the routing configuration this session routes with, brought up to date first: its version, when it was built and in how many milliseconds, what it holds (dealers, territories, postal_codes: every row of aimroute.postal_codes), its size (memory_bytes), where it lives (location: shared, one copy per database and version that every session maps, when aimroute is in shared_preload_libraries; local, this session''s own copy) and what this session holds besides (session_bytes: settings, PostGIS call info, copies of the postal codes looked up lately). enabled is always true: routing always uses the model (aimroute.routing_cache, which could turn it off, was retired in 0.2.0).';
 
+-- notices: notices a person can act on (issue 17, SPEC section 4).  The
+-- real-time failure notice and the daily recap carry the lead's key
+-- details, what failed and why in words, links built from two URL
+-- templates in settings (lead_details_url, lead_list_url; NULL: no link,
+-- and the notice says so) and the operators' SQL as a footer, in a
+-- plain-text and an HTML part (outbox.body_html), sent as
+-- multipart/alternative (render_email_alternative).  Lead emails are
+-- unchanged.  docs/delivery.md, Notices.
+-- No default, so the columns go in directly.
+ALTER TABLE aimroute.settings ADD COLUMN lead_details_url text
+    CONSTRAINT settings_lead_details_url_check
+    CHECK (aimroute.url_is_valid(lead_details_url, '{http,https}') AND strpos(lead_details_url, '{lead_id}') > 0);
+ALTER TABLE aimroute.settings ADD COLUMN lead_list_url text
+    CONSTRAINT settings_lead_list_url_check
+    CHECK (aimroute.url_is_valid(lead_list_url, '{http,https}') AND strpos(lead_list_url, '{date}') > 0);
+COMMENT ON COLUMN aimroute.settings.lead_details_url IS 'The page of one lead in the OEM''s own tools, linked from failure notices and the daily recap: an http:// or https:// URL template where {lead_id} stands for the lead, such as https://crm.oem.example/leads/{lead_id}; NULL (default): no link, and the notice says so.';
+COMMENT ON COLUMN aimroute.settings.lead_list_url IS 'The list of a day''s leads in the OEM''s own tools, linked from the daily recap: an http:// or https:// URL template where {date} stands for the day recapped (YYYY-MM-DD, settings.timezone), such as https://crm.oem.example/leads?date={date}; NULL (default): no link, and the recap says so.';
+GRANT SELECT (lead_details_url, lead_list_url) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
+    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
+        bad := 'reroute_clock';
+        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_details_url, '{http,https}')
+               AND strpos(NEW.lead_details_url, '{lead_id}') > 0) THEN
+        bad := 'lead_details_url';
+        allowed := 'an http:// or https:// URL template with {lead_id} where the lead goes, such as https://crm.oem.example/leads/{lead_id}, or NULL for no link';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_list_url, '{http,https}')
+               AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
+        bad := 'lead_list_url';
+        allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
+            reroute_clock = NEW.reroute_clock,
+            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+ALTER TABLE aimroute.outbox ADD COLUMN body_html text;
+COMMENT ON COLUMN aimroute.outbox.body_html IS 'The HTML part of a failure notice or daily recap, sent with body (the plain-text part) as multipart/alternative; NULL for every other message.';
+
+--
+-- Notices to people (failure notices, the daily recap; docs/delivery.md,
+-- Notices): the lead's key details, what failed and why in words, links to
+-- the OEM's own lead pages (settings.lead_details_url, lead_list_url), and
+-- the SQL for operators last.  Each is queued with a plain-text body and
+-- an HTML one (outbox.body, outbox.body_html) and sent as
+-- multipart/alternative (render_email_alternative).
+--
+CREATE FUNCTION aimroute.html_escape(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN replace(replace(replace(replace(replace(t, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
+COMMENT ON FUNCTION aimroute.html_escape(text) IS
+    'Text made safe for HTML content and quoted attribute values: & < > " and '' as character references.';
+
+-- notice_line: one line of a notice, whatever the value holds: control
+-- characters (CR, LF, tabs) become a space, so that a lead's name cannot
+-- start a line of its own (a forged link, a forged header).
+CREATE FUNCTION aimroute.notice_line(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN nullif(btrim(regexp_replace(t, '[[:cntrl:]]+', ' ', 'g')), '');
+COMMENT ON FUNCTION aimroute.notice_line(text) IS
+    'A value as one line of a notice: control characters (CR, LF, tab) as a space, trimmed; NULL when nothing is left.';
+
+CREATE FUNCTION aimroute.notice_link(template text, lead_id bigint, day date) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN replace(replace(template, '{lead_id}', coalesce(lead_id::text, '')),
+                   '{date}', coalesce(to_char(day::timestamp, 'YYYY-MM-DD'), ''));
+COMMENT ON FUNCTION aimroute.notice_link(text, bigint, date) IS
+    'A link of a notice from its URL template (settings.lead_details_url, settings.lead_list_url): {lead_id} and {date} (YYYY-MM-DD) replaced; NULL when the template is NULL.';
+
+-- failure_reason: why a message was not delivered, in words, with the
+-- receiver's own answer after it.
+CREATE FUNCTION aimroute.failure_reason(method text, role text, recipient text, outcome text, response text)
+RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s %s %s', w.who, aimroute.notice_line(recipient),
+               CASE WHEN outcome = 'Hard Bounce' THEN 'does not exist or does not take mail'
+                    WHEN outcome = 'Soft Bounce' THEN 'has a full mailbox'
+                    WHEN outcome = 'Suppressed'
+                        THEN 'is on the suppression list after an earlier bounce, so nothing was sent to it: correct the address, then reset the contact (aimroute.set_delivery_status_active)'
+                    WHEN method = 'mobile' THEN 'could not be reached through the push gateway'
+                    WHEN role = 'adf_http' THEN 'did not take the lead'
+                    WHEN response LIKE '%gave up after%' THEN 'could not be reached'
+                    ELSE 'refused the message' END
+               || CASE WHEN response LIKE '%gave up after%' THEN ', and the last retry has run out' ELSE '' END)
+           || coalesce(format(' (%s %s)',
+                              CASE WHEN outcome = 'Suppressed' OR response LIKE 'not sent:%' THEN 'aimroute:'
+                                   WHEN method = 'email' OR role = 'adf_email' THEN 'the mail server answered'
+                                   ELSE 'the answer was' END,
+                              left(aimroute.notice_line(response), 300)), '')
+      FROM (SELECT CASE role WHEN 'To' THEN 'The dealer''s lead address'
+                             WHEN 'CC' THEN 'The dealer''s copy (CC) address'
+                             WHEN 'adf_email' THEN 'The dealer''s CRM address'
+                             WHEN 'adf_http' THEN 'The dealer''s CRM endpoint'
+                             WHEN 'Push' THEN 'The mobile number'
+                             ELSE 'The address' END AS who) w
+$$;
+COMMENT ON FUNCTION aimroute.failure_reason(text, text, text, text, text) IS
+    'Why a message was not delivered, in words (such as: The dealer''s lead address sales@... does not exist or does not take mail), with the receiver''s answer in brackets.';
+
+-- lead_key_details: what a person needs to recognize a lead, as labelled
+-- lines, each one line (notice_line); empty values are left out.
+CREATE FUNCTION aimroute.lead_key_details(p_lead_id bigint, p_dealer_number text, s aimroute.settings)
+RETURNS TABLE (label text, value text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT x.label, aimroute.notice_line(x.value)
+      FROM aimroute.leads l
+      LEFT JOIN aimroute.dealers d ON d.dealer_number = p_dealer_number
+      LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
+     CROSS JOIN LATERAL (VALUES
+            (1, 'Lead', l.lead_id::text),
+            (2, 'Received', to_char(l.received_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI') || ' ' || s.timezone),
+            (3, 'Name', concat_ws(' ', l.first_name, l.last_name)),
+            (4, 'Email', l.email),
+            (5, 'Phone', l.phone),
+            (6, 'Product', concat_ws(' ', coalesce(b.name, l.brand_code), l.product_code)),
+            (7, 'Place', concat_ws(', ', l.city,
+                                   nullif(concat_ws(' ', l.state_code, coalesce(l.postal_code, l.postal_code_input)), ''),
+                                   l.country)),
+            (8, 'Dealer', coalesce(d.name || ' (' || p_dealer_number || ')', p_dealer_number)
+                          || coalesce(', region ' || d.region, ''))) AS x (n, label, value)
+     WHERE l.lead_id = p_lead_id AND aimroute.notice_line(x.value) IS NOT NULL
+     ORDER BY x.n
+$$;
+COMMENT ON FUNCTION aimroute.lead_key_details(bigint, text, aimroute.settings) IS
+    'A lead''s key details for a notice: lead, received, name, email, phone, product, place and dealer, as label and one-line value (empty ones left out).';
+
+-- notice_html: the HTML page of a notice around its content: inline
+-- styles only (mail clients drop style sheets), the operators' SQL in a
+-- grey footer.  Every text in it is escaped by its caller or here.
+CREATE FUNCTION aimroute.notice_html(title text, content text, operator_lines text[], signature text)
+RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat(
+        '<!DOCTYPE html>', E'\n',
+        '<html><head><meta charset="utf-8"><title>', aimroute.html_escape(title), '</title></head>', E'\n',
+        '<body style="margin:0;padding:16px;background:#f3f4f6;font-family:Helvetica,Arial,sans-serif;font-size:14px;color:#1f2328">', E'\n',
+        '<div style="max-width:680px;margin:0 auto;background:#ffffff;border:1px solid #d0d7de;border-radius:6px;padding:20px 24px">', E'\n',
+        content,
+        '<div style="margin-top:20px;padding-top:10px;border-top:1px solid #d0d7de;font-size:12px;color:#57606a">', E'\n',
+        '<p style="margin:0 0 4px">For operators:</p>', E'\n',
+        (SELECT string_agg('<div><code style="font-family:Menlo,Consolas,monospace">' || aimroute.html_escape(o) || '</code></div>', E'\n')
+           FROM unnest(operator_lines) AS o), E'\n',
+        '<p style="margin:10px 0 0">', aimroute.html_escape(signature), '</p>', E'\n',
+        '</div></div></body></html>', E'\n')
+$$;
+COMMENT ON FUNCTION aimroute.notice_html(text, text, text[], text) IS
+    'The HTML page of a notice: its escaped title, the content (HTML), the operators'' SQL as a footer, and the signature.';
+
+-- notice_details_html: a lead's key details as an HTML table.
+CREATE FUNCTION aimroute.notice_details_html(labels text[], vals text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '<table style="border-collapse:collapse;margin:8px 0 12px">' || E'\n'
+           || string_agg('<tr><th style="text-align:left;vertical-align:top;padding:2px 16px 2px 0;color:#57606a;font-weight:normal">'
+                         || aimroute.html_escape(x.label) || '</th><td style="padding:2px 0">'
+                         || aimroute.html_escape(x.value) || '</td></tr>', E'\n' ORDER BY x.n)
+           || E'\n</table>\n'
+      FROM unnest(labels, vals) WITH ORDINALITY AS x (label, value, n)
+$$;
+COMMENT ON FUNCTION aimroute.notice_details_html(text[], text[]) IS
+    'Labelled values as an HTML table, escaped.';
+
+CREATE FUNCTION aimroute.notice_link_html(url text, words text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN '<a href="' || aimroute.html_escape(url) || '" style="display:inline-block;padding:6px 14px;background:#0b5cad;color:#ffffff;text-decoration:none;border-radius:4px">'
+           || aimroute.html_escape(words) || '</a>';
+COMMENT ON FUNCTION aimroute.notice_link_html(text, text) IS
+    'A link of a notice as an HTML button, URL and words escaped.';
+
+--
+-- failure_notice_content: the real-time failure notice of a notice whose
+-- delivery ended in total or partial failure: subject, text and HTML.
+--
+CREATE FUNCTION aimroute.failure_notice_content(p_notification_id bigint, s aimroute.settings,
+                                                OUT subject text, OUT text_body text, OUT html_body text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n aimroute.lead_notifications;
+    dealer_name text;
+    total integer;
+    delivered integer;
+    reasons text[];
+    verdict text;
+    labels text[];
+    vals text[];
+    link text;
+    intro text;
+    no_link text := 'There is no link to the lead''s page: settings.lead_details_url is not set.';
+    ops text[];
+    signature text := s.oem_name || ' lead delivery (aimroute)';
+BEGIN
+    SELECT * INTO n FROM aimroute.lead_notifications x WHERE x.notification_id = p_notification_id;
+    SELECT d.name INTO dealer_name FROM aimroute.dealers d WHERE d.dealer_number = n.dealer_number;
+    SELECT count(*) FILTER (WHERE o.status <> 'cancelled'),
+           count(*) FILTER (WHERE o.status = 'delivered'),
+           array_agg(aimroute.failure_reason(o.method, o.role, o.recipient, o.outcome, o.last_response)
+                     ORDER BY o.message_id) FILTER (WHERE o.status = 'failed')
+      INTO total, delivered, reasons
+      FROM aimroute.outbox o
+     WHERE o.notification_id = n.notification_id AND o.purpose = 'lead';
+    verdict := CASE WHEN delivered = 0 THEN 'Failure' ELSE 'Partial Delivery' END;
+    SELECT array_agg(k.label), array_agg(k.value) INTO labels, vals
+      FROM aimroute.lead_key_details(n.lead_id, n.dealer_number, s) k;
+    link := aimroute.notice_link(s.lead_details_url, n.lead_id, NULL);
+    intro := format('Lead %s was sent to %s on %s %s, and its delivery ended in %s: %s of %s messages delivered.',
+                    n.lead_id, coalesce(aimroute.notice_line(dealer_name) || ' (' || n.dealer_number || ')', 'dealer ' || n.dealer_number),
+                    to_char(n.queued_at AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI'), s.timezone,
+                    verdict, delivered, total);
+    ops := ARRAY['What to check: SELECT * FROM aimroute.delivery_attempts WHERE lead_id = ' || n.lead_id || ';',
+                 'Send it again once fixed: SELECT aimroute.send_lead(' || n.lead_id || ');'];
+    subject := format('Lead %s not delivered to dealer %s (%s)', n.lead_id, n.dealer_number, verdict);
+    text_body := concat_ws(E'\n',
+        intro,
+        '',
+        (SELECT string_agg(rpad(x.label || ':', 10) || ' ' || x.value, E'\n' ORDER BY x.n)
+           FROM unnest(labels, vals) WITH ORDINALITY AS x (label, value, n)),
+        '',
+        'Not delivered:',
+        (SELECT string_agg('  - ' || r, E'\n') FROM unnest(reasons) AS r),
+        '',
+        coalesce('Open the lead: ' || link, no_link),
+        '',
+        'For operators:',
+        (SELECT string_agg('  ' || o, E'\n') FROM unnest(ops) AS o),
+        '',
+        '-- ',
+        signature);
+    html_body := aimroute.notice_html(subject,
+        concat('<h1 style="font-size:18px;margin:0 0 10px">', aimroute.html_escape(subject), '</h1>', E'\n',
+               '<p style="margin:0 0 8px">', aimroute.html_escape(intro), '</p>', E'\n',
+               aimroute.notice_details_html(labels, vals),
+               '<h2 style="font-size:15px;margin:12px 0 6px">Not delivered</h2>', E'\n',
+               '<ul style="margin:0 0 12px;padding-left:20px">', E'\n',
+               (SELECT string_agg('<li style="margin:0 0 4px">' || aimroute.html_escape(r) || '</li>', E'\n') FROM unnest(reasons) AS r),
+               E'\n</ul>\n',
+               '<p style="margin:12px 0">',
+               coalesce(aimroute.notice_link_html(link, 'Open the lead'), aimroute.html_escape(no_link)),
+               '</p>', E'\n'),
+        ops, signature);
+END
+$$;
+COMMENT ON FUNCTION aimroute.failure_notice_content(bigint, aimroute.settings) IS
+    'The real-time failure notice of a lead notice: subject, plain text and HTML with the lead''s key details, each message not delivered and why in words, the link to the lead''s page (settings.lead_details_url) and the operators'' SQL. Internal: delivery_settle queues it.';
+REVOKE EXECUTE ON FUNCTION aimroute.failure_notice_content(bigint, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.failure_notice_content(bigint, aimroute.settings) TO aimroute_admin;
+
+--
+-- daily_recap_content: the daily recap of a day's failing leads for one
+-- recipient (a region's, a dealer's or all): subject, text and HTML, and
+-- how many leads it lists (0: nothing to send).
+--
+CREATE FUNCTION aimroute.daily_recap_content(p_day date, p_region text, p_dealer_number text, s aimroute.settings,
+                                             OUT leads integer, OUT subject text, OUT text_body text, OUT html_body text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i record;
+    list_link text := aimroute.notice_link(s.lead_list_url, NULL, p_day);
+    link text;
+    title text;
+    reasons text[];
+    statuses text;
+    summary text;
+    text_items text[] := '{}';
+    html_items text[] := '{}';
+    lead_ids bigint[] := '{}';
+    ops text[];
+    intro text;
+    signature text := s.oem_name || ' lead delivery (aimroute)';
+BEGIN
+    FOR i IN
+        SELECT x.* FROM aimroute.delivery_issues x
+         WHERE (x.failed_at AT TIME ZONE s.timezone)::date = p_day
+           AND (p_region IS NULL OR x.region = p_region)
+           AND (p_dealer_number IS NULL OR x.dealer_number = p_dealer_number)
+         ORDER BY x.lead_id, x.notification_id
+    LOOP
+        SELECT array_agg(aimroute.failure_reason(o.method, o.role, o.recipient, o.outcome, o.last_response)
+                         ORDER BY o.message_id)
+          INTO reasons
+          FROM aimroute.outbox o
+         WHERE o.notification_id = i.notification_id AND o.purpose = 'lead' AND o.status = 'failed';
+        SELECT concat_ws(', ', l.lead_id::text,
+                         aimroute.notice_line(concat_ws(' ', l.first_name, l.last_name)),
+                         aimroute.notice_line(concat_ws(' ', coalesce(b.name, l.brand_code), l.product_code)),
+                         aimroute.notice_line(concat_ws(', ', l.city, nullif(concat_ws(' ', l.state_code, l.postal_code), ''))))
+          INTO title
+          FROM aimroute.leads l LEFT JOIN aimroute.brands b ON b.brand_code = l.brand_code
+         WHERE l.lead_id = i.lead_id;
+        title := 'Lead ' || title;
+        statuses := concat_ws(', ', 'email ' || i.email_status, 'mobile ' || i.mobile_status, 'CRM ' || i.crm_status);
+        summary := format('%s (%s): %s (%s)', aimroute.notice_line(i.dealer_name), i.dealer_number, i.failure, statuses);
+        link := aimroute.notice_link(s.lead_details_url, i.lead_id, NULL);
+        lead_ids := lead_ids || i.lead_id;
+        text_items := text_items || concat_ws(E'\n',
+            title,
+            '  Dealer:  ' || summary,
+            (SELECT string_agg('  Why:     ' || r, E'\n') FROM unnest(reasons) AS r),
+            '  Open:    ' || link);
+        html_items := html_items || concat(
+            '<li style="margin:0 0 12px"><div style="font-weight:bold">', aimroute.html_escape(title), '</div>', E'\n',
+            '<div>Dealer: ', aimroute.html_escape(summary), '</div>', E'\n',
+            (SELECT string_agg('<div style="color:#57606a">Why: ' || aimroute.html_escape(r) || '</div>', E'\n') FROM unnest(reasons) AS r),
+            CASE WHEN link IS NOT NULL
+                 THEN E'\n<div><a href="' || aimroute.html_escape(link) || '">Open the lead</a></div>' END,
+            '</li>');
+    END LOOP;
+    leads := (SELECT count(DISTINCT x) FROM unnest(lead_ids) AS x);
+    IF leads = 0 THEN
+        RETURN;
+    END IF;
+    subject := format('Lead delivery failures on %s: %s lead%s%s', p_day, leads, CASE WHEN leads = 1 THEN '' ELSE 's' END,
+                      coalesce(' (region ' || p_region || ')', ' (dealer ' || p_dealer_number || ')', ''));
+    intro := format('%s lead%s whose delivery failed wholly or partly on %s (%s).', leads,
+                    CASE WHEN leads = 1 THEN '' ELSE 's' END, to_char(p_day, 'YYYY-MM-DD'), s.timezone);
+    ops := ARRAY[format('The details: SELECT * FROM aimroute.delivery_issues WHERE (failed_at AT TIME ZONE %L)::date = %L;',
+                        s.timezone, to_char(p_day, 'YYYY-MM-DD'))];
+    text_body := concat_ws(E'\n',
+        intro,
+        coalesce('The day''s list: ' || list_link,
+                 'There is no link to the day''s list: settings.lead_list_url is not set.'),
+        '',
+        array_to_string(text_items, E'\n\n'),
+        '',
+        'For operators:',
+        '  ' || ops[1],
+        '',
+        '-- ',
+        signature);
+    html_body := aimroute.notice_html(subject,
+        concat('<h1 style="font-size:18px;margin:0 0 10px">', aimroute.html_escape(subject), '</h1>', E'\n',
+               '<p style="margin:0 0 8px">', aimroute.html_escape(intro), '</p>', E'\n',
+               '<p style="margin:0 0 14px">',
+               coalesce(aimroute.notice_link_html(list_link, 'Open the day''s list'),
+                        aimroute.html_escape('There is no link to the day''s list: settings.lead_list_url is not set.')),
+               '</p>', E'\n',
+               '<ol style="margin:0;padding-left:20px">', E'\n', array_to_string(html_items, E'\n'), E'\n</ol>\n'),
+        ops, signature);
+END
+$$;
+COMMENT ON FUNCTION aimroute.daily_recap_content(date, text, text, aimroute.settings) IS
+    'The daily recap of a day''s failing leads for one recipient (p_region, p_dealer_number: NULL for all) on p_day: how many leads, subject, plain text and HTML with each lead''s key details, why it failed in words, links to its page and to the day''s list (settings.lead_details_url, lead_list_url) and the operators'' SQL. Internal: queue_daily_recap queues it.';
+REVOKE EXECUTE ON FUNCTION aimroute.daily_recap_content(date, text, text, aimroute.settings) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.daily_recap_content(date, text, text, aimroute.settings) TO aimroute_admin;
+
+-- render_email_alternative: a notice as sent: the headers of render_email,
+-- then multipart/alternative with the text part first and the HTML part
+-- last (the one a mail client shows when it can), each in base64.  The
+-- boundary starts with =_, which base64 never holds.  PL/pgSQL, as
+-- render_email, for its kept plan.
+CREATE FUNCTION aimroute.render_email_alternative(mail_from text, rcpt text, subject text, text_body text,
+                                                  html_body text, message_key text, sent_at timestamptz)
+RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    boundary text := '=_aimroute_' || md5(coalesce(message_key, '') || sent_at::text);
+BEGIN
+    RETURN concat_ws(E'\r\n',
+        'Date: ' || to_char(sent_at AT TIME ZONE 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS') || ' +0000',
+        'From: ' || mail_from,
+        'To: ' || rcpt,
+        'Subject: ' || aimroute.mime_header_text(left(regexp_replace(subject, '[\r\n\t]+', ' ', 'g'), 200)),
+        'Message-ID: ' || message_key,
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/alternative; boundary="' || boundary || '"',
+        'X-Mailer: aimroute',
+        '',
+        '--' || boundary,
+        'Content-Type: text/plain; charset=UTF-8',
+        'Content-Transfer-Encoding: base64',
+        '',
+        replace(encode(convert_to(text_body, 'UTF8'), 'base64'), E'\n', E'\r\n'),
+        '--' || boundary,
+        'Content-Type: text/html; charset=UTF-8',
+        'Content-Transfer-Encoding: base64',
+        '',
+        replace(encode(convert_to(html_body, 'UTF8'), 'base64'), E'\n', E'\r\n'),
+        '--' || boundary || '--',
+        '');
+END
+$$;
+COMMENT ON FUNCTION aimroute.render_email_alternative(text, text, text, text, text, text, timestamptz) IS
+    'A notice as sent over SMTP: the headers of render_email, then a multipart/alternative body with a text/plain and a text/html part, each in base64, CRLF line ends.';
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_settle(p_notification_id bigint)
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n aimroute.lead_notifications;
+    s aimroute.settings;
+    d aimroute.dealers;
+    total integer;
+    delivered integer;
+    open_count integer;
+    notice record;
+    queued integer;
+BEGIN
+    SELECT * INTO n FROM aimroute.lead_notifications x WHERE x.notification_id = p_notification_id FOR UPDATE;
+    IF NOT FOUND OR n.failure_notice_at IS NOT NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT count(*) FILTER (WHERE o.status <> 'cancelled'),
+           count(*) FILTER (WHERE o.status = 'delivered'),
+           count(*) FILTER (WHERE o.status IN ('queued', 'sending'))
+      INTO total, delivered, open_count
+      FROM aimroute.outbox o
+     WHERE o.notification_id = n.notification_id AND o.purpose = 'lead';
+    IF open_count > 0 OR total = 0 OR delivered = total THEN
+        RETURN 0;
+    END IF;
+    SELECT * INTO s FROM aimroute.settings;
+    SELECT * INTO d FROM aimroute.dealers x WHERE x.dealer_number = n.dealer_number;
+    SELECT * INTO notice FROM aimroute.failure_notice_content(n.notification_id, s);
+    INSERT INTO aimroute.outbox (notification_id, lead_id, dealer_number, purpose, method, role,
+                                 contact_id, recipient, subject, body, body_html)
+    SELECT n.notification_id, n.lead_id, n.dealer_number, 'failure notice', 'email', 'Notice',
+           r.contact_id, r.email, notice.subject, notice.text_body, notice.html_body
+      FROM (SELECT NULL::bigint AS contact_id, c.email
+              FROM aimroute.notification_contacts c
+             WHERE c.contact_type = 'Dealer Lead Delivery Notification (real-time)'
+               AND (c.region IS NULL OR c.region = d.region)
+            UNION
+            SELECT c.contact_id, c.email
+              FROM aimroute.dealer_contacts c
+             WHERE c.dealer_number = n.dealer_number AND c.email IS NOT NULL
+               AND 'Dealer Lead Delivery Notification (real-time)' = ANY (c.contact_types)) AS r;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        PERFORM aimroute.wake_delivery_worker();
+    END IF;
+    UPDATE aimroute.lead_notifications x SET failure_notice_at = clock_timestamp()
+     WHERE x.notification_id = n.notification_id;
+    RETURN queued;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION aimroute.queue_daily_recap(at timestamptz DEFAULT clock_timestamp())
+RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s aimroute.settings;
+    local_now timestamp;
+    recap_day date;
+    last_day date;
+    queued integer;
+    total integer := 0;
+    lead_count integer;
+BEGIN
+    SELECT * INTO s FROM aimroute.settings;
+    local_now := queue_daily_recap.at AT TIME ZONE s.timezone;
+    IF extract(hour FROM local_now) < s.daily_recap_hour THEN
+        RETURN 0;
+    END IF;
+    SELECT max(r.day) INTO last_day FROM aimroute.daily_recaps r;
+    FOR recap_day IN
+        SELECT d::date FROM generate_series(greatest(last_day + 1, local_now::date - 7),
+                                            local_now::date - 1, interval '1 day') AS d
+    LOOP
+        INSERT INTO aimroute.daily_recaps (day) VALUES (recap_day) ON CONFLICT (day) DO NOTHING;
+        CONTINUE WHEN NOT FOUND;
+
+        INSERT INTO aimroute.outbox (purpose, method, role, contact_id, dealer_number, recipient, subject, body, body_html)
+        SELECT 'daily recap', 'email', 'Recap', r.contact_id, r.dealer_number, r.email,
+               x.subject, x.text_body, x.html_body
+          FROM (SELECT NULL::bigint AS contact_id, n.email, n.region, NULL::text AS dealer_number
+                  FROM aimroute.notification_contacts n
+                 WHERE n.contact_type = 'Lead Delivery Notification Daily'
+                UNION
+                SELECT c.contact_id, c.email, NULL, c.dealer_number
+                  FROM aimroute.dealer_contacts c
+                 WHERE c.email IS NOT NULL AND 'Lead Delivery Notification Daily' = ANY (c.contact_types)) AS r
+         CROSS JOIN LATERAL aimroute.daily_recap_content(recap_day, r.region, r.dealer_number, s) AS x
+         WHERE x.leads > 0;
+        GET DIAGNOSTICS queued = ROW_COUNT;
+        SELECT count(DISTINCT i.lead_id) INTO lead_count FROM aimroute.delivery_issues i
+         WHERE (i.failed_at AT TIME ZONE s.timezone)::date = recap_day;
+        UPDATE aimroute.daily_recaps r SET leads = lead_count, messages = queued WHERE r.day = recap_day;
+        total := total + queued;
+    END LOOP;
+    IF total > 0 THEN
+        PERFORM aimroute.wake_delivery_worker();
+    END IF;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION aimroute.delivery_render_batch(messages aimroute.outbox[], s aimroute.settings)
+RETURNS SETOF aimroute.delivery_job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    -- A few messages, each looked up by key (as in delivery_claim).
+    SET enable_hashjoin = off
+    SET enable_mergejoin = off
+    SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT m.message_id, m.attempts,
+           CASE WHEN k.http THEN 'http' ELSE 'smtp' END,
+           CASE k.kind WHEN 'push' THEN s.push_gateway_url WHEN 'adf_http' THEN m.recipient ELSE s.smtp_url END,
+           aimroute.envelope_sender(m, s),
+           -- The SMTP login is for the SMTP server only.
+           CASE WHEN NOT k.http THEN m.recipient END,
+           CASE WHEN NOT k.http THEN s.smtp_username END,
+           CASE WHEN NOT k.http THEN s.smtp_password END,
+           CASE k.kind WHEN 'push' THEN 'application/json' WHEN 'adf_http' THEN 'application/xml' END,
+           m.message_key,
+           CASE k.kind
+               -- A notice queued before notices had an HTML part has none.
+               WHEN 'notice' THEN
+                   CASE WHEN m.body_html IS NULL
+                        THEN aimroute.render_email(s.smtp_from, m.recipient, m.subject, m.body, m.message_key, clock_timestamp())
+                        ELSE aimroute.render_email_alternative(s.smtp_from, m.recipient, m.subject, m.body, m.body_html,
+                                                               m.message_key, clock_timestamp()) END
+               WHEN 'email' THEN
+                   aimroute.render_email(s.smtp_from, m.recipient, aimroute.lead_email_subject(l),
+                       aimroute.lead_email_text(l, d.name, CASE WHEN m.role = 'To' THEN s.view_link_url || n.view_token END),
+                       m.message_key, clock_timestamp())
+               WHEN 'push' THEN
+                   json_build_object(
+                       'to', m.recipient,
+                       'title', aimroute.lead_email_subject(l),
+                       'body', concat_ws(', ', nullif(concat_ws(' ', l.first_name, l.last_name), ''),
+                                         nullif(concat_ws(' ', l.city, l.state_code), ''), l.phone),
+                       'lead_id', l.lead_id,
+                       'dealer_number', l.dealer_number,
+                       'url', CASE WHEN EXISTS (SELECT FROM aimroute.dealer_contacts c
+                                                 WHERE c.contact_id = m.contact_id
+                                                   AND 'Leads: Emails To' = ANY (c.contact_types))
+                                   THEN s.view_link_url || n.view_token END,
+                       'message_key', m.message_key)::text
+               WHEN 'adf_email' THEN
+                   aimroute.render_email(s.smtp_from, m.recipient,
+                       format('ADF lead %s for dealer %s', l.lead_id, l.dealer_number),
+                       aimroute.lead_adf(l.lead_id), m.message_key, clock_timestamp())
+               ELSE aimroute.lead_adf(l.lead_id) END
+      FROM unnest(messages) AS m
+      CROSS JOIN LATERAL (
+          SELECT x.kind, x.kind IN ('push', 'adf_http') AS http
+            FROM (SELECT CASE WHEN m.purpose <> 'lead' THEN 'notice'
+                              WHEN m.method = 'email' THEN 'email'
+                              WHEN m.method = 'mobile' THEN 'push'
+                              WHEN m.role = 'adf_email' THEN 'adf_email'
+                              ELSE 'adf_http' END AS kind) x) k
+      LEFT JOIN aimroute.leads l ON k.kind <> 'notice' AND l.lead_id = m.lead_id
+      LEFT JOIN aimroute.lead_notifications n ON k.kind <> 'notice' AND n.notification_id = m.notification_id
+      LEFT JOIN aimroute.dealers d ON k.kind <> 'notice' AND d.dealer_number = m.dealer_number;
+END
+$$;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
