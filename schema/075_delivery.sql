@@ -996,6 +996,9 @@ RETURNS SETOF aimroute.delivery_job
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 BEGIN
     RETURN QUERY
@@ -1280,6 +1283,9 @@ RETURNS SETOF aimroute.delivery_job
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 DECLARE
     s aimroute.settings;
@@ -1602,6 +1608,9 @@ RETURNS integer
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 DECLARE
     delivered bigint[] := '{}';

@@ -4009,6 +4009,9 @@ RETURNS SETOF aimroute.delivery_job
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 BEGIN
     RETURN QUERY
@@ -4186,6 +4189,9 @@ RETURNS SETOF aimroute.delivery_job
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 DECLARE
     s aimroute.settings;
@@ -4335,6 +4341,9 @@ RETURNS integer
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 DECLARE
     delivered bigint[] := '{}';
@@ -5071,6 +5080,9 @@ RETURNS SETOF aimroute.delivery_job
     SET enable_hashjoin = off
     SET enable_mergejoin = off
     SET enable_seqscan = off
+    -- A path turned off costs 1e10: the plan would pass every JIT
+    -- threshold, and each statement would be compiled.
+    SET jit = off
 AS $$
 BEGIN
     RETURN QUERY
