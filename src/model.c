@@ -1081,8 +1081,9 @@ LoadDealerLinks(Builder *b)
 	int nproducts = HEAD(b)->nproducts;
 
 	LoadLinks(b, LINK_BRANDS, "SELECT dealer_number, brand_code FROM aimroute.dealer_brands");
+	/* One link per dealer and product, however many periods it has. */
 	LoadLinks(b, LINK_PRODUCTS,
-			  "SELECT dealer_number, product_code FROM aimroute.product_assignments");
+			  "SELECT DISTINCT dealer_number, product_code FROM aimroute.product_assignments");
 	LoadLinks(b, LINK_STOCK,
 			  "SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0");
 	for (int di = 0; di < ndealers; di++)
