@@ -3,7 +3,7 @@
 -- valid_to, and one dealer holds a postal code at any moment.
 -- Everything is rolled back.
 BEGIN;
-SELECT plan(14);
+SELECT plan(30);
 SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
   FROM pg_extension e WHERE e.extname = 'postgis';
 SET LOCAL client_min_messages = warning;
@@ -22,6 +22,18 @@ EXCEPTION WHEN OTHERS THEN
                             detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
     RETURN concat_ws(E'\n', state, msg, detail, hint);
 END
+$$;
+
+-- The lead tagged `tag`: its dealer and match type as 'DEALER Match'.
+CREATE FUNCTION pg_temp.routed(tag text) RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(l.dealer_number || ' ' || l.match_type, ', ' ORDER BY l.lead_id)
+      FROM aimroute.leads l WHERE l.comment = tag
+$$;
+-- The explanation of the lead tagged `tag`, one step a line.
+CREATE FUNCTION pg_temp.why(tag text) RETURNS text LANGUAGE sql AS $$
+    SELECT string_agg(e.rule || ': ' || e.message, E'\n' ORDER BY e.step)
+      FROM aimroute.leads l, aimroute.explain_lead(l.lead_id) e
+     WHERE l.comment = tag
 $$;
 
 INSERT INTO brands VALUES ('DTD', 'Dated');
@@ -116,5 +128,72 @@ INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES 
 SELECT is((SELECT string_agg(dealer_number, ',') FROM locate_dealers('US', '49757', 'DTD', 'DTD-X') WHERE match_type <> 'Default'),
     'DT1', 'a dealer assigned a product in two periods is a candidate for it, once');
 
+------------------------------------------------------------------------------
+-- Routing uses what is valid at the lead's received_at.
+------------------------------------------------------------------------------
+-- 49781 for brand DTD: DT1 until 2025, DT2 in 2025, DT1 again from 2026.
+DELETE FROM territories WHERE dealer_number = 'DT3' OR (dealer_number = 'DT1' AND kind = 'state');
+DELETE FROM leads;
+INSERT INTO leads (brand_code, country, postal_code, received_at, comment) VALUES
+  ('DTD', 'US', '49781', '2025-03-01', 'back-dated'),
+  ('DTD', 'US', '49781', '2025-01-01 00:00:00+00', 'at the boundary'),
+  ('DTD', 'US', '49781', '2024-12-31 23:59:59.999999+00', 'just before'),
+  ('DTD', 'US', '49781', '2026-01-01 00:00:00+00', 'at the next boundary'),
+  ('DTD', 'US', '49781', DEFAULT, 'now');
+SELECT is(pg_temp.routed('back-dated'), 'DT2 Territory',
+    'a back-dated lead routes by the territory valid at its received_at');
+SELECT is(pg_temp.routed('at the boundary'), 'DT2 Territory',
+    'a lead received at the instant a period starts routes by it (valid_from is inclusive)');
+SELECT is(pg_temp.routed('just before'), 'DT1 Territory',
+    'a lead received just before, by the period that ends then');
+SELECT is(pg_temp.routed('at the next boundary'), 'DT1 Territory',
+    'a lead received at the instant a period ends routes by the next one (valid_to is exclusive)');
+SELECT is(pg_temp.routed('now'), 'DT1 Territory', 'a lead received now, by the territory valid now');
+SELECT alike(pg_temp.why('back-dated'),
+    '%Territory: not considered: holds postal 49781 (brand DTD) until 2025-01-01 00:00:00+00, but not at 2025-03-01 00:00:00+00%'
+    || 'Territory: candidate: holds postal 49781 (brand DTD) from 2025-01-01 00:00:00+00 to 2026-01-01 00:00:00+00%',
+    'the explanation names the periods: the territories left out and the one that applied');
+SELECT is((route('US', '49781', 'DTD', as_of => '2025-06-01')).dealer_number, 'DT2',
+    'route() with as_of decides under the configuration of that instant');
+SELECT is((route('US', '49781', 'DTD')).dealer_number, 'DT1',
+    'route() without as_of decides under the configuration valid now');
+SELECT is((SELECT dealer_number FROM locate_dealers('US', '49781', 'DTD') WHERE rank = 1), 'DT1',
+    'locate_dealers ranks under the configuration valid now');
+
+------------------------------------------------------------------------------
+-- simulate_routing: each lead at its received_at, or all at as_of.
+------------------------------------------------------------------------------
+SELECT is((SELECT count(*) FROM simulate_routing('-infinity', 'infinity')
+            WHERE simulated_dealer_number IS DISTINCT FROM dealer_number
+               OR simulated_match_type IS DISTINCT FROM match_type), 0::bigint,
+    'simulate_routing without as_of replays each lead at its received_at: no change, no difference');
+SELECT results_eq(
+    $$SELECT l.comment, s.simulated_dealer_number FROM simulate_routing('-infinity', 'infinity', '2025-03-01') s
+       JOIN leads l USING (lead_id) ORDER BY l.lead_id$$,
+    $$VALUES ('back-dated', 'DT2'), ('at the boundary', 'DT2'), ('just before', 'DT2'),
+             ('at the next boundary', 'DT2'), ('now', 'DT2')$$,
+    'simulate_routing as_of a past date routes every lead under the configuration of that date');
+SELECT results_eq(
+    $$SELECT s.simulated_dealer_number FROM simulate_routing('2025-01-01', '2025-12-31', '2025-03-01') s$$,
+    $$SELECT l.dealer_number FROM leads l WHERE l.received_at >= '2025-01-01' AND l.received_at < '2025-12-31' ORDER BY l.lead_id$$,
+    'simulate_routing as_of a past date gives what routing gave then');
+SELECT is((SELECT count(*) FROM simulate_routing('-infinity', 'infinity', NULL)), 5::bigint,
+    'simulate_routing(from, to, NULL) is the two-argument form');
+
+------------------------------------------------------------------------------
+-- Product assignments by period (product routing is on).
+------------------------------------------------------------------------------
+-- DT1 is assigned DTD-X until 2025 and from 2026 (above); DT2 never.
+INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES ('DT1', 'DTD', 'state', 'US', 'MI');
+INSERT INTO leads (brand_code, product_code, country, postal_code, received_at, comment) VALUES
+  ('DTD', 'DTD-X', 'US', '49781', '2025-03-01', 'product in the gap'),
+  ('DTD', 'DTD-X', 'US', '49781', '2026-03-01', 'product assigned');
+SELECT is(pg_temp.routed('product in the gap'), 'DT3 Default',
+    'a lead received while no dealer is assigned its product goes past the territory holders');
+SELECT is(pg_temp.routed('product assigned'), 'DT1 Territory',
+    'a lead received while the holder is assigned its product goes to it');
+SELECT alike(pg_temp.why('product in the gap'),
+    '%only dealers assigned product DTD-X at 2025-03-01 00:00:00+00 (the assignments valid then)%',
+    'the explanation says which instant''s product assignments applied');
 SELECT * FROM finish();
 ROLLBACK;

@@ -4590,6 +4590,41 @@ BEGIN
 END
 $$;
 
+-- dated: routing reads the periods: the trigger routes a lead under the
+-- configuration valid at its received_at, route() at as_of (NULL: now),
+-- and simulate_routing replays leads at their received_at or at as_of.
+DROP FUNCTION aimroute.route(text, text, text, text, text, text, text[], text);
+CREATE FUNCTION aimroute.route(
+    country text, postal_code text, brand_code text,
+    product_code text DEFAULT NULL, dealer_number text DEFAULT NULL,
+    dealer_group text DEFAULT NULL, excluded text[] DEFAULT '{}',
+    state_code text DEFAULT NULL, as_of timestamptz DEFAULT NULL)
+RETURNS aimroute.routing_decision
+    AS 'MODULE_PATHNAME', 'aimroute_route'
+    LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.route(text, text, text, text, text, text, text[], text, timestamptz) IS
+    'The routing decision for these inputs under the configuration valid at as_of (NULL: now, the transaction''s start), with its explanation; changes nothing.';
+DROP FUNCTION aimroute.simulate_routing(timestamptz, timestamptz);
+CREATE FUNCTION aimroute.simulate_routing("from" timestamptz, "to" timestamptz, as_of timestamptz DEFAULT NULL)
+RETURNS TABLE (lead_id bigint, dealer_number text, match_type aimroute.match_type,
+               simulated_dealer_number text, simulated_match_type aimroute.match_type)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.lead_id, l.dealer_number, l.match_type, d.dealer_number, d.match_type
+      FROM aimroute.leads l,
+           LATERAL aimroute.route(coalesce(l.country, l.country_input), coalesce(l.postal_code_input, l.postal_code),
+                                  l.brand_code, l.product_code, l.dealer_number_input,
+                                  l.dealer_group, '{}', l.state_code,
+                                  coalesce(simulate_routing.as_of, l.received_at)) d
+     WHERE l.received_at >= simulate_routing."from" AND l.received_at < simulate_routing."to"
+     ORDER BY l.lead_id
+$$;
+COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) IS
+    'Routes the leads received in [from, to) again without changing them, each under the territories and product assignments valid at its received_at, or all under those valid at as_of: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do, or with as_of to see how the configuration of that date would have routed them.';
+REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
