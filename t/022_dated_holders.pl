@@ -5,7 +5,9 @@
 # cannot refuse the second; the trigger's advisory lock makes the second
 # writer wait for the first to commit, see its row and refuse the overlap
 # with the holder's name.  Periods that follow each other are both
-# accepted, written at once as well.
+# accepted, written at once as well.  At SERIALIZABLE the second writer
+# cannot see the first's row, and fails with a serialization failure, and
+# so at REPEATABLE READ.
 #
 # PostGIS placement: public (t/lib/Placement.pm).
 use strict;
@@ -47,16 +49,17 @@ sub client
 # Returns the second's errors.
 sub race
 {
-	my ($code, $first_period, $second_period) = @_;
-	my $first = client("first$code", 'BEGIN',
+	my ($code, $first_period, $second_period, $begin) = @_;
+	$begin //= 'BEGIN';
+	my $first = client("first$code", $begin,
 		"INSERT INTO aimroute.territories (dealer_number, kind, country, code, valid_from, valid_to) VALUES ('D1', 'postal', 'US', '$code', $first_period)",
 		'SELECT pg_sleep(3) IS NULL', 'COMMIT');
 	ok( $node->poll_query_until(
 			'app', "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = 'app'"),
 		"$code: the first writer holds its transaction open");
-	my $second = client("second$code",
-		"INSERT INTO aimroute.territories (dealer_number, kind, country, code, valid_from, valid_to) VALUES ('D2', 'postal', 'US', '$code', $second_period)"
-	);
+	my $second = client("second$code", $begin,
+		"INSERT INTO aimroute.territories (dealer_number, kind, country, code, valid_from, valid_to) VALUES ('D2', 'postal', 'US', '$code', $second_period)",
+		'COMMIT');
 	ok( $node->poll_query_until(
 			'app',
 			"SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = 'app' AND query LIKE '%''D2''%'"
@@ -78,6 +81,23 @@ unlike($err, qr/ERROR/, 'periods that follow each other, written at once: both a
 is( $node->safe_psql('app',
 		"SELECT string_agg(dealer_number, ',' ORDER BY valid_from) FROM aimroute.territories WHERE code = '49782'"),
 	'D1,D2', 'two holders of 49782, one after the other');
+
+# SERIALIZABLE: the second writer's snapshot is older than the first's
+# commit, so it cannot see the row; it fails with a serialization failure
+# instead (the client retries, and then sees it).
+$err = race('49783', "'2025-01-01', '2026-01-01'", "'2025-06-01', NULL",
+	'BEGIN ISOLATION LEVEL SERIALIZABLE');
+like($err, qr/could not serialize access/, 'overlapping periods written at once at SERIALIZABLE: the second is refused');
+is( $node->safe_psql('app', "SELECT string_agg(dealer_number, ',') FROM aimroute.territories WHERE code = '49783'"),
+	'D1', 'one holder of 49783 at any moment');
+
+# REPEATABLE READ: the same, through the row of aimroute.config_version
+# that every change of the configuration updates.
+$err = race('49784', "'2025-01-01', '2026-01-01'", "'2025-06-01', NULL",
+	'BEGIN ISOLATION LEVEL REPEATABLE READ');
+like($err, qr/could not serialize access/, 'overlapping periods written at once at REPEATABLE READ: the second is refused');
+is( $node->safe_psql('app', "SELECT string_agg(dealer_number, ',') FROM aimroute.territories WHERE code = '49784'"),
+	'D1', 'one holder of 49784 at any moment');
 
 $node->stop;
 done_testing();
