@@ -176,18 +176,23 @@ CREATE TABLE aimroute.territories (
         CONSTRAINT territories_kind_check CHECK (kind IN ('postal', 'county', 'state', 'country')),
     country        text NOT NULL,
     code           text NOT NULL,
+    valid_from     timestamptz NOT NULL DEFAULT '-infinity',
+    valid_to       timestamptz,
     CONSTRAINT territories_country_normalized
         CHECK (country = aimroute.normalize_country(country)),
     CONSTRAINT territories_brand_sold_by_dealer
         FOREIGN KEY (dealer_number, brand_code) REFERENCES aimroute.dealer_brands
         ON UPDATE CASCADE,
     CONSTRAINT territories_unique
-        UNIQUE NULLS NOT DISTINCT (dealer_number, brand_code, kind, country, code)
+        UNIQUE NULLS NOT DISTINCT (dealer_number, brand_code, kind, country, code, valid_from),
+    CONSTRAINT territories_period_check CHECK (valid_from < valid_to)
 );
--- One dealer per postal code and brand scope (NULL = all brands).  The
--- trigger below names the holder; this index is the backstop for races.
+-- One dealer per postal code and brand scope (NULL = all brands) at any
+-- moment.  The trigger below names the holder and compares periods under
+-- a lock; this index is the backstop for races between rows that start
+-- at the same moment (every row without a period starts at -infinity).
 CREATE UNIQUE INDEX territories_one_postal_holder
-    ON aimroute.territories (country, code, brand_code) NULLS NOT DISTINCT
+    ON aimroute.territories (country, code, brand_code, valid_from) NULLS NOT DISTINCT
     WHERE kind = 'postal';
 CREATE INDEX territories_lookup_idx ON aimroute.territories (country, kind, code);
 CREATE INDEX territories_dealer_idx ON aimroute.territories (dealer_number);
@@ -195,6 +200,8 @@ COMMENT ON TABLE aimroute.territories IS
     'Areas of responsibility. brand_code NULL: a Territories-page assignment (every brand the dealer sells); otherwise a Brand Territory (that brand only).';
 COMMENT ON COLUMN aimroute.territories.kind IS 'postal, county, state or country.';
 COMMENT ON COLUMN aimroute.territories.code IS 'postal: a normalized postal code; county: state code and county joined by a slash (MI/Mackinac); state: a state code (MO); country: the country code.';
+COMMENT ON COLUMN aimroute.territories.valid_from IS 'First moment the territory routes leads (by their received_at); -infinity (the default, also what NULL becomes) for always.';
+COMMENT ON COLUMN aimroute.territories.valid_to IS 'Moment the territory stops routing leads (exclusive); NULL (the default) for never.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.territories', '');
 -- Identity sequences too, or a restored database would hand out used ids.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('aimroute.territories', 'territory_id')::regclass, '');
@@ -202,6 +209,23 @@ CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE 
     FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();
 ALTER TABLE aimroute.territories ENABLE ALWAYS TRIGGER bump_config_version;
 GRANT SELECT ON aimroute.territories TO aimroute_region, aimroute_dealer;
+
+--
+-- period_text: a period in words.
+--
+CREATE FUNCTION aimroute.period_text(valid_from timestamptz, valid_to timestamptz) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+               WHEN coalesce(valid_from, '-infinity') = '-infinity' AND valid_to IS NULL THEN 'always'
+               WHEN coalesce(valid_from, '-infinity') = '-infinity' THEN format('until %s', valid_to)
+               WHEN valid_to IS NULL THEN format('from %s', valid_from)
+               ELSE format('from %s to %s', valid_from, valid_to)
+           END
+$$;
+COMMENT ON FUNCTION aimroute.period_text(timestamptz, timestamptz) IS
+    'A period of a territory or product assignment in words (always, until ..., from ..., from ... to ...), for messages and explanations.';
 
 --
 -- territories_normalize: stored form of each kind's code, the
@@ -221,7 +245,16 @@ DECLARE
     county_state text;
     county_name text;
     known_county text;
+    held_from timestamptz;
+    held_to timestamptz;
 BEGIN
+    NEW.valid_from := coalesce(NEW.valid_from, '-infinity');
+    IF NEW.valid_from >= NEW.valid_to THEN
+        RAISE EXCEPTION 'a territory of dealer % cannot end (valid_to %) before it starts (valid_from %)',
+            NEW.dealer_number, NEW.valid_to, NEW.valid_from
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'valid_to is the first moment the territory no longer applies: set it after valid_from, or leave it NULL for never.';
+    END IF;
     NEW.kind := lower(btrim(NEW.kind));
     IF NEW.kind IS NULL OR NEW.kind NOT IN ('postal', 'county', 'state', 'country') THEN
         RAISE EXCEPTION 'invalid territory kind "%"', NEW.kind
@@ -295,17 +328,38 @@ BEGIN
                                  WHEN 'CA' THEN 'A Canadian territory postal code is an FSA (P0S) or a full code (K1A 0B1).'
                                  ELSE 'A postal code cannot be blank.' END;
         END IF;
-        SELECT t.dealer_number INTO holder FROM aimroute.territories t
+        -- Periods that overlap but start apart escape the unique index:
+        -- writers of postal territories take turns (one lock for the
+        -- transaction), so that each sees the rows of the one before at
+        -- READ COMMITTED.
+        PERFORM pg_catalog.pg_advisory_xact_lock('aimroute.territories'::regclass::oid::bigint);
+        SELECT t.dealer_number, t.valid_from, t.valid_to INTO holder, held_from, held_to
+          FROM aimroute.territories t
          WHERE t.kind = 'postal' AND t.country = NEW.country AND t.code = NEW.code
            AND t.brand_code IS NOT DISTINCT FROM NEW.brand_code
-           AND t.territory_id IS DISTINCT FROM NEW.territory_id;
-        IF holder IS NOT NULL THEN
+           AND t.territory_id IS DISTINCT FROM NEW.territory_id
+           AND t.valid_from < coalesce(NEW.valid_to, 'infinity')
+           AND NEW.valid_from < coalesce(t.valid_to, 'infinity')
+         ORDER BY t.valid_from
+         LIMIT 1;
+        IF holder IS NOT NULL AND held_from = '-infinity' AND held_to IS NULL
+           AND NEW.valid_from = '-infinity' AND NEW.valid_to IS NULL THEN
             RAISE EXCEPTION 'postal code % % is already held by dealer % for %',
                 NEW.country, NEW.code, holder,
                 coalesce('brand ' || NEW.brand_code, 'all brands')
                 USING ERRCODE = 'unique_violation',
                       DETAIL = format('A postal code can be held by one dealer per brand scope; dealer %s cannot take it as well.', NEW.dealer_number),
                       HINT = format('Remove it from dealer %s first, or assign it to dealer %s for a single brand (brand_code).', holder, NEW.dealer_number);
+        ELSIF holder IS NOT NULL THEN
+            RAISE EXCEPTION 'postal code % % is already held by dealer % for % %',
+                NEW.country, NEW.code, holder,
+                coalesce('brand ' || NEW.brand_code, 'all brands'),
+                aimroute.period_text(held_from, held_to)
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A postal code can be held by one dealer per brand scope at a time; dealer %s cannot take it %s as well.',
+                                      NEW.dealer_number, aimroute.period_text(NEW.valid_from, NEW.valid_to)),
+                      HINT = format('Let the periods follow each other: end dealer %s''s (valid_to) where dealer %s''s starts (valid_from), or the other way round.',
+                                    holder, NEW.dealer_number);
         END IF;
         IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
                         WHERE p.country = NEW.country AND p.postal_code = NEW.code) THEN
@@ -323,11 +377,16 @@ CREATE TABLE aimroute.product_assignments (
     dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
     product_code   text NOT NULL
         CONSTRAINT product_assignments_product_code_trimmed CHECK (product_code <> '' AND product_code = btrim(product_code)),
-    PRIMARY KEY (dealer_number, product_code)
+    valid_from     timestamptz NOT NULL DEFAULT '-infinity',
+    valid_to       timestamptz,
+    CONSTRAINT product_assignments_period_check CHECK (valid_from < valid_to),
+    PRIMARY KEY (dealer_number, product_code, valid_from)
 );
 CREATE INDEX product_assignments_product_idx ON aimroute.product_assignments (product_code);
 COMMENT ON TABLE aimroute.product_assignments IS
     'Products each dealer may receive leads for, when settings.product_routing_enabled.';
+COMMENT ON COLUMN aimroute.product_assignments.valid_from IS 'First moment the assignment counts for a lead (by its received_at); -infinity (the default) for always.';
+COMMENT ON COLUMN aimroute.product_assignments.valid_to IS 'Moment the assignment stops counting (exclusive); NULL (the default) for never.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.product_assignments', '');
 CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON aimroute.product_assignments
     FOR EACH STATEMENT EXECUTE FUNCTION aimroute.bump_config_version();

@@ -127,12 +127,12 @@ CREATE FUNCTION aimroute.route(
     country text, postal_code text, brand_code text,
     product_code text DEFAULT NULL, dealer_number text DEFAULT NULL,
     dealer_group text DEFAULT NULL, excluded text[] DEFAULT '{}',
-    state_code text DEFAULT NULL)
+    state_code text DEFAULT NULL, as_of timestamptz DEFAULT NULL)
 RETURNS aimroute.routing_decision
     AS 'MODULE_PATHNAME', 'aimroute_route'
     LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION aimroute.route(text, text, text, text, text, text, text[], text) IS
-    'The routing decision for these inputs under the current configuration, with its explanation; changes nothing.';
+COMMENT ON FUNCTION aimroute.route(text, text, text, text, text, text, text[], text, timestamptz) IS
+    'The routing decision for these inputs under the configuration valid at as_of (NULL: now, the transaction''s start), with its explanation; changes nothing.';
 
 CREATE FUNCTION aimroute.route_lead_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'aimroute_route_lead_trigger'
@@ -351,10 +351,12 @@ REVOKE EXECUTE ON FUNCTION aimroute.reassign_dealer_leads(text, text) FROM PUBLI
 GRANT EXECUTE ON FUNCTION aimroute.reassign_dealer_leads(text, text) TO aimroute_admin;
 
 --
--- simulate_routing: the stored leads routed again under the current
--- configuration, changing nothing.
+-- simulate_routing: the stored leads routed again under the configuration
+-- as it stands (uncommitted changes of the transaction included), changing
+-- nothing: each lead under the periods valid at its received_at, or every
+-- lead under those valid at as_of.
 --
-CREATE FUNCTION aimroute.simulate_routing("from" timestamptz, "to" timestamptz)
+CREATE FUNCTION aimroute.simulate_routing("from" timestamptz, "to" timestamptz, as_of timestamptz DEFAULT NULL)
 RETURNS TABLE (lead_id bigint, dealer_number text, match_type aimroute.match_type,
                simulated_dealer_number text, simulated_match_type aimroute.match_type)
     LANGUAGE sql STABLE
@@ -364,14 +366,15 @@ AS $$
       FROM aimroute.leads l,
            LATERAL aimroute.route(coalesce(l.country, l.country_input), coalesce(l.postal_code_input, l.postal_code),
                                   l.brand_code, l.product_code, l.dealer_number_input,
-                                  l.dealer_group, '{}', l.state_code) d
+                                  l.dealer_group, '{}', l.state_code,
+                                  coalesce(simulate_routing.as_of, l.received_at)) d
      WHERE l.received_at >= simulate_routing."from" AND l.received_at < simulate_routing."to"
      ORDER BY l.lead_id
 $$;
-COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) IS
-    'Routes the leads received in [from, to) again under the current configuration without changing them: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do.';
-REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz) TO aimroute_admin;
+COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) IS
+    'Routes the leads received in [from, to) again without changing them, each under the territories and product assignments valid at its received_at, or all under those valid at as_of: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do, or with as_of to see how the configuration of that date would have routed them.';
+REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) TO aimroute_admin;
 
 --
 -- The re-route clock (SPEC section 3): viewed_at, viewed_by, reroute_due_at

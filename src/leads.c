@@ -47,6 +47,7 @@ typedef enum LeadColumn
 	LC_SEND_TO_DEALER,
 	LC_REROUTE_DUE_AT,
 	LC_LEAD_ID,
+	LC_RECEIVED_AT,
 	LC_NOTICE_PENDING, /* optional: a database not updated from 0.1.0 yet lacks it */
 	LC_COUNT
 } LeadColumn;
@@ -69,6 +70,7 @@ static const char *const lead_column_names[LC_COUNT] = {
 	"send_to_dealer",
 	"reroute_due_at",
 	"lead_id",
+	"received_at",
 	"notice_pending",
 };
 
@@ -315,6 +317,10 @@ ReadLeadRequest(const LeadRow *row, const LeadColumns *c, RouteRequest *request)
 	request->product_code = GetTextColumn(row, c->attnum[LC_PRODUCT_CODE]);
 	request->dealer_number = GetTextColumn(row, c->attnum[LC_DEALER_NUMBER]);
 	request->dealer_group = GetTextColumn(row, c->attnum[LC_DEALER_GROUP]);
+	/* The configuration valid when the lead was received: a back-dated import routes as then. */
+	request->has_at = !row->nulls[c->attnum[LC_RECEIVED_AT] - 1];
+	if (request->has_at)
+		request->at = DatumGetTimestampTz(row->values[c->attnum[LC_RECEIVED_AT] - 1]);
 }
 
 /*
@@ -500,6 +506,12 @@ aimroute_route(PG_FUNCTION_ARGS)
 	request.state_code = TextArg(fcinfo, 7);
 	if (!PG_ARGISNULL(6))
 		ReadExcluded(PG_GETARG_ARRAYTYPE_P(6), &request);
+	/* as_of, which a database not updated from 0.1.0 yet does not pass. */
+	if (PG_NARGS() > 8 && !PG_ARGISNULL(8))
+	{
+		request.has_at = true;
+		request.at = PG_GETARG_TIMESTAMPTZ(8);
+	}
 
 	pinned = PinSearchPath();
 	RouteLead(&request, &result);

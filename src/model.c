@@ -120,6 +120,10 @@ static void LoadDealers(Builder *b);
 static void LoadDealerLinks(Builder *b);
 static int CompareInts(const void *a, const void *b);
 static void LoadTerritories(Builder *b);
+static void LoadDatedProducts(Builder *b);
+static bool HasPeriods(const char *table);
+static TimestampTz PeriodBound(HeapTuple row, TupleDesc desc, int col, TimestampTz open);
+static bool ProductValidAt(Model *c, int dealer, int product, TimestampTz at);
 static void BuildGroups(Builder *b);
 static void BuildTrees(Builder *b);
 static inline bool TreeAccepts(Model *c, const CandidateFilter *f, int dealer);
@@ -627,6 +631,7 @@ Build(Model *m, const ModelKey *key)
 	LoadDealers(&b);
 	LoadDealerLinks(&b);
 	LoadTerritories(&b);
+	LoadDatedProducts(&b);
 	LoadPostalCodes(&b);
 	BuildGroups(&b);
 	BuildTrees(&b);
@@ -1081,8 +1086,9 @@ LoadDealerLinks(Builder *b)
 	int nproducts = HEAD(b)->nproducts;
 
 	LoadLinks(b, LINK_BRANDS, "SELECT dealer_number, brand_code FROM aimroute.dealer_brands");
+	/* One link per dealer and product, however many periods it has. */
 	LoadLinks(b, LINK_PRODUCTS,
-			  "SELECT dealer_number, product_code FROM aimroute.product_assignments");
+			  "SELECT DISTINCT dealer_number, product_code FROM aimroute.product_assignments");
 	LoadLinks(b, LINK_STOCK,
 			  "SELECT dealer_number, product_code FROM aimroute.inventory WHERE quantity > 0");
 	for (int di = 0; di < ndealers; di++)
@@ -1190,8 +1196,14 @@ LoadTerritories(Builder *b)
 	int n = 0;
 	ModelRef territories;
 
-	if (ReadQuery("SELECT country, kind, code, brand_code, dealer_number FROM aimroute.territories",
-				  true, 0) != SPI_OK_SELECT)
+	/* A database not updated from 0.1.0 yet has no periods: every row applies always. */
+	if (ReadQuery(
+			HasPeriods("territories")
+				? "SELECT country, kind, code, brand_code, dealer_number, valid_from, valid_to"
+				  " FROM aimroute.territories"
+				: "SELECT country, kind, code, brand_code, dealer_number, NULL::timestamptz,"
+				  " NULL::timestamptz FROM aimroute.territories",
+			true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.territories");
 	territories = Keep(b, sizeof(ModelTerritory) * Max(SPI_processed, 1));
 	HEAD(b)->territories = territories;
@@ -1216,12 +1228,113 @@ LoadTerritories(Builder *b)
 			continue;
 		t.country = KeepText(b, row, desc, 1);
 		t.code = t.kind == 4 ? b->empty : KeepText(b, row, desc, 3);
+		TIMESTAMP_NOBEGIN(t.valid_from);
+		TIMESTAMP_NOEND(t.valid_to);
+		t.valid_from = PeriodBound(row, desc, 6, t.valid_from);
+		t.valid_to = PeriodBound(row, desc, 7, t.valid_to);
+		if (ModelTerritoryDated(&t))
+			HEAD(b)->dated_territories = true;
 		At(b, territories, ModelTerritory)[n++] = t;
 	}
 	SPI_freetuptable(SPI_tuptable);
 	HEAD(b)->nterritories = n;
 	qsort_arg(At(b, territories, ModelTerritory), n, sizeof(ModelTerritory), CompareTerritories,
 			  b->bytes);
+}
+
+/*
+ * HasPeriods tells whether an aimroute table has valid_from / valid_to: a
+ * database not updated from 0.1.0 yet has none.
+ */
+static bool
+HasPeriods(const char *table)
+{
+	char *sql = psprintf("SELECT FROM pg_catalog.pg_attribute a"
+						 " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.%s')"
+						 " AND a.attname = 'valid_to' AND NOT a.attisdropped",
+						 table);
+
+	if (ReadQuery(sql, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of aimroute.%s", table);
+	return SPI_processed == 1;
+}
+
+/*
+ * PeriodBound reads a bound of a period; open when it is NULL.
+ */
+static TimestampTz
+PeriodBound(HeapTuple row, TupleDesc desc, int col, TimestampTz open)
+{
+	bool isnull;
+	Datum d = SPI_getbinval(row, desc, col, &isnull);
+
+	return isnull ? open : DatumGetTimestampTz(d);
+}
+
+/*
+ * CompareDatedProducts orders product assignment periods by dealer and
+ * product.
+ */
+static int
+CompareDatedProducts(const void *a, const void *b)
+{
+	const ModelDatedProduct *x = a;
+	const ModelDatedProduct *y = b;
+
+	if (x->dealer != y->dealer)
+		return x->dealer < y->dealer ? -1 : 1;
+	return (x->product > y->product) - (x->product < y->product);
+}
+
+/*
+ * LoadDatedProducts copies the periods of the product assignments of each
+ * dealer and product with a period that is not open, every period of them:
+ * a dealer and product with open periods only are in the dealer's list
+ * (LoadDealerLinks) and apply always, at no cost.
+ */
+static void
+LoadDatedProducts(Builder *b)
+{
+	int n = 0;
+	ModelRef dated;
+
+	HEAD(b)->ndated_products = 0;
+	if (!HasPeriods("product_assignments"))
+		return;
+	if (ReadQuery("SELECT a.dealer_number, a.product_code, a.valid_from, a.valid_to"
+				  " FROM aimroute.product_assignments a"
+				  " WHERE EXISTS (SELECT FROM aimroute.product_assignments p"
+				  " WHERE p.dealer_number = a.dealer_number AND p.product_code = a.product_code"
+				  " AND (p.valid_from <> '-infinity' OR p.valid_to IS NOT NULL))",
+				  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read aimroute.product_assignments");
+	if (SPI_processed == 0)
+		return;
+	dated = Keep(b, sizeof(ModelDatedProduct) * SPI_processed);
+	HEAD(b)->dated_products = dated;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple row = SPI_tuptable->vals[i];
+		TupleDesc desc = SPI_tuptable->tupdesc;
+		ModelDatedProduct p = { 0 };
+		MemoryContext old = MemoryContextSwitchTo(scratch);
+
+		p.dealer = DealerIndex(b->bytes, HEAD(b), Text(row, desc, 1));
+		p.product = FindText(b->bytes, At(b, HEAD(b)->product_codes, ModelRef), HEAD(b)->nproducts,
+							 Text(row, desc, 2));
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(scratch);
+		if (p.dealer < 0 || p.product < 0)
+			continue;
+		TIMESTAMP_NOBEGIN(p.valid_from);
+		TIMESTAMP_NOEND(p.valid_to);
+		p.valid_from = PeriodBound(row, desc, 3, p.valid_from);
+		p.valid_to = PeriodBound(row, desc, 4, p.valid_to);
+		At(b, dated, ModelDatedProduct)[n++] = p;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	HEAD(b)->ndated_products = n;
+	qsort(At(b, dated, ModelDatedProduct), n, sizeof(ModelDatedProduct), CompareDatedProducts);
 }
 
 /*
@@ -1830,7 +1943,8 @@ PassesRest(Model *c, const CandidateFilter *f, int dealer)
 		if (f->excluded[i] == dealer)
 			return false;
 	if (f->product != FILTER_ANY &&
-		(f->product < 0 || !Contains(c->base, d->products, d->nproducts, f->product)))
+		(f->product < 0 || !Contains(c->base, d->products, d->nproducts, f->product) ||
+		 (c->data->ndated_products > 0 && !ProductValidAt(c, dealer, f->product, f->at))))
 		return false;
 	if (f->stock != FILTER_ANY &&
 		(f->stock < 0 || !Contains(c->base, d->stock, d->nstock, f->stock)))
@@ -1838,6 +1952,38 @@ PassesRest(Model *c, const CandidateFilter *f, int dealer)
 	if (f->group && (d->group == 0 || strcmp(ModelText(c, d->group), f->group) != 0))
 		return false;
 	return true;
+}
+
+/*
+ * CompareDatedProductKey orders a product assignment period against a
+ * dealer and product.
+ */
+static int
+CompareDatedProductKey(const void *element, const void *key, const void *arg)
+{
+	return CompareDatedProducts(element, key);
+}
+
+/*
+ * ProductValidAt tells whether a dealer's assignment of a product applies
+ * at an instant: always, unless one of its periods is not open; then when
+ * one of its periods holds the instant.
+ */
+static bool
+ProductValidAt(Model *c, int dealer, int product, TimestampTz at)
+{
+	const ModelDatedProduct *dated = ModelAt(c, c->data->dated_products);
+	int n = c->data->ndated_products;
+	ModelDatedProduct key = { .dealer = dealer, .product = product };
+	int i = LowerBound(dated, n, sizeof(ModelDatedProduct), &key, CompareDatedProductKey, NULL);
+
+	if (i == n || dated[i].dealer != dealer || dated[i].product != product)
+		return true;
+	for (; i < n && dated[i].dealer == dealer && dated[i].product == product; i++)
+		if (dated[i].valid_from <= at &&
+			(at < dated[i].valid_to || TIMESTAMP_IS_NOEND(dated[i].valid_to)))
+			return true;
+	return false;
 }
 
 /*

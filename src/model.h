@@ -80,7 +80,35 @@ typedef struct ModelTerritory
 	char kind;	   /* 'p'ostal, 'c'ounty, 's'tate, 'n'ation */
 	int brand;	   /* -1: every brand the dealer sells */
 	int dealer;
+	TimestampTz valid_from; /* DT_NOBEGIN: always */
+	TimestampTz valid_to;	/* exclusive; DT_NOEND: never ends */
 } ModelTerritory;
+
+/*
+ * A period of a dealer's product assignment, for the dealers and products
+ * with at least one period that is not open: the others apply always.
+ */
+typedef struct ModelDatedProduct
+{
+	int dealer;
+	int product;
+	TimestampTz valid_from;
+	TimestampTz valid_to;
+} ModelDatedProduct;
+
+/* Whether a territory applies at an instant (an open end holds infinity too). */
+static inline bool
+ModelTerritoryValidAt(const ModelTerritory *t, TimestampTz at)
+{
+	return t->valid_from <= at && (at < t->valid_to || TIMESTAMP_IS_NOEND(t->valid_to));
+}
+
+/* Whether a territory has a period that is not open. */
+static inline bool
+ModelTerritoryDated(const ModelTerritory *t)
+{
+	return !TIMESTAMP_IS_NOBEGIN(t->valid_from) || !TIMESTAMP_IS_NOEND(t->valid_to);
+}
 
 /* A postal code of aimroute.postal_codes: where it is. */
 typedef struct PostalRow
@@ -152,6 +180,9 @@ typedef struct ModelData
 	int ntrees;
 	ModelRef territories; /* ModelTerritory, sorted by country, kind, code */
 	int nterritories;
+	bool dated_territories;	 /* some territory has a period that is not open */
+	ModelRef dated_products; /* ModelDatedProduct, sorted by dealer, product */
+	int ndated_products;
 	ModelRef groups; /* GroupMember, sorted by country, group, dealer */
 	int ngroups;
 	int npostal;
@@ -250,6 +281,7 @@ typedef struct CandidateFilter
 	int product;	   /* the dealer must be assigned it */
 	int stock;		   /* the dealer must have it in stock */
 	const char *group; /* NULL: any */
+	TimestampTz at;	   /* the instant whose product assignments apply */
 } CandidateFilter;
 
 typedef struct Candidate

@@ -40,6 +40,7 @@
 #include <math.h>
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -47,6 +48,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/typcache.h"
 
 #include "country.h"
@@ -88,6 +90,7 @@ typedef struct Routing
 	int *excluded; /* the excluded dealers' indexes */
 	int nexcluded;
 	const char *product_filter; /* NULL: no product filter */
+	TimestampTz at;				/* the instant whose configuration applies */
 	int nsteps;
 } Routing;
 
@@ -114,6 +117,10 @@ static int GatherHolders(Routing *r, const ModelTerritory **ts, int nt, Holder *
 						 int *foreign);
 static int MeasureClosestHolders(Routing *r, Holder *holders, int n);
 static char *HeldText(Model *m, const ModelTerritory **ts, int nt, int dealer);
+static int TerritoriesValidAt(Routing *r, const ModelTerritory **ts, int nt);
+static char *TerritoryText(Model *m, const ModelTerritory *t);
+static char *PeriodText(TimestampTz from, TimestampTz to);
+static char *TimeText(TimestampTz t);
 static void ForeignHoldersStep(Routing *r, int foreign);
 static bool TerritoryDecide(Routing *r, const char *best, double best_m, int n);
 static bool TryRadius(Routing *r);
@@ -179,6 +186,7 @@ StartRouting(Routing *r, const RouteRequest *request, RouteResult *result)
 	r->brand = -1; /* no known brand until CheckBrand finds it */
 	r->model = ModelCurrent();
 	r->settings = &r->model->settings;
+	r->at = request->has_at ? request->at : GetCurrentTransactionStartTimestamp();
 
 	if (scratch == NULL)
 		scratch =
@@ -314,9 +322,12 @@ CheckBrand(Routing *r)
 				brand);
 		return false;
 	}
-	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s", brand, ModelBrandName(r->model, r->brand),
+	AddStep(r, "Input", NULL, NAN, "brand %s (%s)%s%s%s", brand, ModelBrandName(r->model, r->brand),
 			r->product_filter ? "; product routing: only dealers assigned product " : "",
-			r->product_filter ? r->product_filter : "");
+			r->product_filter ? r->product_filter : "",
+			r->product_filter && r->model->data->ndated_products > 0
+				? psprintf(" at %s (the assignments valid then)", TimeText(r->at))
+				: "");
 	return true;
 }
 
@@ -482,10 +493,16 @@ TryTerritory(Routing *r)
 	const ModelTerritory **ts;
 	int nt = ModelTerritories(r->model, p->country, p->postal_code, p->county_code, p->state_code,
 							  r->brand, &ts);
-	Holder *holders = palloc(sizeof(Holder) * Max(nt, 1));
+	Holder *holders;
 	int foreign = 0;
-	int n = GatherHolders(r, ts, nt, holders, &foreign);
-	int measured = MeasureClosestHolders(r, holders, n);
+	int n;
+	int measured;
+
+	if (r->model->data->dated_territories)
+		nt = TerritoriesValidAt(r, ts, nt);
+	holders = palloc(sizeof(Holder) * Max(nt, 1));
+	n = GatherHolders(r, ts, nt, holders, &foreign);
+	measured = MeasureClosestHolders(r, holders, n);
 
 	for (int i = 0; i < measured && i < LOG_CANDIDATES; i++)
 		AddStep(r, "Territory", ModelDealerNumber(r->model, holders[i].dealer), holders[i].m,
@@ -496,6 +513,77 @@ TryTerritory(Routing *r)
 	if (n == 0)
 		return TerritoryDecide(r, NULL, NAN, 0);
 	return TerritoryDecide(r, ModelDealerNumber(r->model, holders[0].dealer), holders[0].m, n);
+}
+
+/*
+ * TerritoriesValidAt keeps the territories that apply at the lead's
+ * instant, in order, and returns how many; the explanation names the ones
+ * left out for their period.
+ */
+static int
+TerritoriesValidAt(Routing *r, const ModelTerritory **ts, int nt)
+{
+	int kept = 0;
+	int out = 0;
+
+	for (int i = 0; i < nt; i++)
+	{
+		const ModelTerritory *t = ts[i];
+
+		if (ModelTerritoryValidAt(t, r->at))
+		{
+			ts[kept++] = t;
+			continue;
+		}
+		if (out++ < LOG_CANDIDATES)
+			AddStep(r, "Territory", ModelDealerNumber(r->model, t->dealer), NAN,
+					"not considered: holds %s %s, but not at %s", TerritoryText(r->model, t),
+					PeriodText(t->valid_from, t->valid_to), TimeText(r->at));
+	}
+	if (out > LOG_CANDIDATES)
+		AddStep(r, "Territory", NULL, NAN, "%d more territories not in force at %s",
+				out - LOG_CANDIDATES, TimeText(r->at));
+	return kept;
+}
+
+/*
+ * TerritoryText names a territory: its kind and code, and its brand.
+ */
+static char *
+TerritoryText(Model *m, const ModelTerritory *t)
+{
+	static const char *const kinds[] = { "", "postal", "county", "state", "country" };
+
+	return psprintf("%s %s%s%s%s", kinds[(int) t->kind],
+					ModelText(m, t->kind == 4 ? t->country : t->code),
+					t->brand != -1 ? " (brand " : "",
+					t->brand != -1 ? ModelBrandCode(m, t->brand) : "", t->brand != -1 ? ")" : "");
+}
+
+/*
+ * PeriodText says a period in words, as aimroute.period_text does: always,
+ * until ..., from ..., from ... to ....
+ */
+static char *
+PeriodText(TimestampTz from, TimestampTz to)
+{
+	if (TIMESTAMP_IS_NOBEGIN(from) && TIMESTAMP_IS_NOEND(to))
+		return "always";
+	if (TIMESTAMP_IS_NOBEGIN(from))
+		return psprintf("until %s", TimeText(to));
+	if (TIMESTAMP_IS_NOEND(to))
+		return psprintf("from %s", TimeText(from));
+	return psprintf("from %s to %s", TimeText(from), TimeText(to));
+}
+
+/*
+ * TimeText writes an instant as timestamptz output does, in a string of its
+ * own (timestamptz_to_str reuses one buffer).
+ */
+static char *
+TimeText(TimestampTz t)
+{
+	return pstrdup(timestamptz_to_str(t));
 }
 
 /*
@@ -615,6 +703,8 @@ HeldText(Model *m, const ModelTerritory **ts, int nt, int dealer)
 								 ModelText(m, kind == 4 ? t->country : t->code));
 				if (t->brand != -1)
 					appendStringInfo(&buf, " (brand %s)", ModelBrandCode(m, t->brand));
+				if (ModelTerritoryDated(t))
+					appendStringInfo(&buf, " %s", PeriodText(t->valid_from, t->valid_to));
 			}
 	return buf.data;
 }
@@ -773,6 +863,7 @@ Filter(Routing *r, CandidateFilter *f, const char *product, const char *stock, c
 		f->stock = p >= 0 ? p : FILTER_NOTHING;
 	}
 	f->group = group;
+	f->at = r->at;
 }
 
 /*

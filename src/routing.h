@@ -6,6 +6,7 @@
 #ifndef AIMROUTE_ROUTING_H
 #define AIMROUTE_ROUTING_H
 
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
 #include "reroute.h"
@@ -41,6 +42,8 @@ typedef struct RouteRequest
 	const char *dealer_group;
 	char **excluded; /* dealers that may not receive it */
 	int nexcluded;
+	bool has_at;	/* false: the configuration valid now (transaction start) */
+	TimestampTz at; /* the instant whose territories and product assignments apply */
 } RouteRequest;
 
 /* One line of the explanation. */

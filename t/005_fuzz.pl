@@ -179,6 +179,7 @@ my @dealers = ('HQ', 'D100', 'D200', 'D300', 'D400', ' D100 ', 'd100', 'D999', "
 my @brands = ('LKB', 'RVX', 'lkb', ' LKB', 'NOBRAND', "LK\x{301}B");
 my @products = ('2027 Sport 210', 'Sport 210', 'SPORT-210_2027', '1999', '2027', '2027 ', 'P-1');
 my @groups = ('G1', 'g1', 'NOGROUP');
+my @instants = ('2025-01-01', '2026-06-01 12:00+02', '-infinity', 'infinity', 'now', 'epoch', undef);
 my @emails = ('ann@example.com', 'sales@islandmarine.example', 'SALES@ISLANDMARINE.EXAMPLE',
 	' desk@windy.example ', "ann\x{1f600}\@example.com", 'a@b', 'no-at-sign', '@', 'x@y.z',
 	'hardbounce@x.example', 'full@x.example', "a\@b.c\r\nBcc: victim\@x.example");
@@ -513,7 +514,8 @@ my %generators = (
 			my $excl = chance(0.2) ? 'NULL::text[]' : 'ARRAY[' . lits(@excluded) . ']::text[]';
 			$excl = "ARRAY(SELECT 'X' || g FROM generate_series(1, 2000) g)" if chance(0.05);
 			my $args = join(', ', lit(val(@countries)), lit(val(@postals)), lit(val(@brands)),
-				lit(val(@products)), lit(val(@dealers)), lit(val(@groups)), $excl, lit(val('MI', 'ON')));
+				lit(val(@products)), lit(val(@dealers)), lit(val(@groups)), $excl, lit(val('MI', 'ON')),
+				pick('NULL', 'now()', map { "'$_'::timestamptz" } grep { defined } @instants));
 			return "SELECT fuzz.expect(r.dealer_number IS NOT NULL AND r.match_type IS NOT NULL"
 			  . " AND cardinality(r.steps) >= 1, 'route() decides and explains'),"
 			  . " fuzz.expect(r.match_type = 'Default' OR NOT coalesce(r.dealer_number = ANY (e), false),"
@@ -663,7 +665,9 @@ my %generators = (
 			  if chance(0.3);
 			my $sql = "SELECT fuzz.expect(bool_and(simulated_dealer_number IS NOT NULL AND simulated_match_type IS NOT NULL)"
 			  . " IS NOT FALSE, 'simulate_routing decides every lead')"
-			  . " FROM aimroute.simulate_routing($from, $to)";
+			  . " FROM aimroute.simulate_routing($from, $to"
+			  . (chance(0.5) ? '' : ', ' . pick('NULL', 'now()', map { "'$_'::timestamptz" } grep { defined } @instants))
+			  . ")";
 			return $from =~ /^now/ ? $sql : [ 'simulate_routing_typed', $sql ];
 		}
 	],
@@ -701,10 +705,14 @@ my %generators = (
 	territories => [
 		3,
 		sub {
-			return 'INSERT INTO aimroute.territories (dealer_number, brand_code, kind, country, code) VALUES ('
+			# A third of them with a period (issue 20, part 3): open, past, future, empty or reversed.
+			my $dated = chance(0.3);
+			return 'INSERT INTO aimroute.territories (dealer_number, brand_code, kind, country, code'
+			  . ($dated ? ', valid_from, valid_to' : '') . ') VALUES ('
 			  . lits(val(@dealers), chance(0.5) ? undef : val(@brands),
 				val('postal', 'county', 'state', 'country', ' POSTAL '), val(@countries),
-				val(@postals, 'MI/Mackinac', 'ON', 'mi / mackinac', 'US'))
+				val(@postals, 'MI/Mackinac', 'ON', 'mi / mackinac', 'US'),
+				$dated ? (val(@instants), val(@instants)) : ())
 			  . ')';
 		}
 	],
@@ -746,6 +754,8 @@ my %generators = (
 		1,
 		sub {
 			return pick('INSERT INTO aimroute.product_assignments VALUES (' . lits(val(@dealers), val(@products)) . ')',
+				'INSERT INTO aimroute.product_assignments VALUES ('
+				  . lits(val(@dealers), val(@products), val(@instants), val(@instants)) . ')',
 				'INSERT INTO aimroute.inventory VALUES (' . lits(val(@dealers), val(@products)) . ', ' . pick('1', '0', '-1', lit(hostile())) . ')');
 		}
 	],

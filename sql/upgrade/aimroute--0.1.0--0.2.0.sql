@@ -5139,6 +5139,217 @@ BEGIN
 END
 $$;
 
+-- dated: territories and product assignments carry valid_from / valid_to
+-- (issue 20, part 3); the one-holder-per-postal-code rule holds per period.
+-- docs/routing.md, "Dated configuration".
+ALTER TABLE aimroute.territories
+    ADD COLUMN valid_from timestamptz NOT NULL DEFAULT '-infinity',
+    ADD COLUMN valid_to timestamptz,
+    DROP CONSTRAINT territories_unique,
+    ADD CONSTRAINT territories_unique
+        UNIQUE NULLS NOT DISTINCT (dealer_number, brand_code, kind, country, code, valid_from),
+    ADD CONSTRAINT territories_period_check CHECK (valid_from < valid_to);
+DROP INDEX aimroute.territories_one_postal_holder;
+CREATE UNIQUE INDEX territories_one_postal_holder
+    ON aimroute.territories (country, code, brand_code, valid_from) NULLS NOT DISTINCT
+    WHERE kind = 'postal';
+COMMENT ON COLUMN aimroute.territories.valid_from IS 'First moment the territory routes leads (by their received_at); -infinity (the default, also what NULL becomes) for always.';
+COMMENT ON COLUMN aimroute.territories.valid_to IS 'Moment the territory stops routing leads (exclusive); NULL (the default) for never.';
+ALTER TABLE aimroute.product_assignments
+    ADD COLUMN valid_from timestamptz NOT NULL DEFAULT '-infinity',
+    ADD COLUMN valid_to timestamptz,
+    ADD CONSTRAINT product_assignments_period_check CHECK (valid_from < valid_to),
+    DROP CONSTRAINT product_assignments_pkey,
+    ADD PRIMARY KEY (dealer_number, product_code, valid_from);
+COMMENT ON COLUMN aimroute.product_assignments.valid_from IS 'First moment the assignment counts for a lead (by its received_at); -infinity (the default) for always.';
+COMMENT ON COLUMN aimroute.product_assignments.valid_to IS 'Moment the assignment stops counting (exclusive); NULL (the default) for never.';
+CREATE FUNCTION aimroute.period_text(valid_from timestamptz, valid_to timestamptz) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+               WHEN coalesce(valid_from, '-infinity') = '-infinity' AND valid_to IS NULL THEN 'always'
+               WHEN coalesce(valid_from, '-infinity') = '-infinity' THEN format('until %s', valid_to)
+               WHEN valid_to IS NULL THEN format('from %s', valid_from)
+               ELSE format('from %s to %s', valid_from, valid_to)
+           END
+$$;
+COMMENT ON FUNCTION aimroute.period_text(timestamptz, timestamptz) IS
+    'A period of a territory or product assignment in words (always, until ..., from ..., from ... to ...), for messages and explanations.';
+CREATE OR REPLACE FUNCTION aimroute.territories_normalize() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    country_in text := NEW.country;
+    code_in text := NEW.code;
+    dealer_country text;
+    holder text;
+    county_state text;
+    county_name text;
+    known_county text;
+    held_from timestamptz;
+    held_to timestamptz;
+BEGIN
+    NEW.valid_from := coalesce(NEW.valid_from, '-infinity');
+    IF NEW.valid_from >= NEW.valid_to THEN
+        RAISE EXCEPTION 'a territory of dealer % cannot end (valid_to %) before it starts (valid_from %)',
+            NEW.dealer_number, NEW.valid_to, NEW.valid_from
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'valid_to is the first moment the territory no longer applies: set it after valid_from, or leave it NULL for never.';
+    END IF;
+    NEW.kind := lower(btrim(NEW.kind));
+    IF NEW.kind IS NULL OR NEW.kind NOT IN ('postal', 'county', 'state', 'country') THEN
+        RAISE EXCEPTION 'invalid territory kind "%"', NEW.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A territory''s kind is one of postal, county, state or country.';
+    END IF;
+    NEW.country := aimroute.normalize_country(NEW.country);
+    IF NEW.country IS NULL THEN
+        RAISE EXCEPTION 'unknown country "%" for a territory of dealer %', country_in, NEW.dealer_number
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an ISO 3166-1 alpha-2 or alpha-3 code, such as US, USA, CA or CAN.';
+    END IF;
+    SELECT d.country INTO dealer_country FROM aimroute.dealers d WHERE d.dealer_number = NEW.dealer_number;
+    IF dealer_country IS DISTINCT FROM NEW.country AND dealer_country IS NOT NULL THEN
+        RAISE EXCEPTION 'a territory in % cannot be given to dealer %, which is in %', NEW.country, NEW.dealer_number, dealer_country
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The territory: %s %s %s.', NEW.kind, NEW.country, coalesce(NEW.code, '')),
+                  HINT = format('A territory never crosses a country line: give it to a dealer in %s.', NEW.country);
+    END IF;
+
+    IF NEW.kind = 'country' THEN
+        IF nullif(btrim(NEW.code), '') IS NULL THEN
+            NEW.code := NEW.country;
+        ELSIF aimroute.normalize_country(NEW.code) IS DISTINCT FROM NEW.country THEN
+            RAISE EXCEPTION 'country territory code "%" does not match its country %', NEW.code, NEW.country
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For a country territory, leave code empty or repeat the country code.';
+        ELSE
+            NEW.code := NEW.country;
+        END IF;
+
+    ELSIF NEW.kind = 'state' THEN
+        NEW.code := upper(btrim(NEW.code));
+        IF NEW.code IS NULL OR NEW.code = '' THEN
+            RAISE EXCEPTION 'a state territory needs a state code'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use the state or province code as in aimroute.postal_codes.state_code, such as MO or ON.';
+        END IF;
+        IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
+                        WHERE p.country = NEW.country AND p.state_code = NEW.code) THEN
+            RAISE NOTICE 'no postal code of % has state code %: the territory of dealer % matches no lead yet',
+                NEW.country, NEW.code, NEW.dealer_number;
+        END IF;
+
+    ELSIF NEW.kind = 'county' THEN
+        county_state := upper(btrim(split_part(NEW.code, '/', 1)));
+        county_name := btrim(substr(NEW.code, length(split_part(NEW.code, '/', 1)) + 2));
+        IF position('/' IN coalesce(NEW.code, '')) = 0 OR county_state = '' OR county_name = '' THEN
+            RAISE EXCEPTION 'invalid county territory code "%"', NEW.code
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write the state code and the county name joined by a slash, as in MI/Mackinac.';
+        END IF;
+        SELECT p.county INTO known_county FROM aimroute.postal_codes p
+         WHERE p.country = NEW.country AND p.state_code = county_state
+           AND lower(p.county) = lower(county_name)
+         LIMIT 1;
+        IF known_county IS NULL THEN
+            RAISE NOTICE 'no postal code of % lies in county %/%: the territory of dealer % matches no lead yet',
+                NEW.country, county_state, county_name, NEW.dealer_number;
+        END IF;
+        NEW.code := county_state || '/' || coalesce(known_county, county_name);
+
+    ELSE -- postal
+        NEW.code := aimroute.normalize_postal_code(NEW.country, NEW.code);
+        IF NEW.code IS NULL OR NOT aimroute.postal_code_is_valid(NEW.country, NEW.code) THEN
+            RAISE EXCEPTION 'invalid % postal code "%" for a territory of dealer %',
+                NEW.country, coalesce(code_in, ''), NEW.dealer_number
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE NEW.country
+                                 WHEN 'US' THEN 'A US territory postal code is a five-digit ZIP code, such as 49757.'
+                                 WHEN 'CA' THEN 'A Canadian territory postal code is an FSA (P0S) or a full code (K1A 0B1).'
+                                 ELSE 'A postal code cannot be blank.' END;
+        END IF;
+        -- Periods that overlap but start apart escape the unique index:
+        -- writers of postal territories take turns (one lock for the
+        -- transaction), so that each sees the rows of the one before at
+        -- READ COMMITTED.
+        PERFORM pg_catalog.pg_advisory_xact_lock('aimroute.territories'::regclass::oid::bigint);
+        SELECT t.dealer_number, t.valid_from, t.valid_to INTO holder, held_from, held_to
+          FROM aimroute.territories t
+         WHERE t.kind = 'postal' AND t.country = NEW.country AND t.code = NEW.code
+           AND t.brand_code IS NOT DISTINCT FROM NEW.brand_code
+           AND t.territory_id IS DISTINCT FROM NEW.territory_id
+           AND t.valid_from < coalesce(NEW.valid_to, 'infinity')
+           AND NEW.valid_from < coalesce(t.valid_to, 'infinity')
+         ORDER BY t.valid_from
+         LIMIT 1;
+        IF holder IS NOT NULL AND held_from = '-infinity' AND held_to IS NULL
+           AND NEW.valid_from = '-infinity' AND NEW.valid_to IS NULL THEN
+            RAISE EXCEPTION 'postal code % % is already held by dealer % for %',
+                NEW.country, NEW.code, holder,
+                coalesce('brand ' || NEW.brand_code, 'all brands')
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A postal code can be held by one dealer per brand scope; dealer %s cannot take it as well.', NEW.dealer_number),
+                      HINT = format('Remove it from dealer %s first, or assign it to dealer %s for a single brand (brand_code).', holder, NEW.dealer_number);
+        ELSIF holder IS NOT NULL THEN
+            RAISE EXCEPTION 'postal code % % is already held by dealer % for % %',
+                NEW.country, NEW.code, holder,
+                coalesce('brand ' || NEW.brand_code, 'all brands'),
+                aimroute.period_text(held_from, held_to)
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A postal code can be held by one dealer per brand scope at a time; dealer %s cannot take it %s as well.',
+                                      NEW.dealer_number, aimroute.period_text(NEW.valid_from, NEW.valid_to)),
+                      HINT = format('Let the periods follow each other: end dealer %s''s (valid_to) where dealer %s''s starts (valid_from), or the other way round.',
+                                    holder, NEW.dealer_number);
+        END IF;
+        IF NOT EXISTS (SELECT FROM aimroute.postal_codes p
+                        WHERE p.country = NEW.country AND p.postal_code = NEW.code) THEN
+            RAISE NOTICE 'postal code % % is not in aimroute.postal_codes: leads from it will match this territory but have no centre point',
+                NEW.country, NEW.code;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- dated: routing reads the periods: the trigger routes a lead under the
+-- configuration valid at its received_at, route() at as_of (NULL: now),
+-- and simulate_routing replays leads at their received_at or at as_of.
+DROP FUNCTION aimroute.route(text, text, text, text, text, text, text[], text);
+CREATE FUNCTION aimroute.route(
+    country text, postal_code text, brand_code text,
+    product_code text DEFAULT NULL, dealer_number text DEFAULT NULL,
+    dealer_group text DEFAULT NULL, excluded text[] DEFAULT '{}',
+    state_code text DEFAULT NULL, as_of timestamptz DEFAULT NULL)
+RETURNS aimroute.routing_decision
+    AS 'MODULE_PATHNAME', 'aimroute_route'
+    LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION aimroute.route(text, text, text, text, text, text, text[], text, timestamptz) IS
+    'The routing decision for these inputs under the configuration valid at as_of (NULL: now, the transaction''s start), with its explanation; changes nothing.';
+DROP FUNCTION aimroute.simulate_routing(timestamptz, timestamptz);
+CREATE FUNCTION aimroute.simulate_routing("from" timestamptz, "to" timestamptz, as_of timestamptz DEFAULT NULL)
+RETURNS TABLE (lead_id bigint, dealer_number text, match_type aimroute.match_type,
+               simulated_dealer_number text, simulated_match_type aimroute.match_type)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.lead_id, l.dealer_number, l.match_type, d.dealer_number, d.match_type
+      FROM aimroute.leads l,
+           LATERAL aimroute.route(coalesce(l.country, l.country_input), coalesce(l.postal_code_input, l.postal_code),
+                                  l.brand_code, l.product_code, l.dealer_number_input,
+                                  l.dealer_group, '{}', l.state_code,
+                                  coalesce(simulate_routing.as_of, l.received_at)) d
+     WHERE l.received_at >= simulate_routing."from" AND l.received_at < simulate_routing."to"
+     ORDER BY l.lead_id
+$$;
+COMMENT ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) IS
+    'Routes the leads received in [from, to) again without changing them, each under the territories and product assignments valid at its received_at, or all under those valid at as_of: run it inside BEGIN ... ROLLBACK after a configuration change to see what the change would do, or with as_of to see how the configuration of that date would have routed them.';
+REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) TO aimroute_admin;
+
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
