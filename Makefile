@@ -32,6 +32,7 @@ OBJS = \
 	src/routing.o \
 	src/search_path.o \
 	src/staging.o \
+	src/ties.o \
 	src/worker.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))

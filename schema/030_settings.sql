@@ -76,7 +76,9 @@ CREATE TABLE aimroute.settings (
         CHECK (aimroute.url_is_valid(lead_details_url, '{http,https}') AND strpos(lead_details_url, '{lead_id}') > 0),
     lead_list_url              text
         CONSTRAINT settings_lead_list_url_check
-        CHECK (aimroute.url_is_valid(lead_list_url, '{http,https}') AND strpos(lead_list_url, '{date}') > 0)
+        CHECK (aimroute.url_is_valid(lead_list_url, '{http,https}') AND strpos(lead_list_url, '{date}') > 0),
+    tie_break                  text NOT NULL DEFAULT 'dealer_number'
+        CONSTRAINT settings_tie_break_check CHECK (tie_break IN ('dealer_number', 'round_robin'))
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -106,6 +108,7 @@ COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (V
 COMMENT ON COLUMN aimroute.settings.lead_details_url IS 'The page of one lead in the OEM''s own tools, linked from failure notices and the daily recap: an http:// or https:// URL template where {lead_id} stands for the lead, such as https://crm.oem.example/leads/{lead_id}; NULL (default): no link, and the notice says so.';
 COMMENT ON COLUMN aimroute.settings.lead_list_url IS 'The list of a day''s leads in the OEM''s own tools, linked from the daily recap: an http:// or https:// URL template where {date} stands for the day recapped (YYYY-MM-DD, settings.timezone), such as https://crm.oem.example/leads?date={date}; NULL (default): no link, and the recap says so.';
 COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
+COMMENT ON COLUMN aimroute.settings.tie_break IS 'Which of several equally near dealers gets a lead: dealer_number (default), the lowest dealer number; round_robin, the one with the fewest leads of the brand by turn, the longest ago among equals (aimroute.tie_turns).';
 
 --
 -- settings_validate: refuses a bad value with an error naming the setting
@@ -227,6 +230,9 @@ BEGIN
                AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
         bad := 'lead_list_url';
         allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
+    ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
+        bad := 'tie_break';
+        allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -262,7 +268,8 @@ BEGIN
             daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
             view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
             reroute_clock = NEW.reroute_clock,
-            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url
+            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
+            tie_break = NEW.tie_break
          WHERE s.singleton;
         RETURN NULL;
     END IF;
@@ -329,5 +336,5 @@ GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
               push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
-              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url)
+              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url, tie_break)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

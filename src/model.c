@@ -131,6 +131,7 @@ static bool PassesRest(Model *c, const CandidateFilter *f, int dealer);
 static int FindText(const char *base, const ModelRef *sorted, int n, const char *key);
 static bool Contains(const char *base, ModelRef sorted, int n, int value);
 static int ReadQuery(const char *sql, bool read_only, long count);
+static bool ReadRoundRobin(void);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
@@ -672,6 +673,7 @@ Bind(Model *m, const char *bytes)
 	s->default_dealer = ModelText(m, d->default_dealer);
 	s->product_routing = d->product_routing;
 	s->inventory_routing = d->inventory_routing;
+	s->round_robin = d->round_robin;
 	s->reroute = d->reroute;
 	/* pg_tzset's zones live as long as the backend: keep the pointer. */
 	s->reroute.tz = pg_tzset(s->reroute.timezone);
@@ -872,6 +874,28 @@ LoadSettings(Builder *b)
 	ReadRerouteSettings(row, desc, 7, &reroute);
 	reroute.tz = NULL; /* an address in this backend only: Bind looks it up */
 	HEAD(b)->reroute = reroute;
+	HEAD(b)->round_robin = ReadRoundRobin();
+}
+
+/*
+ * ReadRoundRobin tells whether settings.tie_break is round_robin; a
+ * database not updated from 0.1.0 yet has no tie_break, and breaks ties by
+ * dealer number.
+ */
+static bool
+ReadRoundRobin(void)
+{
+	if (ReadQuery("SELECT FROM pg_catalog.pg_attribute a"
+				  " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.settings')"
+				  " AND a.attname = 'tie_break' AND NOT a.attisdropped",
+				  true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of aimroute.settings");
+	if (SPI_processed == 0)
+		return false;
+	if (ReadQuery("SELECT FROM aimroute.settings WHERE tie_break = 'round_robin'", true, 1) !=
+		SPI_OK_SELECT)
+		elog(ERROR, "could not read settings.tie_break");
+	return SPI_processed == 1;
 }
 
 /*

@@ -27,6 +27,7 @@ typedef struct RoutingSettings
 	const char *default_dealer;
 	bool product_routing;
 	bool inventory_routing;
+	bool round_robin; /* settings.tie_break = 'round_robin' */
 	RerouteSettings reroute;
 } RoutingSettings;
 
@@ -164,6 +165,7 @@ typedef struct ModelData
 	ModelRef default_dealer;
 	bool product_routing;
 	bool inventory_routing;
+	bool round_robin;
 	RerouteSettings reroute;
 	ModelRef dealers; /* ModelDealer, sorted by number: a lower index is a lower number */
 	int ndealers;

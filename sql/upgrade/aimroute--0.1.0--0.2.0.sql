@@ -5350,6 +5350,202 @@ REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, t
 GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) TO aimroute_admin;
 
 
+-- ties: ties and caps (issue 20, part 1; SPEC section 10).
+-- settings.tie_break: dealer_number (default, as before) or round_robin,
+-- where equally near dealers take turns per brand, counted in
+-- aimroute.tie_turns by the routing transaction (src/ties.c).
+-- In steps, as reroute_clock above: a new column with a default makes
+-- PostgreSQL check the rows of settings, which aimroute.delivery_endpoint's
+-- use of its row type forbids.  Filling in the default is not a change of
+-- the configuration: no new config_version.
+ALTER TABLE aimroute.settings ADD COLUMN tie_break text
+    CONSTRAINT settings_tie_break_check CHECK (tie_break IN ('dealer_number', 'round_robin'));
+ALTER TABLE aimroute.settings ALTER COLUMN tie_break SET DEFAULT 'dealer_number';
+ALTER TABLE aimroute.settings DISABLE TRIGGER bump_config_version;
+UPDATE aimroute.settings SET tie_break = 'dealer_number';
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+ALTER TABLE aimroute.settings ALTER COLUMN tie_break SET NOT NULL;
+COMMENT ON COLUMN aimroute.settings.tie_break IS 'Which of several equally near dealers gets a lead: dealer_number (default), the lowest dealer number; round_robin, the one with the fewest leads of the brand by turn, the longest ago among equals (aimroute.tie_turns).';
+GRANT SELECT (tie_break) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
+    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
+        bad := 'reroute_clock';
+        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_details_url, '{http,https}')
+               AND strpos(NEW.lead_details_url, '{lead_id}') > 0) THEN
+        bad := 'lead_details_url';
+        allowed := 'an http:// or https:// URL template with {lead_id} where the lead goes, such as https://crm.oem.example/leads/{lead_id}, or NULL for no link';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_list_url, '{http,https}')
+               AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
+        bad := 'lead_list_url';
+        allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
+    ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
+        bad := 'tie_break';
+        allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
+            reroute_clock = NEW.reroute_clock,
+            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
+            tie_break = NEW.tie_break
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TABLE aimroute.tie_turns (
+    brand_code     text NOT NULL REFERENCES aimroute.brands ON UPDATE CASCADE ON DELETE CASCADE,
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    leads          bigint NOT NULL DEFAULT 0
+        CONSTRAINT tie_turns_leads_check CHECK (leads >= 0),
+    last_at        timestamptz,
+    PRIMARY KEY (brand_code, dealer_number)
+);
+COMMENT ON TABLE aimroute.tie_turns IS
+    'Round robin among equally near dealers (settings.tie_break = ''round_robin''): per brand and dealer, the leads received by a turn and when the last one came. Written by routing; reset a brand''s turns with DELETE.';
+COMMENT ON COLUMN aimroute.tie_turns.leads IS 'Leads of the brand the dealer received by a round robin turn.';
+COMMENT ON COLUMN aimroute.tie_turns.last_at IS 'When it received the last one; NULL: none yet.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.tie_turns', '');
+GRANT ALL ON aimroute.tie_turns TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
