@@ -6,14 +6,15 @@
  *
  * Routing reads the counters only when it finds a tie.  A new lead takes
  * the turn in its own transaction: the tied dealers' rows are locked
- * (FOR UPDATE, in dealer number order, byte by byte), the dealer with the
- * fewest leads by turn wins, the one whose last turn is the longest ago
- * among equals, the lowest dealer number among those; its row counts the
- * lead.  A session choosing among the same dealers meanwhile waits for that
- * transaction to end and then reads the counters as it left them, so no
- * turn is given twice.  Rows missing (a dealer's first tie of the brand)
- * are inserted first, in the same order.  The dealer locator, route(),
- * simulate_routing and coverage read the counters without taking a turn.
+ * (FOR UPDATE, one by one in dealer number order, byte by byte), the
+ * dealer with the fewest leads by turn wins, the one whose last turn is the
+ * longest ago among equals, the lowest dealer number among those; its row
+ * counts the lead.  A session choosing among the same dealers meanwhile
+ * waits for that transaction to end and then reads the counters as it left
+ * them, so no turn is given twice.  A row missing (a dealer's first tie of
+ * the brand) is inserted when its turn to be locked comes, so the order
+ * holds.  The dealer locator, route(), simulate_routing and coverage read
+ * the counters without taking a turn.
  * The counters are read and written as the extension's owner: whoever may
  * insert a lead or ask the locator (PUBLIC) may see the turns' outcome,
  * but needs no rights on the table.
@@ -22,7 +23,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -31,79 +31,67 @@
 #include "search_path.h"
 #include "ties.h"
 
-static const char *const read_sql =
-	"SELECT t.dealer_number, t.leads, t.last_at FROM aimroute.tie_turns t"
-	" WHERE t.brand_code = $1 AND t.dealer_number = ANY ($2)";
-static const char *const lock_sql =
-	"SELECT t.dealer_number, t.leads, t.last_at FROM aimroute.tie_turns t"
-	" WHERE t.brand_code = $1 AND t.dealer_number = ANY ($2)"
-	" ORDER BY t.dealer_number COLLATE \"C\" FOR UPDATE";
+static const char *const read_sql = "SELECT t.leads, t.last_at FROM aimroute.tie_turns t"
+									" WHERE t.brand_code = $1 AND t.dealer_number = $2";
+static const char *const lock_sql = "SELECT t.leads, t.last_at FROM aimroute.tie_turns t"
+									" WHERE t.brand_code = $1 AND t.dealer_number = $2 FOR UPDATE";
 static const char *const add_sql =
-	"INSERT INTO aimroute.tie_turns (brand_code, dealer_number)"
-	" SELECT $1, d FROM pg_catalog.unnest($2) d ORDER BY d COLLATE \"C\""
+	"INSERT INTO aimroute.tie_turns (brand_code, dealer_number) VALUES ($1, $2)"
 	" ON CONFLICT DO NOTHING";
-static const char *const take_sql = "UPDATE aimroute.tie_turns SET leads = leads + 1,"
-									" last_at = pg_catalog.clock_timestamp()"
-									" WHERE brand_code = $1 AND dealer_number = $2";
+static const char *const take_sql =
+	"UPDATE aimroute.tie_turns SET leads = leads + 1, last_at = pg_catalog.clock_timestamp()"
+	" WHERE brand_code = $1 AND dealer_number = $2";
 
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr add_plan = NULL;
 static SPIPlanPtr take_plan = NULL;
 
-static int ReadTurns(SPIPlanPtr plan, Datum *args, bool read_only, const char *const *dealers,
-					 int n, TieTurn *turns);
+static bool ReadTurn(const char *sql, SPIPlanPtr *plan, Datum *args, bool read_only, TieTurn *turn);
 static bool TurnFirst(const TieTurn *a, const TieTurn *b);
 
 /*
  * TieChoose returns which of n tied dealers (numbers in byte order) has the
  * turn for a lead of a brand, and fills turns with each one's counters as
  * they were; with take, the lead takes the turn: the winner's counter
- * counts it, in the current transaction.
+ * counts it, in the current transaction.  Each dealer's row is read by its
+ * key, one statement a dealer, so that the plan is the primary key's
+ * whatever the size of the table or of the tie.
  */
 int
 TieChoose(const char *brand, const char *const *dealers, int n, bool take, TieTurn *turns)
 {
-	Oid types[2] = { TEXTOID, TEXTARRAYOID };
-	Datum *elems = palloc(sizeof(Datum) * n);
+	Oid types[2] = { TEXTOID, TEXTOID };
 	Datum args[2];
 	OwnerSwitch owner;
 	int pinned;
-	int found;
 	int winner = 0;
 
-	for (int i = 0; i < n; i++)
-		elems[i] = CStringGetTextDatum(dealers[i]);
 	args[0] = CStringGetTextDatum(brand);
-	args[1] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
-
 	pinned = SpiConnectPinned();
 	BecomeExtensionOwner(&owner);
-	if (!take)
-		(void) ReadTurns(KeptPlan(&read_plan, read_sql, 2, types, 0), args, true, dealers, n,
-						 turns);
-	else
+	for (int i = 0; i < n; i++)
 	{
-		found =
-			ReadTurns(KeptPlan(&lock_plan, lock_sql, 2, types, 0), args, false, dealers, n, turns);
-		if (found < n)
+		args[1] = CStringGetTextDatum(dealers[i]);
+		if (!take)
+			(void) ReadTurn(read_sql, &read_plan, args, true, &turns[i]);
+		else if (!ReadTurn(lock_sql, &lock_plan, args, false, &turns[i]))
 		{
+			/* The dealer's first tie of the brand: its row, then its lock. */
 			if (SPI_execute_plan(KeptPlan(&add_plan, add_sql, 2, types, 0), args, NULL, false, 0) !=
 				SPI_OK_INSERT)
-				elog(ERROR, "could not add the round robin counters of brand %s", brand);
-			(void) ReadTurns(lock_plan, args, false, dealers, n, turns);
+				elog(ERROR, "could not add the round robin counter of dealer %s", dealers[i]);
+			if (!ReadTurn(lock_sql, &lock_plan, args, false, &turns[i]))
+				elog(ERROR, "the round robin counter of dealer %s is missing", dealers[i]);
 		}
-	}
-	for (int i = 1; i < n; i++)
-		if (TurnFirst(&turns[i], &turns[winner]))
+		if (i > 0 && TurnFirst(&turns[i], &turns[winner]))
 			winner = i;
+	}
 	if (take)
 	{
-		Oid take_types[2] = { TEXTOID, TEXTOID };
-		Datum take_args[2] = { args[0], elems[winner] };
-
-		if (SPI_execute_plan(KeptPlan(&take_plan, take_sql, 2, take_types, 0), take_args, NULL,
-							 false, 0) != SPI_OK_UPDATE ||
+		args[1] = CStringGetTextDatum(dealers[winner]);
+		if (SPI_execute_plan(KeptPlan(&take_plan, take_sql, 2, types, 0), args, NULL, false, 0) !=
+				SPI_OK_UPDATE ||
 			SPI_processed != 1)
 			elog(ERROR, "could not count the round robin turn of dealer %s", dealers[winner]);
 	}
@@ -113,37 +101,30 @@ TieChoose(const char *brand, const char *const *dealers, int n, bool take, TieTu
 }
 
 /*
- * ReadTurns runs a query of the counters and fills turns (none yet for a
- * dealer without a row); returns how many rows it found.
+ * ReadTurn reads one dealer's counters (none yet without a row); returns
+ * whether it has a row.
  */
-static int
-ReadTurns(SPIPlanPtr plan, Datum *args, bool read_only, const char *const *dealers, int n,
-		  TieTurn *turns)
+static bool
+ReadTurn(const char *sql, SPIPlanPtr *plan, Datum *args, bool read_only, TieTurn *turn)
 {
-	int rc = SPI_execute_plan(plan, args, NULL, read_only, 0);
+	Oid types[2] = { TEXTOID, TEXTOID };
+	int rc = SPI_execute_plan(KeptPlan(plan, sql, 2, types, 0), args, NULL, read_only, 1);
+	HeapTuple tuple;
+	bool isnull;
+	bool never;
+	Datum last;
 
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the round robin counters: %s", SPI_result_code_string(rc));
-	memset(turns, 0, sizeof(TieTurn) * n);
-	for (uint64 row = 0; row < SPI_processed; row++)
-	{
-		HeapTuple tuple = SPI_tuptable->vals[row];
-		TupleDesc desc = SPI_tuptable->tupdesc;
-		bool isnull;
-		char *dealer = TextDatumGetCString(SPI_getbinval(tuple, desc, 1, &isnull));
-
-		for (int i = 0; i < n; i++)
-			if (strcmp(dealers[i], dealer) == 0)
-			{
-				bool never;
-				Datum last = SPI_getbinval(tuple, desc, 3, &never);
-
-				turns[i].leads = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
-				turns[i].had_turn = !never;
-				turns[i].last_at = never ? 0 : DatumGetTimestampTz(last);
-			}
-	}
-	return (int) SPI_processed;
+	memset(turn, 0, sizeof(TieTurn));
+	if (SPI_processed == 0)
+		return false;
+	tuple = SPI_tuptable->vals[0];
+	turn->leads = DatumGetInt64(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull));
+	last = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &never);
+	turn->had_turn = !never;
+	turn->last_at = never ? 0 : DatumGetTimestampTz(last);
+	return true;
 }
 
 /*
