@@ -14,6 +14,7 @@ OBJS = \
 	src/adf.o \
 	src/aimroute.o \
 	src/bounce_mailbox.o \
+	src/caps.o \
 	src/catalog.o \
 	src/country.o \
 	src/coverage.o \

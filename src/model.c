@@ -969,15 +969,23 @@ LoadProducts(Builder *b)
 
 /*
  * LoadDealers copies aimroute.dealers, sorted by number in byte order (the
- * tie-break order of routing), with each location as a unit vector.
+ * tie-break order of routing), with each location as a unit vector and
+ * its daily lead cap.
  */
 static void
 LoadDealers(Builder *b)
 {
-	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location"
+	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location, %s"
 					  " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"";
 	ModelRef dealers;
 
+	/* A database not updated from 0.1.0 yet has no daily_lead_cap: no caps. */
+	if (ReadQuery("SELECT FROM pg_catalog.pg_attribute a"
+				  " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.dealers')"
+				  " AND a.attname = 'daily_lead_cap' AND NOT a.attisdropped",
+				  true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of aimroute.dealers");
+	sql = psprintf(sql, SPI_processed == 1 ? "daily_lead_cap" : "NULL::integer");
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.dealers");
 	dealers = Keep(b, sizeof(ModelDealer) * Max(SPI_processed, 1));
@@ -999,6 +1007,9 @@ LoadDealers(Builder *b)
 		d.country = KeepText(b, row, desc, 2);
 		d.group = KeepText(b, row, desc, 3);
 		d.active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
+		d.daily_lead_cap = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull));
+		if (isnull)
+			d.daily_lead_cap = 0;
 		if (!null_location)
 			location = PointerGetDatum(PG_DETOAST_DATUM(location));
 		if (!null_location && PointLatLon(b->model, location, &lat, &lon))

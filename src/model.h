@@ -46,6 +46,7 @@ typedef struct ModelDealer
 	ModelRef country;
 	ModelRef group; /* 0: none */
 	bool active;
+	int daily_lead_cap; /* 0: none */
 	bool has_location;
 	double xyz[3];	   /* unit vector */
 	ModelRef location; /* geography */

@@ -22,7 +22,9 @@
  * as PostGIS's ST_Distance(geography, geography) gives them; ties go to the
  * lower dealer number (byte order), or with settings.tie_break =
  * 'round_robin' to the tied dealer whose turn it is (BreakTie, ties.c):
- * dealers within TIE_TOLERANCE_M of the closest are tied.
+ * dealers within TIE_TOLERANCE_M of the closest are tied.  A dealer a rule
+ * chooses that has reached its daily lead cap (caps.c) is skipped like an
+ * inactive one: the rules run again without it (CapReached).
  *
  * The rules read the configuration from the model (model.c): this
  * session's in-memory copy of it, as the lead's own snapshot sees it.  A
@@ -53,6 +55,7 @@
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
+#include "caps.h"
 #include "country.h"
 #include "model.h"
 #include "postal.h"
@@ -130,6 +133,7 @@ static bool TerritoryDecide(Routing *r, const char *best, double best_m, int n);
 static bool TryRadius(Routing *r);
 static bool RadiusApplies(Routing *r);
 static void UseDefault(Routing *r);
+static bool CapReached(Routing *r);
 static void Filter(Routing *r, CandidateFilter *f, const char *product, const char *stock,
 				   const char *group);
 static bool Nearest(Routing *r, const CandidateFilter *f, double limit_m, const char *rule,
@@ -166,10 +170,18 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 		;
 	else if (!brand_ok || r.place.country == NULL)
 		UseDefault(&r);
-	else if (TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r))
-		;
 	else
-		UseDefault(&r);
+	{
+		bool placed;
+
+		/* A dealer at its daily cap is skipped like an inactive one: the rules again without it. */
+		while ((placed =
+					TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r)) &&
+			   CapReached(&r))
+			;
+		if (!placed)
+			UseDefault(&r);
+	}
 
 	result->reroute = r.settings->reroute;
 	result->default_dealer = r.settings->default_dealer != NULL && result->dealer_number != NULL &&
@@ -843,6 +855,29 @@ UseDefault(Routing *r)
 	AddStep(r, "Default", dealer, m, "chosen: no rule placed the lead, so the default dealer %s",
 			dealer);
 	Decide(r, MATCH_DEFAULT, dealer, m);
+}
+
+/*
+ * CapReached tells whether the dealer a rule chose has a daily lead cap
+ * and has reached it on the day the lead was received (caps.c); then the
+ * dealer is excluded and the explanation says so.  A new lead that fits is
+ * counted.
+ */
+static bool
+CapReached(Routing *r)
+{
+	const char *dealer = r->result->dealer_number;
+	int di = ModelFindDealer(r->model, dealer);
+	int cap = di >= 0 ? ModelDealerAt(r->model, di)->daily_lead_cap : 0;
+	char *day;
+
+	if (cap <= 0 || CapRoom(dealer, cap, r->at, r->request->take_turn, &day))
+		return false;
+	AddStep(r, MatchKindLabels[r->result->match], dealer, NAN,
+			"%s skipped: daily lead cap %d reached for %s", dealer, cap, day);
+	r->excluded = repalloc(r->excluded, sizeof(int) * (r->nexcluded + 1));
+	r->excluded[r->nexcluded++] = di;
+	return true;
 }
 
 /*

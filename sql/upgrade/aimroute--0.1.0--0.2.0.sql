@@ -5546,6 +5546,29 @@ COMMENT ON COLUMN aimroute.tie_turns.last_at IS 'When it received the last one; 
 SELECT pg_catalog.pg_extension_config_dump('aimroute.tie_turns', '');
 GRANT ALL ON aimroute.tie_turns TO aimroute_admin;
 
+-- caps: dealers.daily_lead_cap and aimroute.daily_lead_counts (SPEC
+-- section 10): a dealer at its cap for the day (settings.timezone) is
+-- skipped like an inactive one (src/caps.c).  The new column is NULL (no
+-- cap) for every dealer: no new config_version is needed.
+ALTER TABLE aimroute.dealers ADD COLUMN daily_lead_cap integer
+    CONSTRAINT dealers_daily_lead_cap_check CHECK (daily_lead_cap > 0);
+COMMENT ON COLUMN aimroute.dealers.daily_lead_cap IS
+    'The most new leads routing gives the dealer in a day of the OEM''s time zone (settings.timezone, the day the lead was received); at the cap it is skipped like an inactive dealer (aimroute.daily_lead_counts). NULL: no cap.';
+
+CREATE TABLE aimroute.daily_lead_counts (
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    day            date NOT NULL,
+    leads          integer NOT NULL
+        CONSTRAINT daily_lead_counts_leads_check CHECK (leads >= 0),
+    PRIMARY KEY (dealer_number, day)
+);
+COMMENT ON TABLE aimroute.daily_lead_counts IS
+    'Daily lead caps (dealers.daily_lead_cap): per capped dealer and day of settings.timezone, the new leads routing gave it. Written by routing; old days may be deleted.';
+COMMENT ON COLUMN aimroute.daily_lead_counts.day IS 'The day the leads were received, in settings.timezone.';
+COMMENT ON COLUMN aimroute.daily_lead_counts.leads IS 'New leads a rule routed to the dealer that day (pre-assigned and default-dealer leads, moves and re-routes are not counted).';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.daily_lead_counts', '');
+GRANT ALL ON aimroute.daily_lead_counts TO aimroute_admin;
+
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
 -- ends with the SELECT.
