@@ -19,9 +19,12 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "pgtime.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/timestamp.h"
 
 #include "caps.h"
@@ -29,9 +32,6 @@
 #include "owner.h"
 #include "search_path.h"
 
-static const char *const day_sql =
-	"SELECT pg_catalog.to_char(pg_catalog.timezone(s.timezone, $1), 'YYYY-MM-DD')"
-	" FROM aimroute.settings s";
 static const char *const read_sql = "SELECT c.leads FROM aimroute.daily_lead_counts c"
 									" WHERE c.dealer_number = $1 AND c.day = $2::date";
 static const char *const bump_sql = "UPDATE aimroute.daily_lead_counts SET leads = leads + 1"
@@ -40,37 +40,50 @@ static const char *const add_sql =
 	"INSERT INTO aimroute.daily_lead_counts (dealer_number, day, leads)"
 	" VALUES ($1, $2::date, 1) ON CONFLICT DO NOTHING";
 
-static SPIPlanPtr day_plan = NULL;
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr bump_plan = NULL;
 static SPIPlanPtr add_plan = NULL;
 
 /*
+ * LocalDay returns the day (YYYY-MM-DD) an instant falls on in a time zone
+ * (the OEM's, settings.timezone, as routing read it with its model: NULL
+ * when not recognized, then UTC).  A lead received at infinity or
+ * -infinity counts on the day of its transaction.
+ */
+static char *
+LocalDay(TimestampTz at, pg_tz *tz)
+{
+	struct pg_tm tm;
+	fsec_t fsec;
+	int offset;
+
+	if (TIMESTAMP_NOT_FINITE(at))
+		at = GetCurrentTransactionStartTimestamp();
+	if (timestamp2tm(at, &offset, &tm, &fsec, NULL, tz != NULL ? tz : pg_tzset("UTC")) != 0)
+		ereport(ERROR, (errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+						errmsg("timestamp out of range for a daily lead count")));
+	return psprintf("%04d-%02d-%02d", tm.tm_year, tm.tm_mon, tm.tm_mday);
+}
+
+/*
  * CapRoom tells whether a dealer with a daily cap may take a lead received
- * at an instant, and sets *day to that day (YYYY-MM-DD, in the OEM's time
- * zone); with take, a lead that fits is counted in the current transaction.
+ * at an instant, and sets *day to that day (YYYY-MM-DD, in the time zone
+ * tz: the OEM's); with take, a lead that fits is counted in the current
+ * transaction.
  */
 bool
-CapRoom(const char *dealer, int cap, TimestampTz received, bool take, char **day)
+CapRoom(const char *dealer, int cap, TimestampTz received, pg_tz *tz, bool take, char **day)
 {
 	Oid types[3] = { TEXTOID, TEXTOID, INT4OID };
-	Oid day_type = TIMESTAMPTZOID;
 	Datum args[3];
-	Datum at = TimestampTzGetDatum(received);
-	MemoryContext caller = CurrentMemoryContext;
 	OwnerSwitch owner;
 	int pinned;
 	bool room;
 	bool isnull;
 
+	*day = LocalDay(received, tz);
 	pinned = SpiConnectPinned();
 	BecomeExtensionOwner(&owner);
-	if (SPI_execute_plan(KeptPlan(&day_plan, day_sql, 1, &day_type, 0), &at, NULL, true, 1) !=
-			SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not read the OEM's time zone");
-	args[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	*day = MemoryContextStrdup(caller, TextDatumGetCString(args[1]));
 	args[1] = CStringGetTextDatum(*day);
 	args[0] = CStringGetTextDatum(dealer);
 	args[2] = Int32GetDatum(cap);

@@ -871,7 +871,8 @@ CapReached(Routing *r)
 	int cap = di >= 0 ? ModelDealerAt(r->model, di)->daily_lead_cap : 0;
 	char *day;
 
-	if (cap <= 0 || CapRoom(dealer, cap, r->at, r->request->take_turn, &day))
+	if (cap <= 0 ||
+		CapRoom(dealer, cap, r->at, r->settings->reroute.tz, r->request->take_turn, &day))
 		return false;
 	AddStep(r, MatchKindLabels[r->result->match], dealer, NAN,
 			"%s skipped: daily lead cap %d reached for %s", dealer, cap, day);

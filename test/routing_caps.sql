@@ -3,7 +3,7 @@
 -- is skipped like an inactive one, and the explanation says so; no cap
 -- changes nothing.  Everything is rolled back.
 BEGIN;
-SELECT plan(19);
+SELECT plan(21);
 SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
   FROM pg_extension e WHERE e.extname = 'postgis';
 SET LOCAL client_min_messages = warning;
@@ -94,6 +94,11 @@ SELECT is((SELECT dealer_number FROM locate_dealers('US', '49757', 'CPA', max_re
 SELECT is(pg_temp.lead('today', now()), 'CP1', 'a lead received now fills today''s one place');
 SELECT is((SELECT dealer_number FROM locate_dealers('US', '49757', 'CPA', max_results => 1) WHERE rank = 1),
     'CP2', 'locator: the dealer at its cap today is not ranked first');
+-- A lead received at infinity counts on the day of its transaction.
+SELECT is(pg_temp.lead('forever', 'infinity'), 'CP2', 'a lead received at infinity: today''s count, full');
+SELECT ok(pg_temp.why('forever') LIKE '%CP1 skipped: daily lead cap 1 reached for '
+          || to_char(now() AT TIME ZONE 'America/Detroit', 'YYYY-MM-DD') || '%',
+          'its explanation names the day of its transaction');
 
 SELECT * FROM finish();
 ROLLBACK;
