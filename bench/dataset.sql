@@ -133,7 +133,7 @@ BEGIN
     UPDATE aimroute.settings SET default_dealer_number = NULL;
     TRUNCATE aimroute.territories, aimroute.product_assignments, aimroute.inventory,
              aimroute.dealer_brands, aimroute.brands, aimroute.dealer_contacts,
-             aimroute.crm_integrations;
+             aimroute.crm_integrations, aimroute.tie_turns, aimroute.daily_lead_counts;
     DELETE FROM aimroute.dealers;
 END
 $$;

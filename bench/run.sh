@@ -962,7 +962,7 @@ run_features() {
 	say "Issue 20's features side by side (bench/features.sql, database $db)"
 	psql -X -q -d postgres -c "SET client_min_messages = warning" \
 		-c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "SET client_min_messages = warning" \
+	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "SET client_min_messages = error" \
 		-c "CREATE EXTENSION aimroute CASCADE" \
 		-c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())" >/dev/null
 	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -f "$BENCH_DIR/features.sql" | tee "$RESULTS_DIR/features.txt"
