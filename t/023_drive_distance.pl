@@ -1,0 +1,222 @@
+# t/023_drive_distance.pl: the road network of Drive Distance (issue 18,
+# SPEC section 2), imported from real OpenStreetMap data.
+#
+# Debian's python-osmnx-doc ships an OpenStreetMap extract of West Oakland,
+# California (West-Oakland.osm.bz2, (c) OpenStreetMap contributors, under
+# the Open Database License: https://www.openstreetmap.org/copyright).
+# osm2pgrouting imports it into a database with aimroute and pgRouting, as
+# docs/drive-distance.md tells a user to, and the test checks:
+# - aimroute does not require pgRouting: CREATE EXTENSION aimroute leaves it
+#   out, and switching settings.drive_distance_enabled on is refused, with
+#   what to install or import, until pgRouting is in the database and
+#   settings.drive_network names a table with what routing reads;
+# - what the import looks like: the edge table ways (source, target,
+#   length_m in metres, reverse_cost negative on one-way streets, the_geom
+#   in WGS84) and its vertices, inside the extract's bounds;
+# - that pgr_dijkstraCost on it measures roads: never shorter than the
+#   straight line between two vertices, and longer against a one-way street.
+#
+# PostGIS placement: public (t/lib/Placement.pm).
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use Placement;
+
+# Where python-osmnx-doc puts the extract (dpkg -L python-osmnx-doc), and
+# the osm2pgrouting configuration for cars: the streets a car may take.
+my $extract = $ENV{AIMROUTE_OSM_EXTRACT}
+  // '/usr/share/doc/python-osmnx-doc/examples/tests/input_data/West-Oakland.osm.bz2';
+my $mapconfig = '/usr/share/osm2pgrouting/mapconfig_for_cars.xml';
+
+my $placement = Placement::pick('public');
+my $node = PostgreSQL::Test::Cluster->new('drive');
+$node->init;
+$node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+Placement::install($node, 'app', $placement);
+
+# refused(sql, sqlstate, message, hint, name): sql fails with that SQLSTATE,
+# message and hint.
+sub refused
+{
+	my ($sql, $sqlstate, $message, $hint, $name) = @_;
+	my ($out, $err);
+	$node->psql('app', "\\set VERBOSITY verbose\n$sql", stdout => \$out, stderr => \$err);
+	like($err, qr/ERROR:  \Q$sqlstate\E: [^\n]*$message/, "$name: $sqlstate, the message says so");
+	like($err, qr/HINT:  [^\n]*$hint/, "$name: the hint says what to do");
+	return;
+}
+
+my $enable = q{UPDATE aimroute.settings SET drive_distance_enabled = true};
+
+# pgRouting is optional: aimroute's control file does not ask for it.
+is( $node->safe_psql(
+		'app', q{
+	SELECT coalesce('pgrouting' = ANY (v.requires), false) OR EXISTS (SELECT FROM pg_extension WHERE extname = 'pgrouting')
+	  FROM pg_available_extension_versions v JOIN pg_extension e ON e.extname = v.name AND e.extversion = v.version
+	 WHERE v.name = 'aimroute'}),
+	'f',
+	'aimroute does not require pgRouting, and creating it does not create pgRouting');
+is($node->safe_psql('app', 'SELECT drive_distance_enabled, drive_network IS NULL FROM aimroute.settings'),
+	'f|t', 'Drive Distance is off by default, with no network');
+
+my $available =
+  $node->safe_psql('app', q{SELECT count(*) FROM pg_available_extensions WHERE name = 'pgrouting'});
+if ($available eq '0')
+{
+	refused($enable, '55000', 'needs pgRouting, which is not installed in database app',
+		'apt-get install postgresql-15-pgrouting', 'pgRouting not installed on the server');
+	diag 'pgRouting is not installed on this server: the import is not tested'
+	  . ' (apt-get install postgresql-15-pgrouting osm2pgrouting python-osmnx-doc)';
+	$node->stop;
+	done_testing();
+	exit 0;
+}
+refused($enable, '55000', 'needs pgRouting, which is not installed in database app',
+	'Run CREATE EXTENSION pgrouting in this database', 'pgRouting not created in the database');
+
+$node->safe_psql('app', 'CREATE EXTENSION pgrouting');
+refused($enable, '55000', 'settings.drive_network is not set',
+	"Import an OpenStreetMap extract with osm2pgrouting .*SET drive_network = 'public.ways', drive_distance_enabled = true",
+	'no network named');
+refused(
+	"$enable, drive_network = 'public.ways'",
+	'42P01', 'table "public.ways" \(settings.drive_network\) does not exist',
+	'Import an OpenStreetMap extract with osm2pgrouting', 'the table is missing');
+is($node->safe_psql('app', 'SELECT drive_distance_enabled, drive_network IS NULL FROM aimroute.settings'),
+	'f|t', 'the settings did not change');
+
+# The import, as docs/drive-distance.md shows it.
+ok(-f $extract, "the OpenStreetMap extract is at $extract (python-osmnx-doc)");
+ok(-f $mapconfig, "osm2pgrouting's configuration for cars is at $mapconfig");
+my $osm = PostgreSQL::Test::Utils::tempdir . '/West-Oakland.osm';
+ok(run_log([ 'sh', '-c', 'bunzip2 -c "$1" >"$2"', 'sh', $extract, $osm ]), 'the extract decompresses');
+my ($minlat, $minlon, $maxlat, $maxlon);
+{
+	open my $fh, '<', $osm or die "$osm: $!";
+	while (<$fh>)
+	{
+		if (/<bounds\b/)
+		{
+			($minlat) = /minlat="([-0-9.]+)"/;
+			($minlon) = /minlon="([-0-9.]+)"/;
+			($maxlat) = /maxlat="([-0-9.]+)"/;
+			($maxlon) = /maxlon="([-0-9.]+)"/;
+			last;
+		}
+	}
+	close $fh;
+}
+ok(defined $maxlon, "the extract has its bounds: $minlat,$minlon to $maxlat,$maxlon");
+my $user = $node->safe_psql('app', 'SELECT current_user');
+ok( run_log(
+		[
+			'osm2pgrouting', '--file', $osm, '--conf', $mapconfig, '--dbname', 'app',
+			'--username', $user, '--host', $node->host, '--port', $node->port, '--schema', 'public', '--clean'
+		]),
+	'osm2pgrouting imports it');
+
+# What the import looks like.
+is( $node->safe_psql(
+		'app', q{SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'spatial_ref_sys'}),
+	'configuration,pointsofinterest,ways,ways_vertices_pgr',
+	'osm2pgrouting made ways, ways_vertices_pgr, configuration and pointsofinterest in schema public');
+is( $node->safe_psql(
+		'app', q{
+	SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attname)
+	  FROM pg_attribute a
+	 WHERE a.attrelid = 'public.ways'::regclass
+	   AND a.attname IN ('source', 'target', 'length_m', 'cost', 'reverse_cost', 'the_geom')}),
+	'cost double precision, length_m double precision, reverse_cost double precision, '
+	  . 'source bigint, target bigint, the_geom geometry(LineString,4326)',
+	'ways: source, target, costs, length_m and a WGS84 line per edge');
+# The counts are those of Debian 12's packages (osm2pgrouting 2.3.8 on
+# python-osmnx-doc 1.2.3's extract): of the 66 ways it reads, the 23 a car
+# may take, split where they cross, are 50 edges between 43 vertices.
+is( $node->safe_psql(
+		'app', 'SELECT (SELECT count(DISTINCT osm_id) FROM ways), (SELECT count(*) FROM ways),
+		               (SELECT count(*) FROM ways_vertices_pgr)'),
+	'23|50|43',
+	'23 OpenStreetMap ways a car may take are 50 edges between 43 vertices');
+my $vertices = 43;
+is( $node->safe_psql(
+		'app', q{
+	SELECT count(*) FROM ways w
+	 WHERE NOT EXISTS (SELECT FROM ways_vertices_pgr v WHERE v.id = w.source)
+	    OR NOT EXISTS (SELECT FROM ways_vertices_pgr v WHERE v.id = w.target)}),
+	'0', 'every edge joins two vertices of ways_vertices_pgr');
+is( $node->safe_psql(
+		'app', q{
+	SELECT count(*) FROM ways w
+	 WHERE abs(w.length_m - ST_Length(w.the_geom::geography)) > 0.01 * w.length_m + 0.5}),
+	'0', 'length_m is the length of the edge in metres');
+cmp_ok(
+	$node->safe_psql(
+		'app', qq{
+	SELECT count(*) FROM ways_vertices_pgr v
+	 WHERE ST_Intersects(v.the_geom, ST_MakeEnvelope($minlon, $minlat, $maxlon, $maxlat, 4326))}),
+	'>=', $vertices / 2,
+	'the vertices are in West Oakland, most inside the extract\'s bounds');
+is($node->safe_psql('app', 'SELECT count(*) FROM ways WHERE reverse_cost < 0'),
+	'17', '17 edges are one way (reverse_cost < 0)');
+is( $node->safe_psql('app', 'SELECT count(*) FROM ways WHERE reverse_cost < 0 AND cost < 0'),
+	'0', 'no edge is closed both ways');
+
+# Road distances in metres: from a vertex of the biggest connected part of
+# the network to every vertex it reaches, never shorter than the straight
+# line, and driving against a one-way street costs a detour.
+my $edges_sql = q{SELECT gid AS id, source, target, length_m AS cost,
+       CASE WHEN reverse_cost < 0 THEN -1 ELSE length_m END AS reverse_cost FROM ways};
+my $start = $node->safe_psql(
+	'app', qq{
+	SELECT component FROM pgr_connectedComponents('$edges_sql')
+	 GROUP BY component ORDER BY count(*) DESC, component LIMIT 1});
+my ($reached, $shorter) = split /\|/, $node->safe_psql(
+	'app', qq{
+	SELECT count(*), count(*) FILTER (WHERE d.agg_cost < ST_Distance(a.the_geom::geography, b.the_geom::geography) - 0.01)
+	  FROM pgr_dijkstraCost('$edges_sql', $start,
+	                        ARRAY(SELECT id FROM ways_vertices_pgr WHERE id <> $start)) d
+	  JOIN ways_vertices_pgr a ON a.id = d.start_vid
+	  JOIN ways_vertices_pgr b ON b.id = d.end_vid});
+cmp_ok($reached, '>', 1, "pgr_dijkstraCost reaches $reached vertices from vertex $start");
+is($shorter, '0', 'no road distance is shorter than the straight line');
+my $detours = $node->safe_psql(
+	'app', qq{
+	SELECT count(*)
+	  FROM ways w
+	  JOIN LATERAL pgr_dijkstraCost('$edges_sql', w.target, w.source) d ON true
+	 WHERE w.reverse_cost < 0 AND d.agg_cost > w.length_m + 0.01});
+cmp_ok($detours, '>', 0, "going back against $detours one-way edges takes a longer road");
+
+# Now Drive Distance can be switched on, with the edge table named with its
+# schema; a table without what routing reads is refused.
+refused(
+	"$enable, drive_network = 'ways'",
+	'42P01', 'table "ways" \(settings.drive_network\) does not exist',
+	'name it with its schema, such as public.ways', 'an unqualified name');
+$node->safe_psql('app', 'CREATE TABLE public.roads AS SELECT gid, source, target, the_geom FROM ways');
+refused(
+	"$enable, drive_network = 'public.roads'",
+	'42703', 'table public\.roads \(settings.drive_network\) is not a road network: it has no column length_m',
+	'source and target \(vertex ids\), length_m \(metres\)', 'a table without lengths');
+is($node->safe_psql('app', q{SELECT aimroute.drive_network_check('public.ways')}),
+	'ways', 'drive_network_check accepts the imported edge table');
+$node->safe_psql('app', "$enable, drive_network = 'public.ways'");
+is($node->safe_psql('app', 'SELECT drive_distance_enabled, drive_network FROM aimroute.settings'),
+	't|public.ways', 'Drive Distance is on, on public.ways');
+# Other settings change without the network being checked again; naming
+# another network checks it.
+$node->safe_psql('app', 'UPDATE aimroute.settings SET radius_miles = 100');
+refused(
+	q{UPDATE aimroute.settings SET drive_network = 'public.roads'},
+	'42703', 'it has no column length_m', 'length_m \(metres\)', 'another network');
+$node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = false, drive_network = NULL');
+is($node->safe_psql('app', 'SELECT drive_distance_enabled, drive_network IS NULL FROM aimroute.settings'),
+	'f|t', 'and it is switched off');
+
+$node->stop;
+done_testing();
