@@ -14,7 +14,8 @@
 #   length_m in metres, reverse_cost negative on one-way streets, the_geom
 #   in WGS84) and its vertices, inside the extract's bounds;
 # - that pgr_dijkstraCost on it measures roads: never shorter than the
-#   straight line between two vertices, and longer against a one-way street.
+#   straight line between two vertices, and longer against a one-way street;
+# - that a dump of the database restores with Drive Distance on.
 #
 # PostGIS placement: public (t/lib/Placement.pm).
 use strict;
@@ -214,6 +215,18 @@ $node->safe_psql('app', 'UPDATE aimroute.settings SET radius_miles = 100');
 refused(
 	q{UPDATE aimroute.settings SET drive_network = 'public.roads'},
 	'42703', 'it has no column length_m', 'length_m \(metres\)', 'another network');
+# A dump restores with Drive Distance on: the settings row is checked
+# again on its way in, and finds pgRouting and the network restored.
+my $dump = PostgreSQL::Test::Utils::tempdir . '/app.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('app'), '-f', $dump ], 'pg_dump of the database');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+$node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('restored'), $dump ],
+	'pg_restore into a new database');
+is( $node->safe_psql(
+		'restored', 'SELECT s.drive_distance_enabled, s.drive_network, (SELECT count(*) FROM public.ways)
+		               FROM aimroute.settings s'),
+	't|public.ways|50',
+	'the restored database has Drive Distance on, on its restored network');
 $node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = false, drive_network = NULL');
 is($node->safe_psql('app', 'SELECT drive_distance_enabled, drive_network IS NULL FROM aimroute.settings'),
 	'f|t', 'and it is switched off');
