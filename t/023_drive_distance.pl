@@ -14,7 +14,9 @@
 #   length_m in metres, reverse_cost negative on one-way streets, the_geom
 #   in WGS84) and its vertices, inside the extract's bounds;
 # - that pgr_dijkstraCost on it measures roads: never shorter than the
-#   straight line between two vertices, and longer against a one-way street;
+#   straight line between two vertices, and longer against a one-way street,
+#   and that the network holds the seeds' case: of two places, the closer
+#   as the crow flies is the farther by road;
 # - that a dump of the database restores with Drive Distance on.
 #
 # PostGIS placement: public (t/lib/Placement.pm).
@@ -192,6 +194,26 @@ my $detours = $node->safe_psql(
 	  JOIN LATERAL pgr_dijkstraCost('$edges_sql', w.target, w.source) d ON true
 	 WHERE w.reverse_cost < 0 AND d.agg_cost > w.length_m + 0.01});
 cmp_ok($detours, '>', 0, "going back against $detours one-way edges takes a longer road");
+
+# The seeds' case at city scale, which the network must be able to show:
+# from some vertex, of two others, the closer as the crow flies is the
+# farther by road.
+my ($lead, $crow_pick, $road_pick, $case) = split /\|/, $node->safe_psql(
+	'app', qq{
+	WITH d AS (SELECT c.start_vid AS l, c.end_vid AS v, c.agg_cost AS road,
+	                  ST_Distance(a.the_geom::geography, b.the_geom::geography) AS crow
+	             FROM pgr_dijkstraCost('$edges_sql', ARRAY(SELECT id FROM ways_vertices_pgr),
+	                                   ARRAY(SELECT id FROM ways_vertices_pgr)) c
+	             JOIN ways_vertices_pgr a ON a.id = c.start_vid
+	             JOIN ways_vertices_pgr b ON b.id = c.end_vid)
+	SELECT x.l, x.v, y.v,
+	       format('%s m straight, %s m by road against %s m and %s m', round(x.crow), round(x.road),
+	              round(y.crow), round(y.road))
+	  FROM d x JOIN d y ON y.l = x.l
+	 WHERE x.crow < y.crow AND x.road > y.road
+	 ORDER BY x.road - y.road DESC, x.l, x.v, y.v LIMIT 1});
+ok(defined $road_pick,
+	"from vertex $lead, vertex $crow_pick is closer as the crow flies and vertex $road_pick by road ($case)");
 
 # Now Drive Distance can be switched on, with the edge table named with its
 # schema; a table without what routing reads is refused.
