@@ -14,6 +14,7 @@ OBJS = \
 	src/adf.o \
 	src/aimroute.o \
 	src/bounce_mailbox.o \
+	src/caps.o \
 	src/catalog.o \
 	src/country.o \
 	src/coverage.o \
@@ -32,6 +33,7 @@ OBJS = \
 	src/routing.o \
 	src/search_path.o \
 	src/staging.o \
+	src/ties.o \
 	src/worker.o
 
 SCHEMA_FILES = $(sort $(wildcard schema/*.sql))

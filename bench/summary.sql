@@ -136,7 +136,7 @@ SELECT p.size AS dealers,
  ORDER BY p.size;
 
 \echo 'The workers (aimroute preloaded): delivery = emails queued at once, sent to the loopback SMTP sink,'
-\echo 'per second, and each one''s time from its lead's INSERT to delivered; re-route = overdue leads moved per second,'
+\echo 'per second, and each one''s time from its lead''s INSERT to delivered; re-route = overdue leads moved per second,'
 \echo 'and each one''s lag behind its deadline (a burst: the later leads wait for the earlier ones).'
 SELECT p.size AS dealers,
        round(p.delivery::numeric, 1) AS "delivery msgs/s",

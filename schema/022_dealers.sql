@@ -40,6 +40,8 @@ CREATE TABLE aimroute.dealers (
     region            text,
     business_hours    text
         CONSTRAINT dealers_business_hours_valid CHECK (aimroute.business_hours_valid(business_hours)),
+    daily_lead_cap    integer
+        CONSTRAINT dealers_daily_lead_cap_check CHECK (daily_lead_cap > 0),
     CONSTRAINT dealers_country_normalized
         CHECK (country = aimroute.normalize_country(country))
 );
@@ -53,6 +55,8 @@ COMMENT ON COLUMN aimroute.dealers.active_for_sales IS 'Only active dealers rece
 COMMENT ON COLUMN aimroute.dealers.timezone IS 'The dealer''s time zone (a pg_timezone_names name), NULL for the OEM''s.';
 COMMENT ON COLUMN aimroute.dealers.business_hours IS
     'When the dealer is open, in OpenStreetMap opening_hours syntax (such as ''Mo-Fr 08:00-18:00; Sa 09:00-13:00''), in its time zone; with settings.reroute_clock = ''business_hours'' the re-route deadline counts only this time. NULL: none (the elapsed clock).';
+COMMENT ON COLUMN aimroute.dealers.daily_lead_cap IS
+    'The most new leads routing gives the dealer in a day of the OEM''s time zone (settings.timezone, the day the lead was received); at the cap it is skipped like an inactive dealer (aimroute.daily_lead_counts). NULL: no cap.';
 COMMENT ON COLUMN aimroute.dealers.region IS
     'The OEM''s sales region of the dealer (free text, such as ''Great Lakes''); notification contacts and region users are scoped by it.';
 SELECT pg_catalog.pg_extension_config_dump('aimroute.dealers', '');

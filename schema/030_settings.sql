@@ -77,6 +77,8 @@ CREATE TABLE aimroute.settings (
     lead_list_url              text
         CONSTRAINT settings_lead_list_url_check
         CHECK (aimroute.url_is_valid(lead_list_url, '{http,https}') AND strpos(lead_list_url, '{date}') > 0),
+    tie_break                  text NOT NULL DEFAULT 'dealer_number'
+        CONSTRAINT settings_tie_break_check CHECK (tie_break IN ('dealer_number', 'round_robin')),
     drive_distance_enabled     boolean NOT NULL DEFAULT false,
     drive_network              text
         CONSTRAINT settings_drive_network_check CHECK (btrim(drive_network) <> '')
@@ -111,6 +113,7 @@ COMMENT ON COLUMN aimroute.settings.lead_list_url IS 'The list of a day''s leads
 COMMENT ON COLUMN aimroute.settings.drive_distance_enabled IS 'Radius routing picks the dealer closest by road on the network drive_network names (docs/drive-distance.md); needs pgRouting (default false).';
 COMMENT ON COLUMN aimroute.settings.drive_network IS 'The edge table of the road network, schema-qualified, as osm2pgrouting imports it from OpenStreetMap data, such as public.ways; NULL (default): none.';
 COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
+COMMENT ON COLUMN aimroute.settings.tie_break IS 'Which of several equally near dealers gets a lead: dealer_number (default), the lowest dealer number; round_robin, the one with the fewest leads of the brand by turn, the longest ago among equals (aimroute.tie_turns).';
 
 --
 -- drive_network_check: whether Drive Distance can run on a road network;
@@ -299,6 +302,9 @@ BEGIN
                AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
         bad := 'lead_list_url';
         allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
+    ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
+        bad := 'tie_break';
+        allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
     ELSIF btrim(NEW.drive_network) = '' THEN
         bad := 'drive_network';
         allowed := 'the edge table of a road network, with its schema, such as public.ways, or NULL for none';
@@ -344,6 +350,7 @@ BEGIN
             view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
             reroute_clock = NEW.reroute_clock,
             lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
+            tie_break = NEW.tie_break,
             drive_distance_enabled = NEW.drive_distance_enabled, drive_network = NEW.drive_network
          WHERE s.singleton;
         RETURN NULL;
@@ -411,6 +418,6 @@ GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
               push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
-              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url,
+              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url, tie_break,
               drive_distance_enabled, drive_network)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

@@ -31,7 +31,7 @@ AIMROUTE_PACKAGES=(
 	chromium python3-psycopg2 # the view link page (examples/view-link) and t/021_view_link.pl
 	# Drive Distance (docs/drive-distance.md), optional for users: pgRouting,
 	# the OpenStreetMap importer, and the real OpenStreetMap extract of West
-	# Oakland (c) OpenStreetMap contributors, ODbL, that t/023_drive_distance.pl
+	# Oakland (c) OpenStreetMap contributors, ODbL, that t/025_drive_distance.pl
 	# imports (python-osmnx-doc ships it among its examples).
 	postgresql-15-pgrouting osm2pgrouting python-osmnx-doc
 )

@@ -28,6 +28,8 @@ UPDATE settings SET timezone = 'Mars/Olympus';
 UPDATE settings SET timezone = '';
 UPDATE settings SET reroute_clock = 'open hours';
 UPDATE settings SET reroute_clock = NULL;
+UPDATE settings SET tie_break = 'random';
+UPDATE settings SET tie_break = NULL;
 UPDATE settings SET dedupe_window = '-1 second';
 UPDATE settings SET dedupe_window = '8 days';
 UPDATE settings SET smtp_url = 'http://127.0.0.1:25';
@@ -63,7 +65,7 @@ UPDATE settings SET radius_enabled = NULL;
 UPDATE settings SET reroute_enabled = NULL;
 UPDATE settings SET drive_distance_enabled = NULL;
 UPDATE settings SET drive_network = ' ';
--- Drive Distance needs pgRouting in the database (t/023_drive_distance.pl
+-- Drive Distance needs pgRouting in the database (t/025_drive_distance.pl
 -- covers the rest: a missing or unusable road network, an imported one).
 -- Terse: the hint depends on whether this server has pgRouting to create.
 \set VERBOSITY terse
@@ -112,6 +114,7 @@ UPDATE settings SET smtp_url = 'smtp://relay/ x';
 UPDATE settings SET delivery_retry_schedule = '{}';
 UPDATE settings SET daily_recap_hour = 24;
 UPDATE settings SET reroute_clock = 'business';
+UPDATE settings SET tie_break = 'coin';
 UPDATE settings SET oem_name = ' ';
 UPDATE settings SET view_link_url = 'ftp://x';
 UPDATE settings SET lead_details_url = 'https://x/leads';

@@ -441,6 +441,7 @@ aimroute_route_lead_trigger(PG_FUNCTION_ARGS)
 
 	/* Routing and queueing run under aimroute's search_path, not the caller's. */
 	pinned = PinSearchPath();
+	request.take_turn = true; /* route(), the locator and simulations only look */
 	RouteLead(&request, &result);
 	changes.n = 0;
 	RoutedColumns(&changes, desc, &c, &request, &result, send);

@@ -131,6 +131,7 @@ static bool PassesRest(Model *c, const CandidateFilter *f, int dealer);
 static int FindText(const char *base, const ModelRef *sorted, int n, const char *key);
 static bool Contains(const char *base, ModelRef sorted, int n, int value);
 static int ReadQuery(const char *sql, bool read_only, long count);
+static bool ReadRoundRobin(void);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
@@ -672,6 +673,7 @@ Bind(Model *m, const char *bytes)
 	s->default_dealer = ModelText(m, d->default_dealer);
 	s->product_routing = d->product_routing;
 	s->inventory_routing = d->inventory_routing;
+	s->round_robin = d->round_robin;
 	s->reroute = d->reroute;
 	/* pg_tzset's zones live as long as the backend: keep the pointer. */
 	s->reroute.tz = pg_tzset(s->reroute.timezone);
@@ -872,6 +874,28 @@ LoadSettings(Builder *b)
 	ReadRerouteSettings(row, desc, 7, &reroute);
 	reroute.tz = NULL; /* an address in this backend only: Bind looks it up */
 	HEAD(b)->reroute = reroute;
+	HEAD(b)->round_robin = ReadRoundRobin();
+}
+
+/*
+ * ReadRoundRobin tells whether settings.tie_break is round_robin; a
+ * database not updated from 0.1.0 yet has no tie_break, and breaks ties by
+ * dealer number.
+ */
+static bool
+ReadRoundRobin(void)
+{
+	if (ReadQuery("SELECT FROM pg_catalog.pg_attribute a"
+				  " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.settings')"
+				  " AND a.attname = 'tie_break' AND NOT a.attisdropped",
+				  true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of aimroute.settings");
+	if (SPI_processed == 0)
+		return false;
+	if (ReadQuery("SELECT FROM aimroute.settings WHERE tie_break = 'round_robin'", true, 1) !=
+		SPI_OK_SELECT)
+		elog(ERROR, "could not read settings.tie_break");
+	return SPI_processed == 1;
 }
 
 /*
@@ -945,15 +969,23 @@ LoadProducts(Builder *b)
 
 /*
  * LoadDealers copies aimroute.dealers, sorted by number in byte order (the
- * tie-break order of routing), with each location as a unit vector.
+ * tie-break order of routing), with each location as a unit vector and
+ * its daily lead cap.
  */
 static void
 LoadDealers(Builder *b)
 {
-	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location"
+	const char *sql = "SELECT dealer_number, country, dealer_group, active_for_sales, location, %s"
 					  " FROM aimroute.dealers ORDER BY dealer_number COLLATE \"C\"";
 	ModelRef dealers;
 
+	/* A database not updated from 0.1.0 yet has no daily_lead_cap: no caps. */
+	if (ReadQuery("SELECT FROM pg_catalog.pg_attribute a"
+				  " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.dealers')"
+				  " AND a.attname = 'daily_lead_cap' AND NOT a.attisdropped",
+				  true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of aimroute.dealers");
+	sql = psprintf(sql, SPI_processed == 1 ? "daily_lead_cap" : "NULL::integer");
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.dealers");
 	dealers = Keep(b, sizeof(ModelDealer) * Max(SPI_processed, 1));
@@ -975,6 +1007,9 @@ LoadDealers(Builder *b)
 		d.country = KeepText(b, row, desc, 2);
 		d.group = KeepText(b, row, desc, 3);
 		d.active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && !isnull;
+		d.daily_lead_cap = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull));
+		if (isnull)
+			d.daily_lead_cap = 0;
 		if (!null_location)
 			location = PointerGetDatum(PG_DETOAST_DATUM(location));
 		if (!null_location && PointLatLon(b->model, location, &lat, &lon))

@@ -27,6 +27,7 @@ typedef struct RoutingSettings
 	const char *default_dealer;
 	bool product_routing;
 	bool inventory_routing;
+	bool round_robin; /* settings.tie_break = 'round_robin' */
 	RerouteSettings reroute;
 } RoutingSettings;
 
@@ -45,6 +46,7 @@ typedef struct ModelDealer
 	ModelRef country;
 	ModelRef group; /* 0: none */
 	bool active;
+	int daily_lead_cap; /* 0: none */
 	bool has_location;
 	double xyz[3];	   /* unit vector */
 	ModelRef location; /* geography */
@@ -164,6 +166,7 @@ typedef struct ModelData
 	ModelRef default_dealer;
 	bool product_routing;
 	bool inventory_routing;
+	bool round_robin;
 	RerouteSettings reroute;
 	ModelRef dealers; /* ModelDealer, sorted by number: a lower index is a lower number */
 	int ndealers;

@@ -20,7 +20,11 @@
  * dealer excepted), and with product routing on, steps 4 and 5 consider only
  * dealers assigned the lead's product.  Distances are WGS84 spheroid metres
  * as PostGIS's ST_Distance(geography, geography) gives them; ties go to the
- * lower dealer number (byte order).
+ * lower dealer number (byte order), or with settings.tie_break =
+ * 'round_robin' to the tied dealer whose turn it is (BreakTie, ties.c):
+ * dealers within TIE_TOLERANCE_M of the closest are tied.  A dealer a rule
+ * chooses that has reached its daily lead cap (caps.c) is skipped like an
+ * inactive one: the rules run again without it (CapReached).
  *
  * The rules read the configuration from the model (model.c): this
  * session's in-memory copy of it, as the lead's own snapshot sees it.  A
@@ -51,12 +55,15 @@
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
+#include "caps.h"
 #include "country.h"
 #include "model.h"
 #include "postal.h"
 #include "routing.h"
+#include "ties.h"
 
-#define LOG_CANDIDATES 5 /* candidates named in the explanation per step */
+#define LOG_CANDIDATES	5	/* candidates named in the explanation per step */
+#define TIE_TOLERANCE_M 1.0 /* round robin: dealers this close to the closest are tied */
 
 const char *const MatchKindLabels[] = {
 	"Territory",	"Radius",		"Drive Distance", "Default",  "Reassigned",
@@ -126,11 +133,15 @@ static bool TerritoryDecide(Routing *r, const char *best, double best_m, int n);
 static bool TryRadius(Routing *r);
 static bool RadiusApplies(Routing *r);
 static void UseDefault(Routing *r);
+static bool CapReached(Routing *r);
 static void Filter(Routing *r, CandidateFilter *f, const char *product, const char *stock,
 				   const char *group);
 static bool Nearest(Routing *r, const CandidateFilter *f, double limit_m, const char *rule,
 					char **best, double *best_m);
 static bool Better(double d1, const char *n1, double d2, const char *n2);
+static int BreakTie(Routing *r, const char *rule, const Holder *c, int n);
+static char *TieReason(Routing *r, const char *winner, const TieTurn *w, const char *next,
+					   const TieTurn *t);
 static bool IsExcluded(Routing *r, const char *dealer);
 static char *Keep(Routing *r, const char *s);
 static void AddStep(Routing *r, const char *rule, const char *dealer, double distance_m,
@@ -159,10 +170,18 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 		;
 	else if (!brand_ok || r.place.country == NULL)
 		UseDefault(&r);
-	else if (TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r))
-		;
 	else
-		UseDefault(&r);
+	{
+		bool placed;
+
+		/* A dealer at its daily cap is skipped like an inactive one: the rules again without it. */
+		while ((placed =
+					TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r)) &&
+			   CapReached(&r))
+			;
+		if (!placed)
+			UseDefault(&r);
+	}
 
 	result->reroute = r.settings->reroute;
 	result->default_dealer = r.settings->default_dealer != NULL && result->dealer_number != NULL &&
@@ -497,6 +516,7 @@ TryTerritory(Routing *r)
 	int foreign = 0;
 	int n;
 	int measured;
+	int won = 0;
 
 	if (r->model->data->dated_territories)
 		nt = TerritoriesValidAt(r, ts, nt);
@@ -512,7 +532,9 @@ TryTerritory(Routing *r)
 	ForeignHoldersStep(r, foreign);
 	if (n == 0)
 		return TerritoryDecide(r, NULL, NAN, 0);
-	return TerritoryDecide(r, ModelDealerNumber(r->model, holders[0].dealer), holders[0].m, n);
+	if (r->settings->round_robin && measured > 1)
+		won = BreakTie(r, "Territory", holders, measured);
+	return TerritoryDecide(r, ModelDealerNumber(r->model, holders[won].dealer), holders[won].m, n);
 }
 
 /*
@@ -836,6 +858,30 @@ UseDefault(Routing *r)
 }
 
 /*
+ * CapReached tells whether the dealer a rule chose has a daily lead cap
+ * and has reached it on the day the lead was received (caps.c); then the
+ * dealer is excluded and the explanation says so.  A new lead that fits is
+ * counted.
+ */
+static bool
+CapReached(Routing *r)
+{
+	const char *dealer = r->result->dealer_number;
+	int di = ModelFindDealer(r->model, dealer);
+	int cap = di >= 0 ? ModelDealerAt(r->model, di)->daily_lead_cap : 0;
+	char *day;
+
+	if (cap <= 0 ||
+		CapRoom(dealer, cap, r->at, r->settings->reroute.tz, r->request->take_turn, &day))
+		return false;
+	AddStep(r, MatchKindLabels[r->result->match], dealer, NAN,
+			"%s skipped: daily lead cap %d reached for %s", dealer, cap, day);
+	r->excluded = repalloc(r->excluded, sizeof(int) * (r->nexcluded + 1));
+	r->excluded[r->nexcluded++] = di;
+	return true;
+}
+
+/*
  * Filter fills the candidate condition of a rule: an active dealer of the
  * lead's country selling its brand, not excluded, and, when given,
  * assigned a product, with a product in stock, of a group.
@@ -878,13 +924,16 @@ Nearest(Routing *r, const CandidateFilter *f, double limit_m, const char *rule, 
 	Candidate *cand;
 	int n = ModelNearest(r->model, f, r->place.xyz, r->place.centroid, limit_m, &cand);
 	int considered = 0;
+	/* Round robin: the dealers measured, to find the ones tied with the closest. */
+	double tie_m = r->settings->round_robin ? TIE_TOLERANCE_M : 0.0;
+	Holder *measured = r->settings->round_robin ? palloc(sizeof(Holder) * Max(n, 1)) : NULL;
 
 	*best = NULL;
 	*best_m = NAN;
 	for (int i = 0; i < n; i++)
 	{
 		const char *dealer = ModelDealerNumber(r->model, cand[i].dealer);
-		double bound = *best ? Min(*best_m, limit_m) : limit_m;
+		double bound = *best ? Min(*best_m + tie_m, limit_m) : limit_m;
 		double spheroid;
 
 		if (cand[i].sphere_m * (1.0 - SPHERE_MARGIN) > bound)
@@ -892,6 +941,11 @@ Nearest(Routing *r, const CandidateFilter *f, double limit_m, const char *rule, 
 		spheroid = ModelDistance(r->model, cand[i].dealer, r->place.centroid);
 		if (spheroid > limit_m)
 			continue;
+		if (measured != NULL)
+		{
+			measured[considered].dealer = cand[i].dealer;
+			measured[considered].m = spheroid;
+		}
 		considered++;
 		if (considered <= LOG_CANDIDATES)
 			AddStep(r, rule, dealer, spheroid, "candidate at %s", MilesText(spheroid));
@@ -903,6 +957,13 @@ Nearest(Routing *r, const CandidateFilter *f, double limit_m, const char *rule, 
 	}
 	if (considered > LOG_CANDIDATES)
 		AddStep(r, rule, NULL, NAN, "%d more candidates no closer", considered - LOG_CANDIDATES);
+	if (measured != NULL && considered > 1)
+	{
+		int won = BreakTie(r, rule, measured, considered);
+
+		*best = Keep(r, ModelDealerNumber(r->model, measured[won].dealer));
+		*best_m = measured[won].m;
+	}
 	return *best != NULL;
 }
 
@@ -920,6 +981,91 @@ Better(double d1, const char *n1, double d2, const char *n2)
 	if (!isnan(d1) && d1 != d2)
 		return d1 < d2;
 	return strcmp(n1, n2) < 0;
+}
+
+/*
+ * BreakTie returns which of n measured candidates gets the lead under
+ * round robin: the closest, unless others are within TIE_TOLERANCE_M of it;
+ * then the tied dealer whose turn it is (ties.c), and the explanation says
+ * so.  A candidate without a distance is never tied.
+ */
+static int
+BreakTie(Routing *r, const char *rule, const Holder *c, int n)
+{
+	int closest = -1;
+	int *tied = palloc(sizeof(int) * n);
+	const char **numbers = palloc(sizeof(char *) * n);
+	TieTurn *turns = palloc(sizeof(TieTurn) * n);
+	int ntied = 0;
+	int won;
+	int next = -1;
+	StringInfoData others;
+
+	for (int i = 0; i < n; i++)
+		if (!isnan(c[i].m) && (closest < 0 || c[i].m < c[closest].m ||
+							   (c[i].m == c[closest].m && c[i].dealer < c[closest].dealer)))
+			closest = i;
+	if (closest < 0)
+		return 0;
+	/* In dealer number order (the model's order): the order the turns' rows are locked in. */
+	for (int i = 0; i < n; i++)
+		if (!isnan(c[i].m) && c[i].m <= c[closest].m + TIE_TOLERANCE_M)
+		{
+			int at = ntied++;
+
+			for (; at > 0 && c[tied[at - 1]].dealer > c[i].dealer; at--)
+				tied[at] = tied[at - 1];
+			tied[at] = i;
+		}
+	if (ntied < 2)
+		return closest;
+	for (int i = 0; i < ntied; i++)
+		numbers[i] = ModelDealerNumber(r->model, c[tied[i]].dealer);
+	won =
+		TieChoose(ModelBrandCode(r->model, r->brand), numbers, ntied, r->request->take_turn, turns);
+
+	/* The dealer whose turn comes next, to say why the winner came first. */
+	initStringInfo(&others);
+	for (int i = 0; i < ntied; i++)
+	{
+		if (i == won)
+			continue;
+		if (next < 0 || turns[i].leads < turns[next].leads ||
+			(turns[i].leads == turns[next].leads &&
+			 (turns[next].had_turn &&
+			  (!turns[i].had_turn || turns[i].last_at < turns[next].last_at))))
+			next = i;
+		if (others.len > 0)
+			appendStringInfoString(&others, ", ");
+		appendStringInfoString(&others, numbers[i]);
+	}
+	AddStep(r, rule, numbers[won], c[tied[won]].m, "round robin: tied with %s at %s; %s",
+			others.data, MilesText(c[tied[won]].m),
+			TieReason(r, numbers[won], &turns[won], numbers[next], &turns[next]));
+	return tied[won];
+}
+
+/*
+ * TieReason says why a tied dealer had the turn before the next one.
+ */
+static char *
+TieReason(Routing *r, const char *winner, const TieTurn *w, const char *next, const TieTurn *t)
+{
+	const char *brand = ModelBrandCode(r->model, r->brand);
+
+	if (w->leads < t->leads)
+		return psprintf("%s had fewer %s leads by turn (" INT64_FORMAT " against " INT64_FORMAT ")",
+						winner, brand, w->leads, t->leads);
+	if (!w->had_turn)
+		return psprintf("%s and %s have had no %s lead by turn yet: the lower dealer number",
+						winner, next, brand);
+	if (w->last_at < t->last_at)
+		return psprintf(INT64_FORMAT
+						" %s leads by turn each; %s had its last one longer ago (%s against %s)",
+						w->leads, brand, winner, TimeText(w->last_at), TimeText(t->last_at));
+	return psprintf(INT64_FORMAT " %s leads by turn each, the last ones at the same time: the "
+								 "lower dealer number",
+					w->leads, brand);
 }
 
 /*

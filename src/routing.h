@@ -44,6 +44,7 @@ typedef struct RouteRequest
 	int nexcluded;
 	bool has_at;	/* false: the configuration valid now (transaction start) */
 	TimestampTz at; /* the instant whose territories and product assignments apply */
+	bool take_turn; /* a new lead: a round robin tie gives it the turn and counts it */
 } RouteRequest;
 
 /* One line of the explanation. */

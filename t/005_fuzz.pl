@@ -13,7 +13,8 @@
 # record_delivery_event(), set_delivery_status_active(), adf_render(),
 # lead_adf(), business_hours_valid(), business_hours_deadline(), the
 # reference and delivery tables (dealers with NaN/Infinity
-# locations included), settings, re-routing, and load_postal_codes() on
+# locations included), settings (tie_break round_robin included, so leads
+# and the locator take and read turns), re-routing, and load_postal_codes() on
 # generated files (binary junk with NULs, shifted columns, giant lines,
 # truncated gzip).  Deliveries go to loopback SMTP and HTTP sinks only:
 # every endpoint the fuzzer writes is on 127.0.0.1 or refused by
@@ -83,10 +84,12 @@ $node->safe_psql(
 	  ('D100', 'Island Marine', 'US', '49757', 'G1', 'Great Lakes'),
 	  ('D200', 'Killarney Boats', 'CA', 'P0M 1A0', NULL, 'Canada'),
 	  ('D300', 'Windy City RV', 'US', '60601', 'G1', 'Great Lakes'),
-	  ('D400', 'Closed Marine', 'US', '10001', NULL, 'East');
+	  ('D400', 'Closed Marine', 'US', '10001', NULL, 'East'),
+	  ('D500', 'Island Marine Twin', 'US', '49757', 'G1', 'Great Lakes');
 	UPDATE dealers SET active_for_sales = false WHERE dealer_number = 'D400';
+	-- D500 sits where D100 does: equally near, a tie for tie_break = 'round_robin'.
 	INSERT INTO dealer_brands VALUES ('D100', 'LKB'), ('D200', 'LKB'), ('D300', 'RVX'),
-	  ('D300', 'LKB'), ('D400', 'LKB');
+	  ('D300', 'LKB'), ('D400', 'LKB'), ('D500', 'LKB');
 	INSERT INTO territories (dealer_number, brand_code, kind, country, code) VALUES
 	  ('D100', NULL, 'county', 'US', 'MI/Mackinac'), ('D200', 'LKB', 'state', 'CA', 'ON'),
 	  ('D300', NULL, 'postal', 'US', '60601');
@@ -175,7 +178,7 @@ my @postals = ('49757', '49757-1234', '49757 1234', '497571234', '00501', '10001
 	'60601-0000', 'P0M 1A0', 'p0m1a0', 'P0S', 'P0S 1A0', 'K1A 0B1', 'k1a-0b1', 'H2X 1Y4', '1234X',
 	'4 9 7 5 7', '-49757', '49757--1234', "K1A\t0B1", "\x{a0}49757", "\x{ff14}\x{ff19}757",
 	"49757\n1234", '-', '--', "-\tK1A 0B1", 'SW1A 1AA', '99999', ' 0 ', "4975\x{301}7");
-my @dealers = ('HQ', 'D100', 'D200', 'D300', 'D400', ' D100 ', 'd100', 'D999', "D100\x{200b}");
+my @dealers = ('HQ', 'D100', 'D200', 'D300', 'D400', 'D500', ' D100 ', 'd100', 'D999', "D100\x{200b}");
 my @brands = ('LKB', 'RVX', 'lkb', ' LKB', 'NOBRAND', "LK\x{301}B");
 my @products = ('2027 Sport 210', 'Sport 210', 'SPORT-210_2027', '1999', '2027', '2027 ', 'P-1');
 my @groups = ('G1', 'g1', 'NOGROUP');
@@ -786,7 +789,8 @@ my %generators = (
 				'default_dealer_number = ' . lit(val('HQ', 'D100')),
 				'reroute_max_dealers = ' . lit(val('1', '3', '100', '0')),
 				'oem_name = ' . lit(val('Lakeshore Marine')), 'timezone = ' . lit(val('UTC', 'America/Chicago')),
-				'reroute_clock = ' . lit(val('elapsed', 'business_hours')));
+				'reroute_clock = ' . lit(val('elapsed', 'business_hours')),
+				'tie_break = ' . lit(val('dealer_number', 'round_robin', 'round_robin')));
 			return "UPDATE aimroute.settings SET $set";
 		}
 	],

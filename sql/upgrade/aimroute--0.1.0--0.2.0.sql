@@ -1358,385 +1358,14 @@ COMMENT ON COLUMN aimroute.unsent_leads.reason IS
 -- the index of waiting duplicates, which covered status and lead_id, gives
 -- way to one of every row's duplicates.  The duplicate lookup compares
 -- input_md5 byte by byte.  (Rows staged before keep their pages as they
--- are; the fillfactor applies to rows staged from now on.)
+-- are; the fillfactor applies to rows staged from now on.)  The 0.2.0
+-- text of process_staging() is in the "stage" section below.
 ALTER TABLE aimroute.lead_staging SET (fillfactor = 45);
 DROP INDEX aimroute.lead_staging_waiting_duplicates_idx;
 CREATE INDEX lead_staging_duplicates_idx ON aimroute.lead_staging (duplicate_of)
     WHERE duplicate_of IS NOT NULL;
 DROP INDEX aimroute.lead_staging_dedupe_idx;
 CREATE INDEX lead_staging_dedupe_idx ON aimroute.lead_staging (input_md5 COLLATE "C", staged_at, staging_id);
-CREATE OR REPLACE FUNCTION aimroute.process_staging(batch_id text)
-RETURNS TABLE (status text, rows bigint)
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    chunk_size      constant integer := 10000;
-    piece_size      constant integer := 100;    -- rows per INSERT once a chunk's INSERT failed
-    max_length      constant integer := 1000;
-    max_comment     constant integer := 10000;
-    min_phone_digits constant integer := 5;
-    ws              constant text := E' \t\r\n\f\x0B';
-    email_pattern   constant text :=
-        '^[^[:space:]@<>(),;:"\[\]\\]+@[^[:space:]@<>(),;:"\[\]\\.]+(\.[^[:space:]@<>(),;:"\[\]\\.]+)+$';
-    v_batch         text := process_staging.batch_id;
-    v_started       timestamptz := clock_timestamp();
-    v_now           timestamptz;
-    v_window        interval;
-    v_default       text;
-    v_seq           regclass;
-    v_total         bigint;
-    v_last          bigint := 0;    -- the chunks so far reached this staging_id
-    v_lo            bigint;         -- the chunk's first and last staging_id
-    v_hi            bigint;
-    v_step          integer;        -- leads per INSERT: 0 the whole chunk, then piece_size, then 1
-    v_rows          bigint;
-    v_done          bigint := 0;
-    v_leads         bigint := 0;
-    v_rejected      bigint := 0;
-    v_duplicates    bigint := 0;
-    v_settled       bigint[];       -- step 4: the staging_ids settled in the last round, in order
-    v_failed        boolean;
-    r               record;
-BEGIN
-    IF v_batch IS NULL THEN
-        RAISE EXCEPTION 'batch_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Pass the batch_id the rows were staged with, as in SELECT * FROM aimroute.process_staging(''feed-2024-05-01'').';
-    END IF;
-
-    -- One import at a time: a duplicate is judged against rows another
-    -- call might be processing.
-    PERFORM pg_advisory_xact_lock('aimroute.lead_staging'::regclass::oid::bigint);
-
-    SELECT count(*) INTO v_total
-      FROM aimroute.lead_staging s
-     WHERE s.batch_id = v_batch AND s.status IS NULL;
-
-    IF v_total = 0 THEN
-        IF EXISTS (SELECT FROM aimroute.lead_staging s WHERE s.batch_id = v_batch) THEN
-            RAISE NOTICE 'batch %: every row is already processed; nothing to do', v_batch;
-        ELSE
-            RAISE NOTICE 'batch % has no staged rows', pg_catalog.quote_literal(v_batch)
-                USING HINT = 'Stage rows with INSERT or COPY INTO aimroute.lead_staging (batch_id, ...) first; the batch_id must match exactly, case and spaces included.';
-        END IF;
-    ELSE
-        SELECT s.dedupe_window, s.default_dealer_number INTO v_window, v_default
-          FROM aimroute.settings s;
-        IF v_default IS NULL THEN
-            RAISE EXCEPTION 'no default dealer is configured'
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = 'An imported lead that no rule places goes to the default dealer.',
-                      HINT = 'UPDATE aimroute.settings SET default_dealer_number = ''...'' (a dealer of aimroute.dealers), then process the batch again.';
-        END IF;
-        v_seq := pg_get_serial_sequence('aimroute.leads', 'lead_id')::regclass;
-        IF NOT has_sequence_privilege(v_seq, 'USAGE, UPDATE') THEN
-            RAISE EXCEPTION 'permission denied for sequence %', v_seq
-                USING ERRCODE = 'insufficient_privilege',
-                      DETAIL = 'aimroute.process_staging() draws each new lead''s lead_id from it.',
-                      HINT = format('GRANT USAGE ON SEQUENCE %s TO %I, together with INSERT ON aimroute.leads.',
-                                    v_seq, current_user);
-        END IF;
-
-        -- One row per staging row of the chunk: the lead it becomes
-        -- (lead_id), or its problems, or the row it duplicates
-        -- (duplicate_of; duplicate_lead_id is that row's lead if it has one
-        -- yet, duplicate_reason the reason to record).
-        CREATE TEMPORARY TABLE aimroute_staging_chunk (
-            staging_id      bigint NOT NULL,
-            received_at     timestamptz,
-            source          text,
-            brand_code      text,
-            product_code    text,
-            first_name      text,
-            last_name       text,
-            email           text,
-            phone           text,
-            address         text,
-            city            text,
-            state_code      text,
-            country         text,
-            postal_code     text,
-            dealer_number   text,
-            dealer_group    text,
-            send_to_dealer  boolean,
-            comment         text,
-            problems        text,
-            duplicate_of    bigint,
-            duplicate_lead_id bigint,
-            duplicate_reason text,
-            lead_id         bigint,
-            inserted        boolean NOT NULL DEFAULT false  -- only kept up to date once an INSERT failed
-        ) ON COMMIT DROP;
-    END IF;
-
-    WHILE v_done < v_total LOOP
-        v_now := clock_timestamp();
-
-        -- 1. The chunk: the next chunk_size unprocessed rows, read once.
-        --    Values are trimmed and parsed and problems listed; a row
-        --    without problems is looked up among the earlier rows (the
-        --    earliest staged identical row within the window that was not
-        --    rejected: the rows of this chunk have not been marked yet, but
-        --    an identical row has the same problems, none); a row that
-        --    becomes a lead has its lead_id drawn, in staging order, so that
-        --    the mapping is exact whatever order the INSERT works in.
-        --    (The lookup is written so that only lead_staging_dedupe_idx
-        --    can serve it: ORDER BY staging_id, or staging_id < ... as an
-        --    index condition, tempts the planner into walking the primary
-        --    key, every earlier row for every row, when the statistics say
-        --    the table is empty, as after a TRUNCATE.)
-        INSERT INTO pg_temp.aimroute_staging_chunk
-        SELECT v.staging_id, v.received_at, v.source, v.brand_code, v.product_code, v.first_name,
-               v.last_name, v.email, v.phone, v.address, v.city, v.state_code, v.country,
-               v.postal_code, v.dealer_number, v.dealer_group, v.send_to_dealer, v.comment,
-               v.problems, v.duplicate_of, v.duplicate_lead_id, v.duplicate_reason,
-               CASE WHEN v.problems IS NULL AND v.duplicate_of IS NULL THEN nextval(v_seq) END
-          FROM (SELECT c.*, d.staging_id AS duplicate_of, d.lead_id AS duplicate_lead_id,
-                       CASE WHEN d.staging_id IS NOT NULL THEN
-                           format('identical to staging row %s of batch %s, staged within the dedupe window of %s seconds',
-                                  d.staging_id, pg_catalog.quote_literal(d.batch_id),
-                                  round(extract(epoch FROM v_window)))
-                       END AS duplicate_reason
-                  FROM (SELECT t.staging_id, t.staged_at, t.input_md5,
-                               coalesce(t.parsed_received_at, t.staged_at) AS received_at,
-                               coalesce(t.source, 'import') AS source,
-                               t.brand_code, t.product_code, t.first_name, t.last_name, t.email, t.phone,
-                               t.address, t.city, t.state_code, t.country, t.postal_code, t.dealer_number,
-                               t.dealer_group, coalesce(t.parsed_send_to_dealer, true) AS send_to_dealer, t.comment,
-                               nullif(concat_ws('; ',
-                                   CASE WHEN t.received_at IS NOT NULL AND t.parsed_received_at IS NULL THEN
-                                       format('received_at %s is not a timestamp (write it as 2024-05-01 14:30:00+00)',
-                                              aimroute.staging_quote(t.received_at))
-                                        WHEN t.parsed_received_at IN ('infinity', '-infinity') THEN
-                                       format('received_at %s is not a finite timestamp', aimroute.staging_quote(t.received_at))
-                                   END,
-                                   CASE WHEN t.send_to_dealer IS NOT NULL AND t.parsed_send_to_dealer IS NULL THEN
-                                       format('send_to_dealer %s is not a boolean (write true or false)',
-                                              aimroute.staging_quote(t.send_to_dealer))
-                                   END,
-                                   CASE WHEN t.email IS NOT NULL AND (length(t.email) > 254 OR t.email !~ email_pattern) THEN
-                                       format('email %s is not an address (such as name@example.com)',
-                                              aimroute.staging_quote(t.email))
-                                   END,
-                                   CASE WHEN t.email IS NULL AND t.phone IS NULL THEN
-                                       'no way to contact the customer: no email and no phone'
-                                        WHEN t.email IS NULL
-                                             AND length(regexp_replace(t.phone, '[^0-9]', '', 'g')) < min_phone_digits THEN
-                                       format('no way to contact the customer: no email, and phone %s has fewer than %s digits',
-                                              aimroute.staging_quote(t.phone), min_phone_digits)
-                                   END,
-                                   CASE WHEN length(t.comment) > max_comment
-                                             OR greatest(length(t.received_at), length(t.source), length(t.brand_code),
-                                                         length(t.product_code), length(t.first_name), length(t.last_name),
-                                                         length(t.email), length(t.phone), length(t.address), length(t.city),
-                                                         length(t.state_code), length(t.country), length(t.postal_code),
-                                                         length(t.dealer_number), length(t.dealer_group),
-                                                         length(t.send_to_dealer)) > max_length THEN
-                                       (SELECT string_agg(format('%s is too long (%s characters; at most %s)',
-                                                                 f.name, length(f.value), f.max), '; ' ORDER BY f.n)
-                                          FROM (VALUES (1, 'received_at', t.received_at, max_length),
-                                                       (2, 'source', t.source, max_length),
-                                                       (3, 'brand_code', t.brand_code, max_length),
-                                                       (4, 'product_code', t.product_code, max_length),
-                                                       (5, 'first_name', t.first_name, max_length),
-                                                       (6, 'last_name', t.last_name, max_length),
-                                                       (7, 'email', t.email, max_length),
-                                                       (8, 'phone', t.phone, max_length),
-                                                       (9, 'address', t.address, max_length),
-                                                       (10, 'city', t.city, max_length),
-                                                       (11, 'state_code', t.state_code, max_length),
-                                                       (12, 'country', t.country, max_length),
-                                                       (13, 'postal_code', t.postal_code, max_length),
-                                                       (14, 'dealer_number', t.dealer_number, max_length),
-                                                       (15, 'dealer_group', t.dealer_group, max_length),
-                                                       (16, 'send_to_dealer', t.send_to_dealer, max_length),
-                                                       (17, 'comment', t.comment, max_comment)) AS f(n, name, value, max)
-                                         WHERE length(f.value) > f.max)
-                                   END), '') AS problems
-                          FROM (SELECT t.*,
-                                       CASE WHEN t.received_at IS NOT NULL
-                                            THEN aimroute.staging_timestamptz(t.received_at) END AS parsed_received_at,
-                                       CASE WHEN lower(t.send_to_dealer)
-                                                 ~ '^(t|tr|tru|true|y|ye|yes|on|1|f|fa|fal|fals|false|n|no|of|off|0)$'
-                                            THEN t.send_to_dealer::boolean END AS parsed_send_to_dealer
-                                  FROM (SELECT s.staging_id, s.staged_at, s.input_md5,
-                                               nullif(btrim(s.received_at, ws), '') AS received_at,
-                                               nullif(btrim(s.source, ws), '') AS source,
-                                               nullif(btrim(s.brand_code, ws), '') AS brand_code,
-                                               nullif(btrim(s.product_code, ws), '') AS product_code,
-                                               nullif(btrim(s.first_name, ws), '') AS first_name,
-                                               nullif(btrim(s.last_name, ws), '') AS last_name,
-                                               nullif(btrim(s.email, ws), '') AS email,
-                                               nullif(btrim(s.phone, ws), '') AS phone,
-                                               nullif(btrim(s.address, ws), '') AS address,
-                                               nullif(btrim(s.city, ws), '') AS city,
-                                               nullif(btrim(s.state_code, ws), '') AS state_code,
-                                               nullif(btrim(s.country, ws), '') AS country,
-                                               nullif(btrim(s.postal_code, ws), '') AS postal_code,
-                                               nullif(btrim(s.dealer_number, ws), '') AS dealer_number,
-                                               nullif(btrim(s.dealer_group, ws), '') AS dealer_group,
-                                               nullif(btrim(s.send_to_dealer, ws), '') AS send_to_dealer,
-                                               nullif(btrim(s.comment, ws), '') AS comment
-                                          FROM aimroute.lead_staging s
-                                         WHERE s.batch_id = v_batch AND s.status IS NULL AND s.staging_id > v_last
-                                         ORDER BY s.staging_id
-                                         LIMIT chunk_size) AS t
-                                  OFFSET 0) AS t
-                        OFFSET 0) AS c
-                  LEFT JOIN LATERAL (SELECT e.staging_id, e.batch_id, e.lead_id
-                                       FROM aimroute.lead_staging e
-                                      WHERE c.problems IS NULL AND v_window > '0'
-                                        AND e.input_md5 COLLATE "C" = c.input_md5
-                                        AND e.staged_at >= c.staged_at - v_window
-                                        AND e.staged_at <= c.staged_at + v_window
-                                        AND e.staging_id + 0 < c.staging_id
-                                        AND e.status IS DISTINCT FROM 'rejected'
-                                      ORDER BY e.staged_at, e.staging_id
-                                      LIMIT 1) AS d ON true
-                 ORDER BY c.staging_id
-                OFFSET 0) AS v;
-        GET DIAGNOSTICS v_rows = ROW_COUNT;
-        EXIT WHEN v_rows = 0;   -- someone changed status by hand meanwhile
-        SELECT min(c.staging_id), max(c.staging_id) INTO v_lo, v_hi
-          FROM pg_temp.aimroute_staging_chunk c;
-
-        -- 2. The leads: the whole chunk in one INSERT ... SELECT, which
-        --    routes each row.  Should it fail because of a row, it is
-        --    tried again in pieces of piece_size leads, and the leads of a
-        --    piece that fails one at a time, each in its own
-        --    subtransaction; a lead that cannot be inserted rejects its row.
-        v_failed := false;
-        FOREACH v_step IN ARRAY ARRAY[0, piece_size, 1] LOOP
-            FOR r IN SELECT coalesce(c.lead_id / nullif(v_step, 0), 0) AS piece
-                       FROM pg_temp.aimroute_staging_chunk c
-                      WHERE c.lead_id IS NOT NULL AND NOT c.inserted
-                      GROUP BY 1 ORDER BY 1
-            LOOP
-                BEGIN
-                    INSERT INTO aimroute.leads (lead_id, received_at, source, brand_code, product_code,
-                                                first_name, last_name, email, phone, address, city,
-                                                state_code, country, postal_code, dealer_number,
-                                                dealer_group, send_to_dealer, comment)
-                    OVERRIDING SYSTEM VALUE
-                    SELECT c.lead_id, c.received_at, c.source, c.brand_code, c.product_code,
-                           c.first_name, c.last_name, c.email, c.phone, c.address, c.city,
-                           c.state_code, c.country, c.postal_code, c.dealer_number,
-                           c.dealer_group, c.send_to_dealer, c.comment
-                      FROM pg_temp.aimroute_staging_chunk c
-                     WHERE c.lead_id IS NOT NULL AND NOT c.inserted
-                       AND (v_step = 0 OR c.lead_id / nullif(v_step, 0) = r.piece)
-                     ORDER BY c.staging_id;
-                    IF v_failed THEN
-                        UPDATE pg_temp.aimroute_staging_chunk c SET inserted = true
-                         WHERE c.lead_id IS NOT NULL AND c.lead_id / v_step = r.piece;
-                    END IF;
-                EXCEPTION WHEN OTHERS THEN
-                    IF NOT aimroute.staging_error_is_row_level(SQLSTATE) THEN
-                        RAISE;
-                    END IF;
-                    IF v_step = 0 THEN
-                        v_failed := true;
-                        RAISE WARNING 'batch %: inserting a chunk of % leads failed: %', v_batch,
-                            (SELECT count(*) FROM pg_temp.aimroute_staging_chunk c WHERE c.lead_id IS NOT NULL),
-                            SQLERRM
-                            USING DETAIL = format('The leads of the chunk (staging_id %s to %s) are inserted again %s at a time, and those of a piece that fails one at a time; a lead that fails rejects its row, with the error as reason.',
-                                                  v_lo, v_hi, piece_size);
-                    ELSIF v_step = 1 THEN
-                        UPDATE pg_temp.aimroute_staging_chunk c
-                           SET lead_id = NULL,
-                               problems = format('could not become a lead: %s (SQLSTATE %s)', SQLERRM, SQLSTATE)
-                         WHERE c.lead_id = r.piece;
-                    END IF;
-                END;
-            END LOOP;
-            EXIT WHEN NOT v_failed;
-        END LOOP;
-
-        -- 3. Every row's outcome, in one UPDATE.  A duplicate of a row of
-        --    this chunk gets that row's lead here; one of a row still
-        --    waiting, or rejected in step 2, is settled in step 4.
-        WITH outcome AS (
-            UPDATE aimroute.lead_staging s
-               SET status = CASE WHEN c.problems IS NOT NULL THEN 'rejected'
-                                 WHEN c.duplicate_of IS NOT NULL THEN 'duplicate'
-                                 ELSE 'processed' END,
-                   lead_id = CASE WHEN c.problems IS NULL
-                                  THEN coalesce(c.lead_id, c.duplicate_lead_id, o.lead_id, o.duplicate_lead_id) END,
-                   duplicate_of = c.duplicate_of,
-                   reason = coalesce(c.problems, c.duplicate_reason),
-                   processed_at = v_now
-              FROM pg_temp.aimroute_staging_chunk c
-              LEFT JOIN pg_temp.aimroute_staging_chunk o ON o.staging_id = c.duplicate_of
-             WHERE s.staging_id = c.staging_id AND s.staging_id >= v_lo AND s.staging_id <= v_hi
-            RETURNING s.status)
-        SELECT v_leads + count(*) FILTER (WHERE o.status = 'processed'),
-               v_rejected + count(*) FILTER (WHERE o.status = 'rejected'),
-               v_duplicates + count(*) FILTER (WHERE o.status = 'duplicate')
-          INTO v_leads, v_rejected, v_duplicates
-          FROM outcome o;
-        v_done := v_done + v_rows;
-
-        -- 4. Duplicates waiting for a lead, in any batch, of a row of
-        --    this chunk: they get the lead of the row they duplicate, or
-        --    its rejection.  Then those waiting for one of them, and so on:
-        --    chains take one round per link.
-        v_settled := NULL;
-        LOOP
-            WITH settled AS (
-                UPDATE aimroute.lead_staging d
-                   SET lead_id = o.lead_id,
-                       status = CASE WHEN o.lead_id IS NULL THEN 'rejected' ELSE d.status END,
-                       reason = CASE WHEN o.lead_id IS NULL
-                                     THEN format('identical to staging row %s, which was rejected: %s', o.staging_id, o.reason)
-                                     ELSE d.reason END
-                  FROM aimroute.lead_staging o
-                 WHERE d.duplicate_of >= coalesce(v_settled[1], v_lo)
-                   AND d.duplicate_of <= coalesce(v_settled[cardinality(v_settled)], v_hi)
-                   AND (v_settled IS NULL OR d.duplicate_of = ANY (v_settled))
-                   AND d.status = 'duplicate' AND d.lead_id IS NULL
-                   AND o.staging_id = d.duplicate_of AND (o.lead_id IS NOT NULL OR o.status = 'rejected')
-                RETURNING d.staging_id, d.status)
-            SELECT array_agg(x.staging_id ORDER BY x.staging_id), count(*) FILTER (WHERE x.status = 'rejected')
-              INTO v_settled, v_rows
-              FROM settled x;
-            EXIT WHEN v_settled IS NULL;
-            IF v_rows > 0 THEN
-                -- Rejected with the row they duplicate (rejected in step 2):
-                -- the counts below are taken again.
-                v_failed := true;
-            END IF;
-        END LOOP;
-
-        -- Progress.
-        IF v_failed THEN
-            SELECT count(*) FILTER (WHERE s.status = 'processed'),
-                   count(*) FILTER (WHERE s.status = 'rejected'),
-                   count(*) FILTER (WHERE s.status = 'duplicate')
-              INTO v_leads, v_rejected, v_duplicates
-              FROM aimroute.lead_staging s
-             WHERE s.batch_id = v_batch AND s.staging_id <= v_hi AND s.processed_at >= v_started;
-        END IF;
-        RAISE NOTICE 'batch %: % of % rows, % leads, % rejected, % duplicates',
-            v_batch, v_done, v_total, v_leads, v_rejected, v_duplicates;
-
-        v_last := v_hi;
-        TRUNCATE pg_temp.aimroute_staging_chunk;
-    END LOOP;
-
-    IF v_total > 0 THEN
-        DROP TABLE pg_temp.aimroute_staging_chunk;
-    END IF;
-
-    -- The counts of the chunks: what step 3 marked, taken again after a
-    -- chunk where step 4 rejected some of those rows.  (Step 4 of a later
-    -- chunk cannot change them: a row only duplicates earlier rows.)
-    RETURN QUERY VALUES ('processed', v_leads), ('rejected', v_rejected), ('duplicate', v_duplicates);
-END
-$$;
-COMMENT ON FUNCTION aimroute.process_staging(text) IS
-    'Bulk import: validates every unprocessed row of a batch of aimroute.lead_staging, inserts the valid ones into aimroute.leads (routing them) and marks each row processed, rejected or duplicate; returns how many rows of this call ended in each status.';
 
 -- multi: the delivery worker sends many messages at once (issue 16), at
 -- most aimroute.delivery_endpoint_concurrency to one endpoint; its claim
@@ -5350,6 +4979,225 @@ REVOKE EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, t
 GRANT EXECUTE ON FUNCTION aimroute.simulate_routing(timestamptz, timestamptz, timestamptz) TO aimroute_admin;
 
 
+-- ties: ties and caps (issue 20, part 1; SPEC section 10).
+-- settings.tie_break: dealer_number (default, as before) or round_robin,
+-- where equally near dealers take turns per brand, counted in
+-- aimroute.tie_turns by the routing transaction (src/ties.c).
+-- In steps, as reroute_clock above: a new column with a default makes
+-- PostgreSQL check the rows of settings, which aimroute.delivery_endpoint's
+-- use of its row type forbids.  Filling in the default is not a change of
+-- the configuration: no new config_version.
+ALTER TABLE aimroute.settings ADD COLUMN tie_break text
+    CONSTRAINT settings_tie_break_check CHECK (tie_break IN ('dealer_number', 'round_robin'));
+ALTER TABLE aimroute.settings ALTER COLUMN tie_break SET DEFAULT 'dealer_number';
+ALTER TABLE aimroute.settings DISABLE TRIGGER bump_config_version;
+UPDATE aimroute.settings SET tie_break = 'dealer_number';
+ALTER TABLE aimroute.settings ENABLE ALWAYS TRIGGER bump_config_version;
+ALTER TABLE aimroute.settings ALTER COLUMN tie_break SET NOT NULL;
+COMMENT ON COLUMN aimroute.settings.tie_break IS 'Which of several equally near dealers gets a lead: dealer_number (default), the lowest dealer number; round_robin, the one with the fewest leads of the brand by turn, the longest ago among equals (aimroute.tie_turns).';
+GRANT SELECT (tie_break) ON aimroute.settings TO aimroute_region, aimroute_dealer;
+
+CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text;
+    normalized text[] := '{}';
+    bad text;           -- the setting refused
+    allowed text;       -- what it accepts
+    bad_value text;     -- its value, as text
+    tz_ok boolean := true;
+BEGIN
+    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
+    END IF;
+
+    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
+        IF aimroute.normalize_country(c) IS NULL THEN
+            bad := 'radius_countries';
+            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
+                              coalesce('"' || c || '"', 'NULL'));
+            EXIT;
+        END IF;
+        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
+            normalized := normalized || aimroute.normalize_country(c);
+        END IF;
+    END LOOP;
+    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
+
+    IF bad IS NOT NULL THEN
+        NULL;   -- radius_countries, above
+    ELSIF NEW.radius_countries IS NULL THEN
+        bad := 'radius_countries';
+        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
+    ELSIF NEW.radius_enabled IS NULL THEN
+        bad := 'radius_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.product_routing_enabled IS NULL THEN
+        bad := 'product_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.inventory_routing_enabled IS NULL THEN
+        bad := 'inventory_routing_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.reroute_enabled IS NULL THEN
+        bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
+        bad := 'radius_miles';
+        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
+    ELSIF NEW.default_dealer_number IS NOT NULL
+          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
+        bad := 'default_dealer_number';
+        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
+    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
+        bad := 'reroute_max_dealers';
+        allowed := 'a whole number from 1 to 100';
+    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
+        bad := 'reroute_after';
+        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
+    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
+          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
+          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
+        bad := 'reroute_skip_days';
+        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
+    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
+        bad := 'timezone';
+        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
+    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
+        bad := 'dedupe_window';
+        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
+    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
+        bad := 'smtp_url';
+        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
+    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
+        bad := 'smtp_from';
+        allowed := 'an email address, such as leads@example.com';
+    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
+        bad := 'smtp_tls';
+        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
+    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
+        bad := 'push_gateway_url';
+        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
+    ELSIF NEW.delivery_retry_schedule IS NULL
+          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
+          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
+          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
+        bad := 'delivery_retry_schedule';
+        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
+    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
+        bad := 'daily_recap_hour';
+        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
+    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
+        bad := 'oem_name';
+        allowed := 'a name that is not blank';
+    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
+        bad := 'view_link_url';
+        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
+    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
+        bad := 'bounce_address';
+        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
+    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
+        bad := 'bounce_mailbox_url';
+        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
+    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
+        bad := 'reroute_clock';
+        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_details_url, '{http,https}')
+               AND strpos(NEW.lead_details_url, '{lead_id}') > 0) THEN
+        bad := 'lead_details_url';
+        allowed := 'an http:// or https:// URL template with {lead_id} where the lead goes, such as https://crm.oem.example/leads/{lead_id}, or NULL for no link';
+    ELSIF NOT (aimroute.url_is_valid(NEW.lead_list_url, '{http,https}')
+               AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
+        bad := 'lead_list_url';
+        allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
+    ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
+        bad := 'tie_break';
+        allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
+    ELSIF NEW.singleton IS DISTINCT FROM true THEN
+        bad := 'singleton';
+        allowed := 'true: aimroute.settings has exactly one row';
+    END IF;
+
+    IF bad IS NOT NULL THEN
+        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
+        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s must be %s.', bad, allowed);
+    END IF;
+    NEW.radius_countries := normalized;
+
+    -- A second INSERT (such as a restore of a dump) updates the one row.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
+        UPDATE aimroute.settings s SET
+            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
+            radius_countries = NEW.radius_countries,
+            default_dealer_number = NEW.default_dealer_number,
+            product_routing_enabled = NEW.product_routing_enabled,
+            inventory_routing_enabled = NEW.inventory_routing_enabled,
+            reroute_enabled = NEW.reroute_enabled,
+            reroute_max_dealers = NEW.reroute_max_dealers,
+            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
+            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
+            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
+            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
+            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
+            bounce_mailbox_username = NEW.bounce_mailbox_username,
+            bounce_mailbox_password = NEW.bounce_mailbox_password,
+            push_gateway_url = NEW.push_gateway_url,
+            delivery_retry_schedule = NEW.delivery_retry_schedule,
+            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
+            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
+            reroute_clock = NEW.reroute_clock,
+            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
+            tie_break = NEW.tie_break
+         WHERE s.singleton;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TABLE aimroute.tie_turns (
+    brand_code     text NOT NULL REFERENCES aimroute.brands ON UPDATE CASCADE ON DELETE CASCADE,
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    leads          bigint NOT NULL DEFAULT 0
+        CONSTRAINT tie_turns_leads_check CHECK (leads >= 0),
+    last_at        timestamptz,
+    PRIMARY KEY (brand_code, dealer_number)
+);
+COMMENT ON TABLE aimroute.tie_turns IS
+    'Round robin among equally near dealers (settings.tie_break = ''round_robin''): per brand and dealer, the leads received by a turn and when the last one came. Written by routing; reset a brand''s turns with DELETE.';
+COMMENT ON COLUMN aimroute.tie_turns.leads IS 'Leads of the brand the dealer received by a round robin turn.';
+COMMENT ON COLUMN aimroute.tie_turns.last_at IS 'When it received the last one; NULL: none yet.';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.tie_turns', '');
+GRANT ALL ON aimroute.tie_turns TO aimroute_admin;
+
+-- caps: dealers.daily_lead_cap and aimroute.daily_lead_counts (SPEC
+-- section 10): a dealer at its cap for the day (settings.timezone) is
+-- skipped like an inactive one (src/caps.c).  The new column is NULL (no
+-- cap) for every dealer: no new config_version is needed.
+ALTER TABLE aimroute.dealers ADD COLUMN daily_lead_cap integer
+    CONSTRAINT dealers_daily_lead_cap_check CHECK (daily_lead_cap > 0);
+COMMENT ON COLUMN aimroute.dealers.daily_lead_cap IS
+    'The most new leads routing gives the dealer in a day of the OEM''s time zone (settings.timezone, the day the lead was received); at the cap it is skipped like an inactive dealer (aimroute.daily_lead_counts). NULL: no cap.';
+
+CREATE TABLE aimroute.daily_lead_counts (
+    dealer_number  text NOT NULL REFERENCES aimroute.dealers ON UPDATE CASCADE ON DELETE CASCADE,
+    day            date NOT NULL,
+    leads          integer NOT NULL
+        CONSTRAINT daily_lead_counts_leads_check CHECK (leads >= 0),
+    PRIMARY KEY (dealer_number, day)
+);
+COMMENT ON TABLE aimroute.daily_lead_counts IS
+    'Daily lead caps (dealers.daily_lead_cap): per capped dealer and day of settings.timezone, the new leads routing gave it. Written by routing; old days may be deleted.';
+COMMENT ON COLUMN aimroute.daily_lead_counts.day IS 'The day the leads were received, in settings.timezone.';
+COMMENT ON COLUMN aimroute.daily_lead_counts.leads IS 'New leads a rule routed to the dealer that day (pre-assigned and default-dealer leads, moves and re-routes are not counted).';
+SELECT pg_catalog.pg_extension_config_dump('aimroute.daily_lead_counts', '');
+GRANT ALL ON aimroute.daily_lead_counts TO aimroute_admin;
+
 -- drive: Drive Distance (issue 18, SPEC section 2): settings.drive_distance_enabled
 -- and settings.drive_network, the edge table of a road network that
 -- osm2pgrouting imports from OpenStreetMap data.  pgRouting stays
@@ -5550,6 +5398,9 @@ BEGIN
                AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
         bad := 'lead_list_url';
         allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
+    ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
+        bad := 'tie_break';
+        allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
     ELSIF btrim(NEW.drive_network) = '' THEN
         bad := 'drive_network';
         allowed := 'the edge table of a road network, with its schema, such as public.ways, or NULL for none';
@@ -5595,6 +5446,7 @@ BEGIN
             view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
             reroute_clock = NEW.reroute_clock,
             lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
+            tie_break = NEW.tie_break,
             drive_distance_enabled = NEW.drive_distance_enabled, drive_network = NEW.drive_network
          WHERE s.singleton;
         RETURN NULL;
@@ -5602,6 +5454,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script

@@ -1,4 +1,4 @@
-# t/023_drive_distance.pl: the road network of Drive Distance (issue 18,
+# t/025_drive_distance.pl: the road network of Drive Distance (issue 18,
 # SPEC section 2), imported from real OpenStreetMap data.
 #
 # Debian's python-osmnx-doc ships an OpenStreetMap extract of West Oakland,
