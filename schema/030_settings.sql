@@ -180,6 +180,77 @@ COMMENT ON FUNCTION aimroute.drive_network_check(text) IS
     'The edge table a Drive Distance network names (settings.drive_network), when pgRouting is installed and the table has what routing reads; otherwise raises an error saying what to install or import.';
 
 --
+-- The version of the road network.  Routing keeps road distances in each
+-- session (src/drive.c) for as long as the network table is the same table
+-- and this version has not moved on: aimroute.drive_network_watch puts a
+-- statement trigger on the network table, which gives it a new version,
+-- never reused, with every change of the table, in the changing
+-- transaction.  A network without the trigger (such as one imported again
+-- with osm2pgrouting --clean) has its road distances kept for one
+-- statement only.
+--
+CREATE SEQUENCE aimroute.drive_network_changes;
+COMMENT ON SEQUENCE aimroute.drive_network_changes IS
+    'Numbers for aimroute.drive_network_version; never reused.';
+
+CREATE TABLE aimroute.drive_network_version (
+    one         boolean PRIMARY KEY DEFAULT true CONSTRAINT drive_network_version_one_row CHECK (one),
+    version     bigint NOT NULL DEFAULT 0,
+    changed_at  timestamptz
+);
+COMMENT ON TABLE aimroute.drive_network_version IS
+    'One row: the version of the Drive Distance road network, moved on by the trigger aimroute.drive_network_watch puts on the network table; road distances kept by routing are valid for one version. Do not change it by hand.';
+COMMENT ON COLUMN aimroute.drive_network_version.version IS 'The number of the network''s current state.';
+COMMENT ON COLUMN aimroute.drive_network_version.changed_at IS 'When the network last changed, as its trigger or drive_network_watch saw it; NULL: never.';
+INSERT INTO aimroute.drive_network_version DEFAULT VALUES;
+GRANT SELECT ON aimroute.drive_network_version TO aimroute_region, aimroute_dealer;
+
+CREATE FUNCTION aimroute.drive_network_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.drive_network_version v
+       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
+     WHERE v.one;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_changed() IS
+    'Statement trigger on the Drive Distance road network table (put there by drive_network_watch): gives the network a new version, so that the road distances sessions keep are measured again.';
+
+CREATE FUNCTION aimroute.drive_network_watch(network text DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    moved bigint;
+BEGIN
+    rel := aimroute.drive_network_check(coalesce(network, (SELECT s.drive_network FROM aimroute.settings s)));
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) IN ('r', 'p')
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = rel
+                          AND t.tgfoid = 'aimroute.drive_network_changed()'::pg_catalog.regprocedure) THEN
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER aimroute_drive_network_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION aimroute.drive_network_changed()', rel);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER aimroute_drive_network_changed', rel);
+    END IF;
+    UPDATE aimroute.drive_network_version v
+       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
+     WHERE v.one
+    RETURNING v.version INTO moved;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_watch(text) IS
+    'Puts the change trigger (aimroute_drive_network_changed) on a road network table, settings.drive_network when NULL, unless it has it, and gives the network a new version: run it after importing the network again (osm2pgrouting --clean makes a new table). Returns the new version.';
+REVOKE EXECUTE ON FUNCTION aimroute.drive_network_watch(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.drive_network_watch(text) TO aimroute_admin;
+
+--
 -- settings_validate: refuses a bad value with an error naming the setting
 -- and the allowed values, and puts radius_countries in stored form.
 --
@@ -325,6 +396,17 @@ BEGIN
        AND (TG_OP = 'INSERT' OR NOT OLD.drive_distance_enabled
             OR OLD.drive_network IS DISTINCT FROM NEW.drive_network) THEN
         PERFORM aimroute.drive_network_check(NEW.drive_network);
+        -- Kept road distances need to know when the network changes: its
+        -- trigger.  Not on INSERT, nor on the UPDATE a second INSERT makes
+        -- (below): a restore brings the trigger with the table.
+        IF TG_OP = 'UPDATE' AND pg_catalog.pg_trigger_depth() = 1 THEN
+            BEGIN
+                PERFORM aimroute.drive_network_watch(NEW.drive_network);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE NOTICE 'road distances are kept for one statement only: % has no change trigger', NEW.drive_network
+                    USING HINT = 'The owner of the table can put it there: SELECT aimroute.drive_network_watch() (docs/drive-distance.md).';
+            END;
+        END IF;
     END IF;
 
     -- A second INSERT (such as a restore of a dump) updates the one row.

@@ -249,6 +249,208 @@ is( $node->safe_psql(
 		               FROM aimroute.settings s'),
 	't|public.ways|50',
 	'the restored database has Drive Distance on, on its restored network');
+# Routing by road (SPEC section 2, Drive Distance).  A fixture inside West
+# Oakland: postal codes whose centre points are vertices of the network or
+# near it, and dealers there, of brand DRV; the default dealer has no
+# location.  Road distances are checked against pgr_dijkstraCost itself.
+$node->safe_psql(
+	'app', q{
+	INSERT INTO aimroute.brands VALUES ('DRV', 'Drive test brand');
+	INSERT INTO aimroute.dealers (dealer_number, name, country) VALUES ('DEF', 'Default dealer', 'US');
+	UPDATE aimroute.settings SET default_dealer_number = 'DEF', radius_enabled = true,
+	       radius_miles = 50, radius_countries = '{US}';
+	CREATE FUNCTION public.vertex_point(bigint) RETURNS geography
+	    LANGUAGE sql STABLE AS 'SELECT the_geom::geography FROM public.ways_vertices_pgr WHERE id = $1';
+	CREATE FUNCTION public.add_postal(code text, at geography) RETURNS void LANGUAGE sql AS $$
+	    DELETE FROM aimroute.postal_codes WHERE country = 'US' AND postal_code = code;
+	    INSERT INTO aimroute.postal_codes (country, postal_code, place_name, state_code, centroid)
+	    VALUES ('US', code, 'West Oakland', 'CA', at) $$;
+	CREATE FUNCTION public.add_dealer(number text, at geography) RETURNS void LANGUAGE sql AS $$
+	    INSERT INTO aimroute.dealers (dealer_number, name, country, location) VALUES (number, 'Dealer ' || number, 'US', at);
+	    INSERT INTO aimroute.dealer_brands VALUES (number, 'DRV') $$;
+	CREATE FUNCTION public.lead(code text) RETURNS TABLE (lead_id bigint, dealer_number text, match_type text, miles float8)
+	    LANGUAGE sql AS $$
+	    INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
+	    VALUES ('DRV', 'US', code, 'drive@example.com')
+	    RETURNING lead_id, dealer_number, match_type::text, distance_miles $$;
+	CREATE FUNCTION public.explained(id bigint) RETURNS text LANGUAGE sql AS $$
+	    SELECT string_agg(format('%s|%s|%s|%s', e.rule, e.dealer_number, round(e.distance_miles::numeric, 3), e.message), E'\n' ORDER BY e.step)
+	      FROM aimroute.explain_lead(id) e $$;
+	CREATE FUNCTION public.road_m(a bigint, b bigint) RETURNS float8 LANGUAGE sql AS $$
+	    SELECT CASE WHEN a = b THEN 0 ELSE (SELECT agg_cost FROM pgr_dijkstraCost(
+	        'SELECT gid AS id, source, target, length_m AS cost,
+	                CASE WHEN reverse_cost < 0 THEN -1 ELSE length_m END AS reverse_cost FROM public.ways', a, b)) END $$;
+});
+
+# The seeds' case: dealer A at the vertex closer as the crow flies, dealer
+# B at the one closer by road, the lead's postal code at the third.
+$node->safe_psql(
+	'app', qq{
+	SELECT public.add_postal('94601', public.vertex_point($lead));
+	SELECT public.add_dealer('DA', public.vertex_point($crow_pick));
+	SELECT public.add_dealer('DB', public.vertex_point($road_pick));
+});
+my ($crow_a, $road_a, $crow_b, $road_b) = split /\|/, $node->safe_psql(
+	'app', qq{
+	SELECT ST_Distance(vertex_point($lead), vertex_point($crow_pick)) / 1609.344, road_m($lead, $crow_pick) / 1609.344,
+	       ST_Distance(vertex_point($lead), vertex_point($road_pick)) / 1609.344, road_m($lead, $road_pick) / 1609.344});
+my ($id, $dealer, $match, $miles) = split /\|/, $node->safe_psql('app', q{SELECT * FROM public.lead('94601')});
+is("$dealer|$match", 'DB|Drive Distance',
+	'the seeds\' case: the dealer closer by road gets the lead, as Drive Distance');
+cmp_ok(abs($miles - $road_b), '<', 1e-9, "distance_miles is the road miles ($road_b) of pgr_dijkstraCost");
+my $why = $node->safe_psql('app', "SELECT explained($id)");
+like($why, qr/^Drive Distance\|\|\|by road on public\.ways: the lead's postal centre point is 0 m from its vertex $lead$/m,
+	'the explanation names the network and the lead\'s vertex');
+like($why, qr/^Drive Distance\|DA\|[0-9.]+\|candidate at [0-9.]+ miles by road, [0-9.]+ miles as the crow flies$/m,
+	'the explanation gives road and straight-line miles of dealer A');
+like($why, qr/^Drive Distance\|DB\|[0-9.]+\|candidate at [0-9.]+ miles by road, [0-9.]+ miles as the crow flies$/m,
+	'and of dealer B');
+like($why, qr/^Drive Distance\|DB\|[0-9.]+\|chosen: the closest by road .*; DA is closer as the crow flies \([0-9.]+ miles\) but [0-9.]+ miles by road$/m,
+	'the explanation says why B won: A is closer as the crow flies but not by road');
+cmp_ok($crow_a, '<', $crow_b, 'A is closer than B as the crow flies');
+cmp_ok($road_a, '>', $road_b, 'and farther by road');
+
+# Other ways to route agree: the locator ranks by road, route() and
+# simulate_routing follow.
+is( $node->safe_psql(
+		'app', q{SELECT string_agg(dealer_number || ' ' || match_type, ', ' ORDER BY rank)
+		           FROM aimroute.locate_dealers('US', '94601', 'DRV')}),
+	'DB Drive Distance, DA Drive Distance, DEF Default',
+	'locate_dealers ranks by road: B, then A, then the default dealer');
+is( $node->safe_psql(
+		'app', qq{SELECT simulated_dealer_number || ' ' || simulated_match_type
+		           FROM aimroute.simulate_routing('-infinity', 'infinity') WHERE lead_id = $id}),
+	'DB Drive Distance', 'simulate_routing routes the lead by road too');
+
+# The cache: a second lead from the same postal code reads the road
+# distances kept by the session, with no new pgr_dijkstraCost run
+# (pg_stat_xact_user_functions counts its calls in the transaction).
+my $cache = $node->safe_psql(
+	'app', q{
+	SET track_functions = 'all';
+	BEGIN;
+	SELECT lead_id AS first FROM public.lead('94601') \gset
+	SELECT coalesce(sum(calls), 0) AS runs1 FROM pg_stat_xact_user_functions WHERE funcname = 'pgr_dijkstracost' \gset
+	SELECT lead_id AS second FROM public.lead('94601') \gset
+	SELECT coalesce(sum(calls), 0) AS runs2 FROM pg_stat_xact_user_functions WHERE funcname = 'pgr_dijkstracost' \gset
+	COMMIT;
+	SELECT :runs1, :runs2,
+	       (SELECT message FROM aimroute.explain_lead(:first) WHERE message LIKE 'road distances:%'),
+	       (SELECT message FROM aimroute.explain_lead(:second) WHERE message LIKE 'road distances:%');
+});
+my ($runs1, $runs2, $msg1, $msg2) = split /\|/, $cache;
+is($runs1, '1', 'the first lead of a session from 94601 runs pgr_dijkstraCost once');
+is($msg1, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+	'and its explanation says so');
+is($runs2, '1', 'the second lead from 94601 runs it no more');
+is($msg2, 'road distances: 0 measured by 0 pgr_dijkstraCost runs, 2 from the cache',
+	'its road distances come from the cache, as its explanation says');
+
+# A change of the network gives it a new version: the cache is not used.
+# Every edge into B's vertex made 5 km longer, in a transaction rolled
+# back: the lead from 94601 is measured on the changed network.
+$cache = $node->safe_psql(
+	'app', qq{
+	SELECT version AS v1 FROM aimroute.drive_network_version \\gset
+	SELECT lead_id AS before FROM public.lead('94601') \\gset
+	BEGIN;
+	UPDATE public.ways SET length_m = length_m + 5000 WHERE source = $road_pick OR target = $road_pick;
+	SELECT version AS v2 FROM aimroute.drive_network_version \\gset
+	SELECT lead_id AS changed, dealer_number AS d2, miles AS m2 FROM public.lead('94601') \\gset
+	SELECT message AS msg_changed FROM aimroute.explain_lead(:changed) WHERE message LIKE 'road distances:%' \\gset
+	SELECT least(road_m($lead, $crow_pick), road_m($lead, $road_pick)) / 1609.344 AS expected,
+	       CASE WHEN road_m($lead, $crow_pick) < road_m($lead, $road_pick) THEN 'DA' ELSE 'DB' END AS expected_dealer \\gset
+	ROLLBACK;
+	SELECT lead_id AS reopened FROM public.lead('94601') \\gset
+	SELECT :v1 < :v2, :'d2' = :'expected_dealer', abs(:m2 - :expected) < 1e-9, :m2 > $road_b + 1,
+	       (SELECT message FROM aimroute.explain_lead(:before) WHERE message LIKE 'road distances:%'),
+	       :'msg_changed',
+	       (SELECT message FROM aimroute.explain_lead(:reopened) WHERE message LIKE 'road distances:%'),
+	       (SELECT miles FROM aimroute.leads l CROSS JOIN LATERAL (SELECT l.distance_miles AS miles) x WHERE l.lead_id = :reopened);
+});
+my ($moved, $right_dealer, $right_miles, $longer, $msg_before, $msg_changed, $msg_reopened, $miles_reopened) =
+  split /\|/, $cache;
+is($moved, 't',
+	'an UPDATE of the network gives it a new version (its trigger, put there when Drive Distance was switched on)');
+is($msg_before, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+	'a new session measures once');
+is($msg_changed, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+	'after the change, the same postal code is measured again');
+is("$right_dealer|$right_miles|$longer", 't|t|t', 'on the changed network: its road distance, longer');
+is($msg_reopened, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+	'after the rollback, measured again (the version is the old one, not the one kept)');
+cmp_ok(abs($miles_reopened - $road_b), '<', 1e-9, 'and the road distance is B\'s again');
+
+# One-way streets count: a lead at the end of a one-way edge, the only
+# dealer at its start, is measured around the block, not back along it.
+my ($oneway, $from_v, $to_v, $len) = split /\|/, $node->safe_psql(
+	'app', q{
+	SELECT w.gid, w.target, w.source, w.length_m FROM public.ways w
+	 WHERE w.reverse_cost < 0 AND road_m(w.target, w.source) > w.length_m + 1
+	 ORDER BY w.gid LIMIT 1});
+$node->safe_psql(
+	'app', qq{
+	SELECT public.add_postal('94602', public.vertex_point($from_v));
+	UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number IN ('DA', 'DB');
+	SELECT public.add_dealer('DC', public.vertex_point($to_v));
+});
+($id, $dealer, $match, $miles) = split /\|/, $node->safe_psql('app', q{SELECT * FROM public.lead('94602')});
+my $around = $node->safe_psql('app', "SELECT road_m($from_v, $to_v) / 1609.344");
+is("$dealer|$match", 'DC|Drive Distance', "one-way edge $oneway: the lead goes to DC by road");
+cmp_ok(abs($miles - $around), '<', 1e-9,
+	"against the one-way street: the road around ($around miles), not the edge back (" . ($len / 1609.344) . ' miles)');
+
+# Off the network: a lead 2 km north of West Oakland is measured as the
+# crow flies, and a dealer 2 km away is too.
+$node->safe_psql(
+	'app', qq{
+	SELECT public.add_postal('94603', ST_Project(public.vertex_point($lead), 2000, 0)::geography);
+	SELECT public.add_dealer('DF', ST_Project(public.vertex_point($lead), 2000, pi())::geography);
+	UPDATE aimroute.dealers SET active_for_sales = true WHERE dealer_number IN ('DA', 'DB');
+});
+($id, $dealer, $match, $miles) = split /\|/, $node->safe_psql('app', q{SELECT * FROM public.lead('94603')});
+is($match, 'Radius', 'a lead off the network is routed as the crow flies (match Radius)');
+my $crow_best = $node->safe_psql(
+	'app', q{
+	SELECT d.dealer_number FROM aimroute.dealers d, aimroute.postal_codes p
+	 WHERE p.postal_code = '94603' AND d.location IS NOT NULL AND d.active_for_sales
+	 ORDER BY ST_Distance(d.location, p.centroid), d.dealer_number LIMIT 1});
+is($dealer, $crow_best, 'to the dealer closest as the crow flies');
+like(
+	$node->safe_psql('app', "SELECT explained($id)"),
+	qr/^Drive Distance\|\|\|no vertex of the road network within 250 m of the lead's postal centre point: candidates are measured as the crow flies$/m,
+	'the explanation says the lead is off the network');
+($id, $dealer, $match, $miles) = split /\|/, $node->safe_psql('app', q{SELECT * FROM public.lead('94601')});
+like(
+	$node->safe_psql('app', "SELECT explained($id)"),
+	qr/^Drive Distance\|DF\|[0-9.]+\|no vertex of the road network within 250 m of dealer DF: measured as the crow flies$/m,
+	'a dealer off the network is measured as the crow flies, and the explanation says so');
+is("$dealer|$match", 'DB|Drive Distance', 'the lead from 94601 still goes to B by road');
+
+# pgRouting failing does not lose the lead: with the network's length_m
+# renamed (in a transaction rolled back), the lead is routed as the crow
+# flies, and the explanation gives pgRouting's error.
+my $failed = $node->safe_psql(
+	'app', q{
+	BEGIN;
+	ALTER TABLE public.ways RENAME COLUMN length_m TO len;
+	SELECT lead_id AS failing, dealer_number AS fd, match_type AS fm FROM public.lead('94601') \gset
+	SELECT :'fd', :'fm', explained(:failing);
+	ROLLBACK;
+});
+like($failed, qr/^DA\|Radius\|/, 'pgRouting failing: the lead goes to the dealer closest as the crow flies');
+like($failed, qr/the road network could not be read: .*length_m.*: those candidates are measured as the crow flies/,
+	'and the explanation gives the error');
+
+# Drive Distance off: Radius as before.
+$node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = false');
+($id, $dealer, $match, $miles) = split /\|/, $node->safe_psql('app', q{SELECT * FROM public.lead('94601')});
+is("$dealer|$match", 'DA|Radius', 'Drive Distance off: the dealer closest as the crow flies, by Radius');
+cmp_ok(abs($miles - $crow_a), '<', 1e-6, 'at its straight-line miles');
+unlike($node->safe_psql('app', "SELECT explained($id)"), qr/Drive Distance|by road/,
+	'and the explanation does not speak of roads');
+$node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = true');
+
 $node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = false, drive_network = NULL');
 is($node->safe_psql('app', 'SELECT drive_distance_enabled, drive_network IS NULL FROM aimroute.settings'),
 	'f|t', 'and it is switched off');
