@@ -273,6 +273,11 @@ $node->safe_psql(
 	    INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
 	    VALUES ('DRV', 'US', code, 'drive@example.com')
 	    RETURNING lead_id, dealer_number, match_type::text, distance_miles $$;
+	CREATE FUNCTION public.lead_prp(code text) RETURNS TABLE (lead_id bigint, dealer_number text, match_type text, miles float8)
+	    LANGUAGE sql AS $$
+	    INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
+	    VALUES ('PRP', 'US', code, 'property@example.com')
+	    RETURNING lead_id, dealer_number, match_type::text, distance_miles $$;
 	CREATE FUNCTION public.explained(id bigint) RETURNS text LANGUAGE sql AS $$
 	    SELECT string_agg(format('%s|%s|%s|%s', e.rule, e.dealer_number, round(e.distance_miles::numeric, 3), e.message), E'\n' ORDER BY e.step)
 	      FROM aimroute.explain_lead(id) e $$;
@@ -441,6 +446,89 @@ my $failed = $node->safe_psql(
 like($failed, qr/^DA\|Radius\|/, 'pgRouting failing: the lead goes to the dealer closest as the crow flies');
 like($failed, qr/the road network could not be read: .*length_m.*: those candidates are measured as the crow flies/,
 	'and the explanation gives the error');
+
+# The property: over random leads and dealers placed in the network (at
+# most 150 m from a vertex, in any direction), the chosen dealer and its
+# road miles are those of a brute force: pgr_dijkstraCost from the lead's
+# nearest vertex to every dealer's, plus both snaps, the closest winning,
+# the lower dealer number among equals, a dealer with no path measured as
+# the crow flies.  Three rounds of 8 dealers (brand PRP) and 15 postal
+# codes, each lead from a fresh session (cold cache) and again from one
+# session (warm).
+$node->safe_psql(
+	'app', q{
+	INSERT INTO aimroute.brands VALUES ('PRP', 'Property test brand');
+	CREATE FUNCTION public.random_spot() RETURNS geography LANGUAGE sql VOLATILE AS $$
+	    SELECT ST_Project(public.vertex_point(a.ids[1 + floor(random() * array_length(a.ids, 1))::int]),
+	                      random() * 150, random() * 2 * pi())::geography
+	      FROM (SELECT array_agg(x.id ORDER BY x.id) AS ids
+	              FROM (SELECT source AS id FROM public.ways UNION SELECT target FROM public.ways) x) a $$;
+	CREATE FUNCTION public.nearest_vertex(g geography, OUT id bigint, OUT m float8) LANGUAGE sql AS $$
+	    SELECT v.id, ST_Distance(v.the_geom::geography, g) FROM public.ways_vertices_pgr v
+	     WHERE v.id IN (SELECT source FROM public.ways UNION SELECT target FROM public.ways)
+	     ORDER BY 2, 1 LIMIT 1 $$;
+	CREATE FUNCTION public.brute_force(code text, OUT dealer_number text, OUT miles float8) LANGUAGE sql AS $$
+	    SELECT d.dealer_number,
+	           coalesce(ls.m + public.road_m(ls.id, ds.id) + ds.m, ST_Distance(d.location, p.centroid)) / 1609.344
+	      FROM aimroute.postal_codes p, aimroute.dealers d
+	      JOIN aimroute.dealer_brands b ON b.dealer_number = d.dealer_number AND b.brand_code = 'PRP'
+	      CROSS JOIN LATERAL public.nearest_vertex(d.location) ds
+	      CROSS JOIN LATERAL public.nearest_vertex((SELECT p2.centroid FROM aimroute.postal_codes p2
+	                                                 WHERE p2.country = 'US' AND p2.postal_code = code)) ls
+	     WHERE p.country = 'US' AND p.postal_code = code AND d.active_for_sales
+	     ORDER BY 2, 1 LIMIT 1 $$;
+	CREATE TABLE public.property_leads (round int, postal_code text, session text, lead_id bigint,
+	                                     dealer_number text, match_type text, miles float8);
+});
+my $mismatches = '';
+for my $round (1 .. 3)
+{
+	$node->safe_psql(
+		'app', qq{
+		SELECT setseed(0.$round);
+		UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number LIKE 'PRP%';
+		INSERT INTO aimroute.dealers (dealer_number, name, country, location)
+		SELECT format('PRP%s-%s', $round, i), 'Property dealer', 'US', public.random_spot() FROM generate_series(1, 8) i;
+		INSERT INTO aimroute.dealer_brands SELECT format('PRP%s-%s', $round, i), 'PRP' FROM generate_series(1, 8) i;
+		SELECT public.add_postal(format('97%s%s', $round, lpad(i::text, 2, '0')), public.random_spot()) FROM generate_series(1, 15) i;
+	});
+	my @codes = map { sprintf('97%d%02d', $round, $_) } 1 .. 15;
+	for my $code (@codes)
+	{
+		$node->safe_psql(
+			'app', qq{
+			INSERT INTO public.property_leads SELECT $round, '$code', 'cold', * FROM public.lead_prp('$code')});
+	}
+	$node->safe_psql('app',
+		join('', map { qq{INSERT INTO public.property_leads SELECT $round, '$_', 'one session', * FROM public.lead_prp('$_');\n} } @codes)
+		  . join('', map { qq{INSERT INTO public.property_leads SELECT $round, '$_', 'one session, again', * FROM public.lead_prp('$_');\n} } @codes));
+	# The brute force reads the dealers of this round, the active ones.
+	$mismatches .= $node->safe_psql(
+		'app', qq{
+	SELECT string_agg(format('%s (%s): routed to %s at %s miles, brute force %s at %s', t.postal_code, t.session,
+	                         t.dealer_number, t.miles, b.dealer_number, b.miles), E'\\n')
+	  FROM public.property_leads t CROSS JOIN LATERAL public.brute_force(t.postal_code) b
+	 WHERE t.round = $round AND (t.dealer_number IS DISTINCT FROM b.dealer_number OR abs(t.miles - b.miles) > 1e-9)});
+}
+is($mismatches, '', 'every lead went to the dealer closest by road, at its road miles, as the brute force says');
+my ($n, $road, $differs) = split /\|/, $node->safe_psql(
+	'app', q{
+	SELECT count(*), count(*) FILTER (WHERE t.match_type = 'Drive Distance'),
+	       count(DISTINCT t.postal_code) FILTER (WHERE t.dealer_number <> (
+	           SELECT d.dealer_number FROM aimroute.dealers d JOIN aimroute.dealer_brands b USING (dealer_number)
+	             JOIN aimroute.postal_codes p ON p.country = 'US' AND p.postal_code = t.postal_code
+	            WHERE b.brand_code = 'PRP' AND d.dealer_number LIKE format('PRP%s-%%', t.round)
+	            ORDER BY ST_Distance(d.location, p.centroid), d.dealer_number LIMIT 1))
+	  FROM public.property_leads t});
+is($n, 3 * 15 * 3, '135 leads: 45 postal codes, each from a fresh session, then twice from one session');
+cmp_ok($road, '>', $n / 2, "$road of them matched Drive Distance");
+cmp_ok($differs, '>', 0, "for $differs of the 45 postal codes the dealer closest by road is not the closest as the crow flies");
+is( $node->safe_psql(
+		'app', q{
+	SELECT count(*) FROM aimroute.leads l JOIN public.property_leads t ON t.lead_id = l.lead_id AND t.session = 'one session, again'
+	 CROSS JOIN LATERAL aimroute.explain_lead(l.lead_id) e
+	 WHERE e.message LIKE 'road distances: 0 measured by 0 pgr_dijkstraCost runs%'}),
+	'45', 'the second lead of each postal code in one session read every road distance from the cache');
 
 # Drive Distance off: Radius as before.
 $node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = false');
