@@ -327,6 +327,39 @@ is( $node->safe_psql(
 		           FROM aimroute.simulate_routing('-infinity', 'infinity') WHERE lead_id = $id}),
 	'DB Drive Distance', 'simulate_routing routes the lead by road too');
 
+# Re-routing follows the road order: the lead, overdue, goes to A, the
+# next closest by road, at A's road miles.
+$node->safe_psql('app',
+	"UPDATE aimroute.leads SET reroute_due_at = clock_timestamp() - interval '1 minute' WHERE lead_id = $id");
+is($node->safe_psql('app', 'SELECT aimroute.reroute_overdue()'), '1', 'the overdue lead is re-routed');
+my ($rerouted, $rerouted_miles) = split /\|/,
+  $node->safe_psql('app', "SELECT dealer_number || ' ' || match_type, distance_miles FROM aimroute.leads WHERE lead_id = $id");
+is($rerouted, 'DA Re-Route', 're-routed to A, the next closest by road');
+cmp_ok(abs($rerouted_miles - $road_a), '<', 1e-9, "at A's road miles ($road_a)");
+
+# Ties by road follow settings.tie_break: two dealers at B's vertex take
+# turns under round_robin.
+$node->safe_psql(
+	'app', qq{
+	INSERT INTO aimroute.brands VALUES ('TIE', 'Tie test brand');
+	INSERT INTO aimroute.dealers (dealer_number, name, country, location) VALUES
+	    ('T1', 'Tie 1', 'US', public.vertex_point($road_pick)), ('T2', 'Tie 2', 'US', public.vertex_point($road_pick)),
+	    ('T3', 'Tie 3', 'US', public.vertex_point($crow_pick));
+	INSERT INTO aimroute.dealer_brands VALUES ('T1', 'TIE'), ('T2', 'TIE'), ('T3', 'TIE');
+	UPDATE aimroute.settings SET tie_break = 'round_robin';
+});
+my $turns = $node->safe_psql(
+	'app', q{
+	INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
+	VALUES ('TIE', 'US', '94601', 'tie@example.com') RETURNING dealer_number || ' ' || match_type;
+	INSERT INTO aimroute.leads (brand_code, country, postal_code, email)
+	VALUES ('TIE', 'US', '94601', 'tie@example.com') RETURNING lead_id AS second, dealer_number || ' ' || match_type AS d2 \gset
+	SELECT :'d2', (SELECT e.message FROM aimroute.explain_lead(:second) e WHERE e.message LIKE 'round robin:%');
+});
+like($turns, qr/^T1 Drive Distance\nT2 Drive Distance\|round robin: tied with T1 at 0\.5 miles; /,
+	'round robin: T1 and T2, tied by road, take turns, and the explanation says so');
+$node->safe_psql('app', q{UPDATE aimroute.settings SET tie_break = 'dealer_number'});
+
 # The cache: a second lead from the same postal code reads the road
 # distances kept by the session, with no new pgr_dijkstraCost run
 # (pg_stat_xact_user_functions counts its calls in the transaction).
