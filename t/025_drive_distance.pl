@@ -304,6 +304,7 @@ is("$dealer|$match", 'DB|Drive Distance',
 	'the seeds\' case: the dealer closer by road gets the lead, as Drive Distance');
 cmp_ok(abs($miles - $road_b), '<', 1e-9, "distance_miles is the road miles ($road_b) of pgr_dijkstraCost");
 my $why = $node->safe_psql('app', "SELECT explained($id)");
+note "the explanation of the seeds' case:\n$why";
 like($why, qr/^Drive Distance\|\|\|by road on public\.ways: the lead's postal centre point is 0 m from its vertex $lead$/m,
 	'the explanation names the network and the lead\'s vertex');
 like($why, qr/^Drive Distance\|DA\|[0-9.]+\|candidate at [0-9.]+ miles by road, [0-9.]+ miles as the crow flies$/m,
