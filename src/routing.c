@@ -63,9 +63,10 @@
 #include "routing.h"
 #include "ties.h"
 
-#define LOG_CANDIDATES	5	/* candidates named in the explanation per step */
-#define DRIVE_FIRST_FEW 4	/* Drive Distance: candidates measured in the first Dijkstra run */
-#define TIE_TOLERANCE_M 1.0 /* round robin: dealers this close to the closest are tied */
+#define LOG_CANDIDATES		 5	 /* candidates named in the explanation per step */
+#define DRIVE_FIRST_FEW		 4	 /* Drive Distance: candidates measured in the first Dijkstra run */
+#define DRIVE_LOG_CANDIDATES 10	 /* Drive Distance: candidates named in the explanation */
+#define TIE_TOLERANCE_M		 1.0 /* round robin: dealers this close to the closest are tied */
 
 const char *const MatchKindLabels[] = {
 	"Territory",	"Radius",		"Drive Distance", "Default",  "Reassigned",
@@ -905,7 +906,7 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 					measured[at[i]].m = compact[i].road_m;
 					by_road[at[i]] = true;
 				}
-				else
+				else if (at[i] < DRIVE_LOG_CANDIDATES)
 					ExplainOffRoad(r, &lead, &compact[i], measured[at[i]].dealer, straight[at[i]]);
 		}
 		if (failed != NULL)
@@ -916,7 +917,9 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 		{
 			const char *dealer = ModelDealerNumber(r->model, measured[i].dealer);
 
-			if (by_road[i])
+			if (i >= DRIVE_LOG_CANDIDATES)
+				;
+			else if (by_road[i])
 				AddStep(r, rule, dealer, measured[i].m,
 						"candidate at %s by road, %s as the crow flies", MilesText(measured[i].m),
 						MilesText(straight[i]));
@@ -933,6 +936,9 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 		considered += nbatch;
 	}
 
+	if (considered > DRIVE_LOG_CANDIDATES)
+		AddStep(r, rule, NULL, NAN, "%d more candidates measured, none closer",
+				considered - DRIVE_LOG_CANDIDATES);
 	if (on_road)
 		AddStep(r, rule, NULL, NAN,
 				"road distances: %d measured by %d pgr_dijkstraCost %s, %d from the cache%s",
