@@ -14,7 +14,8 @@
  * length_m, metres), plus the straight line from the dealer's vertex to the
  * dealer.  By the triangle inequality it is never shorter than the straight
  * line between the two points, which is what lets routing.c stop its walk
- * early.  One Dijkstra run measures every dealer asked at once.
+ * early.  One Dijkstra run measures every dealer asked at once, on the
+ * edges around the lead first (DriveMeasure says why that is exact).
  *
  * Every road distance is kept in a hash table of the backend, keyed by the
  * two points (a postal code's centre point and a dealer's location: a moved
@@ -96,6 +97,24 @@ typedef struct RoadEntry
 	double dealer_snap_m;
 } RoadEntry;
 
+/*
+ * The network table's OID, whether it has cost and reverse_cost, whether it
+ * has the change trigger, and the network's version.
+ */
+#define IDENTITY_SQL                                                                               \
+	"SELECT c.oid,"                                                                                \
+	" EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid"                      \
+	"  AND a.attname = 'cost' AND a.attnum > 0 AND NOT a.attisdropped),"                           \
+	" EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid"                      \
+	"  AND a.attname = 'reverse_cost' AND a.attnum > 0 AND NOT a.attisdropped),"                   \
+	" EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid"                         \
+	"  AND t.tgfoid = 'aimroute.drive_network_changed()'::pg_catalog.regprocedure"                 \
+	"  AND t.tgenabled <> 'D' AND (t.tgtype & 60) = 60),"                                          \
+	" (SELECT v.version FROM aimroute.drive_network_version v)"                                    \
+	" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"         \
+	" WHERE n.nspname = $1 AND c.relname = $2"
+
+static SPIPlanPtr identity_plan = NULL; /* IDENTITY_SQL, kept for the session */
 static MemoryContext cache_context = NULL;
 static HTAB *snaps = NULL;
 static HTAB *roads = NULL;
@@ -112,6 +131,7 @@ static bool InSubtransaction(NetworkWork work, void *arg, char **why);
 static void StartWork(void *arg);
 static void MeasureWork(void *arg);
 static void UseGeneration(const Generation *g);
+static char *Around(const DriveLead *lead, double reach_m);
 static void Snap(int n, const double *lon, const double *lat, SnapEntry *out);
 static char *Quoted(const char *schema, const char *name);
 
@@ -178,19 +198,15 @@ StartWork(void *arg)
 	pinned = SpiConnectPinned();
 	values[0] = CStringGetTextDatum(strVal(linitial(names)));
 	values[1] = CStringGetTextDatum(strVal(lsecond(names)));
-	if (SPI_execute_with_args(
-			"SELECT c.oid,"
-			" EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid"
-			"  AND a.attname = 'cost' AND a.attnum > 0 AND NOT a.attisdropped),"
-			" EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid"
-			"  AND a.attname = 'reverse_cost' AND a.attnum > 0 AND NOT a.attisdropped),"
-			" EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid"
-			"  AND t.tgfoid = 'aimroute.drive_network_changed()'::pg_catalog.regprocedure"
-			"  AND t.tgenabled <> 'D' AND (t.tgtype & 60) = 60),"
-			" (SELECT v.version FROM aimroute.drive_network_version v)"
-			" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-			" WHERE n.nspname = $1 AND c.relname = $2",
-			2, (Oid[]){ TEXTOID, TEXTOID }, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (identity_plan == NULL)
+	{
+		SPIPlanPtr plan = SPI_prepare(IDENTITY_SQL, 2, (Oid[]){ TEXTOID, TEXTOID });
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the reading of the road network's table");
+		identity_plan = plan;
+	}
+	if (SPI_execute_plan(identity_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the road network's table");
 	if (SPI_processed != 1)
 	{
@@ -386,24 +402,41 @@ Snap(int n, const double *lon, const double *lat, SnapEntry *out)
 	MemoryContextSwitchTo(outer);
 }
 
-/* DriveMeasure's arguments, through InSubtransaction. */
+/* One Dijkstra run's arguments, through InSubtransaction. */
 typedef struct Measure
 {
 	DriveLead *lead;
 	DriveLeg *legs;
 	int n;
+	const bool *pending; /* the legs to measure */
+	double reach_m;		 /* on the edges within this of the lead's vertex; INFINITY: all */
 } Measure;
 
 /*
  * DriveMeasure measures the road distance from the lead to each of n
- * dealers: from the cache, or all that are not in it with one Dijkstra
- * run.  A leg that fails is DRIVE_FAILED, and lead->why says why.
+ * dealers (each leg's straight_m given): from the cache, else by a
+ * Dijkstra run on the part of the network around the lead, then, for the
+ * legs that run could not settle, on the whole network.  best_m is the
+ * best distance (by road, or as the crow flies) the caller found before,
+ * INFINITY for none; tie_m how close to it ties.  A leg that fails is
+ * DRIVE_FAILED, and lead->why says why.
+ *
+ * A path no longer than reach_m from the lead's vertex never leaves the
+ * circle of that radius, so a run on the edges that meet the circle's
+ * bounding box finds every such path exactly; a leg it leaves unreached or
+ * farther is farther than reach_m by road (DRIVE_BEYOND).  That settles
+ * it, when reach_m is at least best + tie_m and its straight line is
+ * longer than best + tie_m (were it cut off from the network, it would
+ * be measured as the crow flies and still lose).  Others are measured
+ * again on the whole network.
  */
 void
-DriveMeasure(DriveLead *lead, DriveLeg *legs, int n)
+DriveMeasure(DriveLead *lead, DriveLeg *legs, int n, double best_m, double tie_m)
 {
-	Measure m = { lead, legs, n };
-	int todo = 0;
+	bool *pending = palloc0(sizeof(bool) * Max(n, 1));
+	int npending = 0;
+	double farthest = 0.0;
+	Measure m = { lead, legs, n, pending, INFINITY };
 
 	for (int i = 0; i < n; i++)
 	{
@@ -423,29 +456,49 @@ DriveMeasure(DriveLead *lead, DriveLeg *legs, int n)
 		e = hash_search(roads, &key, HASH_FIND, NULL);
 		if (e == NULL)
 		{
-			todo++;
+			pending[i] = true;
+			npending++;
+			farthest = Max(farthest, legs[i].straight_m);
 			continue;
 		}
 		legs[i].how = e->how;
 		legs[i].path_m = e->path_m;
 		legs[i].dealer_snap_m = e->dealer_snap_m;
-		if (e->how == DRIVE_ROAD)
+		if (e->how == DRIVE_ROAD || e->how == DRIVE_BEYOND)
 			legs[i].road_m = lead->snap_m + e->path_m + e->dealer_snap_m;
 		legs[i].cached = true;
-		lead->cached++;
 	}
-	if (todo > 0)
+	if (npending > 0)
 	{
-		char *why = NULL;
-
-		if (!InSubtransaction(MeasureWork, &m, &why))
-			lead->why = why;
+		m.reach_m = Max(DRIVE_REACH_FACTOR * farthest, DRIVE_MIN_REACH_M);
+		if (!InSubtransaction(MeasureWork, &m, &lead->why))
+			return;
 	}
+
+	/* What the runs around the lead did not settle, on the whole network. */
+	for (int i = 0; i < n; i++)
+		if (legs[i].how == DRIVE_ROAD)
+			best_m = Min(best_m, legs[i].road_m);
+		else if (legs[i].how == DRIVE_DEALER_OFF || legs[i].how == DRIVE_NO_PATH)
+			best_m = Min(best_m, legs[i].straight_m);
+	npending = 0;
+	for (int i = 0; i < n; i++)
+	{
+		pending[i] =
+			legs[i].how == DRIVE_BEYOND && (isinf(best_m) || legs[i].road_m < best_m + tie_m ||
+											!(legs[i].straight_m > best_m + tie_m));
+		npending += pending[i];
+	}
+	m.reach_m = INFINITY;
+	if (npending > 0)
+		(void) InSubtransaction(MeasureWork, &m, &lead->why);
+	for (int i = 0; i < n; i++)
+		lead->cached += legs[i].cached;
 }
 
 /*
- * MeasureWork measures the legs DriveMeasure did not find in the cache, in
- * a subtransaction.
+ * MeasureWork is one Dijkstra run for the pending legs, in a
+ * subtransaction; it changes the legs only when it succeeds.
  */
 static void
 MeasureWork(void *arg)
@@ -456,12 +509,13 @@ MeasureWork(void *arg)
 	double *lon = palloc(sizeof(double) * m->n);
 	double *lat = palloc(sizeof(double) * m->n);
 	SnapEntry *snap = palloc(sizeof(SnapEntry) * m->n);
+	double *path = palloc(sizeof(double) * m->n);
 	Datum *ends = palloc(sizeof(Datum) * m->n);
 	int ntodo = 0, nends = 0;
 	MemoryContext outer = CurrentMemoryContext;
 
 	for (int i = 0; i < m->n; i++)
-		if (!m->legs[i].cached)
+		if (m->pending[i])
 		{
 			lon[ntodo] = m->legs[i].lon;
 			lat[ntodo] = m->legs[i].lat;
@@ -470,22 +524,11 @@ MeasureWork(void *arg)
 	Snap(ntodo, lon, lat, snap);
 	for (int j = 0; j < ntodo; j++)
 	{
-		DriveLeg *leg = &m->legs[todo[j]];
-
-		if (!snap[j].found)
-			leg->how = DRIVE_DEALER_OFF;
-		else
-		{
-			leg->how = DRIVE_NO_PATH; /* until a path is found */
-			leg->dealer_snap_m = snap[j].snap_m;
-			if (snap[j].vertex == lead->vertex)
-			{
-				leg->how = DRIVE_ROAD;
-				leg->path_m = 0.0;
-			}
-			else
-				ends[nends++] = Int64GetDatum(snap[j].vertex);
-		}
+		path[j] = NAN;
+		if (snap[j].found && snap[j].vertex == lead->vertex)
+			path[j] = 0.0;
+		else if (snap[j].found)
+			ends[nends++] = Int64GetDatum(snap[j].vertex);
 	}
 
 	if (nends > 0)
@@ -493,14 +536,17 @@ MeasureWork(void *arg)
 		int pinned = SpiConnectPinned();
 		int level = NewGUCNestLevel();
 		Datum values[3];
+		char *edges = edges_sql;
 		char *sql;
 
+		if (!isinf(m->reach_m))
+			edges = psprintf("%s%s", edges_sql, Around(lead, m->reach_m));
 		/* pgRouting's SQL functions call its other functions by unqualified names. */
 		(void) set_config_option("search_path", psprintf("pg_catalog, %s, pg_temp", pgrouting),
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		sql = psprintf("SELECT d.end_vid, d.agg_cost FROM %s.pgr_dijkstracost($1, $2, $3, true) d",
 					   pgrouting);
-		values[0] = CStringGetTextDatum(edges_sql);
+		values[0] = CStringGetTextDatum(edges);
 		values[1] = Int64GetDatum(lead->vertex);
 		values[2] = PointerGetDatum(
 			construct_array(ends, nends, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -519,11 +565,8 @@ MeasureWork(void *arg)
 			if (isnull1 || isnull2 || cost < 0)
 				continue;
 			for (int j = 0; j < ntodo; j++)
-				if (snap[j].found && snap[j].vertex == vertex)
-				{
-					m->legs[todo[j]].how = DRIVE_ROAD;
-					m->legs[todo[j]].path_m = cost;
-				}
+				if (snap[j].found && snap[j].vertex == vertex && snap[j].vertex != lead->vertex)
+					path[j] = cost;
 		}
 		AtEOXact_GUC(true, level);
 		SpiFinishPinned(pinned);
@@ -536,9 +579,28 @@ MeasureWork(void *arg)
 		RoadKey key;
 		RoadEntry *e;
 
-		if (leg->how == DRIVE_ROAD)
-			leg->road_m = lead->snap_m + leg->path_m + leg->dealer_snap_m;
-		lead->measured++;
+		leg->dealer_snap_m = snap[j].found ? snap[j].snap_m : NAN;
+		leg->path_m = NAN;
+		leg->road_m = NAN;
+		if (!snap[j].found)
+			leg->how = DRIVE_DEALER_OFF;
+		else if (!isnan(path[j]) && path[j] <= m->reach_m)
+		{
+			leg->how = DRIVE_ROAD;
+			leg->path_m = path[j];
+			leg->road_m = lead->snap_m + path[j] + leg->dealer_snap_m;
+		}
+		else if (isinf(m->reach_m))
+			leg->how = DRIVE_NO_PATH;
+		else
+		{
+			/* Farther than reach_m, kept as that: at least. */
+			leg->how = DRIVE_BEYOND;
+			leg->path_m = m->reach_m;
+			leg->road_m = lead->snap_m + m->reach_m + leg->dealer_snap_m;
+		}
+		leg->cached = false;
+		lead->measured += leg->how != DRIVE_BEYOND;
 		memset(&key, 0, sizeof(key));
 		key.lead[0] = lead->lon;
 		key.lead[1] = lead->lat;
@@ -549,6 +611,33 @@ MeasureWork(void *arg)
 		e->path_m = leg->path_m;
 		e->dealer_snap_m = leg->dealer_snap_m;
 	}
+}
+
+/*
+ * Around is the condition that keeps the edges that may hold a path of at
+ * most reach_m from the lead's vertex: those whose box meets the box of
+ * the circle of reach_m around it (around the lead's point, reach_m plus
+ * its snap), with room.  A circle over a pole or across the antimeridian
+ * keeps every edge.
+ */
+static char *
+Around(const DriveLead *lead, double reach_m)
+{
+	double r = reach_m + lead->snap_m + 1.0;
+	double dlat = r / 110000.0; /* a degree of latitude is at least 110,574 m */
+	double top = Max(fabs(lead->lat - dlat), fabs(lead->lat + dlat));
+	double dlon;
+	const char *pg = PostgisSchema();
+
+	if (top >= 89.0)
+		return "";
+	/* A degree of longitude is at least 111,319 m times the cosine of the latitude. */
+	dlon = r / (111000.0 * cos(top * M_PI / 180.0));
+	if (lead->lon - dlon <= -180.0 || lead->lon + dlon >= 180.0)
+		return "";
+	return psprintf(
+		" AND w.the_geom OPERATOR(%s.&&) %s.st_makeenvelope(%.9f, %.9f, %.9f, %.9f, 4326)", pg, pg,
+		lead->lon - dlon, lead->lat - dlat, lead->lon + dlon, lead->lat + dlat);
 }
 
 /*

@@ -829,6 +829,7 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 	Holder *measured = palloc(sizeof(Holder) * Max(n, 1));
 	double *straight = palloc(sizeof(double) * Max(n, 1));
 	bool *by_road = palloc(sizeof(bool) * Max(n, 1));
+	double *beyond = palloc(sizeof(double) * Max(n, 1)); /* farther by road than this; NaN */
 	DriveLeg *legs = palloc(sizeof(DriveLeg) * Max(n, 1));
 	int *batch = palloc(sizeof(int) * Max(n, 1));
 	int considered = 0, next = 0, won = -1, crow = -1;
@@ -869,11 +870,13 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 			measured[considered + nbatch].dealer = cand[next].dealer;
 			measured[considered + nbatch].m = spheroid;
 			by_road[considered + nbatch] = false;
+			beyond[considered + nbatch] = NAN;
 			if (on_road && !isnan(spheroid))
 			{
 				const ModelDealer *d = ModelDealerAt(r->model, cand[next].dealer);
 
 				DriveLonLat(d->xyz, &legs[nbatch].lon, &legs[nbatch].lat);
+				legs[nbatch].straight_m = spheroid;
 				batch[nbatch] = considered + nbatch;
 			}
 			else
@@ -898,13 +901,20 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 					at[nlegs++] = batch[i];
 				}
 			lead.why = NULL;
-			DriveMeasure(&lead, compact, nlegs);
+			DriveMeasure(&lead, compact, nlegs,
+						 won >= 0 && !isnan(measured[won].m) ? measured[won].m : INFINITY, tie_m);
 			failed = lead.why;
 			for (int i = 0; i < nlegs; i++)
 				if (compact[i].how == DRIVE_ROAD)
 				{
 					measured[at[i]].m = compact[i].road_m;
 					by_road[at[i]] = true;
+				}
+				else if (compact[i].how == DRIVE_BEYOND)
+				{
+					/* Farther by road than a dealer found: it cannot win. */
+					measured[at[i]].m = NAN;
+					beyond[at[i]] = compact[i].road_m;
 				}
 				else if (at[i] < DRIVE_LOG_CANDIDATES)
 					ExplainOffRoad(r, &lead, &compact[i], measured[at[i]].dealer, straight[at[i]]);
@@ -923,6 +933,11 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 				AddStep(r, rule, dealer, measured[i].m,
 						"candidate at %s by road, %s as the crow flies", MilesText(measured[i].m),
 						MilesText(straight[i]));
+			else if (!isnan(beyond[i]))
+				AddStep(
+					r, rule, dealer, NAN,
+					"candidate at %s as the crow flies, more than %s by road: not measured further",
+					MilesText(straight[i]), MilesText(beyond[i]));
 			else
 				AddStep(r, rule, dealer, measured[i].m, "candidate at %s as the crow flies",
 						MilesText(straight[i]));
@@ -962,10 +977,11 @@ TryDriveDistance(Routing *r, const CandidateFilter *f)
 		char *why = "";
 
 		if (crow != won && by_road[won])
-			why = psprintf("; %s is closer as the crow flies (%s) but %s", closest,
-						   MilesText(straight[crow]),
-						   by_road[crow] ? psprintf("%s by road", MilesText(measured[crow].m))
-										 : "not by road");
+			why = psprintf(
+				"; %s is closer as the crow flies (%s) but %s", closest, MilesText(straight[crow]),
+				by_road[crow]		   ? psprintf("%s by road", MilesText(measured[crow].m))
+				: !isnan(beyond[crow]) ? psprintf("more than %s by road", MilesText(beyond[crow]))
+									   : "not reached by road");
 		if (by_road[won])
 		{
 			AddStep(r, rule, winner, measured[won].m,

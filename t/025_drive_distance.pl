@@ -378,10 +378,14 @@ my $cache = $node->safe_psql(
 	       (SELECT message FROM aimroute.explain_lead(:second) WHERE message LIKE 'road distances:%');
 });
 my ($runs1, $runs2, $msg1, $msg2) = split /\|/, $cache;
-is($runs1, '1', 'the first lead of a session from 94601 runs pgr_dijkstraCost once');
-is($msg1, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+# Twice: around the lead, which leaves A farther than 1,000 m by road
+# (DRIVE_MIN_REACH_M), then on the whole network, since A is closer as the
+# crow flies than B by road: were A cut off from the network, it would win
+# as the crow flies.
+is($runs1, '2', 'the first lead of a session from 94601 runs pgr_dijkstraCost twice');
+is($msg1, 'road distances: 2 measured by 2 pgr_dijkstraCost runs, 0 from the cache',
 	'and its explanation says so');
-is($runs2, '1', 'the second lead from 94601 runs it no more');
+is($runs2, '2', 'the second lead from 94601 runs it no more');
 is($msg2, 'road distances: 0 measured by 0 pgr_dijkstraCost runs, 2 from the cache',
 	'its road distances come from the cache, as its explanation says');
 
@@ -411,12 +415,12 @@ my ($moved, $right_dealer, $right_miles, $longer, $msg_before, $msg_changed, $ms
   split /\|/, $cache;
 is($moved, 't',
 	'an UPDATE of the network gives it a new version (its trigger, put there when Drive Distance was switched on)');
-is($msg_before, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+is($msg_before, 'road distances: 2 measured by 2 pgr_dijkstraCost runs, 0 from the cache',
 	'a new session measures once');
-is($msg_changed, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+is($msg_changed, 'road distances: 2 measured by 2 pgr_dijkstraCost runs, 0 from the cache',
 	'after the change, the same postal code is measured again');
 is("$right_dealer|$right_miles|$longer", 't|t|t', 'on the changed network: its road distance, longer');
-is($msg_reopened, 'road distances: 2 measured by 1 pgr_dijkstraCost run, 0 from the cache',
+is($msg_reopened, 'road distances: 2 measured by 2 pgr_dijkstraCost runs, 0 from the cache',
 	'after the rollback, measured again (the version is the old one, not the one kept)');
 cmp_ok(abs($miles_reopened - $road_b), '<', 1e-9, 'and the road distance is B\'s again');
 
@@ -514,19 +518,23 @@ $node->safe_psql(
 	CREATE TABLE public.property_leads (round int, postal_code text, session text, lead_id bigint,
 	                                     dealer_number text, match_type text, miles float8);
 });
-my $mismatches = '';
-for my $round (1 .. 3)
+# property_round(round, dealers, codes): dealers and postal codes at
+# random spots of the network, a lead from each code from a fresh session,
+# then twice from one session; returns the leads that differ from the brute
+# force.
+sub property_round
 {
+	my ($round, $ndealers, $ncodes) = @_;
 	$node->safe_psql(
 		'app', qq{
 		SELECT setseed(0.$round);
 		UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number LIKE 'PRP%';
 		INSERT INTO aimroute.dealers (dealer_number, name, country, location)
-		SELECT format('PRP%s-%s', $round, i), 'Property dealer', 'US', public.random_spot() FROM generate_series(1, 8) i;
-		INSERT INTO aimroute.dealer_brands SELECT format('PRP%s-%s', $round, i), 'PRP' FROM generate_series(1, 8) i;
-		SELECT public.add_postal(format('97%s%s', $round, lpad(i::text, 2, '0')), public.random_spot()) FROM generate_series(1, 15) i;
+		SELECT format('PRP%s-%s', $round, i), 'Property dealer', 'US', public.random_spot() FROM generate_series(1, $ndealers) i;
+		INSERT INTO aimroute.dealer_brands SELECT format('PRP%s-%s', $round, i), 'PRP' FROM generate_series(1, $ndealers) i;
+		SELECT public.add_postal(format('97%s%s', $round, lpad(i::text, 2, '0')), public.random_spot()) FROM generate_series(1, $ncodes) i;
 	});
-	my @codes = map { sprintf('97%d%02d', $round, $_) } 1 .. 15;
+	my @codes = map { sprintf('97%d%02d', $round, $_) } 1 .. $ncodes;
 	for my $code (@codes)
 	{
 		$node->safe_psql(
@@ -537,13 +545,14 @@ for my $round (1 .. 3)
 		join('', map { qq{INSERT INTO public.property_leads SELECT $round, '$_', 'one session', * FROM public.lead_prp('$_');\n} } @codes)
 		  . join('', map { qq{INSERT INTO public.property_leads SELECT $round, '$_', 'one session, again', * FROM public.lead_prp('$_');\n} } @codes));
 	# The brute force reads the dealers of this round, the active ones.
-	$mismatches .= $node->safe_psql(
+	return $node->safe_psql(
 		'app', qq{
 	SELECT string_agg(format('%s (%s): routed to %s at %s miles, brute force %s at %s', t.postal_code, t.session,
 	                         t.dealer_number, t.miles, b.dealer_number, b.miles), E'\\n')
 	  FROM public.property_leads t CROSS JOIN LATERAL public.brute_force(t.postal_code) b
 	 WHERE t.round = $round AND (t.dealer_number IS DISTINCT FROM b.dealer_number OR abs(t.miles - b.miles) > 1e-9)});
 }
+my $mismatches = join('', map { property_round($_, 8, 15) } 1 .. 3);
 is($mismatches, '', 'every lead went to the dealer closest by road, at its road miles, as the brute force says');
 my ($n, $road, $differs) = split /\|/, $node->safe_psql(
 	'app', q{
@@ -553,7 +562,7 @@ my ($n, $road, $differs) = split /\|/, $node->safe_psql(
 	             JOIN aimroute.postal_codes p ON p.country = 'US' AND p.postal_code = t.postal_code
 	            WHERE b.brand_code = 'PRP' AND d.dealer_number LIKE format('PRP%s-%%', t.round)
 	            ORDER BY ST_Distance(d.location, p.centroid), d.dealer_number LIMIT 1))
-	  FROM public.property_leads t});
+	  FROM public.property_leads t WHERE t.round <= 3});
 is($n, 3 * 15 * 3, '135 leads: 45 postal codes, each from a fresh session, then twice from one session');
 cmp_ok($road, '>', $n / 2, "$road of them matched Drive Distance");
 cmp_ok($differs, '>', 0, "for $differs of the 45 postal codes the dealer closest by road is not the closest as the crow flies");
@@ -561,8 +570,77 @@ is( $node->safe_psql(
 		'app', q{
 	SELECT count(*) FROM aimroute.leads l JOIN public.property_leads t ON t.lead_id = l.lead_id AND t.session = 'one session, again'
 	 CROSS JOIN LATERAL aimroute.explain_lead(l.lead_id) e
-	 WHERE e.message LIKE 'road distances: 0 measured by 0 pgr_dijkstraCost runs%'}),
+	 WHERE t.round <= 3 AND e.message LIKE 'road distances: 0 measured by 0 pgr_dijkstraCost runs%'}),
 	'45', 'the second lead of each postal code in one session read every road distance from the cache');
+
+# The same on a synthetic network larger than what a first Dijkstra run
+# reads (the edges within DRIVE_MIN_REACH_M, 1,000 m, or twice the
+# farthest straight line, of the lead): a grid of streets 100 m apart, 30 x
+# 30 crossings 7 km east of West Oakland, every third east-west street one
+# way (eastbound), a river between columns 14 and 15 crossed only by the
+# first and last rows, and an island (rows and columns 26 to 29) with no
+# road to the rest.  It replaces West Oakland under the name public.ways,
+# as a new import with osm2pgrouting --clean would: a new table, without
+# the change trigger until drive_network_watch() puts it there.
+$node->safe_psql(
+	'app', q{
+	ALTER TABLE public.ways RENAME TO ways_west_oakland;
+	ALTER TABLE public.ways_vertices_pgr RENAME TO ways_vertices_west_oakland;
+	CREATE TABLE public.ways_vertices_pgr AS
+	SELECT i * 100 + j + 1 AS id, i, j,
+	       ST_SetSRID(ST_MakePoint(-122.20 + j * 100 / (111320 * cos(radians(37.80))), 37.80 + i * 100 / 110990.0), 4326) AS the_geom
+	  FROM generate_series(0, 29) i, generate_series(0, 29) j;
+	CREATE TABLE public.ways AS
+	SELECT row_number() OVER () AS gid, a.id AS source, b.id AS target,
+	       ST_MakeLine(a.the_geom, b.the_geom) AS the_geom,
+	       ST_Length(ST_MakeLine(a.the_geom, b.the_geom)::geography) AS length_m,
+	       a.i = b.i AND a.i % 3 = 0 AS one_way
+	  FROM public.ways_vertices_pgr a JOIN public.ways_vertices_pgr b
+	    ON (b.i = a.i AND b.j = a.j + 1) OR (b.j = a.j AND b.i = a.i + 1)
+	 WHERE NOT (b.i = a.i AND a.j = 14 AND a.i NOT IN (0, 29))
+	   AND NOT (a.i = 25 AND b.i = 26 AND a.j >= 26) AND NOT (a.j = 25 AND b.j = 26 AND a.i >= 26);
+	ALTER TABLE public.ways ADD cost float8, ADD reverse_cost float8;
+	UPDATE public.ways SET cost = length_m, reverse_cost = CASE WHEN one_way THEN -1 ELSE length_m END;
+	CREATE INDEX ON public.ways USING gist (the_geom);
+	ANALYZE public.ways;
+});
+($id, $dealer, $match, $miles) = split /\|/, $node->safe_psql(
+	'app', q{
+	UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number LIKE 'PRP%';
+	SELECT public.add_dealer('DG', public.vertex_point(1));
+	SELECT public.add_postal('94604', public.vertex_point(102));
+	SELECT * FROM public.lead('94604');
+});
+is("$dealer|$match", 'DG|Drive Distance', 'the new network is read under the same name');
+like(
+	$node->safe_psql('app', "SELECT explained($id)"),
+	qr/^Drive Distance\|\|\|road distances: [0-9]+ measured by 1 pgr_dijkstraCost run, 0 from the cache \(kept for this statement only: the network table has no change trigger; run aimroute.drive_network_watch\(\)\)$/m,
+	'without its change trigger, the explanation says road distances are kept for this statement only');
+cmp_ok($node->safe_psql('app', 'SELECT aimroute.drive_network_watch()'),
+	'>', 0, 'drive_network_watch puts the trigger on the new table');
+$node->safe_psql('app', q{UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number = 'DG'});
+$mismatches = join('', map { property_round($_, 12, 20) } 4 .. 5);
+is($mismatches, '', 'on the grid too, every lead went to the dealer the brute force says, at its road miles');
+my ($grid_leads, $beyond, $reruns, $no_road, $grid_cached) = split /\|/, $node->safe_psql(
+	'app', q{
+	SELECT count(DISTINCT t.lead_id),
+	       count(DISTINCT t.lead_id) FILTER (WHERE e.message LIKE '%more than % by road: not measured further'),
+	       count(DISTINCT t.lead_id) FILTER (WHERE e.message ~ '^road distances: .* by [2-9] pgr_dijkstraCost runs'),
+	       count(DISTINCT t.lead_id) FILTER (WHERE e.message LIKE 'no road from the lead''s vertex %'),
+	       count(DISTINCT t.lead_id) FILTER (WHERE t.session = 'one session, again' AND e.message LIKE 'road distances: 0 measured by 0 %')
+	  FROM public.property_leads t CROSS JOIN LATERAL aimroute.explain_lead(t.lead_id) e
+	 WHERE t.round >= 4});
+is($grid_leads, 2 * 20 * 3, '120 leads on the grid');
+cmp_ok($beyond, '>', 0, "$beyond of them left a farther candidate unmeasured (farther by road than what the first run read)");
+cmp_ok($reruns, '>', 0, "$reruns of them needed a run on the whole network (across the river)");
+cmp_ok($no_road, '>', 0, "$no_road of them had a candidate with no road to it (the island)");
+is($grid_cached, '40', 'the second lead of each postal code in one session read every road distance from the cache');
+$node->safe_psql(
+	'app', q{
+	DROP TABLE public.ways, public.ways_vertices_pgr;
+	ALTER TABLE public.ways_west_oakland RENAME TO ways;
+	ALTER TABLE public.ways_vertices_west_oakland RENAME TO ways_vertices_pgr;
+});
 
 # Drive Distance off: Radius as before.
 $node->safe_psql('app', 'UPDATE aimroute.settings SET drive_distance_enabled = false');
