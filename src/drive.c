@@ -57,7 +57,7 @@
 #include "postgis.h"
 #include "search_path.h"
 
-/* The cache is emptied when it holds this many road distances. */
+/* The cache is emptied when it holds this many road distances, or snapped points. */
 #define DRIVE_CACHE_MAX 200000
 
 /* What the kept road distances are valid for. */
@@ -286,7 +286,8 @@ UseGeneration(const Generation *g)
 	HASHCTL ctl;
 
 	if (cache_context != NULL && memcmp(g, &generation, sizeof(Generation)) == 0 &&
-		hash_get_num_entries(roads) < DRIVE_CACHE_MAX)
+		hash_get_num_entries(roads) < DRIVE_CACHE_MAX &&
+		hash_get_num_entries(snaps) < DRIVE_CACHE_MAX)
 		return;
 	if (cache_context == NULL)
 		cache_context =
