@@ -17,7 +17,8 @@
 # worker's CPU), re-route throughput and lag, the delay of other messages
 # while one CRM endpoint hangs (bench/hang_listener.py), whether the
 # queue's expansion keeps up with inserts, how long a crash holds messages
-# back, and the first lead of a session with aimroute preloaded.  Prints a
+# back, and the first lead of a session with aimroute preloaded; last,
+# issue 20's four routing features side by side (bench/features.sql).  Prints a
 # summary with the ratios against the SPEC's targets and every row of issue
 # 16's target table, and writes results.csv, machine.txt and
 # cost_vs_dealers.svg.  docs/performance.md says what each figure means.
@@ -57,6 +58,8 @@
 #   BENCH_SMTP_SINK     fast: bench/fast_smtp_sink.py (default), aiosmtpd:
 #                       test/servers/smtp_sink.py
 #   BENCH_RESULTS_DIR   where the results go (default bench/results)
+#   BENCH_FEATURES      0: leave out issue 20's features (bench/features.sql,
+#                       about 3 minutes; default 1)
 #   BENCH_STOP_CLUSTER  1: stop the cluster at the end (default: left running)
 #   AIMROUTE_USER, AIMROUTE_PG_BINDIR  see scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
@@ -950,6 +953,22 @@ measure() {
 	     ON CONFLICT (size, measure) DO UPDATE SET value = excluded.value" >/dev/null
 }
 
+# run_features: issue 20's features (round robin, daily caps, the
+# business-hours clock, dated territories) against the same network and
+# leads without them (bench/features.sql), in a scratch database of its
+# own, dropped after; the output goes to results/features.txt.
+run_features() {
+	local db=aimroute_features
+	say "Issue 20's features side by side (bench/features.sql, database $db)"
+	psql -X -q -d postgres -c "SET client_min_messages = warning" \
+		-c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "SET client_min_messages = warning" \
+		-c "CREATE EXTENSION aimroute CASCADE" \
+		-c "SELECT aimroute.load_postal_codes(aimroute.bundled_postal_codes_path())" >/dev/null
+	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -f "$BENCH_DIR/features.sql" | tee "$RESULTS_DIR/features.txt"
+	psql -X -q -d postgres -c "DROP DATABASE $db WITH (FORCE)"
+}
+
 # describe_machine: what the figures were measured on.
 describe_machine() {
 	{
@@ -1010,6 +1029,8 @@ main() {
 		measure_first_route_preloaded "$FIRST_LEAD_SIZE"
 		set_workers off
 	fi
+
+	[ "${BENCH_FEATURES:-1}" = 0 ] || run_features
 
 	say "Summary"
 	"${PSQL[@]}" -v first_lead_size="${FIRST_LEAD_SIZE:-0}" -f "$BENCH_DIR/summary.sql"

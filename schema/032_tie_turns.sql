@@ -4,8 +4,8 @@
 -- and dealer that has been in a tie: the leads it received by a turn and
 -- when it received the last one.  Routing (src/ties.c) reads the rows only
 -- when it finds a tie, and a new lead that takes a turn locks the tied
--- dealers' rows and counts itself in the winner's, in the inserting
--- transaction.  The counters are not configuration: changing them gives no
+-- dealers' turns (a lock of its own, not the rows) and counts itself in the
+-- winner's row, in the inserting transaction.  The counters are not configuration: changing them gives no
 -- new config_version.
 --
 CREATE TABLE aimroute.tie_turns (

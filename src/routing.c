@@ -1098,7 +1098,8 @@ CapReached(Routing *r)
 		CapRoom(dealer, cap, r->at, r->settings->reroute.tz, r->request->take_turn, &day))
 		return false;
 	AddStep(r, MatchKindLabels[r->result->match], dealer, NAN,
-			"%s skipped: daily lead cap %d reached for %s", dealer, cap, day);
+			"%s skipped: daily lead cap %d reached for %s; the rules again without it", dealer, cap,
+			day);
 	r->excluded = repalloc(r->excluded, sizeof(int) * (r->nexcluded + 1));
 	r->excluded[r->nexcluded++] = di;
 	return true;
@@ -1253,10 +1254,7 @@ BreakTie(Routing *r, const char *rule, const Holder *c, int n)
 	{
 		if (i == won)
 			continue;
-		if (next < 0 || turns[i].leads < turns[next].leads ||
-			(turns[i].leads == turns[next].leads &&
-			 (turns[next].had_turn &&
-			  (!turns[i].had_turn || turns[i].last_at < turns[next].last_at))))
+		if (next < 0 || TieTurnFirst(&turns[i], &turns[next]))
 			next = i;
 		if (others.len > 0)
 			appendStringInfoString(&others, ", ");

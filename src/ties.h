@@ -17,5 +17,6 @@ typedef struct TieTurn
 
 extern int TieChoose(const char *brand, const char *const *dealers, int n, bool take,
 					 TieTurn *turns);
+extern bool TieTurnFirst(const TieTurn *a, const TieTurn *b);
 
 #endif /* AIMROUTE_TIES_H */

@@ -52,7 +52,7 @@ SELECT is(pg_temp.leads(2, '2026-03-10 16:00+00'), 'CP1 CP1', 'under the cap: th
 SELECT is(pg_temp.lead('full', '2026-03-10 18:00+00'), 'CP2', 'at the cap: the next dealer');
 SELECT matches(pg_temp.why('full'), 'Radius: CP1 skipped: daily lead cap 2 reached for 2026-03-10',
     'the explanation says the dealer was skipped for its cap, and the day');
-SELECT matches(pg_temp.why('full'), 'reached for 2026-03-10\nTerritory: .*\nRadius: candidate at 10\.3 miles\nRadius: chosen: [^\n]*$',
+SELECT matches(pg_temp.why('full'), 'reached for 2026-03-10; the rules again without it\nTerritory: .*\nRadius: candidate at 10\.3 miles\nRadius: chosen: [^\n]*$',
     'the rules then run again without the dealer and choose the next one');
 SELECT results_eq($$SELECT dealer_number, day, leads FROM daily_lead_counts ORDER BY 1, 2$$,
     $$VALUES ('CP1', '2026-03-10'::date, 2)$$,

@@ -3,7 +3,7 @@
 -- turns per brand; dealer_number (the default) keeps the lowest dealer
 -- number.  Everything is rolled back.
 BEGIN;
-SELECT plan(25);
+SELECT plan(27);
 SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
   FROM pg_extension e WHERE e.extname = 'postgis';
 SET LOCAL client_min_messages = warning;
@@ -116,6 +116,17 @@ SELECT is(pg_temp.leads(2, 'RRA', '49757'), 'RR1 RR2', 'and the leads after it g
 ------------------------------------------------------------------------------
 SELECT is(pg_temp.leads(4, 'RRC', '49757'), 'TT1 TT2 TT1 TT2',
     'round robin: equally near territory holders take turns');
+
+------------------------------------------------------------------------------
+-- Resetting a brand's turns with DELETE (as tie_turns' comment says): the
+-- next tied lead starts the turns again from no counts.
+------------------------------------------------------------------------------
+DELETE FROM tie_turns WHERE brand_code = 'RRA';
+SELECT is(pg_temp.leads(3, 'RRA', '49757'), 'RR1 RR2 RR3',
+    'after a reset the tied dealers take turns again in dealer number order');
+SELECT results_eq($$SELECT dealer_number, leads FROM tie_turns WHERE brand_code = 'RRA' ORDER BY 1$$,
+    $$VALUES ('RR1', 1::bigint), ('RR2', 1::bigint), ('RR3', 1::bigint)$$,
+    'each turn made its dealer''s counter again, one lead each');
 
 SELECT * FROM finish();
 ROLLBACK;
