@@ -616,6 +616,23 @@ like(
 	$node->safe_psql('app', "SELECT explained($id)"),
 	qr/^Drive Distance\|\|\|road distances: [0-9]+ measured by 1 pgr_dijkstraCost run, 0 from the cache \(kept for this statement only: the network table has no change trigger; run aimroute.drive_network_watch\(\)\)$/m,
 	'without its change trigger, the explanation says road distances are kept for this statement only');
+# An admin who may not put triggers on the table switches Drive Distance
+# on: it is on, and a notice says who can put the trigger there.
+my ($notice_out, $notice) = ('', '');
+$node->psql(
+	'app', q{
+	CREATE ROLE drive_admin IN ROLE aimroute_admin;
+	SET ROLE drive_admin;
+	UPDATE aimroute.settings SET drive_distance_enabled = false;
+	UPDATE aimroute.settings SET drive_distance_enabled = true;
+	RESET ROLE;
+	SELECT drive_distance_enabled FROM aimroute.settings;
+}, stdout => \$notice_out, stderr => \$notice);
+is($notice_out, 't', 'an admin who does not own the network table switches Drive Distance on');
+like(
+	$notice,
+	qr/NOTICE:  road distances are kept for one statement only: public\.ways has no change trigger\nHINT:  The owner of the table can put it there: SELECT aimroute\.drive_network_watch\(\)/,
+	'and a notice says the network has no change trigger, and who can put it there');
 cmp_ok($node->safe_psql('app', 'SELECT aimroute.drive_network_watch()'),
 	'>', 0, 'drive_network_watch puts the trigger on the new table');
 $node->safe_psql('app', q{UPDATE aimroute.dealers SET active_for_sales = false WHERE dealer_number = 'DG'});
