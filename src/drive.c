@@ -130,7 +130,7 @@ typedef void (*NetworkWork)(void *arg);
 static bool InSubtransaction(NetworkWork work, void *arg, char **why);
 static void StartWork(void *arg);
 static void MeasureWork(void *arg);
-static void UseGeneration(const Generation *g);
+static void UseGeneration(const Generation *g, bool empty);
 static char *Around(const DriveLead *lead, double reach_m);
 static void Snap(int n, const double *lon, const double *lat, SnapEntry *out);
 static char *Quoted(const char *schema, const char *name);
@@ -234,14 +234,7 @@ StartWork(void *arg)
 	SpiFinishPinned(pinned);
 	MemoryContextSwitchTo(outer);
 	lead->cache_kept = g.kept;
-	UseGeneration(&g);
 
-	if (network_sql == NULL)
-	{
-		network_sql = MemoryContextStrdup(cache_context, "");
-		edges_sql = network_sql;
-		pgrouting = network_sql;
-	}
 	{
 		char *table = Quoted(strVal(linitial(names)), strVal(lsecond(names)));
 		const char *pgr = quote_identifier(get_namespace_name(nsp));
@@ -256,8 +249,11 @@ StartWork(void *arg)
 				: "w.length_m::pg_catalog.float8",
 			table);
 
-		if (strcmp(network_sql, table) != 0 || strcmp(edges_sql, edges) != 0 ||
-			strcmp(pgrouting, pgr) != 0)
+		/* Other columns read (cost or reverse_cost added or dropped): other distances. */
+		bool same = edges_sql != NULL && strcmp(edges_sql, edges) == 0;
+
+		UseGeneration(&g, !same);
+		if (!same || strcmp(network_sql, table) != 0 || strcmp(pgrouting, pgr) != 0)
 		{
 			network_sql = MemoryContextStrdup(cache_context, table);
 			edges_sql = MemoryContextStrdup(cache_context, edges);
@@ -278,14 +274,15 @@ StartWork(void *arg)
 }
 
 /*
- * UseGeneration empties the cache when what it holds is not valid for g.
+ * UseGeneration empties the cache when what it holds is not valid for g,
+ * or when told to.
  */
 static void
-UseGeneration(const Generation *g)
+UseGeneration(const Generation *g, bool empty)
 {
 	HASHCTL ctl;
 
-	if (cache_context != NULL && memcmp(g, &generation, sizeof(Generation)) == 0 &&
+	if (!empty && cache_context != NULL && memcmp(g, &generation, sizeof(Generation)) == 0 &&
 		hash_get_num_entries(roads) < DRIVE_CACHE_MAX &&
 		hash_get_num_entries(snaps) < DRIVE_CACHE_MAX)
 		return;
