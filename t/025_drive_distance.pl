@@ -442,6 +442,20 @@ my $around = $node->safe_psql('app', "SELECT road_m($from_v, $to_v) / 1609.344")
 is("$dealer|$match", 'DC|Drive Distance', "one-way edge $oneway: the lead goes to DC by road");
 cmp_ok(abs($miles - $around), '<', 1e-9,
 	"against the one-way street: the road around ($around miles), not the edge back (" . ($len / 1609.344) . ' miles)');
+# Without reverse_cost (dropped in a transaction rolled back: no trigger
+# fires), every edge is two-way: the session measures again, and the lead
+# goes back along the edge.
+my ($before_drop, $after_drop) = split /\n/, $node->safe_psql(
+	'app', q{
+	SELECT miles FROM public.lead('94602');
+	BEGIN;
+	ALTER TABLE public.ways DROP COLUMN reverse_cost;
+	SELECT miles FROM public.lead('94602');
+	ROLLBACK;
+});
+cmp_ok(abs($before_drop - $around), '<', 1e-9, 'the same session: around the block');
+cmp_ok(abs($after_drop - $len / 1609.344), '<', 1e-9,
+	'with reverse_cost dropped, back along the edge: the cache was not used for other columns');
 
 # Off the network: a lead 2 km north of West Oakland is measured as the
 # crow flies, and a dealer 2 km away is too.
