@@ -20,6 +20,7 @@ OBJS = \
 	src/coverage.o \
 	src/delivery.o \
 	src/delivery_worker.o \
+	src/drive.o \
 	src/leads.o \
 	src/model.o \
 	src/model_share.o \

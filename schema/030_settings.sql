@@ -78,7 +78,10 @@ CREATE TABLE aimroute.settings (
         CONSTRAINT settings_lead_list_url_check
         CHECK (aimroute.url_is_valid(lead_list_url, '{http,https}') AND strpos(lead_list_url, '{date}') > 0),
     tie_break                  text NOT NULL DEFAULT 'dealer_number'
-        CONSTRAINT settings_tie_break_check CHECK (tie_break IN ('dealer_number', 'round_robin'))
+        CONSTRAINT settings_tie_break_check CHECK (tie_break IN ('dealer_number', 'round_robin')),
+    drive_distance_enabled     boolean NOT NULL DEFAULT false,
+    drive_network              text
+        CONSTRAINT settings_drive_network_check CHECK (btrim(drive_network) <> '')
 );
 COMMENT ON TABLE aimroute.settings IS 'aimroute''s settings: one row; change it with UPDATE.';
 COMMENT ON COLUMN aimroute.settings.radius_enabled IS 'Route by distance when no territory applies (default true).';
@@ -107,8 +110,145 @@ COMMENT ON COLUMN aimroute.settings.view_link_url IS 'Start of the view link in 
 COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
 COMMENT ON COLUMN aimroute.settings.lead_details_url IS 'The page of one lead in the OEM''s own tools, linked from failure notices and the daily recap: an http:// or https:// URL template where {lead_id} stands for the lead, such as https://crm.oem.example/leads/{lead_id}; NULL (default): no link, and the notice says so.';
 COMMENT ON COLUMN aimroute.settings.lead_list_url IS 'The list of a day''s leads in the OEM''s own tools, linked from the daily recap: an http:// or https:// URL template where {date} stands for the day recapped (YYYY-MM-DD, settings.timezone), such as https://crm.oem.example/leads?date={date}; NULL (default): no link, and the recap says so.';
+COMMENT ON COLUMN aimroute.settings.drive_distance_enabled IS 'Radius routing picks the dealer closest by road on the network drive_network names (docs/drive-distance.md); needs pgRouting (default false).';
+COMMENT ON COLUMN aimroute.settings.drive_network IS 'The edge table of the road network, schema-qualified, as osm2pgrouting imports it from OpenStreetMap data, such as public.ways; NULL (default): none.';
 COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
 COMMENT ON COLUMN aimroute.settings.tie_break IS 'Which of several equally near dealers gets a lead: dealer_number (default), the lowest dealer number; round_robin, the one with the fewest leads of the brand by turn, the longest ago among equals (aimroute.tie_turns).';
+
+--
+-- drive_network_check: whether Drive Distance can run on a road network;
+-- raises an error saying what to install or import when it cannot.
+--
+CREATE FUNCTION aimroute.drive_network_check(network text) RETURNS regclass
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    kind "char";
+    col text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'pgrouting') THEN
+        IF EXISTS (SELECT FROM pg_catalog.pg_available_extensions a WHERE a.name = 'pgrouting') THEN
+            RAISE EXCEPTION 'drive distance routing needs pgRouting, which is not installed in database %',
+                            current_database()
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Run CREATE EXTENSION pgrouting in this database (docs/drive-distance.md).';
+        END IF;
+        RAISE EXCEPTION 'drive distance routing needs pgRouting, which is not installed in database %',
+                        current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install pgRouting on this server (Debian and Ubuntu: apt-get install postgresql-15-pgrouting), then run CREATE EXTENSION pgrouting in this database (docs/drive-distance.md).';
+    END IF;
+    IF network IS NULL THEN
+        RAISE EXCEPTION 'drive distance routing needs a road network, and settings.drive_network is not set'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Import an OpenStreetMap extract with osm2pgrouting and name its edge table in the same UPDATE: SET drive_network = ''public.ways'', drive_distance_enabled = true (docs/drive-distance.md).';
+    END IF;
+    BEGIN
+        rel := pg_catalog.to_regclass(network);
+    EXCEPTION WHEN invalid_name OR syntax_error OR feature_not_supported THEN
+        rel := NULL;
+    END;
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF rel IS NULL OR kind NOT IN ('r', 'p', 'v', 'm', 'f') THEN
+        RAISE EXCEPTION 'drive distance routing needs a road network, and table "%" (settings.drive_network) does not exist',
+                        network
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Import an OpenStreetMap extract with osm2pgrouting, which makes the edge table ways, and name it with its schema, such as public.ways (docs/drive-distance.md).';
+    END IF;
+    SELECT m.col INTO col
+      FROM (VALUES (1, 'source', '{int2,int4,int8}'::text[]), (2, 'target', '{int2,int4,int8}'),
+                   (3, 'length_m', '{int2,int4,int8,float4,float8,numeric}'), (4, 'the_geom', '{geometry}'))
+           AS m(i, col, types)
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = rel AND a.attname = m.col AND a.attnum > 0
+                          AND NOT a.attisdropped
+                          AND a.atttypid IN (SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typname = ANY (m.types)))
+     ORDER BY m.i
+     LIMIT 1;
+    IF col IS NOT NULL THEN
+        RAISE EXCEPTION 'table % (settings.drive_network) is not a road network: it has no column % of the expected type',
+                        rel, col
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'drive_network names the edge table osm2pgrouting imports: source and target (vertex ids), length_m (metres), the_geom (a PostGIS line), and reverse_cost (negative: one way) when it has one (docs/drive-distance.md).';
+    END IF;
+    RETURN rel;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_check(text) IS
+    'The edge table a Drive Distance network names (settings.drive_network), when pgRouting is installed and the table has what routing reads; otherwise raises an error saying what to install or import.';
+
+--
+-- The version of the road network.  Routing keeps road distances in each
+-- session (src/drive.c) for as long as the network table is the same table
+-- and this version has not moved on: aimroute.drive_network_watch puts a
+-- statement trigger on the network table, which gives it a new version,
+-- never reused, with every change of the table, in the changing
+-- transaction.  A network without the trigger (such as one imported again
+-- with osm2pgrouting --clean) has its road distances kept for one
+-- statement only.
+--
+CREATE SEQUENCE aimroute.drive_network_changes;
+COMMENT ON SEQUENCE aimroute.drive_network_changes IS
+    'Numbers for aimroute.drive_network_version; never reused.';
+
+CREATE TABLE aimroute.drive_network_version (
+    one         boolean PRIMARY KEY DEFAULT true CONSTRAINT drive_network_version_one_row CHECK (one),
+    version     bigint NOT NULL DEFAULT 0,
+    changed_at  timestamptz
+);
+COMMENT ON TABLE aimroute.drive_network_version IS
+    'One row: the version of the Drive Distance road network, moved on by the trigger aimroute.drive_network_watch puts on the network table; road distances kept by routing are valid for one version. Do not change it by hand.';
+COMMENT ON COLUMN aimroute.drive_network_version.version IS 'The number of the network''s current state.';
+COMMENT ON COLUMN aimroute.drive_network_version.changed_at IS 'When the network last changed, as its trigger or drive_network_watch saw it; NULL: never.';
+INSERT INTO aimroute.drive_network_version DEFAULT VALUES;
+GRANT SELECT ON aimroute.drive_network_version TO aimroute_region, aimroute_dealer;
+
+CREATE FUNCTION aimroute.drive_network_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.drive_network_version v
+       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
+     WHERE v.one;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_changed() IS
+    'Statement trigger on the Drive Distance road network table (put there by drive_network_watch): gives the network a new version, so that the road distances sessions keep are measured again.';
+
+CREATE FUNCTION aimroute.drive_network_watch(network text DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    moved bigint;
+BEGIN
+    rel := aimroute.drive_network_check(coalesce(network, (SELECT s.drive_network FROM aimroute.settings s)));
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) IN ('r', 'p')
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = rel
+                          AND t.tgfoid = 'aimroute.drive_network_changed()'::pg_catalog.regprocedure) THEN
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER aimroute_drive_network_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION aimroute.drive_network_changed()', rel);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER aimroute_drive_network_changed', rel);
+    END IF;
+    UPDATE aimroute.drive_network_version v
+       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
+     WHERE v.one
+    RETURNING v.version INTO moved;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_watch(text) IS
+    'Puts the change trigger (aimroute_drive_network_changed) on a road network table, settings.drive_network when NULL, unless it has it, and gives the network a new version: run it after importing the network again (osm2pgrouting --clean makes a new table). Returns the new version.';
+REVOKE EXECUTE ON FUNCTION aimroute.drive_network_watch(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.drive_network_watch(text) TO aimroute_admin;
 
 --
 -- settings_validate: refuses a bad value with an error naming the setting
@@ -161,6 +301,9 @@ BEGIN
         allowed := 'true or false';
     ELSIF NEW.reroute_enabled IS NULL THEN
         bad := 'reroute_enabled';
+        allowed := 'true or false';
+    ELSIF NEW.drive_distance_enabled IS NULL THEN
+        bad := 'drive_distance_enabled';
         allowed := 'true or false';
     ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
         bad := 'radius_miles';
@@ -233,6 +376,9 @@ BEGIN
     ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
         bad := 'tie_break';
         allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
+    ELSIF btrim(NEW.drive_network) = '' THEN
+        bad := 'drive_network';
+        allowed := 'the edge table of a road network, with its schema, such as public.ways, or NULL for none';
     ELSIF NEW.singleton IS DISTINCT FROM true THEN
         bad := 'singleton';
         allowed := 'true: aimroute.settings has exactly one row';
@@ -245,6 +391,23 @@ BEGIN
                   HINT = format('%s must be %s.', bad, allowed);
     END IF;
     NEW.radius_countries := normalized;
+    -- Switching Drive Distance on, or naming another network: can it run?
+    IF NEW.drive_distance_enabled
+       AND (TG_OP = 'INSERT' OR NOT OLD.drive_distance_enabled
+            OR OLD.drive_network IS DISTINCT FROM NEW.drive_network) THEN
+        PERFORM aimroute.drive_network_check(NEW.drive_network);
+        -- Kept road distances need to know when the network changes: its
+        -- trigger.  Not on INSERT, nor on the UPDATE a second INSERT makes
+        -- (below): a restore brings the trigger with the table.
+        IF TG_OP = 'UPDATE' AND pg_catalog.pg_trigger_depth() = 1 THEN
+            BEGIN
+                PERFORM aimroute.drive_network_watch(NEW.drive_network);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE NOTICE 'road distances are kept for one statement only: % has no change trigger', NEW.drive_network
+                    USING HINT = 'The owner of the table can put it there: SELECT aimroute.drive_network_watch() (docs/drive-distance.md).';
+            END;
+        END IF;
+    END IF;
 
     -- A second INSERT (such as a restore of a dump) updates the one row.
     IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
@@ -269,7 +432,8 @@ BEGIN
             view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
             reroute_clock = NEW.reroute_clock,
             lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
-            tie_break = NEW.tie_break
+            tie_break = NEW.tie_break,
+            drive_distance_enabled = NEW.drive_distance_enabled, drive_network = NEW.drive_network
          WHERE s.singleton;
         RETURN NULL;
     END IF;
@@ -336,5 +500,6 @@ GRANT SELECT (singleton, radius_enabled, radius_miles, radius_countries, default
               product_routing_enabled, inventory_routing_enabled, reroute_enabled, reroute_max_dealers,
               reroute_after, reroute_skip_days, timezone, dedupe_window, smtp_url, smtp_from,
               push_gateway_url, delivery_retry_schedule, daily_recap_hour, oem_name, view_link_url,
-              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url, tie_break)
+              bounce_address, smtp_tls, reroute_clock, lead_details_url, lead_list_url, tie_break,
+              drive_distance_enabled, drive_network)
     ON aimroute.settings TO aimroute_region, aimroute_dealer;

@@ -29,6 +29,11 @@ AIMROUTE_PACKAGES=(
 	gdal-bin python3-matplotlib
 	postfix dovecot-imapd openssl iproute2
 	chromium python3-psycopg2 # the view link page (examples/view-link) and t/021_view_link.pl
+	# Drive Distance (docs/drive-distance.md), optional for users: pgRouting,
+	# the OpenStreetMap importer, and the real OpenStreetMap extract of West
+	# Oakland (c) OpenStreetMap contributors, ODbL, that t/025_drive_distance.pl
+	# imports (python-osmnx-doc ships it among its examples).
+	postgresql-15-pgrouting osm2pgrouting python-osmnx-doc
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

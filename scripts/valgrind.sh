@@ -14,7 +14,9 @@
 #                background workers run under memcheck from here on;
 #                test/valgrind/routing_workout.sql stands in for
 #                test/routing_property.sql, whose checks in SQL take 10 to
-#                over 20 minutes under memcheck
+#                over 20 minutes under memcheck, and
+#                test/valgrind/drive_workout.sql runs Drive Distance on a
+#                synthetic road network (it needs pgRouting)
 #   3. delivery  real deliveries to the loopback SMTP and HTTP sinks
 #                (test/valgrind/delivery_round.sql), a re-route by the
 #                re-route worker and a daily recap
@@ -58,7 +60,7 @@ STEP_TIMEOUT=600
 # reroute_deadline.sql and reroute_race.sql, and routing_property.sql
 # (above).
 PGTAP_FILES=(test/normalize_properties test/routing_rules test/routing_model test/valgrind/routing_workout
-	test/adf test/delivery test/reroute)
+	test/valgrind/drive_workout test/adf test/delivery test/reroute)
 [ -z "${AIMROUTE_VALGRIND_PGTAP:-}" ] || read -r -a PGTAP_FILES <<<"$AIMROUTE_VALGRIND_PGTAP"
 # shellcheck disable=SC2054 # the commas are in one option
 MEMCHECK=(

@@ -63,6 +63,15 @@ UPDATE settings SET lead_list_url = 'https://crm.oem.example/leads?date={date} '
 UPDATE settings SET singleton = false;
 UPDATE settings SET radius_enabled = NULL;
 UPDATE settings SET reroute_enabled = NULL;
+UPDATE settings SET drive_distance_enabled = NULL;
+UPDATE settings SET drive_network = ' ';
+-- Drive Distance needs pgRouting in the database (t/025_drive_distance.pl
+-- covers the rest: a missing or unusable road network, an imported one).
+-- Terse: the hint depends on whether this server has pgRouting to create.
+\set VERBOSITY terse
+UPDATE settings SET drive_distance_enabled = true, drive_network = 'public.ways';
+\set VERBOSITY default
+SELECT drive_distance_enabled, drive_network FROM settings;
 
 -- Good values are taken; countries are stored as alpha-2, once each.
 UPDATE settings SET radius_countries = '{usa,Canada,MEX,US}', radius_miles = 250.5,
@@ -110,6 +119,7 @@ UPDATE settings SET oem_name = ' ';
 UPDATE settings SET view_link_url = 'ftp://x';
 UPDATE settings SET lead_details_url = 'https://x/leads';
 UPDATE settings SET lead_list_url = 'ftp://x/{date}';
+UPDATE settings SET drive_network = '';
 UPDATE settings SET singleton = false;
 UPDATE settings SET default_dealer_number = 'NO-SUCH-DEALER';
 \set VERBOSITY default

@@ -132,6 +132,10 @@ static int FindText(const char *base, const ModelRef *sorted, int n, const char 
 static bool Contains(const char *base, ModelRef sorted, int n, int value);
 static int ReadQuery(const char *sql, bool read_only, long count);
 static bool ReadRoundRobin(void);
+static int Candidates(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
+					  double limit_m, bool all, Candidate **out);
+static void ReadDrive(Builder *b);
+static bool SettingsHave(const char *column);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
@@ -674,6 +678,8 @@ Bind(Model *m, const char *bytes)
 	s->product_routing = d->product_routing;
 	s->inventory_routing = d->inventory_routing;
 	s->round_robin = d->round_robin;
+	s->drive_enabled = d->drive_enabled;
+	s->drive_network = ModelText(m, d->drive_network);
 	s->reroute = d->reroute;
 	/* pg_tzset's zones live as long as the backend: keep the pointer. */
 	s->reroute.tz = pg_tzset(s->reroute.timezone);
@@ -875,6 +881,52 @@ LoadSettings(Builder *b)
 	reroute.tz = NULL; /* an address in this backend only: Bind looks it up */
 	HEAD(b)->reroute = reroute;
 	HEAD(b)->round_robin = ReadRoundRobin();
+	ReadDrive(b);
+}
+
+/*
+ * SettingsHave tells whether aimroute.settings has a column: a database
+ * not updated from 0.1.0 yet lacks those 0.2.0 added.
+ */
+static bool
+SettingsHave(const char *column)
+{
+	MemoryContext context = CurrentMemoryContext;
+	Datum name = CStringGetTextDatum(column);
+	int rc = SPI_execute_with_args("SELECT FROM pg_catalog.pg_attribute a"
+								   " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.settings')"
+								   " AND a.attname = $1 AND NOT a.attisdropped",
+								   1, (Oid[]){ TEXTOID }, &name, NULL, true, 1);
+
+	MemoryContextSwitchTo(context);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of aimroute.settings");
+	return SPI_processed == 1;
+}
+
+/*
+ * ReadDrive copies settings.drive_distance_enabled and drive_network; a
+ * database not updated from 0.1.0 yet has neither, and measures as the
+ * crow flies.
+ */
+static void
+ReadDrive(Builder *b)
+{
+	char *network;
+	ModelRef ref;
+
+	if (!SettingsHave("drive_network"))
+		return;
+	if (ReadQuery("SELECT drive_network FROM aimroute.settings"
+				  " WHERE drive_distance_enabled AND drive_network IS NOT NULL",
+				  true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read settings.drive_distance_enabled");
+	if (SPI_processed != 1)
+		return;
+	network = Text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	ref = KeepString(b, network);
+	HEAD(b)->drive_enabled = true;
+	HEAD(b)->drive_network = ref;
 }
 
 /*
@@ -885,12 +937,7 @@ LoadSettings(Builder *b)
 static bool
 ReadRoundRobin(void)
 {
-	if (ReadQuery("SELECT FROM pg_catalog.pg_attribute a"
-				  " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.settings')"
-				  " AND a.attname = 'tie_break' AND NOT a.attisdropped",
-				  true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of aimroute.settings");
-	if (SPI_processed == 0)
+	if (!SettingsHave("tie_break"))
 		return false;
 	if (ReadQuery("SELECT FROM aimroute.settings WHERE tie_break = 'round_robin'", true, 1) !=
 		SPI_OK_SELECT)
@@ -2215,6 +2262,28 @@ int
 ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
 			 double limit_m, Candidate **out)
 {
+	return Candidates(c, f, xyz, centroid, limit_m, false, out);
+}
+
+/*
+ * ModelWithin lists, closest first on the sphere, every dealer passing the
+ * filter that may be within limit_m on the spheroid: the candidates of
+ * Drive Distance, which are measured by road (drive.c).
+ */
+int
+ModelWithin(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid, double limit_m,
+			Candidate **out)
+{
+	return Candidates(c, f, xyz, centroid, limit_m, true, out);
+}
+
+/*
+ * Candidates is ModelNearest, or with all set ModelWithin.
+ */
+static int
+Candidates(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid, double limit_m,
+		   bool all, Candidate **out)
+{
 	const KdTree *tree = FindTree(c, f);
 	KdView view;
 	List *found = NIL;
@@ -2242,7 +2311,7 @@ ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum cent
 		SphereMeters(xyz, ModelDealerAt(c, nearest)->xyz) * (1.0 - SPHERE_MARGIN) > limit_m)
 		return 0;
 
-	nearest_m = ModelDistance(c, nearest, centroid);
+	nearest_m = all ? NAN : ModelDistance(c, nearest, centroid);
 	bound = (!isnan(nearest_m) && nearest_m <= limit_m) ? nearest_m : limit_m;
 	if (!listed)
 	{

@@ -27,7 +27,9 @@ typedef struct RoutingSettings
 	const char *default_dealer;
 	bool product_routing;
 	bool inventory_routing;
-	bool round_robin; /* settings.tie_break = 'round_robin' */
+	bool round_robin;		   /* settings.tie_break = 'round_robin' */
+	bool drive_enabled;		   /* settings.drive_distance_enabled */
+	const char *drive_network; /* settings.drive_network; NULL: none */
 	RerouteSettings reroute;
 } RoutingSettings;
 
@@ -167,6 +169,8 @@ typedef struct ModelData
 	bool product_routing;
 	bool inventory_routing;
 	bool round_robin;
+	bool drive_enabled;
+	ModelRef drive_network; /* 0: none */
 	RerouteSettings reroute;
 	ModelRef dealers; /* ModelDealer, sorted by number: a lower index is a lower number */
 	int ndealers;
@@ -303,6 +307,8 @@ extern void ModelPlace(Model *c, const char *country, const char *lexical, Place
 extern double ModelDistance(Model *c, int dealer, Datum centroid);
 extern int ModelNearest(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
 						double limit_m, Candidate **out);
+extern int ModelWithin(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
+					   double limit_m, Candidate **out);
 extern int ModelFirstOfGroup(Model *c, const CandidateFilter *f);
 extern int ModelTerritories(Model *c, const char *country, const char *postal, const char *county,
 							const char *state, int brand, const ModelTerritory ***out);

@@ -57,13 +57,16 @@
 
 #include "caps.h"
 #include "country.h"
+#include "drive.h"
 #include "model.h"
 #include "postal.h"
 #include "routing.h"
 #include "ties.h"
 
-#define LOG_CANDIDATES	5	/* candidates named in the explanation per step */
-#define TIE_TOLERANCE_M 1.0 /* round robin: dealers this close to the closest are tied */
+#define LOG_CANDIDATES		 5	 /* candidates named in the explanation per step */
+#define DRIVE_FIRST_FEW		 4	 /* Drive Distance: candidates measured in the first Dijkstra run */
+#define DRIVE_LOG_CANDIDATES 10	 /* Drive Distance: candidates named in the explanation */
+#define TIE_TOLERANCE_M		 1.0 /* round robin: dealers this close to the closest are tied */
 
 const char *const MatchKindLabels[] = {
 	"Territory",	"Radius",		"Drive Distance", "Default",  "Reassigned",
@@ -132,6 +135,9 @@ static void ForeignHoldersStep(Routing *r, int foreign);
 static bool TerritoryDecide(Routing *r, const char *best, double best_m, int n);
 static bool TryRadius(Routing *r);
 static bool RadiusApplies(Routing *r);
+static bool TryDriveDistance(Routing *r, const CandidateFilter *f);
+static void ExplainOffRoad(Routing *r, const DriveLead *lead, const DriveLeg *leg, int dealer,
+						   double straight);
 static void UseDefault(Routing *r);
 static bool CapReached(Routing *r);
 static void Filter(Routing *r, CandidateFilter *f, const char *product, const char *stock,
@@ -786,6 +792,8 @@ TryRadius(Routing *r)
 	if (!RadiusApplies(r))
 		return false;
 	Filter(r, &f, r->product_filter, NULL, NULL);
+	if (r->settings->drive_enabled)
+		return TryDriveDistance(r, &f);
 	if (!Nearest(r, &f, r->settings->radius_m, "Radius", &best, &best_m))
 	{
 		AddStep(r, "Radius", NULL, NAN, "no active dealer of %s within %s sells brand %s%s",
@@ -797,6 +805,221 @@ TryRadius(Routing *r)
 			r->place.country, MilesText(r->settings->radius_m));
 	Decide(r, MATCH_RADIUS, best, best_m);
 	return true;
+}
+
+/*
+ * Rule 5 with Drive Distance on: of the same candidates as Radius (within
+ * the radius as the crow flies), the closest by road (drive.c).  They are
+ * walked closest first as the crow flies, a few at a time, each few
+ * measured by one Dijkstra run; a road is never shorter than the straight
+ * line, so once the next candidate is farther as the crow flies than the
+ * best road distance found, none left can win.  A candidate the network
+ * does not reach is measured as the crow flies; so is every candidate when
+ * the lead is off the network.  The match is Drive Distance when the
+ * winner was measured by road, else Radius.
+ */
+static bool
+TryDriveDistance(Routing *r, const CandidateFilter *f)
+{
+	const char *rule = "Drive Distance";
+	double limit_m = r->settings->radius_m;
+	Candidate *cand;
+	int n = ModelWithin(r->model, f, r->place.xyz, r->place.centroid, limit_m, &cand);
+	double tie_m = r->settings->round_robin ? TIE_TOLERANCE_M : 0.0;
+	Holder *measured = palloc(sizeof(Holder) * Max(n, 1));
+	double *straight = palloc(sizeof(double) * Max(n, 1));
+	bool *by_road = palloc(sizeof(bool) * Max(n, 1));
+	double *beyond = palloc(sizeof(double) * Max(n, 1)); /* farther by road than this; NaN */
+	DriveLeg *legs = palloc(sizeof(DriveLeg) * Max(n, 1));
+	int *batch = palloc(sizeof(int) * Max(n, 1));
+	int considered = 0, next = 0, won = -1, crow = -1;
+	bool on_road, done = false;
+	DriveLead lead;
+	double lon, lat;
+
+	DriveLonLat(r->place.xyz, &lon, &lat);
+	on_road = DriveStart(r->settings->drive_network, lon, lat, &lead);
+	if (on_road)
+		AddStep(r, rule, NULL, NAN,
+				"by road on %s: the lead's postal centre point is %.0f m from its vertex %lld",
+				lead.network, lead.snap_m, lead.vertex);
+	else
+		AddStep(r, rule, NULL, NAN, "%s: candidates are measured as the crow flies", lead.why);
+
+	while (!done && next < n)
+	{
+		/* The first few candidates, then every one that can still win. */
+		int nbatch = 0;
+		int size = considered == 0 ? DRIVE_FIRST_FEW : n;
+		char *failed;
+
+		for (; next < n && nbatch < size; next++)
+		{
+			double bound = won >= 0 ? measured[won].m + tie_m : INFINITY;
+			double spheroid;
+
+			if (cand[next].sphere_m * (1.0 - SPHERE_MARGIN) > bound)
+			{
+				done = true;
+				break;
+			}
+			spheroid = ModelDistance(r->model, cand[next].dealer, r->place.centroid);
+			if (spheroid > limit_m)
+				continue;
+			straight[considered + nbatch] = spheroid;
+			measured[considered + nbatch].dealer = cand[next].dealer;
+			measured[considered + nbatch].m = spheroid;
+			by_road[considered + nbatch] = false;
+			beyond[considered + nbatch] = NAN;
+			if (on_road && !isnan(spheroid))
+			{
+				const ModelDealer *d = ModelDealerAt(r->model, cand[next].dealer);
+
+				DriveLonLat(d->xyz, &legs[nbatch].lon, &legs[nbatch].lat);
+				legs[nbatch].straight_m = spheroid;
+				batch[nbatch] = considered + nbatch;
+			}
+			else
+				batch[nbatch] = -1 - (considered + nbatch);
+			nbatch++;
+		}
+		if (nbatch == 0)
+			break;
+
+		/* The batch's road distances, those on the network compacted first. */
+		failed = NULL;
+		if (on_road)
+		{
+			int nlegs = 0;
+			DriveLeg *compact = palloc(sizeof(DriveLeg) * nbatch);
+			int *at = palloc(sizeof(int) * nbatch);
+
+			for (int i = 0; i < nbatch; i++)
+				if (batch[i] >= 0)
+				{
+					compact[nlegs] = legs[i];
+					at[nlegs++] = batch[i];
+				}
+			lead.why = NULL;
+			DriveMeasure(&lead, compact, nlegs,
+						 won >= 0 && !isnan(measured[won].m) ? measured[won].m : INFINITY, tie_m);
+			failed = lead.why;
+			for (int i = 0; i < nlegs; i++)
+				if (compact[i].how == DRIVE_ROAD)
+				{
+					measured[at[i]].m = compact[i].road_m;
+					by_road[at[i]] = true;
+				}
+				else if (compact[i].how == DRIVE_BEYOND)
+				{
+					/* Farther by road than a dealer found: it cannot win. */
+					measured[at[i]].m = NAN;
+					beyond[at[i]] = compact[i].road_m;
+				}
+				else if (at[i] < DRIVE_LOG_CANDIDATES)
+					ExplainOffRoad(r, &lead, &compact[i], measured[at[i]].dealer, straight[at[i]]);
+		}
+		if (failed != NULL)
+			AddStep(r, rule, NULL, NAN, "%s: those candidates are measured as the crow flies",
+					failed);
+
+		for (int i = considered; i < considered + nbatch; i++)
+		{
+			const char *dealer = ModelDealerNumber(r->model, measured[i].dealer);
+
+			if (i >= DRIVE_LOG_CANDIDATES)
+				;
+			else if (by_road[i])
+				AddStep(r, rule, dealer, measured[i].m,
+						"candidate at %s by road, %s as the crow flies", MilesText(measured[i].m),
+						MilesText(straight[i]));
+			else if (!isnan(beyond[i]))
+				AddStep(
+					r, rule, dealer, NAN,
+					"candidate at %s as the crow flies, more than %s by road: not measured further",
+					MilesText(straight[i]), MilesText(beyond[i]));
+			else
+				AddStep(r, rule, dealer, measured[i].m, "candidate at %s as the crow flies",
+						MilesText(straight[i]));
+			if (won < 0 || Better(measured[i].m, dealer, measured[won].m,
+								  ModelDealerNumber(r->model, measured[won].dealer)))
+				won = i;
+			if (crow < 0 || Better(straight[i], dealer, straight[crow],
+								   ModelDealerNumber(r->model, measured[crow].dealer)))
+				crow = i;
+		}
+		considered += nbatch;
+	}
+
+	if (considered > DRIVE_LOG_CANDIDATES)
+		AddStep(r, rule, NULL, NAN, "%d more candidates measured, none closer",
+				considered - DRIVE_LOG_CANDIDATES);
+	if (on_road)
+		AddStep(r, rule, NULL, NAN,
+				"road distances: %d measured by %d pgr_dijkstraCost %s, %d from the cache%s",
+				lead.measured, lead.dijkstras, lead.dijkstras == 1 ? "run" : "runs", lead.cached,
+				lead.cache_kept ? ""
+								: " (kept for this statement only: the network table has no "
+								  "change trigger; run aimroute.drive_network_watch())");
+	if (won < 0)
+	{
+		AddStep(r, "Radius", NULL, NAN, "no active dealer of %s within %s sells brand %s%s",
+				r->place.country, MilesText(limit_m), r->request->brand_code,
+				r->product_filter ? psprintf(" with product %s", r->product_filter) : "");
+		return false;
+	}
+	if (r->settings->round_robin && considered > 1)
+		won = BreakTie(r, rule, measured, considered);
+
+	{
+		const char *winner = ModelDealerNumber(r->model, measured[won].dealer);
+		const char *closest = ModelDealerNumber(r->model, measured[crow].dealer);
+		char *why = "";
+
+		if (crow != won && by_road[won])
+			why = psprintf(
+				"; %s is closer as the crow flies (%s) but %s", closest, MilesText(straight[crow]),
+				by_road[crow]		   ? psprintf("%s by road", MilesText(measured[crow].m))
+				: !isnan(beyond[crow]) ? psprintf("more than %s by road", MilesText(beyond[crow]))
+									   : "not reached by road");
+		if (by_road[won])
+		{
+			AddStep(r, rule, winner, measured[won].m,
+					"chosen: the closest by road (%s; %s as the crow flies) of the dealers of %s "
+					"within %s as the crow flies%s",
+					MilesText(measured[won].m), MilesText(straight[won]), r->place.country,
+					MilesText(limit_m), why);
+			Decide(r, MATCH_DRIVE_DISTANCE, winner, measured[won].m);
+		}
+		else
+		{
+			AddStep(r, "Radius", winner, measured[won].m,
+					"chosen: the closest dealer of %s within %s, measured as the crow flies",
+					r->place.country, MilesText(limit_m));
+			Decide(r, MATCH_RADIUS, winner, measured[won].m);
+		}
+	}
+	return true;
+}
+
+/*
+ * ExplainOffRoad says why a candidate was measured as the crow flies.
+ */
+static void
+ExplainOffRoad(Routing *r, const DriveLead *lead, const DriveLeg *leg, int dealer, double straight)
+{
+	const char *number = ModelDealerNumber(r->model, dealer);
+
+	if (leg->how == DRIVE_DEALER_OFF)
+		AddStep(r, "Drive Distance", number, straight,
+				"no vertex of the road network within %.0f m of dealer %s: measured as the crow "
+				"flies",
+				DRIVE_SNAP_M, number);
+	else if (leg->how == DRIVE_NO_PATH)
+		AddStep(r, "Drive Distance", number, straight,
+				"no road from the lead's vertex %lld to dealer %s's vertex: measured as the crow "
+				"flies",
+				lead->vertex, number);
 }
 
 /*

@@ -14,7 +14,9 @@
 # lead_adf(), business_hours_valid(), business_hours_deadline(), the
 # reference and delivery tables (dealers with NaN/Infinity
 # locations included), settings (tie_break round_robin included, so leads
-# and the locator take and read turns), re-routing, and load_postal_codes() on
+# and the locator take and read turns; Drive Distance on a road network
+# around one dealer, with pgRouting in a schema of its own), re-routing,
+# and load_postal_codes() on
 # generated files (binary junk with NULs, shifted columns, giant lines,
 # truncated gzip).  Deliveries go to loopback SMTP and HTTP sinks only:
 # every endpoint the fuzzer writes is on 127.0.0.1 or refused by
@@ -111,6 +113,41 @@ $node->safe_psql(
 	INSERT INTO leads (brand_code, country, postal_code, email) VALUES
 	  ('LKB', 'US', '49757', 'first\@example.com'), ('LKB', 'CA', 'P0S 1A0', 'second\@example.com');
 });
+
+# Drive Distance's road network, when pgRouting is on the server: a grid
+# of streets 300 m apart around D100 (Mackinac Island), pgRouting in a
+# schema of its own, so that leads and the locator measure by road when
+# the settings statement switches it on.
+if ($node->safe_psql('app', q{SELECT count(*) FROM pg_available_extensions WHERE name = 'pgrouting'}) ne '0')
+{
+	$node->safe_psql(
+		'app', q{
+		SET search_path = gis, public;
+		CREATE SCHEMA routing;
+		CREATE EXTENSION pgrouting SCHEMA routing;
+		CREATE TEMP TABLE crossing AS
+		SELECT r * 10 + c AS id, r, c,
+		       ST_Project(ST_Project(ST_Project(d.location, 2121.3, radians(225)), 300 * r, 0), 300 * c, radians(90))::geometry AS pt
+		  FROM aimroute.dealers d, generate_series(0, 9) r, generate_series(0, 9) c
+		 WHERE d.dealer_number = 'D100';
+		CREATE TABLE public.roads AS
+		SELECT a.id AS source, b.id AS target, ST_MakeLine(a.pt, b.pt) AS the_geom,
+		       ST_Length(ST_MakeLine(a.pt, b.pt)::geography) AS length_m,
+		       CASE WHEN a.r = b.r AND a.r % 2 = 0 THEN -1 ELSE ST_Length(ST_MakeLine(a.pt, b.pt)::geography) END AS reverse_cost
+		  FROM crossing a JOIN crossing b ON (b.r = a.r AND b.c = a.c + 1) OR (b.c = a.c AND b.r = a.r + 1);
+		-- An RV dealer on the grid, 1 km east of D100: RVX leads from 49757 are measured by road.
+		INSERT INTO aimroute.dealers (dealer_number, name, country, location)
+		SELECT 'D600', 'Mackinac RV', 'US', ST_Project(location, 1000, radians(90)) FROM aimroute.dealers WHERE dealer_number = 'D100';
+		INSERT INTO aimroute.dealer_brands VALUES ('D600', 'RVX');
+		UPDATE aimroute.settings SET drive_network = 'public.roads', drive_distance_enabled = true;
+		INSERT INTO aimroute.leads (brand_code, country, postal_code, email) VALUES ('RVX', 'US', '49757', 'road@example.com');
+	});
+	is( $node->safe_psql(
+			'app', q{
+		SELECT l.dealer_number || ' ' || l.match_type FROM aimroute.leads l WHERE l.email = 'road@example.com'}),
+		'D600 Drive Distance',
+		'Drive Distance is on for the run: an RV lead from 49757 goes to D600 by road');
+}
 
 # The harness: fuzz.run records what a statement raised; fuzz.expect and
 # fuzz.expect_known raise FZ001 / FZ002 when an invariant does not hold.
@@ -502,7 +539,7 @@ my %generators = (
 			my $limit = $max =~ /^[0-9]+$/ ? $max : 10;
 			return "SELECT fuzz.expect(count(*) >= 1 AND count(*) <= $limit AND min(rank) = 1"
 			  . " AND max(rank) = count(*) AND count(DISTINCT dealer_number) = count(*)"
-			  . " AND bool_and(dealer_number IS NOT NULL AND match_type IS NOT NULL),"
+			  . " AND coalesce(bool_and(dealer_number IS NOT NULL AND match_type IS NOT NULL), true),"
 			  . " 'locate_dealers ranks distinct dealers from 1')"
 			  . " FROM aimroute.locate_dealers($a, $max)",
 			  "SELECT fuzz.expect((SELECT dealer_number FROM aimroute.locate_dealers($a, 1))"
@@ -532,7 +569,7 @@ my %generators = (
 			my ($b, $c) = (lit(val(@brands)), lit(chance(0.3) ? undef : val(@countries)));
 			return "SELECT fuzz.expect(count(*) = (SELECT count(*) FROM aimroute.postal_codes p"
 			  . " WHERE p.centroid IS NOT NULL AND (${c}::text IS NULL OR p.country = aimroute.normalize_country($c)))"
-			  . " AND bool_and(dealer_number IS NOT NULL AND match_type IS NOT NULL),"
+			  . " AND coalesce(bool_and(dealer_number IS NOT NULL AND match_type IS NOT NULL), true),"
 			  . " 'coverage() has a dealer for every postal code with a centre point')"
 			  . " FROM aimroute.coverage($b, $c)",
 			  "SELECT fuzz.expect(json_array_length(aimroute.coverage_geojson($b, $c)->'features')"
@@ -790,7 +827,9 @@ my %generators = (
 				'reroute_max_dealers = ' . lit(val('1', '3', '100', '0')),
 				'oem_name = ' . lit(val('Lakeshore Marine')), 'timezone = ' . lit(val('UTC', 'America/Chicago')),
 				'reroute_clock = ' . lit(val('elapsed', 'business_hours')),
-				'tie_break = ' . lit(val('dealer_number', 'round_robin', 'round_robin')));
+				'tie_break = ' . lit(val('dealer_number', 'round_robin', 'round_robin')),
+				'drive_distance_enabled = ' . pick('true', 'false'),
+				'drive_network = ' . lit(val('public.roads', 'public.roads', 'roads', 'public.dealers')));
 			return "UPDATE aimroute.settings SET $set";
 		}
 	],
@@ -865,7 +904,7 @@ my %allowed = (
 	notification_contacts => [qw(22 23 54000)],
 	products => [qw(22 23 54000)],
 	load_postal_codes => [qw(22023 58P01 42809 XX001)],
-	settings => [qw(22 23)],
+	settings => [qw(22 23 42P01 42703 55000)],
 	simulate_routing_typed => [qw(22)],
 	reroute_overdue => [qw(22023 2201W)],
 	business_hours_valid => [qw(22023)],
@@ -1112,6 +1151,10 @@ for my $bug (@known_bugs)
 	}
 }
 
+diag( 'fuzz: leads measured by road: '
+	  . $node->safe_psql('app', q{
+	SELECT count(DISTINCT l.lead_id) FROM aimroute.leads l CROSS JOIN LATERAL aimroute.explain_lead(l.lead_id) e
+	 WHERE e.message LIKE 'road distances: %'}));
 my $deliveries = $node->safe_psql('app',
 	q{SELECT string_agg(status || ' ' || n, ', ' ORDER BY status) FROM (SELECT status, count(*) n FROM aimroute.outbox GROUP BY 1) x});
 diag("fuzz: outbox messages by status: $deliveries");

@@ -5,7 +5,7 @@
 -- the wrong side and must fail.  Roles are created inside the transaction
 -- and rolled back with it.
 BEGIN;
-SELECT plan(104);
+SELECT plan(105);
 SET LOCAL search_path = aimroute, public;
 SET LOCAL client_min_messages = warning;
 
@@ -274,6 +274,10 @@ SELECT is((SELECT viewed_by FROM leads WHERE comment = 'page'),
             WHERE n.view_token = current_setting('sec.token')), 'the view is the link''s');
 SELECT is(has_function_privilege('public', 'aimroute.view_link_lead(text)', 'EXECUTE'), false,
           'PUBLIC may not run view_link_lead');
+
+-- Drive Distance: putting a trigger on the road network is the admins' call.
+SELECT is(has_function_privilege('public', 'aimroute.drive_network_watch(text)', 'EXECUTE'), false,
+          'PUBLIC may not run drive_network_watch');
 
 -- Every SECURITY DEFINER function pins its search_path.
 SELECT is((SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
