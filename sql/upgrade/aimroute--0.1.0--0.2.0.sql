@@ -732,7 +732,7 @@ ALTER TABLE aimroute.crm_integrations
     ADD CONSTRAINT crm_integrations_endpoint_check CHECK (
         CASE kind WHEN 'adf_email' THEN aimroute.email_is_valid(endpoint)
                   ELSE aimroute.url_is_valid(endpoint, '{http,https}') END);
--- (aimroute.settings_validate(): its 0.2.0 text is set once, in the time-zone section below.)
+-- (aimroute.settings_validate(): its 0.2.0 text is set once, in the section "settings" at the end.)
 CREATE OR REPLACE FUNCTION aimroute.crm_integrations_validate() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -854,139 +854,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate() checks the time zone with timezone_is_valid in its one 0.2.0 text, in the section "settings" at the end.)
 
 -- One list of the notification contact types (issue 15):
 -- aimroute.notification_contact_types, for both contact tables.
@@ -1773,142 +1641,7 @@ ALTER TABLE aimroute.settings ADD COLUMN bounce_address text
 COMMENT ON COLUMN aimroute.settings.bounce_address IS 'The mailbox DSNs go to (VERP): every email''s envelope sender is this address with the message''s key after a +, such as bounces+123.20260101120000000000@oem.example (aimroute.envelope_sender); NULL (default): the envelope sender is smtp_from.';
 GRANT SELECT (bounce_address) ON aimroute.settings TO aimroute_region, aimroute_dealer;
 
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
-        bad := 'bounce_address';
-        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate() checks this setting from its one 0.2.0 text, in the section "settings" at the end.)
 
 CREATE OR REPLACE FUNCTION aimroute.verp_key(m aimroute.outbox) RETURNS text
     LANGUAGE sql STABLE
@@ -2505,151 +2238,7 @@ COMMENT ON COLUMN aimroute.settings.bounce_mailbox_url IS 'The IMAP mailbox the 
 COMMENT ON COLUMN aimroute.settings.bounce_mailbox_username IS 'The login at the bounce mailbox''s IMAP server. Admins only.';
 COMMENT ON COLUMN aimroute.settings.bounce_mailbox_password IS 'Its password. Admins only.';
 
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
-        bad := 'smtp_tls';
-        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
-        bad := 'bounce_address';
-        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
-    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
-        bad := 'bounce_mailbox_url';
-        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
-            bounce_mailbox_username = NEW.bounce_mailbox_username,
-            bounce_mailbox_password = NEW.bounce_mailbox_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate() checks this setting from its one 0.2.0 text, in the section "settings" at the end.)
 
 CREATE TABLE aimroute.bounce_mailbox_state (
     singleton     boolean PRIMARY KEY DEFAULT true
@@ -3280,155 +2869,7 @@ ALTER TABLE aimroute.settings ALTER COLUMN reroute_clock SET NOT NULL;
 COMMENT ON COLUMN aimroute.settings.reroute_clock IS 'How reroute_after is counted: elapsed (default) or business_hours, the open time of the dealer holding the lead (dealers.business_hours).';
 GRANT SELECT (reroute_clock) ON aimroute.settings TO aimroute_region, aimroute_dealer;
 
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
-        bad := 'smtp_tls';
-        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
-        bad := 'bounce_address';
-        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
-    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
-        bad := 'bounce_mailbox_url';
-        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
-    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
-        bad := 'reroute_clock';
-        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
-            bounce_mailbox_username = NEW.bounce_mailbox_username,
-            bounce_mailbox_password = NEW.bounce_mailbox_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
-            reroute_clock = NEW.reroute_clock
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate() checks this setting from its one 0.2.0 text, in the section "settings" at the end.)
 
 CREATE FUNCTION aimroute.business_hours_deadline(assigned_at timestamptz, reroute_after interval,
                                                  business_hours text, timezone text,
@@ -4072,164 +3513,7 @@ COMMENT ON COLUMN aimroute.settings.lead_details_url IS 'The page of one lead in
 COMMENT ON COLUMN aimroute.settings.lead_list_url IS 'The list of a day''s leads in the OEM''s own tools, linked from the daily recap: an http:// or https:// URL template where {date} stands for the day recapped (YYYY-MM-DD, settings.timezone), such as https://crm.oem.example/leads?date={date}; NULL (default): no link, and the recap says so.';
 GRANT SELECT (lead_details_url, lead_list_url) ON aimroute.settings TO aimroute_region, aimroute_dealer;
 
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
-        bad := 'smtp_tls';
-        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
-        bad := 'bounce_address';
-        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
-    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
-        bad := 'bounce_mailbox_url';
-        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
-    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
-        bad := 'reroute_clock';
-        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
-    ELSIF NOT (aimroute.url_is_valid(NEW.lead_details_url, '{http,https}')
-               AND strpos(NEW.lead_details_url, '{lead_id}') > 0) THEN
-        bad := 'lead_details_url';
-        allowed := 'an http:// or https:// URL template with {lead_id} where the lead goes, such as https://crm.oem.example/leads/{lead_id}, or NULL for no link';
-    ELSIF NOT (aimroute.url_is_valid(NEW.lead_list_url, '{http,https}')
-               AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
-        bad := 'lead_list_url';
-        allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
-            bounce_mailbox_username = NEW.bounce_mailbox_username,
-            bounce_mailbox_password = NEW.bounce_mailbox_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
-            reroute_clock = NEW.reroute_clock,
-            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate() checks this setting from its one 0.2.0 text, in the section "settings" at the end.)
 
 ALTER TABLE aimroute.outbox ADD COLUMN body_html text;
 COMMENT ON COLUMN aimroute.outbox.body_html IS 'The HTML part of a failure notice or daily recap, sent with body (the plain-text part) as multipart/alternative; NULL for every other message.';
@@ -4997,168 +4281,7 @@ ALTER TABLE aimroute.settings ALTER COLUMN tie_break SET NOT NULL;
 COMMENT ON COLUMN aimroute.settings.tie_break IS 'Which of several equally near dealers gets a lead: dealer_number (default), the lowest dealer number; round_robin, the one with the fewest leads of the brand by turn, the longest ago among equals (aimroute.tie_turns).';
 GRANT SELECT (tie_break) ON aimroute.settings TO aimroute_region, aimroute_dealer;
 
-CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c text;
-    normalized text[] := '{}';
-    bad text;           -- the setting refused
-    allowed text;       -- what it accepts
-    bad_value text;     -- its value, as text
-    tz_ok boolean := true;
-BEGIN
-    IF TG_OP = 'DELETE' OR TG_OP = 'TRUNCATE' THEN
-        RAISE EXCEPTION 'the aimroute.settings row cannot be deleted'
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Change settings with UPDATE aimroute.settings SET ...; there is always exactly one row.';
-    END IF;
-
-    FOREACH c IN ARRAY coalesce(NEW.radius_countries, '{}') LOOP
-        IF aimroute.normalize_country(c) IS NULL THEN
-            bad := 'radius_countries';
-            allowed := format('an array of ISO 3166-1 country codes, such as {US,CA}; %s is not one',
-                              coalesce('"' || c || '"', 'NULL'));
-            EXIT;
-        END IF;
-        IF NOT aimroute.normalize_country(c) = ANY (normalized) THEN
-            normalized := normalized || aimroute.normalize_country(c);
-        END IF;
-    END LOOP;
-    tz_ok := coalesce(aimroute.timezone_is_valid(NEW.timezone), true);
-
-    IF bad IS NOT NULL THEN
-        NULL;   -- radius_countries, above
-    ELSIF NEW.radius_countries IS NULL THEN
-        bad := 'radius_countries';
-        allowed := 'an array of ISO 3166-1 country codes, such as {US,CA}; {} disables radius routing everywhere';
-    ELSIF NEW.radius_enabled IS NULL THEN
-        bad := 'radius_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.product_routing_enabled IS NULL THEN
-        bad := 'product_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.inventory_routing_enabled IS NULL THEN
-        bad := 'inventory_routing_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.reroute_enabled IS NULL THEN
-        bad := 'reroute_enabled';
-        allowed := 'true or false';
-    ELSIF NEW.radius_miles IS NULL OR NEW.radius_miles <= 0 OR NEW.radius_miles > 12451 THEN
-        bad := 'radius_miles';
-        allowed := 'a distance in statute miles greater than 0 and at most 12451 (half the Earth''s circumference)';
-    ELSIF NEW.default_dealer_number IS NOT NULL
-          AND NOT EXISTS (SELECT FROM aimroute.dealers d WHERE d.dealer_number = NEW.default_dealer_number) THEN
-        bad := 'default_dealer_number';
-        allowed := 'the dealer_number of a row of aimroute.dealers; insert the default dealer first';
-    ELSIF NEW.reroute_max_dealers IS NULL OR NEW.reroute_max_dealers NOT BETWEEN 1 AND 100 THEN
-        bad := 'reroute_max_dealers';
-        allowed := 'a whole number from 1 to 100';
-    ELSIF NEW.reroute_after IS NULL OR NEW.reroute_after < '1 minute' OR NEW.reroute_after > '90 days' THEN
-        bad := 'reroute_after';
-        allowed := 'an interval from 1 minute to 90 days, such as ''24 hours''';
-    ELSIF NEW.reroute_skip_days IS NULL OR NOT NEW.reroute_skip_days <@ '{1,2,3,4,5,6,7}'
-          OR array_position(NEW.reroute_skip_days, NULL) IS NOT NULL
-          OR NEW.reroute_skip_days @> '{1,2,3,4,5,6,7}' THEN
-        bad := 'reroute_skip_days';
-        allowed := 'an array of ISO weekday numbers from 1 (Monday) to 7 (Sunday), such as {6,7}, leaving at least one day not skipped';
-    ELSIF NEW.timezone IS NULL OR NEW.timezone = '' OR NOT tz_ok THEN
-        bad := 'timezone';
-        allowed := 'a time zone name from pg_timezone_names, such as America/Chicago or UTC';
-    ELSIF NEW.dedupe_window IS NULL OR NEW.dedupe_window < '0' OR NEW.dedupe_window > '7 days' THEN
-        bad := 'dedupe_window';
-        allowed := 'an interval from 0 (no deduplication) to 7 days, such as ''60 seconds''';
-    ELSIF NEW.smtp_url IS NULL OR NOT aimroute.url_is_valid(NEW.smtp_url, '{smtp,smtps}') THEN
-        bad := 'smtp_url';
-        allowed := 'an smtp:// or smtps:// URL with a host, such as smtp://127.0.0.1:25';
-    ELSIF NEW.smtp_from IS NULL OR NEW.smtp_from !~ '^[^@[:space:]<>]+@[^@[:space:]<>]+$' THEN
-        bad := 'smtp_from';
-        allowed := 'an email address, such as leads@example.com';
-    ELSIF NEW.smtp_tls IS NULL OR NEW.smtp_tls NOT IN ('try', 'required') THEN
-        bad := 'smtp_tls';
-        allowed := 'try (STARTTLS when the server offers it) or required (never a login or a message in plaintext)';
-    ELSIF NOT aimroute.url_is_valid(NEW.push_gateway_url, '{http,https}') THEN
-        bad := 'push_gateway_url';
-        allowed := 'an http:// or https:// URL, or NULL for no mobile push';
-    ELSIF NEW.delivery_retry_schedule IS NULL
-          OR cardinality(NEW.delivery_retry_schedule) NOT BETWEEN 1 AND 20
-          OR array_position(NEW.delivery_retry_schedule, NULL) IS NOT NULL
-          OR NOT '0'::interval < ALL (NEW.delivery_retry_schedule) THEN
-        bad := 'delivery_retry_schedule';
-        allowed := 'an array of 1 to 20 positive intervals, such as {20 seconds,20 minutes,20 hours}';
-    ELSIF NEW.daily_recap_hour IS NULL OR NEW.daily_recap_hour NOT BETWEEN 0 AND 23 THEN
-        bad := 'daily_recap_hour';
-        allowed := 'an hour of the day from 0 to 23, in settings.timezone';
-    ELSIF NEW.oem_name IS NULL OR btrim(NEW.oem_name) = '' THEN
-        bad := 'oem_name';
-        allowed := 'a name that is not blank';
-    ELSIF NEW.view_link_url IS NULL OR NOT aimroute.url_is_valid(NEW.view_link_url, '{http,https}') THEN
-        bad := 'view_link_url';
-        allowed := 'an http:// or https:// URL to which the view token is appended, such as https://dealers.example.com/lead?token=';
-    ELSIF NEW.bounce_address !~ '^[^@[:space:]<>+]{1,32}@[^@[:space:]<>]+$' THEN
-        bad := 'bounce_address';
-        allowed := 'an email address whose local part has at most 32 characters and no +, such as bounces@oem.example (aimroute adds +<key> to it), or NULL';
-    ELSIF NOT aimroute.url_is_valid(NEW.bounce_mailbox_url, '{imap,imaps}') THEN
-        bad := 'bounce_mailbox_url';
-        allowed := 'an imap:// or imaps:// URL of a mailbox, such as imaps://mail.oem.example/INBOX (the login goes in bounce_mailbox_username and bounce_mailbox_password), or NULL for none';
-    ELSIF NEW.reroute_clock IS NULL OR NEW.reroute_clock NOT IN ('elapsed', 'business_hours') THEN
-        bad := 'reroute_clock';
-        allowed := 'elapsed (reroute_after is elapsed time) or business_hours (the open time of the dealer holding the lead, dealers.business_hours)';
-    ELSIF NOT (aimroute.url_is_valid(NEW.lead_details_url, '{http,https}')
-               AND strpos(NEW.lead_details_url, '{lead_id}') > 0) THEN
-        bad := 'lead_details_url';
-        allowed := 'an http:// or https:// URL template with {lead_id} where the lead goes, such as https://crm.oem.example/leads/{lead_id}, or NULL for no link';
-    ELSIF NOT (aimroute.url_is_valid(NEW.lead_list_url, '{http,https}')
-               AND strpos(NEW.lead_list_url, '{date}') > 0) THEN
-        bad := 'lead_list_url';
-        allowed := 'an http:// or https:// URL template with {date} where the day goes (YYYY-MM-DD), such as https://crm.oem.example/leads?date={date}, or NULL for no link';
-    ELSIF NEW.tie_break IS NULL OR NEW.tie_break NOT IN ('dealer_number', 'round_robin') THEN
-        bad := 'tie_break';
-        allowed := 'dealer_number (the lowest dealer number among equally near dealers) or round_robin (they take turns, per brand)';
-    ELSIF NEW.singleton IS DISTINCT FROM true THEN
-        bad := 'singleton';
-        allowed := 'true: aimroute.settings has exactly one row';
-    END IF;
-
-    IF bad IS NOT NULL THEN
-        EXECUTE format('SELECT ($1).%I::text', bad) INTO bad_value USING NEW;
-        RAISE EXCEPTION 'invalid value for setting "%": %', bad, coalesce(bad_value, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('%s must be %s.', bad, allowed);
-    END IF;
-    NEW.radius_countries := normalized;
-
-    -- A second INSERT (such as a restore of a dump) updates the one row.
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM aimroute.settings) THEN
-        UPDATE aimroute.settings s SET
-            radius_enabled = NEW.radius_enabled, radius_miles = NEW.radius_miles,
-            radius_countries = NEW.radius_countries,
-            default_dealer_number = NEW.default_dealer_number,
-            product_routing_enabled = NEW.product_routing_enabled,
-            inventory_routing_enabled = NEW.inventory_routing_enabled,
-            reroute_enabled = NEW.reroute_enabled,
-            reroute_max_dealers = NEW.reroute_max_dealers,
-            reroute_after = NEW.reroute_after, reroute_skip_days = NEW.reroute_skip_days,
-            timezone = NEW.timezone, dedupe_window = NEW.dedupe_window,
-            smtp_url = NEW.smtp_url, smtp_from = NEW.smtp_from,
-            smtp_username = NEW.smtp_username, smtp_password = NEW.smtp_password,
-            smtp_tls = NEW.smtp_tls, bounce_mailbox_url = NEW.bounce_mailbox_url,
-            bounce_mailbox_username = NEW.bounce_mailbox_username,
-            bounce_mailbox_password = NEW.bounce_mailbox_password,
-            push_gateway_url = NEW.push_gateway_url,
-            delivery_retry_schedule = NEW.delivery_retry_schedule,
-            daily_recap_hour = NEW.daily_recap_hour, oem_name = NEW.oem_name,
-            view_link_url = NEW.view_link_url, bounce_address = NEW.bounce_address,
-            reroute_clock = NEW.reroute_clock,
-            lead_details_url = NEW.lead_details_url, lead_list_url = NEW.lead_list_url,
-            tie_break = NEW.tie_break
-         WHERE s.singleton;
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- (aimroute.settings_validate() checks this setting from its one 0.2.0 text, in the section "settings" at the end.)
 
 CREATE TABLE aimroute.tie_turns (
     brand_code     text NOT NULL REFERENCES aimroute.brands ON UPDATE CASCADE ON DELETE CASCADE,
@@ -5279,6 +4402,88 @@ $$;
 COMMENT ON FUNCTION aimroute.drive_network_check(text) IS
     'The edge table a Drive Distance network names (settings.drive_network), when pgRouting is installed and the table has what routing reads; otherwise raises an error saying what to install or import.';
 
+
+
+-- drive: the road network's version, for the road distances routing keeps
+-- (docs/drive-distance.md, "The cache").
+--
+-- The version of the road network.  Routing keeps road distances in each
+-- session (src/drive.c) for as long as the network table is the same table
+-- and this version has not moved on: aimroute.drive_network_watch puts a
+-- statement trigger on the network table, which gives it a new version,
+-- never reused, with every change of the table, in the changing
+-- transaction.  A network without the trigger (such as one imported again
+-- with osm2pgrouting --clean) has its road distances kept for one
+-- statement only.
+--
+CREATE SEQUENCE aimroute.drive_network_changes;
+COMMENT ON SEQUENCE aimroute.drive_network_changes IS
+    'Numbers for aimroute.drive_network_version; never reused.';
+
+CREATE TABLE aimroute.drive_network_version (
+    one         boolean PRIMARY KEY DEFAULT true CONSTRAINT drive_network_version_one_row CHECK (one),
+    version     bigint NOT NULL DEFAULT 0,
+    changed_at  timestamptz
+);
+COMMENT ON TABLE aimroute.drive_network_version IS
+    'One row: the version of the Drive Distance road network, moved on by the trigger aimroute.drive_network_watch puts on the network table; road distances kept by routing are valid for one version. Do not change it by hand.';
+COMMENT ON COLUMN aimroute.drive_network_version.version IS 'The number of the network''s current state.';
+COMMENT ON COLUMN aimroute.drive_network_version.changed_at IS 'When the network last changed, as its trigger or drive_network_watch saw it; NULL: never.';
+INSERT INTO aimroute.drive_network_version DEFAULT VALUES;
+GRANT SELECT ON aimroute.drive_network_version TO aimroute_region, aimroute_dealer;
+GRANT ALL ON aimroute.drive_network_version TO aimroute_admin;
+GRANT ALL ON SEQUENCE aimroute.drive_network_changes TO aimroute_admin;
+
+CREATE FUNCTION aimroute.drive_network_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE aimroute.drive_network_version v
+       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
+     WHERE v.one;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_changed() IS
+    'Statement trigger on the Drive Distance road network table (put there by drive_network_watch): gives the network a new version, so that the road distances sessions keep are measured again.';
+
+CREATE FUNCTION aimroute.drive_network_watch(network text DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    moved bigint;
+BEGIN
+    rel := aimroute.drive_network_check(coalesce(network, (SELECT s.drive_network FROM aimroute.settings s)));
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) IN ('r', 'p')
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = rel
+                          AND t.tgfoid = 'aimroute.drive_network_changed()'::pg_catalog.regprocedure) THEN
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER aimroute_drive_network_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION aimroute.drive_network_changed()', rel);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER aimroute_drive_network_changed', rel);
+    END IF;
+    UPDATE aimroute.drive_network_version v
+       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
+     WHERE v.one
+    RETURNING v.version INTO moved;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION aimroute.drive_network_watch(text) IS
+    'Puts the change trigger (aimroute_drive_network_changed) on a road network table, settings.drive_network when NULL, unless it has it, and gives the network a new version: run it after importing the network again (osm2pgrouting --clean makes a new table). Returns the new version.';
+REVOKE EXECUTE ON FUNCTION aimroute.drive_network_watch(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aimroute.drive_network_watch(text) TO aimroute_admin;
+
+-- settings: aimroute.settings_validate()'s 0.2.0 text, once, after every
+-- section above added its settings.  Until here the row is changed only
+-- to fill in new columns' defaults, which 0.1.0's text, still in place,
+-- accepts (it reads only 0.1.0's columns).  A section that adds a setting
+-- goes above this one and its check goes into this text.
 CREATE OR REPLACE FUNCTION aimroute.settings_validate() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -5466,81 +4671,6 @@ BEGIN
 END
 $$;
 
-
--- drive: the road network's version, for the road distances routing keeps
--- (docs/drive-distance.md, "The cache").
---
--- The version of the road network.  Routing keeps road distances in each
--- session (src/drive.c) for as long as the network table is the same table
--- and this version has not moved on: aimroute.drive_network_watch puts a
--- statement trigger on the network table, which gives it a new version,
--- never reused, with every change of the table, in the changing
--- transaction.  A network without the trigger (such as one imported again
--- with osm2pgrouting --clean) has its road distances kept for one
--- statement only.
---
-CREATE SEQUENCE aimroute.drive_network_changes;
-COMMENT ON SEQUENCE aimroute.drive_network_changes IS
-    'Numbers for aimroute.drive_network_version; never reused.';
-
-CREATE TABLE aimroute.drive_network_version (
-    one         boolean PRIMARY KEY DEFAULT true CONSTRAINT drive_network_version_one_row CHECK (one),
-    version     bigint NOT NULL DEFAULT 0,
-    changed_at  timestamptz
-);
-COMMENT ON TABLE aimroute.drive_network_version IS
-    'One row: the version of the Drive Distance road network, moved on by the trigger aimroute.drive_network_watch puts on the network table; road distances kept by routing are valid for one version. Do not change it by hand.';
-COMMENT ON COLUMN aimroute.drive_network_version.version IS 'The number of the network''s current state.';
-COMMENT ON COLUMN aimroute.drive_network_version.changed_at IS 'When the network last changed, as its trigger or drive_network_watch saw it; NULL: never.';
-INSERT INTO aimroute.drive_network_version DEFAULT VALUES;
-GRANT SELECT ON aimroute.drive_network_version TO aimroute_region, aimroute_dealer;
-GRANT ALL ON aimroute.drive_network_version TO aimroute_admin;
-GRANT ALL ON SEQUENCE aimroute.drive_network_changes TO aimroute_admin;
-
-CREATE FUNCTION aimroute.drive_network_changed() RETURNS trigger
-    LANGUAGE plpgsql
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    UPDATE aimroute.drive_network_version v
-       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
-     WHERE v.one;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION aimroute.drive_network_changed() IS
-    'Statement trigger on the Drive Distance road network table (put there by drive_network_watch): gives the network a new version, so that the road distances sessions keep are measured again.';
-
-CREATE FUNCTION aimroute.drive_network_watch(network text DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    rel regclass;
-    moved bigint;
-BEGIN
-    rel := aimroute.drive_network_check(coalesce(network, (SELECT s.drive_network FROM aimroute.settings s)));
-    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) IN ('r', 'p')
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
-                        WHERE t.tgrelid = rel
-                          AND t.tgfoid = 'aimroute.drive_network_changed()'::pg_catalog.regprocedure) THEN
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER aimroute_drive_network_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s'
-            ' FOR EACH STATEMENT EXECUTE FUNCTION aimroute.drive_network_changed()', rel);
-        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER aimroute_drive_network_changed', rel);
-    END IF;
-    UPDATE aimroute.drive_network_version v
-       SET version = pg_catalog.nextval('aimroute.drive_network_changes'), changed_at = pg_catalog.now()
-     WHERE v.one
-    RETURNING v.version INTO moved;
-    RETURN moved;
-END
-$$;
-COMMENT ON FUNCTION aimroute.drive_network_watch(text) IS
-    'Puts the change trigger (aimroute_drive_network_changed) on a road network table, settings.drive_network when NULL, unless it has it, and gives the network a new version: run it after importing the network again (osm2pgrouting --clean makes a new table). Returns the new version.';
-REVOKE EXECUTE ON FUNCTION aimroute.drive_network_watch(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aimroute.drive_network_watch(text) TO aimroute_admin;
 
 -- Ownership, last (docs/upgrading.md): what this script created goes to the
 -- extension's owner, as in a fresh install.  Every later upgrade script
