@@ -283,7 +283,8 @@ sub val
 	if (@domain && $r < 0.45)
 	{
 		my $v = pick(@domain);
-		return $v if chance(0.7);
+		# An undef in the domain is a NULL: nothing to decorate.
+		return $v if !defined $v || chance(0.7);
 		return pick(@blanks) . $v . pick(@blanks) if chance(0.4);
 		return lc($v) if chance(0.3);
 		return $v . soup(1);
