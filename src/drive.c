@@ -242,10 +242,11 @@ StartWork(void *arg)
 			"SELECT pg_catalog.row_number() OVER () AS id, w.source, w.target,"
 			" %s AS cost, %s AS reverse_cost FROM %s w"
 			" WHERE w.source IS NOT NULL AND w.target IS NOT NULL AND w.length_m IS NOT NULL",
-			has_cost ? "CASE WHEN w.cost < 0 THEN -1 ELSE w.length_m::pg_catalog.float8 END"
-					 : "w.length_m::pg_catalog.float8",
+			has_cost
+				? "CASE WHEN w.cost OPERATOR(pg_catalog.<) 0 THEN -1 ELSE w.length_m::pg_catalog.float8 END"
+				: "w.length_m::pg_catalog.float8",
 			has_reverse
-				? "CASE WHEN w.reverse_cost < 0 THEN -1 ELSE w.length_m::pg_catalog.float8 END"
+				? "CASE WHEN w.reverse_cost OPERATOR(pg_catalog.<) 0 THEN -1 ELSE w.length_m::pg_catalog.float8 END"
 				: "w.length_m::pg_catalog.float8",
 			table);
 

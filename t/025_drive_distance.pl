@@ -316,6 +316,24 @@ like($why, qr/^Drive Distance\|DB\|[0-9.]+\|chosen: the closest by road .*; DA i
 cmp_ok($crow_a, '<', $crow_b, 'A is closer than B as the crow flies');
 cmp_ok($road_a, '>', $road_b, 'and farther by road');
 
+# pgRouting runs the edges query under a search_path with its own schema
+# (public here) before pg_temp: an operator planted there, matching the
+# cost columns' types better than pg_catalog's, must not be called.
+$node->safe_psql(
+	'app', q{
+	CREATE FUNCTION public.planted_lt(double precision, integer) RETURNS boolean
+	    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the planted operator ran'; END $$;
+	CREATE OPERATOR public.< (LEFTARG = double precision, RIGHTARG = integer, FUNCTION = public.planted_lt);
+});
+my ($planted_id, $planted_dealer, $planted_match) = split /\|/,
+  $node->safe_psql('app', q{SELECT * FROM public.lead('94601')});
+is("$planted_dealer|$planted_match", 'DB|Drive Distance',
+	'with an operator planted in pgRouting\'s schema, the lead is still routed by road');
+unlike($node->safe_psql('app', "SELECT explained($planted_id)"), qr/planted/,
+	'and the planted operator never ran');
+$node->safe_psql('app',
+	'DROP OPERATOR public.< (double precision, integer); DROP FUNCTION public.planted_lt(double precision, integer)');
+
 # Other ways to route agree: the locator ranks by road, route() and
 # simulate_routing follow.
 is( $node->safe_psql(
