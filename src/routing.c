@@ -102,6 +102,7 @@ typedef struct Routing
 	const char *product_filter; /* NULL: no product filter */
 	TimestampTz at;				/* the instant whose configuration applies */
 	int nsteps;
+	const char *turn; /* a new lead's round robin winner, its turn not counted yet */
 } Routing;
 
 /* A territory holder: a dealer and its distance, NaN when unknown. */
@@ -184,9 +185,12 @@ RouteLead(const RouteRequest *request, RouteResult *result)
 		while ((placed =
 					TryDealerGroup(&r) || TryInventory(&r) || TryTerritory(&r) || TryRadius(&r)) &&
 			   CapReached(&r))
-			;
+			r.turn = NULL;
 		if (!placed)
 			UseDefault(&r);
+		/* Round robin: the turn counts for the dealer that got the lead, not one a cap skipped. */
+		else if (r.turn != NULL && strcmp(r.turn, result->dealer_number) == 0)
+			TieTake(ModelBrandCode(r.model, r.brand), r.turn);
 	}
 
 	result->reroute = r.settings->reroute;
@@ -1231,7 +1235,7 @@ BreakTie(Routing *r, const char *rule, const Holder *c, int n)
 			closest = i;
 	if (closest < 0)
 		return 0;
-	/* In dealer number order (the model's order): the order the turns' rows are locked in. */
+	/* In dealer number order (the model's order): a tie of turns goes to the lower number. */
 	for (int i = 0; i < n; i++)
 		if (!isnan(c[i].m) && c[i].m <= c[closest].m + TIE_TOLERANCE_M)
 		{
@@ -1247,6 +1251,8 @@ BreakTie(Routing *r, const char *rule, const Holder *c, int n)
 		numbers[i] = ModelDealerNumber(r->model, c[tied[i]].dealer);
 	won =
 		TieChoose(ModelBrandCode(r->model, r->brand), numbers, ntied, r->request->take_turn, turns);
+	if (r->request->take_turn)
+		r->turn = numbers[won];
 
 	/* The dealer whose turn comes next, to say why the winner came first. */
 	initStringInfo(&others);

@@ -73,16 +73,18 @@ static void ReadTurns(const char *brand, const char *const *dealers, int n, Snap
 /*
  * TieChoose returns which of n tied dealers (numbers in byte order) has the
  * turn for a lead of a brand, and fills turns with each one's counters as
- * they were; with take, the lead takes the turn: the winner's counter
- * counts it, in the current transaction.
+ * they were.  With lock, for a new lead, the tied dealers' turns are locked
+ * first and the counters read as the sessions before it left them; the
+ * turn is counted by TieTake, once the lead's dealer is settled (a winner
+ * at its daily cap does not get the lead, nor the turn).
  */
 int
-TieChoose(const char *brand, const char *const *dealers, int n, bool take, TieTurn *turns)
+TieChoose(const char *brand, const char *const *dealers, int n, bool lock, TieTurn *turns)
 {
 	Snapshot snapshot;
 	int winner = 0;
 
-	if (take)
+	if (lock)
 	{
 		LockTurns(brand, dealers, n);
 		snapshot = IsolationUsesXactSnapshot() ? GetTransactionSnapshot() : GetLatestSnapshot();
@@ -96,24 +98,30 @@ TieChoose(const char *brand, const char *const *dealers, int n, bool take, TieTu
 	for (int i = 1; i < n; i++)
 		if (TieTurnFirst(&turns[i], &turns[winner]))
 			winner = i;
-	if (take)
-	{
-		Oid types[2] = { TEXTOID, TEXTOID };
-		Datum args[2];
-		OwnerSwitch owner;
-		int pinned = SpiConnectPinned();
-
-		BecomeExtensionOwner(&owner);
-		args[0] = CStringGetTextDatum(brand);
-		args[1] = CStringGetTextDatum(dealers[winner]);
-		if (SPI_execute_plan(KeptPlan(&take_plan, take_sql, 2, types, 0), args, NULL, false, 0) !=
-				SPI_OK_INSERT ||
-			SPI_processed != 1)
-			elog(ERROR, "could not count the round robin turn of dealer %s", dealers[winner]);
-		RestoreCaller(&owner);
-		SpiFinishPinned(pinned);
-	}
 	return winner;
+}
+
+/*
+ * TieTake counts a lead's turn for the dealer TieChoose gave it to, in the
+ * current transaction, under the locks TieChoose took.
+ */
+void
+TieTake(const char *brand, const char *dealer)
+{
+	Oid types[2] = { TEXTOID, TEXTOID };
+	Datum args[2];
+	OwnerSwitch owner;
+	int pinned = SpiConnectPinned();
+
+	BecomeExtensionOwner(&owner);
+	args[0] = CStringGetTextDatum(brand);
+	args[1] = CStringGetTextDatum(dealer);
+	if (SPI_execute_plan(KeptPlan(&take_plan, take_sql, 2, types, 0), args, NULL, false, 0) !=
+			SPI_OK_INSERT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not count the round robin turn of dealer %s", dealer);
+	RestoreCaller(&owner);
+	SpiFinishPinned(pinned);
 }
 
 /*
@@ -182,7 +190,12 @@ ReadTurns(const char *brand, const char *const *dealers, int n, Snapshot snapsho
 	last_at = get_attnum(relid, "last_at");
 	if (!OidIsValid(index) || brand_at == InvalidAttrNumber || dealer_at == InvalidAttrNumber ||
 		leads_at == InvalidAttrNumber || last_at == InvalidAttrNumber)
-		elog(ERROR, "aimroute.tie_turns has not the primary key and columns round robin reads");
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table aimroute.tie_turns lacks the primary key or a column round robin "
+						"reads"),
+				 errhint("Put the table back as the extension made it (ALTER EXTENSION aimroute "
+						 "UPDATE, or DROP and CREATE EXTENSION).")));
 	irel = index_open(index, AccessShareLock);
 	collation[0] = irel->rd_indcollation[0];
 	collation[1] = irel->rd_indcollation[1];

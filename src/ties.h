@@ -15,8 +15,9 @@ typedef struct TieTurn
 	TimestampTz last_at; /* when it received the last one */
 } TieTurn;
 
-extern int TieChoose(const char *brand, const char *const *dealers, int n, bool take,
+extern int TieChoose(const char *brand, const char *const *dealers, int n, bool lock,
 					 TieTurn *turns);
+extern void TieTake(const char *brand, const char *dealer);
 extern bool TieTurnFirst(const TieTurn *a, const TieTurn *b);
 
 #endif /* AIMROUTE_TIES_H */

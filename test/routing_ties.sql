@@ -3,7 +3,7 @@
 -- turns per brand; dealer_number (the default) keeps the lowest dealer
 -- number.  Everything is rolled back.
 BEGIN;
-SELECT plan(27);
+SELECT plan(30);
 SELECT set_config('search_path', 'aimroute, public, ' || e.extnamespace::regnamespace, true)
   FROM pg_extension e WHERE e.extname = 'postgis';
 SET LOCAL client_min_messages = warning;
@@ -127,6 +127,22 @@ SELECT is(pg_temp.leads(3, 'RRA', '49757'), 'RR1 RR2 RR3',
 SELECT results_eq($$SELECT dealer_number, leads FROM tie_turns WHERE brand_code = 'RRA' ORDER BY 1$$,
     $$VALUES ('RR1', 1::bigint), ('RR2', 1::bigint), ('RR3', 1::bigint)$$,
     'each turn made its dealer''s counter again, one lead each');
+
+------------------------------------------------------------------------------
+-- A winner at its daily cap gets neither the lead nor the turn: the turn
+-- counts for the dealer that gets the lead.
+------------------------------------------------------------------------------
+UPDATE dealers SET daily_lead_cap = 1 WHERE dealer_number = 'RR1';
+INSERT INTO daily_lead_counts (dealer_number, day, leads)
+SELECT 'RR1', (now() AT TIME ZONE s.timezone)::date, 1 FROM settings s;
+SELECT is(pg_temp.lead('capped turn', 'RRA', '49757'), 'RR2',
+    'RR1''s turn, but RR1 is full today: the lead goes to RR2, next in turn');
+SELECT results_eq($$SELECT dealer_number, leads FROM tie_turns WHERE brand_code = 'RRA' ORDER BY 1$$,
+    $$VALUES ('RR1', 1::bigint), ('RR2', 2::bigint), ('RR3', 1::bigint)$$,
+    'the turn is counted for RR2, which got the lead, and not for RR1, which a cap skipped');
+SELECT matches(pg_temp.why('capped turn'), 'RR1 skipped: daily lead cap 1 reached',
+    'the explanation says RR1 was skipped for its cap');
+UPDATE dealers SET daily_lead_cap = NULL WHERE dealer_number = 'RR1';
 
 SELECT * FROM finish();
 ROLLBACK;
