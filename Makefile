@@ -34,6 +34,7 @@ OBJS = \
 	src/routing.o \
 	src/search_path.o \
 	src/staging.o \
+	src/subxact.o \
 	src/ties.o \
 	src/worker.o
 

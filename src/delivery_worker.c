@@ -75,6 +75,7 @@
 #include "utils/timestamp.h"
 
 #include "delivery.h"
+#include "subxact.h"
 #include "reroute_worker.h"
 #include "worker.h"
 
@@ -239,7 +240,6 @@ static void RecordDone(void);
 static void ForgetTransfer(Transfer *t);
 static void QueueDailyRecap(void);
 static void RunStatement(void *arg);
-static ErrorData *TrySubtransaction(void (*body)(void *arg), void *arg);
 static double NextDue(bool *missing);
 static void Release(List *transfers);
 static void StopSending(void);
@@ -1338,41 +1338,6 @@ RunStatement(void *arg)
 	if (SPI_execute_with_args(statement->sql, statement->nargs, statement->types, statement->args,
 							  NULL, false, 0) < 0)
 		elog(ERROR, "delivery worker: could not run \"%s\"", statement->sql);
-}
-
-/*
- * TrySubtransaction runs body(arg) in a subtransaction of the worker's
- * transaction, as PL/pgSQL runs an exception block: it returns NULL when
- * body went through, else body's error, copied, once the subtransaction is
- * rolled back.  The interrupt hold-off count is as it was before either
- * way (an ERROR zeroes it; see HoldShutdown).
- */
-static ErrorData *
-TrySubtransaction(void (*body)(void *arg), void *arg)
-{
-	MemoryContext context = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	uint32 held = InterruptHoldoffCount;
-	ErrorData *volatile error = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		body(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		InterruptHoldoffCount = held;
-		MemoryContextSwitchTo(context);
-		error = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(context);
-	CurrentResourceOwner = owner;
-	return error;
 }
 
 /*

@@ -56,6 +56,7 @@
 #include "drive.h"
 #include "postgis.h"
 #include "search_path.h"
+#include "subxact.h"
 
 /* The cache is emptied when it holds this many road distances, or snapped points. */
 #define DRIVE_CACHE_MAX 200000
@@ -470,8 +471,13 @@ DriveMeasure(DriveLead *lead, DriveLeg *legs, int n, double best_m, double tie_m
 	if (npending > 0)
 	{
 		m.reach_m = Max(DRIVE_REACH_FACTOR * farthest, DRIVE_MIN_REACH_M);
+		/* A failed run leaves its legs DRIVE_FAILED: measured as the crow flies. */
 		if (!InSubtransaction(MeasureWork, &m, &lead->why))
+		{
+			for (int i = 0; i < n; i++)
+				lead->cached += legs[i].cached;
 			return;
+		}
 	}
 
 	/* What the runs around the lead did not settle, on the whole network. */
@@ -489,8 +495,17 @@ DriveMeasure(DriveLead *lead, DriveLeg *legs, int n, double best_m, double tie_m
 		npending += pending[i];
 	}
 	m.reach_m = INFINITY;
-	if (npending > 0)
-		(void) InSubtransaction(MeasureWork, &m, &lead->why);
+	if (npending > 0 && !InSubtransaction(MeasureWork, &m, &lead->why))
+	{
+		/* Their lower bounds are not distances: they fall back to the crow flies, as the explanation says. */
+		for (int i = 0; i < n; i++)
+			if (pending[i])
+			{
+				legs[i].how = DRIVE_FAILED;
+				legs[i].road_m = NAN;
+				legs[i].path_m = NAN;
+			}
+	}
 	for (int i = 0; i < n; i++)
 		lead->cached += legs[i].cached;
 }
@@ -639,43 +654,47 @@ Around(const DriveLead *lead, double reach_m)
 		lead->lon - dlon, lead->lat - dlat, lead->lon + dlon, lead->lat + dlat);
 }
 
+/* A piece of work on the network and the memory context of its caller. */
+typedef struct Work
+{
+	NetworkWork work;
+	void *arg;
+	MemoryContext outer;
+} Work;
+
+/* InOuterContext runs a piece of work in the memory context of its caller. */
+static void
+InOuterContext(void *arg)
+{
+	Work *w = arg;
+
+	MemoryContextSwitchTo(w->outer);
+	w->work(w->arg);
+}
+
 /*
  * InSubtransaction runs work in a subtransaction; false, with why set to
- * the error's message, when it raised.  A query cancel is raised again.
+ * the error's message, when it raised an error about the network.  An
+ * error that is not about it -- a cancel or shutdown, a serialization
+ * failure or deadlock the client must retry, memory or disk running out --
+ * is raised again.
  */
 static bool
 InSubtransaction(NetworkWork work, void *arg, char **why)
 {
-	MemoryContext outer = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	Work w = { work, arg, CurrentMemoryContext };
+	ErrorData *edata = TrySubtransaction(InOuterContext, &w);
+	int category;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(outer);
-	PG_TRY();
-	{
-		work(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(outer);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(outer);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-		*why = psprintf("the road network could not be read: %s", edata->message);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	if (edata == NULL)
+		return true;
+	category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+	if (category == ERRCODE_TRANSACTION_ROLLBACK || category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_OPERATOR_INTERVENTION || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+		ReThrowError(edata);
+	*why = psprintf("the road network could not be read: %s", edata->message);
+	FreeErrorData(edata);
+	return false;
 }
 
 /*
