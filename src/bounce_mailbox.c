@@ -64,6 +64,7 @@ static uint64 *ParseSearch(const char *text, uint64 after, int *n);
 static char *AsDatabaseText(StringInfo raw);
 static void Look(Mailbox *m, const char *ca_file, int timeout);
 static void NoteFailure(const Mailbox *m, const char *what);
+static void CommitLook(void);
 
 /*
  * BounceMailboxInit defines the bounce mailbox's setting.
@@ -106,6 +107,18 @@ BounceMailboxRound(const char *ca_file, int timeout)
 	if (ReadSettings(&m))
 		Look(&m, ca_file, timeout);
 	return bounce_mailbox_interval * 1000L;
+}
+
+/*
+ * CommitLook commits a transaction of a look.  A commit leaves
+ * TopMemoryContext current: back to look_context, which the next look
+ * resets, so that nothing a look allocates outlives it.
+ */
+static void
+CommitLook(void)
+{
+	WorkerCommitTransaction();
+	MemoryContextSwitchTo(look_context);
 }
 
 /*
@@ -313,11 +326,16 @@ ParseSearch(const char *text, uint64 after, int *n)
 		if (end == p)
 			break;
 		p = end;
-		if (uid > after && *n < UIDS_PER_LOOK)
+		/*
+		 * Servers answer in order; keep it so whatever they do, and keep the
+		 * lowest UIDs: the look records up to the last one it keeps, and a
+		 * lower one left out would never be read.  When full, the highest
+		 * kept makes room for a lower one.
+		 */
+		if (uid > after && (*n < UIDS_PER_LOOK || uid < uids[*n - 1]))
 		{
-			int i = (*n)++;
+			int i = *n < UIDS_PER_LOOK ? (*n)++ : *n - 1;
 
-			/* Servers answer in order; keep it so whatever they do. */
 			while (i > 0 && uids[i - 1] > uid)
 			{
 				uids[i] = uids[i - 1];
@@ -377,7 +395,7 @@ NoteFailure(const Mailbox *m, const char *what)
 								  NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "delivery worker: could not note a failure to read the bounce mailbox");
 	}
-	WorkerCommitTransaction();
+	CommitLook();
 }
 
 /*
@@ -430,7 +448,7 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 		position = (uint64) DatumGetInt64(
 			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	WorkerCommitTransaction();
+	CommitLook();
 
 	if (!Run(h, m->box_url, psprintf("UID SEARCH UID " UINT64_FORMAT ":*", position + 1), &body,
 			 error, &failure, &too_large))
@@ -450,7 +468,7 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 			goto fail;
 		if (!WorkerBeginTransaction("aimroute: recording a message of the bounce mailbox"))
 		{
-			WorkerCommitTransaction();
+			CommitLook();
 			break;
 		}
 		args[0] = CStringGetTextDatum(m->url);
@@ -464,7 +482,7 @@ Look(Mailbox *m, const char *ca_file, int timeout)
 		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
 			bounces += DatumGetInt32(result);
-		WorkerCommitTransaction();
+		CommitLook();
 		/* NULL: its record failed, and it is tried again at the next look. */
 		if (isnull)
 			break;
