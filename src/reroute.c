@@ -327,16 +327,19 @@ RerouteDeadlineFor(const RerouteSettings *s, const char *dealer_number, Timestam
 			has_hours = true;
 		}
 		/* A zone the server no longer knows: the OEM's, as for NULL. */
-		if (zone != NULL && pg_tzset(zone) != NULL)
-			tz = pg_tzset(zone);
+		if (zone != NULL)
+		{
+			pg_tz *dealer_tz = pg_tzset(zone);
+
+			if (dealer_tz != NULL)
+				tz = dealer_tz;
+		}
 	}
 	SpiFinishPinned(pinned);
 	if (!has_hours || tz == NULL)
 		return RerouteDeadline(s, from);
 
-	/* Days of 24 hours and months of 30 days, as extract(epoch from interval). */
-	usecs =
-		((int64) s->after.month * DAYS_PER_MONTH + s->after.day) * USECS_PER_DAY + s->after.time;
+	usecs = OpenTimeOf(&s->after);
 	if (!BusinessHoursDeadline(&oh, tz, s->skip_days, from, usecs, &due))
 		return RerouteDeadline(s, from);
 	return due;
