@@ -8,8 +8,10 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "catalog.h"
@@ -45,4 +47,18 @@ ExtensionRow(const char *name, Oid *ext, Oid *owner, Oid *schema)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+/*
+ * AimrouteHasColumn tells whether aimroute's table has a column: a
+ * database not updated to this library's version yet lacks the newer ones
+ * (catalog cache look-ups, no statement).
+ */
+bool
+AimrouteHasColumn(const char *table, const char *column)
+{
+	Oid namespace = get_namespace_oid("aimroute", true);
+	Oid relid = OidIsValid(namespace) ? get_relname_relid(table, namespace) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, column) != InvalidAttrNumber;
 }

@@ -14,14 +14,13 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 
+#include "catalog.h"
 #include "delivery.h"
 #include "kept_plan.h"
 #include "owner.h"
@@ -84,7 +83,6 @@ static SPIPlanPtr queue_0_1_0_plan = NULL;
 static Oid queue_types[3] = { INT8OID, TEXTOID, TEXTOID };
 
 static void CheckLeadHolder(int64 lead_id, const char *dealer_number);
-static bool LeadsHaveMark(void);
 
 PG_FUNCTION_INFO_V1(aimroute_queue_lead_delivery);
 PG_FUNCTION_INFO_V1(aimroute_wake_delivery_worker);
@@ -104,30 +102,17 @@ QueueLeadDelivery(int64 lead_id, const char *dealer_number, const char *event)
 	args[0] = Int64GetDatum(lead_id);
 	args[1] = CStringGetTextDatum(dealer_number);
 	args[2] = CStringGetTextDatum(event);
-	if (SPI_execute_plan(LeadsHaveMark() ? KeptPlan(&queue_plan, queue_sql, 3, queue_types,
-													CURSOR_OPT_GENERIC_PLAN)
-										 : KeptPlan(&queue_0_1_0_plan, queue_0_1_0_sql, 3,
-													queue_types, CURSOR_OPT_GENERIC_PLAN),
-						 args, NULL, false, 0) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(
+			AimrouteHasColumn("leads", "notice_pending")
+				? KeptPlan(&queue_plan, queue_sql, 3, queue_types, CURSOR_OPT_GENERIC_PLAN)
+				: KeptPlan(&queue_0_1_0_plan, queue_0_1_0_sql, 3, queue_types,
+						   CURSOR_OPT_GENERIC_PLAN),
+			args, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not queue the delivery of lead " INT64_FORMAT, lead_id);
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	DeliveryWakeWorkerAtCommit();
 	return isnull ? 0 : DatumGetInt64(id);
-}
-
-/*
- * LeadsHaveMark tells whether aimroute.leads has its notice_pending column:
- * a database not updated from 0.1.0 yet lacks it (two catalog cache
- * look-ups).
- */
-static bool
-LeadsHaveMark(void)
-{
-	Oid namespace = get_namespace_oid("aimroute", true);
-	Oid relid = OidIsValid(namespace) ? get_relname_relid("leads", namespace) : InvalidOid;
-
-	return OidIsValid(relid) && get_attnum(relid, "notice_pending") != InvalidAttrNumber;
 }
 
 /*

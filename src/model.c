@@ -70,6 +70,7 @@
 #include "utils/timestamp.h"
 #include "utils/memutils.h"
 
+#include "catalog.h"
 #include "model.h"
 #include "model_share.h"
 #include "postal.h"
@@ -121,7 +122,6 @@ static void LoadDealerLinks(Builder *b);
 static int CompareInts(const void *a, const void *b);
 static void LoadTerritories(Builder *b);
 static void LoadDatedProducts(Builder *b);
-static bool HasPeriods(const char *table);
 static TimestampTz PeriodBound(HeapTuple row, TupleDesc desc, int col, TimestampTz open);
 static bool ProductValidAt(Model *c, int dealer, int product, TimestampTz at);
 static void BuildGroups(Builder *b);
@@ -135,7 +135,6 @@ static bool ReadRoundRobin(void);
 static int Candidates(Model *c, const CandidateFilter *f, const double xyz[3], Datum centroid,
 					  double limit_m, bool all, Candidate **out);
 static void ReadDrive(Builder *b);
-static bool SettingsHave(const char *column);
 static char *Text(HeapTuple row, TupleDesc desc, int col);
 static double ChordFor(double sphere_m);
 static int CompareCandidates(const void *a, const void *b);
@@ -885,26 +884,6 @@ LoadSettings(Builder *b)
 }
 
 /*
- * SettingsHave tells whether aimroute.settings has a column: a database
- * not updated from 0.1.0 yet lacks those 0.2.0 added.
- */
-static bool
-SettingsHave(const char *column)
-{
-	MemoryContext context = CurrentMemoryContext;
-	Datum name = CStringGetTextDatum(column);
-	int rc = SPI_execute_with_args("SELECT FROM pg_catalog.pg_attribute a"
-								   " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.settings')"
-								   " AND a.attname = $1 AND NOT a.attisdropped",
-								   1, (Oid[]){ TEXTOID }, &name, NULL, true, 1);
-
-	MemoryContextSwitchTo(context);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of aimroute.settings");
-	return SPI_processed == 1;
-}
-
-/*
  * ReadDrive copies settings.drive_distance_enabled and drive_network; a
  * database not updated from 0.1.0 yet has neither, and measures as the
  * crow flies.
@@ -915,7 +894,7 @@ ReadDrive(Builder *b)
 	char *network;
 	ModelRef ref;
 
-	if (!SettingsHave("drive_network"))
+	if (!AimrouteHasColumn("settings", "drive_network"))
 		return;
 	if (ReadQuery("SELECT drive_network FROM aimroute.settings"
 				  " WHERE drive_distance_enabled AND drive_network IS NOT NULL",
@@ -937,7 +916,7 @@ ReadDrive(Builder *b)
 static bool
 ReadRoundRobin(void)
 {
-	if (!SettingsHave("tie_break"))
+	if (!AimrouteHasColumn("settings", "tie_break"))
 		return false;
 	if (ReadQuery("SELECT FROM aimroute.settings WHERE tie_break = 'round_robin'", true, 1) !=
 		SPI_OK_SELECT)
@@ -1027,12 +1006,8 @@ LoadDealers(Builder *b)
 	ModelRef dealers;
 
 	/* A database not updated from 0.1.0 yet has no daily_lead_cap: no caps. */
-	if (ReadQuery("SELECT FROM pg_catalog.pg_attribute a"
-				  " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.dealers')"
-				  " AND a.attname = 'daily_lead_cap' AND NOT a.attisdropped",
-				  true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of aimroute.dealers");
-	sql = psprintf(sql, SPI_processed == 1 ? "daily_lead_cap" : "NULL::integer");
+	sql = psprintf(sql, AimrouteHasColumn("dealers", "daily_lead_cap") ? "daily_lead_cap"
+																	   : "NULL::integer");
 	if (ReadQuery(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read aimroute.dealers");
 	dealers = Keep(b, sizeof(ModelDealer) * Max(SPI_processed, 1));
@@ -1280,7 +1255,7 @@ LoadTerritories(Builder *b)
 
 	/* A database not updated from 0.1.0 yet has no periods: every row applies always. */
 	if (ReadQuery(
-			HasPeriods("territories")
+			AimrouteHasColumn("territories", "valid_to")
 				? "SELECT country, kind, code, brand_code, dealer_number, valid_from, valid_to"
 				  " FROM aimroute.territories"
 				: "SELECT country, kind, code, brand_code, dealer_number, NULL::timestamptz,"
@@ -1325,23 +1300,6 @@ LoadTerritories(Builder *b)
 }
 
 /*
- * HasPeriods tells whether an aimroute table has valid_from / valid_to: a
- * database not updated from 0.1.0 yet has none.
- */
-static bool
-HasPeriods(const char *table)
-{
-	char *sql = psprintf("SELECT FROM pg_catalog.pg_attribute a"
-						 " WHERE a.attrelid = pg_catalog.to_regclass('aimroute.%s')"
-						 " AND a.attname = 'valid_to' AND NOT a.attisdropped",
-						 table);
-
-	if (ReadQuery(sql, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of aimroute.%s", table);
-	return SPI_processed == 1;
-}
-
-/*
  * PeriodBound reads a bound of a period; open when it is NULL.
  */
 static TimestampTz
@@ -1381,7 +1339,7 @@ LoadDatedProducts(Builder *b)
 	ModelRef dated;
 
 	HEAD(b)->ndated_products = 0;
-	if (!HasPeriods("product_assignments"))
+	if (!AimrouteHasColumn("product_assignments", "valid_to"))
 		return;
 	if (ReadQuery("SELECT a.dealer_number, a.product_code, a.valid_from, a.valid_to"
 				  " FROM aimroute.product_assignments a"

@@ -27,7 +27,6 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -36,10 +35,10 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
-#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "access/htup_details.h"
 
+#include "catalog.h"
 #include "kept_plan.h"
 #include "model.h"
 #include "opening_hours.h"
@@ -256,7 +255,6 @@ static bool
 BusinessHoursClock(void)
 {
 	const ModelKey *key = &ModelCurrent()->data->key;
-	Oid settings;
 	int pinned;
 
 	if (clock_cache.valid && clock_cache.key.database == key->database &&
@@ -266,8 +264,7 @@ BusinessHoursClock(void)
 
 	clock_cache.valid = false;
 	clock_cache.business_hours = false;
-	settings = get_relname_relid("settings", get_namespace_oid("aimroute", false));
-	if (OidIsValid(settings) && get_attnum(settings, "reroute_clock") != InvalidAttrNumber)
+	if (AimrouteHasColumn("settings", "reroute_clock"))
 	{
 		pinned = SpiConnectPinned();
 		if (SPI_execute("SELECT s.reroute_clock OPERATOR(pg_catalog.=) 'business_hours'"
