@@ -67,8 +67,9 @@ typedef struct Generation
 	Oid relid;
 	int64 version;
 	bool kept;				 /* the network has its trigger: valid until the version moves */
-	LocalTransactionId lxid; /* else: this statement only */
-	CommandId cid;
+	LocalTransactionId lxid; /* else: this statement only (a read-only statement of a */
+	CommandId cid;			 /* transaction block has the command id of the one before) */
+	TimestampTz statement;
 } Generation;
 
 typedef struct PointKey
@@ -231,6 +232,7 @@ StartWork(void *arg)
 		g.version = 0;
 		g.lxid = MyProc->lxid;
 		g.cid = GetCurrentCommandId(false);
+		g.statement = GetCurrentStatementStartTimestamp();
 	}
 	SpiFinishPinned(pinned);
 	MemoryContextSwitchTo(outer);
